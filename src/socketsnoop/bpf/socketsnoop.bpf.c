@@ -1,0 +1,523 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * socket-snoop kernel side: TCP state changes, retransmissions and resets,
+ * with the socket's owner (not the task a softirq interrupted), filtered in
+ * the kernel, sent to user space through a ring buffer (or a perf buffer).
+ *
+ * CO-RE: built once against vmlinux.h, relocated by libbpf against the
+ * running kernel's BTF. Tracepoints only (tp_btf), no kprobes.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+#include "socketsnoop.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+
+/* kernel TCP states (include/net/tcp_states.h: stable ABI, also in the tracepoint's format) */
+#define TCP_ESTABLISHED 1
+#define TCP_SYN_SENT 2
+#define TCP_SYN_RECV 3
+#define TCP_FIN_WAIT1 4
+#define TCP_CLOSE 7
+#define TCP_CLOSE_WAIT 8
+#define TCP_LAST_ACK 9
+#define TCP_LISTEN 10
+
+/* Set by user space before load. */
+const volatile __u32 filter_flags = 0;
+const volatile __u32 filter_states = 0;	 /* bit n: new state n passes */
+const volatile __u64 wakeup_bytes = 0;	 /* 0: wake user space on every event */
+const volatile bool use_perf = false;	 /* perf event array instead of ring buffer */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 << 20); /* resized by user space (--buffer-size) */
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+} perf_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SS_C_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+/* socket -> owner, recorded in process context; deleted at CLOSE */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct owner);
+} owners SEC(".maps");
+
+/* listening socket -> owner, so passively opened sockets get their listener's owner */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct listen_key);
+	__type(value, struct owner);
+} listeners SEC(".maps");
+
+/* filter sets, filled once by user space */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u8);
+} filter_pids SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, char[SS_COMM_LEN]);
+	__type(value, __u8);
+} filter_comms SEC(".maps");
+
+/* key: (kind << 16) | port, kind as in enum ss_addr_kind */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u8);
+} filter_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__type(key, struct filter_key);
+	__type(value, __u8);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} filter_addrs SEC(".maps");
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
+
+	if (v)
+		*v += 1;
+}
+
+static __always_inline __u32 netns_of(const struct sock *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+}
+
+static __always_inline bool is_v4mapped(const __u8 *a)
+{
+	const __u32 *w = (const __u32 *)a;
+
+	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0x0000ffff);
+}
+
+/* An IPv4-mapped IPv6 pair is reported as IPv4. */
+static __always_inline void normalize_family(struct event *e)
+{
+	if (e->family == 6 && is_v4mapped(e->saddr) && is_v4mapped(e->daddr)) {
+		__builtin_memcpy(e->saddr, e->saddr + 12, 4);
+		__builtin_memcpy(e->daddr, e->daddr + 12, 4);
+		__builtin_memset(e->saddr + 4, 0, 12);
+		__builtin_memset(e->daddr + 4, 0, 12);
+		e->family = 4;
+	}
+}
+
+/* addresses from the socket's common part (valid for full, request and timewait sockets) */
+static __always_inline bool fill_addrs(struct event *e, const struct sock *sk)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	if (family == AF_INET) {
+		e->family = 4;
+		bpf_core_read(e->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_core_read(e->daddr, 4, &sk->__sk_common.skc_daddr);
+	} else if (family == AF_INET6) {
+		e->family = 6;
+		bpf_core_read(e->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(e->daddr, 16, &sk->__sk_common.skc_v6_daddr);
+	} else {
+		return false;
+	}
+	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	return true;
+}
+
+/*
+ * Full socket: local port from inet_sport, as the inet_sock_set_state
+ * tracepoint itself reports it (skc_num is already 0 at CLOSE on an
+ * accepted socket, once its port is released).
+ */
+static __always_inline bool fill_full_sock(struct event *e, const struct sock *sk)
+{
+	const struct inet_sock *inet = (const struct inet_sock *)sk;
+
+	if (!fill_addrs(e, sk))
+		return false;
+	e->sport = bpf_ntohs(BPF_CORE_READ(inet, inet_sport));
+	return true;
+}
+
+/* Socket inode, for user space to find the owner of a socket that predates us. */
+static __always_inline __u64 inode_of(const struct sock *sk)
+{
+	struct socket *so = BPF_CORE_READ(sk, sk_socket);
+
+	if (!so)
+		return 0;
+	return BPF_CORE_READ(so, file, f_inode, i_ino);
+}
+
+static __always_inline void set_current_owner(struct owner *o)
+{
+	o->pid = bpf_get_current_pid_tgid() >> 32;
+	o->pad = 0;
+	bpf_get_current_comm(o->comm, sizeof(o->comm));
+}
+
+static __always_inline void listen_key_of(struct listen_key *k, const struct sock *sk)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	__builtin_memset(k, 0, sizeof(*k));
+	k->netns = netns_of(sk);
+	k->port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	k->family = family == AF_INET6 ? 6 : 4;
+	if (family == AF_INET6)
+		bpf_core_read(k->addr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+	else
+		bpf_core_read(k->addr, 4, &sk->__sk_common.skc_rcv_saddr);
+}
+
+/* The listener of a passively opened socket: by its address, else the wildcard. */
+static __always_inline struct owner *listener_owner(const struct sock *sk)
+{
+	struct listen_key k;
+	struct owner *o;
+
+	listen_key_of(&k, sk);
+	o = bpf_map_lookup_elem(&listeners, &k);
+	if (o)
+		return o;
+	__builtin_memset(k.addr, 0, sizeof(k.addr));
+	return bpf_map_lookup_elem(&listeners, &k);
+}
+
+static __always_inline void copy_owner(struct event *e, const struct owner *o, __u8 how)
+{
+	e->pid = o->pid;
+	__builtin_memcpy(e->comm, o->comm, SS_COMM_LEN);
+	e->owner = how;
+}
+
+/* pid/comm of the socket's owner where known, else of the current task */
+static __always_inline void fill_owner(struct event *e, const struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	struct owner *o = sk ? bpf_map_lookup_elem(&owners, &key) : NULL;
+	struct owner cur;
+
+	if (o) {
+		copy_owner(e, o, SS_OWNER_SOCKET);
+		return;
+	}
+	set_current_owner(&cur);
+	copy_owner(e, &cur, SS_OWNER_CURRENT);
+}
+
+static __always_inline bool addr_unspecified(const __u8 *a, __u8 family)
+{
+	const __u32 *w = (const __u32 *)a;
+
+	if (family == 4)
+		return w[0] == 0;
+	return (w[0] | w[1] | w[2] | w[3]) == 0;
+}
+
+static __always_inline bool port_in(__u32 kind, __u16 port)
+{
+	__u32 k = (kind << 16) | port;
+
+	return bpf_map_lookup_elem(&filter_ports, &k) != NULL;
+}
+
+static __always_inline bool addr_in(__u8 kind, __u8 family, const __u8 *addr)
+{
+	struct filter_key k = {};
+
+	k.prefixlen = 16 + (family == 4 ? 32 : 128);
+	k.kind = kind;
+	k.family = family;
+	__builtin_memcpy(k.addr, addr, 16);
+	return bpf_map_lookup_elem(&filter_addrs, &k) != NULL;
+}
+
+/* true: the event passes every filter. Within a kind values are OR-ed, across kinds AND-ed. */
+static __always_inline bool wanted(struct event *e)
+{
+	__u32 f = filter_flags;
+
+	if (!f)
+		return true;
+	if ((f & SS_FILT_SKIP_UNSPEC) &&
+	    (addr_unspecified(e->saddr, e->family) || addr_unspecified(e->daddr, e->family)))
+		return false;
+	if ((f & SS_FILT_IPV4) && e->family != 4)
+		return false;
+	if ((f & SS_FILT_IPV6) && e->family != 6)
+		return false;
+	if ((f & SS_FILT_NO_RETRANSMIT) && e->type == SS_EV_RETRANSMIT)
+		return false;
+	if ((f & SS_FILT_NO_RESET) &&
+	    (e->type == SS_EV_RESET_SENT || e->type == SS_EV_RESET_RECEIVED))
+		return false;
+	if ((f & SS_FILT_STATE) && !(filter_states & (1u << (e->newstate & 31))))
+		return false;
+	if ((f & SS_FILT_PORT) && !port_in(SS_ADDR_EITHER, e->sport) &&
+	    !port_in(SS_ADDR_EITHER, e->dport))
+		return false;
+	if ((f & SS_FILT_SPORT) && !port_in(SS_ADDR_SRC, e->sport))
+		return false;
+	if ((f & SS_FILT_DPORT) && !port_in(SS_ADDR_DST, e->dport))
+		return false;
+	if ((f & SS_FILT_ADDR) && !addr_in(SS_ADDR_EITHER, e->family, e->saddr) &&
+	    !addr_in(SS_ADDR_EITHER, e->family, e->daddr))
+		return false;
+	if ((f & SS_FILT_SRC) && !addr_in(SS_ADDR_SRC, e->family, e->saddr))
+		return false;
+	if ((f & SS_FILT_DST) && !addr_in(SS_ADDR_DST, e->family, e->daddr))
+		return false;
+	if (f & (SS_FILT_PID | SS_FILT_COMM)) {
+		bool ok = true;
+
+		if ((f & SS_FILT_PID) && !bpf_map_lookup_elem(&filter_pids, &e->pid))
+			ok = false;
+		if (ok && (f & SS_FILT_COMM) && !bpf_map_lookup_elem(&filter_comms, e->comm))
+			ok = false;
+		if (e->owner == SS_OWNER_CURRENT && e->ino) {
+			/* a socket older than us: user space knows its owner from /proc */
+			e->flags |= SS_F_OWNER_UNVERIFIED;
+			return true;
+		}
+		return ok;
+	}
+	return true;
+}
+
+static __always_inline int emit(void *ctx, struct event *e)
+{
+	long err;
+
+	normalize_family(e);
+	if (!wanted(e)) {
+		count(SS_C_FILTERED);
+		return 0;
+	}
+	e->ts_ns = bpf_ktime_get_ns();
+	if (use_perf) {
+		err = bpf_perf_event_output(ctx, &perf_events, BPF_F_CURRENT_CPU, e, sizeof(*e));
+	} else {
+		__u64 flags = 0;
+
+		if (wakeup_bytes)
+			flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) + sizeof(*e) >= wakeup_bytes
+					? BPF_RB_FORCE_WAKEUP
+					: BPF_RB_NO_WAKEUP;
+		err = bpf_ringbuf_output(&events, e, sizeof(*e), flags);
+	}
+	count(err ? SS_C_LOST : SS_C_SENT);
+	return 0;
+}
+
+/* transitions that only a system call of the socket's owner makes */
+static __always_inline bool by_owner_syscall(int oldstate, int newstate)
+{
+	return newstate == TCP_SYN_SENT ||				 /* connect() */
+	       newstate == TCP_LISTEN ||				 /* listen() */
+	       (oldstate == TCP_ESTABLISHED && newstate == TCP_FIN_WAIT1) || /* close/shutdown */
+	       (oldstate == TCP_CLOSE_WAIT && newstate == TCP_LAST_ACK) ||   /* close/shutdown */
+	       (oldstate == TCP_SYN_SENT && newstate == TCP_CLOSE) ||	 /* close() while connecting */
+	       (oldstate == TCP_LISTEN && newstate == TCP_CLOSE);		 /* close() a listener */
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const int newstate)
+{
+	struct event e = {};
+	__u64 key = (__u64)sk;
+	struct owner *o;
+
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	count(SS_C_SEEN);
+	count(SS_C_SEEN_STATE);
+
+	if (by_owner_syscall(oldstate, newstate)) {
+		struct owner cur;
+
+		set_current_owner(&cur);
+		bpf_map_update_elem(&owners, &key, &cur, BPF_ANY);
+		if (newstate == TCP_LISTEN) {
+			struct listen_key lk;
+
+			listen_key_of(&lk, sk);
+			bpf_map_update_elem(&listeners, &lk, &cur, BPF_ANY);
+		}
+	}
+
+	o = bpf_map_lookup_elem(&owners, &key);
+	if (o) {
+		copy_owner(&e, o, SS_OWNER_SOCKET);
+	} else if (newstate == TCP_SYN_RECV || oldstate == TCP_SYN_RECV) {
+		/* a passive open: the clone of the listener, then the handshake's end */
+		o = listener_owner(sk);
+		if (o) {
+			copy_owner(&e, o, SS_OWNER_LISTENER);
+			if (newstate != TCP_CLOSE)
+				bpf_map_update_elem(&owners, &key, o, BPF_ANY);
+		}
+	}
+	if (!o) {
+		struct owner cur;
+
+		set_current_owner(&cur);
+		copy_owner(&e, &cur, SS_OWNER_CURRENT);
+	}
+
+	e.type = SS_EV_STATE;
+	e.oldstate = oldstate;
+	e.newstate = newstate;
+	e.skaddr = key;
+	e.netns = netns_of(sk);
+	e.ino = inode_of(sk);
+	fill_full_sock(&e, sk);
+
+	if (newstate == TCP_CLOSE) {
+		bpf_map_delete_elem(&owners, &key);
+		if (oldstate == TCP_LISTEN) {
+			struct listen_key lk;
+
+			listen_key_of(&lk, sk);
+			bpf_map_delete_elem(&listeners, &lk);
+		}
+	}
+	return emit(ctx, &e);
+}
+
+static __always_inline int sock_event(void *ctx, const struct sock *sk, __u8 type)
+{
+	struct event e = {};
+
+	e.type = type;
+	e.skaddr = (__u64)sk;
+	e.newstate = BPF_CORE_READ(sk, __sk_common.skc_state);
+	e.netns = netns_of(sk);
+	e.ino = inode_of(sk);
+	fill_owner(&e, sk);
+	fill_full_sock(&e, sk);
+	return emit(ctx, &e);
+}
+
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(handle_retransmit, const struct sock *sk, const struct sk_buff *skb)
+{
+	/*
+	 * Newer kernels trace failed attempts too, with a third argument
+	 * (err) and a renamed event type: only a retransmission that was
+	 * sent counts. Older kernels have two arguments: ctx[2] is then never
+	 * read (the branch is pruned after relocation).
+	 */
+	if (bpf_core_field_exists(struct trace_event_raw_tcp_retransmit_skb, err) && ctx[2] != 0)
+		return 0;
+	count(SS_C_SEEN);
+	count(SS_C_SEEN_RETRANSMIT);
+	return sock_event(ctx, sk, SS_EV_RETRANSMIT);
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(handle_receive_reset, const struct sock *sk)
+{
+	count(SS_C_SEEN);
+	count(SS_C_SEEN_RESET_RECEIVED);
+	return sock_event(ctx, sk, SS_EV_RESET_RECEIVED);
+}
+
+/*
+ * A reset we send answers a packet (skb): its addresses are the connection's,
+ * seen from the other side. sk is NULL when no socket matched the packet,
+ * and may be a timewait or request socket, so the packet is read first.
+ */
+static __always_inline bool fill_from_packet(struct event *e, const struct sk_buff *skb)
+{
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 proto = bpf_ntohs(BPF_CORE_READ(skb, protocol));
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	__u16 th = BPF_CORE_READ(skb, transport_header);
+	struct tcphdr tcp;
+
+	if (proto == ETH_P_IP) {
+		struct iphdr ip;
+
+		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + nh))
+			return false;
+		e->family = 4;
+		__builtin_memcpy(e->saddr, &ip.daddr, 4);
+		__builtin_memcpy(e->daddr, &ip.saddr, 4);
+	} else if (proto == ETH_P_IPV6) {
+		struct ipv6hdr ip6;
+
+		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh))
+			return false;
+		e->family = 6;
+		__builtin_memcpy(e->saddr, &ip6.daddr, 16);
+		__builtin_memcpy(e->daddr, &ip6.saddr, 16);
+	} else {
+		return false;
+	}
+	if (bpf_probe_read_kernel(&tcp, sizeof(tcp), head + th))
+		return false;
+	e->sport = bpf_ntohs(tcp.dest);
+	e->dport = bpf_ntohs(tcp.source);
+	return true;
+}
+
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(handle_send_reset, const struct sock *sk, const struct sk_buff *skb)
+{
+	struct event e = {};
+
+	count(SS_C_SEEN);
+	count(SS_C_SEEN_RESET_SENT);
+	e.type = SS_EV_RESET_SENT;
+	e.skaddr = (__u64)sk;
+	if (skb) {
+		if (!fill_from_packet(&e, skb))
+			return 0;
+	} else if (!sk || !fill_full_sock(&e, sk)) {
+		return 0;
+	}
+	if (sk) {
+		e.newstate = BPF_CORE_READ(sk, __sk_common.skc_state);
+		e.netns = netns_of(sk);
+		if (e.newstate != TCP_LISTEN && e.newstate != 12 /* NEW_SYN_RECV */ &&
+		    e.newstate != 6 /* TIME_WAIT: a timewait sock has no sk_socket */)
+			e.ino = inode_of(sk);
+	}
+	if (sk)
+		fill_owner(&e, sk);
+	else
+		e.owner = SS_OWNER_NONE; /* the kernel answered for no process: pid 0, no comm */
+	return emit(ctx, &e);
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,116 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The one contract between the kernel program (socketsnoop.bpf.c) and
+ * user space (socketsnoop/events.py mirrors it; tests/test_layout.py checks
+ * the sizes and offsets against this file's compiled BTF).
+ */
+#ifndef SOCKETSNOOP_H
+#define SOCKETSNOOP_H
+
+#define SS_COMM_LEN 16
+
+/* struct event.type */
+enum ss_event_type {
+	SS_EV_STATE = 1,	 /* inet_sock_set_state */
+	SS_EV_RETRANSMIT = 2,	 /* tcp_retransmit_skb */
+	SS_EV_RESET_SENT = 3,	 /* tcp_send_reset */
+	SS_EV_RESET_RECEIVED = 4, /* tcp_receive_reset */
+};
+
+/* struct event.owner: where pid/comm came from */
+enum ss_owner {
+	SS_OWNER_CURRENT = 0,	/* no owner known: the task the event ran in */
+	SS_OWNER_SOCKET = 1,	/* recorded when the socket's owner made a syscall */
+	SS_OWNER_LISTENER = 2,	/* passive open: the owner of the listening socket */
+	SS_OWNER_NONE = 3,	/* no socket (a reset answering a packet to a closed port): pid 0 */
+};
+
+/* struct event.flags */
+#define SS_F_OWNER_UNVERIFIED 1 /* pid/comm filters are on and the owner is a guess: user space re-checks */
+
+/* counters (a per-CPU array, index -> __u64) */
+enum ss_counter {
+	SS_C_SEEN = 0,		/* tracepoint hits that are TCP */
+	SS_C_FILTERED = 1,	/* dropped in the kernel by a filter (or as unspecified) */
+	SS_C_SENT = 2,		/* written to the buffer */
+	SS_C_LOST = 3,		/* buffer full: not written */
+	SS_C_SEEN_STATE = 4,
+	SS_C_SEEN_RETRANSMIT = 5,
+	SS_C_SEEN_RESET_SENT = 6,
+	SS_C_SEEN_RESET_RECEIVED = 7,
+	SS_C_MAX = 8,
+};
+
+/* struct filter_key.kind (the LPM trie of address filters) */
+enum ss_addr_kind {
+	SS_ADDR_EITHER = 1,
+	SS_ADDR_SRC = 2,
+	SS_ADDR_DST = 3,
+};
+
+/* filter switches, set in the read-only config before load */
+#define SS_FILT_PID (1u << 0)
+#define SS_FILT_COMM (1u << 1)
+#define SS_FILT_PORT (1u << 2)
+#define SS_FILT_SPORT (1u << 3)
+#define SS_FILT_DPORT (1u << 4)
+#define SS_FILT_ADDR (1u << 5)
+#define SS_FILT_SRC (1u << 6)
+#define SS_FILT_DST (1u << 7)
+#define SS_FILT_STATE (1u << 8)
+#define SS_FILT_IPV4 (1u << 9)	/* only IPv4 */
+#define SS_FILT_IPV6 (1u << 10) /* only IPv6 */
+#define SS_FILT_NO_RETRANSMIT (1u << 11)
+#define SS_FILT_NO_RESET (1u << 12)
+#define SS_FILT_SKIP_UNSPEC (1u << 13) /* skip 0.0.0.0 / :: at either end */
+
+/*
+ * One event, 96 bytes. Addresses are in network byte order; IPv4 uses the
+ * first 4 bytes. family is 4 or 6; an IPv4-mapped IPv6 connection (a
+ * dual-stack socket talking IPv4) is reported as 4. Ports are in host order.
+ */
+struct event {
+	__u64 ts_ns;	/* CLOCK_MONOTONIC */
+	__u64 skaddr;	/* kernel socket address: identity of a connection */
+	__u64 ino;	/* socket inode, 0 if none (not yet accepted, or gone) */
+	__u8 saddr[16]; /* local */
+	__u8 daddr[16]; /* remote */
+	__u32 pid;	/* owner tgid */
+	__u32 netns;	/* network namespace inode */
+	__u16 sport;	/* local */
+	__u16 dport;	/* remote */
+	__u8 family;
+	__u8 type;	/* enum ss_event_type */
+	__u8 oldstate;	/* kernel TCP state number; 0 if none */
+	__u8 newstate;	/* for retransmit/reset: the socket's current state */
+	__u8 owner;	/* enum ss_owner */
+	__u8 flags;
+	__u8 pad[6];
+	char comm[SS_COMM_LEN];
+};
+
+/* key of the LPM trie of address filters: prefixlen counts kind+family (16 bits) + address bits */
+struct filter_key {
+	__u32 prefixlen;
+	__u8 kind;
+	__u8 family;
+	__u8 addr[16];
+};
+
+/* owner of a socket */
+struct owner {
+	__u32 pid;
+	__u32 pad;
+	char comm[SS_COMM_LEN];
+};
+
+/* a listening socket, by namespace, family, local address and port */
+struct listen_key {
+	__u32 netns;
+	__u16 port;
+	__u8 family;
+	__u8 pad;
+	__u8 addr[16];
+};
+
+#endif /* SOCKETSNOOP_H */

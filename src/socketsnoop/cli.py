@@ -1,0 +1,139 @@
+"""Command line: `socket-snoop [options]` runs the monitor; `check`, `service`, `report` are subcommands."""
+
+import argparse
+import sys
+
+from . import __version__
+from .errors import SnoopError
+from .filters import Filters, parse_cidr, parse_comm, parse_pid, parse_port, parse_state
+
+DEFAULT_LOG = "/var/log/socket_monitor.log"
+DEFAULT_CONFIG = "/etc/socket-snoop/config.toml"
+
+EXAMPLES = """\
+examples:
+  socket-snoop                         # every TCP state change, console and /var/log/socket_monitor.log
+  socket-snoop -P 22 -P 443            # connections with port 22 or 443 at either end
+  socket-snoop --dst 10.0.0.0/8 --dst 2001:db8::/32   # remote end in either prefix
+  socket-snoop -c nginx -s ESTABLISHED # nginx's connections reaching ESTABLISHED
+  socket-snoop -p 1234 --no-log-file   # process 1234 only, console only
+  socket-snoop --json -q --log-file /var/log/socket_monitor.json   # JSON lines to a file only
+  socket-snoop --duration 60 --stats 10   # one minute, a summary line every 10 s
+  socket-snoop check                   # can this host run the monitor?
+  socket-snoop service install         # systemd unit + logrotate, hardened
+  socket-snoop report /var/log/socket_monitor.log*   # lifecycles and summary from logs
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """One line, not the usage block."""
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def parse_size(value):
+    """'8M', '512K', '16777216' -> bytes."""
+    text = str(value).strip().upper().rstrip("B")
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+    try:
+        n = int(text[:-1] if mult > 1 else text)
+    except ValueError:
+        raise SnoopError(f"socket-snoop: --buffer-size: invalid value {value!r}: e.g. 8M or 512K", 2) from None
+    size = n * mult
+    if not (1 << 16) <= size <= (1 << 30):
+        raise SnoopError(f"socket-snoop: --buffer-size: {value!r} is out of range (64K to 1G)", 2)
+    return size
+
+
+def positive(option, cast=float):
+    def conv(value):
+        try:
+            v = cast(value)
+        except ValueError:
+            raise SnoopError(f"socket-snoop: {option}: invalid value {value!r}: a positive number", 2) from None
+        if v <= 0:
+            raise SnoopError(f"socket-snoop: {option}: invalid value {value!r}: a positive number", 2)
+        return v
+    return conv
+
+
+def build_parser():
+    p = _Parser(
+        prog="socket-snoop",
+        description="Live TCP connection monitor (eBPF): every state change, retransmission and reset, "
+                    "with the owning process. No packets are captured.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"socket-snoop {__version__}")
+    out = p.add_argument_group("output")
+    out.add_argument("-q", "--quiet", action="store_true", help="no event lines on the console")
+    out.add_argument("--log-file", metavar="PATH", default=DEFAULT_LOG, help=f"append lines here (default {DEFAULT_LOG})")
+    out.add_argument("--no-log-file", dest="log_file", action="store_const", const=None, help="write no log file")
+    out.add_argument("--format", choices=("text", "json"), default="text", help="line format (default text)")
+    out.add_argument("--json", dest="format", action="store_const", const="json", help="same as --format json")
+    out.add_argument("--include-unspecified", action="store_true",
+                     help="also show events with an unspecified address (0.0.0.0, ::), e.g. listening sockets")
+    out.add_argument("--no-report", action="store_true", help="no connection lifecycle report on exit")
+    out.add_argument("--max-tracked", type=positive("--max-tracked", int), default=10000, metavar="N",
+                     help="connections the exit report keeps, the most recent (default 10000)")
+    out.add_argument("--stats", type=positive("--stats"), metavar="SECONDS",
+                     help="print a one-line summary on stderr every SECONDS")
+    run = p.add_argument_group("running")
+    run.add_argument("--duration", type=positive("--duration"), metavar="SECONDS", help="stop after SECONDS")
+    run.add_argument("--buffer", choices=("ringbuf", "perf"), default="ringbuf",
+                     help="kernel-to-user buffer: BPF ring buffer (default, Linux 5.8+) or perf buffer")
+    run.add_argument("--buffer-size", type=parse_size, default=8 << 20, metavar="SIZE",
+                     help="buffer size, e.g. 8M (default), rounded up to a power of two")
+    run.add_argument("--config", metavar="PATH", help=f"config file (default {DEFAULT_CONFIG} if it exists)")
+    f = p.add_argument_group("filters (in the kernel; values of one kind OR-ed, kinds AND-ed)")
+    f.add_argument("-p", "--pid", action="append", type=lambda v: parse_pid(v, "--pid"), default=[],
+                   help="owning process id (repeatable)")
+    f.add_argument("-c", "--comm", action="append", type=lambda v: parse_comm(v, "--comm"), default=[],
+                   help="owning command name, exact (repeatable)")
+    f.add_argument("-P", "--port", action="append", type=lambda v: parse_port(v, "--port"), default=[],
+                   help="port at either end (repeatable)")
+    f.add_argument("--src-port", action="append", type=lambda v: parse_port(v, "--src-port"), default=[],
+                   help="local port (SRC)")
+    f.add_argument("--dst-port", action="append", type=lambda v: parse_port(v, "--dst-port"), default=[],
+                   help="remote port (DST)")
+    f.add_argument("-a", "--addr", action="append", type=lambda v: parse_cidr(v, "--addr"), default=[],
+                   help="address or CIDR at either end, IPv4 or IPv6")
+    f.add_argument("--src", action="append", type=lambda v: parse_cidr(v, "--src"), default=[],
+                   help="local address or CIDR")
+    f.add_argument("--dst", action="append", type=lambda v: parse_cidr(v, "--dst"), default=[],
+                   help="remote address or CIDR")
+    f.add_argument("-s", "--state", action="append", type=lambda v: parse_state(v, "--state"), default=[],
+                   help="new state, e.g. ESTABLISHED, SYN_SENT, CLOSE (repeatable)")
+    f.add_argument("-4", "--ipv4", action="store_true", help="IPv4 only")
+    f.add_argument("-6", "--ipv6", action="store_true", help="IPv6 only")
+    f.add_argument("--no-retransmits", action="store_true", help="no retransmission events")
+    f.add_argument("--no-resets", action="store_true", help="no reset events")
+    return p
+
+
+def filters_from(opts):
+    return Filters(
+        pids=set(opts.pid), comms=set(opts.comm), ports=set(opts.port), src_ports=set(opts.src_port),
+        dst_ports=set(opts.dst_port), addrs=list(opts.addr), srcs=list(opts.src), dsts=list(opts.dst),
+        states=set(opts.state), ipv4_only=opts.ipv4, ipv6_only=opts.ipv6, no_retransmits=opts.no_retransmits,
+        no_resets=opts.no_resets, include_unspecified=opts.include_unspecified,
+    ).check()
+
+
+def run_monitor(argv):
+    opts = build_parser().parse_args(argv)
+    filters = filters_from(opts)
+    from .monitor import Monitor
+    return Monitor(opts, filters).run()
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return run_monitor(argv)
+    except SnoopError as e:
+        print(str(e), file=sys.stderr)
+        return e.status
+    except KeyboardInterrupt:
+        return 130

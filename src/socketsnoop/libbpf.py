@@ -1,0 +1,247 @@
+"""A thin ctypes binding to the system's libbpf (libbpf.so.1).
+
+Only what socket-snoop needs: open an object from memory, set its read-only
+variables, resize maps, load, attach, read and write maps, and a perf buffer.
+The ring buffer is read directly through mmap (see ringbuf.py), which is what
+libbpf's own ring_buffer__poll does, without a Python callback per event.
+"""
+
+import ctypes
+import ctypes.util
+import errno
+import os
+from collections import deque
+
+from .errors import SnoopError
+
+LIBBPF_SONAME = "libbpf.so.1"
+BPF_ANY = 0
+BTF_KIND_VAR = 14
+BTF_KIND_DATASEC = 15
+
+_PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+PERF_SAMPLE_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32)
+PERF_LOST_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_uint64)
+
+
+class _BtfType(ctypes.Structure):
+    _fields_ = [("name_off", ctypes.c_uint32), ("info", ctypes.c_uint32), ("size_or_type", ctypes.c_uint32)]
+
+
+class _BtfVarSecinfo(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_uint32), ("offset", ctypes.c_uint32), ("size", ctypes.c_uint32)]
+
+
+def _proto(lib, name, restype, *argtypes):
+    fn = getattr(lib, name)
+    fn.restype = restype
+    fn.argtypes = list(argtypes)
+    return fn
+
+
+class Libbpf:
+    """The library and the prototypes we call. One per process (see get())."""
+
+    _instance = None
+
+    def __init__(self):
+        try:
+            lib = ctypes.CDLL(LIBBPF_SONAME, use_errno=True)
+        except OSError:
+            raise SnoopError(
+                f"{LIBBPF_SONAME} not found: install it with 'apt-get install libbpf1' "
+                "(Debian/Ubuntu) or 'dnf install libbpf' (Fedora/RHEL)"
+            ) from None
+        vp, cp, i, u32, sz = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint32, ctypes.c_size_t
+        self.lib = lib
+        self.set_print = _proto(lib, "libbpf_set_print", vp, _PRINT_FN)
+        self.open_mem = _proto(lib, "bpf_object__open_mem", vp, vp, sz, vp)
+        self.load = _proto(lib, "bpf_object__load", i, vp)
+        self.close = _proto(lib, "bpf_object__close", None, vp)
+        self.find_map = _proto(lib, "bpf_object__find_map_by_name", vp, vp, cp)
+        self.find_prog = _proto(lib, "bpf_object__find_program_by_name", vp, vp, cp)
+        self.obj_btf = _proto(lib, "bpf_object__btf", vp, vp)
+        self.map_fd = _proto(lib, "bpf_map__fd", i, vp)
+        self.map_set_max_entries = _proto(lib, "bpf_map__set_max_entries", i, vp, u32)
+        self.map_set_autocreate = _proto(lib, "bpf_map__set_autocreate", i, vp, ctypes.c_bool)
+        self.map_initial_value = _proto(lib, "bpf_map__initial_value", vp, vp, ctypes.POINTER(sz))
+        self.prog_attach = _proto(lib, "bpf_program__attach", vp, vp)
+        self.prog_set_autoload = _proto(lib, "bpf_program__set_autoload", i, vp, ctypes.c_bool)
+        self.link_destroy = _proto(lib, "bpf_link__destroy", i, vp)
+        self.map_update = _proto(lib, "bpf_map_update_elem", i, i, vp, vp, ctypes.c_uint64)
+        self.map_lookup = _proto(lib, "bpf_map_lookup_elem", i, i, vp, vp)
+        self.map_delete = _proto(lib, "bpf_map_delete_elem", i, i, vp)
+        self.num_possible_cpus = _proto(lib, "libbpf_num_possible_cpus", i)
+        self.btf_find = _proto(lib, "btf__find_by_name_kind", i, vp, cp, u32)
+        self.btf_type = _proto(lib, "btf__type_by_id", ctypes.POINTER(_BtfType), vp, u32)
+        self.btf_name = _proto(lib, "btf__name_by_offset", cp, vp, u32)
+        self.perf_new = _proto(lib, "perf_buffer__new", vp, i, sz, PERF_SAMPLE_FN, PERF_LOST_FN, vp, vp)
+        self.perf_poll = _proto(lib, "perf_buffer__poll", i, vp, i)
+        self.perf_consume = _proto(lib, "perf_buffer__consume", i, vp)
+        self.perf_free = _proto(lib, "perf_buffer__free", None, vp)
+        self.version = self._version()
+        self.messages = deque(maxlen=200)
+        self._install_printer()
+
+    def _version(self):
+        try:
+            major = _proto(self.lib, "libbpf_major_version", ctypes.c_uint32)()
+            minor = _proto(self.lib, "libbpf_minor_version", ctypes.c_uint32)()
+            return f"{major}.{minor}"
+        except AttributeError:
+            return "unknown"
+
+    def _install_printer(self):
+        """Collect libbpf's messages (verifier log included) instead of letting it print."""
+        libc = ctypes.CDLL(None)
+        vsnprintf = libc.vsnprintf
+        vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
+        buf = ctypes.create_string_buffer(4096)
+        messages = self.messages
+
+        def printer(level, fmt, args):
+            vsnprintf(buf, len(buf), fmt, args)
+            messages.append(buf.value.decode("utf-8", "replace").rstrip("\n"))
+            return 0
+
+        self._printer = _PRINT_FN(printer)  # keep a reference: libbpf holds the pointer
+        self.set_print(self._printer)
+
+    @classmethod
+    def get(cls):
+        if cls._instance is None:
+            cls._instance = cls()
+        return cls._instance
+
+
+def _err(what, rc=None):
+    e = ctypes.get_errno() if rc is None or rc == -1 else -rc
+    return e, f"{what}: {os.strerror(e)}" if e else what
+
+
+class BpfObject:
+    """One BPF object file: configure, load, attach, then use its maps."""
+
+    def __init__(self, data: bytes):
+        self.bpf = Libbpf.get()
+        self._data = ctypes.create_string_buffer(data, len(data))  # must outlive the object
+        self.obj = self.bpf.open_mem(self._data, len(data), None)
+        if not self.obj:
+            _, msg = _err("cannot open the BPF object")
+            raise SnoopError(msg)
+        self.links = []
+
+    def _map(self, name):
+        m = self.bpf.find_map(self.obj, name.encode())
+        if not m:
+            raise SnoopError(f"BPF object has no map {name!r}")
+        return m
+
+    def rodata_offsets(self):
+        """name -> (offset, size) of each read-only global, from the object's BTF."""
+        btf = self.bpf.obj_btf(self.obj)
+        sec_id = self.bpf.btf_find(btf, b".rodata", BTF_KIND_DATASEC)
+        if sec_id < 0:
+            return {}
+        sec = self.bpf.btf_type(btf, sec_id)
+        vlen = sec.contents.info & 0xFFFF
+        infos = ctypes.cast(
+            ctypes.addressof(sec.contents) + ctypes.sizeof(_BtfType), ctypes.POINTER(_BtfVarSecinfo)
+        )
+        out = {}
+        for k in range(vlen):
+            var = self.bpf.btf_type(btf, infos[k].type)
+            name = self.bpf.btf_name(btf, var.contents.name_off).decode()
+            out[name] = (infos[k].offset, infos[k].size)
+        return out
+
+    def set_rodata(self, values: dict):
+        """Set `const volatile` globals before load. values: name -> bytes of the right size."""
+        offsets = self.rodata_offsets()
+        m = self._map(".rodata")
+        size = ctypes.c_size_t()
+        base = self.bpf.map_initial_value(m, ctypes.byref(size))
+        if not base:
+            raise SnoopError("cannot set the BPF program's configuration (.rodata)")
+        for name, raw in values.items():
+            off, sz = offsets[name]
+            if len(raw) != sz:
+                raise ValueError(f"{name}: {len(raw)} bytes given, {sz} expected")
+            ctypes.memmove(base + off, raw, sz)
+
+    def set_max_entries(self, name, n):
+        rc = self.bpf.map_set_max_entries(self._map(name), n)
+        if rc:
+            raise SnoopError(_err(f"cannot size map {name}", rc)[1])
+
+    def set_autocreate(self, name, on):
+        self.bpf.map_set_autocreate(self._map(name), on)
+
+    def load(self):
+        self.bpf.messages.clear()
+        rc = self.bpf.load(self.obj)
+        if rc:
+            code, msg = _err("cannot load the BPF program", rc)
+            return code, msg, list(self.bpf.messages)
+        return 0, "", []
+
+    def attach(self, prog_name):
+        p = self.bpf.find_prog(self.obj, prog_name.encode())
+        if not p:
+            raise SnoopError(f"BPF object has no program {prog_name!r}")
+        ctypes.set_errno(0)
+        link = self.bpf.prog_attach(p)
+        if not link:
+            code, msg = _err(f"cannot attach {prog_name}")
+            return code, msg
+        self.links.append(link)
+        return 0, ""
+
+    def map_fd(self, name):
+        return self.bpf.map_fd(self._map(name))
+
+    def update(self, name, key: bytes, value: bytes, flags=BPF_ANY):
+        rc = self.bpf.map_update(self.map_fd(name), key, value, flags)
+        if rc:
+            raise SnoopError(_err(f"cannot fill map {name}", rc)[1])
+
+    def lookup(self, name, key: bytes, value_size: int):
+        buf = ctypes.create_string_buffer(value_size)
+        rc = self.bpf.map_lookup(self.map_fd(name), key, buf)
+        if rc:
+            return None
+        return buf.raw
+
+    def close(self):
+        for link in self.links:
+            self.bpf.link_destroy(link)
+        self.links = []
+        if self.obj:
+            self.bpf.close(self.obj)
+            self.obj = None
+
+
+class PerfBuffer:
+    """libbpf's perf buffer, for kernels without BPF ring buffers (--buffer perf)."""
+
+    def __init__(self, map_fd, page_cnt, on_sample, on_lost):
+        self.bpf = Libbpf.get()
+        self._sample = PERF_SAMPLE_FN(lambda ctx, cpu, data, size: on_sample(ctypes.string_at(data, size)))
+        self._lost = PERF_LOST_FN(lambda ctx, cpu, n: on_lost(n))
+        ctypes.set_errno(0)
+        self.pb = self.bpf.perf_new(map_fd, page_cnt, self._sample, self._lost, None, None)
+        if not self.pb:
+            raise SnoopError(_err("cannot create the perf buffer")[1])
+
+    def poll(self, timeout_ms):
+        rc = self.bpf.perf_poll(self.pb, timeout_ms)
+        if rc < 0 and -rc != errno.EINTR:
+            raise SnoopError(_err("perf buffer poll failed", rc)[1])
+
+    def consume(self):
+        self.bpf.perf_consume(self.pb)
+
+    def close(self):
+        if self.pb:
+            self.bpf.perf_free(self.pb)
+            self.pb = None

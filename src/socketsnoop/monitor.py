@@ -1,0 +1,201 @@
+"""The live monitor: kernel events -> decode -> enrich -> format -> sinks, and the report on exit."""
+
+import signal
+import sys
+import time
+
+from .events import (
+    C_FILTERED,
+    C_LOST,
+    C_SEEN,
+    C_SEEN_RESET_RECEIVED,
+    C_SEEN_RESET_SENT,
+    C_SEEN_RETRANSMIT,
+    C_SEEN_STATE,
+    C_SENT,
+    EVENT,
+    F_OWNER_UNVERIFIED,
+    OWNER_CURRENT,
+    OWNER_PROC,
+    RECORD,
+    Event,
+)
+from .fmt import Clock, JsonFormatter, TextFormatter
+from .owners import ProcOwners
+from .probe import Probe
+from .sinks import ConsoleSink, LogFileSink
+from .tracker import Tracker
+
+POLL_S = 0.1  # longest wait for a batch: lines reach the log within this, plus the write
+
+
+def _err(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+class Monitor:
+    def __init__(self, opts, filters):
+        self.opts = opts
+        self.filters = filters
+        self.clock = Clock()
+        self.text = TextFormatter(self.clock)
+        self.formatter = JsonFormatter(self.clock) if opts.format == "json" else self.text
+        self.tracker = None if opts.no_report else Tracker(max_conns=opts.max_tracked)
+        self.owners = ProcOwners()
+        self.sinks = []
+        self.logfile = None
+        self.user_filtered = 0
+        self.lines = 0
+        self.stop = False
+        self.hup = False
+        self.probe = None
+
+    # -- set-up ----------------------------------------------------------------
+    def open_sinks(self):
+        if not self.opts.quiet:
+            self.sinks.append(ConsoleSink())
+        if self.opts.log_file:
+            try:
+                self.logfile = LogFileSink(self.opts.log_file, warn=_err)
+            except OSError as e:
+                from .errors import SnoopError
+                raise SnoopError(f"socket-snoop: cannot write the log file {self.opts.log_file}: "
+                                 f"{e.strerror} (use --log-file PATH or --no-log-file)") from None
+            self.sinks.append(self.logfile)
+
+    def _on_signal(self, signum, frame):
+        if signum == signal.SIGHUP:
+            self.hup = True
+        else:
+            self.stop = True
+
+    # -- the pipeline ----------------------------------------------------------
+    def enrich(self, ev):
+        """A socket older than us: its owner from /proc, remembered in the kernel too."""
+        found = self.owners.lookup(ev.ino)
+        if found is None:
+            return ev
+        pid, comm = found
+        self.probe.set_owner(ev.skaddr, pid, comm)
+        return ev._replace(pid=pid, comm=comm, owner=OWNER_PROC)
+
+    def handle(self, events):
+        lines = []
+        append = lines.append
+        fmt = self.formatter.format
+        tracker = self.tracker
+        text = self.text
+        for ev in events:
+            if ev.owner == OWNER_CURRENT and ev.ino:
+                ev = self.enrich(ev)
+            if ev.flags & F_OWNER_UNVERIFIED and not self.filters.match_owner(ev.pid, ev.comm):
+                self.user_filtered += 1
+                continue
+            append(fmt(ev))
+            if tracker is not None:
+                tracker.add_event(ev, text.endpoint(ev.family, ev.saddr, ev.sport),
+                                  text.endpoint(ev.family, ev.daddr, ev.dport), text.comms[ev.comm])
+        if lines:
+            self.lines += len(lines)
+            for sink in self.sinks:
+                sink.write(lines)
+
+    def drain(self):
+        """Everything the buffer holds now."""
+        reader = self.probe.reader
+        if self.opts.buffer == "perf":
+            reader.consume()
+            return
+        make = Event._make
+        while True:
+            blob, odd = reader.read()
+            if not blob and not odd:
+                return
+            self.handle(map(make, RECORD.iter_unpack(blob)))
+            if odd:
+                self.handle(make(EVENT.unpack(r)) for r in odd if len(r) == EVENT.size)
+
+    # -- the run ---------------------------------------------------------------
+    def run(self):
+        opts = self.opts
+        self.open_sinks()
+        self.probe = Probe(self.filters, buffer=opts.buffer, buffer_size=opts.buffer_size, log=_err)
+        try:
+            self.probe.load()
+            self.owners.scan()
+            self.probe.seed_listeners(self.owners.listeners())
+            self.probe.attach()
+            self.probe.open_reader(on_sample=lambda raw: self.handle([Event._make(EVENT.unpack(raw))]))
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(sig, self._on_signal)
+            where = opts.log_file or "nowhere (--no-log-file)"
+            _err(f"Monitoring socket connections... Logs will be written to {where}")
+            self.loop()
+            self.probe.detach()
+            self.drain()  # what was written before detaching
+            return self.finish()
+        finally:
+            self.probe.close()
+            for sink in self.sinks:
+                sink.close()
+
+    def loop(self):
+        opts = self.opts
+        reader = self.probe.reader
+        start = time.monotonic()
+        deadline = start + opts.duration if opts.duration else None
+        next_check = start + 1.0
+        next_stats = start + opts.stats if opts.stats else None
+        last_stats = (start, self.probe.counters())
+        perf = opts.buffer == "perf"
+        while not self.stop:
+            if perf:
+                reader.poll(int(POLL_S * 1000))
+            else:
+                reader.wait(POLL_S)
+            self.drain()
+            now = time.monotonic()
+            if self.hup:
+                self.hup = False
+                if self.logfile:
+                    self.logfile.reopen()
+            if now >= next_check:
+                next_check = now + 1.0
+                if self.logfile:
+                    self.logfile.check()
+            if next_stats and now >= next_stats:
+                next_stats = now + opts.stats
+                last_stats = self.print_stats(last_stats, now)
+            if deadline and now >= deadline:
+                break
+
+    def print_stats(self, last, now):
+        t0, c0 = last
+        c = self.probe.counters()
+        dt = max(now - t0, 1e-9)
+        _err(f"stats: {(c[C_SENT] - c0[C_SENT]) / dt:.0f} events/s; "
+             f"state {c[C_SEEN_STATE] - c0[C_SEEN_STATE]}, retransmit {c[C_SEEN_RETRANSMIT] - c0[C_SEEN_RETRANSMIT]}, "
+             f"reset sent {c[C_SEEN_RESET_SENT] - c0[C_SEEN_RESET_SENT]}, "
+             f"reset received {c[C_SEEN_RESET_RECEIVED] - c0[C_SEEN_RESET_RECEIVED]}; "
+             f"filtered {c[C_FILTERED] - c0[C_FILTERED]}; lost so far {c[C_LOST]}")
+        return now, c
+
+    def finish(self):
+        c = self.probe.counters()
+        out = sys.stdout
+        lines = ["Stopping monitoring...", ""]
+        if self.tracker is not None:
+            lines += self.tracker.report(self.text.stamp)
+            shown = len(self.tracker.conns)
+            lines.append(f"Connections: {shown} shown, {self.tracker.left_out} not shown")
+        lines.append(f"Totals: seen={c[C_SEEN]} captured={c[C_SENT]} "
+                     f"filtered={c[C_FILTERED] + self.user_filtered} lost={c[C_LOST]} lines={self.lines}")
+        try:
+            out.write("\n".join(lines) + "\n")
+            out.flush()
+        except BrokenPipeError:
+            pass
+        if c[C_LOST]:
+            _err(f"socket-snoop: warning: {c[C_LOST]} events were lost (the buffer was full): "
+                 "raise --buffer-size, or filter more")
+        return 0

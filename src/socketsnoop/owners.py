@@ -1,0 +1,121 @@
+"""Enrich: owners of sockets that existed before the monitor started, from /proc.
+
+The kernel program learns a socket's owner when the owner makes a system
+call on it (connect, listen, close). For sockets older than the monitor it
+sends the socket's inode; this module finds the process holding that inode
+the way `ss -p` does (/proc/PID/fd links 'socket:[INODE]'), and lists the
+listening sockets so that connections they accept get their owner.
+"""
+
+import os
+import socket
+import time
+
+
+def _read(path, default=b""):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return default
+
+
+def proc_comm(pid: int) -> bytes:
+    return _read(f"/proc/{pid}/comm").rstrip(b"\n")[:15]
+
+
+def socket_inodes(proc="/proc"):
+    """inode -> pid of every socket held by a process (the first holder found)."""
+    out = {}
+    for entry in os.listdir(proc):
+        if not entry.isdigit():
+            continue
+        fd_dir = f"{proc}/{entry}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        pid = int(entry)
+        for fd in fds:
+            try:
+                link = os.readlink(f"{fd_dir}/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                out.setdefault(int(link[8:-1]), pid)
+    return out
+
+
+def _hex_addr(text: str) -> bytes:
+    """/proc/net/tcp prints each 32-bit word of the address as a native-endian hex number."""
+    raw = bytes.fromhex(text)
+    return b"".join(raw[i: i + 4][::-1] for i in range(0, len(raw), 4))
+
+
+def listening_sockets(proc="/proc"):
+    """(family, local address bytes, port, inode) of each TCP listener in our network namespace."""
+    out = []
+    for name, family in (("tcp", 4), ("tcp6", 6)):
+        text = _read(f"{proc}/net/{name}").decode("ascii", "replace")
+        for line in text.splitlines()[1:]:
+            parts = line.split()
+            if len(parts) < 10 or parts[3] != "0A":  # 0A: LISTEN
+                continue
+            addr, port = parts[1].split(":")
+            out.append((family, _hex_addr(addr), int(port, 16), int(parts[9])))
+    return out
+
+
+def netns_inode(pid="self") -> int:
+    try:
+        link = os.readlink(f"/proc/{pid}/ns/net")  # 'net:[4026531840]'
+        return int(link[5:-1])
+    except (OSError, ValueError):
+        return 0
+
+
+class ProcOwners:
+    """inode -> (pid, comm), from /proc, rescanned at most once per `min_interval` seconds on a miss."""
+
+    def __init__(self, min_interval=1.0, proc="/proc"):
+        self.proc = proc
+        self.min_interval = min_interval
+        self.inodes = {}
+        self.comms = {}
+        self.last_scan = 0.0
+
+    def scan(self):
+        self.inodes = socket_inodes(self.proc)
+        self.comms = {}
+        self.last_scan = time.monotonic()
+
+    def comm(self, pid):
+        c = self.comms.get(pid)
+        if c is None:
+            c = self.comms[pid] = proc_comm(pid)
+        return c
+
+    def lookup(self, ino: int):
+        """(pid, comm) holding socket inode `ino`, or None."""
+        pid = self.inodes.get(ino)
+        if pid is None and time.monotonic() - self.last_scan >= self.min_interval:
+            self.scan()
+            pid = self.inodes.get(ino)
+        if pid is None:
+            return None
+        return pid, self.comm(pid)
+
+    def listeners(self):
+        """[(family, addr, port, pid, comm)] of the listening sockets that exist now."""
+        if not self.inodes:
+            self.scan()
+        out = []
+        for family, addr, port, ino in listening_sockets(self.proc):
+            pid = self.inodes.get(ino)
+            if pid is not None:
+                out.append((family, addr, port, pid, self.comm(pid)))
+        return out
+
+
+def family_of(af):
+    return 4 if af == socket.AF_INET else 6

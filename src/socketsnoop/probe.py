@@ -1,0 +1,206 @@
+"""The kernel side: check the host, load and attach the BPF program, read its counters.
+
+The compiled CO-RE object ships in the package (bpf/socketsnoop.bpf.o), so
+nothing is compiled on the host; libbpf relocates it against the running
+kernel's BTF.
+"""
+
+import os
+import re
+import struct
+from importlib import resources
+
+from .errors import SnoopError
+from .events import C_MAX, EVENT
+from .libbpf import BpfObject, Libbpf, PerfBuffer
+from .owners import netns_inode
+from .ringbuf import RingBuffer
+
+BTF_PATH = "/sys/kernel/btf/vmlinux"
+CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
+
+# program -> tracepoint; the first is required, the others are dropped with a warning if missing
+PROGRAMS = {
+    "handle_set_state": "sock:inet_sock_set_state",
+    "handle_retransmit": "tcp:tcp_retransmit_skb",
+    "handle_send_reset": "tcp:tcp_send_reset",
+    "handle_receive_reset": "tcp:tcp_receive_reset",
+}
+REQUIRED = "handle_set_state"
+OWNER = struct.Struct("<II16s")
+LISTEN_KEY = struct.Struct("<IHBx16s")
+
+
+def object_bytes() -> bytes:
+    return resources.files("socketsnoop").joinpath("bpf/socketsnoop.bpf.o").read_bytes()
+
+
+def effective_caps(status_path="/proc/self/status") -> int:
+    try:
+        with open(status_path) as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return int(line.split()[1], 16)
+    except OSError:
+        pass
+    return 0
+
+
+def has_bpf_caps(caps=None) -> bool:
+    caps = effective_caps() if caps is None else caps
+    return bool(caps & (1 << CAP_SYS_ADMIN)) or (bool(caps & (1 << CAP_BPF)) and bool(caps & (1 << CAP_PERFMON)))
+
+
+def preflight():
+    """The checks whose failure a person can fix, each as one clear line."""
+    if not has_bpf_caps():
+        raise SnoopError("socket-snoop: needs root (or the capabilities CAP_BPF and CAP_PERFMON): "
+                         "run it with sudo")
+    if not os.path.exists(BTF_PATH):
+        raise SnoopError(f"socket-snoop: this kernel has no BTF ({BTF_PATH} is missing): "
+                         "a kernel built with CONFIG_DEBUG_INFO_BTF=y is needed (Debian 11+, Ubuntu 20.10+, "
+                         "RHEL 8.2+ kernels have it)")
+    Libbpf.get()
+
+
+def _pow2_at_least(n, floor=4096):
+    size = floor
+    while size < n:
+        size <<= 1
+    return size
+
+
+class Probe:
+    """Loaded and attached kernel program; close() detaches it."""
+
+    def __init__(self, filters, buffer="ringbuf", buffer_size=8 << 20, wakeup_bytes=256 << 10, log=None):
+        self.filters = filters
+        self.buffer = buffer
+        self.buffer_size = _pow2_at_least(buffer_size)
+        self.wakeup_bytes = min(wakeup_bytes, self.buffer_size // 4)
+        self.log = log or (lambda msg: None)
+        self.obj = None
+        self.reader = None
+        self.perf_lost = 0
+        self.skipped = []  # tracepoints this kernel lacks
+        self.ncpus = 1
+
+    # -- loading -------------------------------------------------------------
+    def _open(self, disabled):
+        obj = BpfObject(object_bytes())
+        f = self.filters
+        obj.set_rodata({
+            "filter_flags": struct.pack("<I", f.flags()),
+            "filter_states": struct.pack("<I", f.state_mask()),
+            "wakeup_bytes": struct.pack("<Q", self.wakeup_bytes),
+            "use_perf": struct.pack("<?", self.buffer == "perf"),
+        })
+        if self.buffer == "perf":
+            obj.set_max_entries("events", 4096)  # unused; smallest ring buffer
+        else:
+            obj.set_max_entries("events", self.buffer_size)
+        for prog in disabled:
+            obj.bpf.prog_set_autoload(obj.bpf.find_prog(obj.obj, prog.encode()), False)
+        return obj
+
+    def load(self):
+        preflight()
+        disabled = []
+        while True:
+            obj = self._open(disabled)
+            code, msg, messages = obj.load()
+            if not code:
+                break
+            obj.close()
+            missing = [m.group(1) for m in map(re.compile(r"find kernel BTF type ID of '(\w+)'").search,
+                                                  messages) if m]
+            progs = [p for p, tp in PROGRAMS.items() if tp.split(":")[1] in missing and p not in disabled]
+            if progs and REQUIRED not in progs:
+                for p in progs:
+                    self.skipped.append(PROGRAMS[p])
+                    self.log(f"socket-snoop: warning: this kernel has no tracepoint {PROGRAMS[p]}: "
+                             "those events are not reported")
+                disabled += progs
+                continue
+            raise SnoopError(self._load_error(code, msg, messages, missing))
+        self.obj = obj
+        self.ncpus = obj.bpf.num_possible_cpus()
+        for entry in self.filters.map_entries():
+            obj.update(*entry)
+        return self
+
+    @staticmethod
+    def _load_error(code, msg, messages, missing):
+        if missing:
+            return (f"socket-snoop: this kernel has no tracepoint {missing[0]} (or its BTF lacks it); "
+                    "socket-snoop needs Linux 5.8 or newer with BTF")
+        if code == 1:  # EPERM
+            return ("socket-snoop: the kernel refused to load the BPF program (permission denied): "
+                    "run as root; if you are root, check kernel lockdown and kernel.unprivileged_bpf_disabled")
+        detail = [m for m in messages if m and not m.startswith("libbpf: prog") or "error" in m.lower()]
+        tail = " | ".join(m.strip() for m in detail[-3:])
+        return f"socket-snoop: {msg}" + (f" ({tail})" if tail else "")
+
+    def seed_listeners(self, listeners):
+        """Tell the kernel who owns the listening sockets that predate us."""
+        ns = netns_inode()
+        for family, addr, port, pid, comm in listeners:
+            key = LISTEN_KEY.pack(ns, port, family, addr.ljust(16, b"\0"))
+            self.obj.update("listeners", key, OWNER.pack(pid, 0, comm.ljust(16, b"\0")))
+
+    def set_owner(self, skaddr, pid, comm):
+        """Remember an owner found in /proc, so the kernel attributes the socket's next events."""
+        try:
+            self.obj.update("owners", struct.pack("<Q", skaddr), OWNER.pack(pid, 0, comm.ljust(16, b"\0")))
+        except SnoopError:
+            pass
+
+    def attach(self):
+        for prog in PROGRAMS:
+            if PROGRAMS[prog] in self.skipped:
+                continue
+            code, msg = self.obj.attach(prog)
+            if code:
+                self.close()
+                raise SnoopError(f"socket-snoop: {msg} (tracepoint {PROGRAMS[prog]})")
+        return self
+
+    # -- reading -------------------------------------------------------------
+    def open_reader(self, on_sample=None):
+        """The ring buffer (read(): a blob of records), or for --buffer perf a perf buffer."""
+        if self.buffer == "perf":
+            pages = _pow2_at_least(self.buffer_size // max(self.ncpus, 1) // 4096, 1)
+
+            def lost(n):
+                self.perf_lost += n
+
+            self.reader = PerfBuffer(self.obj.map_fd("perf_events"), pages, on_sample, lost)
+        else:
+            self.reader = RingBuffer(self.obj.map_fd("events"), self.buffer_size, EVENT.size)
+        return self.reader
+
+    def counters(self):
+        """Sums over CPUs of the kernel's counters (events.C_*), perf losses added to C_LOST."""
+        out = [0] * C_MAX
+        if not self.obj:
+            return out
+        for idx in range(C_MAX):
+            raw = self.obj.lookup("counters", struct.pack("<I", idx), 8 * self.ncpus)
+            if raw:
+                out[idx] = sum(struct.unpack(f"<{self.ncpus}Q", raw))
+        out[3] += self.perf_lost
+        return out
+
+    def detach(self):
+        if self.obj:
+            for link in self.obj.links:
+                self.obj.bpf.link_destroy(link)
+            self.obj.links = []
+
+    def close(self):
+        if self.reader:
+            self.reader.close()
+            self.reader = None
+        if self.obj:
+            self.obj.close()
+            self.obj = None

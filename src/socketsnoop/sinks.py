@@ -1,0 +1,108 @@
+"""Sinks: where formatted lines go. Each takes a batch of lines and flushes once per batch."""
+
+import os
+import sys
+
+
+class ConsoleSink:
+    """Standard output. A closed pipe (socket-snoop | head) ends console output, not the monitor."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stdout
+        self.broken = False
+
+    def write(self, lines):
+        if self.broken:
+            return
+        try:
+            self.stream.write("".join(lines))
+            self.stream.flush()
+        except BrokenPipeError:
+            self.broken = True
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.stream.fileno())  # so the interpreter's final flush stays quiet
+            os.close(devnull)
+
+    def close(self):
+        pass
+
+
+class LogFileSink:
+    """Appends to a log file, created mode 0640.
+
+    reopen() (on SIGHUP) starts writing to a new file at the same path, for
+    logrotate without copytruncate. A write that fails (disk full, file
+    removed, directory gone) is reported once on stderr; the monitor goes
+    on, and writing resumes when it works again.
+    """
+
+    MODE = 0o640
+
+    def __init__(self, path, warn=None):
+        self.path = path
+        self.warn = warn or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.file = None
+        self.failing = False
+        self.file = self._open()
+
+    def _open(self):
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, self.MODE)
+        return os.fdopen(fd, "a", buffering=1 << 16, encoding="utf-8", errors="backslashreplace")
+
+    def reopen(self):
+        old, self.file = self.file, None
+        if old:
+            try:
+                old.close()
+            except OSError:
+                pass
+        try:
+            self.file = self._open()
+            self.failing = False
+        except OSError as e:
+            self._fail(e)
+
+    def _fail(self, err):
+        if not self.failing:
+            self.failing = True
+            self.warn(f"socket-snoop: cannot write the log file {self.path}: {err.strerror or err}; "
+                      "console output goes on (writing resumes when it can, or on SIGHUP)")
+
+    def write(self, lines):
+        if self.file is None:
+            self.reopen()
+            if self.file is None:
+                return
+        try:
+            self.file.write("".join(lines))
+            self.file.flush()
+            if self.failing:
+                self.failing = False
+        except OSError as e:
+            self._fail(e)
+            try:
+                self.file.close()
+            except OSError:
+                pass
+            self.file = None
+
+    def check(self):
+        """Called about once a second: follow a rotated log file; report and recreate a removed one."""
+        if self.file is None:
+            return
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            self.warn(f"socket-snoop: the log file {self.path} was removed: writing to a new one")
+            self.reopen()
+            return
+        if st.st_ino != os.fstat(self.file.fileno()).st_ino:  # rotated: a new file stands at the path
+            self.reopen()
+
+    def close(self):
+        if self.file:
+            try:
+                self.file.close()
+            except OSError:
+                pass
+            self.file = None
