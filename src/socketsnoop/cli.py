@@ -122,7 +122,8 @@ def filters_from(opts):
 
 
 def run_monitor(argv):
-    opts = build_parser().parse_args(argv)
+    from .config import parse_with_config
+    opts = parse_with_config(build_parser(), argv, DEFAULT_CONFIG)
     filters = filters_from(opts)
     from .monitor import Monitor
     return Monitor(opts, filters).run()
@@ -131,6 +132,9 @@ def run_monitor(argv):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     try:
+        if argv and argv[0] in ("check", "service", "report"):  # modules of these names, each with main(argv)
+            from importlib import import_module
+            return import_module(f".{argv[0]}", __package__).main(argv[1:])
         return run_monitor(argv)
     except SnoopError as e:
         print(str(e), file=sys.stderr)

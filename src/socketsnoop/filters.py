@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass, field
 
 from .errors import SnoopError
-from .events import STATE_NUMBERS
+from .events import RESET_RECEIVED, RESET_SENT, RETRANSMIT, STATE_NUMBERS
 
 # bpf/socketsnoop.h
 FILT_PID, FILT_COMM, FILT_PORT, FILT_SPORT, FILT_DPORT = 1 << 0, 1 << 1, 1 << 2, 1 << 3, 1 << 4
@@ -140,3 +140,35 @@ class Filters:
         if self.comms and comm.split(b"\0", 1)[0] not in self.comms:
             return False
         return True
+
+    def match(self, kind, family, src, sport, dst, dport, pid, comm: bytes, newstate):
+        """The kernel's test (bpf: wanted()), in Python, for a logged event: `kind` an events type
+        number, src/dst ipaddress objects (IPv4-mapped IPv6 counts as IPv4), comm the raw name."""
+        if not self.include_unspecified and (src.is_unspecified or dst.is_unspecified):
+            return False
+        if (self.ipv4_only and family != 4) or (self.ipv6_only and family != 6):
+            return False
+        if self.no_retransmits and kind == RETRANSMIT:
+            return False
+        if self.no_resets and kind in (RESET_SENT, RESET_RECEIVED):
+            return False
+        if self.states and newstate not in self.states:
+            return False
+        if self.ports and sport not in self.ports and dport not in self.ports:
+            return False
+        if (self.src_ports and sport not in self.src_ports) or (self.dst_ports and dport not in self.dst_ports):
+            return False
+        src, dst = _plain(src), _plain(dst)
+        if self.addrs and not (_in(src, self.addrs) or _in(dst, self.addrs)):
+            return False
+        if (self.srcs and not _in(src, self.srcs)) or (self.dsts and not _in(dst, self.dsts)):
+            return False
+        return self.match_owner(pid, comm)
+
+
+def _plain(ip):
+    return ip.ipv4_mapped or ip if ip.version == 6 else ip
+
+
+def _in(ip, nets):
+    return any(ip.version == n.version and ip in n for n in nets)

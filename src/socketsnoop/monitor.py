@@ -100,6 +100,11 @@ class Monitor:
             for sink in self.sinks:
                 sink.write(lines)
 
+    def handle_sample(self, raw):
+        """One perf buffer sample (padded by the kernel past the struct's 96 bytes)."""
+        if len(raw) >= EVENT.size:
+            self.handle([Event._make(EVENT.unpack_from(raw))])
+
     def drain(self):
         """Everything the buffer holds now."""
         reader = self.probe.reader
@@ -125,7 +130,7 @@ class Monitor:
             self.owners.scan()
             self.probe.seed_listeners(self.owners.listeners())
             self.probe.attach()
-            self.probe.open_reader(on_sample=lambda raw: self.handle([Event._make(EVENT.unpack(raw))]))
+            self.probe.open_reader(on_sample=self.handle_sample)
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 signal.signal(sig, self._on_signal)
             where = opts.log_file or "nowhere (--no-log-file)"

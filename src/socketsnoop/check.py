@@ -1,0 +1,192 @@
+"""`socket-snoop check`: what the monitor needs, and whether this host has it.
+
+One line per need, ok or MISSING, then a verdict; exit 0 when the monitor can
+run here, 1 when not. Works unprivileged (it then says what is missing): the
+tracepoints are looked up in the kernel's BTF, which everyone may read. As
+root it also loads and attaches the BPF program, the only complete test.
+"""
+
+import argparse
+import ctypes
+import os
+import re
+
+from .errors import SnoopError
+from .probe import BTF_PATH, PROGRAMS, REQUIRED, effective_caps, has_bpf_caps
+
+MIN_KERNEL = (5, 8)
+TRACEFS = ("/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events")
+BPF_MAP_TYPE_RINGBUF = 27
+
+
+class Result:
+    def __init__(self, what, ok, detail, required=True):
+        self.what, self.ok, self.detail, self.required = what, ok, detail, required
+
+    def line(self):
+        status = "ok" if self.ok else ("MISSING" if self.required else "missing")
+        return f"{status:<8} {self.what}: {self.detail}"
+
+
+def kernel_version(release=None):
+    m = re.match(r"(\d+)\.(\d+)", release or os.uname().release)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+def check_kernel():
+    release = os.uname().release
+    ok = kernel_version(release) >= MIN_KERNEL
+    return Result("kernel", ok, f"{release} ({'%d.%d' % MIN_KERNEL} or newer needed)")
+
+
+def read_btf():
+    try:
+        with open(BTF_PATH, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def check_btf(btf):
+    if btf is not None:
+        return Result("BTF", True, f"{BTF_PATH} ({len(btf) >> 10} KiB)")
+    why = "missing" if not os.path.exists(BTF_PATH) else "unreadable"
+    return Result("BTF", False, f"{BTF_PATH} is {why}: a kernel built with CONFIG_DEBUG_INFO_BTF=y is needed")
+
+
+def check_caps():
+    if os.geteuid() == 0 and has_bpf_caps():
+        return Result("capabilities", True, "root")
+    if has_bpf_caps():
+        return Result("capabilities", True, "CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)")
+    return Result("capabilities", False, f"uid {os.geteuid()}, effective capabilities {effective_caps():#x}: "
+                                         "run as root (or with CAP_BPF and CAP_PERFMON)")
+
+
+def check_libbpf():
+    try:
+        from .libbpf import Libbpf
+        lib = Libbpf.get()
+    except SnoopError as e:
+        return Result("libbpf", False, str(e)), None
+    return Result("libbpf", True, f"libbpf.so.1 version {lib.version}"), lib
+
+
+def check_tracepoint(tp, btf, required):
+    """A tp_btf program needs the type btf_trace_<name> in the kernel's BTF (what libbpf looks up)."""
+    group, name = tp.split(":")
+    what = f"tracepoint {tp}"
+    optional = "" if required else " (optional: without it those events are not reported)"
+    in_tracefs = next((True for d in TRACEFS if os.path.isdir(f"{d}/{group}/{name}")), None)
+    if btf is not None:
+        if b"\0btf_trace_" + name.encode() + b"\0" in btf:
+            return Result(what, True, "in the kernel BTF", required)
+        extra = "; tracefs has it, but without BTF it cannot be attached" if in_tracefs else ""
+        return Result(what, False, f"not in the kernel BTF{extra}{optional}", required)
+    if in_tracefs:
+        return Result(what, False, f"in tracefs, but there is no BTF to attach to it{optional}", required)
+    return Result(what, False, f"cannot tell: no readable BTF or tracefs{optional}", required)
+
+
+def check_ringbuf(lib, buffer):
+    """BPF ring buffers: Linux 5.8; when privileged, a real one is created."""
+    required = buffer == "ringbuf"
+    alt = " (or use --buffer perf)" if required else ""
+    if lib is not None and has_bpf_caps():
+        try:
+            create = lib.lib.bpf_map_create
+        except AttributeError:
+            create = None
+        if create is not None:
+            create.restype = ctypes.c_int
+            create.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32,
+                               ctypes.c_void_p]
+            fd = create(BPF_MAP_TYPE_RINGBUF, b"ss_check", 0, 0, 4096, None)
+            if fd >= 0:
+                os.close(fd)
+                return Result("BPF ring buffer", True, "created one", required)
+            return Result("BPF ring buffer", False, f"cannot create one: {os.strerror(-fd)}{alt}", required)
+    ok = kernel_version() >= MIN_KERNEL
+    return Result("BPF ring buffer", ok, "Linux 5.8 or newer" if ok else "needs Linux 5.8" + alt, required)
+
+
+def check_log(log_file):
+    if not log_file:
+        return Result("log file", True, "none (--no-log-file)")
+    path = os.path.abspath(log_file)
+    d = os.path.dirname(path)
+    if os.path.exists(path):
+        ok = os.access(path, os.W_OK)
+        return Result("log file", ok, f"{path} {'is writable' if ok else 'is not writable'}"
+                      + ("" if ok else ": run as root, or use --log-file PATH or --no-log-file"))
+    if not os.path.isdir(d):
+        return Result("log file", False, f"directory {d} does not exist")
+    ok = os.access(d, os.W_OK | os.X_OK)
+    return Result("log file", ok, f"directory {d} {'is writable' if ok else 'is not writable'}"
+                  + ("" if ok else ": run as root, or use --log-file PATH or --no-log-file"))
+
+
+def check_load(opts):
+    """Load and attach the program for real (needs privileges), then detach it."""
+    from .cli import filters_from
+    from .probe import Probe
+    skipped = []
+    probe = Probe(filters_from(opts), buffer=opts.buffer, buffer_size=opts.buffer_size, log=skipped.append)
+    try:
+        probe.load()
+        probe.attach()
+    except SnoopError as e:
+        return Result("load BPF program", False, str(e).removeprefix("socket-snoop: "))
+    finally:
+        probe.close()
+    note = f" ({len(skipped)} optional tracepoints skipped)" if skipped else ""
+    return Result("load BPF program", True, f"loaded and attached{note}")
+
+
+def monitor_options(config):
+    """The monitor's options from the config file, as `socket-snoop` would run; (opts, error Result)."""
+    from .cli import DEFAULT_CONFIG, build_parser
+    from .config import parse_with_config
+    argv = ["--config", config] if config else []
+    try:
+        return parse_with_config(build_parser(), argv, DEFAULT_CONFIG), None
+    except SnoopError as e:
+        return build_parser().parse_args([]), Result("config file", False, str(e).removeprefix("socket-snoop: "))
+
+
+def run_checks(config=None):
+    opts, config_error = monitor_options(config)
+    btf = read_btf()
+    results = [check_kernel(), check_btf(btf), check_caps()]
+    libbpf_result, lib = check_libbpf()
+    results.append(libbpf_result)
+    for prog, tp in PROGRAMS.items():
+        results.append(check_tracepoint(tp, btf, prog == REQUIRED))
+    results.append(check_ringbuf(lib, opts.buffer))
+    results.append(check_log(opts.log_file))
+    if config_error:
+        results.append(config_error)
+    if has_bpf_caps() and lib is not None and btf is not None:
+        results.append(check_load(opts))
+    return results
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="socket-snoop check",
+                                description="Check that this host can run the monitor. Exit 0: it can; 1: it cannot.")
+    p.error = lambda message: p.exit(2, f"{p.prog}: {message} (see {p.prog} --help)\n")
+    p.add_argument("--config", metavar="PATH", help="the config file to check with (default: the monitor's)")
+    return p
+
+
+def main(argv):
+    opts = build_parser().parse_args(argv)
+    results = run_checks(opts.config)
+    for r in results:
+        print(r.line())
+    missing = [r.what for r in results if r.required and not r.ok]
+    if missing:
+        print(f"verdict: socket-snoop cannot run here: {', '.join(missing)}")
+        return 1
+    print("verdict: socket-snoop can run here")
+    return 0

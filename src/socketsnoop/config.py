@@ -1,0 +1,158 @@
+"""The config file: /etc/socket-snoop/config.toml holds the monitor's command-line options.
+
+Keys are the long option names, with '-' or '_' (`log-file`, `log_file`);
+values are what the option takes: true/false for a switch, a string or a
+number for a value, a list (or a single value) for a repeatable option:
+
+    log-file = "/var/log/socket_monitor.json"
+    json = true
+    port = [22, 443]
+    dst = ["10.0.0.0/8"]
+    buffer-size = "16M"
+
+Each value goes through the same argparse action and type function as on
+the command line, so validation is the parser's. The command line wins:
+for a repeatable option, values given there replace the file's.
+"""
+
+import argparse
+import re
+import tomllib
+
+from .errors import SnoopError
+
+# options that make no sense in the file
+_NOT_IN_FILE = {"help", "version", "config"}
+
+
+def read(path, explicit):
+    """The file's table; {} when the default file is absent. Errors: one line, status 2."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        if not explicit:
+            return {}, ""
+        raise SnoopError(f"socket-snoop: config file {path}: not found", 2) from None
+    except OSError as e:
+        raise SnoopError(f"socket-snoop: config file {path}: cannot read it: {e.strerror}", 2) from None
+    text = raw.decode("utf-8", "replace")
+    try:
+        return tomllib.loads(text), text
+    except tomllib.TOMLDecodeError as e:
+        raise SnoopError(f"socket-snoop: config file {path}: not valid TOML: {e}", 2) from None
+
+
+def key_line(text, key):
+    """The line number (1-based) where `key` is set, found by scanning the text; None if not found."""
+    pat = re.compile(r"""^\s*(\[+\s*)?(["']?)%s\2\s*[=.\]]""" % re.escape(key))
+    for n, line in enumerate(text.splitlines(), 1):
+        if pat.match(line):
+            return n
+    return None
+
+
+def _actions(parser):
+    """'--long-name' -> argparse action, for the parser's long options."""
+    return {opt: a for a in parser._actions for opt in a.option_strings if opt.startswith("--")}
+
+
+def _convert_one(action, value, option):
+    """One scalar through the option's type and choices, as argparse would."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError("expected a string or a number")
+    if action.type is not None:
+        try:
+            value = action.type(value if isinstance(value, str) else str(value))
+        except (argparse.ArgumentTypeError, TypeError, ValueError) as e:
+            raise ValueError(str(e)) from None
+    elif not isinstance(value, str):
+        raise ValueError("expected a string")
+    if action.choices is not None and value not in action.choices:
+        raise ValueError("expected one of " + ", ".join(map(repr, action.choices)))
+    return value
+
+
+def convert(parser, table):
+    """TOML table -> {dest: value}; a bad key raises _Bad(key, message)."""
+    actions = _actions(parser)
+    out = {}
+    for key, value in table.items():
+        name = key.replace("_", "-")
+        action = actions.get("--" + name)
+        if action is None or name in _NOT_IN_FILE:
+            raise _Bad(key, "unknown key (keys are the long command-line options, e.g. log-file, port, json)")
+        option = "--" + name
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._StoreConstAction)):
+            if not isinstance(value, bool):
+                raise _Bad(key, f"expected true or false, got {_show(value)}")
+            if value:
+                out[action.dest] = action.const
+            elif isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+                out[action.dest] = action.default
+            else:
+                continue  # `json = false`, `no-log-file = false`: nothing to do
+        elif isinstance(action, argparse._AppendAction):
+            items = value if isinstance(value, list) else [value]
+            try:
+                out[action.dest] = [_convert_one(action, v, option) for v in items]
+            except (ValueError, SnoopError) as e:
+                raise _Bad(key, _strip(str(e), option)) from None
+        elif isinstance(action, argparse._StoreAction):
+            if isinstance(value, list):
+                raise _Bad(key, "expected one value, got a list")
+            try:
+                out[action.dest] = _convert_one(action, value, option)
+            except (ValueError, SnoopError) as e:
+                raise _Bad(key, _strip(str(e), option)) from None
+        else:
+            raise _Bad(key, "unknown key")
+    return out
+
+
+class _Bad(Exception):
+    def __init__(self, key, message):
+        super().__init__(message)
+        self.key = key
+        self.message = message
+
+
+def _show(value):
+    return {str: "a string", int: "a number", float: "a number", list: "a list", dict: "a table"}.get(
+        type(value), type(value).__name__) + (f" ({value!r})" if isinstance(value, (str, int, float)) else "")
+
+
+def _strip(message, option):
+    """'socket-snoop: --port: invalid value ...' -> 'invalid value ...' (the key is named anyway)."""
+    for prefix in ("socket-snoop: ", f"{option}: "):
+        if message.startswith(prefix):
+            message = message[len(prefix):]
+    return message
+
+
+def load(parser, path, explicit):
+    """{dest: value} from the config file at `path`, validated by `parser`'s own actions."""
+    table, text = read(path, explicit)
+    try:
+        values = convert(parser, table)
+    except _Bad as e:
+        line = key_line(text, e.key)
+        where = f"{path}, line {line}" if line else path
+        raise SnoopError(f"socket-snoop: config file {where}: {e.key}: {e.message}", 2) from None
+    return values
+
+
+def parse_with_config(parser, argv, default_path):
+    """Parse argv over the config file's values: the command line wins, and its list values replace the file's."""
+    first = parser.parse_args(argv)
+    explicit = first.config is not None
+    path = first.config if explicit else default_path
+    values = load(parser, path, explicit)
+    if not values:
+        return first
+    parser.set_defaults(**values)
+    opts = parser.parse_args(argv)
+    for dest, value in values.items():
+        if isinstance(value, list) and getattr(first, dest):  # given on the command line: replaces the file's
+            setattr(opts, dest, getattr(first, dest))
+    return opts

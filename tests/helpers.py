@@ -1,0 +1,223 @@
+"""Test helpers: the real monitor as a process, real TCP traffic from named processes,
+unique ports, nftables tables and network namespaces that are always cleaned up."""
+
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+
+READY = "Monitoring socket connections..."
+
+
+def bpf_unavailable_reason():
+    if os.geteuid() != 0:
+        return "not root"
+    if not os.path.exists("/sys/kernel/btf/vmlinux"):
+        return "kernel has no BTF"
+    return None
+
+
+def uniq(prefix):
+    """A name no other test or concurrent run uses (nft tables, netns: 15 chars max for links)."""
+    return f"{prefix}{os.getpid() % 10000}{uuid.uuid4().hex[:4]}"
+
+
+def free_port():
+    """A port free for TCP on v4 and v6 loopback, below the ephemeral range so clients never take it."""
+    for _ in range(200):
+        port = random.randint(10000, 30000)
+        try:
+            for fam, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+                with socket.socket(fam) as s:
+                    s.bind((host, port))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port")
+
+
+class Monitor:
+    """socket-snoop running as a child process, with a log file in a temp dir."""
+
+    def __init__(self, tmp_path, *args, log_name="monitor.log", ready_timeout=20):
+        self.log = tmp_path / log_name
+        self.args = [sys.executable, "-m", "socketsnoop", "--log-file", str(self.log), *args]
+        self.ready_timeout = ready_timeout
+        self.proc = None
+        self.stdout = self.stderr = ""
+        self.stderr_head = []
+
+    def start(self):
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                break
+            self.stderr_head.append(line)
+            if line.startswith(READY):
+                return self
+        self.kill()
+        raise AssertionError(f"monitor never became ready: {''.join(self.stderr_head)}{self.stderr}")
+
+    def stop(self, sig=signal.SIGINT, settle=0.3, timeout=30):
+        """Let the last events arrive, stop it, return (exit status, stdout, stderr)."""
+        time.sleep(settle)
+        self.proc.send_signal(sig)
+        self.stdout, rest = self.proc.communicate(timeout=timeout)
+        self.stderr = "".join(self.stderr_head) + rest
+        return self.proc.returncode
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+    def lines(self):
+        return self.log.read_text().splitlines() if self.log.exists() else []
+
+    def records(self):
+        return [json.loads(line) for line in self.lines()]
+
+    def totals(self):
+        """The 'Totals: seen=.. captured=..' line of the exit report, as a dict of ints."""
+        for line in self.stdout.splitlines():
+            if line.startswith("Totals: "):
+                return {k: int(v) for k, v in (kv.split("=") for kv in line[8:].split())}
+        raise AssertionError(f"no Totals line in:\n{self.stdout}")
+
+
+# --- traffic: small Python programs that name themselves (prctl PR_SET_NAME) --------------
+
+_PRELUDE = """
+import ctypes, os, socket, sys, time
+ctypes.CDLL(None).prctl(15, {comm!r}, 0, 0, 0)
+"""
+
+SERVER = _PRELUDE + """
+fam = socket.AF_INET6 if ':' in {host!r} else socket.AF_INET
+srv = socket.socket(fam, socket.SOCK_STREAM)
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+if fam == socket.AF_INET6 and {dual}:
+    srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+srv.bind(({host!r}, {port}))
+srv.listen(64)
+print('listening', flush=True)
+for _ in range({count}):
+    conn, _ = srv.accept()
+    data = b''
+    while True:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    conn.sendall(b'ok:%d' % len(data))
+    conn.close()
+srv.close()
+"""
+
+CLIENT = _PRELUDE + """
+fam = socket.AF_INET6 if ':' in {host!r} else socket.AF_INET
+for _ in range({count}):
+    c = socket.socket(fam, socket.SOCK_STREAM)
+    c.settimeout({timeout})
+    c.connect(({host!r}, {port}))
+    c.sendall(b'x' * {size})
+    c.shutdown(socket.SHUT_WR)
+    reply = c.recv(64)
+    c.close()
+    print(reply.decode(), flush=True)
+"""
+
+
+def spawn(code, netns=None, **kw):
+    src = textwrap.dedent(code).format(**kw)
+    cmd = [sys.executable, "-c", src]
+    if netns:
+        cmd = ["ip", "netns", "exec", netns, *cmd]
+    return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def start_server(host, port, comm, count=1, dual=False, netns=None):
+    p = spawn(SERVER, netns=netns, comm=comm.encode(), host=host, port=port, count=count, dual=dual)
+    line = p.stdout.readline()
+    assert line.strip() == "listening", p.stderr.read()
+    return p
+
+
+def run_client(host, port, comm, count=1, size=10, timeout=20, netns=None):
+    p = spawn(CLIENT, netns=netns, comm=comm.encode(), host=host, port=port, count=count, size=size, timeout=timeout)
+    out, err = p.communicate(timeout=timeout * count + 30)
+    assert p.returncode == 0, err
+    return p.pid, out
+
+
+def conversation(host, port, server_comm, client_comm, count=1, size=10, dual=False, server_host=None):
+    """One server, one client, `count` connections; returns (server pid, client pid)."""
+    srv = start_server(server_host or host, port, server_comm, count=count, dual=dual)
+    try:
+        cpid, out = run_client(host, port, client_comm, count=count, size=size)
+        srv.communicate(timeout=30)
+        assert out.count("ok:") == count
+    finally:
+        if srv.poll() is None:
+            srv.kill()
+            srv.communicate()
+    return srv.pid, cpid
+
+
+# --- the shared kernel: always clean up --------------------------------------------------
+
+def sh(*cmd, check=True, **kw):
+    return subprocess.run(cmd, check=check, capture_output=True, text=True, **kw)
+
+
+@contextlib.contextmanager
+def nft_drop(port, percent, table=None):
+    """An nftables input rule that drops `percent` % of TCP packets to `port` (netem is not in this kernel)."""
+    table = table or uniq("ssdrop")
+    rules = textwrap.dedent(f"""
+        table inet {table} {{
+            chain input {{
+                type filter hook input priority -10; policy accept;
+                tcp dport {port} numgen random mod 100 < {percent} drop
+            }}
+        }}
+    """)
+    sh("nft", "-f", "-", input=rules)
+    try:
+        yield table
+    finally:
+        sh("nft", "delete", "table", "inet", table, check=False)
+
+
+@contextlib.contextmanager
+def netns_pair(v4_prefix="198.18", v6_prefix="fd53:5353"):
+    """Two network namespaces joined by a veth pair: hosts .1 and .2 (and ::1, ::2)."""
+    a, b = uniq("ssa"), uniq("ssb")
+    octet = random.randint(1, 250)
+    try:
+        sh("ip", "netns", "add", a)
+        sh("ip", "netns", "add", b)
+        sh("ip", "link", "add", f"v{a}", "netns", a, "type", "veth", "peer", "name", f"v{b}", "netns", b)
+        hosts = {}
+        for ns, n in ((a, 1), (b, 2)):
+            dev = f"v{ns}"
+            v4 = f"{v4_prefix}.{octet}.{n}"
+            v6 = f"{v6_prefix}:{octet:x}::{n}"
+            sh("ip", "-n", ns, "addr", "add", f"{v4}/24", "dev", dev)
+            sh("ip", "-n", ns, "addr", "add", f"{v6}/64", "dev", dev, "nodad")
+            sh("ip", "-n", ns, "link", "set", dev, "up")
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+            hosts[ns] = (v4, v6)
+        yield a, b, hosts
+    finally:
+        for ns in (a, b):
+            sh("ip", "netns", "delete", ns, check=False)

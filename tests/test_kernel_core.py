@@ -1,0 +1,326 @@
+"""The real monitor on the real kernel: exact lines, owners, families, retransmissions, resets.
+
+Each test talks on its own port and filters on it in the kernel (-P), so
+traffic from other tests or other programs on the host does not disturb it.
+"""
+
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from helpers import conversation, free_port, netns_pair, nft_drop, run_client, start_server, spawn
+
+pytestmark = pytest.mark.bpf
+
+TS = r"[A-Z][a-z]{2} \d{2} \d{4} \d{2}:\d{2}:\d{2}\.\d{3}"
+LINE = re.compile(
+    rf"^(?P<ts>{TS}) (?P<title>State Change|Retransmission|Reset Sent|Reset Received): "
+    r"SRC=(?P<src>\S+) DST=(?P<dst>\S+) PID=(?P<pid>\d+) COMM=(?P<comm>\S+) STATE=(?P<state>.+)$"
+)
+
+
+def parsed(lines):
+    out = []
+    for line in lines:
+        m = LINE.match(line)
+        assert m, f"line not in the seed's format: {line!r}"
+        out.append(m.groupdict())
+    return out
+
+
+def dedup(states):
+    """Consecutive repeats folded: the kernel reports FIN_WAIT2 -> FIN_WAIT2 when an orphaned
+    socket in FIN_WAIT2 becomes a timewait socket (tcp_time_wait), depending on timing."""
+    return [s for i, s in enumerate(states) if i == 0 or states[i - 1] != s]
+
+
+def by_socket(rows, local):
+    """The rows of one socket, by its local endpoint (the client's local port is 0 at SYN_SENT)."""
+    return [r for r in rows if r["src"] == local]
+
+
+def check_conversation(rows, host, port, spid, cpid, scomm, ccomm):
+    ep = (lambda p: f"[{host}]:{p}") if ":" in host else (lambda p: f"{host}:{p}")
+    server_rows = by_socket(rows, ep(port))
+    assert server_rows, rows
+    client_port = int(server_rows[0]["dst"].rsplit(":", 1)[1])
+    client_rows = [r for r in rows if r["src"] in (ep(client_port), ep(0))]
+    # the client: the seed's SYN_SENT with local port 0, then the whole active-open/active-close path
+    assert dedup([r["state"] for r in client_rows]) == [
+        "Connection Opening (SYN_SENT)",
+        "Connection Established",
+        "Connection Closing (FIN_WAIT1)",
+        "Connection Closing (FIN_WAIT2)",
+        "Connection Closed",
+    ], client_rows
+    assert client_rows[0]["src"] == ep(0) and client_rows[0]["dst"] == ep(port)
+    assert all(r["dst"] == ep(port) for r in client_rows)
+    assert {(r["pid"], r["comm"]) for r in client_rows} == {(str(cpid), ccomm)}, client_rows
+    # the server's accepted socket: passive open, then close after the client's FIN
+    states = [r["state"] for r in server_rows]
+    assert states[0] in ("Connection Opening (SYN_RECV)", "Connection Established"), states
+    assert "Connection Established" in states and states[-1] == "Connection Closed", states
+    assert "Connection Closing (CLOSE_WAIT)" in states and "Connection Closing (LAST_ACK)" in states
+    assert {(r["pid"], r["comm"]) for r in server_rows} == {(str(spid), scomm)}, server_rows
+    assert not any(r["comm"].startswith("swapper") or r["pid"] == "0" for r in rows)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_state_changes_with_true_owners(monitor, host):
+    port = free_port()
+    m = monitor("-P", str(port), "--no-report")
+    spid, cpid = conversation(host, port, "ss-server", "ss-client")
+    assert m.stop() == 0, m.stderr
+    rows = parsed(m.lines())
+    check_conversation(rows, host, port, spid, cpid, "ss-server", "ss-client")
+
+
+def test_exact_client_lines(monitor):
+    """Every line of a client socket, whole, as the seed wrote them."""
+    port = free_port()
+    m = monitor("-P", str(port), "--no-report")
+    spid, cpid = conversation("127.0.0.1", port, "ss-srv", "ss-cli")
+    m.stop()
+    lines = m.lines()
+    client = [line for line in lines if f"PID={cpid} " in line]
+    cport = re.search(r"SRC=127\.0\.0\.1:(\d+) ", client[1]).group(1)
+    body = [line[25:] for line in client]  # after the timestamp
+    assert [b for i, b in enumerate(body) if i == 0 or body[i - 1] != b] == [
+        f"State Change: SRC=127.0.0.1:0 DST=127.0.0.1:{port} PID={cpid} COMM=ss-cli STATE=Connection Opening (SYN_SENT)",
+        f"State Change: SRC=127.0.0.1:{cport} DST=127.0.0.1:{port} PID={cpid} COMM=ss-cli STATE=Connection Established",
+        f"State Change: SRC=127.0.0.1:{cport} DST=127.0.0.1:{port} PID={cpid} COMM=ss-cli "
+        "STATE=Connection Closing (FIN_WAIT1)",
+        f"State Change: SRC=127.0.0.1:{cport} DST=127.0.0.1:{port} PID={cpid} COMM=ss-cli "
+        "STATE=Connection Closing (FIN_WAIT2)",
+        f"State Change: SRC=127.0.0.1:{cport} DST=127.0.0.1:{port} PID={cpid} COMM=ss-cli STATE=Connection Closed",
+    ]
+    assert all(re.match(TS + " ", line) for line in client)
+
+
+def test_ipv4_mapped_ipv6_is_shown_as_ipv4(monitor):
+    port = free_port()
+    m = monitor("-P", str(port), "--json", "--no-report")
+    spid, cpid = conversation("127.0.0.1", port, "ss-dual", "ss-v4cli", dual=True, server_host="::")
+    m.stop()
+    recs = m.records()
+    server = [r for r in recs if r["pid"] == spid]
+    assert server and all(r["family"] == 4 and r["src"] == "127.0.0.1" and r["sport"] == port for r in server)
+
+
+def test_json_schema(monitor):
+    port = free_port()
+    m = monitor("-P", str(port), "--json", "--no-report")
+    spid, cpid = conversation("::1", port, "ss-jsrv", "ss-jcli")
+    m.stop()
+    recs = m.records()
+    assert recs
+    for r in recs:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", r["timestamp"])
+        assert r["event"] == "state_change" and r["family"] == 6
+        assert r["src"] == "::1" and r["dst"] == "::1"
+        assert isinstance(r["sport"], int) and isinstance(r["dport"], int)
+        assert r["pid"] in (spid, cpid) and r["comm"] in ("ss-jsrv", "ss-jcli")
+        assert r["owner"] in ("socket", "listener")
+        assert r["new_state"] in ("SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "CLOSE_WAIT",
+                                  "LAST_ACK", "CLOSE", "TIME_WAIT")
+        assert r["description"]
+    first = [r for r in recs if r["pid"] == cpid][0]
+    assert first["old_state"] == "CLOSE" and first["new_state"] == "SYN_SENT" and first["sport"] == 0
+
+
+def test_retransmissions_under_packet_loss(monitor):
+    """An nftables input rule drops half the packets to the server's port: the client retransmits."""
+    port = free_port()
+    m = monitor("-P", str(port), "--no-report")
+    srv = start_server("127.0.0.1", port, "ss-lossy", count=3)
+    try:
+        with nft_drop(port, 50):
+            cpid, _ = run_client("127.0.0.1", port, "ss-retx", count=3, size=200000, timeout=60)
+        srv.communicate(timeout=60)
+    finally:
+        srv.kill()
+    m.stop()
+    retx = [r for r in parsed(m.lines()) if r["title"] == "Retransmission"]
+    assert retx, "no retransmission reported"
+    ours = [r for r in retx if r["dst"] == f"127.0.0.1:{port}"]
+    assert ours and all(r["pid"] == str(cpid) and r["comm"] == "ss-retx" for r in ours), retx
+    assert all(r["state"].startswith("Connection") for r in retx)
+
+
+def test_resets_sent_and_received(monitor):
+    port = free_port()  # nothing listens here
+    m = monitor("-P", str(port), "--no-report")
+    p = spawn("""
+import ctypes, socket
+ctypes.CDLL(None).prctl(15, b"ss-rst", 0, 0, 0)
+try:
+    socket.create_connection(("127.0.0.1", {port}), timeout=5)
+except ConnectionRefusedError:
+    print("refused")
+""", port=port)
+    out, err = p.communicate(timeout=30)
+    assert "refused" in out, err
+    m.stop()
+    rows = parsed(m.lines())
+    sent = [r for r in rows if r["title"] == "Reset Sent"]
+    received = [r for r in rows if r["title"] == "Reset Received"]
+    assert sent and sent[0]["src"] == f"127.0.0.1:{port}"
+    assert sent[0]["pid"] == "0" and sent[0]["comm"] == "-"  # no socket: the kernel answered for nobody
+    assert received and received[0]["dst"] == f"127.0.0.1:{port}"
+    assert received[0]["pid"] == str(p.pid) and received[0]["comm"] == "ss-rst"
+
+
+def test_active_reset_by_closing_process(monitor):
+    """close() with SO_LINGER 0 aborts the connection: a reset sent by that process."""
+    port = free_port()
+    m = monitor("-P", str(port), "--no-report")
+    srv = start_server("127.0.0.1", port, "ss-rsrv", count=1)
+    p = spawn("""
+import ctypes, socket, struct
+ctypes.CDLL(None).prctl(15, b"ss-abort", 0, 0, 0)
+c = socket.create_connection(("127.0.0.1", {port}))
+c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+c.close()
+""", port=port)
+    p.communicate(timeout=30)
+    srv.communicate(timeout=30)
+    m.stop()
+    rows = parsed(m.lines())
+    sent = [r for r in rows if r["title"] == "Reset Sent"]
+    assert sent and sent[0]["pid"] == str(p.pid) and sent[0]["comm"] == "ss-abort", rows
+    received = [r for r in rows if r["title"] == "Reset Received"]
+    assert received and received[0]["pid"] == str(srv.pid) and received[0]["comm"] == "ss-rsrv", rows
+
+
+def test_comm_cannot_forge_lines_or_drive_the_terminal(monitor):
+    port = free_port()
+    m = monitor("-P", str(port), "--no-report")
+    evil = "a\nb\x1b[2J c\\"
+    spid, cpid = conversation("127.0.0.1", port, "ss-ok", evil)
+    m.stop()
+    lines = m.lines()
+    assert all(LINE.match(line) for line in lines)
+    client = [line for line in lines if f"PID={cpid} " in line]
+    assert client and all(r"COMM=a\x0ab\x1b[2J\x20c\x5c STATE=" in line for line in client)
+    assert "\x1b" not in m.stdout and "\x1b" not in "".join(lines)
+
+
+def test_sockets_older_than_the_monitor(monitor):
+    """A server listening before we start: its accepted connections still get its pid/comm;
+    a connection established before we start: its close is attributed from /proc."""
+    port = free_port()
+    srv = start_server("127.0.0.1", port, "ss-early", count=2)
+    early = spawn("""
+import ctypes, socket, sys
+ctypes.CDLL(None).prctl(15, b"ss-old", 0, 0, 0)
+c = socket.create_connection(("127.0.0.1", {port}))
+print("connected", flush=True)
+sys.stdin.readline()
+c.shutdown(socket.SHUT_WR)
+c.recv(64)
+c.close()
+""", port=port)
+    try:
+        assert early.stdout.readline().strip() == "connected"
+        m = monitor("-P", str(port), "--json", "--no-report")
+        # the old connection closes now (its owner is only in /proc)
+        early.communicate(input="\n", timeout=30)
+    except Exception:
+        early.kill()
+        raise
+    cpid, _ = run_client("127.0.0.1", port, "ss-new")
+    srv.communicate(timeout=30)
+    m.stop()
+    recs = m.records()
+    old = [r for r in recs if r["pid"] == early.pid]
+    assert old and all(r["comm"] == "ss-old" for r in old), recs
+    served = [r for r in recs if r["sport"] == port]
+    assert served and all(r["pid"] == srv.pid and r["comm"] == "ss-early" for r in served), served
+
+
+def test_namespaces_over_veth(monitor):
+    """Two hosts in network namespaces: both ends are seen, with their own processes."""
+    port = free_port()
+    m = monitor("-P", str(port), "--no-report", "--json")
+    with netns_pair() as (a, b, hosts):
+        server_v4 = hosts[a][0]
+        srv = start_server(server_v4, port, "ss-nsrv", netns=a)
+        try:
+            cpid, _ = run_client(server_v4, port, "ss-ncli", netns=b)
+            srv.communicate(timeout=30)
+        finally:
+            srv.kill()
+    m.stop()
+    recs = m.records()
+    client = [r for r in recs if r["comm"] == "ss-ncli"]
+    server = [r for r in recs if r["comm"] == "ss-nsrv"]
+    assert client and server
+    assert all(r["dst"] == server_v4 and r["dport"] == port for r in client)
+    assert all(r["src"] == server_v4 and r["sport"] == port for r in server)
+    assert client[0]["netns"] != server[0]["netns"]
+    assert {r["new_state"] for r in client} >= {"SYN_SENT", "ESTABLISHED", "CLOSE"}
+
+
+def test_perf_buffer_mode(monitor):
+    port = free_port()
+    m = monitor("-P", str(port), "--no-report", "--buffer", "perf")
+    spid, cpid = conversation("127.0.0.1", port, "ss-psrv", "ss-pcli")
+    m.stop()
+    check_conversation(parsed(m.lines()), "127.0.0.1", port, spid, cpid, "ss-psrv", "ss-pcli")
+
+
+def test_exit_report_and_sigterm(monitor):
+    port = free_port()
+    m = monitor("-P", str(port))
+    spid, cpid = conversation("127.0.0.1", port, "ss-rsrv", "ss-rcli")
+    assert m.stop(signal.SIGTERM) == 0
+    out = m.stdout
+    assert "Stopping monitoring...\n\nConnection Lifecycles:\n" in out
+    assert re.search(rf"Connection: 127\.0\.0\.1:\d+ -> 127\.0\.0\.1:{port}  \(PID={cpid} COMM=ss-rcli "
+                     r"duration=\d+\.\d{3}s retransmits=0\)", out), out
+    assert re.search(rf"\n  {TS}: Connection Opening \(SYN_SENT\)\n", out)
+    t = m.totals()
+    assert t["lost"] == 0 and t["lines"] == len(m.lines()) and t["captured"] >= t["lines"]
+
+
+def test_duration_stops_by_itself(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "socketsnoop", "--duration", "1", "--no-log-file", "-q"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "Totals: " in p.stdout
+
+
+def test_lost_events_are_counted_never_silent(monitor):
+    """A stopped reader and a tiny buffer: what does not fit is counted, and every event is accounted for."""
+    port = free_port()
+    m = monitor("-P", str(port), "--no-report", "--buffer-size", "64K", "-q")
+    srv = start_server("127.0.0.1", port, "ss-flood", count=400)
+    m.proc.send_signal(signal.SIGSTOP)
+    try:
+        run_client("127.0.0.1", port, "ss-flooder", count=400, size=1)
+        srv.communicate(timeout=60)
+    finally:
+        m.proc.send_signal(signal.SIGCONT)
+        srv.kill()
+    m.stop(settle=1)
+    t = m.totals()
+    assert t["lost"] > 0, t
+    assert t["seen"] == t["captured"] + t["lost"] + t["filtered"]
+    assert t["lines"] == len(m.lines()) == t["captured"]
+    assert "events were lost" in m.stderr
+
+
+def test_two_monitors_at_once(monitor, tmp_path):
+    """Other BPF programs (here: a second monitor) attached at the same time change nothing."""
+    port = free_port()
+    a = monitor("-P", str(port), "--no-report", log_name="a.log")
+    b = monitor("-P", str(port), "--no-report", log_name="b.log")
+    conversation("127.0.0.1", port, "ss-two", "ss-twoc")
+    a.stop()
+    b.stop()
+    strip = lambda lines: sorted(line[25:] for line in lines)  # noqa: E731
+    assert a.lines() and strip(a.lines()) == strip(b.lines())
