@@ -4,21 +4,22 @@ CLANG ?= clang-16
 LLVM_STRIP ?= llvm-strip-16
 BPF_DIR := src/socketsnoop/bpf
 BPF_OBJ := $(BPF_DIR)/socketsnoop.bpf.o
-BPF_CFLAGS := -target bpf -D__TARGET_ARCH_x86 -O2 -g -Wall -Werror \
-	-fno-ident -fdebug-prefix-map=$(CURDIR)=.
+BPF_CFLAGS := -target bpf -D__TARGET_ARCH_x86 -O2 -g -Wall -Werror -fno-ident
+# compile in DIR, with no path of this machine in the object (so CI can rebuild it byte for byte)
+compile = cd $(1) && $(CLANG) $(BPF_CFLAGS) -ffile-prefix-map=$$(pwd)=. -c socketsnoop.bpf.c -o socketsnoop.bpf.o \
+	&& $(LLVM_STRIP) -g socketsnoop.bpf.o
 
 .PHONY: bpf bpf-check test install vmlinux
 
 bpf: $(BPF_OBJ)
 
 $(BPF_OBJ): $(BPF_DIR)/socketsnoop.bpf.c $(BPF_DIR)/socketsnoop.h $(BPF_DIR)/vmlinux.h
-	cd $(BPF_DIR) && $(CLANG) $(BPF_CFLAGS) -c socketsnoop.bpf.c -o socketsnoop.bpf.o
-	$(LLVM_STRIP) -g $@
+	$(call compile,$(BPF_DIR))
 
 # Fails if the committed object is not what the source builds to.
 bpf-check:
 	@tmp=$$(mktemp -d) && cp $(BPF_DIR)/socketsnoop.bpf.c $(BPF_DIR)/socketsnoop.h $(BPF_DIR)/vmlinux.h $$tmp/ && \
-	(cd $$tmp && $(CLANG) $(BPF_CFLAGS) -c socketsnoop.bpf.c -o socketsnoop.bpf.o && $(LLVM_STRIP) -g socketsnoop.bpf.o) && \
+	($(call compile,$$tmp)) && \
 	if cmp -s $$tmp/socketsnoop.bpf.o $(BPF_OBJ); then echo "bpf-check: $(BPF_OBJ) matches its source"; rm -rf $$tmp; \
 	else echo "bpf-check: $(BPF_OBJ) is stale: run 'make bpf' and commit it"; rm -rf $$tmp; exit 1; fi
 

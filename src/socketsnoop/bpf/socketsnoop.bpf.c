@@ -36,6 +36,9 @@ const volatile __u32 filter_states = 0;	 /* bit n: new state n passes */
 const volatile __u64 wakeup_bytes = 0;	 /* 0: wake user space on every event */
 const volatile bool use_perf = false;	 /* perf event array instead of ring buffer */
 
+/* keeps struct event in the object's BTF, where tests/test_layout.py reads its layout */
+const volatile struct event *unused_event __attribute__((unused));
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 4 << 20); /* resized by user space (--buffer-size) */

@@ -1,0 +1,136 @@
+"""Formatting, state names, escaping, addresses, JSON, the tracker: pure user space."""
+
+import json
+import socket
+import time
+
+import pytest
+
+from socketsnoop import events, fmt
+from socketsnoop.events import Event
+from socketsnoop.tracker import Tracker
+
+
+def ev(**kw):
+    base = dict(ts_ns=0, skaddr=0xFFFF0001, ino=0, saddr=bytes([10, 100, 10, 150]) + bytes(12),
+                daddr=bytes([10, 100, 10, 202]) + bytes(12), pid=30512, netns=4026531840, sport=39134, dport=8000,
+                family=4, type=events.STATE_CHANGE, oldstate=1, newstate=4, owner=1, flags=0,
+                comm=b"audacious".ljust(16, b"\0"))
+    base.update(kw)
+    return Event(**base)
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    c = fmt.Clock()
+    # 2024-12-30 22:05:25.454 UTC at monotonic 0
+    c.offset_ns = 1735596325454000000
+    yield c
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_seed_line_exactly(clock):
+    line = fmt.TextFormatter(clock).format(ev())
+    assert line == ("Dec 30 2024 22:05:25.454 State Change: SRC=10.100.10.150:39134 DST=10.100.10.202:8000 "
+                    "PID=30512 COMM=audacious STATE=Connection Closing (FIN_WAIT1)\n")
+
+
+def test_ipv6_line(clock):
+    a = socket.inet_pton(socket.AF_INET6, "2001:db8::1")
+    b = socket.inet_pton(socket.AF_INET6, "2001:db8::2")
+    line = fmt.TextFormatter(clock).format(ev(family=6, saddr=a, daddr=b, sport=443, dport=51000, pid=812,
+                                              comm=b"nginx\0", newstate=1))
+    assert line.endswith("State Change: SRC=[2001:db8::1]:443 DST=[2001:db8::2]:51000 PID=812 COMM=nginx "
+                         "STATE=Connection Established\n")
+
+
+@pytest.mark.parametrize("etype,title", [(events.RETRANSMIT, "Retransmission"), (events.RESET_SENT, "Reset Sent"),
+                                         (events.RESET_RECEIVED, "Reset Received")])
+def test_other_titles(clock, etype, title):
+    line = fmt.TextFormatter(clock).format(ev(type=etype, newstate=1))
+    assert f".454 {title}: SRC=10.100.10.150:39134 " in line and line.endswith("STATE=Connection Established\n")
+
+
+@pytest.mark.parametrize("num,words", [
+    (1, "Connection Established"), (2, "Connection Opening (SYN_SENT)"), (3, "Connection Opening (SYN_RECV)"),
+    (12, "Connection Opening (NEW_SYN_RECV)"), (4, "Connection Closing (FIN_WAIT1)"),
+    (5, "Connection Closing (FIN_WAIT2)"), (6, "Connection Closing (TIME_WAIT)"),
+    (8, "Connection Closing (CLOSE_WAIT)"), (9, "Connection Closing (LAST_ACK)"), (11, "Connection Closing (CLOSING)"),
+    (7, "Connection Closed"), (10, "Listening (LISTEN)"),
+])
+def test_state_words(num, words):
+    assert events.describe_state(num) == words
+
+
+@pytest.mark.parametrize("raw,text", [
+    (b"nginx\0\0\0", "nginx"),
+    (b"a\nb", r"a\x0ab"),
+    (b"\x1b[2Jx", r"\x1b[2Jx"),
+    (b"two words", r"two\x20words"),
+    (b"back\\slash", r"back\x5cslash"),
+    (b"caf\xc3\xa9", r"caf\xc3\xa9"),
+    (b"", "-"),
+    (b"a STATE=Connection Closed", r"a\x20STATE=Connection\x20Closed"),
+])
+def test_escape_comm(raw, text):
+    assert fmt.escape_comm(raw) == text
+
+
+def test_forged_comm_stays_one_line(clock):
+    line = fmt.TextFormatter(clock).format(ev(comm=b"x\nDec 30 2024 "))
+    assert line.count("\n") == 1 and line.endswith("\n")
+
+
+@pytest.mark.parametrize("family,raw,text", [
+    (4, bytes([127, 0, 0, 1]) + bytes(12), "127.0.0.1"),
+    (6, socket.inet_pton(socket.AF_INET6, "::1"), "::1"),
+    (6, socket.inet_pton(socket.AF_INET6, "fe80::1:2"), "fe80::1:2"),
+])
+def test_addresses(family, raw, text):
+    assert fmt.format_addr(family, raw) == text
+
+
+def test_json_record(clock):
+    j = fmt.JsonFormatter(clock)
+    line = j.format(ev(comm=b"a\nb\x1b\0", oldstate=2, newstate=1, owner=events.OWNER_LISTENER))
+    assert line.endswith("\n") and line.count("\n") == 1 and "\x1b" not in line
+    r = json.loads(line)
+    assert r == {
+        "timestamp": "2024-12-30T22:05:25.454Z", "event": "state_change", "family": 4,
+        "src": "10.100.10.150", "sport": 39134, "dst": "10.100.10.202", "dport": 8000, "pid": 30512,
+        "comm": "a\nb\x1b", "owner": "listener", "old_state": "SYN_SENT", "new_state": "ESTABLISHED",
+        "description": "Connection Established", "netns": 4026531840, "sock": "0xffff0001",
+    }
+
+
+def test_time_prefix_cache_changes_with_the_second(clock):
+    t = fmt.TextFormatter(clock)
+    assert t.stamp(0) == "Dec 30 2024 22:05:25.454"
+    assert t.stamp(600_000_000) == "Dec 30 2024 22:05:26.054"
+    assert t.stamp(500_000_000) == "Dec 30 2024 22:05:25.954"
+
+
+def test_tracker_lifecycle_and_bound():
+    t = Tracker(max_conns=2)
+    for key in (1, 2, 3):
+        t.add(key, 0, f"1.1.1.1:{key}", "2.2.2.2:80", 5, "c", "Connection Established")
+    assert t.left_out == 1 and len(t.conns) == 2
+    t.add(2, 10**9, "1.1.1.1:2", "2.2.2.2:80", 5, "c", "Retransmission", retransmit=True)
+    t.add(2, 2 * 10**9, "1.1.1.1:2", "2.2.2.2:80", 5, "c", "Connection Closed", closed=True)
+    # the socket address may be reused by a new connection: a new entry
+    t.add(2, 3 * 10**9, "1.1.1.1:9", "2.2.2.2:80", 6, "d", "Connection Opening (SYN_SENT)")
+    lines = list(t.report(lambda ns: str(ns // 10**9)))
+    assert "Connection: 1.1.1.1:2 -> 2.2.2.2:80  (PID=5 COMM=c duration=2.000s retransmits=1)" in lines
+    assert "  1: Retransmission" in lines and "  2: Connection Closed" in lines
+    assert lines[-1].startswith("(2 older connections not shown")
+
+
+def test_tracker_keeps_bound_on_steps():
+    t = Tracker(max_steps=3)
+    for i in range(10):
+        t.add(1, i, "a:1", "b:2", 1, "c", "Retransmission", retransmit=True)
+    c = t.conns[1]
+    assert len(c.steps) == 3 and c.dropped_steps == 7 and c.retransmits == 10

@@ -1,0 +1,87 @@
+"""The Python mirror of the C structs matches what clang laid out (read from the object's BTF)."""
+
+import ctypes
+import re
+import struct
+from importlib import resources
+
+import pytest
+
+from socketsnoop import events, filters, probe
+from socketsnoop.libbpf import Libbpf
+
+BTF_KIND_STRUCT = 4
+OBJ = str(resources.files("socketsnoop").joinpath("bpf/socketsnoop.bpf.o"))
+
+
+class _Member(ctypes.Structure):
+    _fields_ = [("name_off", ctypes.c_uint32), ("type", ctypes.c_uint32), ("offset", ctypes.c_uint32)]
+
+
+def btf_struct(name):
+    """{member: byte offset} and the size of struct `name` in the committed object's BTF."""
+    bpf = Libbpf.get()
+    parse = bpf.lib.btf__parse_elf
+    parse.restype, parse.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_void_p]
+    btf = parse(OBJ.encode(), None)
+    assert btf, "cannot read BTF from the object"
+    tid = bpf.btf_find(btf, name.encode(), BTF_KIND_STRUCT)
+    assert tid > 0, f"struct {name} not in BTF"
+    t = bpf.btf_type(btf, tid).contents
+    members = ctypes.cast(ctypes.addressof(t) + 12, ctypes.POINTER(_Member))
+    out = {bpf.btf_name(btf, members[i].name_off).decode(): members[i].offset // 8 for i in range(t.info & 0xFFFF)}
+    return out, t.size_or_type
+
+
+def python_offsets(fmt, names):
+    """Offsets of each named field of a struct format (pad bytes 'x' have no name)."""
+    out, pos = {}, 0
+    tokens = re.findall(r"(\d*)([a-zA-Z?])", fmt.lstrip("<"))
+    it = iter(names)
+    for count, code in tokens:
+        n = int(count or 1)
+        size = struct.calcsize("<" + count + code)
+        if code != "x":
+            if code == "s":
+                out[next(it)] = pos
+            else:
+                for k in range(n):
+                    out[next(it)] = pos + k * struct.calcsize("<" + code)
+        pos += size
+    return out, pos
+
+
+def test_event_matches_c():
+    c, size = btf_struct("event")
+    assert size == events.EVENT.size == 96
+    py, total = python_offsets(events.EVENT_FORMAT, events.Event._fields)
+    assert total == size
+    for name, off in py.items():
+        assert c[name] == off, name
+    assert events.RECORD.size == size + 8
+
+
+@pytest.mark.parametrize("name,packer,fields", [
+    ("owner", probe.OWNER, ("pid", "pad", "comm")),
+    ("listen_key", probe.LISTEN_KEY, ("netns", "port", "family", "addr")),
+    ("filter_key", filters.FILTER_KEY, ("prefixlen", "kind", "family", "addr")),
+])
+def test_map_keys_match_c(name, packer, fields):
+    c, size = btf_struct(name)
+    assert packer.size == size
+    py, _ = python_offsets(packer.format, fields)
+    for f, off in py.items():
+        assert c[f] == off, f
+
+
+def test_constants_match_header():
+    text = resources.files("socketsnoop").joinpath("bpf/socketsnoop.h").read_text()
+    consts = {m[0]: int(m[1]) for m in re.findall(r"\b(SS_\w+) = (\d+)", text)}
+    bits = {m[0]: 1 << int(m[1]) for m in re.findall(r"#define (SS_FILT_\w+) \(1u << (\d+)\)", text)}
+    assert consts["SS_EV_STATE"] == events.STATE_CHANGE and consts["SS_EV_RETRANSMIT"] == events.RETRANSMIT
+    assert consts["SS_EV_RESET_SENT"] == events.RESET_SENT
+    assert consts["SS_EV_RESET_RECEIVED"] == events.RESET_RECEIVED
+    assert consts["SS_OWNER_NONE"] == events.OWNER_NONE and consts["SS_OWNER_LISTENER"] == events.OWNER_LISTENER
+    assert consts["SS_C_LOST"] == events.C_LOST and consts["SS_C_MAX"] == events.C_MAX
+    assert bits["SS_FILT_SKIP_UNSPEC"] == filters.FILT_SKIP_UNSPEC and bits["SS_FILT_PID"] == filters.FILT_PID
+    assert bits["SS_FILT_NO_RESET"] == filters.FILT_NO_RESET and bits["SS_FILT_IPV6"] == filters.FILT_IPV6
