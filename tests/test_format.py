@@ -113,24 +113,46 @@ def test_time_prefix_cache_changes_with_the_second(clock):
     assert t.stamp(500_000_000) == "Dec 30 2024 22:05:25.954"
 
 
+def row(key, ts, typ=events.STATE_CHANGE, new=1, sport=1, pid=5, comm=b"c"):
+    return ev(skaddr=key, ts_ns=ts, type=typ, newstate=new, sport=sport, pid=pid, comm=comm)
+
+
 def test_tracker_lifecycle_and_bound():
     t = Tracker(max_conns=2)
-    for key in (1, 2, 3):
-        t.add(key, 0, f"1.1.1.1:{key}", "2.2.2.2:80", 5, "c", "Connection Established")
-    assert t.left_out == 1 and len(t.conns) == 2
-    t.add(2, 10**9, "1.1.1.1:2", "2.2.2.2:80", 5, "c", "Retransmission", retransmit=True)
-    t.add(2, 2 * 10**9, "1.1.1.1:2", "2.2.2.2:80", 5, "c", "Connection Closed", closed=True)
+    for key in (1, 2, 3):  # the third open connection is over the bound
+        t.add(row(key, 0, sport=key))
+    assert t.left_out == 1 and len(t) == 2
+    t.add(row(2, 10**9, typ=events.RETRANSMIT))
+    t.add(row(2, 2 * 10**9, sport=2, new=7))
     # the socket address may be reused by a new connection: a new entry
-    t.add(2, 3 * 10**9, "1.1.1.1:9", "2.2.2.2:80", 6, "d", "Connection Opening (SYN_SENT)")
+    t.add(row(2, 3 * 10**9, sport=0, new=2, pid=6, comm=b"d"))
     lines = list(t.report(lambda ns: str(ns // 10**9)))
-    assert "Connection: 1.1.1.1:2 -> 2.2.2.2:80  (PID=5 COMM=c duration=2.000s retransmits=1)" in lines
+    assert ("Connection: 10.100.10.150:2 -> 10.100.10.202:8000  (PID=5 COMM=c duration=2.000s retransmits=1)"
+            in lines)
     assert "  1: Retransmission" in lines and "  2: Connection Closed" in lines
-    assert lines[-1].startswith("(2 older connections not shown")
+    assert "Connection: 10.100.10.150:0 -> 10.100.10.202:8000  (PID=6 COMM=d duration=0.000s retransmits=0)" in lines
+    assert lines[-1].startswith("(1 connections not shown")
+
+
+def test_tracker_keeps_closed_connections_bounded():
+    t = Tracker(max_conns=3)
+    for key in range(10):
+        t.add(row(key, key, new=7))
+    assert len(t) == 3 and t.left_out == 7
+    assert [c[0][1] for c in t.connections()] == [7, 8, 9]
 
 
 def test_tracker_keeps_bound_on_steps():
     t = Tracker(max_steps=3)
     for i in range(10):
-        t.add(1, i, "a:1", "b:2", 1, "c", "Retransmission", retransmit=True)
-    c = t.conns[1]
-    assert len(c.steps) == 3 and c.dropped_steps == 7 and c.retransmits == 10
+        t.add(row(1, i, typ=events.RETRANSMIT))
+    first, last, steps, retransmits, dropped = t.open[1]
+    assert len(steps) == 3 and dropped == 7 and retransmits == 10
+
+
+def test_tracker_keeps_local_port_once_known():
+    t = Tracker()
+    t.add(row(1, 0, new=2, sport=0))
+    t.add(row(1, 1, new=1, sport=5555))
+    t.add(row(1, 2, typ=events.RESET_SENT, sport=0))
+    assert t.open[1][1][7] == 5555

@@ -76,78 +76,84 @@ class Clock:
         return (ts_ns + self.offset_ns) / 1e9
 
 
-class TextFormatter:
-    """The seed's line format, local time."""
+_MILLIS = [".%03d" % i for i in range(1000)]
+_STATES = [state_name(n) for n in range(32)]
+
+
+class _Formatter:
+    """What both formats share: the timestamp's second part cached, address strings cached.
+
+    format(row) takes a decoded event as a tuple in struct event's order
+    (events.Event is such a tuple) and returns one line, newline included.
+    """
 
     def __init__(self, clock: Clock):
         self.clock = clock
         self._sec = None
         self._prefix = ""
-        self.addrs = _Cache(lambda k: format_addr(k[0], k[1]))
-        self.comms = _Cache(escape_comm, 4096)
-        self.states = _Cache(lambda s: f" STATE={describe_state(s)}\n", 256)
-        self.titles = {t: f" {title}: SRC=" for t, title in EVENT_TITLES.items()}
+
+    def _second(self, sec):
+        raise NotImplementedError
 
     def stamp(self, ts_ns: int) -> str:
-        """'Dec 30 2024 22:05:25.454', the strftime part cached per second."""
         ns = ts_ns + self.clock.offset_ns
-        sec, rest = divmod(ns, 1_000_000_000)
+        sec = ns // 1_000_000_000
         if sec != self._sec:
             self._sec = sec
-            self._prefix = time.strftime("%b %d %Y %H:%M:%S", time.localtime(sec))
-        return "%s.%03d" % (self._prefix, rest // 1_000_000)
-
-    def endpoint(self, family, raw, port):
-        addr = self.addrs[(family, raw)]
-        return f"[{addr}]:{port}" if family == 6 else f"{addr}:{port}"
-
-    def format(self, ev) -> str:
-        fam = ev.family
-        return (
-            f"{self.stamp(ev.ts_ns)}{self.titles[ev.type]}{self.endpoint(fam, ev.saddr, ev.sport)}"
-            f" DST={self.endpoint(fam, ev.daddr, ev.dport)} PID={ev.pid} COMM={self.comms[ev.comm]}"
-            f"{self.states[ev.newstate]}"
-        )
+            self._prefix = self._second(sec)
+        return self._prefix + _MILLIS[ns // 1_000_000 % 1000]
 
 
-class JsonFormatter:
-    """One JSON object per line; the schema is in the README."""
+class TextFormatter(_Formatter):
+    """The seed's line format, local time: 'Dec 30 2024 22:05:25.454 State Change: SRC=...'."""
 
     def __init__(self, clock: Clock):
-        self.clock = clock
-        self.addrs = _Cache(lambda k: format_addr(k[0], k[1]))
-        self._sec = None
-        self._prefix = ""
-        self._dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+        super().__init__(clock)
+        # per family: address bytes -> text as it stands before ':port' (IPv6 in brackets)
+        self.addrs = {4: _Cache(lambda raw: format_addr(4, raw)), 6: _Cache(lambda raw: f"[{format_addr(6, raw)}]")}
+        self.comms = _Cache(escape_comm, 4096)
+        self.tails = [f" STATE={describe_state(n)}\n" for n in range(32)]
+        self.titles = {t: f" {title}: SRC=" for t, title in EVENT_TITLES.items()}
+
+    def _second(self, sec):
+        return time.strftime("%b %d %Y %H:%M:%S", time.localtime(sec))
+
+    def endpoint(self, family, raw, port):
+        return f"{self.addrs[family][raw]}:{port}"
+
+    def format(self, row) -> str:
+        ts, _sk, _ino, sa, da, pid, _ns, sp, dp, fam, typ, _old, new, _own, _fl, comm = row
+        addrs = self.addrs[fam]
+        return (f"{self.stamp(ts)}{self.titles[typ]}{addrs[sa]}:{sp} DST={addrs[da]}:{dp} PID={pid} "
+                f"COMM={self.comms[comm]}{self.tails[new & 31]}")
+
+
+class JsonFormatter(_Formatter):
+    """One JSON object per line; the schema is in the README. Built from cached, already-safe pieces:
+    only COMM comes from outside, and it goes through json.dumps."""
+
+    def __init__(self, clock: Clock):
+        super().__init__(clock)
+        self.addrs = {4: _Cache(lambda raw: format_addr(4, raw)), 6: _Cache(lambda raw: format_addr(6, raw))}
+        self.comms = _Cache(lambda raw: json.dumps(comm_text(raw), ensure_ascii=True), 4096)
+        self.events = {t: f'","event":"{name}","family":' for t, name in EVENT_NAMES.items()}
+        self.olds = ["null"] + [f'"{_STATES[n]}"' for n in range(1, 32)]
+        self.news = [f'"new_state":"{_STATES[n]}","description":"{describe_state(n)}","netns":' for n in range(32)]
+        self.owners = [f',"owner":"{OWNER_NAMES.get(n, "current")}","old_state":' for n in range(8)]
+
+    def _second(self, sec):
+        return datetime.datetime.fromtimestamp(sec, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
     def stamp(self, ts_ns: int) -> str:
         """RFC 3339, UTC, milliseconds: 2026-11-26T19:02:03.120Z."""
-        ns = ts_ns + self.clock.offset_ns
-        sec, rest = divmod(ns, 1_000_000_000)
-        if sec != self._sec:
-            self._sec = sec
-            self._prefix = datetime.datetime.fromtimestamp(sec, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-        return "%s.%03dZ" % (self._prefix, rest // 1_000_000)
+        return super().stamp(ts_ns) + "Z"
 
-    def record(self, ev) -> dict:
-        fam = ev.family
-        return {
-            "timestamp": self.stamp(ev.ts_ns),
-            "event": EVENT_NAMES.get(ev.type, str(ev.type)),
-            "family": fam,
-            "src": self.addrs[(fam, ev.saddr)],
-            "sport": ev.sport,
-            "dst": self.addrs[(fam, ev.daddr)],
-            "dport": ev.dport,
-            "pid": ev.pid,
-            "comm": comm_text(ev.comm),
-            "owner": OWNER_NAMES.get(ev.owner, "current"),
-            "old_state": state_name(ev.oldstate) if ev.oldstate else None,
-            "new_state": state_name(ev.newstate),
-            "description": describe_state(ev.newstate),
-            "netns": ev.netns,
-            "sock": "0x%x" % ev.skaddr,
-        }
+    def format(self, row) -> str:
+        ts, sk, _ino, sa, da, pid, ns, sp, dp, fam, typ, old, new, own, _fl, comm = row
+        addrs = self.addrs[fam]
+        return (f'{{"timestamp":"{self.stamp(ts)}{self.events[typ]}{fam},"src":"{addrs[sa]}","sport":{sp},'
+                f'"dst":"{addrs[da]}","dport":{dp},"pid":{pid},"comm":{self.comms[comm]}{self.owners[own & 7]}'
+                f'{self.olds[old & 31]},{self.news[new & 31]}{ns},"sock":"0x{sk:x}"}}\n')
 
-    def format(self, ev) -> str:
-        return self._dumps(self.record(ev)) + "\n"
+    def record(self, row) -> dict:
+        return json.loads(self.format(row))

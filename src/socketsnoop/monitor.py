@@ -70,31 +70,30 @@ class Monitor:
             self.stop = True
 
     # -- the pipeline ----------------------------------------------------------
-    def enrich(self, ev):
+    def enrich(self, row):
         """A socket older than us: its owner from /proc, remembered in the kernel too."""
-        found = self.owners.lookup(ev.ino)
+        found = self.owners.lookup(row[2])
         if found is None:
-            return ev
+            return row
         pid, comm = found
-        self.probe.set_owner(ev.skaddr, pid, comm)
-        return ev._replace(pid=pid, comm=comm, owner=OWNER_PROC)
+        self.probe.set_owner(row[1], pid, comm)
+        return Event._make(row)._replace(pid=pid, comm=comm, owner=OWNER_PROC)
 
-    def handle(self, events):
+    def handle(self, rows):
+        """Decoded events (tuples in events.Event's order) -> lines to every sink, and the tracker."""
         lines = []
         append = lines.append
         fmt = self.formatter.format
-        tracker = self.tracker
-        text = self.text
-        for ev in events:
-            if ev.owner == OWNER_CURRENT and ev.ino:
-                ev = self.enrich(ev)
-            if ev.flags & F_OWNER_UNVERIFIED and not self.filters.match_owner(ev.pid, ev.comm):
+        track = self.tracker.add if self.tracker is not None else None
+        for row in rows:
+            if row[2] and row[13] == OWNER_CURRENT:  # an inode, and no owner known in the kernel
+                row = self.enrich(row)
+            if row[14] & F_OWNER_UNVERIFIED and not self.filters.match_owner(row[5], row[15]):
                 self.user_filtered += 1
                 continue
-            append(fmt(ev))
-            if tracker is not None:
-                tracker.add_event(ev, text.endpoint(ev.family, ev.saddr, ev.sport),
-                                  text.endpoint(ev.family, ev.daddr, ev.dport), text.comms[ev.comm])
+            append(fmt(row))
+            if track:
+                track(row)
         if lines:
             self.lines += len(lines)
             for sink in self.sinks:
@@ -103,7 +102,7 @@ class Monitor:
     def handle_sample(self, raw):
         """One perf buffer sample (padded by the kernel past the struct's 96 bytes)."""
         if len(raw) >= EVENT.size:
-            self.handle([Event._make(EVENT.unpack_from(raw))])
+            self.handle([EVENT.unpack_from(raw)])
 
     def drain(self):
         """Everything the buffer holds now."""
@@ -111,14 +110,13 @@ class Monitor:
         if self.opts.buffer == "perf":
             reader.consume()
             return
-        make = Event._make
         while True:
             blob, odd = reader.read()
             if not blob and not odd:
                 return
-            self.handle(map(make, RECORD.iter_unpack(blob)))
+            self.handle(RECORD.iter_unpack(blob))
             if odd:
-                self.handle(make(EVENT.unpack(r)) for r in odd if len(r) == EVENT.size)
+                self.handle(EVENT.unpack(r) for r in odd if len(r) == EVENT.size)
 
     # -- the run ---------------------------------------------------------------
     def run(self):
@@ -191,7 +189,7 @@ class Monitor:
         lines = ["Stopping monitoring...", ""]
         if self.tracker is not None:
             lines += self.tracker.report(self.text.stamp)
-            shown = len(self.tracker.conns)
+            shown = len(self.tracker)
             lines.append(f"Connections: {shown} shown, {self.tracker.left_out} not shown")
         lines.append(f"Totals: seen={c[C_SEEN]} captured={c[C_SENT]} "
                      f"filtered={c[C_FILTERED] + self.user_filtered} lost={c[C_LOST]} lines={self.lines}")

@@ -1,84 +1,79 @@
 """The lifecycle of each connection, for the report printed on exit.
 
-O(1) per event and bounded: at most `max_conns` connections are kept (the
-least recently active are let go first, and counted), each with at most
-`max_steps` timed steps.
+O(1) per event and bounded. Per event it keeps only numbers (time, type,
+state) and a reference to the event's tuple; text is made once, for the
+report. At most `max_conns` closed connections are kept (the most recently
+closed), and at most `max_conns` open ones; the report counts what it let go.
 """
 
-from collections import OrderedDict
+from collections import deque
 
 from .events import EVENT_TITLES, RETRANSMIT, STATE_CHANGE, describe_state
+from .fmt import escape_comm, format_addr, format_endpoint
 
 TCP_CLOSE = 7
-_DESCRIPTIONS = {n: describe_state(n) for n in range(32)}
-
-
-class Connection:
-    __slots__ = ("src", "dst", "pid", "comm", "first_ns", "last_ns", "steps", "retransmits", "dropped_steps")
-
-    def __init__(self, src, dst, pid, comm, ts):
-        self.src, self.dst, self.pid, self.comm = src, dst, pid, comm
-        self.first_ns = self.last_ns = ts
-        self.steps = []
-        self.retransmits = 0
-        self.dropped_steps = 0
+# tuple positions of struct event's fields (events.Event)
+_TS, _SK, _PID, _SPORT, _TYPE, _NEW = 0, 1, 5, 7, 10, 12
 
 
 class Tracker:
     def __init__(self, max_conns=10000, max_steps=32):
         self.max_conns = max_conns
         self.max_steps = max_steps
-        self.conns = OrderedDict()
+        self.open = {}  # socket address (or tuple, for a reset with no socket) -> connection
+        self.closed = deque(maxlen=max_conns)
         self.left_out = 0
-        self._seq = 0
 
-    def add(self, key, ts_ns, src, dst, pid, comm, what, closed=False, retransmit=False):
-        """Record one step `what` (a description) of connection `key` (the kernel socket address)."""
-        conns = self.conns
-        c = conns.get(key)
+    def __len__(self):
+        return len(self.open) + len(self.closed)
+
+    def add(self, row):
+        """One event (a tuple in events.Event's order). A connection is [first row, last row, steps, retransmits]
+        where the last row gives the latest addresses and owner, and steps are (ts, type, state)."""
+        key = row[_SK] or row[3:10]  # a reset answering a closed port has no socket: key by addresses
+        c = self.open.get(key)
         if c is None:
-            c = conns[key] = Connection(src, dst, pid, comm, ts_ns)
-            if len(conns) > self.max_conns:
-                conns.popitem(last=False)
+            if len(self.open) >= self.max_conns:
                 self.left_out += 1
+                return
+            c = self.open[key] = [row, row, [], 0, 0]
+        elif row[_SPORT] or not c[1][_SPORT]:  # keep the local port once connect() has chosen one
+            c[1] = row
+        typ, new = row[_TYPE], row[_NEW]
+        steps = c[2]
+        if len(steps) < self.max_steps:
+            steps.append((row[_TS], typ, new))
         else:
-            conns.move_to_end(key)
-            if not src.endswith(":0"):  # the local port is known once connect() has bound it
-                c.src = src
-            c.dst = dst
-            if pid:
-                c.pid, c.comm = pid, comm
-        c.last_ns = ts_ns
-        if retransmit:
-            c.retransmits += 1
-        if len(c.steps) < self.max_steps:
-            c.steps.append((ts_ns, what))
-        else:
-            c.dropped_steps += 1
-        if closed:  # the kernel may reuse the socket's address for a new connection
-            self._seq += 1
-            conns[("closed", self._seq)] = conns.pop(key)
+            c[4] += 1
+        if typ == RETRANSMIT:
+            c[3] += 1
+        elif typ == STATE_CHANGE and new == TCP_CLOSE:  # done: the kernel may reuse the socket's address
+            del self.open[key]
+            if len(self.closed) == self.max_conns:
+                self.left_out += 1
+            self.closed.append(c)
 
-    def add_event(self, ev, src, dst, comm):
-        """One decoded event; src/dst are 'addr:port' strings, comm the escaped name."""
-        key = ev.skaddr or (src, dst)  # a reset answering a closed port has no socket
-        if ev.type == STATE_CHANGE:
-            self.add(key, ev.ts_ns, src, dst, ev.pid, comm, _DESCRIPTIONS.get(ev.newstate) or
-                     describe_state(ev.newstate), closed=ev.newstate == TCP_CLOSE)
-        else:
-            self.add(key, ev.ts_ns, src, dst, ev.pid, comm, EVENT_TITLES[ev.type],
-                     retransmit=ev.type == RETRANSMIT)
+    def connections(self):
+        """Closed connections (oldest first), then open ones."""
+        yield from self.closed
+        yield from self.open.values()
 
     def report(self, stamp):
         """The seed's 'Connection Lifecycles:' report, lines without newlines; stamp(ts_ns) -> str."""
         yield "Connection Lifecycles:"
-        for c in self.conns.values():
-            secs = (c.last_ns - c.first_ns) / 1e9
-            yield (f"Connection: {c.src} -> {c.dst}  (PID={c.pid} COMM={c.comm} duration={secs:.3f}s "
-                   f"retransmits={c.retransmits})")
-            for ts, what in c.steps:
+        for first, last, steps, retransmits, dropped in self.connections():
+            fam = last[9]
+            src = format_endpoint(fam, format_addr(fam, last[3]), last[_SPORT])
+            dst = format_endpoint(fam, format_addr(fam, last[4]), last[8])
+            owner = last if last[_PID] else first
+            secs = (last[_TS] - first[_TS]) / 1e9
+            yield (f"Connection: {src} -> {dst}  (PID={owner[_PID]} COMM={escape_comm(owner[15])} "
+                   f"duration={secs:.3f}s retransmits={retransmits})")
+            for ts, typ, new in steps:
+                what = describe_state(new) if typ == STATE_CHANGE else EVENT_TITLES[typ]
                 yield f"  {stamp(ts)}: {what}"
-            if c.dropped_steps:
-                yield f"  ... {c.dropped_steps} more steps not kept"
+            if dropped:
+                yield f"  ... {dropped} more steps not kept"
         if self.left_out:
-            yield f"({self.left_out} older connections not shown: the report keeps the {self.max_conns} most recent)"
+            yield (f"({self.left_out} connections not shown: the report keeps the {self.max_conns} most "
+                   "recently closed and up to as many open ones)")
