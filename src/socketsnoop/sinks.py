@@ -58,7 +58,6 @@ class LogFileSink:
                 pass
         try:
             self.file = self._open()
-            self.failing = False
         except OSError as e:
             self._fail(e)
 
@@ -78,6 +77,7 @@ class LogFileSink:
             self.file.flush()
             if self.failing:
                 self.failing = False
+                self.warn(f"socket-snoop: writing the log file {self.path} again")
         except OSError as e:
             self._fail(e)
             try:
