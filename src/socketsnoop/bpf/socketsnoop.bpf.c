@@ -29,6 +29,8 @@
 #define TCP_CLOSE_WAIT 8
 #define TCP_LAST_ACK 9
 #define TCP_LISTEN 10
+#define TCP_TIME_WAIT 6
+#define TCP_NEW_SYN_RECV 12
 
 /* Set by user space before load. */
 const volatile __u32 filter_flags = 0;
@@ -509,17 +511,28 @@ int BPF_PROG(handle_send_reset, const struct sock *sk, const struct sk_buff *skb
 	} else if (!sk || !fill_full_sock(&e, sk)) {
 		return 0;
 	}
-	if (sk) {
-		e.newstate = BPF_CORE_READ(sk, __sk_common.skc_state);
-		e.netns = netns_of(sk);
-		if (e.newstate != TCP_LISTEN && e.newstate != 12 /* NEW_SYN_RECV */ &&
-		    e.newstate != 6 /* TIME_WAIT: a timewait sock has no sk_socket */)
-			e.ino = inode_of(sk);
-	}
-	if (sk)
-		fill_owner(&e, sk);
-	else
+	if (!sk) {
 		e.owner = SS_OWNER_NONE; /* the kernel answered for no process: pid 0, no comm */
+		return emit(ctx, &e);
+	}
+	e.newstate = BPF_CORE_READ(sk, __sk_common.skc_state);
+	e.netns = netns_of(sk);
+	if (e.newstate == TCP_TIME_WAIT) {
+		/* a timewait socket: its process has closed it, nobody owns it now */
+		e.owner = SS_OWNER_NONE;
+	} else if (e.newstate == TCP_NEW_SYN_RECV) {
+		/* a request socket (handshake not done): its listener's owner */
+		struct owner *o = listener_owner(sk);
+
+		if (o)
+			copy_owner(&e, o, SS_OWNER_LISTENER);
+		else
+			fill_owner(&e, NULL);
+	} else {
+		/* a full socket (request and timewait ones are smaller: no sk_socket to read) */
+		e.ino = inode_of(sk);
+		fill_owner(&e, sk);
+	}
 	return emit(ctx, &e);
 }
 
