@@ -96,7 +96,7 @@ class Probe:
             "use_perf": struct.pack("<?", self.buffer == "perf"),
         })
         if self.buffer == "perf":
-            obj.set_max_entries("events", 4096)  # unused; smallest ring buffer
+            obj.set_autocreate("events", False)  # unused: kernels before 5.8 have no ring buffer
         else:
             obj.set_max_entries("events", self.buffer_size)
         for prog in disabled:
