@@ -23,11 +23,12 @@ from .events import (
     RESET_SENT,
     RETRANSMIT,
     STATE_CHANGE,
+    Event,
     describe_state,
     state_name,
 )
 from .filters import parse_cidr, parse_comm, parse_pid, parse_port, parse_state
-from .fmt import Clock, JsonFormatter, TextFormatter, escape_comm, format_endpoint
+from .fmt import Clock, JsonFormatter, TextFormatter, escape_comm, format_addr, format_endpoint
 from .tracker import Tracker
 
 TCP_ESTABLISHED, TCP_CLOSE = 1, 7
@@ -45,7 +46,7 @@ TEXT_LINE = re.compile(
 JSON_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z")
 _ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
 
-# one logged event: src/dst ipaddress objects, comm the raw name, sock a key when the log has one (JSON)
+# one logged event: src/dst ipaddress objects, comm the raw name, sock the socket address if logged (JSON)
 Record = namedtuple("Record", "ts_ns kind family src sport dst dport pid comm newstate sock")
 
 
@@ -154,8 +155,8 @@ class Parser:
             sec = self._cached(self._secs, stamp[:19] + "Z", lambda k: datetime.datetime.fromisoformat(k).timestamp())
             frac = stamp[19:].rstrip("Z")
             ms = int(frac[1:4].ljust(3, "0")) if frac.startswith(".") else 0
-            sock = d.get("sock")
-            sock = (d.get("netns"), sock) if isinstance(sock, str) and sock not in ("0x0", "0") else None
+            sock = int(d["sock"], 16) if isinstance(d.get("sock"), str) else None
+            sock = sock or None
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise Malformed(f"bad JSON event: {e}") from None
         return Record(int(sec) * 1_000_000_000 + ms * 1_000_000, kind, fam, src, sport, dst, dport, pid,
@@ -205,7 +206,8 @@ class Report:
         self.filters = filters
         self.since, self.until = since, until
         self.tracker = Tracker(max_conns=max_conns)
-        self.pending = {}  # (remote, pid) -> tracker key of a SYN_SENT line with local port 0
+        self.ids = {}  # (local, remote) -> connection id, for logs without socket addresses
+        self.pending = {}  # (remote, pid) -> connection id of a SYN_SENT line with local port 0
         self.seq = 0
         self.events = 0
         self.filtered = 0
@@ -254,30 +256,41 @@ class Report:
             proc["resets"] += 1
             self.resets[(r.kind, local, str(r.dst), r.pid, comm)] += 1
         self.remotes[remote] += 1
-        self.track(r, local, remote, comm)
+        self.track(r, local, remote)
 
-    def track(self, r, local, remote, comm):
-        conns = self.tracker.conns
-        if r.sock is not None:
-            key = r.sock
-        elif r.sport == 0 and r.kind == STATE_CHANGE:
-            # connect() before the kernel picked the local port: join it to the next line of the same
-            # remote end and process that has the port
-            key = self.pending.get((remote, r.pid))
-            if key is None or key not in conns:
+    def _conn_id(self, r, local, remote):
+        """A made-up socket address for a text line's connection: its 4-tuple, and a SYN_SENT line with
+        local port 0 (connect() before the kernel chose the port) joined to the next line of the same
+        remote end and process that has the port."""
+        tup = (local, remote)
+        if r.sport == 0:
+            cid = self.pending.get((remote, r.pid))
+            if cid is None:
                 self.seq += 1
-                key = self.pending[(remote, r.pid)] = ("unbound", self.seq)
+                cid = self.pending[(remote, r.pid)] = self.seq
         else:
-            key = (local, remote)
-            waiting = self.pending.pop((remote, r.pid), None)
-            if waiting is not None and waiting in conns and key not in conns:
-                conns[key] = conns.pop(waiting)
-        if r.kind == STATE_CHANGE:
-            self.tracker.add(key, r.ts_ns, local, remote, r.pid, comm, describe_state(r.newstate),
-                             closed=r.newstate == TCP_CLOSE)
+            cid = self.ids.get(tup)
+            if cid is None:
+                cid = self.pending.pop((remote, r.pid), None)
+                if cid is None:
+                    self.seq += 1
+                    cid = self.seq
+                self.ids[tup] = cid
+        if r.kind == STATE_CHANGE and r.newstate == TCP_CLOSE:  # the next one of this 4-tuple is new
+            self.ids.pop(tup, None)
+            if r.sport == 0:
+                self.pending.pop((remote, r.pid), None)
+        return cid
+
+    def track(self, r, local, remote):
+        if r.sock is not None:
+            sk = r.sock
+        elif r.newstate == 0:  # a reset answering no socket: the tracker keys it by its addresses
+            sk = 0
         else:
-            self.tracker.add(key, r.ts_ns, local, remote, r.pid, comm, EVENT_TITLES[r.kind],
-                             retransmit=r.kind == RETRANSMIT)
+            sk = self._conn_id(r, local, remote)
+        self.tracker.add(Event(r.ts_ns, sk, 0, _packed(r.src), _packed(r.dst), r.pid, 0, r.sport, r.dport,
+                               r.family, r.kind, 0, r.newstate, 0, 0, r.comm))
 
     # -- output ---------------------------------------------------------------
     def summary(self, top):
@@ -304,6 +317,7 @@ class Report:
         out = []
         if lifecycles:
             out += list(self.tracker.report(stamp))
+            out.append(f"Connections: {len(self.tracker)} shown, {self.tracker.left_out} not shown")
             out.append("")
         s = self.summary(top)
         span = (f"{stamp(self.first)} to {stamp(self.last)}" if self.first is not None else "no events")
@@ -331,13 +345,29 @@ class Report:
         for k in ("first_ns", "last_ns"):
             s[k.replace("_ns", "")] = stamp(s.pop(k)) if s[k] is not None else None
         if lifecycles:
-            s["connections"] = [
-                {"src": c.src, "dst": c.dst, "pid": c.pid, "comm": c.comm, "first": stamp(c.first_ns),
-                 "duration_s": round((c.last_ns - c.first_ns) / 1e9, 3), "retransmits": c.retransmits,
-                 "steps": [{"time": stamp(ts), "what": what} for ts, what in c.steps]}
-                for c in self.tracker.conns.values()]
+            s["connections"] = [_connection(c, stamp) for c in self.tracker.connections()]
             s["connections_not_kept"] = self.tracker.left_out
         return json.dumps(s, indent=2)
+
+
+def _packed(ip):
+    return ip.packed.ljust(16, b"\0")
+
+
+def _connection(c, stamp):
+    """One of tracker.connections() ([first row, last row, steps, retransmits, dropped]) as a dict."""
+    first, last, steps, retransmits, dropped = c
+    fam = last[9]
+    owner = last if last[5] else first
+    return {
+        "src": format_endpoint(fam, format_addr(fam, last[3]), last[7]),
+        "dst": format_endpoint(fam, format_addr(fam, last[4]), last[8]),
+        "pid": owner[5], "comm": escape_comm(owner[15]), "first": stamp(first[0]),
+        "duration_s": round((last[0] - first[0]) / 1e9, 3), "retransmits": retransmits,
+        "steps": [{"time": stamp(ts), "what": describe_state(new) if typ == STATE_CHANGE else EVENT_TITLES[typ]}
+                  for ts, typ, new in steps],
+        "steps_not_kept": dropped,
+    }
 
 
 def build_parser():

@@ -1,0 +1,233 @@
+"""`socket-snoop service install|uninstall`: a hardened systemd unit and a logrotate file.
+
+The unit runs the monitor with the options of /etc/socket-snoop/config.toml
+(the same options as the command line), so it is configured without editing
+the unit. logrotate renames the log and sends SIGHUP; the monitor then
+reopens its log file (no copytruncate, no lost lines).
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+
+from .errors import SnoopError
+
+UNIT_NAME = "socket-snoop.service"
+UNIT_DIR = "/etc/systemd/system"
+LOGROTATE_NAME = "socket-snoop"
+LOGROTATE_DIR = "/etc/logrotate.d"
+HOME_DIRS = ("/home/", "/root/", "/run/user/")
+
+
+def _quote(arg):
+    """One ExecStart argument, quoted and escaped for systemd."""
+    arg = arg.replace("%", "%%").replace("$", "$$")
+    if any(c in arg for c in ' \t"\'\\;'):
+        return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return arg
+
+
+def entry_point():
+    """(argv prefix, PYTHONPATH or None) that starts the monitor: the installed script by absolute path,
+    else this interpreter with -m socketsnoop (and the source tree on PYTHONPATH if it needs it)."""
+    found = shutil.which("socket-snoop")
+    if found:
+        return [os.path.realpath(found)], None
+    argv0 = os.path.realpath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if os.path.basename(argv0) == "socket-snoop" and os.access(argv0, os.X_OK):
+        return [argv0], None
+    src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    probe = subprocess.run([sys.executable, "-I", "-c", "import socketsnoop"], cwd="/",
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return [sys.executable, "-m", "socketsnoop"], (None if probe.returncode == 0 else src)
+
+
+def render_unit(command, pythonpath=None, config=None, log_files=()):
+    """The unit file's text. command: argv prefix that runs socket-snoop."""
+    args = list(command) + (["--config", config] if config else []) + ["-q", "--no-report"]
+    rw = ["/var/log"] + sorted({os.path.dirname(p) for p in log_files
+                                if not os.path.dirname(p).startswith("/var/log")})
+    in_home = any(p.startswith(HOME_DIRS) for p in list(command) + [pythonpath or ""])
+    env = f"Environment=PYTHONPATH={_quote(pythonpath)}\n" if pythonpath else ""
+    home = ("# the program lives under a home directory: readable, not writable\nProtectHome=read-only\n"
+            if in_home else "ProtectHome=yes\n")
+    return f"""\
+# Installed by `socket-snoop service install`; `socket-snoop service uninstall` removes it.
+# Options: /etc/socket-snoop/config.toml (the command line's long options, e.g.
+#   log-file = "/var/log/socket_monitor.json" / json = true / port = [22, 443]); then
+#   systemctl restart socket-snoop. Lifecycle reports: socket-snoop report /var/log/socket_monitor.log*
+[Unit]
+Description=socket-snoop: TCP connection monitor (eBPF)
+After=local-fs.target
+
+[Service]
+Type=simple
+# -q: console lines would only copy the log into the journal; --no-report: the exit report
+# (up to --max-tracked connections) would flood the journal on every stop
+ExecStart={" ".join(_quote(a) for a in args)}
+ExecReload=/bin/kill -HUP $MAINPID
+{env}Restart=on-failure
+RestartSec=5
+User=root
+UMask=0027
+
+# Capabilities: CAP_BPF + CAP_PERFMON load and attach the tracing program and read the ring
+# buffer; CAP_DAC_READ_SEARCH + CAP_SYS_PTRACE read /proc/PID/fd of other users' processes,
+# to name the owners of sockets older than the monitor (without them those are attributed to
+# whichever task the kernel was running). Memory for BPF maps: kernels before 5.11 count it
+# against RLIMIT_MEMLOCK, hence LimitMEMLOCK=infinity (instead of CAP_SYS_RESOURCE).
+CapabilityBoundingSet=CAP_BPF CAP_PERFMON CAP_DAC_READ_SEARCH CAP_SYS_PTRACE
+AmbientCapabilities=CAP_BPF CAP_PERFMON CAP_DAC_READ_SEARCH CAP_SYS_PTRACE
+LimitMEMLOCK=infinity
+NoNewPrivileges=yes
+
+ProtectSystem=strict
+ReadWritePaths={" ".join(_quote(p) for p in rw)}
+{home}PrivateTmp=yes
+PrivateDevices=yes
+PrivateMounts=yes
+ProtectKernelModules=yes
+ProtectKernelTunables=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+# not ProtectProc=invisible / ProcSubset=pid: owners are found in /proc/PID/fd, listeners in /proc/net
+# no socket is opened (libbpf needs netlink only for XDP/TC, not used); AF_UNIX for the journal
+RestrictAddressFamilies=AF_UNIX
+IPAddressDeny=any
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+# ctypes callbacks (libffi closures) first try a W+X page; refused, libffi falls back to two
+# mappings of a memfd (one writable, one executable), which this allows: checked under
+# prctl(PR_SET_MDWE), the kernel's equivalent
+MemoryDenyWriteExecute=yes
+SystemCallArchitectures=native
+SystemCallFilter=@system-service bpf perf_event_open
+SystemCallErrorNumber=EPERM
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def render_logrotate(log_files):
+    paths = " ".join(log_files)
+    return f"""\
+# Installed by `socket-snoop service install`. socket-snoop reopens its log on SIGHUP,
+# so the file is renamed and a new one created (no copytruncate: no lines lost).
+{paths} {{
+    daily
+    maxsize 100M
+    rotate 14
+    compress
+    delaycompress
+    missingok
+    notifempty
+    create 0640 root adm
+    sharedscripts
+    postrotate
+        systemctl kill -s HUP {UNIT_NAME} >/dev/null 2>&1 || true
+    endscript
+}}
+"""
+
+
+def log_files(config):
+    """The log files to rotate: the default one, and the configured one if it differs."""
+    from .cli import DEFAULT_CONFIG, DEFAULT_LOG, build_parser
+    from .config import parse_with_config
+    opts = parse_with_config(build_parser(), ["--config", config] if config else [], DEFAULT_CONFIG)
+    files = [DEFAULT_LOG]
+    if opts.log_file and os.path.abspath(opts.log_file) != DEFAULT_LOG:
+        files.append(os.path.abspath(opts.log_file))
+    return files
+
+
+def _systemd_running():
+    return os.path.isdir("/run/systemd/system")
+
+
+def _systemctl(*args):
+    try:
+        subprocess.run(["systemctl", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        pass
+
+
+def _write(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def install(opts, out):
+    files = log_files(opts.config)
+    command, pythonpath = entry_point()
+    unit_path = os.path.join(opts.unit_dir, UNIT_NAME)
+    rot_path = os.path.join(opts.logrotate_dir, LOGROTATE_NAME)
+    unit = render_unit(command, pythonpath, opts.config, files)
+    rot = render_logrotate(files)
+    if opts.dry_run:
+        out.write(f"# {unit_path}\n{unit}\n# {rot_path}\n{rot}")
+        return 0
+    try:
+        _write(unit_path, unit)
+        _write(rot_path, rot)
+    except OSError as e:
+        raise SnoopError(f"socket-snoop service: cannot write {e.filename}: {e.strerror}"
+                         + (" (run as root)" if e.errno in (1, 13) else "")) from None
+    out.write(f"wrote {unit_path}\nwrote {rot_path}\n")
+    if opts.unit_dir == UNIT_DIR and _systemd_running():
+        _systemctl("daemon-reload")
+    out.write(f"start it: systemctl enable --now {UNIT_NAME}\n")
+    return 0
+
+
+def uninstall(opts, out):
+    paths = [os.path.join(opts.unit_dir, UNIT_NAME), os.path.join(opts.logrotate_dir, LOGROTATE_NAME)]
+    present = [p for p in paths if os.path.exists(p)]
+    if opts.dry_run:
+        out.write("".join(f"would remove {p}\n" for p in present) or "nothing to remove\n")
+        return 0
+    if present and opts.unit_dir == UNIT_DIR and _systemd_running():
+        _systemctl("disable", "--now", UNIT_NAME)
+    for p in present:
+        try:
+            os.unlink(p)
+        except OSError as e:
+            raise SnoopError(f"socket-snoop service: cannot remove {p}: {e.strerror}"
+                             + (" (run as root)" if e.errno in (1, 13) else "")) from None
+        out.write(f"removed {p}\n")
+    if not present:
+        out.write(f"nothing to remove: no {paths[0]}, no {paths[1]}\n")
+    elif opts.unit_dir == UNIT_DIR and _systemd_running():
+        _systemctl("daemon-reload")
+    return 0
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="socket-snoop service",
+                                description="Install or remove the systemd unit and the logrotate file.")
+    p.error = lambda message: p.exit(2, f"{p.prog}: {message} (see {p.prog} --help)\n")
+    p.add_argument("action", choices=("install", "uninstall"))
+    p.add_argument("--dry-run", action="store_true", help="print what would be written or removed")
+    p.add_argument("--unit-dir", default=UNIT_DIR, metavar="DIR", help=f"default {UNIT_DIR}")
+    p.add_argument("--logrotate-dir", default=LOGROTATE_DIR, metavar="DIR", help=f"default {LOGROTATE_DIR}")
+    p.add_argument("--config", metavar="PATH",
+                   help="a config file other than /etc/socket-snoop/config.toml, for the unit to use")
+    return p
+
+
+def main(argv):
+    opts = build_parser().parse_args(argv)
+    if opts.config:
+        opts.config = os.path.abspath(opts.config)
+    return (install if opts.action == "install" else uninstall)(opts, sys.stdout)

@@ -1,0 +1,102 @@
+"""`socket-snoop check`: one line per need, a verdict, exit 0/1; unprivileged it says what is missing."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+sys.path.insert(0, str(SRC))
+
+from socketsnoop import check  # noqa: E402
+
+ENV = {**os.environ, "PYTHONPATH": str(SRC)}
+
+
+def need_root():
+    if os.geteuid() != 0:
+        if os.environ.get("SOCKETSNOOP_REQUIRE_BPF") == "1":
+            pytest.fail("needs root and BPF (SOCKETSNOOP_REQUIRE_BPF=1)")
+        pytest.skip("needs root and BPF")
+
+
+def run_check(*prefix, python=sys.executable, args=()):
+    return subprocess.run([*prefix, python, "-m", "socketsnoop", "check", *args], capture_output=True, text=True,
+                          env=ENV, timeout=120, cwd="/")
+
+
+@pytest.mark.bpf
+def test_check_as_root_passes_and_loads():
+    need_root()
+    r = run_check()
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    assert out.rstrip().splitlines()[-1] == "verdict: socket-snoop can run here"
+    for what in ("kernel", "BTF", "capabilities", "libbpf", "tracepoint sock:inet_sock_set_state",
+                 "tracepoint tcp:tcp_retransmit_skb", "BPF ring buffer", "log file", "load BPF program"):
+        assert any(line.startswith("ok") and f" {what}: " in line for line in out.splitlines()), what
+    assert "MISSING" not in out and r.stderr == ""
+
+
+def _unprivileged_python():
+    """An interpreter an unprivileged user can run (not one under /root)."""
+    for p in (sys.executable, "/usr/bin/python3"):
+        real = os.path.realpath(p)
+        if not real.startswith(("/root/", "/home/")) and os.path.exists(real) and sys.version_info >= (3, 11):
+            ok = subprocess.run([real, "-c", "import sys; assert sys.version_info >= (3, 11)"]).returncode == 0
+            if ok:
+                return real
+    return None
+
+
+def test_check_unprivileged_says_what_is_missing():
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        python = _unprivileged_python()
+        if not setpriv or not python:
+            pytest.skip("needs setpriv and a system python3 >= 3.11")
+        r = run_check(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", python=python)
+    else:
+        r = run_check()
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+    lines = r.stdout.splitlines()
+    assert any(line.startswith("MISSING  capabilities: ") and "run as root" in line for line in lines)
+    assert lines[-1].startswith("verdict: socket-snoop cannot run here: capabilities")
+    assert not any("load BPF program" in line for line in lines)  # not attempted without privileges
+
+
+def test_check_bad_config_is_a_missing_line(tmp_path):
+    bad = tmp_path / "c.toml"
+    bad.write_text("no-such-option = 1\n")
+    r = run_check(args=("--config", str(bad)))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert any(line.startswith("MISSING  config file: ") and "line 1: no-such-option" in line
+               for line in r.stdout.splitlines())
+
+
+def test_check_bad_usage():
+    r = run_check(args=("--frobnicate",))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_tracepoint_lookup_in_btf_bytes():
+    btf = b"\0btf_trace_inet_sock_set_state\0btf_trace_tcp_send_reset\0"
+    assert check.check_tracepoint("sock:inet_sock_set_state", btf, True).ok
+    r = check.check_tracepoint("tcp:tcp_receive_reset", btf, False)
+    assert not r.ok and r.line().startswith("missing ") and "optional" in r.detail
+    r = check.check_tracepoint("tcp:tcp_retransmit_skb", None, True)
+    assert not r.ok and r.line().startswith("MISSING")
+
+
+def test_kernel_version_and_log_checks(tmp_path):
+    assert check.kernel_version("6.18.44-fc-v657") == (6, 18)
+    assert check.kernel_version("5.4.0-150-generic") < check.MIN_KERNEL
+    assert check.kernel_version("junk") == (0, 0)
+    assert check.check_log(None).ok
+    assert check.check_log(str(tmp_path / "x.log")).ok
+    r = check.check_log(str(tmp_path / "missing-dir" / "x.log"))
+    assert not r.ok and "does not exist" in r.detail

@@ -1,0 +1,131 @@
+"""The config file: values through the parser's own types, command line wins, errors name file/key/line."""
+
+import ipaddress
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+sys.path.insert(0, str(SRC))
+
+from socketsnoop import cli  # noqa: E402
+from socketsnoop.config import key_line, parse_with_config  # noqa: E402
+
+GOOD = """\
+# socket-snoop options
+log-file = "/tmp/x.json"
+json = true
+port = [22, 443]
+dst = ["10.0.0.0/8", "2001:db8::/32"]
+include-unspecified = true
+quiet = true
+stats = 10
+buffer-size = "16M"
+max_tracked = 500
+state = ["ESTABLISHED", "syn-sent"]
+comm = "nginx"
+"""
+
+
+def write(tmp_path, text, name="config.toml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def parse(argv, default="/nonexistent/config.toml"):
+    return parse_with_config(cli.build_parser(), argv, default)
+
+
+def test_good_file(tmp_path):
+    opts = parse(["--config", write(tmp_path, GOOD)])
+    assert opts.log_file == "/tmp/x.json"
+    assert opts.format == "json"
+    assert opts.port == [22, 443]
+    assert opts.dst == [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("2001:db8::/32")]
+    assert opts.include_unspecified and opts.quiet
+    assert opts.stats == 10.0
+    assert opts.buffer_size == 16 << 20
+    assert opts.max_tracked == 500
+    assert opts.state == [1, 2]
+    assert opts.comm == [b"nginx"]  # a single value for a list option
+    cli.filters_from(opts)  # builds
+
+
+def test_default_file_used_when_present_and_missing_is_fine(tmp_path):
+    path = write(tmp_path, 'format = "json"\nno-log-file = true\n')
+    opts = parse([], default=path)
+    assert opts.format == "json" and opts.log_file is None
+    opts = parse([])  # no default file: the parser's defaults
+    assert opts.format == "text" and opts.log_file == cli.DEFAULT_LOG
+
+
+def test_command_line_wins(tmp_path):
+    path = write(tmp_path, GOOD)
+    opts = parse(["--config", path, "-P", "80", "--format", "text", "--no-log-file", "--max-tracked", "7"])
+    assert opts.port == [80]  # replaces the file's list, not added to it
+    assert opts.dst == [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("2001:db8::/32")]
+    assert opts.format == "text"
+    assert opts.log_file is None
+    assert opts.max_tracked == 7
+    assert opts.quiet  # from the file
+
+
+def test_false_switches(tmp_path):
+    opts = parse(["--config", write(tmp_path, "json = false\nquiet = false\nno-log-file = false\n")])
+    assert opts.format == "text" and not opts.quiet and opts.log_file == cli.DEFAULT_LOG
+
+
+@pytest.mark.parametrize("text, line, words", [
+    ("# c\n\nquiet = true\nportz = 22\n", 4, ["portz", "unknown key"]),
+    ("quiet = \"yes\"\n", 1, ["quiet", "expected true or false"]),
+    ("json = true\nport = [22, \"ssh\"]\n", 2, ["port", "'ssh'", "whole number"]),
+    ("port = 70000\n", 1, ["port", "between 0 and 65535"]),
+    ("\nformat = \"xml\"\n", 2, ["format", "'text', 'json'"]),
+    ("log-file = 5\n", 1, ["log-file", "expected a string"]),
+    ("buffer-size = \"huge\"\n", 1, ["buffer-size", "'huge'"]),
+    ("stats = -1\n", 1, ["stats", "positive"]),
+    ("dst = [\"10.0.0.0/33\"]\n", 1, ["dst", "CIDR"]),
+    ("state = [\"OPEN\"]\n", 1, ["state", "known states"]),
+    ("config = \"/x\"\n", 1, ["config", "unknown key"]),
+    ("quiet = true\n[output]\njson = true\n", 2, ["output", "unknown key"]),
+    ("max-tracked = [1, 2]\n", 1, ["max-tracked", "one value"]),
+])
+def test_bad_values_name_file_key_and_line(tmp_path, capsys, text, line, words):
+    path = write(tmp_path, text)
+    assert cli.main(["--config", path]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert f"config file {path}, line {line}: " in err
+    for w in words:
+        assert w in err
+
+
+def test_missing_explicit_file_and_bad_toml(tmp_path, capsys):
+    assert cli.main(["--config", str(tmp_path / "nope.toml")]) == 2
+    assert "not found" in capsys.readouterr().err
+    path = write(tmp_path, "port = [22,\n")
+    assert cli.main(["--config", path]) == 2
+    err = capsys.readouterr().err
+    assert "not valid TOML" in err and path in err and err.count("\n") == 1
+
+
+def test_key_line_scanner():
+    text = 'a = 1\n  "log_file" = "x"\n[tbl]\nport.x = 1\n'
+    assert key_line(text, "a") == 1
+    assert key_line(text, "log_file") == 2
+    assert key_line(text, "tbl") == 3
+    assert key_line(text, "port") == 4
+    assert key_line(text, "missing") is None
+
+
+def test_no_traceback_from_the_command(tmp_path):
+    path = write(tmp_path, "quiet = 3\n")
+    r = subprocess.run([sys.executable, "-m", "socketsnoop", "--config", path], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(SRC)}, timeout=60)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1
+    assert "line 1: quiet: expected true or false" in r.stderr
