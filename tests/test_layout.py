@@ -1,13 +1,14 @@
 """The Python mirror of the C structs matches what clang laid out (read from the object's BTF)."""
 
 import ctypes
+import os
 import re
 import struct
 from importlib import resources
 
 import pytest
 
-from socketsnoop import events, filters, probe
+from socketsnoop import events, filters, libbpf, probe
 from socketsnoop.libbpf import Libbpf
 
 BTF_KIND_STRUCT = 4
@@ -18,12 +19,12 @@ class _Member(ctypes.Structure):
     _fields_ = [("name_off", ctypes.c_uint32), ("type", ctypes.c_uint32), ("offset", ctypes.c_uint32)]
 
 
-def btf_struct(name):
-    """{member: byte offset} and the size of struct `name` in the committed object's BTF."""
+def btf_struct(name, path=OBJ):
+    """{member: byte offset} and the size of struct `name` in the BTF of `path` (the committed object)."""
     bpf = Libbpf.get()
-    parse = bpf.lib.btf__parse_elf
+    parse = bpf.lib.btf__parse
     parse.restype, parse.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_void_p]
-    btf = parse(OBJ.encode(), None)
+    btf = parse(path.encode(), None)
     assert btf, "cannot read BTF from the object"
     tid = bpf.btf_find(btf, name.encode(), BTF_KIND_STRUCT)
     assert tid > 0, f"struct {name} not in BTF"
@@ -72,6 +73,13 @@ def test_map_keys_match_c(name, packer, fields):
     py, _ = python_offsets(packer.format, fields)
     for f, off in py.items():
         assert c[f] == off, f
+
+
+@pytest.mark.skipif(not os.path.exists("/sys/kernel/btf/vmlinux"), reason="kernel has no BTF")
+def test_prog_info_offsets_match_the_kernel():
+    c, size = btf_struct("bpf_prog_info", "/sys/kernel/btf/vmlinux")
+    assert c["recursion_misses"] == libbpf.RECURSION_MISSES_OFF
+    assert size >= libbpf.PROG_INFO_SIZE
 
 
 def test_constants_match_header():

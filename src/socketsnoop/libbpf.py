@@ -18,6 +18,9 @@ LIBBPF_SONAME = "libbpf.so.1"
 BPF_ANY = 0
 BTF_KIND_VAR = 14
 BTF_KIND_DATASEC = 15
+# struct bpf_prog_info (uapi linux/bpf.h): its size here and where recursion_misses is
+PROG_INFO_SIZE = 232
+RECURSION_MISSES_OFF = 208
 
 _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 PERF_SAMPLE_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32)
@@ -67,6 +70,8 @@ class Libbpf:
         self.map_initial_value = _proto(lib, "bpf_map__initial_value", vp, vp, ctypes.POINTER(sz))
         self.prog_attach = _proto(lib, "bpf_program__attach", vp, vp)
         self.prog_set_autoload = _proto(lib, "bpf_program__set_autoload", i, vp, ctypes.c_bool)
+        self.prog_fd = _proto(lib, "bpf_program__fd", i, vp)
+        self.obj_get_info = _proto(lib, "bpf_obj_get_info_by_fd", i, i, vp, ctypes.POINTER(u32))
         self.link_destroy = _proto(lib, "bpf_link__destroy", i, vp)
         self.map_update = _proto(lib, "bpf_map_update_elem", i, i, vp, vp, ctypes.c_uint64)
         self.map_lookup = _proto(lib, "bpf_map_lookup_elem", i, i, vp, vp)
@@ -196,6 +201,19 @@ class BpfObject:
             return code, msg
         self.links.append(link)
         return 0, ""
+
+    def recursion_misses(self, prog_name):
+        """Runs the kernel skipped because the program was already running on that CPU
+        (struct bpf_prog_info.recursion_misses, Linux 5.12+; 0 where the kernel has no such field)."""
+        p = self.bpf.find_prog(self.obj, prog_name.encode())
+        fd = self.bpf.prog_fd(p) if p else -1
+        if fd < 0:
+            return 0
+        info = ctypes.create_string_buffer(PROG_INFO_SIZE)
+        size = ctypes.c_uint32(PROG_INFO_SIZE)
+        if self.bpf.obj_get_info(fd, info, ctypes.byref(size)) or size.value < RECURSION_MISSES_OFF + 8:
+            return 0
+        return int.from_bytes(info.raw[RECURSION_MISSES_OFF:RECURSION_MISSES_OFF + 8], "little")
 
     def map_fd(self, name):
         return self.bpf.map_fd(self._map(name))

@@ -185,6 +185,7 @@ class Monitor:
 
     def finish(self):
         c = self.probe.counters()
+        missed = self.probe.missed()
         out = sys.stdout
         lines = ["Stopping monitoring...", ""]
         if self.tracker is not None:
@@ -192,7 +193,8 @@ class Monitor:
             shown = len(self.tracker)
             lines.append(f"Connections: {shown} shown, {self.tracker.left_out} not shown")
         lines.append(f"Totals: seen={c[C_SEEN]} captured={c[C_SENT]} "
-                     f"filtered={c[C_FILTERED] + self.user_filtered} lost={c[C_LOST]} lines={self.lines}")
+                     f"filtered={c[C_FILTERED] + self.user_filtered} lost={c[C_LOST]} missed={missed} "
+                     f"lines={self.lines}")
         try:
             out.write("\n".join(lines) + "\n")
             out.flush()
@@ -201,4 +203,7 @@ class Monitor:
         if c[C_LOST]:
             _err(f"socket-snoop: warning: {c[C_LOST]} events were lost (the buffer was full): "
                  "raise --buffer-size, or filter more")
+        if missed:
+            _err(f"socket-snoop: warning: the kernel skipped our programs {missed} times (a tracepoint hit "
+                 "while one of them was already running on that CPU): those events were not seen")
         return 0

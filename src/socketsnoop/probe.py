@@ -191,6 +191,13 @@ class Probe:
         out[3] += self.perf_lost
         return out
 
+    def missed(self):
+        """Tracepoint hits the kernel never ran our programs for (one was already running on that CPU:
+        a softirq interrupting it). Not in 'seen'; reported beside 'lost'."""
+        if not self.obj:
+            return 0
+        return sum(self.obj.recursion_misses(p) for p in PROGRAMS if PROGRAMS[p] not in self.skipped)
+
     def detach(self):
         if self.obj:
             for link in self.obj.links:

@@ -106,17 +106,27 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } filter_addrs SEC(".maps");
 
+/*
+ * Per-CPU, but atomic all the same: another of our programs can interrupt
+ * this one on the same CPU (a softirq's reset inside a state change) and
+ * count on the same slot.
+ */
 static __always_inline void count(__u32 idx)
 {
 	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
 
 	if (v)
-		*v += 1;
+		__sync_fetch_and_add(v, 1);
 }
 
+/*
+ * sk comes from the tracepoint: a BTF pointer that is read with plain loads
+ * (CO-RE relocated, faults handled by the kernel), much cheaper than
+ * bpf_probe_read_kernel() calls.
+ */
 static __always_inline __u32 netns_of(const struct sock *sk)
 {
-	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	return sk->__sk_common.skc_net.net->ns.inum;
 }
 
 static __always_inline bool is_v4mapped(const __u8 *a)
@@ -139,22 +149,32 @@ static __always_inline void normalize_family(struct event *e)
 }
 
 /* addresses from the socket's common part (valid for full, request and timewait sockets) */
+static __always_inline void copy_v6(__u8 *dst, const struct in6_addr *a)
+{
+	__u32 *d = (__u32 *)dst;
+
+	d[0] = a->in6_u.u6_addr32[0];
+	d[1] = a->in6_u.u6_addr32[1];
+	d[2] = a->in6_u.u6_addr32[2];
+	d[3] = a->in6_u.u6_addr32[3];
+}
+
 static __always_inline bool fill_addrs(struct event *e, const struct sock *sk)
 {
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u16 family = sk->__sk_common.skc_family;
 
 	if (family == AF_INET) {
 		e->family = 4;
-		bpf_core_read(e->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
-		bpf_core_read(e->daddr, 4, &sk->__sk_common.skc_daddr);
+		*(__u32 *)e->saddr = sk->__sk_common.skc_rcv_saddr;
+		*(__u32 *)e->daddr = sk->__sk_common.skc_daddr;
 	} else if (family == AF_INET6) {
 		e->family = 6;
-		bpf_core_read(e->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
-		bpf_core_read(e->daddr, 16, &sk->__sk_common.skc_v6_daddr);
+		copy_v6(e->saddr, &sk->__sk_common.skc_v6_rcv_saddr);
+		copy_v6(e->daddr, &sk->__sk_common.skc_v6_daddr);
 	} else {
 		return false;
 	}
-	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	e->dport = bpf_ntohs(sk->__sk_common.skc_dport);
 	return true;
 }
 
@@ -169,6 +189,7 @@ static __always_inline bool fill_full_sock(struct event *e, const struct sock *s
 
 	if (!fill_addrs(e, sk))
 		return false;
+	/* past struct sock: plain loads may not go there, a probe read may */
 	e->sport = bpf_ntohs(BPF_CORE_READ(inet, inet_sport));
 	return true;
 }
@@ -176,11 +197,11 @@ static __always_inline bool fill_full_sock(struct event *e, const struct sock *s
 /* Socket inode, for user space to find the owner of a socket that predates us. */
 static __always_inline __u64 inode_of(const struct sock *sk)
 {
-	struct socket *so = BPF_CORE_READ(sk, sk_socket);
+	struct socket *so = sk->sk_socket;
 
-	if (!so)
+	if (!so || !so->file)
 		return 0;
-	return BPF_CORE_READ(so, file, f_inode, i_ino);
+	return so->file->f_inode->i_ino;
 }
 
 static __always_inline void set_current_owner(struct owner *o)
@@ -192,16 +213,16 @@ static __always_inline void set_current_owner(struct owner *o)
 
 static __always_inline void listen_key_of(struct listen_key *k, const struct sock *sk)
 {
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u16 family = sk->__sk_common.skc_family;
 
 	__builtin_memset(k, 0, sizeof(*k));
 	k->netns = netns_of(sk);
-	k->port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	k->port = sk->__sk_common.skc_num;
 	k->family = family == AF_INET6 ? 6 : 4;
 	if (family == AF_INET6)
-		bpf_core_read(k->addr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		copy_v6(k->addr, &sk->__sk_common.skc_v6_rcv_saddr);
 	else
-		bpf_core_read(k->addr, 4, &sk->__sk_common.skc_rcv_saddr);
+		*(__u32 *)k->addr = sk->__sk_common.skc_rcv_saddr;
 }
 
 /* The listener of a passively opened socket: by its address, else the wildcard. */
@@ -238,6 +259,8 @@ static __always_inline void fill_owner(struct event *e, const struct sock *sk)
 	}
 	set_current_owner(&cur);
 	copy_owner(e, &cur, SS_OWNER_CURRENT);
+	if (sk)
+		e->ino = inode_of(sk);
 }
 
 static __always_inline bool addr_unspecified(const __u8 *a, __u8 family)
@@ -334,10 +357,19 @@ static __always_inline int emit(void *ctx, struct event *e)
 	} else {
 		__u64 flags = 0;
 
-		if (wakeup_bytes)
-			flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) + sizeof(*e) >= wakeup_bytes
-					? BPF_RB_FORCE_WAKEUP
-					: BPF_RB_NO_WAKEUP;
+		if (wakeup_bytes) {
+			/*
+			 * Wake the reader once, when the unread data crosses the
+			 * mark: a wake-up is costly, and a reader that is awake
+			 * reads everything anyway. Below the mark the reader finds
+			 * the data on its own within its poll interval.
+			 */
+			__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+			__u64 rec = sizeof(*e) + 8; /* + the record header */
+
+			flags = avail < wakeup_bytes && avail + rec >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP
+										 : BPF_RB_NO_WAKEUP;
+		}
 		err = bpf_ringbuf_output(&events, e, sizeof(*e), flags);
 	}
 	count(err ? SS_C_LOST : SS_C_SENT);
@@ -362,41 +394,40 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 	__u64 key = (__u64)sk;
 	struct owner *o;
 
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
 	count(SS_C_SEEN);
 	count(SS_C_SEEN_STATE);
 
+	o = bpf_map_lookup_elem(&owners, &key);
 	if (by_owner_syscall(oldstate, newstate)) {
+		/* the owner itself, in a system call: remember it (the map is written only when it changes) */
 		struct owner cur;
 
 		set_current_owner(&cur);
-		bpf_map_update_elem(&owners, &key, &cur, BPF_ANY);
+		copy_owner(&e, &cur, SS_OWNER_SOCKET);
+		if (newstate != TCP_CLOSE && (!o || o->pid != cur.pid))
+			bpf_map_update_elem(&owners, &key, &cur, BPF_ANY);
 		if (newstate == TCP_LISTEN) {
 			struct listen_key lk;
 
 			listen_key_of(&lk, sk);
 			bpf_map_update_elem(&listeners, &lk, &cur, BPF_ANY);
 		}
-	}
-
-	o = bpf_map_lookup_elem(&owners, &key);
-	if (o) {
+	} else if (o) {
 		copy_owner(&e, o, SS_OWNER_SOCKET);
-	} else if (newstate == TCP_SYN_RECV || oldstate == TCP_SYN_RECV) {
+	} else if ((newstate == TCP_SYN_RECV || oldstate == TCP_SYN_RECV) && (o = listener_owner(sk))) {
 		/* a passive open: the clone of the listener, then the handshake's end */
-		o = listener_owner(sk);
-		if (o) {
-			copy_owner(&e, o, SS_OWNER_LISTENER);
-			if (newstate != TCP_CLOSE)
-				bpf_map_update_elem(&owners, &key, o, BPF_ANY);
-		}
-	}
-	if (!o) {
+		copy_owner(&e, o, SS_OWNER_LISTENER);
+		if (newstate != TCP_CLOSE)
+			bpf_map_update_elem(&owners, &key, o, BPF_ANY);
+	} else {
+		/* no owner known: the current task, and the inode for user space to look up */
 		struct owner cur;
 
 		set_current_owner(&cur);
 		copy_owner(&e, &cur, SS_OWNER_CURRENT);
+		e.ino = inode_of(sk);
 	}
 
 	e.type = SS_EV_STATE;
@@ -404,7 +435,6 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 	e.newstate = newstate;
 	e.skaddr = key;
 	e.netns = netns_of(sk);
-	e.ino = inode_of(sk);
 	fill_full_sock(&e, sk);
 
 	if (newstate == TCP_CLOSE) {
@@ -425,9 +455,8 @@ static __always_inline int sock_event(void *ctx, const struct sock *sk, __u8 typ
 
 	e.type = type;
 	e.skaddr = (__u64)sk;
-	e.newstate = BPF_CORE_READ(sk, __sk_common.skc_state);
+	e.newstate = sk->__sk_common.skc_state;
 	e.netns = netns_of(sk);
-	e.ino = inode_of(sk);
 	fill_owner(&e, sk);
 	fill_full_sock(&e, sk);
 	return emit(ctx, &e);
@@ -464,10 +493,10 @@ int BPF_PROG(handle_receive_reset, const struct sock *sk)
  */
 static __always_inline bool fill_from_packet(struct event *e, const struct sk_buff *skb)
 {
-	unsigned char *head = BPF_CORE_READ(skb, head);
-	__u16 proto = bpf_ntohs(BPF_CORE_READ(skb, protocol));
-	__u16 nh = BPF_CORE_READ(skb, network_header);
-	__u16 th = BPF_CORE_READ(skb, transport_header);
+	unsigned char *head = skb->head;
+	__u16 proto = bpf_ntohs(skb->protocol);
+	__u16 nh = skb->network_header;
+	__u16 th = skb->transport_header;
 	struct tcphdr tcp;
 
 	if (proto == ETH_P_IP) {
@@ -515,7 +544,7 @@ int BPF_PROG(handle_send_reset, const struct sock *sk, const struct sk_buff *skb
 		e.owner = SS_OWNER_NONE; /* the kernel answered for no process: pid 0, no comm */
 		return emit(ctx, &e);
 	}
-	e.newstate = BPF_CORE_READ(sk, __sk_common.skc_state);
+	e.newstate = sk->__sk_common.skc_state;
 	e.netns = netns_of(sk);
 	if (e.newstate == TCP_TIME_WAIT) {
 		/* a timewait socket: its process has closed it, nobody owns it now */
@@ -527,10 +556,9 @@ int BPF_PROG(handle_send_reset, const struct sock *sk, const struct sk_buff *skb
 		if (o)
 			copy_owner(&e, o, SS_OWNER_LISTENER);
 		else
-			fill_owner(&e, NULL);
+			fill_owner(&e, NULL); /* the current task; no inode to read */
 	} else {
 		/* a full socket (request and timewait ones are smaller: no sk_socket to read) */
-		e.ino = inode_of(sk);
 		fill_owner(&e, sk);
 	}
 	return emit(ctx, &e);
