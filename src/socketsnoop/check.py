@@ -160,8 +160,9 @@ def run_checks(config=None):
     results = [check_kernel(), check_btf(btf), check_caps()]
     libbpf_result, lib = check_libbpf()
     results.append(libbpf_result)
-    for prog, tp in PROGRAMS.items():
-        results.append(check_tracepoint(tp, btf, prog == REQUIRED))
+    required = {PROGRAMS[p] for p in REQUIRED}
+    for tp in dict.fromkeys(PROGRAMS.values()):  # each tracepoint once, in order
+        results.append(check_tracepoint(tp, btf, tp in required))
     results.append(check_ringbuf(lib, opts.buffer))
     results.append(check_log(opts.log_file))
     if config_error:

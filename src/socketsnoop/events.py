@@ -43,7 +43,8 @@ F_OWNER_UNVERIFIED = 1
 # counters (enum ss_counter)
 C_SEEN, C_FILTERED, C_SENT, C_LOST = 0, 1, 2, 3
 C_SEEN_STATE, C_SEEN_RETRANSMIT, C_SEEN_RESET_SENT, C_SEEN_RESET_RECEIVED = 4, 5, 6, 7
-C_MAX = 8
+C_NESTED = 8
+C_MAX = 9
 
 # include/net/tcp_states.h
 TCP_STATES = {

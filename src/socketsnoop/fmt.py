@@ -76,19 +76,23 @@ class Clock:
         return (ts_ns + self.offset_ns) / 1e9
 
 
-_MILLIS = [".%03d" % i for i in range(1000)]
 _STATES = [state_name(n) for n in range(32)]
 
 
 class _Formatter:
-    """What both formats share: the timestamp's second part cached, address strings cached.
+    """What both formats share: the time as text, cached per millisecond and per second.
 
     format(row) takes a decoded event as a tuple in struct event's order
     (events.Event is such a tuple) and returns one line, newline included.
     """
 
+    millis = [".%03d" % i for i in range(1000)]
+
     def __init__(self, clock: Clock):
         self.clock = clock
+        self._offset = clock.offset_ns
+        self._ms = None
+        self._stamp = ""
         self._sec = None
         self._prefix = ""
 
@@ -96,12 +100,16 @@ class _Formatter:
         raise NotImplementedError
 
     def stamp(self, ts_ns: int) -> str:
-        ns = ts_ns + self.clock.offset_ns
-        sec = ns // 1_000_000_000
-        if sec != self._sec:
-            self._sec = sec
-            self._prefix = self._second(sec)
-        return self._prefix + _MILLIS[ns // 1_000_000 % 1000]
+        """The time as text, remade only when the millisecond changes (hundreds of events share one)."""
+        ms = (ts_ns + self._offset) // 1_000_000
+        if ms != self._ms:
+            self._ms = ms
+            sec = ms // 1000
+            if sec != self._sec:
+                self._sec = sec
+                self._prefix = self._second(sec)
+            self._stamp = self._prefix + self.millis[ms % 1000]
+        return self._stamp
 
 
 class TextFormatter(_Formatter):
@@ -130,7 +138,9 @@ class TextFormatter(_Formatter):
 
 class JsonFormatter(_Formatter):
     """One JSON object per line; the schema is in the README. Built from cached, already-safe pieces:
-    only COMM comes from outside, and it goes through json.dumps."""
+    only COMM comes from outside, and it goes through json.dumps. Time: RFC 3339, UTC, milliseconds."""
+
+    millis = [".%03dZ" % i for i in range(1000)]
 
     def __init__(self, clock: Clock):
         super().__init__(clock)
@@ -143,10 +153,6 @@ class JsonFormatter(_Formatter):
 
     def _second(self, sec):
         return datetime.datetime.fromtimestamp(sec, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-
-    def stamp(self, ts_ns: int) -> str:
-        """RFC 3339, UTC, milliseconds: 2026-11-26T19:02:03.120Z."""
-        return super().stamp(ts_ns) + "Z"
 
     def format(self, row) -> str:
         ts, sk, _ino, sa, da, pid, ns, sp, dp, fam, typ, old, new, own, _fl, comm = row

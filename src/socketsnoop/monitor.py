@@ -1,6 +1,7 @@
 """The live monitor: kernel events -> decode -> enrich -> format -> sinks, and the report on exit."""
 
 import signal
+from operator import itemgetter
 import sys
 import time
 
@@ -26,7 +27,8 @@ from .probe import Probe
 from .sinks import ConsoleSink, LogFileSink
 from .tracker import Tracker
 
-POLL_S = 0.1  # longest wait for a batch: lines reach the log within this, plus the write
+POLL_S = 0.1
+_ts = itemgetter(0)  # longest wait for a batch: lines reach the log within this, plus the write
 
 
 def _err(msg):
@@ -49,6 +51,7 @@ class Monitor:
         self.stop = False
         self.hup = False
         self.probe = None
+        self.samples = []  # perf buffer samples of the current poll
 
     # -- set-up ----------------------------------------------------------------
     def open_sinks(self):
@@ -100,15 +103,20 @@ class Monitor:
                 sink.write(lines)
 
     def handle_sample(self, raw):
-        """One perf buffer sample (padded by the kernel past the struct's 96 bytes)."""
+        """One perf buffer sample (padded by the kernel past the struct's 96 bytes), kept for drain()."""
         if len(raw) >= EVENT.size:
-            self.handle([EVENT.unpack_from(raw)])
+            self.samples.append(EVENT.unpack_from(raw))
 
     def drain(self):
         """Everything the buffer holds now."""
         reader = self.probe.reader
         if self.opts.buffer == "perf":
+            # a perf buffer is one ring per CPU, read one CPU after the other: put the batch
+            # back in time order (a connection's events may come from several CPUs)
             reader.consume()
+            rows, self.samples = self.samples, []
+            rows.sort(key=_ts)
+            self.handle(rows)
             return
         while True:
             blob, odd = reader.read()
@@ -153,7 +161,7 @@ class Monitor:
         perf = opts.buffer == "perf"
         while not self.stop:
             if perf:
-                reader.poll(int(POLL_S * 1000))
+                reader.poll(int(POLL_S * 1000))  # fills self.samples; drain() handles them
             else:
                 reader.wait(POLL_S)
             self.drain()
@@ -185,7 +193,7 @@ class Monitor:
 
     def finish(self):
         c = self.probe.counters()
-        missed = self.probe.missed()
+        missed = self.probe.missed(c)
         out = sys.stdout
         lines = ["Stopping monitoring...", ""]
         if self.tracker is not None:

@@ -11,7 +11,7 @@ import struct
 from importlib import resources
 
 from .errors import SnoopError
-from .events import C_MAX, EVENT
+from .events import C_MAX, C_NESTED, EVENT
 from .libbpf import BpfObject, Libbpf, PerfBuffer
 from .owners import netns_inode
 from .ringbuf import RingBuffer
@@ -22,11 +22,12 @@ CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
 # program -> tracepoint; the first is required, the others are dropped with a warning if missing
 PROGRAMS = {
     "handle_set_state": "sock:inet_sock_set_state",
+    "handle_set_state_nested": "sock:inet_sock_set_state",
     "handle_retransmit": "tcp:tcp_retransmit_skb",
     "handle_send_reset": "tcp:tcp_send_reset",
     "handle_receive_reset": "tcp:tcp_receive_reset",
 }
-REQUIRED = "handle_set_state"
+REQUIRED = ("handle_set_state", "handle_set_state_nested")
 OWNER = struct.Struct("<II16s")
 LISTEN_KEY = struct.Struct("<IHBx16s")
 
@@ -115,7 +116,7 @@ class Probe:
             missing = [m.group(1) for m in map(re.compile(r"find kernel BTF type ID of '(\w+)'").search,
                                                   messages) if m]
             progs = [p for p, tp in PROGRAMS.items() if tp.split(":")[1] in missing and p not in disabled]
-            if progs and REQUIRED not in progs:
+            if progs and not set(REQUIRED) & set(progs):
                 for p in progs:
                     self.skipped.append(PROGRAMS[p])
                     self.log(f"socket-snoop: warning: this kernel has no tracepoint {PROGRAMS[p]}: "
@@ -191,12 +192,17 @@ class Probe:
         out[3] += self.perf_lost
         return out
 
-    def missed(self):
-        """Tracepoint hits the kernel never ran our programs for (one was already running on that CPU:
-        a softirq interrupting it). Not in 'seen'; reported beside 'lost'."""
+    def missed(self, counters):
+        """Tracepoint hits none of our programs ran for (a softirq hit the tracepoint while the program
+        was running on that CPU). Not in 'seen'; reported beside 'lost'. handle_set_state's misses are
+        taken by handle_set_state_nested (counted as C_NESTED); its own misses are hits that
+        handle_set_state took."""
         if not self.obj:
             return 0
-        return sum(self.obj.recursion_misses(p) for p in PROGRAMS if PROGRAMS[p] not in self.skipped)
+        misses = {p: self.obj.recursion_misses(p) for p in PROGRAMS if PROGRAMS[p] not in self.skipped}
+        misses["handle_set_state"] = max(0, misses.get("handle_set_state", 0) - counters[C_NESTED])
+        misses.pop("handle_set_state_nested", None)
+        return sum(misses.values())
 
     def detach(self):
         if self.obj:

@@ -38,7 +38,8 @@ enum ss_counter {
 	SS_C_SEEN_RETRANSMIT = 5,
 	SS_C_SEEN_RESET_SENT = 6,
 	SS_C_SEEN_RESET_RECEIVED = 7,
-	SS_C_MAX = 8,
+	SS_C_NESTED = 8,	/* state changes handled by handle_set_state_nested */
+	SS_C_MAX = 9,
 };
 
 /* struct filter_key.kind (the LPM trie of address filters) */
