@@ -33,6 +33,15 @@ LISTEN_KEY = struct.Struct("<IHBx16s")
 
 
 def object_bytes() -> bytes:
+    """The compiled program shipped in the package; SOCKETSNOOP_BPF_OBJECT names another (for developers:
+    try a rebuilt or deliberately broken object, e.g. in the kernel matrix, without reinstalling)."""
+    other = os.environ.get("SOCKETSNOOP_BPF_OBJECT")
+    if other:
+        try:
+            with open(other, "rb") as f:
+                return f.read()
+        except OSError as e:
+            raise SnoopError(f"socket-snoop: SOCKETSNOOP_BPF_OBJECT={other}: {e.strerror}") from None
     return resources.files("socketsnoop").joinpath("bpf/socketsnoop.bpf.o").read_bytes()
 
 

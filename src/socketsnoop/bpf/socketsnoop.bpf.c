@@ -206,8 +206,13 @@ static __always_inline __u64 inode_of(const struct sock *sk)
 
 static __always_inline void set_current_owner(struct owner *o)
 {
+	/*
+	 * Zeroed first: before Linux 6.x (6.1 included) bpf_get_current_comm()
+	 * does not pad after the NUL, and the bytes left over would make the
+	 * name differ as a key of filter_comms (found by the 6.1 kernel tests).
+	 */
+	__builtin_memset(o, 0, sizeof(*o));
 	o->pid = bpf_get_current_pid_tgid() >> 32;
-	o->pad = 0;
 	bpf_get_current_comm(o->comm, sizeof(o->comm));
 }
 
