@@ -4,15 +4,12 @@ import ipaddress
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "src"
-sys.path.insert(0, str(SRC))
 
-from socketsnoop import cli  # noqa: E402
-from socketsnoop.config import key_line, parse_with_config  # noqa: E402
+from socketsnoop import cli
+from socketsnoop.config import key_line, parse_with_config
 
 GOOD = """\
 # socket-snoop options
@@ -125,7 +122,7 @@ def test_key_line_scanner():
 def test_no_traceback_from_the_command(tmp_path):
     path = write(tmp_path, "quiet = 3\n")
     r = subprocess.run([sys.executable, "-m", "socketsnoop", "--config", path], capture_output=True, text=True,
-                       env={**os.environ, "PYTHONPATH": str(SRC)}, timeout=60)
+                       env=dict(os.environ), timeout=60)
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1
     assert "line 1: quiet: expected true or false" in r.stderr

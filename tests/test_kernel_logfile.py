@@ -1,7 +1,6 @@
 """The log file under trouble: removed, disk full, and the --stats line. Real monitor, real kernel."""
 
 import os
-import subprocess
 import time
 
 import pytest

@@ -9,17 +9,14 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "src"
-sys.path.insert(0, str(SRC))
 
-from socketsnoop import report  # noqa: E402
-from socketsnoop.events import RESET_SENT, RETRANSMIT, STATE_CHANGE, Event  # noqa: E402
-from socketsnoop.filters import Filters, parse_cidr  # noqa: E402
-from socketsnoop.fmt import Clock, JsonFormatter, TextFormatter  # noqa: E402
+from socketsnoop import report
+from socketsnoop.events import RESET_SENT, RETRANSMIT, STATE_CHANGE, Event
+from socketsnoop.filters import Filters, parse_cidr
+from socketsnoop.fmt import Clock, JsonFormatter, TextFormatter
 
 LOG = """\
 Dec 30 2024 22:05:25.454 State Change: SRC=10.100.10.150:0 DST=10.100.10.202:8000 PID=30512 COMM=audacious STATE=Connection Opening (SYN_SENT)
@@ -188,6 +185,6 @@ def test_unescape():
 def test_bad_input_one_line_no_traceback(tmp_path, argv, words):
     log = write(tmp_path, "a.log", LOG)
     r = subprocess.run([sys.executable, "-m", "socketsnoop", "report", *[a.format(log=log) for a in argv]],
-                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(SRC)}, timeout=60)
+                       capture_output=True, text=True, env=dict(os.environ), timeout=60)
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1 and words in r.stderr

@@ -16,6 +16,7 @@ from .errors import SnoopError
 
 LIBBPF_SONAME = "libbpf.so.1"
 BPF_ANY = 0
+LIBBPF_INFO = 1  # enum libbpf_print_level: WARN 0, INFO 1, DEBUG 2
 BTF_KIND_VAR = 14
 BTF_KIND_DATASEC = 15
 # struct bpf_prog_info (uapi linux/bpf.h): its size here and where recursion_misses is
@@ -105,6 +106,8 @@ class Libbpf:
         messages = self.messages
 
         def printer(level, fmt, args):
+            if level > LIBBPF_INFO:  # debug: every relocation, thousands of lines
+                return 0
             vsnprintf(buf, len(buf), fmt, args)
             messages.append(buf.value.decode("utf-8", "replace").rstrip("\n"))
             return 0

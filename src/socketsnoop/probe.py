@@ -144,11 +144,21 @@ class Probe:
         if missing:
             return (f"socket-snoop: this kernel has no tracepoint {missing[0]} (or its BTF lacks it); "
                     "socket-snoop needs Linux 5.8 or newer with BTF")
+        text = "\n".join(messages)
+        prog = re.search(r"prog '(\w+)': BPF program load failed", text)
+        if prog:
+            log = text.split("-- BEGIN PROG LOAD LOG --", 1)[-1].split("-- END PROG LOAD LOG --", 1)[0]
+            lines = [line.strip() for line in log.splitlines() if line.strip()]
+            # the verifier's complaint: the last line that is not an instruction, a source line or a summary
+            reason = next((line for line in reversed(lines) if not re.match(
+                r"(processed \d|verification time|stack depth|;|\d+: |libbpf:|R\d)", line)), "no reason given")
+            where = PROGRAMS.get(prog.group(1), "?")
+            return (f"socket-snoop: the kernel rejected the BPF program {prog.group(1)} (tracepoint {where}): "
+                    f"{reason}; run 'socket-snoop check', and please report this kernel ({os.uname().release})")
         if code == 1:  # EPERM
             return ("socket-snoop: the kernel refused to load the BPF program (permission denied): "
                     "run as root; if you are root, check kernel lockdown and kernel.unprivileged_bpf_disabled")
-        detail = [m for m in messages if m and not m.startswith("libbpf: prog") or "error" in m.lower()]
-        tail = " | ".join(m.strip() for m in detail[-3:])
+        tail = " | ".join(m.strip() for m in messages[-3:] if m.strip())
         return f"socket-snoop: {msg}" + (f" ({tail})" if tail else "")
 
     def seed_listeners(self, listeners):
