@@ -1,6 +1,7 @@
 """The live monitor: kernel events -> decode -> enrich -> format -> sinks, and the report on exit."""
 
 import signal
+from itertools import chain
 from operator import itemgetter
 import sys
 import time
@@ -28,7 +29,13 @@ from .sinks import ConsoleSink, LogFileSink
 from .tracker import Tracker
 
 POLL_S = 0.1
+DRAIN_S = 0.25  # longest stretch of reading before the main loop looks at signals and timers
 _ts = itemgetter(0)  # longest wait for a batch: lines reach the log within this, plus the write
+
+
+def odd_rows(records):
+    """Decoded records of a size other than the ring's usual (none come from our program)."""
+    return [EVENT.unpack(r) for r in records if len(r) == EVENT.size]
 
 
 def _err(msg):
@@ -107,24 +114,32 @@ class Monitor:
         if len(raw) >= EVENT.size:
             self.samples.append(EVENT.unpack_from(raw))
 
-    def drain(self):
-        """Everything the buffer holds now."""
-        reader = self.probe.reader
+    def drain(self, until_empty=False):
+        """What the buffers hold: for about DRAIN_S at most, so that signals, --duration and the log
+        file checks are seen under any load; until nothing is left when until_empty (at exit)."""
         if self.opts.buffer == "perf":
             # a perf buffer is one ring per CPU, read one CPU after the other: put the batch
             # back in time order (a connection's events may come from several CPUs)
-            reader.consume()
+            self.probe.reader.consume()
             rows, self.samples = self.samples, []
             rows.sort(key=_ts)
             self.handle(rows)
             return
+        main, nested = self.probe.reader, self.probe.nested_reader
+        deadline = time.monotonic() + DRAIN_S
         while True:
-            blob, odd = reader.read()
-            if not blob and not odd:
+            blob, odd = main.read()
+            nblob, nodd = nested.read()
+            if not (blob or odd or nblob or nodd):
                 return
-            self.handle(RECORD.iter_unpack(blob))
+            rows = RECORD.iter_unpack(blob)
+            if nblob or nodd:  # rare: events made inside another of our programs; merge them in by time
+                rows = sorted(chain(rows, RECORD.iter_unpack(nblob), odd_rows(nodd)), key=_ts)
+            self.handle(rows)
             if odd:
-                self.handle(EVENT.unpack(r) for r in odd if len(r) == EVENT.size)
+                self.handle(odd_rows(odd))
+            if not until_empty and time.monotonic() >= deadline:
+                return
 
     # -- the run ---------------------------------------------------------------
     def run(self):
@@ -143,7 +158,7 @@ class Monitor:
             _err(f"Monitoring socket connections... Logs will be written to {where}")
             self.loop()
             self.probe.detach()
-            self.drain()  # what was written before detaching
+            self.drain(until_empty=True)  # what was written before detaching
             return self.finish()
         finally:
             self.probe.close()

@@ -19,7 +19,10 @@ from .ringbuf import RingBuffer
 BTF_PATH = "/sys/kernel/btf/vmlinux"
 CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
 
-# program -> tracepoint; the first is required, the others are dropped with a warning if missing
+# program -> tracepoint; the first two are required, the others are dropped with a warning if missing.
+# Attached in this order, which matters: handle_set_state before handle_set_state_nested (before
+# Linux 6.10 the kernel re-enters a tracing program instead of skipping it, and the nested one must
+# then find handle_set_state's flag already cleared by the inner run; see the BPF program).
 PROGRAMS = {
     "handle_set_state": "sock:inet_sock_set_state",
     "handle_set_state_nested": "sock:inet_sock_set_state",
@@ -28,6 +31,7 @@ PROGRAMS = {
     "handle_receive_reset": "tcp:tcp_receive_reset",
 }
 REQUIRED = ("handle_set_state", "handle_set_state_nested")
+NESTED_SIZE = 1 << 20  # max_entries of events_nested in the BPF program
 OWNER = struct.Struct("<II16s")
 LISTEN_KEY = struct.Struct("<IHBx16s")
 
@@ -91,6 +95,7 @@ class Probe:
         self.log = log or (lambda msg: None)
         self.obj = None
         self.reader = None
+        self.nested_reader = None  # ring buffer of events made inside another of our programs
         self.perf_lost = 0
         self.skipped = []  # tracepoints this kernel lacks
         self.ncpus = 1
@@ -107,6 +112,7 @@ class Probe:
         })
         if self.buffer == "perf":
             obj.set_autocreate("events", False)  # unused: kernels before 5.8 have no ring buffer
+            obj.set_autocreate("events_nested", False)
         else:
             obj.set_max_entries("events", self.buffer_size)
         for prog in disabled:
@@ -197,6 +203,7 @@ class Probe:
             self.reader = PerfBuffer(self.obj.map_fd("perf_events"), pages, on_sample, lost)
         else:
             self.reader = RingBuffer(self.obj.map_fd("events"), self.buffer_size, EVENT.size)
+            self.nested_reader = RingBuffer(self.obj.map_fd("events_nested"), NESTED_SIZE, EVENT.size)
         return self.reader
 
     def counters(self):
@@ -230,9 +237,10 @@ class Probe:
             self.obj.links = []
 
     def close(self):
-        if self.reader:
-            self.reader.close()
-            self.reader = None
+        for reader in (self.reader, self.nested_reader):
+            if reader:
+                reader.close()
+        self.reader = self.nested_reader = None
         if self.obj:
             self.obj.close()
             self.obj = None

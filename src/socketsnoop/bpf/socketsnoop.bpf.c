@@ -46,6 +46,31 @@ struct {
 	__uint(max_entries, 4 << 20); /* resized by user space (--buffer-size) */
 } events SEC(".maps");
 
+/*
+ * Events made while another of our programs is running on the same CPU (a
+ * softirq interrupted it) go here: the interrupted program may hold the
+ * lock of `events` on this CPU, and the kernel would refuse the nested
+ * write rather than deadlock. It is also where a write that `events`
+ * refused goes. User space reads both and merges by time.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} events_nested SEC(".maps");
+
+/* per CPU: how many of our programs are running there, and whether handle_set_state is one */
+struct cpu_state {
+	__u32 depth;
+	__u32 set_state_running;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cpu_state);
+} running SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
 	__uint(key_size, sizeof(__u32));
@@ -111,6 +136,30 @@ struct {
  * this one on the same CPU (a softirq's reset inside a state change) and
  * count on the same slot.
  */
+static __always_inline struct cpu_state *enter(void)
+{
+	__u32 zero = 0;
+	struct cpu_state *cs = bpf_map_lookup_elem(&running, &zero);
+
+	if (cs)
+		cs->depth++; /* an interruption restores it before we go on: no atomics needed */
+	return cs;
+}
+
+static __always_inline void leave(struct cpu_state *cs)
+{
+	if (cs)
+		cs->depth--;
+}
+
+static __always_inline bool nested(void)
+{
+	__u32 zero = 0;
+	struct cpu_state *cs = bpf_map_lookup_elem(&running, &zero);
+
+	return cs && cs->depth > 1;
+}
+
 static __always_inline void count(__u32 idx)
 {
 	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
@@ -356,9 +405,13 @@ static __always_inline int emit(void *ctx, struct event *e)
 		count(SS_C_FILTERED);
 		return 0;
 	}
-	e->ts_ns = bpf_ktime_get_ns();
 	if (use_perf) {
+		/* each CPU's perf buffer takes nested writes */
 		err = bpf_perf_event_output(ctx, &perf_events, BPF_F_CURRENT_CPU, e, sizeof(*e));
+	} else if (nested()) {
+		err = bpf_ringbuf_output(&events_nested, e, sizeof(*e), BPF_RB_NO_WAKEUP);
+		if (err) /* the other ring as a rescue */
+			err = bpf_ringbuf_output(&events, e, sizeof(*e), 0);
 	} else {
 		__u64 flags = 0;
 
@@ -376,6 +429,13 @@ static __always_inline int emit(void *ctx, struct event *e)
 										 : BPF_RB_NO_WAKEUP;
 		}
 		err = bpf_ringbuf_output(&events, e, sizeof(*e), flags);
+		/*
+		 * A write can fail with room to spare: the ring's lock (a
+		 * resilient spinlock in recent kernels) gives up rather than
+		 * risk a deadlock. Try the other ring before counting it lost.
+		 */
+		if (err)
+			err = bpf_ringbuf_output(&events_nested, e, sizeof(*e), BPF_RB_NO_WAKEUP);
 	}
 	count(err ? SS_C_LOST : SS_C_SENT);
 	return 0;
@@ -392,14 +452,6 @@ static __always_inline bool by_owner_syscall(int oldstate, int newstate)
 	       (oldstate == TCP_LISTEN && newstate == TCP_CLOSE);		 /* close() a listener */
 }
 
-/* per CPU: 1 while handle_set_state runs there */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u32);
-} running SEC(".maps");
-
 static __always_inline int set_state(void *ctx, const struct sock *sk, const int oldstate, const int newstate)
 {
 	struct event e = {};
@@ -408,6 +460,7 @@ static __always_inline int set_state(void *ctx, const struct sock *sk, const int
 
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
+	e.ts_ns = bpf_ktime_get_ns(); /* when it happened: a nested event must sort after this one */
 	count(SS_C_SEEN);
 	count(SS_C_SEEN_STATE);
 
@@ -464,14 +517,14 @@ static __always_inline int set_state(void *ctx, const struct sock *sk, const int
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const int newstate)
 {
-	__u32 zero = 0;
-	__u32 *busy = bpf_map_lookup_elem(&running, &zero);
+	struct cpu_state *cs = enter();
 
-	if (!busy)
+	if (!cs)
 		return 0;
-	*busy = 1;
+	cs->set_state_running = 1;
 	set_state(ctx, sk, oldstate, newstate);
-	*busy = 0;
+	cs->set_state_running = 0;
+	leave(cs);
 	return 0;
 }
 
@@ -489,18 +542,22 @@ SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_set_state_nested, const struct sock *sk, const int oldstate, const int newstate)
 {
 	__u32 zero = 0;
-	__u32 *busy = bpf_map_lookup_elem(&running, &zero);
+	struct cpu_state *cs = bpf_map_lookup_elem(&running, &zero);
 
-	if (!busy || !*busy)
+	if (!cs || !cs->set_state_running)
 		return 0;
+	enter();
 	count(SS_C_NESTED);
-	return set_state(ctx, sk, oldstate, newstate);
+	set_state(ctx, sk, oldstate, newstate);
+	leave(cs);
+	return 0;
 }
 
 static __always_inline int sock_event(void *ctx, const struct sock *sk, __u8 type)
 {
 	struct event e = {};
 
+	e.ts_ns = bpf_ktime_get_ns();
 	e.type = type;
 	e.skaddr = (__u64)sk;
 	e.newstate = sk->__sk_common.skc_state;
@@ -521,17 +578,25 @@ int BPF_PROG(handle_retransmit, const struct sock *sk, const struct sk_buff *skb
 	 */
 	if (bpf_core_field_exists(struct trace_event_raw_tcp_retransmit_skb, err) && ctx[2] != 0)
 		return 0;
+	struct cpu_state *cs = enter();
+
 	count(SS_C_SEEN);
 	count(SS_C_SEEN_RETRANSMIT);
-	return sock_event(ctx, sk, SS_EV_RETRANSMIT);
+	sock_event(ctx, sk, SS_EV_RETRANSMIT);
+	leave(cs);
+	return 0;
 }
 
 SEC("tp_btf/tcp_receive_reset")
 int BPF_PROG(handle_receive_reset, const struct sock *sk)
 {
+	struct cpu_state *cs = enter();
+
 	count(SS_C_SEEN);
 	count(SS_C_SEEN_RESET_RECEIVED);
-	return sock_event(ctx, sk, SS_EV_RESET_RECEIVED);
+	sock_event(ctx, sk, SS_EV_RESET_RECEIVED);
+	leave(cs);
+	return 0;
 }
 
 /*
@@ -573,11 +638,11 @@ static __always_inline bool fill_from_packet(struct event *e, const struct sk_bu
 	return true;
 }
 
-SEC("tp_btf/tcp_send_reset")
-int BPF_PROG(handle_send_reset, const struct sock *sk, const struct sk_buff *skb)
+static __always_inline int send_reset(void *ctx, const struct sock *sk, const struct sk_buff *skb)
 {
 	struct event e = {};
 
+	e.ts_ns = bpf_ktime_get_ns();
 	count(SS_C_SEEN);
 	count(SS_C_SEEN_RESET_SENT);
 	e.type = SS_EV_RESET_SENT;
@@ -610,6 +675,16 @@ int BPF_PROG(handle_send_reset, const struct sock *sk, const struct sk_buff *skb
 		fill_owner(&e, sk);
 	}
 	return emit(ctx, &e);
+}
+
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(handle_send_reset, const struct sock *sk, const struct sk_buff *skb)
+{
+	struct cpu_state *cs = enter();
+
+	send_reset(ctx, sk, skb);
+	leave(cs);
+	return 0;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
