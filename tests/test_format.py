@@ -73,6 +73,7 @@ def test_state_words(num, words):
     (b"back\\slash", r"back\x5cslash"),
     (b"caf\xc3\xa9", r"caf\xc3\xa9"),
     (b"", "-"),
+    (b"-", r"\x2d"),
     (b"a STATE=Connection Closed", r"a\x20STATE=Connection\x20Closed"),
 ])
 def test_escape_comm(raw, text):
@@ -119,9 +120,10 @@ def row(key, ts, typ=events.STATE_CHANGE, new=1, sport=1, pid=5, comm=b"c"):
 
 def test_tracker_lifecycle_and_bound():
     t = Tracker(max_conns=2)
-    for key in (1, 2, 3):  # the third open connection is over the bound
+    for key in (2, 1, 3):  # the third open connection is over the bound: the oldest (2) is closed early
         t.add(row(key, 0, sport=key))
-    assert t.left_out == 1 and len(t) == 2
+    assert t.left_out == 0 and len(t) == 3 and list(t.open) == [1, 3]
+    t.open[2] = t.closed.pop()  # put it back, to follow it on
     t.add(row(2, 10**9, typ=events.RETRANSMIT))
     t.add(row(2, 2 * 10**9, sport=2, new=7))
     # the socket address may be reused by a new connection: a new entry
@@ -131,7 +133,7 @@ def test_tracker_lifecycle_and_bound():
             in lines)
     assert "  1: Retransmission" in lines and "  2: Connection Closed" in lines
     assert "Connection: 10.100.10.150:0 -> 10.100.10.202:8000  (PID=6 COMM=d duration=0.000s retransmits=0)" in lines
-    assert lines[-1].startswith("(1 connections not shown")
+    assert len(t.closed) == 2 and t.left_out == 0
 
 
 def test_tracker_keeps_closed_connections_bounded():
@@ -148,6 +150,15 @@ def test_tracker_keeps_bound_on_steps():
         t.add(row(1, i, typ=events.RETRANSMIT))
     first, last, steps, retransmits, dropped = t.open[1]
     assert len(steps) == 3 and dropped == 7 and retransmits == 10
+
+
+def test_tracker_one_shot_events_do_not_stay_open():
+    t = Tracker(max_conns=5)
+    t.add(row(0, 1, typ=events.RESET_SENT, new=0))  # a closed port: no socket
+    t.add(row(9, 2, typ=events.RESET_SENT, new=6))  # a timewait socket
+    assert not t.open and len(t.closed) == 2
+    lines = list(t.report(str))
+    assert "  1: Reset Sent" in lines and "  2: Reset Sent" in lines
 
 
 def test_tracker_keeps_local_port_once_known():

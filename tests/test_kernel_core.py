@@ -334,3 +334,25 @@ def test_two_monitors_at_once(monitor, tmp_path):
     b.stop()
     strip = lambda lines: sorted(line[25:] for line in lines)  # noqa: E731
     assert a.lines() and strip(a.lines()) == strip(b.lines())
+
+
+def test_ipv4_connect_from_a_dual_stack_socket(monitor):
+    """An AF_INET6 socket connecting to ::ffff:127.0.0.1: every line IPv4, SYN_SENT included."""
+    port = free_port()
+    m = monitor("-P", str(port), "--json", "--no-report")
+    srv = start_server("127.0.0.1", port, "ss-v4srv", count=1)
+    p = spawn("""
+import ctypes, socket
+ctypes.CDLL(None).prctl(15, b"ss-mapped", 0, 0, 0)
+c = socket.socket(socket.AF_INET6)
+c.connect(("::ffff:127.0.0.1", {port}))
+c.shutdown(socket.SHUT_WR)
+c.recv(64)
+c.close()
+""", port=port)
+    p.communicate(timeout=30)
+    srv.communicate(timeout=30)
+    m.stop()
+    client = [r for r in m.records() if r["comm"] == "ss-mapped"]
+    assert client and client[0]["new_state"] == "SYN_SENT", client
+    assert all(r["family"] == 4 and r["src"] == "127.0.0.1" and r["dst"] == "127.0.0.1" for r in client), client

@@ -45,14 +45,16 @@ def parse_size(value):
     return size
 
 
-def positive(option, cast=float):
+def positive(option, cast=float, maximum=10**9):
+    """A finite number in (0, maximum]."""
     def conv(value):
         try:
             v = cast(value)
         except ValueError:
-            raise SnoopError(f"socket-snoop: {option}: invalid value {value!r}: a positive number", 2) from None
-        if v <= 0:
-            raise SnoopError(f"socket-snoop: {option}: invalid value {value!r}: a positive number", 2)
+            v = None
+        if v is None or not 0 < v <= maximum:  # also refuses nan and inf
+            raise SnoopError(f"socket-snoop: {option}: invalid value {value!r}: a number from 0 to {maximum} "
+                             "(0 excluded)", 2)
         return v
     return conv
 
@@ -75,7 +77,7 @@ def build_parser():
     out.add_argument("--include-unspecified", action="store_true",
                      help="also show events with an unspecified address (0.0.0.0, ::), e.g. listening sockets")
     out.add_argument("--no-report", action="store_true", help="no connection lifecycle report on exit")
-    out.add_argument("--max-tracked", type=positive("--max-tracked", int), default=10000, metavar="N",
+    out.add_argument("--max-tracked", type=positive("--max-tracked", int, 10**7), default=10000, metavar="N",
                      help="connections the exit report keeps, the most recent (default 10000)")
     out.add_argument("--stats", type=positive("--stats"), metavar="SECONDS",
                      help="print a one-line summary on stderr every SECONDS")

@@ -29,7 +29,9 @@ def escape_comm(raw: bytes) -> str:
     """A task name as a single safe token: space, control, non-ASCII and '\\' bytes become \\xNN."""
     raw = raw.split(b"\0", 1)[0]
     if not raw:
-        return "-"
+        return "-"  # no process
+    if raw == b"-":
+        return r"\x2d"  # a process named "-" is not "no process"
     return "".join(_ESCAPES[b] for b in raw)
 
 

@@ -226,6 +226,9 @@ class BpfObject:
         if rc:
             raise SnoopError(_err(f"cannot fill map {name}", rc)[1])
 
+    def delete(self, name, key: bytes):
+        return self.bpf.map_delete(self.map_fd(name), key) == 0
+
     def lookup(self, name, key: bytes, value_size: int):
         buf = ctypes.create_string_buffer(value_size)
         rc = self.bpf.map_lookup(self.map_fd(name), key, buf)

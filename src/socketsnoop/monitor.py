@@ -24,11 +24,12 @@ from .events import (
 )
 from .fmt import Clock, JsonFormatter, TextFormatter
 from .owners import ProcOwners
-from .probe import Probe
+from .probe import Probe, preflight
 from .sinks import ConsoleSink, LogFileSink
 from .tracker import Tracker
 
 POLL_S = 0.1
+TCP_CLOSE = 7
 DRAIN_S = 0.25  # longest stretch of reading before the main loop looks at signals and timers
 _ts = itemgetter(0)  # longest wait for a batch: lines reach the log within this, plus the write
 
@@ -39,7 +40,10 @@ def odd_rows(records):
 
 
 def _err(msg):
-    print(msg, file=sys.stderr, flush=True)
+    try:
+        print(msg, file=sys.stderr, flush=True)
+    except (OSError, ValueError):  # stderr closed: nowhere left to say it
+        pass
 
 
 class Monitor:
@@ -59,6 +63,7 @@ class Monitor:
         self.hup = False
         self.probe = None
         self.samples = []  # perf buffer samples of the current poll
+        self.taught = set()  # sockets whose owner (from /proc) we put in the kernel's map
 
     # -- set-up ----------------------------------------------------------------
     def open_sinks(self):
@@ -86,7 +91,9 @@ class Monitor:
         if found is None:
             return row
         pid, comm = found
-        self.probe.set_owner(row[1], pid, comm)
+        if row[12] != TCP_CLOSE:  # the kernel forgets a socket at CLOSE: do not teach it a dead one
+            self.probe.set_owner(row[1], pid, comm)
+            self.taught.add(row[1])
         return Event._make(row)._replace(pid=pid, comm=comm, owner=OWNER_PROC)
 
     def handle(self, rows):
@@ -95,9 +102,14 @@ class Monitor:
         append = lines.append
         fmt = self.formatter.format
         track = self.tracker.add if self.tracker is not None else None
+        taught = self.taught
         for row in rows:
             if row[2] and row[13] == OWNER_CURRENT:  # an inode, and no owner known in the kernel
                 row = self.enrich(row)
+            elif row[12] == TCP_CLOSE and taught and row[1] in taught:
+                # we told the kernel this socket's owner after it had closed it, maybe: forget it
+                taught.discard(row[1])
+                self.probe.forget_owner(row[1])
             if row[14] & F_OWNER_UNVERIFIED and not self.filters.match_owner(row[5], row[15]):
                 self.user_filtered += 1
                 continue
@@ -144,6 +156,11 @@ class Monitor:
     # -- the run ---------------------------------------------------------------
     def run(self):
         opts = self.opts
+        # from here on a signal sets a flag: Ctrl-C or SIGTERM while loading stops right after it,
+        # cleanly; a SIGHUP (logrotate while the service restarts) does not kill us
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        preflight()  # "needs root" comes before "cannot write /var/log/...", which follows from it
         self.open_sinks()
         self.probe = Probe(self.filters, buffer=opts.buffer, buffer_size=opts.buffer_size, log=_err)
         try:
@@ -152,8 +169,6 @@ class Monitor:
             self.probe.seed_listeners(self.owners.listeners())
             self.probe.attach()
             self.probe.open_reader(on_sample=self.handle_sample)
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                signal.signal(sig, self._on_signal)
             where = opts.log_file or "nowhere (--no-log-file)"
             _err(f"Monitoring socket connections... Logs will be written to {where}")
             self.loop()
@@ -221,7 +236,7 @@ class Monitor:
         try:
             out.write("\n".join(lines) + "\n")
             out.flush()
-        except BrokenPipeError:
+        except OSError:  # a closed pipe, a hung-up terminal: the totals are lost with the console
             pass
         if c[C_LOST]:
             _err(f"socket-snoop: warning: {c[C_LOST]} events were lost (the buffer was full): "

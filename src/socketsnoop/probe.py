@@ -31,7 +31,6 @@ PROGRAMS = {
     "handle_receive_reset": "tcp:tcp_receive_reset",
 }
 REQUIRED = ("handle_set_state", "handle_set_state_nested")
-NESTED_SIZE = 1 << 20  # max_entries of events_nested in the BPF program
 OWNER = struct.Struct("<II16s")
 LISTEN_KEY = struct.Struct("<IHBx16s")
 
@@ -91,12 +90,12 @@ class Probe:
         self.filters = filters
         self.buffer = buffer
         self.buffer_size = _pow2_at_least(buffer_size)
+        self.nested_size = max(self.buffer_size // 8, 1 << 16)  # the second ring: rare events, and rescue
         self.wakeup_bytes = min(wakeup_bytes, self.buffer_size // 4)
         self.log = log or (lambda msg: None)
         self.obj = None
         self.reader = None
         self.nested_reader = None  # ring buffer of events made inside another of our programs
-        self.perf_lost = 0
         self.skipped = []  # tracepoints this kernel lacks
         self.ncpus = 1
 
@@ -115,6 +114,7 @@ class Probe:
             obj.set_autocreate("events_nested", False)
         else:
             obj.set_max_entries("events", self.buffer_size)
+            obj.set_max_entries("events_nested", self.nested_size)
         for prog in disabled:
             obj.bpf.prog_set_autoload(obj.bpf.find_prog(obj.obj, prog.encode()), False)
         return obj
@@ -181,6 +181,9 @@ class Probe:
         except SnoopError:
             pass
 
+    def forget_owner(self, skaddr):
+        self.obj.delete("owners", struct.pack("<Q", skaddr))
+
     def attach(self):
         for prog in PROGRAMS:
             if PROGRAMS[prog] in self.skipped:
@@ -198,12 +201,12 @@ class Probe:
             pages = _pow2_at_least(self.buffer_size // max(self.ncpus, 1) // 4096, 1)
 
             def lost(n):
-                self.perf_lost += n
+                pass  # the kernel program already counted each failed write as lost
 
             self.reader = PerfBuffer(self.obj.map_fd("perf_events"), pages, on_sample, lost)
         else:
             self.reader = RingBuffer(self.obj.map_fd("events"), self.buffer_size, EVENT.size)
-            self.nested_reader = RingBuffer(self.obj.map_fd("events_nested"), NESTED_SIZE, EVENT.size)
+            self.nested_reader = RingBuffer(self.obj.map_fd("events_nested"), self.nested_size, EVENT.size)
         return self.reader
 
     def counters(self):
@@ -215,7 +218,6 @@ class Probe:
             raw = self.obj.lookup("counters", struct.pack("<I", idx), 8 * self.ncpus)
             if raw:
                 out[idx] = sum(struct.unpack(f"<{self.ncpus}Q", raw))
-        out[3] += self.perf_lost
         return out
 
     def missed(self, counters):

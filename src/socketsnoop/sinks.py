@@ -17,11 +17,20 @@ class ConsoleSink:
         try:
             self.stream.write("".join(lines))
             self.stream.flush()
-        except BrokenPipeError:
+        except OSError as e:  # a closed pipe (socket-snoop | head), a hung-up terminal, a full disk
             self.broken = True
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, self.stream.fileno())  # so the interpreter's final flush stays quiet
-            os.close(devnull)
+            if not isinstance(e, BrokenPipeError):
+                try:
+                    sys.stderr.write(f"socket-snoop: console output stopped: {e.strerror or e}; "
+                                     "the log file goes on\n")
+                except OSError:
+                    pass
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self.stream.fileno())  # so the interpreter's final flush stays quiet
+                os.close(devnull)
+            except (OSError, ValueError):
+                pass
 
     def close(self):
         pass

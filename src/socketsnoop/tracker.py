@@ -3,7 +3,12 @@
 O(1) per event and bounded. Per event it keeps only numbers (time, type,
 state) and a reference to the event's tuple; text is made once, for the
 report. At most `max_conns` closed connections are kept (the most recently
-closed), and at most `max_conns` open ones; the report counts what it let go.
+closed), and at most `max_conns` open ones (the most recently opened: the
+oldest is let go, as when it closes, if a connection never reports CLOSE,
+e.g. under `-s ESTABLISHED`); the report counts the connections it let go.
+An event that belongs to no connection we follow (a reset answering a
+closed port, a timewait or request socket) is an entry of its own, closed
+at once.
 """
 
 from collections import deque
@@ -12,6 +17,7 @@ from .events import EVENT_TITLES, RETRANSMIT, STATE_CHANGE, describe_state
 from .fmt import escape_comm, format_addr, format_endpoint
 
 TCP_CLOSE = 7
+TCP_TIME_WAIT, TCP_NEW_SYN_RECV = 6, 12  # sockets that never report CLOSE (not full sockets)
 # tuple positions of struct event's fields (events.Event)
 _TS, _SK, _PID, _SPORT, _TYPE, _NEW = 0, 1, 5, 7, 10, 12
 
@@ -30,16 +36,20 @@ class Tracker:
     def add(self, row):
         """One event (a tuple in events.Event's order). A connection is [first row, last row, steps, retransmits]
         where the last row gives the latest addresses and owner, and steps are (ts, type, state)."""
-        key = row[_SK] or row[3:10]  # a reset answering a closed port has no socket: key by addresses
+        key = row[_SK]
         c = self.open.get(key)
+        typ, new = row[_TYPE], row[_NEW]
         if c is None:
-            if len(self.open) >= self.max_conns:
-                self.left_out += 1
+            c = [row, row, [], 0, 0]
+            if not key or (typ != STATE_CHANGE and new in (TCP_TIME_WAIT, TCP_NEW_SYN_RECV)):
+                self._close(c)  # no socket, or one that is not a connection we follow
+                c[2].append((row[_TS], typ, new))
                 return
-            c = self.open[key] = [row, row, [], 0, 0]
+            if len(self.open) >= self.max_conns:
+                self._close(self.open.pop(next(iter(self.open))))
+            self.open[key] = c
         elif row[_SPORT] or not c[1][_SPORT]:  # keep the local port once connect() has chosen one
             c[1] = row
-        typ, new = row[_TYPE], row[_NEW]
         steps = c[2]
         if len(steps) < self.max_steps:
             steps.append((row[_TS], typ, new))
@@ -49,9 +59,12 @@ class Tracker:
             c[3] += 1
         elif typ == STATE_CHANGE and new == TCP_CLOSE:  # done: the kernel may reuse the socket's address
             del self.open[key]
-            if len(self.closed) == self.max_conns:
-                self.left_out += 1
-            self.closed.append(c)
+            self._close(c)
+
+    def _close(self, c):
+        if len(self.closed) == self.max_conns:
+            self.left_out += 1
+        self.closed.append(c)
 
     def connections(self):
         """Closed connections (oldest first), then open ones."""
@@ -76,4 +89,4 @@ class Tracker:
                 yield f"  ... {dropped} more steps not kept"
         if self.left_out:
             yield (f"({self.left_out} connections not shown: the report keeps the {self.max_conns} most "
-                   "recently closed and up to as many open ones)")
+                   "recently closed and as many of the most recently opened)")

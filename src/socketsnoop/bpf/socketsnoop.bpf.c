@@ -212,6 +212,16 @@ static __always_inline bool fill_addrs(struct event *e, const struct sock *sk)
 {
 	__u16 family = sk->__sk_common.skc_family;
 
+	/*
+	 * An IPv4 connection on a dual-stack IPv6 socket: the IPv4 fields are
+	 * right from the start, while the IPv6 copy of the local address is
+	 * filled in only after connect() has made the socket SYN_SENT.
+	 */
+	if (family == AF_INET6 && sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[0] == 0 &&
+	    sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[1] == 0 &&
+	    sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[2] == bpf_htonl(0x0000ffff))
+		family = AF_INET;
+
 	if (family == AF_INET) {
 		e->family = 4;
 		*(__u32 *)e->saddr = sk->__sk_common.skc_rcv_saddr;
@@ -448,8 +458,8 @@ static __always_inline bool by_owner_syscall(int oldstate, int newstate)
 	       newstate == TCP_LISTEN ||				 /* listen() */
 	       (oldstate == TCP_ESTABLISHED && newstate == TCP_FIN_WAIT1) || /* close/shutdown */
 	       (oldstate == TCP_CLOSE_WAIT && newstate == TCP_LAST_ACK) ||   /* close/shutdown */
-	       (oldstate == TCP_SYN_SENT && newstate == TCP_CLOSE) ||	 /* close() while connecting */
 	       (oldstate == TCP_LISTEN && newstate == TCP_CLOSE);		 /* close() a listener */
+	/* not SYN_SENT -> CLOSE: a refused or timed-out connect ends there in softirq context */
 }
 
 static __always_inline int set_state(void *ctx, const struct sock *sk, const int oldstate, const int newstate)
@@ -505,10 +515,14 @@ static __always_inline int set_state(void *ctx, const struct sock *sk, const int
 	if (newstate == TCP_CLOSE) {
 		bpf_map_delete_elem(&owners, &key);
 		if (oldstate == TCP_LISTEN) {
+			/* SO_REUSEPORT: several listeners share a key; the entry is the last listen()er's */
 			struct listen_key lk;
+			struct owner *lo;
 
 			listen_key_of(&lk, sk);
-			bpf_map_delete_elem(&listeners, &lk);
+			lo = bpf_map_lookup_elem(&listeners, &lk);
+			if (lo && lo->pid == e.pid)
+				bpf_map_delete_elem(&listeners, &lk);
 		}
 	}
 	return emit(ctx, &e);
@@ -655,6 +669,8 @@ static __always_inline int send_reset(void *ctx, const struct sock *sk, const st
 	}
 	if (!sk) {
 		e.owner = SS_OWNER_NONE; /* the kernel answered for no process: pid 0, no comm */
+		if (skb && skb->dev)
+			e.netns = skb->dev->nd_net.net->ns.inum;
 		return emit(ctx, &e);
 	}
 	e.newstate = sk->__sk_common.skc_state;
