@@ -53,8 +53,8 @@ def positive(option, cast=float, maximum=10**9):
         except ValueError:
             v = None
         if v is None or not 0 < v <= maximum:  # also refuses nan and inf
-            raise SnoopError(f"socket-snoop: {option}: invalid value {value!r}: a number from 0 to {maximum} "
-                             "(0 excluded)", 2)
+            raise SnoopError(f"socket-snoop: {option}: invalid value {value!r}: "
+                             f"a positive number, at most {maximum}", 2)
         return v
     return conv
 
