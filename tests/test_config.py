@@ -84,7 +84,7 @@ def test_false_switches(tmp_path):
     ("\nformat = \"xml\"\n", 2, ["format", "'text', 'json'"]),
     ("log-file = 5\n", 1, ["log-file", "expected a string"]),
     ("buffer-size = \"huge\"\n", 1, ["buffer-size", "'huge'"]),
-    ("stats = -1\n", 1, ["stats", "positive"]),
+    ("stats = -1\n", 1, ["stats", "invalid value '-1'"]),
     ("dst = [\"10.0.0.0/33\"]\n", 1, ["dst", "CIDR"]),
     ("state = [\"OPEN\"]\n", 1, ["state", "known states"]),
     ("config = \"/x\"\n", 1, ["config", "unknown key"]),
@@ -126,3 +126,41 @@ def test_no_traceback_from_the_command(tmp_path):
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1
     assert "line 1: quiet: expected true or false" in r.stderr
+
+
+@pytest.mark.parametrize("text, words", [
+    # a quoted key may hold any character: shown quoted and escaped as TOML writes it
+    ('"evil\\u001b]0;PWNED\\u0007\\nkey" = 1\n', ['"evil\\u001b]0;PWNED\\u0007\\nkey": unknown key']),
+    ('"\\u202ebidi" = 1\n', ['"\\u202ebidi": unknown key']),
+    ('"port\\u0000" = 1\n', ['"port\\u0000": unknown key']),
+    # values: through repr, whatever message carries them
+    ('port = "\\u001b[2J"\n', ["line 1: port: invalid value '\\x1b[2J'"]),
+    ('format = "\\u001b[2J"\n', ["line 1: format: expected one of"]),
+    ('log-file = ["\\u001b"]\n', ["log-file: expected one value"]),
+])
+def test_keys_and_values_escaped_in_messages(tmp_path, capsys, text, words):
+    path = write(tmp_path, text)
+    assert cli.main(["--config", path]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert all(c.isprintable() for c in err.rstrip("\n")), err
+    for w in words:
+        assert w in err, err
+
+
+def test_config_path_escaped_in_messages(tmp_path, capsys):
+    missing = str(tmp_path / "no\x1b]0;PWNED\x07.toml")
+    assert cli.main(["--config", missing]) == 2
+    err = capsys.readouterr().err
+    assert "no\\x1b]0;PWNED\\x07.toml: not found" in err and "\x1b" not in err
+    path = write(tmp_path, "portz = 1\n", name="bad\nname.toml")
+    assert cli.main(["--config", path]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad\\nname.toml, line 1: portz: unknown key" in err
+
+
+def test_escape_helpers():
+    from socketsnoop.config import escape, show_key
+    assert escape("plain text, é") == "plain text, é"
+    assert escape("a\x1bb\n\u202e\udcff") == "a\\x1bb\\n\\u202e\\udcff"
+    assert show_key("log-file") == "log-file" and show_key("a b") == '"a b"' and show_key('q"') == '"q\\""'

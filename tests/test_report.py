@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import tracemalloc
 
 import pytest
 
@@ -129,8 +130,9 @@ def test_round_trip_through_the_monitors_formatters(tmp_path):
             "Connection Opening (SYN_SENT)", "Connection Established", "Retransmission"]
         assert conns["[2001:db8::1]:80"]["dst"] == "[2001:db8::2]:6000"
         assert d["first"] == "2024-12-30T22:05:25.000Z"
-    _, out = run([str(tmp_path / "t.log")])  # the escaped name survives the round trip
-    assert "COMM=we\\x5cird\\x20\\x0a\\xff" in out
+    for name in ("t.log", "j.json"):  # the escaped name survives the round trip, the same from either format
+        _, out = run([str(tmp_path / name)])
+        assert "COMM=we\\x5cird\\x20\\x0a\\xff" in out, name
 
 
 def test_gz_and_file_order(tmp_path):
@@ -180,6 +182,10 @@ def test_unescape():
     (["{log}", "-P", "99999"], "between 0 and 65535"),
     (["{log}", "-4", "-6"], "exclude each other"),
     (["{log}", "--top", "0"], "positive"),
+    (["{log}", "--max-tracked", "99999999999999999999"], "--max-tracked: invalid value"),
+    (["{log}", "--max-tracked", "0"], "up to 10000000"),
+    (["{log}", "--since", "0001-01-01"], "--since: time '0001-01-01' out of range; accepted: 'YYYY-MM-DD'"),
+    (["{log}", "--until", "9999-99-99"], "--until: invalid time '9999-99-99': accepted:"),
     ([], "required"),
 ])
 def test_bad_input_one_line_no_traceback(tmp_path, argv, words):
@@ -188,3 +194,160 @@ def test_bad_input_one_line_no_traceback(tmp_path, argv, words):
                        capture_output=True, text=True, env=dict(os.environ), timeout=60)
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1 and words in r.stderr
+
+
+# -- hostile or damaged input: nothing from a file reaches the output raw, no traceback, bounded memory ---------
+ESC_LINES = [
+    # a scope id may hold any character: a terminal title sequence, a newline that forges a line
+    "Dec 30 2024 22:05:25.454 State Change: SRC=[::1%\x1b]0;PWNED\x07]:80 DST=[::1]:5555 PID=1 COMM=x "
+    "STATE=Connection Closed\n",
+    "Dec 30 2024 22:05:25.454 State Change: SRC=[::1]:80 DST=[fe80::1%eth0]:5555 PID=1 COMM=x "
+    "STATE=Connection Closed\n",
+    "Dec 30 2024 22:05:25.454 State Change: SRC=1.2.3.4:\u00b2 DST=1.2.3.5:1 PID=1 COMM=x STATE=Connection Closed\n",
+    "Dec 30 2024 22:05:25.454 State Change: SRC=1.2.3.4:1 DST=1.2.3.5:1 PID=" + "9" * 5000
+    + " COMM=x STATE=Connection Closed\n",
+    json.dumps({"timestamp": "2024-12-30T22:05:25.000Z", "event": "state_change", "family": 6,
+                "src": "::1%\nFORGED", "sport": 1, "dst": "::1", "dport": 2, "pid": 1, "comm": "x",
+                "new_state": "CLOSE"}) + "\n",
+    json.dumps({"timestamp": "2024-12-30T22:05:25.000Z", "event": "state_change", "family": 4,
+                "src": 16909060, "sport": 1, "dst": "1.2.3.4", "dport": 2, "pid": 1, "comm": "x",
+                "new_state": "CLOSE"}) + "\n",
+    '{"a":' + "[" * 200000 + "\n",  # nesting deep enough for a RecursionError
+]
+GOOD_JSON = json.dumps({"timestamp": "2024-12-30T22:05:25.000Z", "event": "reset_sent", "family": 6,
+                        "src": "2001:db8::1", "sport": 80, "dst": "2001:db8::2", "dport": 6000, "pid": 9,
+                        "comm": "evil\x1b]0;PWNED\x07\nCOMM=x", "new_state": "CLOSE"}) + "\n"
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_nothing_from_the_log_reaches_the_output_raw(tmp_path, capsys, fmt):
+    path = write(tmp_path, "a.log", "".join(ESC_LINES) + GOOD_JSON)
+    status, out = run([path] + (["--json"] if fmt == "json" else []))
+    assert status == 0
+    assert "\x1b" not in out and "\x07" not in out and "PWNED\x07" not in out and "FORGED" not in out
+    assert all(c.isprintable() or c == "\n" for c in out)
+    if fmt == "json":
+        d = json.loads(out)
+        assert d["malformed"] == len(ESC_LINES) and d["events"] == 1
+        assert d["processes"][0]["comm"] == "evil\\x1b]0;PWNED\\x07\\x0aCOMM=x"  # escape_comm's form
+        assert d["resets"][0]["remote_addr"] == "2001:db8::2"
+    else:
+        assert f"{len(ESC_LINES)} malformed lines skipped" in out
+        assert "PID=9 COMM=evil\\x1b]0;PWNED\\x07\\x0aCOMM=x: 0 established, 0 retransmits, 1 resets" in out
+        assert "Connection: [2001:db8::1]:80 -> [2001:db8::2]:6000  (PID=9 COMM=evil\\x1b]0;PWNED" in out
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_addresses_are_checked():
+    for bad in ("::1%eth0", "::1%\x1b]0;x\x07", "1.2.3.4 ", "\u0661.2.3.4", "", "::g"):
+        with pytest.raises(report.Malformed):
+            report.parse_addr(6 if ":" in bad or not bad else 4, bad)
+    for bad in (16909060, b"\x01\x02\x03\x04", None):
+        with pytest.raises(report.Malformed):
+            report.parse_addr(4, bad)
+    assert str(report.parse_addr(6, "::ffff:1.2.3.4")) == "::ffff:102:304"
+    assert report.parse_endpoint("[2001:db8::1]:443")[2] == 443
+    for bad in ("1.2.3.4:\u00b2", "1.2.3.4:000080", "[::1%x]:1", "[::1]:65536"):
+        with pytest.raises(report.Malformed):
+            report.parse_endpoint(bad)
+
+
+def test_file_names_are_escaped_in_messages(tmp_path, capsys):
+    path = write(tmp_path, "bad\x1b]0;PWNED\x07.log", "not a log line\n")
+    status, _ = run([path])
+    err = capsys.readouterr().err
+    assert status == 0 and "\x1b" not in err and "\x07" not in err
+    assert "bad\\x1b]0;PWNED\\x07.log':1" in err  # quoted, as repr
+    r = subprocess.run([sys.executable, "-m", "socketsnoop", "report", str(tmp_path / "no\nsuch\x1b")],
+                       capture_output=True, text=True, env=dict(os.environ), timeout=60)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "\x1b" not in r.stderr
+    assert "no\\nsuch\\x1b" in r.stderr and "No such file" in r.stderr
+
+
+def test_corrupted_gz_is_a_warning_not_a_traceback(tmp_path, capsys):
+    data = bytearray(gzip.compress(LOG.encode() * 50))
+    for i in range(40, 60):
+        data[i] ^= 0x55  # the deflate stream: zlib.error, not BadGzipFile
+    bad = tmp_path / "corrupt.log.2.gz"
+    bad.write_bytes(bytes(data))
+    status, out = run([str(bad), write(tmp_path, "a.log", LOG)])
+    assert status == 1
+    assert "6 events" in out  # the good file still counted
+    err = capsys.readouterr().err
+    assert "corrupt.log.2.gz: unreadable after line" in err and "Error -3" in err
+
+
+def test_long_lines_are_malformed_and_take_no_memory(tmp_path):
+    big = tmp_path / "big.log"
+    lines = LOG.splitlines(keepends=True)
+    with open(big, "w") as f:
+        f.write(lines[0])
+        f.write("x" * (8 << 20) + "\n")  # 8 MiB in one line
+        f.write("".join(lines[1:3]))
+        f.write("y" * (report.MAX_LINE + 1) + "\n")  # just over
+        f.write("z" * report.MAX_LINE + "\n")  # at the limit: an ordinary malformed line
+        f.write("y" * (4 << 20))  # no newline at the end
+    tracemalloc.start()
+    try:
+        d = json.loads(run([str(big), "--json"])[1])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert d["events"] == 3 and d["malformed"] == 4
+    assert peak < 2 << 20, peak
+
+
+def test_read_lines():
+    f = io.StringIO("ab\n" + "c" * 10 + "\nde\n" + "f" * 4 + "\n" + "g" * 5)
+    assert list(report.read_lines(f, max_line=4)) == ["ab\n", None, "de\n", "ffff\n", None]
+    f = io.StringIO("h" * 100)
+    assert list(report.read_lines(f, max_line=4, max_chars=20)) == []  # stops: never reaches the end
+
+
+def test_first_timestamp_of_an_endless_file_returns():
+    # in a child with 1 GiB of address space: reading /dev/zero by lines would take all the memory there is
+    code = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30)); from socketsnoop import "
+            "report; print(report.first_timestamp('/dev/zero', report.Parser()))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == "None\n", r.stderr[-500:]
+
+
+def test_tables_are_bounded(tmp_path):
+    rows = []
+    for i in range(50):
+        a = f"10.0.{i // 250}.{i % 250 + 1}"
+        rows.append(f"Dec 30 2024 22:05:25.454 State Change: SRC=192.0.2.1:{1000 + i} DST={a}:80 PID={i} COMM=p{i} "
+                    "STATE=Connection Established\n")
+        rows.append(f"Dec 30 2024 22:05:25.455 Reset Received: SRC=192.0.2.1:{1000 + i} DST={a}:80 PID={i} "
+                    f"COMM=p{i} STATE=Connection Established\n")
+    parser = report.Parser()
+    rep = report.Report(Filters(include_unspecified=True), max_conns=5, table_limit=10)
+    for line in rows:
+        rep.add(parser.parse(line))
+    assert len(rep.procs) == len(rep.remotes) == len(rep.resets) == 10
+    assert len(rep.remote_established) <= 10 and len(rep.ids) <= 10 and len(rep.pending) <= 10
+    assert len(rep.tracker) <= 10
+    assert rep.left_out == {"processes": 80, "remotes": 80, "resets": 40, "joins": 40}
+    assert rep.events == 100
+    text = "\n".join(rep.text(3, True, TextFormatter(Clock()).stamp))
+    assert ("Left out: 80 events not counted in Processes (each table keeps its first 10 keys); "
+            "80 events not counted in Remote endpoints; 40 events not counted in Resets; 40 of the oldest") in text
+    d = json.loads(rep.json(3, False, JsonFormatter(Clock()).stamp))
+    assert d["left_out"] == {"joins": 40, "processes": 80, "remotes": 80, "resets": 40}
+    # defaults: a large bound, nothing left out in an ordinary log
+    assert report.Report(Filters()).table_limit == report.TABLE_LIMIT == 100_000
+
+
+@pytest.mark.parametrize("tz", ["America/New_York", "Asia/Tokyo", "UTC"])
+def test_times_at_the_ends_of_the_calendar(tmp_path, tz):
+    ev = {"event": "state_change", "family": 4, "src": "1.2.3.4", "sport": 1, "dst": "1.2.3.5", "dport": 2,
+          "pid": 1, "comm": "x", "new_state": "CLOSE"}
+    log = write(tmp_path, "edge.log", "".join(json.dumps({"timestamp": t, **ev}) + "\n" for t in (
+        "9999-12-31T23:59:59.999Z", "0001-01-01T00:00:00.000Z", "2024-12-30T22:05:25.000Z")) +
+        "Dec 31 9999 23:59:59.999 State Change: SRC=10.0.0.1:1 DST=10.0.0.2:2 PID=1 COMM=x STATE=Connection Closed\n"
+        "Jan 01 0001 00:00:00.000 State Change: SRC=10.0.0.1:1 DST=10.0.0.2:2 PID=1 COMM=x STATE=Connection Closed\n")
+    for extra in ([], ["--json"]):
+        r = subprocess.run([sys.executable, "-m", "socketsnoop", "report", log, *extra], capture_output=True,
+                           text=True, env=dict(os.environ, TZ=tz), timeout=60)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+        assert "4 malformed lines skipped" in r.stderr

@@ -41,7 +41,7 @@ def test_dry_run_prints_both_and_writes_nothing(tmp_path):
                  "ProtectControlGroups=yes", "LockPersonality=yes", "MemoryDenyWriteExecute=yes",
                  "SystemCallArchitectures=native", "RestrictAddressFamilies=AF_UNIX",
                  "CapabilityBoundingSet=CAP_BPF CAP_PERFMON CAP_DAC_READ_SEARCH CAP_SYS_PTRACE",
-                 "WantedBy=multi-user.target", "/var/log/socket_monitor.log {", "    rotate 14",
+                 "WantedBy=multi-user.target", '"/var/log/socket_monitor.log" {', "    rotate 14",
                  "    compress", "    delaycompress", "    missingok", "    notifempty",
                  "    create 0640 root adm",
                  "        systemctl kill -s HUP socket-snoop.service >/dev/null 2>&1 || true"):
@@ -77,8 +77,8 @@ def test_configured_log_file_is_rotated_and_writable(tmp_path):
     conf.write_text('json = true\nlog-file = "/srv/logs/snoop.json"\n')
     r = cli("install", "--dry-run", "--config", str(conf), *dirs(tmp_path))
     assert r.returncode == 0, r.stderr
-    assert "/var/log/socket_monitor.log /srv/logs/snoop.json {" in r.stdout
-    assert "ReadWritePaths=/var/log /srv/logs" in r.stdout
+    assert '"/var/log/socket_monitor.log" "/srv/logs/snoop.json" {' in r.stdout
+    assert "ReadWritePaths=/var/log -/srv/logs\n" in r.stdout  # '-': a missing directory does not stop the unit
     assert f"--config {conf} -q" in r.stdout
     conf.write_text("port = 99999\n")
     r = cli("install", "--dry-run", "--config", str(conf))
@@ -89,12 +89,45 @@ def test_exec_quoting():
     assert service._quote("/opt/my tools/socket-snoop") == '"/opt/my tools/socket-snoop"'
     assert service._quote("/x/100%") == "/x/100%%"
     assert service._quote("-q") == "-q"
+    assert service._quote("/x/$HOME") == "/x/$$HOME" and service._quote("/x/$HOME", exec_line=False) == "/x/$HOME"
+    with pytest.raises(service.SnoopError, match="control or unprintable"):
+        service._quote("/x\nExecStartPre=/bin/evil")  # a newline would start a directive
+
+
+def test_read_write_paths_and_logrotate_quoting():
+    text = service.render_unit(["/usr/bin/socket-snoop"], None, "/etc/my conf/c.toml",
+                               ["/var/log/socket_monitor.log", "/var/log/sub/x.log", "/var/logs2/x.log",
+                                "/srv/my logs/x.log", "/srv/a%b/x.log"])
+    line = next(x for x in text.splitlines() if x.startswith("ReadWritePaths="))
+    assert line == 'ReadWritePaths=/var/log -/srv/a%%b "-/srv/my logs" -/var/logs2'
+    assert '--config "/etc/my conf/c.toml" -q --no-report' in text
+    rot = service.render_logrotate(["/var/log/socket_monitor.log", "/srv/my logs/x.log"])
+    assert '"/var/log/socket_monitor.log" "/srv/my logs/x.log" {' in rot.splitlines()
+    for bad in ('/srv/a"b.log', "/srv/a\\b.log", "/srv/*.log", "/srv/a\nb.log", "/srv/{x}.log"):
+        with pytest.raises(service.SnoopError, match="logrotate cannot name it"):
+            service.render_logrotate([bad])
+
+
+def test_log_path_with_a_space_installs_one_line_error_for_a_bad_one(tmp_path):
+    conf = tmp_path / "config.toml"
+    conf.write_text('log-file = "/srv/my logs/snoop.log"\n')
+    r = cli("install", "--dry-run", "--config", str(conf), *dirs(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert '"/var/log/socket_monitor.log" "/srv/my logs/snoop.log" {' in r.stdout
+    assert 'ReadWritePaths=/var/log "-/srv/my logs"\n' in r.stdout
+    conf.write_text('log-file = "/srv/logs/*.log"\n')
+    r = cli("install", "--dry-run", "--config", str(conf), *dirs(tmp_path))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert "logrotate cannot name it" in r.stderr
 
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="needs systemd-analyze")
 def test_systemd_analyze_verify(tmp_path):
-    assert cli("install", *dirs(tmp_path)).returncode == 0
+    conf = tmp_path / "config.toml"
+    conf.write_text(f'log-file = "{tmp_path}/no such dir/x.log"\n')  # a directory that is not there
+    assert cli("install", "--config", str(conf), *dirs(tmp_path)).returncode == 0
     unit = tmp_path / "units" / "socket-snoop.service"
+    assert f'"-{tmp_path}/no such dir"' in unit.read_text()
     r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "socket-snoop.service" not in r.stderr, r.stderr  # no warning about our unit
@@ -102,7 +135,8 @@ def test_systemd_analyze_verify(tmp_path):
 
 @pytest.mark.skipif(not shutil.which("logrotate"), reason="needs logrotate (apt-get install logrotate)")
 def test_logrotate_accepts_and_rotates(tmp_path):
-    log = tmp_path / "x.log"
+    (tmp_path / "my logs").mkdir()
+    log = tmp_path / "my logs" / "x.log"  # a space in the path: quoted
     log.write_text("a line\n")
     conf = tmp_path / "rot.conf"
     conf.write_text(service.render_logrotate([str(log)]))
@@ -112,7 +146,7 @@ def test_logrotate_accepts_and_rotates(tmp_path):
     assert "error" not in r.stderr.lower(), r.stderr
     r = subprocess.run(["logrotate", "-f", "-s", str(state), str(conf)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert (tmp_path / "x.log.1").read_text() == "a line\n"  # delaycompress: not yet compressed
+    assert (tmp_path / "my logs" / "x.log.1").read_text() == "a line\n"  # delaycompress: not yet compressed
     if os.geteuid() == 0:
         assert (log.stat().st_mode & 0o777) == 0o640
 

@@ -16,6 +16,7 @@ for a repeatable option, values given there replace the file's.
 """
 
 import argparse
+import json
 import re
 import tomllib
 
@@ -23,6 +24,21 @@ from .errors import SnoopError
 
 # options that make no sense in the file
 _NOT_IN_FILE = {"help", "version", "config"}
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def escape(text):
+    """Text for a message: each character that is not printable (control characters, bidi overrides, a
+    surrogate from an undecodable file name) as its Python escape; nothing in a file can drive a terminal."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def show_key(key):
+    """A TOML key for a message: as is if bare, else quoted and escaped as TOML's basic strings are."""
+    return key if _BARE_KEY.fullmatch(key) else json.dumps(key)
 
 
 def read(path, explicit):
@@ -33,14 +49,14 @@ def read(path, explicit):
     except FileNotFoundError:
         if not explicit:
             return {}, ""
-        raise SnoopError(f"socket-snoop: config file {path}: not found", 2) from None
+        raise SnoopError(f"socket-snoop: config file {escape(path)}: not found", 2) from None
     except OSError as e:
-        raise SnoopError(f"socket-snoop: config file {path}: cannot read it: {e.strerror}", 2) from None
+        raise SnoopError(f"socket-snoop: config file {escape(path)}: cannot read it: {e.strerror}", 2) from None
     text = raw.decode("utf-8", "replace")
     try:
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as e:
-        raise SnoopError(f"socket-snoop: config file {path}: not valid TOML: {e}", 2) from None
+        raise SnoopError(f"socket-snoop: config file {escape(path)}: not valid TOML: {escape(e)}", 2) from None
 
 
 def key_line(text, key):
@@ -138,7 +154,8 @@ def load(parser, path, explicit):
     except _Bad as e:
         line = key_line(text, e.key)
         where = f"{path}, line {line}" if line else path
-        raise SnoopError(f"socket-snoop: config file {where}: {e.key}: {e.message}", 2) from None
+        raise SnoopError(f"socket-snoop: config file {escape(where)}: {show_key(e.key)}: {escape(e.message)}",
+                         2) from None
     return values
 
 

@@ -4,6 +4,13 @@ Reads text lines (the seed format) and JSON lines, plain or gzip-compressed
 (rotated files), in any mix. Files are read in the order of their first
 timestamp, so `report /var/log/socket_monitor.log*` works whatever order the
 shell gives. A line that is not one of ours is counted and skipped.
+
+Nothing read from a file reaches the output as it was read: addresses are
+checked (digits, hex, ':' and '.', no IPv6 scope id), COMM is printed in the
+monitor's escaped form, and file names are escaped. Memory is bounded
+whatever the input: lines over MAX_LINE characters are skipped without being
+held whole, and each table keeps at most TABLE_LIMIT keys (what it leaves
+out is counted and reported).
 """
 
 import argparse
@@ -13,7 +20,8 @@ import ipaddress
 import json
 import re
 import sys
-from collections import Counter, namedtuple
+import zlib
+from collections import Counter, OrderedDict, namedtuple
 
 from .errors import SnoopError
 from .events import (
@@ -41,10 +49,20 @@ STATE_NAMES = {state_name(n): n for n in range(32)}
 TEXT_LINE = re.compile(
     r"(?P<ts>[A-Z][a-z]{2} \d{2} \d{4} \d{2}:\d{2}:\d{2})\.(?P<ms>\d{3}) "
     r"(?P<title>State Change|Retransmission|Reset Sent|Reset Received): "
-    r"SRC=(?P<src>\S+) DST=(?P<dst>\S+) PID=(?P<pid>\d+) COMM=(?P<comm>\S+) STATE=(?P<state>.+?)\s*$"
+    r"SRC=(?P<src>\S+) DST=(?P<dst>\S+) PID=(?P<pid>\d{1,10}) COMM=(?P<comm>\S+) STATE=(?P<state>.+?)\s*$",
+    re.ASCII,
 )
-JSON_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z")
+JSON_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z", re.ASCII)
 _ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
+_JSON_BYTE = re.compile(rb"\\x([89a-fA-F][0-9a-fA-F])")  # what comm_text's backslashreplace makes of a non-UTF-8 byte
+ADDR_CHARS = re.compile(r"[0-9a-fA-F:.]{1,45}", re.ASCII)  # no scope id ('%...'), nothing to drive a terminal
+MAX_LINE = 64 * 1024  # characters; a longer line is malformed
+TABLE_LIMIT = 100_000  # distinct keys per summary table and per join map
+MAX_PID = 2**32 - 1
+MAX_COUNT = 10_000_000  # --top, --max-tracked
+# times a line may have: years 2 to 9998, so that every time zone can print them (local text, UTC JSON)
+MIN_SEC = int(datetime.datetime(2, 1, 1, tzinfo=datetime.timezone.utc).timestamp())
+MAX_SEC = int(datetime.datetime(9999, 1, 1, tzinfo=datetime.timezone.utc).timestamp()) - 1
 
 # one logged event: src/dst ipaddress objects, comm the raw name, sock the socket address if logged (JSON)
 Record = namedtuple("Record", "ts_ns kind family src sport dst dport pid comm newstate sock")
@@ -69,20 +87,36 @@ def unescape_comm(text):
     return bytes(out)
 
 
+def comm_from_json(text):
+    """A JSON line's comm (fmt.comm_text: UTF-8, with a byte that is not UTF-8 as '\\xNN', NN >= 80) -> the raw
+    name, so it prints as the text log's does. Whatever it holds, escape_comm makes it one safe token."""
+    raw = text.encode("utf-8", "backslashreplace")  # lone surrogates from JSON escapes stay visible as \\udNNN
+    if b"\\x" not in raw:
+        return raw
+    return _JSON_BYTE.sub(lambda m: bytes((int(m.group(1), 16),)), raw)
+
+
+def parse_addr(family, text):
+    """An address as the monitor writes it; anything else (a scope id, other characters, not a str) is Malformed."""
+    if not isinstance(text, str) or not ADDR_CHARS.fullmatch(text):
+        raise Malformed("bad address")
+    try:
+        return (ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address)(text)
+    except ValueError:
+        raise Malformed("bad address") from None
+
+
 def parse_endpoint(text):
     """'10.0.0.1:80' -> (4, IPv4Address, 80); '[2001:db8::1]:443' -> (6, IPv6Address, 443)."""
     if text.startswith("["):
         addr, sep, port = text[1:].partition("]:")
-        family, cls = 6, ipaddress.IPv6Address
+        family = 6
     else:
         addr, sep, port = text.rpartition(":")
-        family, cls = 4, ipaddress.IPv4Address
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise Malformed(f"bad endpoint {text!r}")
-    try:
-        return family, cls(addr), int(port)
-    except ValueError:
-        raise Malformed(f"bad address {addr!r}") from None
+        family = 4
+    if not sep or not (port.isascii() and port.isdigit()) or len(port) > 5 or int(port) > 65535:
+        raise Malformed("bad endpoint")
+    return family, parse_addr(family, addr), int(port)
 
 
 class Parser:
@@ -100,14 +134,21 @@ class Parser:
             value = cache[key] = make(key)
         return value
 
+    def _seconds(self, key, make):
+        """Epoch seconds of a line's time, cached; Malformed if out of MIN_SEC..MAX_SEC."""
+        sec = self._cached(self._secs, key, make)
+        if not MIN_SEC <= sec <= MAX_SEC:
+            raise Malformed("time out of range")
+        return sec
+
     @staticmethod
     def _text_seconds(stamp):
         mon, day, year, hms = stamp.split(" ")
         h, m, s = hms.split(":")
         try:
             return datetime.datetime(int(year), MONTHS[mon], int(day), int(h), int(m), int(s)).timestamp()
-        except (KeyError, ValueError):
-            raise Malformed(f"bad time {stamp!r}") from None
+        except (KeyError, ValueError, OverflowError, OSError):
+            raise Malformed("bad time") from None
 
     def endpoint(self, text):
         return self._cached(self._endpoints, text, parse_endpoint)
@@ -123,14 +164,14 @@ class Parser:
         m = TEXT_LINE.match(line)
         if not m:
             raise Malformed("not a socket-snoop line")
-        sec = self._cached(self._secs, m["ts"], self._text_seconds)
+        sec = self._seconds(m["ts"], self._text_seconds)
         fam, src, sport = self.endpoint(m["src"])
         fam2, dst, dport = self.endpoint(m["dst"])
         if fam != fam2:
             raise Malformed("SRC and DST of different families")
         state = DESCRIPTIONS.get(m["state"])
         if state is None:
-            raise Malformed(f"unknown state {m['state']!r}")
+            raise Malformed("unknown state")
         ts_ns = int(sec) * 1_000_000_000 + int(m["ms"]) * 1_000_000
         return Record(ts_ns, TITLE_KINDS[m["title"]], fam, src, sport, dst, dport, int(m["pid"]),
                       unescape_comm(m["comm"]), state, None)
@@ -140,10 +181,12 @@ class Parser:
             d = json.loads(line)
             kind = NAME_KINDS[d["event"]]
             fam = d["family"]
-            cls = {4: ipaddress.IPv4Address, 6: ipaddress.IPv6Address}[fam]
-            src, dst = cls(d["src"]), cls(d["dst"])
+            if type(fam) is not int or fam not in (4, 6):
+                raise ValueError("bad family")
+            src, dst = parse_addr(fam, d["src"]), parse_addr(fam, d["dst"])
             sport, dport, pid = d["sport"], d["dport"], d["pid"]
-            if not all(type(v) is int and 0 <= v for v in (sport, dport, pid)) or max(sport, dport) > 65535:
+            if (not all(type(v) is int and 0 <= v for v in (sport, dport, pid)) or max(sport, dport) > 65535
+                    or pid > MAX_PID):
                 raise ValueError("bad number")
             state = STATE_NAMES[d["new_state"]]
             comm = d["comm"]
@@ -152,26 +195,50 @@ class Parser:
             stamp = d["timestamp"]
             if not isinstance(stamp, str) or not JSON_TIME.fullmatch(stamp):
                 raise ValueError("bad timestamp")
-            sec = self._cached(self._secs, stamp[:19] + "Z", lambda k: datetime.datetime.fromisoformat(k).timestamp())
+            sec = self._seconds(stamp[:19] + "Z", lambda k: datetime.datetime.fromisoformat(k).timestamp())
             frac = stamp[19:].rstrip("Z")
             ms = int(frac[1:4].ljust(3, "0")) if frac.startswith(".") else 0
             sock = int(d["sock"], 16) if isinstance(d.get("sock"), str) else None
             sock = sock or None
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise Malformed(f"bad JSON event: {e}") from None
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError):
+            # RecursionError: deeply nested JSON ('{"a":[[[[...'); never shown, so no text from the line is kept
+            raise Malformed("bad JSON event") from None
         return Record(int(sec) * 1_000_000_000 + ms * 1_000_000, kind, fam, src, sport, dst, dport, pid,
-                      comm.encode("utf-8", "backslashreplace"), state, sock)
+                      comm_from_json(comm), state, sock)
 
 
 def parse_time(value, option):
     """'YYYY-MM-DD HH:MM[:SS]' (local time) or ISO 8601 -> epoch nanoseconds."""
     text = value.strip()
+    formats = ("accepted: 'YYYY-MM-DD', 'YYYY-MM-DD HH:MM[:SS]' (local time) or ISO 8601 with a zone "
+               "(e.g. 2024-12-30T21:05:25Z)")
     try:
         dt = datetime.datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
     except ValueError:
-        raise SnoopError(f"socket-snoop report: {option}: invalid time {value!r}: "
-                         "e.g. '2024-12-30 22:05', '2024-12-30 22:05:25' or 2024-12-30T21:05:25Z", 2) from None
-    return int(dt.timestamp() * 1e9)  # naive: local time
+        raise SnoopError(f"socket-snoop report: {option}: invalid time {value!r}: {formats}", 2) from None
+    try:
+        return int(dt.timestamp() * 1e9)  # naive: local time
+    except (ValueError, OverflowError, OSError):  # e.g. 0001-01-01 in local time: before year 1 in UTC
+        raise SnoopError(f"socket-snoop report: {option}: time {value!r} out of range; {formats}", 2) from None
+
+
+def count_option(option):
+    """--top, --max-tracked: a whole number from 1 to MAX_COUNT."""
+    def conv(value):
+        try:
+            n = int(value)
+        except ValueError:
+            n = None
+        if n is None or not 1 <= n <= MAX_COUNT:
+            raise SnoopError(f"socket-snoop report: {option}: invalid value {value!r}: a positive whole number "
+                             f"up to {MAX_COUNT}", 2)
+        return n
+    return conv
+
+
+def show_path(path):
+    """A file name for a message: as it is if printable, else quoted with its non-printables escaped."""
+    return path if path.isprintable() else ascii(path)
 
 
 # -- files --------------------------------------------------------------------
@@ -184,30 +251,66 @@ def open_log(path):
     return open(path, encoding="utf-8", errors="replace")
 
 
+# what a damaged file raises while it is read (zlib.error: a corrupted .gz)
+READ_ERRORS = (OSError, EOFError, gzip.BadGzipFile, zlib.error)
+
+
+def read_lines(f, max_line=MAX_LINE, max_chars=None):
+    """The file's lines; a line over max_line characters (its newline not counted) comes as None, read in
+    pieces of at most max_line + 1 characters dropped as they come: a file without newlines takes no memory.
+    max_chars: stop after about that many characters."""
+    readline = f.readline
+    size = max_line + 1
+    total = 0
+    while max_chars is None or total < max_chars:
+        line = readline(size)
+        if not line:
+            return
+        total += len(line)
+        if len(line) < size or line.endswith("\n"):
+            yield line
+            continue
+        while line and not line.endswith("\n"):  # the rest of the long line, dropped
+            if max_chars is not None and total >= max_chars:
+                return
+            line = readline(size)
+            total += len(line)
+        yield None
+
+
 def first_timestamp(path, parser, limit=1000):
     """The first parsable line's time, to order the files; None if there is none near the start."""
     try:
         with open_log(path) as f:
-            for n, line in enumerate(f):
+            for n, line in enumerate(read_lines(f, max_chars=limit * 1024)):
                 if n >= limit:
                     break
+                if line is None:
+                    continue
                 try:
                     return parser.parse(line).ts_ns
                 except Malformed:
                     continue
-    except (OSError, EOFError, ValueError):
+    except (*READ_ERRORS, ValueError):
         pass
     return None
 
 
 # -- the analysis -------------------------------------------------------------
 class Report:
-    def __init__(self, filters, since=None, until=None, max_conns=100000):
+    """Bounded: each summary table keeps at most table_limit keys (the first ones seen; the events of the
+    others are counted in left_out), the join maps at most max(table_limit, max_conns) (the oldest entry goes),
+    and the tracker at most max_conns connections closed and as many open."""
+
+    def __init__(self, filters, since=None, until=None, max_conns=100000, table_limit=TABLE_LIMIT):
         self.filters = filters
         self.since, self.until = since, until
         self.tracker = Tracker(max_conns=max_conns)
-        self.ids = {}  # (local, remote) -> connection id, for logs without socket addresses
-        self.pending = {}  # (remote, pid) -> connection id of a SYN_SENT line with local port 0
+        self.table_limit = table_limit
+        self.join_limit = max(table_limit, max_conns)
+        self.left_out = Counter()  # table -> events it did not count (it was full); "joins" -> entries dropped
+        self.ids = OrderedDict()  # (local, remote) -> connection id, for logs without socket addresses
+        self.pending = OrderedDict()  # (remote, pid) -> connection id of a SYN_SENT line with local port 0
         self.seq = 0
         self.events = 0
         self.filtered = 0
@@ -243,20 +346,42 @@ class Report:
         comm = escape_comm(r.comm)
         self.kinds[r.kind] += 1
         proc = self.procs.get((r.pid, comm))
-        if proc is None:
+        if proc is None and self._room(self.procs, "processes"):
             proc = self.procs[(r.pid, comm)] = Counter()
+        count_remote = remote in self.remotes or self._room(self.remotes, "remotes")
+        if count_remote:
+            self.remotes[remote] += 1
         if r.kind == STATE_CHANGE:
             self.states[r.newstate] += 1
             if r.newstate == TCP_ESTABLISHED:
-                proc["established"] += 1
-                self.remote_established[remote] += 1
+                if proc is not None:
+                    proc["established"] += 1
+                if count_remote:
+                    self.remote_established[remote] += 1
         elif r.kind == RETRANSMIT:
-            proc["retransmits"] += 1
+            if proc is not None:
+                proc["retransmits"] += 1
         else:
-            proc["resets"] += 1
-            self.resets[(r.kind, local, str(r.dst), r.pid, comm)] += 1
-        self.remotes[remote] += 1
+            if proc is not None:
+                proc["resets"] += 1
+            key = (r.kind, local, str(r.dst), r.pid, comm)
+            if key in self.resets or self._room(self.resets, "resets"):
+                self.resets[key] += 1
         self.track(r, local, remote)
+
+    def _room(self, table, name):
+        """True if the table can take one more key; else the event is counted as left out of it."""
+        if len(table) < self.table_limit:
+            return True
+        self.left_out[name] += 1
+        return False
+
+    def _join(self, table, key, cid):
+        """table[key] = cid, the oldest entry dropped if the table is full."""
+        if len(table) >= self.join_limit:
+            table.popitem(last=False)
+            self.left_out["joins"] += 1
+        table[key] = cid
 
     def _conn_id(self, r, local, remote):
         """A made-up socket address for a text line's connection: its 4-tuple, and a SYN_SENT line with
@@ -267,7 +392,8 @@ class Report:
             cid = self.pending.get((remote, r.pid))
             if cid is None:
                 self.seq += 1
-                cid = self.pending[(remote, r.pid)] = self.seq
+                cid = self.seq
+                self._join(self.pending, (remote, r.pid), cid)
         else:
             cid = self.ids.get(tup)
             if cid is None:
@@ -275,7 +401,7 @@ class Report:
                 if cid is None:
                     self.seq += 1
                     cid = self.seq
-                self.ids[tup] = cid
+                self._join(self.ids, tup, cid)
         if r.kind == STATE_CHANGE and r.newstate == TCP_CLOSE:  # the next one of this 4-tuple is new
             self.ids.pop(tup, None)
             if r.sport == 0:
@@ -311,7 +437,23 @@ class Report:
             "resets": [{"event": EVENT_NAMES[kind], "local": local, "remote_addr": raddr, "pid": pid,
                         "comm": comm, "count": n}
                        for (kind, local, raddr, pid, comm), n in self.resets.most_common(top)],
+            "table_limit": self.table_limit,
+            "left_out": dict(sorted(self.left_out.items())),
         }
+
+    def left_out_lines(self):
+        """What the bounded tables let go, in words; [] if nothing."""
+        lo = self.left_out
+        if not lo:
+            return []
+        parts = [f"{lo[k]} events not counted in {what}" for k, what in
+                 (("processes", "Processes"), ("remotes", "Remote endpoints"), ("resets", "Resets")) if lo[k]]
+        if parts:
+            parts[0] = parts[0] + f" (each table keeps its first {self.table_limit} keys)"
+        if lo["joins"]:
+            parts.append(f"{lo['joins']} of the oldest unclosed connections forgotten for joining lines "
+                         f"(more than {self.join_limit} at once): their later lines start new connections")
+        return ["Left out: " + "; ".join(parts)]
 
     def text(self, top, lifecycles, stamp):
         out = []
@@ -337,6 +479,7 @@ class Report:
         for r in s["resets"]:
             out.append(f"  {EVENT_TITLES[NAME_KINDS[r['event']]]}: {r['local']} <-> {r['remote_addr']} "
                        f"PID={r['pid']} COMM={r['comm']}: {r['count']}")
+        out += self.left_out_lines()
         return out
 
     def json(self, top, lifecycles, stamp):
@@ -382,10 +525,11 @@ def build_parser():
                    help="events at or after TIME: 'YYYY-MM-DD HH:MM[:SS]' local time, or ISO 8601")
     p.add_argument("--until", type=lambda v: parse_time(v, "--until"), metavar="TIME", help="events at or before TIME")
     p.add_argument("--json", action="store_true", help="one JSON document instead of text")
-    p.add_argument("--top", type=int, default=10, metavar="N", help="rows in each summary table (default 10)")
+    p.add_argument("--top", type=count_option("--top"), default=10, metavar="N",
+                   help="rows in each summary table (default 10)")
     p.add_argument("--no-lifecycles", action="store_true", help="the summary only")
-    p.add_argument("--max-tracked", type=int, default=100000, metavar="N",
-                   help="connections kept for the lifecycles, the most recent (default 100000)")
+    p.add_argument("--max-tracked", type=count_option("--max-tracked"), default=100000, metavar="N",
+                   help=f"connections kept for the lifecycles, the most recent (default 100000, at most {MAX_COUNT})")
     f = p.add_argument_group("filters (as the monitor's: values of one kind OR-ed, kinds AND-ed)")
     for flags, parse, kw in (
         (("-p", "--pid"), parse_pid, {}), (("-c", "--comm"), parse_comm, {}), (("-P", "--port"), parse_port, {}),
@@ -404,8 +548,8 @@ def build_parser():
 
 def run(opts, out):
     from .cli import filters_from
-    if opts.top < 1 or opts.max_tracked < 1:
-        raise SnoopError("socket-snoop report: --top and --max-tracked take a positive number", 2)
+    for option, value in (("--top", opts.top), ("--max-tracked", opts.max_tracked)):
+        count_option(option)(value)  # also when opts were made without the parser
     filters = filters_from(opts)
     report = Report(filters, opts.since, opts.until, opts.max_tracked)
     parser = Parser()
@@ -413,7 +557,7 @@ def run(opts, out):
         try:
             open(path, "rb").close()
         except OSError as e:
-            raise SnoopError(f"socket-snoop report: {path}: {e.strerror}", 2) from None
+            raise SnoopError(f"socket-snoop report: {show_path(path)}: {e.strerror}", 2) from None
     firsts = [first_timestamp(path, parser) for path in opts.files]
     order = sorted(range(len(opts.files)), key=lambda i: (firsts[i] is None, firsts[i] or 0, i))
     status = 0
@@ -421,16 +565,21 @@ def run(opts, out):
         n = 0
         try:
             with open_log(path) as f:
-                for n, line in enumerate(f, 1):
+                for n, line in enumerate(read_lines(f), 1):
+                    if line is None:  # too long
+                        report.bad(f"{show_path(path)}:{n}")
+                        continue
                     try:
                         r = parser.parse(line)
                     except Malformed:
                         if line.strip():
-                            report.bad(f"{path}:{n}")
+                            report.bad(f"{show_path(path)}:{n}")
                         continue
                     report.add(r)
-        except (OSError, EOFError, gzip.BadGzipFile) as e:
-            print(f"socket-snoop report: {path}: unreadable after line {n}: {e}", file=sys.stderr)
+        except READ_ERRORS as e:
+            why = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
+            print(f"socket-snoop report: {show_path(path)}: unreadable after line {n}: {ascii(why)[1:-1]}",
+                  file=sys.stderr)
             status = 1
     clock = Clock()
     clock.offset_ns = 0  # the times here are epoch nanoseconds already

@@ -21,12 +21,38 @@ LOGROTATE_DIR = "/etc/logrotate.d"
 HOME_DIRS = ("/home/", "/root/", "/run/user/")
 
 
-def _quote(arg):
-    """One ExecStart argument, quoted and escaped for systemd."""
-    arg = arg.replace("%", "%%").replace("$", "$$")
+def _check(text, what):
+    """Refuse what no unit or logrotate file can hold on one line (a newline would start a new directive)."""
+    if not text.isprintable():
+        raise SnoopError(f"socket-snoop service: {what} {ascii(text)} has a control or unprintable character; "
+                         "it cannot be written in a unit file", 2)
+    return text
+
+
+def _quote(arg, exec_line=True):
+    """One ExecStart argument (or, exec_line=False, one path of a path list such as ReadWritePaths=, where
+    '$' is not special), quoted and escaped for systemd."""
+    arg = _check(arg, "the argument").replace("%", "%%")
+    if exec_line:
+        arg = arg.replace("$", "$$")
     if any(c in arg for c in ' \t"\'\\;'):
         return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return arg
+
+
+def _under_var_log(path):
+    return path == "/var/log" or path.startswith("/var/log/")
+
+
+def _logrotate_path(path):
+    """A path in a logrotate file: in double quotes (spaces allowed). logrotate has no escape for '"' or
+    '\\' there, and expands glob characters: such names are refused."""
+    bad = sorted({c for c in path if c in '"\\*?[]{}\'' or not c.isprintable()})
+    if bad or not os.path.isabs(path):
+        raise SnoopError(f"socket-snoop service: log file {ascii(path)}: logrotate cannot name it "
+                         + (f"(it has {' '.join(map(ascii, bad))}); " if bad else "(not absolute); ")
+                         + "choose another log-file", 2)
+    return f'"{path}"'
 
 
 def entry_point():
@@ -47,8 +73,10 @@ def entry_point():
 def render_unit(command, pythonpath=None, config=None, log_files=()):
     """The unit file's text. command: argv prefix that runs socket-snoop."""
     args = list(command) + (["--config", config] if config else []) + ["-q", "--no-report"]
-    rw = ["/var/log"] + sorted({os.path.dirname(p) for p in log_files
-                                if not os.path.dirname(p).startswith("/var/log")})
+    # "-": systemd ignores a missing directory instead of failing to start the unit (the monitor then says
+    # it cannot open its log); /var/log is there on any system
+    rw = ["/var/log"] + ["-" + d for d in sorted({os.path.dirname(p) for p in log_files
+                                                  if not _under_var_log(os.path.dirname(p))})]
     in_home = any(p.startswith(HOME_DIRS) for p in list(command) + [pythonpath or ""])
     env = f"Environment=PYTHONPATH={_quote(pythonpath)}\n" if pythonpath else ""
     home = ("# the program lives under a home directory: readable, not writable\nProtectHome=read-only\n"
@@ -84,7 +112,7 @@ LimitMEMLOCK=infinity
 NoNewPrivileges=yes
 
 ProtectSystem=strict
-ReadWritePaths={" ".join(_quote(p) for p in rw)}
+ReadWritePaths={" ".join(_quote(p, exec_line=False) for p in rw)}
 {home}PrivateTmp=yes
 PrivateDevices=yes
 PrivateMounts=yes
@@ -116,7 +144,7 @@ WantedBy=multi-user.target
 
 
 def render_logrotate(log_files):
-    paths = " ".join(log_files)
+    paths = " ".join(_logrotate_path(p) for p in log_files)
     return f"""\
 # Installed by `socket-snoop service install`. socket-snoop reopens its log on SIGHUP,
 # so the file is renamed and a new one created (no copytruncate: no lines lost).
