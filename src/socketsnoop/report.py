@@ -36,7 +36,7 @@ from .events import (
     state_name,
 )
 from .filters import parse_cidr, parse_comm, parse_pid, parse_port, parse_state
-from .fmt import Clock, JsonFormatter, TextFormatter, escape_comm, format_addr, format_endpoint
+from .fmt import Clock, JsonFormatter, TextFormatter, escape_comm, format_endpoint
 from .tracker import Tracker
 
 TCP_ESTABLISHED, TCP_CLOSE = 1, 7
@@ -498,18 +498,13 @@ def _packed(ip):
 
 
 def _connection(c, stamp):
-    """One of tracker.connections() ([first row, last row, steps, retransmits, dropped]) as a dict."""
-    first, last, steps, retransmits, dropped = c
-    fam = last[9]
-    owner = last if last[5] else first
+    """One of tracker.connections() as a dict for --json."""
+    d = Tracker.describe(c)
     return {
-        "src": format_endpoint(fam, format_addr(fam, last[3]), last[7]),
-        "dst": format_endpoint(fam, format_addr(fam, last[4]), last[8]),
-        "pid": owner[5], "comm": escape_comm(owner[15]), "first": stamp(first[0]),
-        "duration_s": round((last[0] - first[0]) / 1e9, 3), "retransmits": retransmits,
-        "steps": [{"time": stamp(ts), "what": describe_state(new) if typ == STATE_CHANGE else EVENT_TITLES[typ]}
-                  for ts, typ, new in steps],
-        "steps_not_kept": dropped,
+        "src": d["src"], "dst": d["dst"], "pid": d["pid"], "comm": d["comm"], "first": stamp(d["first_ns"]),
+        "duration_s": round((d["last_ns"] - d["first_ns"]) / 1e9, 3), "retransmits": d["retransmits"],
+        "steps": [{"time": stamp(ts), "what": what} for ts, what in d["steps"]],
+        "steps_not_kept": d["steps_not_kept"],
     }
 
 

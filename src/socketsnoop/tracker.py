@@ -34,13 +34,14 @@ class Tracker:
         return len(self.open) + len(self.closed)
 
     def add(self, row):
-        """One event (a tuple in events.Event's order). A connection is [first row, last row, steps, retransmits]
-        where the last row gives the latest addresses and owner, and steps are (ts, type, state)."""
+        """One event (a tuple in events.Event's order). A connection is a list [first time, last row, steps,
+        retransmits, steps not kept, local port]: the last row gives the latest addresses and owner, the
+        local port is the last one that was not 0 (SYN_SENT has none yet), steps are (ts, type, state)."""
         key = row[_SK]
         c = self.open.get(key)
         typ, new = row[_TYPE], row[_NEW]
         if c is None:
-            c = [row, row, [], 0, 0]
+            c = [row[_TS], row, [], 0, 0, row[_SPORT]]
             if not key or (typ != STATE_CHANGE and new in (TCP_TIME_WAIT, TCP_NEW_SYN_RECV)):
                 self._close(c)  # no socket, or one that is not a connection we follow
                 c[2].append((row[_TS], typ, new))
@@ -48,8 +49,10 @@ class Tracker:
             if len(self.open) >= self.max_conns:
                 self._close(self.open.pop(next(iter(self.open))))
             self.open[key] = c
-        elif row[_SPORT] or not c[1][_SPORT]:  # keep the local port once connect() has chosen one
+        else:
             c[1] = row
+            if row[_SPORT]:
+                c[5] = row[_SPORT]
         steps = c[2]
         if len(steps) < self.max_steps:
             steps.append((row[_TS], typ, new))
@@ -71,22 +74,33 @@ class Tracker:
         yield from self.closed
         yield from self.open.values()
 
+    @staticmethod
+    def describe(c):
+        """A connection in words: a dict of src, dst, pid, comm (escaped), first_ns, last_ns, retransmits,
+        steps [(ts_ns, what)], steps_not_kept."""
+        first_ts, last, steps, retransmits, dropped, sport = c
+        fam = last[9]
+        return {
+            "src": format_endpoint(fam, format_addr(fam, last[3]), sport),
+            "dst": format_endpoint(fam, format_addr(fam, last[4]), last[8]),
+            "pid": last[_PID], "comm": escape_comm(last[15]),
+            "first_ns": first_ts, "last_ns": last[_TS], "retransmits": retransmits,
+            "steps": [(ts, describe_state(new) if typ == STATE_CHANGE else EVENT_TITLES[typ]) for ts, typ, new in steps],
+            "steps_not_kept": dropped,
+        }
+
     def report(self, stamp):
         """The seed's 'Connection Lifecycles:' report, lines without newlines; stamp(ts_ns) -> str."""
         yield "Connection Lifecycles:"
-        for first, last, steps, retransmits, dropped in self.connections():
-            fam = last[9]
-            src = format_endpoint(fam, format_addr(fam, last[3]), last[_SPORT])
-            dst = format_endpoint(fam, format_addr(fam, last[4]), last[8])
-            owner = last if last[_PID] else first
-            secs = (last[_TS] - first[_TS]) / 1e9
-            yield (f"Connection: {src} -> {dst}  (PID={owner[_PID]} COMM={escape_comm(owner[15])} "
-                   f"duration={secs:.3f}s retransmits={retransmits})")
-            for ts, typ, new in steps:
-                what = describe_state(new) if typ == STATE_CHANGE else EVENT_TITLES[typ]
+        for c in self.connections():
+            d = self.describe(c)
+            secs = (d["last_ns"] - d["first_ns"]) / 1e9
+            yield (f"Connection: {d['src']} -> {d['dst']}  (PID={d['pid']} COMM={d['comm']} "
+                   f"duration={secs:.3f}s retransmits={d['retransmits']})")
+            for ts, what in d["steps"]:
                 yield f"  {stamp(ts)}: {what}"
-            if dropped:
-                yield f"  ... {dropped} more steps not kept"
+            if d["steps_not_kept"]:
+                yield f"  ... {d['steps_not_kept']} more steps not kept"
         if self.left_out:
             yield (f"({self.left_out} connections not shown: the report keeps the {self.max_conns} most "
                    "recently closed and as many of the most recently opened)")
