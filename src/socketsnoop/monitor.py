@@ -1,7 +1,7 @@
 """The live monitor: kernel events -> decode -> enrich -> format -> sinks, and the report on exit."""
 
 import signal
-from itertools import chain
+from bisect import bisect_right
 from operator import itemgetter
 import sys
 import time
@@ -32,6 +32,20 @@ POLL_S = 0.1
 TCP_CLOSE = 7
 DRAIN_S = 0.25  # longest stretch of reading before the main loop looks at signals and timers
 _ts = itemgetter(0)  # longest wait for a batch: lines reach the log within this, plus the write
+
+
+def merge_by_time(rows, extra):
+    """rows (in time order, near enough) with a few extra rows put in their places by time. Many extra
+    rows mean the second ring is rescuing a full first one: we are behind, and sorting would only put
+    us further behind; they follow the first ring's rows then (each ring is in time order)."""
+    if len(extra) > 256:
+        rows.extend(extra)
+        return rows
+    extra.sort(key=_ts)
+    times = [r[0] for r in rows]
+    for r in reversed(extra):  # from the last: the positions found in `times` stay right
+        rows.insert(bisect_right(times, r[0]), r)
+    return rows
 
 
 def odd_rows(records):
@@ -145,8 +159,8 @@ class Monitor:
             if not (blob or odd or nblob or nodd):
                 return
             rows = RECORD.iter_unpack(blob)
-            if nblob or nodd:  # rare: events made inside another of our programs; merge them in by time
-                rows = sorted(chain(rows, RECORD.iter_unpack(nblob), odd_rows(nodd)), key=_ts)
+            if nblob or nodd:  # events made inside another of our programs: merge them in by time
+                rows = merge_by_time(list(rows), [*RECORD.iter_unpack(nblob), *odd_rows(nodd)])
             self.handle(rows)
             if odd:
                 self.handle(odd_rows(odd))
@@ -181,6 +195,7 @@ class Monitor:
                 sink.close()
 
     def loop(self):
+        """Until a signal or --duration."""
         opts = self.opts
         reader = self.probe.reader
         start = time.monotonic()

@@ -11,7 +11,7 @@ closed port, a timewait or request socket) is an entry of its own, closed
 at once.
 """
 
-from collections import deque
+from collections import OrderedDict, deque
 
 from .events import EVENT_TITLES, RETRANSMIT, STATE_CHANGE, describe_state
 from .fmt import escape_comm, format_addr, format_endpoint
@@ -26,7 +26,9 @@ class Tracker:
     def __init__(self, max_conns=10000, max_steps=32):
         self.max_conns = max_conns
         self.max_steps = max_steps
-        self.open = {}  # socket address (or tuple, for a reset with no socket) -> connection
+        # socket address -> connection, oldest first (an OrderedDict: a dict's first key is not O(1) to find
+        # after many deletions, and under churn with lost CLOSE events the oldest is let go all the time)
+        self.open = OrderedDict()
         self.closed = deque(maxlen=max_conns)
         self.left_out = 0
 
@@ -47,7 +49,7 @@ class Tracker:
                 c[2].append((row[_TS], typ, new))
                 return
             if len(self.open) >= self.max_conns:
-                self._close(self.open.pop(next(iter(self.open))))
+                self._close(self.open.popitem(last=False)[1])
             self.open[key] = c
         else:
             c[1] = row
