@@ -74,9 +74,6 @@ class Clock:
     def __init__(self):
         self.offset_ns = time.time_ns() - time.monotonic_ns()
 
-    def wall(self, ts_ns: int) -> float:
-        return (ts_ns + self.offset_ns) / 1e9
-
 
 _STATES = [state_name(n) for n in range(32)]
 
@@ -127,9 +124,6 @@ class TextFormatter(_Formatter):
 
     def _second(self, sec):
         return time.strftime("%b %d %Y %H:%M:%S", time.localtime(sec))
-
-    def endpoint(self, family, raw, port):
-        return f"{self.addrs[family][raw]}:{port}"
 
     def format(self, row) -> str:
         ts, _sk, _ino, sa, da, pid, _ns, sp, dp, fam, typ, _old, new, _own, _fl, comm = row

@@ -8,7 +8,6 @@ listening sockets so that connections they accept get their owner.
 """
 
 import os
-import socket
 import time
 
 
@@ -115,7 +114,3 @@ class ProcOwners:
             if pid is not None:
                 out.append((family, addr, port, pid, self.comm(pid)))
         return out
-
-
-def family_of(af):
-    return 4 if af == socket.AF_INET else 6
