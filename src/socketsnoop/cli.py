@@ -77,8 +77,8 @@ def build_parser():
     out.add_argument("--include-unspecified", action="store_true",
                      help="also show events with an unspecified address (0.0.0.0, ::), e.g. listening sockets")
     out.add_argument("--no-report", action="store_true", help="no connection lifecycle report on exit")
-    out.add_argument("--max-tracked", type=positive("--max-tracked", int, 10**7), default=10000, metavar="N",
-                     help="connections the exit report keeps, the most recent (default 10000)")
+    out.add_argument("--max-tracked", type=positive("--max-tracked", int, 10**7), default=1000, metavar="N",
+                     help="connections the exit report keeps, the most recent (default 1000)")
     out.add_argument("--stats", type=positive("--stats"), metavar="SECONDS",
                      help="print a one-line summary on stderr every SECONDS")
     run = p.add_argument_group("running")

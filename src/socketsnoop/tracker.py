@@ -23,7 +23,7 @@ _TS, _SK, _PID, _SPORT, _TYPE, _NEW = 0, 1, 5, 7, 10, 12
 
 
 class Tracker:
-    def __init__(self, max_conns=10000, max_steps=32):
+    def __init__(self, max_conns=1000, max_steps=32):
         self.max_conns = max_conns
         self.max_steps = max_steps
         # socket address -> connection, oldest first (an OrderedDict: a dict's first key is not O(1) to find
