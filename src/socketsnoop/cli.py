@@ -59,6 +59,32 @@ def positive(option, cast=float, maximum=10**9):
     return conv
 
 
+def add_filter_args(f):
+    """The filter options, on a parser or group: the monitor's and `report`'s are the same."""
+    f.add_argument("-p", "--pid", action="append", type=lambda v: parse_pid(v, "--pid"), default=[],
+                   help="owning process id (repeatable)")
+    f.add_argument("-c", "--comm", action="append", type=lambda v: parse_comm(v, "--comm"), default=[],
+                   help="owning command name, exact (repeatable)")
+    f.add_argument("-P", "--port", action="append", type=lambda v: parse_port(v, "--port"), default=[],
+                   help="port at either end (repeatable)")
+    f.add_argument("--src-port", action="append", type=lambda v: parse_port(v, "--src-port"), default=[],
+                   help="local port (SRC)")
+    f.add_argument("--dst-port", action="append", type=lambda v: parse_port(v, "--dst-port"), default=[],
+                   help="remote port (DST)")
+    f.add_argument("-a", "--addr", action="append", type=lambda v: parse_cidr(v, "--addr"), default=[],
+                   help="address or CIDR at either end, IPv4 or IPv6")
+    f.add_argument("--src", action="append", type=lambda v: parse_cidr(v, "--src"), default=[],
+                   help="local address or CIDR")
+    f.add_argument("--dst", action="append", type=lambda v: parse_cidr(v, "--dst"), default=[],
+                   help="remote address or CIDR")
+    f.add_argument("-s", "--state", action="append", type=lambda v: parse_state(v, "--state"), default=[],
+                   help="new state, e.g. ESTABLISHED, SYN_SENT, CLOSE (repeatable)")
+    f.add_argument("-4", "--ipv4", action="store_true", help="IPv4 only")
+    f.add_argument("-6", "--ipv6", action="store_true", help="IPv6 only")
+    f.add_argument("--no-retransmits", action="store_true", help="no retransmission events")
+    f.add_argument("--no-resets", action="store_true", help="no reset events")
+
+
 def build_parser():
     p = _Parser(
         prog="socket-snoop",
@@ -88,29 +114,7 @@ def build_parser():
     run.add_argument("--buffer-size", type=parse_size, default=8 << 20, metavar="SIZE",
                      help="buffer size, e.g. 8M (default), rounded up to a power of two")
     run.add_argument("--config", metavar="PATH", help=f"config file (default {DEFAULT_CONFIG} if it exists)")
-    f = p.add_argument_group("filters (in the kernel; values of one kind OR-ed, kinds AND-ed)")
-    f.add_argument("-p", "--pid", action="append", type=lambda v: parse_pid(v, "--pid"), default=[],
-                   help="owning process id (repeatable)")
-    f.add_argument("-c", "--comm", action="append", type=lambda v: parse_comm(v, "--comm"), default=[],
-                   help="owning command name, exact (repeatable)")
-    f.add_argument("-P", "--port", action="append", type=lambda v: parse_port(v, "--port"), default=[],
-                   help="port at either end (repeatable)")
-    f.add_argument("--src-port", action="append", type=lambda v: parse_port(v, "--src-port"), default=[],
-                   help="local port (SRC)")
-    f.add_argument("--dst-port", action="append", type=lambda v: parse_port(v, "--dst-port"), default=[],
-                   help="remote port (DST)")
-    f.add_argument("-a", "--addr", action="append", type=lambda v: parse_cidr(v, "--addr"), default=[],
-                   help="address or CIDR at either end, IPv4 or IPv6")
-    f.add_argument("--src", action="append", type=lambda v: parse_cidr(v, "--src"), default=[],
-                   help="local address or CIDR")
-    f.add_argument("--dst", action="append", type=lambda v: parse_cidr(v, "--dst"), default=[],
-                   help="remote address or CIDR")
-    f.add_argument("-s", "--state", action="append", type=lambda v: parse_state(v, "--state"), default=[],
-                   help="new state, e.g. ESTABLISHED, SYN_SENT, CLOSE (repeatable)")
-    f.add_argument("-4", "--ipv4", action="store_true", help="IPv4 only")
-    f.add_argument("-6", "--ipv6", action="store_true", help="IPv6 only")
-    f.add_argument("--no-retransmits", action="store_true", help="no retransmission events")
-    f.add_argument("--no-resets", action="store_true", help="no reset events")
+    add_filter_args(p.add_argument_group("filters (in the kernel; values of one kind OR-ed, kinds AND-ed)"))
     return p
 
 

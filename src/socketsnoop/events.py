@@ -63,6 +63,7 @@ TCP_STATES = {
     13: "BOUND_INACTIVE",
 }
 STATE_NUMBERS = {name: num for num, name in TCP_STATES.items()}
+TCP_ESTABLISHED, TCP_TIME_WAIT, TCP_CLOSE, TCP_NEW_SYN_RECV = 1, 6, 7, 12
 
 
 def state_name(num):

@@ -1,10 +1,10 @@
 """The live monitor: kernel events -> decode -> enrich -> format -> sinks, and the report on exit."""
 
 import signal
-from bisect import bisect_right
-from operator import itemgetter
 import sys
 import time
+from bisect import bisect_right
+from operator import itemgetter
 
 from .events import (
     C_FILTERED,
@@ -20,6 +20,7 @@ from .events import (
     OWNER_CURRENT,
     OWNER_PROC,
     RECORD,
+    TCP_CLOSE,
     Event,
 )
 from .fmt import Clock, JsonFormatter, TextFormatter
@@ -29,7 +30,6 @@ from .sinks import ConsoleSink, LogFileSink
 from .tracker import Tracker
 
 POLL_S = 0.1
-TCP_CLOSE = 7
 DRAIN_S = 0.25  # longest stretch of reading before the main loop looks at signals and timers
 _ts = itemgetter(0)  # longest wait for a batch: lines reach the log within this, plus the write
 
@@ -233,7 +233,8 @@ class Monitor:
              f"state {c[C_SEEN_STATE] - c0[C_SEEN_STATE]}, retransmit {c[C_SEEN_RETRANSMIT] - c0[C_SEEN_RETRANSMIT]}, "
              f"reset sent {c[C_SEEN_RESET_SENT] - c0[C_SEEN_RESET_SENT]}, "
              f"reset received {c[C_SEEN_RESET_RECEIVED] - c0[C_SEEN_RESET_RECEIVED]}; "
-             f"filtered {c[C_FILTERED] - c0[C_FILTERED]}; lost so far {c[C_LOST]}")
+             f"filtered {c[C_FILTERED] - c0[C_FILTERED]}; lost so far {c[C_LOST]}, "
+             f"missed so far {self.probe.missed(c)}")
         return now, c
 
     def finish(self):

@@ -23,6 +23,7 @@ import sys
 import zlib
 from collections import Counter, OrderedDict, namedtuple
 
+from .cli import add_filter_args
 from .errors import SnoopError
 from .events import (
     EVENT_NAMES,
@@ -31,15 +32,15 @@ from .events import (
     RESET_SENT,
     RETRANSMIT,
     STATE_CHANGE,
+    TCP_CLOSE,
+    TCP_ESTABLISHED,
     Event,
     describe_state,
     state_name,
 )
-from .filters import parse_cidr, parse_comm, parse_pid, parse_port, parse_state
 from .fmt import Clock, JsonFormatter, TextFormatter, escape_comm, format_endpoint
 from .tracker import Tracker
 
-TCP_ESTABLISHED, TCP_CLOSE = 1, 7
 MONTHS = {m: i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
 TITLE_KINDS = {title: kind for kind, title in EVENT_TITLES.items()}
@@ -525,18 +526,7 @@ def build_parser():
     p.add_argument("--no-lifecycles", action="store_true", help="the summary only")
     p.add_argument("--max-tracked", type=count_option("--max-tracked"), default=100000, metavar="N",
                    help=f"connections kept for the lifecycles, the most recent (default 100000, at most {MAX_COUNT})")
-    f = p.add_argument_group("filters (as the monitor's: values of one kind OR-ed, kinds AND-ed)")
-    for flags, parse, kw in (
-        (("-p", "--pid"), parse_pid, {}), (("-c", "--comm"), parse_comm, {}), (("-P", "--port"), parse_port, {}),
-        (("--src-port",), parse_port, {}), (("--dst-port",), parse_port, {}), (("-a", "--addr"), parse_cidr, {}),
-        (("--src",), parse_cidr, {}), (("--dst",), parse_cidr, {}), (("-s", "--state"), parse_state, {}),
-    ):
-        f.add_argument(*flags, action="append", default=[], **kw,
-                       type=lambda v, parse=parse, opt=flags[-1]: parse(v, opt))
-    f.add_argument("-4", "--ipv4", action="store_true", help="IPv4 only")
-    f.add_argument("-6", "--ipv6", action="store_true", help="IPv6 only")
-    f.add_argument("--no-retransmits", action="store_true", help="no retransmission events")
-    f.add_argument("--no-resets", action="store_true", help="no reset events")
+    add_filter_args(p.add_argument_group("filters (as the monitor's: values of one kind OR-ed, kinds AND-ed)"))
     p.set_defaults(include_unspecified=True)  # the log has what the monitor was told to log
     return p
 

@@ -13,11 +13,17 @@ at once.
 
 from collections import OrderedDict, deque
 
-from .events import EVENT_TITLES, RETRANSMIT, STATE_CHANGE, describe_state
+from .events import (
+    EVENT_TITLES,
+    RETRANSMIT,
+    STATE_CHANGE,
+    TCP_CLOSE,
+    TCP_NEW_SYN_RECV,
+    TCP_TIME_WAIT,
+    describe_state,
+)
 from .fmt import escape_comm, format_addr, format_endpoint
 
-TCP_CLOSE = 7
-TCP_TIME_WAIT, TCP_NEW_SYN_RECV = 6, 12  # sockets that never report CLOSE (not full sockets)
 # tuple positions of struct event's fields (events.Event)
 _TS, _SK, _PID, _SPORT, _TYPE, _NEW = 0, 1, 5, 7, 10, 12
 
