@@ -48,11 +48,6 @@ def merge_by_time(rows, extra):
     return rows
 
 
-def odd_rows(records):
-    """Decoded records of a size other than the ring's usual (none come from our program)."""
-    return [EVENT.unpack(r) for r in records if len(r) == EVENT.size]
-
-
 def _err(msg):
     try:
         print(msg, file=sys.stderr, flush=True)
@@ -154,16 +149,14 @@ class Monitor:
         main, nested = self.probe.reader, self.probe.nested_reader
         deadline = time.monotonic() + DRAIN_S
         while True:
-            blob, odd = main.read()
-            nblob, nodd = nested.read()
-            if not (blob or odd or nblob or nodd):
+            blob = main.read()
+            nblob = nested.read()
+            if not (blob or nblob):
                 return
             rows = RECORD.iter_unpack(blob)
-            if nblob or nodd:  # events made inside another of our programs: merge them in by time
-                rows = merge_by_time(list(rows), [*RECORD.iter_unpack(nblob), *odd_rows(nodd)])
+            if nblob:  # events made inside another of our programs: merge them in by time
+                rows = merge_by_time(list(rows), list(RECORD.iter_unpack(nblob)))
             self.handle(rows)
-            if odd:
-                self.handle(odd_rows(odd))
             if not until_empty and time.monotonic() >= deadline:
                 return
 

@@ -210,7 +210,7 @@ class Probe:
         return self.reader
 
     def counters(self):
-        """Sums over CPUs of the kernel's counters (events.C_*), perf losses added to C_LOST."""
+        """Sums over CPUs of the kernel's counters (events.C_*)."""
         out = [0] * C_MAX
         if not self.obj:
             return out

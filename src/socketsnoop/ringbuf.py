@@ -48,18 +48,17 @@ class RingBuffer:
     def read(self, max_bytes=1 << 20):
         """Take the records ready now, up to about max_bytes of them.
 
-        Returns (blob, odd): blob is a run of full-size records, each with its
-        8-byte header in front (decode with a struct that skips 8 bytes), and
-        odd is a list of records of another size (none from our program).
+        Returns a run of records, each with its 8-byte header in front (decode
+        with a struct that skips 8 bytes). Discarded records, and any of another
+        size (our program writes none), are passed over.
         """
         cons = _U64.unpack_from(self.cons, 0)[0]
         prod = _U64.unpack_from(self.prod, 0)[0]
         if cons >= prod:
-            return b"", []
+            return b""
         view, page, mask, slot, want = self.view, self.page, self.mask, self.slot, self.record_size
         u32 = _U32.unpack_from
         chunks = []
-        odd = []
         start = cons
         end = min(prod, cons + min(max_bytes, self.size))  # a run fits in the double mapping
         pos = cons
@@ -74,14 +73,12 @@ class RingBuffer:
             if start < pos:
                 chunks.append(view[page + (start & mask): page + (start & mask) + (pos - start)].tobytes())
             length = hdr & ~(BUSY | DISCARD)
-            if not hdr & DISCARD:
-                odd.append(view[off + 8: off + 8 + length].tobytes())
             pos += (length + 8 + 7) & ~7
             start = pos
         if start < pos:
             chunks.append(view[page + (start & mask): page + (start & mask) + (pos - start)].tobytes())
         _U64.pack_into(self.cons, 0, pos)
-        return b"".join(chunks) if len(chunks) != 1 else chunks[0], odd
+        return b"".join(chunks) if len(chunks) != 1 else chunks[0]
 
     def close(self):
         self.epoll.close()
