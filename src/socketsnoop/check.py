@@ -145,11 +145,9 @@ def check_load(opts):
 
 def monitor_options(config):
     """The monitor's options from the config file, as `socket-snoop` would run; (opts, error Result)."""
-    from .cli import DEFAULT_CONFIG, build_parser
-    from .config import parse_with_config
-    argv = ["--config", config] if config else []
+    from .cli import build_parser, options_from_config
     try:
-        return parse_with_config(build_parser(), argv, DEFAULT_CONFIG), None
+        return options_from_config(config), None
     except SnoopError as e:
         return build_parser().parse_args([]), Result("config file", False, str(e).removeprefix("socket-snoop: "))
 

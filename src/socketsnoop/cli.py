@@ -127,9 +127,19 @@ def filters_from(opts):
     ).check()
 
 
-def run_monitor(argv):
+def monitor_options(argv):
+    """The monitor's options: the config file's, then argv's."""
     from .config import parse_with_config
-    opts = parse_with_config(build_parser(), argv, DEFAULT_CONFIG)
+    return parse_with_config(build_parser(), argv, DEFAULT_CONFIG)
+
+
+def options_from_config(config=None):
+    """The options `socket-snoop` would run with, given only a config file (None: the default one)."""
+    return monitor_options(["--config", config] if config else [])
+
+
+def run_monitor(argv):
+    opts = monitor_options(argv)
     filters = filters_from(opts)
     from .monitor import Monitor
     return Monitor(opts, filters).run()

@@ -171,9 +171,8 @@ def render_logrotate(log_files):
 
 def log_files(config):
     """The log files to rotate: the default one, and the configured one if it differs."""
-    from .cli import DEFAULT_CONFIG, DEFAULT_LOG, build_parser
-    from .config import parse_with_config
-    opts = parse_with_config(build_parser(), ["--config", config] if config else [], DEFAULT_CONFIG)
+    from .cli import DEFAULT_LOG, options_from_config
+    opts = options_from_config(config)
     files = [DEFAULT_LOG]
     if opts.log_file and os.path.abspath(opts.log_file) != DEFAULT_LOG:
         files.append(os.path.abspath(opts.log_file))
