@@ -22,7 +22,7 @@ enum ss_owner {
 	SS_OWNER_CURRENT = 0,	/* no owner known: the task the event ran in */
 	SS_OWNER_SOCKET = 1,	/* recorded when the socket's owner made a syscall */
 	SS_OWNER_LISTENER = 2,	/* passive open: the owner of the listening socket */
-	SS_OWNER_NONE = 3,	/* no socket (a reset answering a packet to a closed port): pid 0 */
+	SS_OWNER_NONE = 3,	/* nobody: a reset answering a closed port, or from a timewait socket: pid 0 */
 };
 
 /* struct event.flags */
