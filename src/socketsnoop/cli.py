@@ -59,26 +59,25 @@ def positive(option, cast=float, maximum=10**9):
     return conv
 
 
+# repeatable filter options: flags, parser, help
+FILTER_OPTIONS = (
+    (("-p", "--pid"), parse_pid, "owning process id (repeatable)"),
+    (("-c", "--comm"), parse_comm, "owning command name, exact (repeatable)"),
+    (("-P", "--port"), parse_port, "port at either end (repeatable)"),
+    (("--src-port",), parse_port, "local port (SRC)"),
+    (("--dst-port",), parse_port, "remote port (DST)"),
+    (("-a", "--addr"), parse_cidr, "address or CIDR at either end, IPv4 or IPv6"),
+    (("--src",), parse_cidr, "local address or CIDR"),
+    (("--dst",), parse_cidr, "remote address or CIDR"),
+    (("-s", "--state"), parse_state, "new state, e.g. ESTABLISHED, SYN_SENT, CLOSE (repeatable)"),
+)
+
+
 def add_filter_args(f):
     """The filter options, on a parser or group: the monitor's and `report`'s are the same."""
-    f.add_argument("-p", "--pid", action="append", type=lambda v: parse_pid(v, "--pid"), default=[],
-                   help="owning process id (repeatable)")
-    f.add_argument("-c", "--comm", action="append", type=lambda v: parse_comm(v, "--comm"), default=[],
-                   help="owning command name, exact (repeatable)")
-    f.add_argument("-P", "--port", action="append", type=lambda v: parse_port(v, "--port"), default=[],
-                   help="port at either end (repeatable)")
-    f.add_argument("--src-port", action="append", type=lambda v: parse_port(v, "--src-port"), default=[],
-                   help="local port (SRC)")
-    f.add_argument("--dst-port", action="append", type=lambda v: parse_port(v, "--dst-port"), default=[],
-                   help="remote port (DST)")
-    f.add_argument("-a", "--addr", action="append", type=lambda v: parse_cidr(v, "--addr"), default=[],
-                   help="address or CIDR at either end, IPv4 or IPv6")
-    f.add_argument("--src", action="append", type=lambda v: parse_cidr(v, "--src"), default=[],
-                   help="local address or CIDR")
-    f.add_argument("--dst", action="append", type=lambda v: parse_cidr(v, "--dst"), default=[],
-                   help="remote address or CIDR")
-    f.add_argument("-s", "--state", action="append", type=lambda v: parse_state(v, "--state"), default=[],
-                   help="new state, e.g. ESTABLISHED, SYN_SENT, CLOSE (repeatable)")
+    for flags, parse, text in FILTER_OPTIONS:
+        f.add_argument(*flags, action="append", default=[], help=text,
+                       type=lambda v, parse=parse, option=flags[-1]: parse(v, option))
     f.add_argument("-4", "--ipv4", action="store_true", help="IPv4 only")
     f.add_argument("-6", "--ipv6", action="store_true", help="IPv6 only")
     f.add_argument("--no-retransmits", action="store_true", help="no retransmission events")

@@ -88,7 +88,6 @@ class _Formatter:
     millis = [".%03d" % i for i in range(1000)]
 
     def __init__(self, clock: Clock):
-        self.clock = clock
         self._offset = clock.offset_ns
         self._ms = None
         self._stamp = ""

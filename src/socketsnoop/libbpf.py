@@ -260,7 +260,7 @@ class PerfBuffer:
                     self.error = e
 
         self._sample = PERF_SAMPLE_FN(sample)
-        self._lost = PERF_LOST_FN(lambda ctx, cpu, n: on_lost(n))
+        self._lost = PERF_LOST_FN(lambda ctx, cpu, n: on_lost(n)) if on_lost else PERF_LOST_FN()  # NULL: none
         ctypes.set_errno(0)
         self.pb = self.bpf.perf_new(map_fd, page_cnt, self._sample, self._lost, None, None)
         if not self.pb:

@@ -29,9 +29,9 @@ from .probe import Probe, preflight
 from .sinks import ConsoleSink, LogFileSink
 from .tracker import Tracker
 
-POLL_S = 0.1
+POLL_S = 0.1  # longest wait for a batch: lines reach the log within this, plus the write
 DRAIN_S = 0.25  # longest stretch of reading before the main loop looks at signals and timers
-_ts = itemgetter(0)  # longest wait for a batch: lines reach the log within this, plus the write
+_ts = itemgetter(0)  # an event's time
 
 
 def merge_by_time(rows, extra):
@@ -237,8 +237,6 @@ class Monitor:
         lines = ["Stopping monitoring...", ""]
         if self.tracker is not None:
             lines += self.tracker.report(self.text.stamp)
-            shown = len(self.tracker)
-            lines.append(f"Connections: {shown} shown, {self.tracker.left_out} not shown")
         lines.append(f"Totals: seen={c[C_SEEN]} captured={c[C_SENT]} "
                      f"filtered={c[C_FILTERED] + self.user_filtered} lost={c[C_LOST]} missed={missed} "
                      f"lines={self.lines}")

@@ -199,11 +199,8 @@ class Probe:
         """The ring buffer (read(): a blob of records), or for --buffer perf a perf buffer."""
         if self.buffer == "perf":
             pages = _pow2_at_least(self.buffer_size // max(self.ncpus, 1) // 4096, 1)
-
-            def lost(n):
-                pass  # the kernel program already counted each failed write as lost
-
-            self.reader = PerfBuffer(self.obj.map_fd("perf_events"), pages, on_sample, lost)
+            # no lost callback: the kernel program already counts each failed write as lost
+            self.reader = PerfBuffer(self.obj.map_fd("perf_events"), pages, on_sample, None)
         else:
             self.reader = RingBuffer(self.obj.map_fd("events"), self.buffer_size, EVENT.size)
             self.nested_reader = RingBuffer(self.obj.map_fd("events_nested"), self.nested_size, EVENT.size)

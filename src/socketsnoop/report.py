@@ -460,7 +460,6 @@ class Report:
         out = []
         if lifecycles:
             out += list(self.tracker.report(stamp))
-            out.append(f"Connections: {len(self.tracker)} shown, {self.tracker.left_out} not shown")
             out.append("")
         s = self.summary(top)
         span = (f"{stamp(self.first)} to {stamp(self.last)}" if self.first is not None else "no events")

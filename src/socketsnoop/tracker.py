@@ -112,3 +112,4 @@ class Tracker:
         if self.left_out:
             yield (f"({self.left_out} connections not shown: the report keeps the {self.max_conns} most "
                    "recently closed and as many of the most recently opened)")
+        yield f"Connections: {len(self)} shown, {self.left_out} not shown"
