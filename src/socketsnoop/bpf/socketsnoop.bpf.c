@@ -152,14 +152,6 @@ static __always_inline void leave(struct cpu_state *cs)
 		cs->depth--;
 }
 
-static __always_inline bool nested(void)
-{
-	__u32 zero = 0;
-	struct cpu_state *cs = bpf_map_lookup_elem(&running, &zero);
-
-	return cs && cs->depth > 1;
-}
-
 static __always_inline void count(__u32 idx)
 {
 	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
@@ -406,7 +398,8 @@ static __always_inline bool wanted(struct event *e)
 	return true;
 }
 
-static __always_inline int emit(void *ctx, struct event *e)
+/* cs: this CPU's state, from enter(): are we running inside another of our programs? */
+static __always_inline int emit(void *ctx, struct event *e, const struct cpu_state *cs)
 {
 	long err;
 
@@ -418,7 +411,7 @@ static __always_inline int emit(void *ctx, struct event *e)
 	if (use_perf) {
 		/* each CPU's perf buffer takes nested writes */
 		err = bpf_perf_event_output(ctx, &perf_events, BPF_F_CURRENT_CPU, e, sizeof(*e));
-	} else if (nested()) {
+	} else if (cs && cs->depth > 1) {
 		err = bpf_ringbuf_output(&events_nested, e, sizeof(*e), BPF_RB_NO_WAKEUP);
 		if (err) /* the other ring as a rescue */
 			err = bpf_ringbuf_output(&events, e, sizeof(*e), 0);
@@ -462,7 +455,8 @@ static __always_inline bool by_owner_syscall(int oldstate, int newstate)
 	/* not SYN_SENT -> CLOSE: a refused or timed-out connect ends there in softirq context */
 }
 
-static __always_inline int set_state(void *ctx, const struct sock *sk, const int oldstate, const int newstate)
+static __always_inline int set_state(void *ctx, const struct sock *sk, const int oldstate, const int newstate,
+				     const struct cpu_state *cs)
 {
 	struct event e = {};
 	__u64 key = (__u64)sk;
@@ -525,7 +519,7 @@ static __always_inline int set_state(void *ctx, const struct sock *sk, const int
 				bpf_map_delete_elem(&listeners, &lk);
 		}
 	}
-	return emit(ctx, &e);
+	return emit(ctx, &e, cs);
 }
 
 SEC("tp_btf/inet_sock_set_state")
@@ -536,7 +530,7 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 	if (!cs)
 		return 0;
 	cs->set_state_running = 1;
-	set_state(ctx, sk, oldstate, newstate);
+	set_state(ctx, sk, oldstate, newstate, cs);
 	cs->set_state_running = 0;
 	leave(cs);
 	return 0;
@@ -560,14 +554,14 @@ int BPF_PROG(handle_set_state_nested, const struct sock *sk, const int oldstate,
 
 	if (!cs || !cs->set_state_running)
 		return 0;
-	enter();
+	cs->depth++;
 	count(SS_C_NESTED);
-	set_state(ctx, sk, oldstate, newstate);
+	set_state(ctx, sk, oldstate, newstate, cs);
 	leave(cs);
 	return 0;
 }
 
-static __always_inline int sock_event(void *ctx, const struct sock *sk, __u8 type)
+static __always_inline int sock_event(void *ctx, const struct sock *sk, __u8 type, const struct cpu_state *cs)
 {
 	struct event e = {};
 
@@ -578,7 +572,7 @@ static __always_inline int sock_event(void *ctx, const struct sock *sk, __u8 typ
 	e.netns = netns_of(sk);
 	fill_owner(&e, sk);
 	fill_full_sock(&e, sk);
-	return emit(ctx, &e);
+	return emit(ctx, &e, cs);
 }
 
 SEC("tp_btf/tcp_retransmit_skb")
@@ -596,7 +590,7 @@ int BPF_PROG(handle_retransmit, const struct sock *sk, const struct sk_buff *skb
 
 	count(SS_C_SEEN);
 	count(SS_C_SEEN_RETRANSMIT);
-	sock_event(ctx, sk, SS_EV_RETRANSMIT);
+	sock_event(ctx, sk, SS_EV_RETRANSMIT, cs);
 	leave(cs);
 	return 0;
 }
@@ -608,7 +602,7 @@ int BPF_PROG(handle_receive_reset, const struct sock *sk)
 
 	count(SS_C_SEEN);
 	count(SS_C_SEEN_RESET_RECEIVED);
-	sock_event(ctx, sk, SS_EV_RESET_RECEIVED);
+	sock_event(ctx, sk, SS_EV_RESET_RECEIVED, cs);
 	leave(cs);
 	return 0;
 }
@@ -652,7 +646,8 @@ static __always_inline bool fill_from_packet(struct event *e, const struct sk_bu
 	return true;
 }
 
-static __always_inline int send_reset(void *ctx, const struct sock *sk, const struct sk_buff *skb)
+static __always_inline int send_reset(void *ctx, const struct sock *sk, const struct sk_buff *skb,
+				      const struct cpu_state *cs)
 {
 	struct event e = {};
 
@@ -671,7 +666,7 @@ static __always_inline int send_reset(void *ctx, const struct sock *sk, const st
 		e.owner = SS_OWNER_NONE; /* the kernel answered for no process: pid 0, no comm */
 		if (skb && skb->dev)
 			e.netns = skb->dev->nd_net.net->ns.inum;
-		return emit(ctx, &e);
+		return emit(ctx, &e, cs);
 	}
 	e.newstate = sk->__sk_common.skc_state;
 	e.netns = netns_of(sk);
@@ -690,7 +685,7 @@ static __always_inline int send_reset(void *ctx, const struct sock *sk, const st
 		/* a full socket (request and timewait ones are smaller: no sk_socket to read) */
 		fill_owner(&e, sk);
 	}
-	return emit(ctx, &e);
+	return emit(ctx, &e, cs);
 }
 
 SEC("tp_btf/tcp_send_reset")
@@ -698,7 +693,7 @@ int BPF_PROG(handle_send_reset, const struct sock *sk, const struct sk_buff *skb
 {
 	struct cpu_state *cs = enter();
 
-	send_reset(ctx, sk, skb);
+	send_reset(ctx, sk, skb, cs);
 	leave(cs);
 	return 0;
 }
