@@ -140,13 +140,14 @@ def test_json_schema(monitor):
 
 
 def test_retransmissions_under_packet_loss(monitor):
-    """An nftables input rule drops half the packets to the server's port: the client retransmits."""
+    """An nftables input rule drops 30% of the packets to the server's port: the client retransmits.
+    (At 50% a SYN dropped five times in a row took over a minute of backoff on a slow emulated kernel.)"""
     port = free_port()
     m = monitor("-P", str(port), "--no-report")
     srv = start_server("127.0.0.1", port, "ss-lossy", count=3)
     try:
-        with nft_drop(port, 50):
-            cpid, _ = run_client("127.0.0.1", port, "ss-retx", count=3, size=200000, timeout=60)
+        with nft_drop(port, 30):
+            cpid, _ = run_client("127.0.0.1", port, "ss-retx", count=3, size=100000, timeout=60)
         srv.communicate(timeout=60)
     finally:
         srv.kill()

@@ -118,8 +118,8 @@ except ConnectionRefusedError:
     p.communicate(timeout=30)
     srv = start_server("127.0.0.1", lossy, "ss-nlossy", count=2)
     try:
-        with nft_drop(lossy, 50):
-            run_client("127.0.0.1", lossy, "ss-nretx", count=2, size=200000, timeout=60)
+        with nft_drop(lossy, 30):
+            run_client("127.0.0.1", lossy, "ss-nretx", count=2, size=100000, timeout=60)
         srv.communicate(timeout=60)
     finally:
         srv.kill()
