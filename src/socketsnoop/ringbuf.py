@@ -32,6 +32,7 @@ class RingBuffer:
         self.cons = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
         self.prod = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
         self.view = memoryview(self.prod)
+        self._full = _U32.pack(record_size) * (size // self.slot + 1)  # the headers of a run of full records
         self.epoll = select.epoll()
         self.epoll.register(map_fd, select.EPOLLIN)
 
@@ -57,15 +58,23 @@ class RingBuffer:
         if cons >= prod:
             return b""
         view, page, mask, slot, want = self.view, self.page, self.mask, self.slot, self.record_size
+        end = min(prod, cons + min(max_bytes, self.size))  # a run fits in the double mapping
+        # The common case, checked at C speed: the run is whole records of our size, all committed.
+        n = (end - cons) // slot
+        if n:
+            off = page + (cons & mask)
+            run = view[off: off + n * slot]
+            if run.cast("I")[:: slot // 4].tobytes() == self._full[: 4 * n]:
+                _U64.pack_into(self.cons, 0, cons + n * slot)
+                return run.tobytes()
         u32 = _U32.unpack_from
         chunks = []
         start = cons
-        end = min(prod, cons + min(max_bytes, self.size))  # a run fits in the double mapping
         pos = cons
         while pos < end:
             off = page + (pos & mask)
             hdr = u32(view, off)[0]
-            if hdr == want:  # committed, full size: the common case
+            if hdr == want:  # committed, full size
                 pos += slot
                 continue
             if hdr & BUSY:
