@@ -7,7 +7,6 @@ import time
 import pytest
 
 from socketsnoop import events, fmt
-from socketsnoop.events import Event
 from socketsnoop.tracker import Tracker
 
 
@@ -17,7 +16,7 @@ def ev(**kw):
                 family=4, type=events.STATE_CHANGE, oldstate=1, newstate=4, owner=1, flags=0,
                 comm=b"audacious".ljust(16, b"\0"))
     base.update(kw)
-    return Event(**base)
+    return events.make_row(**base)
 
 
 @pytest.fixture
@@ -141,14 +140,14 @@ def test_tracker_keeps_closed_connections_bounded():
     for key in range(10):
         t.add(row(key, key, new=7))
     assert len(t) == 3 and t.left_out == 7
-    assert [c[1][1] for c in t.connections()] == [7, 8, 9]
+    assert [c[1].skaddr for c in t.connections()] == [7, 8, 9]
 
 
 def test_tracker_keeps_bound_on_steps():
     t = Tracker(max_steps=3)
     for i in range(10):
         t.add(row(1, i, typ=events.RETRANSMIT))
-    first, last, steps, retransmits, dropped, sport = t.open[1]
+    first, last, steps, retransmits, dropped = t.open[1]
     assert len(steps) == 3 and dropped == 7 and retransmits == 10
 
 
@@ -166,4 +165,4 @@ def test_tracker_keeps_local_port_once_known():
     t.add(row(1, 0, new=2, sport=0))
     t.add(row(1, 1, new=1, sport=5555))
     t.add(row(1, 2, typ=events.RESET_SENT, sport=0))
-    assert t.open[1][5] == 5555 and Tracker.describe(t.open[1])["src"] == "10.100.10.150:5555"
+    assert Tracker.describe(t.open[1])["src"] == "10.100.10.150:5555"

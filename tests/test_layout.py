@@ -59,7 +59,32 @@ def test_event_matches_c():
     assert total == size
     for name, off in py.items():
         assert c[name] == off, name
-    assert events.RECORD.size == size + 8
+
+
+def test_row_decoding_matches_c():
+    """A row is struct event with pid .. family taken as one string (events.IDENT): those fields must be
+    contiguous in C, in IDENT's order, and the row's other fields where the event has them."""
+    c, size = btf_struct("event")
+    assert events.ROW.size == size and events.RECORD.size == size + 8
+    py, total = python_offsets(events.ROW_FORMAT, events.Row._fields)
+    assert total == size
+    for name in events.Row._fields[:-1]:
+        assert c[name] == py[name], name
+    start = py["ident"]
+    assert c["pid"] == start
+    inner, length = python_offsets(events.IDENT_FORMAT, events.Ident._fields)
+    assert length == events.IDENT_STRUCT.size == struct.calcsize(f"<{length}s")
+    for name, off in inner.items():
+        assert c[name] == start + off, name
+    assert events.ROW_FORMAT.count(f"{length}s") == 1
+
+
+def test_make_row_decodes_back():
+    row = events.make_row(ts_ns=7, skaddr=8, pid=9, sport=10, dport=11, saddr=b"\x01" * 16, daddr=b"\x02" * 16,
+                          comm=b"x", family=6, newstate=1)
+    packed = events.EVENT.pack(7, 8, 0, 0, 1, 0, 1, 0, 0, 9, 10, 11, b"\x01" * 16, b"\x02" * 16, b"x", 6)
+    assert events.ROW.unpack(packed) == tuple(row)
+    assert events.ident_of(row) == (9, 10, 11, b"\x01" * 16, b"\x02" * 16, b"x".ljust(16, b"\0"), 6)
 
 
 @pytest.mark.parametrize("name,packer,fields", [

@@ -15,7 +15,7 @@ import pytest
 
 
 from socketsnoop import report
-from socketsnoop.events import RESET_SENT, RETRANSMIT, STATE_CHANGE, Event
+from socketsnoop.events import RESET_SENT, RETRANSMIT, STATE_CHANGE, make_row
 from socketsnoop.filters import Filters, parse_cidr
 from socketsnoop.fmt import Clock, JsonFormatter, TextFormatter
 
@@ -103,17 +103,18 @@ def events(clock):
     t0 = 1_735_596_325_000_000_000 - clock.offset_ns  # 2024-12-30 22:05:25 UTC, on the monotonic clock
     v4 = lambda a: socket.inet_aton(a) + bytes(12)  # noqa: E731
     v6 = lambda a: socket.inet_pton(socket.AF_INET6, a)  # noqa: E731
+    curl = {"skaddr": 0xA1, "ino": 5, "saddr": v4("192.0.2.1"), "daddr": v4("198.51.100.7"), "pid": 42, "netns": 1,
+            "dport": 443, "family": 4, "owner": 1, "comm": b"curl\0"}
     return [
-        Event(t0, 0xA1, 5, v4("192.0.2.1"), v4("198.51.100.7"), 42, 1, 0, 443, 4, STATE_CHANGE, 7, 2, 1, 0,
-              b"curl\0"),
-        Event(t0 + 10**6, 0xA1, 5, v4("192.0.2.1"), v4("198.51.100.7"), 42, 1, 50000, 443, 4, STATE_CHANGE, 2, 1,
-              1, 0, b"curl\0"),
-        Event(t0 + 2 * 10**6, 0xA1, 5, v4("192.0.2.1"), v4("198.51.100.7"), 42, 1, 50000, 443, 4, RETRANSMIT, 0,
-              1, 1, 0, b"curl\0"),
-        Event(t0 + 3 * 10**6, 0, 0, v6("2001:db8::1"), v6("2001:db8::2"), 0, 1, 80, 6000, 6, RESET_SENT, 0, 0, 3,
-              0, b"\0"),
-        Event(t0 + 4 * 10**6, 0xB2, 6, v4("192.0.2.1"), v4("192.0.2.9"), 43, 1, 22, 5000, 4, STATE_CHANGE, 1, 7,
-              1, 0, b"we\\ird \n\xff\0"),
+        make_row(ts_ns=t0, sport=0, type=STATE_CHANGE, oldstate=7, newstate=2, **curl),
+        make_row(ts_ns=t0 + 10**6, sport=50000, type=STATE_CHANGE, oldstate=2, newstate=1, **curl),
+        make_row(ts_ns=t0 + 2 * 10**6, sport=50000, type=RETRANSMIT, oldstate=0, newstate=1, **curl),
+        make_row(ts_ns=t0 + 3 * 10**6, skaddr=0, ino=0, saddr=v6("2001:db8::1"), daddr=v6("2001:db8::2"), pid=0,
+                 netns=1, sport=80, dport=6000, family=6, type=RESET_SENT, oldstate=0, newstate=0, owner=3,
+                 comm=b"\0"),
+        make_row(ts_ns=t0 + 4 * 10**6, skaddr=0xB2, ino=6, saddr=v4("192.0.2.1"), daddr=v4("192.0.2.9"), pid=43,
+                 netns=1, sport=22, dport=5000, family=4, type=STATE_CHANGE, oldstate=1, newstate=7, owner=1,
+                 comm=b"we\\ird \n\xff\0"),
     ]
 
 

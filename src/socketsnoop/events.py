@@ -4,15 +4,40 @@ import struct
 from collections import namedtuple
 
 # struct event, 96 bytes; tests/test_layout.py checks this against the C header's BTF.
-EVENT_FORMAT = "<QQQ16s16sIIHHBBBBBB6x16s"
+EVENT_FORMAT = "<QQQIBBBBB3xIHH16s16s16sB3x"
 EVENT = struct.Struct(EVENT_FORMAT)
-# the same, behind a ring buffer record's 8-byte header
-RECORD = struct.Struct("<8x" + EVENT_FORMAT[1:])
-
 Event = namedtuple(
     "Event",
-    "ts_ns skaddr ino saddr daddr pid netns sport dport family type oldstate newstate owner flags comm",
+    "ts_ns skaddr ino netns type oldstate newstate owner flags pid sport dport saddr daddr comm family",
 )
+
+# Decoding. A row is struct event with its identity fields (pid .. family: the same for most events of
+# a connection's side) left as one bytes object, which formatters key their caches by. Row positions:
+TS, SK, INO, NETNS, TYPE, OLDSTATE, NEWSTATE, OWNER, FLAGS, IDENT = range(10)
+ROW_FORMAT = "<QQQIBBBBB3x57s3x"
+ROW = struct.Struct(ROW_FORMAT)
+RECORD = struct.Struct("<8x" + ROW_FORMAT[1:])  # behind a ring buffer record's 8-byte header
+IDENT_FORMAT = "<IHH16s16s16sB"
+IDENT_STRUCT = struct.Struct(IDENT_FORMAT)
+Row = namedtuple("Row", "ts_ns skaddr ino netns type oldstate newstate owner flags ident")
+Ident = namedtuple("Ident", "pid sport dport saddr daddr comm family")
+
+
+def ident_of(row) -> Ident:
+    """A row's identity fields, decoded."""
+    return Ident._make(IDENT_STRUCT.unpack(row[IDENT]))
+
+
+def make_ident(pid, sport, dport, saddr, daddr, comm, family) -> bytes:
+    return IDENT_STRUCT.pack(pid, sport, dport, saddr, daddr, comm, family)
+
+
+def make_row(ts_ns=0, skaddr=0, ino=0, netns=0, type=1, oldstate=0, newstate=0, owner=0, flags=0,
+             pid=0, sport=0, dport=0, saddr=bytes(16), daddr=bytes(16), comm=b"", family=4) -> Row:
+    """A row from named fields (report, tests): what decoding the kernel's event gives."""
+    return Row(ts_ns, skaddr, ino, netns, type, oldstate, newstate, owner, flags,
+               make_ident(pid, sport, dport, saddr, daddr, comm, family))
+
 
 # enum ss_event_type
 STATE_CHANGE, RETRANSMIT, RESET_SENT, RESET_RECEIVED = 1, 2, 3, 4

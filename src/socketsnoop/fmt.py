@@ -4,8 +4,10 @@ Text (the seed's /var/log/socket_monitor.log, which users parse):
   Dec 30 2024 22:05:25.454 State Change: SRC=10.100.10.150:39134 DST=10.100.10.202:8000 PID=30512 COMM=audacious STATE=Connection Closing (FIN_WAIT1)
 
 Everything a process or a packet controls (COMM) is escaped, so no line can
-be forged and no terminal driven. Work that repeats is cached: the time prefix
-per second, address strings, escaped names.
+be forged and no terminal driven. Work that repeats is done once: the time
+text per millisecond, and the text of a connection side's addresses, ports
+and owner, keyed by the event's identity bytes (events.IDENT), which most of
+a connection's events share.
 """
 
 import datetime
@@ -16,6 +18,7 @@ import time
 from .events import (
     EVENT_NAMES,
     EVENT_TITLES,
+    IDENT_STRUCT,
     OWNER_NAMES,
     describe_state,
     state_name,
@@ -54,7 +57,7 @@ def format_endpoint(family: int, addr: str, port: int) -> str:
 
 
 class _Cache(dict):
-    """A dict that forgets everything when it grows past a bound (addresses, names)."""
+    """A dict that makes a missing value with make(key), and forgets everything past a bound."""
 
     def __init__(self, make, limit=65536):
         super().__init__()
@@ -75,39 +78,50 @@ class Clock:
         self.offset_ns = time.time_ns() - time.monotonic_ns()
 
 
-_STATES = [state_name(n) for n in range(32)]
+_STATES = [state_name(n) for n in range(256)]
+# text per connection side (events.IDENT bytes): bounded, a few MB at most; under churn each entry
+# serves the several events of one side of a connection, and a miss only costs making it again
+IDENT_CACHE = 16384
 
 
 class _Formatter:
-    """What both formats share: the time as text, cached per millisecond and per second.
+    """What both formats share: the time as text, made once per millisecond, and the text of a
+    connection's identity (addresses, ports, owner), made once per connection side.
 
-    format(row) takes a decoded event as a tuple in struct event's order
-    (events.Event is such a tuple) and returns one line, newline included.
+    lines(rows) takes decoded events (events.Row tuples) and returns their lines, newline included;
+    format(row) one line. Only COMM comes from outside, and it is escaped when its text is made.
+    The two caches are plain dicts, read with .get() (the fastest lookup there is) and filled by
+    _stamp() and _ident() on a miss, which also keep them bounded.
     """
 
     millis = [".%03d" % i for i in range(1000)]
 
     def __init__(self, clock: Clock):
         self._offset = clock.offset_ns
-        self._ms = None
-        self._stamp = ""
-        self._sec = None
-        self._prefix = ""
+        self._stamps = {}  # wall-clock milliseconds -> text
+        self._idents = {}  # events.IDENT bytes -> text
+        # address bytes -> text, per family (one address serves many connections)
+        self._addrs = {4: _Cache(lambda raw: format_addr(4, raw)), 6: _Cache(lambda raw: format_addr(6, raw))}
 
     def _second(self, sec):
         raise NotImplementedError
 
+    def _stamp(self, ms):
+        if len(self._stamps) >= 4096:
+            self._stamps.clear()
+        text = self._stamps[ms] = self._second(ms // 1000) + self.millis[ms % 1000]
+        return text
+
+    def _ident(self, ident):
+        """The text of events.IDENT bytes, made and remembered (one function: a miss is common)."""
+        raise NotImplementedError
+
     def stamp(self, ts_ns: int) -> str:
-        """The time as text, remade only when the millisecond changes (hundreds of events share one)."""
         ms = (ts_ns + self._offset) // 1_000_000
-        if ms != self._ms:
-            self._ms = ms
-            sec = ms // 1000
-            if sec != self._sec:
-                self._sec = sec
-                self._prefix = self._second(sec)
-            self._stamp = self._prefix + self.millis[ms % 1000]
-        return self._stamp
+        return self._stamps.get(ms) or self._stamp(ms)
+
+    def format(self, row) -> str:
+        return self.lines((row,))[0]
 
 
 class TextFormatter(_Formatter):
@@ -115,20 +129,29 @@ class TextFormatter(_Formatter):
 
     def __init__(self, clock: Clock):
         super().__init__(clock)
-        # per family: address bytes -> text as it stands before ':port' (IPv6 in brackets)
-        self.addrs = {4: _Cache(lambda raw: format_addr(4, raw)), 6: _Cache(lambda raw: f"[{format_addr(6, raw)}]")}
+        self._addrs[6] = _Cache(lambda raw: f"[{format_addr(6, raw)}]")  # as format_endpoint puts them
         self.comms = _Cache(escape_comm, 4096)
-        self.tails = [f" STATE={describe_state(n)}\n" for n in range(32)]
+        self.tails = [f" STATE={describe_state(n)}\n" for n in range(256)]
         self.titles = {t: f" {title}: SRC=" for t, title in EVENT_TITLES.items()}
 
     def _second(self, sec):
         return time.strftime("%b %d %Y %H:%M:%S", time.localtime(sec))
 
-    def format(self, row) -> str:
-        ts, _sk, _ino, sa, da, pid, _ns, sp, dp, fam, typ, _old, new, _own, _fl, comm = row
-        addrs = self.addrs[fam]
-        return (f"{self.stamp(ts)}{self.titles[typ]}{addrs[sa]}:{sp} DST={addrs[da]}:{dp} PID={pid} "
-                f"COMM={self.comms[comm]}{self.tails[new & 31]}")
+    def _ident(self, ident):
+        idents = self._idents
+        if len(idents) >= IDENT_CACHE:
+            idents.clear()
+        pid, sport, dport, saddr, daddr, comm, family = IDENT_STRUCT.unpack(ident)
+        addrs = self._addrs[family]
+        text = idents[ident] = f"{addrs[saddr]}:{sport} DST={addrs[daddr]}:{dport} PID={pid} COMM={self.comms[comm]}"
+        return text
+
+    def lines(self, rows):
+        stamps, stamp, idents, ident = self._stamps.get, self._stamp, self._idents.get, self._ident
+        titles, tails, off = self.titles, self.tails, self._offset
+        return [f"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{titles[typ]}{idents(who) or ident(who)}"
+                f"{tails[new]}"
+                for ts, _sk, _ino, _ns, typ, _old, new, _own, _fl, who in rows]
 
 
 class JsonFormatter(_Formatter):
@@ -139,22 +162,32 @@ class JsonFormatter(_Formatter):
 
     def __init__(self, clock: Clock):
         super().__init__(clock)
-        self.addrs = {4: _Cache(lambda raw: format_addr(4, raw)), 6: _Cache(lambda raw: format_addr(6, raw))}
         self.comms = _Cache(lambda raw: json.dumps(comm_text(raw), ensure_ascii=True), 4096)
         self.events = {t: f'","event":"{name}","family":' for t, name in EVENT_NAMES.items()}
-        self.olds = ["null"] + [f'"{_STATES[n]}"' for n in range(1, 32)]
-        self.news = [f'"new_state":"{_STATES[n]}","description":"{describe_state(n)}","netns":' for n in range(32)]
-        self.owners = [f',"owner":"{OWNER_NAMES.get(n, "current")}","old_state":' for n in range(8)]
+        self.olds = ["null"] + [f'"{_STATES[n]}"' for n in range(1, 256)]
+        self.news = [f',"new_state":"{_STATES[n]}","description":"{describe_state(n)}","netns":'
+                     for n in range(256)]
+        self.owners = [f',"owner":"{OWNER_NAMES.get(n, "current")}","old_state":' for n in range(256)]
 
     def _second(self, sec):
         return datetime.datetime.fromtimestamp(sec, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
-    def format(self, row) -> str:
-        ts, sk, _ino, sa, da, pid, ns, sp, dp, fam, typ, old, new, own, _fl, comm = row
-        addrs = self.addrs[fam]
-        return (f'{{"timestamp":"{self.stamp(ts)}{self.events[typ]}{fam},"src":"{addrs[sa]}","sport":{sp},'
-                f'"dst":"{addrs[da]}","dport":{dp},"pid":{pid},"comm":{self.comms[comm]}{self.owners[own & 7]}'
-                f'{self.olds[old & 31]},{self.news[new & 31]}{ns},"sock":"0x{sk:x}"}}\n')
+    def _ident(self, ident):
+        idents = self._idents
+        if len(idents) >= IDENT_CACHE:
+            idents.clear()
+        pid, sport, dport, saddr, daddr, comm, family = IDENT_STRUCT.unpack(ident)
+        addrs = self._addrs[family]
+        text = idents[ident] = (f'{family},"src":"{addrs[saddr]}","sport":{sport},"dst":"{addrs[daddr]}",'
+                                f'"dport":{dport},"pid":{pid},"comm":{self.comms[comm]}')
+        return text
+
+    def lines(self, rows):
+        stamps, stamp, idents, ident = self._stamps.get, self._stamp, self._idents.get, self._ident
+        events, owners, olds, news, off = self.events, self.owners, self.olds, self.news, self._offset
+        return [f'{{"timestamp":"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{events[typ]}'
+                f'{idents(who) or ident(who)}{owners[own]}{olds[old]}{news[new]}{ns},"sock":"0x{sk:x}"}}\n'
+                for ts, sk, _ino, ns, typ, old, new, own, _fl, who in rows]
 
     def record(self, row) -> dict:
         return json.loads(self.format(row))

@@ -34,8 +34,8 @@ from .events import (
     STATE_CHANGE,
     TCP_CLOSE,
     TCP_ESTABLISHED,
-    Event,
     describe_state,
+    make_row,
     state_name,
 )
 from .fmt import Clock, JsonFormatter, TextFormatter, escape_comm, format_endpoint
@@ -416,8 +416,9 @@ class Report:
             sk = 0
         else:
             sk = self._conn_id(r, local, remote)
-        self.tracker.add(Event(r.ts_ns, sk, 0, _packed(r.src), _packed(r.dst), r.pid, 0, r.sport, r.dport,
-                               r.family, r.kind, 0, r.newstate, 0, 0, r.comm))
+        self.tracker.add(make_row(ts_ns=r.ts_ns, skaddr=sk, type=r.kind, newstate=r.newstate, pid=r.pid,
+                                  sport=r.sport, dport=r.dport, saddr=_packed(r.src), daddr=_packed(r.dst),
+                                  comm=r.comm, family=r.family))
 
     # -- output ---------------------------------------------------------------
     def summary(self, top):

@@ -1,8 +1,8 @@
 """The lifecycle of each connection, for the report printed on exit.
 
-O(1) per event and bounded. Per event it keeps only numbers (time, type,
-state) and a reference to the event's tuple; text is made once, for the
-report. At most `max_conns` closed connections are kept (the most recently
+O(1) per event and bounded. Per event it keeps only a reference to the
+event's tuple (for the first steps of each connection); text is made once,
+for the report. At most `max_conns` closed connections are kept (the most recently
 closed), and at most `max_conns` open ones (the most recently opened: the
 oldest is let go, as when it closes, if a connection never reports CLOSE,
 e.g. under `-s ESTABLISHED`); the report counts the connections it let go.
@@ -15,17 +15,19 @@ from collections import OrderedDict, deque
 
 from .events import (
     EVENT_TITLES,
+    NEWSTATE,
     RETRANSMIT,
+    SK,
     STATE_CHANGE,
     TCP_CLOSE,
     TCP_NEW_SYN_RECV,
     TCP_TIME_WAIT,
+    TS,
+    TYPE,
     describe_state,
+    ident_of,
 )
 from .fmt import escape_comm, format_addr, format_endpoint
-
-# tuple positions of struct event's fields (events.Event)
-_TS, _SK, _PID, _SPORT, _TYPE, _NEW = 0, 1, 5, 7, 10, 12
 
 
 class Tracker:
@@ -42,35 +44,36 @@ class Tracker:
         return len(self.open) + len(self.closed)
 
     def add(self, row):
-        """One event (a tuple in events.Event's order). A connection is a list [first time, last row, steps,
-        retransmits, steps not kept, local port]: the last row gives the latest addresses and owner, the
-        local port is the last one that was not 0 (SYN_SENT has none yet), steps are (ts, type, state)."""
-        key = row[_SK]
-        c = self.open.get(key)
-        typ, new = row[_TYPE], row[_NEW]
-        if c is None:
-            c = [row[_TS], row, [], 0, 0, row[_SPORT]]
-            if not key or (typ != STATE_CHANGE and new in (TCP_TIME_WAIT, TCP_NEW_SYN_RECV)):
-                self._close(c)  # no socket, or one that is not a connection we follow
-                c[2].append((row[_TS], typ, new))
-                return
-            if len(self.open) >= self.max_conns:
-                self._close(self.open.popitem(last=False)[1])
-            self.open[key] = c
-        else:
-            c[1] = row
-            if row[_SPORT]:
-                c[5] = row[_SPORT]
-        steps = c[2]
-        if len(steps) < self.max_steps:
-            steps.append((row[_TS], typ, new))
-        else:
-            c[4] += 1
-        if typ == RETRANSMIT:
-            c[3] += 1
-        elif typ == STATE_CHANGE and new == TCP_CLOSE:  # done: the kernel may reuse the socket's address
-            del self.open[key]
-            self._close(c)
+        self.add_all((row,))
+
+    def add_all(self, rows):
+        """Events (events.Row tuples). A connection is a list [first time, last row, steps, retransmits,
+        steps not kept]; its steps are its first max_steps rows (kept as they are: nothing is made per event)."""
+        opened, max_conns, max_steps = self.open, self.max_conns, self.max_steps
+        for row in rows:
+            key = row[SK]
+            c = opened.get(key)
+            if c is None:
+                c = [row[TS], row, [row], 0, 0]
+                if not key or (row[TYPE] != STATE_CHANGE and row[NEWSTATE] in (TCP_TIME_WAIT, TCP_NEW_SYN_RECV)):
+                    self._close(c)  # no socket, or one that is not a connection we follow
+                    continue
+                if len(opened) >= max_conns:
+                    self._close(opened.popitem(last=False)[1])
+                opened[key] = c
+            else:
+                c[1] = row
+                steps = c[2]
+                if len(steps) < max_steps:
+                    steps.append(row)
+                else:
+                    c[4] += 1
+            typ = row[TYPE]
+            if typ == RETRANSMIT:
+                c[3] += 1
+            elif typ == STATE_CHANGE and row[NEWSTATE] == TCP_CLOSE:  # done: the kernel may reuse the address
+                del opened[key]
+                self._close(c)
 
     def _close(self, c):
         if len(self.closed) == self.max_conns:
@@ -85,15 +88,23 @@ class Tracker:
     @staticmethod
     def describe(c):
         """A connection in words: a dict of src, dst, pid, comm (escaped), first_ns, last_ns, retransmits,
-        steps [(ts_ns, what)], steps_not_kept."""
-        first_ts, last, steps, retransmits, dropped, sport = c
-        fam = last[9]
+        steps [(ts_ns, what)], steps_not_kept. The addresses and owner are the last event's; the local
+        port is the last one known (a connecting socket has none yet at SYN_SENT)."""
+        first_ts, last, steps, retransmits, dropped = c
+        who = ident_of(last)
+        sport = who.sport
+        for row in (reversed(steps) if not sport else ()):
+            sport = ident_of(row).sport
+            if sport:
+                break
+        fam = who.family
         return {
-            "src": format_endpoint(fam, format_addr(fam, last[3]), sport),
-            "dst": format_endpoint(fam, format_addr(fam, last[4]), last[8]),
-            "pid": last[_PID], "comm": escape_comm(last[15]),
-            "first_ns": first_ts, "last_ns": last[_TS], "retransmits": retransmits,
-            "steps": [(ts, describe_state(new) if typ == STATE_CHANGE else EVENT_TITLES[typ]) for ts, typ, new in steps],
+            "src": format_endpoint(fam, format_addr(fam, who.saddr), sport),
+            "dst": format_endpoint(fam, format_addr(fam, who.daddr), who.dport),
+            "pid": who.pid, "comm": escape_comm(who.comm),
+            "first_ns": first_ts, "last_ns": last[TS], "retransmits": retransmits,
+            "steps": [(r[TS], describe_state(r[NEWSTATE]) if r[TYPE] == STATE_CHANGE else EVENT_TITLES[r[TYPE]])
+                      for r in steps],
             "steps_not_kept": dropped,
         }
 

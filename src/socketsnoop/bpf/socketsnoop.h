@@ -69,25 +69,32 @@ enum ss_addr_kind {
  * One event, 96 bytes. Addresses are in network byte order; IPv4 uses the
  * first 4 bytes. family is 4 or 6; an IPv4-mapped IPv6 connection (a
  * dual-stack socket talking IPv4) is reported as 4. Ports are in host order.
+ *
+ * pid .. family are the connection's identity seen from one side, the same
+ * bytes for most of its events: they are contiguous, so that user space
+ * takes them as one string and makes their text once (events.py: IDENT).
+ * The program zeroes the whole struct first: no stray byte in them.
  */
 struct event {
 	__u64 ts_ns;	/* CLOCK_MONOTONIC */
 	__u64 skaddr;	/* kernel socket address: identity of a connection */
 	__u64 ino;	/* socket inode, 0 if none (not yet accepted, or gone) */
-	__u8 saddr[16]; /* local */
-	__u8 daddr[16]; /* remote */
-	__u32 pid;	/* owner tgid */
 	__u32 netns;	/* network namespace inode */
-	__u16 sport;	/* local */
-	__u16 dport;	/* remote */
-	__u8 family;
 	__u8 type;	/* enum ss_event_type */
 	__u8 oldstate;	/* kernel TCP state number; 0 if none */
 	__u8 newstate;	/* for retransmit/reset: the socket's current state */
 	__u8 owner;	/* enum ss_owner */
 	__u8 flags;
-	__u8 pad[6];
+	__u8 pad[3];
+	/* identity */
+	__u32 pid;	/* owner tgid */
+	__u16 sport;	/* local */
+	__u16 dport;	/* remote */
+	__u8 saddr[16]; /* local */
+	__u8 daddr[16]; /* remote */
 	char comm[SS_COMM_LEN];
+	__u8 family;
+	__u8 pad2[3];
 };
 
 /* key of the LPM trie of address filters: prefixlen counts kind+family (16 bits) + address bits */
