@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -323,6 +324,48 @@ def test_lost_events_are_counted_never_silent(monitor):
     assert t["seen"] == t["captured"] + t["lost"] + t["filtered"]
     assert t["lines"] == len(m.lines()) == t["captured"]
     assert "events were lost" in m.stderr
+
+
+CHURN = """
+import socket, time
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", {port}))
+srv.listen(512)
+end = time.monotonic() + {seconds}
+while time.monotonic() < end:
+    c = socket.create_connection(("127.0.0.1", {port}))
+    a, _ = srv.accept()
+    c.close()
+    a.close()
+"""
+
+
+def test_full_buffer_read_while_the_kernel_writes(monitor):
+    """A reader that falls behind, again and again, under a steady flood: each time it catches up, the
+    kernel writes into the space it frees while it reads. Every line must stay whole (a record handed
+    back before it was copied would come out as garbage, or as a crash)."""
+    port = free_port()
+    m = monitor("-P", str(port), "--no-report", "--json", "--buffer-size", "64K", "-q")
+    churn = subprocess.Popen([sys.executable, "-c", CHURN.format(port=port, seconds=6)])
+    try:
+        for _ in range(40):
+            m.proc.send_signal(signal.SIGSTOP)
+            time.sleep(0.05)  # the 64K ring fills
+            m.proc.send_signal(signal.SIGCONT)
+            time.sleep(0.05)
+        churn.wait(timeout=60)
+    finally:
+        m.proc.send_signal(signal.SIGCONT)
+        churn.kill()
+    assert m.stop(settle=1) == 0, m.stderr
+    t = m.totals()
+    assert t["lost"] > 0 and t["captured"] > 1000, t  # the buffer did fill, and kept being refilled
+    records = m.records()
+    assert len(records) == t["lines"] == t["captured"]
+    assert t["seen"] == t["captured"] + t["lost"] + t["filtered"]
+    assert all(r["event"] == "state_change" and port in (r["sport"], r["dport"]) for r in records)
+    assert "Traceback" not in m.stderr
 
 
 def test_two_monitors_at_once(monitor, tmp_path):

@@ -65,8 +65,9 @@ class RingBuffer:
             off = page + (cons & mask)
             run = view[off: off + n * slot]
             if run.cast("I")[:: slot // 4].tobytes() == self._full[: 4 * n]:
+                data = run.tobytes()  # copied before the kernel may reuse the space: then handed back
                 _U64.pack_into(self.cons, 0, cons + n * slot)
-                return run.tobytes()
+                return data
         u32 = _U32.unpack_from
         chunks = []
         start = cons
