@@ -11,7 +11,7 @@ import time
 from types import SimpleNamespace
 
 import pytest
-
+from helpers import READY
 
 from socketsnoop import service
 
@@ -191,8 +191,11 @@ def test_sighup_reopens_the_log(tmp_path):
                             "-P", str(port), "--config", os.devnull],
                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert _wait_for(lambda: log.exists()), "no log file"
-        time.sleep(1.0)  # attached: the banner comes after attach; give it a moment
+        for line in mon.stderr:  # the banner comes after attach (or an error, and the end of stderr)
+            if line.startswith(READY):
+                break
+        else:
+            raise AssertionError("the monitor never became ready")
         marker = f"127.0.0.1:{port} "
 
         def lines(p):
