@@ -220,8 +220,8 @@ class Probe:
     def missed(self, counters):
         """Tracepoint hits none of our programs ran for (a softirq hit the tracepoint while the program
         was running on that CPU). Not in 'seen'; reported beside 'lost'. handle_set_state's misses are
-        taken by handle_set_state_nested (counted as C_NESTED); its own misses are hits that
-        handle_set_state took."""
+        taken by handle_set_state_nested (counted as C_NESTED: all of them, where it can tell the
+        context levels apart); its own misses are hits that handle_set_state took."""
         if not self.obj:
             return 0
         misses = {p: self.obj.recursion_misses(p) for p in PROGRAMS if PROGRAMS[p] not in self.skipped}

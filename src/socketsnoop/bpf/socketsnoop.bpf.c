@@ -58,10 +58,18 @@ struct {
 	__uint(max_entries, 1 << 20);
 } events_nested SEC(".maps");
 
-/* per CPU: how many of our programs are running there, and whether handle_set_state is one */
+/* a hit of inet_sock_set_state, as handle_set_state_nested recognizes it */
+struct hit {
+	__u64 sk;
+	__u32 states; /* oldstate << 8 | newstate */
+	__u32 pad;
+};
+
+/* per CPU: how many of our programs are running there; per context level, the hit handle_set_state took last */
 struct cpu_state {
 	__u32 depth;
-	__u32 set_state_running;
+	__u32 pad;
+	struct hit taken[2];
 };
 
 struct {
@@ -130,6 +138,29 @@ struct {
 	__type(value, __u8);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } filter_addrs SEC(".maps");
+
+/*
+ * The context a hit of inet_sock_set_state runs in: 0 in a task (a system
+ * call, or ksoftirqd), 1 in a softirq that interrupted one. Told by where the
+ * kernel put the hit's arguments (ctx): on the current task's stack, or on the
+ * CPU's interrupt stack, where x86-64 runs softirqs (not our own frame: BPF
+ * programs may have a private stack). Hits of one level never interleave on a
+ * CPU: a task is not preempted inside a tracepoint, and a softirq does not
+ * interrupt a softirq. THREAD_SIZE is 16K on x86-64 (32K with KASAN).
+ */
+#define SS_THREAD_SIZE 16384
+
+static __always_inline int context_level(const void *ctx)
+{
+	__u64 base = (__u64)bpf_get_current_task_btf()->stack;
+
+	return (__u64)ctx - base < SS_THREAD_SIZE ? 0 : 1;
+}
+
+static __always_inline __u32 states_of(int oldstate, int newstate)
+{
+	return (oldstate & 0xff) << 8 | (newstate & 0xff);
+}
 
 /*
  * Per-CPU, but atomic all the same: another of our programs can interrupt
@@ -526,12 +557,15 @@ SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const int newstate)
 {
 	struct cpu_state *cs = enter();
+	struct hit *h;
 
 	if (!cs)
 		return 0;
-	cs->set_state_running = 1;
+	/* this hit is taken: handle_set_state_nested, which runs right after us for it, leaves it */
+	h = &cs->taken[context_level(ctx)];
+	h->sk = (__u64)sk;
+	h->states = states_of(oldstate, newstate);
 	set_state(ctx, sk, oldstate, newstate, cs);
-	cs->set_state_running = 0;
 	leave(cs);
 	return 0;
 }
@@ -541,18 +575,30 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
  * softirq (loopback delivery, say) that interrupts handle_set_state and
  * changes another socket's state would be skipped, only counted as the
  * program's recursion misses. Under heavy churn that is a steady trickle of
- * lost events. This second program on the same tracepoint takes exactly
- * those hits: it works only while handle_set_state is running on this CPU
- * (otherwise handle_set_state itself runs for the hit, before or after us).
- * Softirqs do not nest, so one level is enough.
+ * lost events. This second program on the same tracepoint is attached after
+ * handle_set_state, so the kernel runs it right after handle_set_state for
+ * every hit, and it takes exactly the hits handle_set_state did not: a hit
+ * handle_set_state took is the one it recorded last for this CPU and this
+ * context level (between the two programs only a deeper level can run, and it
+ * records elsewhere). That covers the kernel's own instructions around
+ * handle_set_state too, where it already counts the program as running. This
+ * program is never skipped for a hit handle_set_state skipped: that hit is a
+ * softirq's, and nothing that changes TCP state interrupts a softirq.
  */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_set_state_nested, const struct sock *sk, const int oldstate, const int newstate)
 {
 	__u32 zero = 0;
 	struct cpu_state *cs = bpf_map_lookup_elem(&running, &zero);
+	struct hit *h;
+	bool taken;
 
-	if (!cs || !cs->set_state_running)
+	if (!cs)
+		return 0;
+	h = &cs->taken[context_level(ctx)];
+	taken = h->sk == (__u64)sk && h->states == states_of(oldstate, newstate);
+	h->sk = 0;
+	if (taken)
 		return 0;
 	cs->depth++;
 	count(SS_C_NESTED);
