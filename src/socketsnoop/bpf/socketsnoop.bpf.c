@@ -147,6 +147,9 @@ struct {
  * programs may have a private stack). Hits of one level never interleave on a
  * CPU: a task is not preempted inside a tracepoint, and a softirq does not
  * interrupt a softirq. THREAD_SIZE is 16K on x86-64 (32K with KASAN).
+ *
+ * ctx is only compared, never subtracted from: older verifiers (6.1) refuse
+ * arithmetic on the ctx pointer.
  */
 #define SS_THREAD_SIZE 16384
 
@@ -154,7 +157,7 @@ static __always_inline int context_level(const void *ctx)
 {
 	__u64 base = (__u64)bpf_get_current_task_btf()->stack;
 
-	return (__u64)ctx - base < SS_THREAD_SIZE ? 0 : 1;
+	return (__u64)ctx >= base && (__u64)ctx < base + SS_THREAD_SIZE ? 0 : 1;
 }
 
 static __always_inline __u32 states_of(int oldstate, int newstate)
