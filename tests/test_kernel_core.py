@@ -348,11 +348,11 @@ def test_full_buffer_read_while_the_kernel_writes(monitor):
     back before it was copied would come out as garbage, or as a crash)."""
     port = free_port()
     m = monitor("-P", str(port), "--no-report", "--json", "--buffer-size", "64K", "-q")
-    churn = subprocess.Popen([sys.executable, "-c", CHURN.format(port=port, seconds=6)])
+    churn = subprocess.Popen([sys.executable, "-c", CHURN.format(port=port, seconds=9)])
     try:
-        for _ in range(40):
+        for i in range(40):
             m.proc.send_signal(signal.SIGSTOP)
-            time.sleep(0.05)  # the 64K ring fills
+            time.sleep(0.5 if i % 10 == 0 else 0.05)  # the 64K ring fills (630 events); slowly when emulated
             m.proc.send_signal(signal.SIGCONT)
             time.sleep(0.05)
         churn.wait(timeout=60)
