@@ -86,7 +86,7 @@ def _pow2_at_least(n, floor=4096):
 class Probe:
     """Loaded and attached kernel program; close() detaches it."""
 
-    def __init__(self, filters, buffer="ringbuf", buffer_size=8 << 20, wakeup_bytes=256 << 10, log=None):
+    def __init__(self, filters, buffer="ringbuf", buffer_size=16 << 20, wakeup_bytes=256 << 10, log=None):
         self.filters = filters
         self.buffer = buffer
         self.buffer_size = _pow2_at_least(buffer_size)

@@ -2,9 +2,15 @@
 
 The kernel's layout (kernel/bpf/ringbuf.c, and what libbpf's ringbuf.c reads):
 page 0 holds the consumer position (we write it), page 1 the producer
-position, then the data pages mapped twice in a row so that a record never
-wraps. Each record has an 8-byte header: its length, with a busy bit while
-the producer is writing it and a discard bit, then the data, padded to 8.
+position, then the data pages. Each record has an 8-byte header: its length,
+with a busy bit while the producer is writing it and a discard bit, then the
+data, padded to 8.
+
+The kernel offers the data pages twice in a row, so that a record that wraps
+past the end reads as one piece; libbpf maps both. We map them once and copy
+a wrapped record in two pieces: mapping them twice would count the buffer
+twice in the monitor's resident memory (RSS), which is what top and systemd
+show an administrator.
 
 Reading it here, instead of a ctypes callback per record through
 ring_buffer__poll, lets a whole batch be decoded at once with
@@ -21,6 +27,19 @@ _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
 
 
+def _leading(heads, full):
+    """How many of the records whose headers are heads (4 bytes each) lead as committed, full-size
+    ones: the longest prefix of heads that full starts with, found by halving."""
+    lo, hi = 0, len(heads) // 4  # heads[:4*lo] matches; heads[:4*hi] does not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if heads[: 4 * mid] == full[: 4 * mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
 class RingBuffer:
     def __init__(self, map_fd, size, record_size):
         page = mmap.PAGESIZE
@@ -30,7 +49,7 @@ class RingBuffer:
         self.record_size = record_size
         self.slot = (record_size + 8 + 7) & ~7
         self.cons = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
-        self.prod = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+        self.prod = mmap.mmap(map_fd, page + size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
         self.view = memoryview(self.prod)
         self._full = _U32.pack(record_size) * (size // self.slot + 1)  # the headers of a run of full records
         self.epoll = select.epoll()
@@ -58,37 +77,51 @@ class RingBuffer:
         if cons >= prod:
             return b""
         view, page, mask, slot, want = self.view, self.page, self.mask, self.slot, self.record_size
-        end = min(prod, cons + min(max_bytes, self.size))  # a run fits in the double mapping
-        # The common case, checked at C speed: the run is whole records of our size, all committed.
-        n = (end - cons) // slot
+        end = min(prod, cons + max_bytes)
+        # The common case, checked at C speed: the run is whole records of our size, all committed,
+        # none of them wrapping past the end of the data pages.
+        n = min(end - cons, self.size - (cons & mask)) // slot
         if n:
             off = page + (cons & mask)
-            run = view[off: off + n * slot]
-            if run.cast("I")[:: slot // 4].tobytes() == self._full[: 4 * n]:
-                data = run.tobytes()  # copied before the kernel may reuse the space: then handed back
-                _U64.pack_into(self.cons, 0, cons + n * slot)
+            heads = view[off: off + n * slot].cast("I")[:: slot // 4].tobytes()
+            if heads != self._full[: 4 * n]:  # a record still being written (or discarded) in the run
+                n = _leading(heads, self._full)
+            if n:
+                data = view[off: off + n * slot].tobytes()  # copied before the kernel may reuse the space
+                _U64.pack_into(self.cons, 0, cons + n * slot)  # then handed back
                 return data
+        # Record by record, for a few records: a busy one ends the run, discarded ones are passed over,
+        # and the copy of a stretch that wraps past the end is put together from its two pieces.
+        end = min(end, cons + 64 * slot)
         u32 = _U32.unpack_from
         chunks = []
         start = cons
         pos = cons
         while pos < end:
-            off = page + (pos & mask)
-            hdr = u32(view, off)[0]
+            hdr = u32(view, page + (pos & mask))[0]  # 8-aligned: a header never wraps
             if hdr == want:  # committed, full size
                 pos += slot
                 continue
             if hdr & BUSY:
                 break
-            if start < pos:
-                chunks.append(view[page + (start & mask): page + (start & mask) + (pos - start)].tobytes())
+            self._copy(chunks, start, pos)
             length = hdr & ~(BUSY | DISCARD)
             pos += (length + 8 + 7) & ~7
             start = pos
-        if start < pos:
-            chunks.append(view[page + (start & mask): page + (start & mask) + (pos - start)].tobytes())
+        self._copy(chunks, start, pos)
         _U64.pack_into(self.cons, 0, pos)
         return b"".join(chunks) if len(chunks) != 1 else chunks[0]
+
+    def _copy(self, chunks, start, stop):
+        """Append the bytes from position start to stop, which may wrap past the end of the data."""
+        if start >= stop:
+            return
+        view, page, size = self.view, self.page, self.size
+        off = start & self.mask
+        first = min(stop - start, size - off)
+        chunks.append(view[page + off: page + off + first].tobytes())
+        if first < stop - start:
+            chunks.append(view[page: page + (stop - start - first)].tobytes())
 
     def close(self):
         self.epoll.close()
