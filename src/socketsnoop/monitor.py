@@ -40,6 +40,9 @@ from .tracker import Tracker
 
 POLL_S = 0.1  # longest wait for a batch: lines reach the log within this, plus the write
 DRAIN_S = 0.25  # longest stretch of reading before the main loop looks at signals and timers
+# bytes of records taken at a time: a batch's rows, lines and text then stay in the CPU's cache
+# (at full churn, 3 alternating rounds: 128K took 8% less CPU per event than 1M, and the workload kept 1.5% more)
+READ_BYTES = 128 << 10
 _ts, _sk, _ino, _flags = itemgetter(TS), itemgetter(SK), itemgetter(INO), itemgetter(FLAGS)
 
 
@@ -176,8 +179,8 @@ class Monitor:
         main, nested = self.probe.reader, self.probe.nested_reader
         deadline = time.monotonic() + DRAIN_S
         while True:
-            blob = main.read()
-            nblob = nested.read()
+            blob = main.read(READ_BYTES)
+            nblob = nested.read(READ_BYTES)
             if not (blob or nblob):
                 return
             rows = RECORD.iter_unpack(blob)
