@@ -274,7 +274,20 @@ static __always_inline bool fill_full_sock(struct event *e, const struct sock *s
 
 	if (!fill_addrs(e, sk))
 		return false;
-	/* past struct sock: plain loads may not go there, a probe read may */
+	/*
+	 * inet_sport lies past struct sock, where plain loads through sk may
+	 * not go. The socket as a tcp_sock may (a cheap check, 5.9+); a probe
+	 * read (twice the cost) on older kernels, and for a socket that is not
+	 * TCP's (a reset's socket may be a request or timewait one).
+	 */
+	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_skc_to_tcp_sock)) {
+		const struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
+
+		if (tp) {
+			e->sport = bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport);
+			return true;
+		}
+	}
 	e->sport = bpf_ntohs(BPF_CORE_READ(inet, inet_sport));
 	return true;
 }
