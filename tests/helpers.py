@@ -180,14 +180,16 @@ def sh(*cmd, check=True, **kw):
 
 
 @contextlib.contextmanager
-def nft_drop(port, percent, table=None):
-    """An nftables input rule that drops `percent` % of TCP packets to `port` (netem is not in this kernel)."""
+def nft_drop(port, percent, table=None, match=""):
+    """An nftables input rule that drops `percent` % of TCP packets to `port` (netem is not in this kernel),
+    of those that `match` (more nft expressions) picks."""
     table = table or uniq("ssdrop")
+    sample = f"numgen random mod 100 < {percent}" if percent < 100 else ""  # (nft refuses "< 100")
     rules = textwrap.dedent(f"""
         table inet {table} {{
             chain input {{
                 type filter hook input priority -10; policy accept;
-                tcp dport {port} numgen random mod 100 < {percent} drop
+                tcp dport {port} {match} {sample} drop
             }}
         }}
     """)

@@ -161,6 +161,36 @@ def test_retransmissions_under_packet_loss(monitor):
     assert all(r["state"].startswith("Connection") for r in retx)
 
 
+SLOW_CLIENT = """
+import socket, time
+c = socket.create_connection(("127.0.0.1", {port}))
+time.sleep(2.5)
+c.close()
+"""
+
+
+def test_synack_retransmission(monitor):
+    """The handshake's last ACK never reaches the server (an nftables rule drops the bare ACKs to its
+    port): the server sends its SYN-ACK again after a second. Reported as a retransmission of the
+    listener's process, with the addresses of the connection that is not yet one."""
+    port = free_port()
+    m = monitor("-P", str(port), "--no-report")
+    srv = start_server("127.0.0.1", port, "ss-synack", count=1)
+    try:
+        with nft_drop(port, 100, match="tcp flags & (fin | syn | rst | psh | ack) == ack"):
+            client = spawn(SLOW_CLIENT, port=port)
+            client.communicate(timeout=30)
+            assert client.returncode == 0
+    finally:
+        srv.kill()
+    m.stop()
+    retx = [r for r in parsed(m.lines()) if r["title"] == "Retransmission" and r["src"] == f"127.0.0.1:{port}"]
+    assert retx, m.lines()
+    r = retx[0]
+    assert r["pid"] == str(srv.pid) and r["comm"] == "ss-synack", r
+    assert r["dst"].startswith("127.0.0.1:") and r["state"] == "Connection Opening (NEW_SYN_RECV)", r
+
+
 def test_resets_sent_and_received(monitor):
     port = free_port()  # nothing listens here
     m = monitor("-P", str(port), "--no-report")

@@ -27,6 +27,7 @@ PROGRAMS = {
     "handle_set_state": "sock:inet_sock_set_state",
     "handle_set_state_nested": "sock:inet_sock_set_state",
     "handle_retransmit": "tcp:tcp_retransmit_skb",
+    "handle_retransmit_synack": "tcp:tcp_retransmit_synack",
     "handle_send_reset": "tcp:tcp_send_reset",
     "handle_receive_reset": "tcp:tcp_receive_reset",
 }

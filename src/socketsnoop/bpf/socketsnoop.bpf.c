@@ -657,6 +657,48 @@ int BPF_PROG(handle_retransmit, const struct sock *sk, const struct sk_buff *skb
 	return 0;
 }
 
+/*
+ * A server's SYN-ACK sent again: the handshake's last ACK did not come (a
+ * lost packet, a client gone, a SYN flood). sk is the listener; the
+ * connection is still a request socket, whose common part holds its
+ * addresses. Its owner is the listener's.
+ */
+SEC("tp_btf/tcp_retransmit_synack")
+int BPF_PROG(handle_retransmit_synack, const struct sock *sk, const struct request_sock *req)
+{
+	struct cpu_state *cs = enter();
+	const struct sock_common *rc = &req->__req_common;
+	struct event e = {};
+	struct owner *o;
+
+	e.ts_ns = bpf_ktime_get_ns();
+	count(SS_C_SEEN);
+	count(SS_C_SEEN_RETRANSMIT);
+	e.type = SS_EV_RETRANSMIT;
+	e.skaddr = (__u64)req;
+	e.newstate = TCP_NEW_SYN_RECV;
+	e.netns = netns_of(sk);
+	if (rc->skc_family == AF_INET) {
+		e.family = 4;
+		*(__u32 *)e.saddr = rc->skc_rcv_saddr;
+		*(__u32 *)e.daddr = rc->skc_daddr;
+	} else {
+		e.family = 6;
+		copy_v6(e.saddr, &rc->skc_v6_rcv_saddr);
+		copy_v6(e.daddr, &rc->skc_v6_daddr);
+	}
+	e.sport = rc->skc_num;
+	e.dport = bpf_ntohs(rc->skc_dport);
+	o = listener_owner(sk);
+	if (o)
+		copy_owner(&e, o, SS_OWNER_LISTENER);
+	else
+		fill_owner(&e, NULL); /* the current task; no inode to read */
+	emit(ctx, &e, cs);
+	leave(cs);
+	return 0;
+}
+
 SEC("tp_btf/tcp_receive_reset")
 int BPF_PROG(handle_receive_reset, const struct sock *sk)
 {
