@@ -234,32 +234,32 @@ static __always_inline void copy_v6(__u8 *dst, const struct in6_addr *a)
 	d[3] = a->in6_u.u6_addr32[3];
 }
 
-static __always_inline bool fill_addrs(struct event *e, const struct sock *sk)
+static __always_inline bool fill_addrs(struct event *e, const struct sock_common *skc)
 {
-	__u16 family = sk->__sk_common.skc_family;
+	__u16 family = skc->skc_family;
 
 	/*
 	 * An IPv4 connection on a dual-stack IPv6 socket: the IPv4 fields are
 	 * right from the start, while the IPv6 copy of the local address is
 	 * filled in only after connect() has made the socket SYN_SENT.
 	 */
-	if (family == AF_INET6 && sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[0] == 0 &&
-	    sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[1] == 0 &&
-	    sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[2] == bpf_htonl(0x0000ffff))
+	if (family == AF_INET6 && skc->skc_v6_daddr.in6_u.u6_addr32[0] == 0 &&
+	    skc->skc_v6_daddr.in6_u.u6_addr32[1] == 0 &&
+	    skc->skc_v6_daddr.in6_u.u6_addr32[2] == bpf_htonl(0x0000ffff))
 		family = AF_INET;
 
 	if (family == AF_INET) {
 		e->family = 4;
-		*(__u32 *)e->saddr = sk->__sk_common.skc_rcv_saddr;
-		*(__u32 *)e->daddr = sk->__sk_common.skc_daddr;
+		*(__u32 *)e->saddr = skc->skc_rcv_saddr;
+		*(__u32 *)e->daddr = skc->skc_daddr;
 	} else if (family == AF_INET6) {
 		e->family = 6;
-		copy_v6(e->saddr, &sk->__sk_common.skc_v6_rcv_saddr);
-		copy_v6(e->daddr, &sk->__sk_common.skc_v6_daddr);
+		copy_v6(e->saddr, &skc->skc_v6_rcv_saddr);
+		copy_v6(e->daddr, &skc->skc_v6_daddr);
 	} else {
 		return false;
 	}
-	e->dport = bpf_ntohs(sk->__sk_common.skc_dport);
+	e->dport = bpf_ntohs(skc->skc_dport);
 	return true;
 }
 
@@ -272,7 +272,7 @@ static __always_inline bool fill_full_sock(struct event *e, const struct sock *s
 {
 	const struct inet_sock *inet = (const struct inet_sock *)sk;
 
-	if (!fill_addrs(e, sk))
+	if (!fill_addrs(e, &sk->__sk_common))
 		return false;
 	/*
 	 * inet_sport lies past struct sock, where plain loads through sk may
@@ -663,11 +663,9 @@ int BPF_PROG(handle_retransmit, const struct sock *sk, const struct sk_buff *skb
  * connection is still a request socket, whose common part holds its
  * addresses. Its owner is the listener's.
  */
-SEC("tp_btf/tcp_retransmit_synack")
-int BPF_PROG(handle_retransmit_synack, const struct sock *sk, const struct request_sock *req)
+static __always_inline int retransmit_synack(void *ctx, const struct sock *sk, const struct request_sock *req,
+					     const struct cpu_state *cs)
 {
-	struct cpu_state *cs = enter();
-	const struct sock_common *rc = &req->__req_common;
 	struct event e = {};
 	struct owner *o;
 
@@ -678,23 +676,23 @@ int BPF_PROG(handle_retransmit_synack, const struct sock *sk, const struct reque
 	e.skaddr = (__u64)req;
 	e.newstate = TCP_NEW_SYN_RECV;
 	e.netns = netns_of(sk);
-	if (rc->skc_family == AF_INET) {
-		e.family = 4;
-		*(__u32 *)e.saddr = rc->skc_rcv_saddr;
-		*(__u32 *)e.daddr = rc->skc_daddr;
-	} else {
-		e.family = 6;
-		copy_v6(e.saddr, &rc->skc_v6_rcv_saddr);
-		copy_v6(e.daddr, &rc->skc_v6_daddr);
-	}
-	e.sport = rc->skc_num;
-	e.dport = bpf_ntohs(rc->skc_dport);
+	if (!fill_addrs(&e, &req->__req_common))
+		return 0;
+	e.sport = req->__req_common.skc_num; /* the listener's port, in host order */
 	o = listener_owner(sk);
 	if (o)
 		copy_owner(&e, o, SS_OWNER_LISTENER);
 	else
 		fill_owner(&e, NULL); /* the current task; no inode to read */
-	emit(ctx, &e, cs);
+	return emit(ctx, &e, cs);
+}
+
+SEC("tp_btf/tcp_retransmit_synack")
+int BPF_PROG(handle_retransmit_synack, const struct sock *sk, const struct request_sock *req)
+{
+	struct cpu_state *cs = enter();
+
+	retransmit_synack(ctx, sk, req, cs);
 	leave(cs);
 	return 0;
 }
