@@ -366,6 +366,20 @@ static __always_inline void fill_owner(struct event *e, const struct sock *sk)
 		e->ino = inode_of(sk);
 }
 
+/*
+ * pid/comm of the listener that sk (a request socket, or the listener itself)
+ * answers for, else of the current task (no inode: a request socket has none)
+ */
+static __always_inline void fill_listener_owner(struct event *e, const struct sock *sk)
+{
+	struct owner *o = listener_owner(sk);
+
+	if (o)
+		copy_owner(e, o, SS_OWNER_LISTENER);
+	else
+		fill_owner(e, NULL);
+}
+
 static __always_inline bool addr_unspecified(const __u8 *a, __u8 family)
 {
 	const __u32 *w = (const __u32 *)a;
@@ -667,7 +681,6 @@ static __always_inline int retransmit_synack(void *ctx, const struct sock *sk, c
 					     const struct cpu_state *cs)
 {
 	struct event e = {};
-	struct owner *o;
 
 	e.ts_ns = bpf_ktime_get_ns();
 	count(SS_C_SEEN);
@@ -679,11 +692,7 @@ static __always_inline int retransmit_synack(void *ctx, const struct sock *sk, c
 	if (!fill_addrs(&e, &req->__req_common))
 		return 0;
 	e.sport = req->__req_common.skc_num; /* the listener's port, in host order */
-	o = listener_owner(sk);
-	if (o)
-		copy_owner(&e, o, SS_OWNER_LISTENER);
-	else
-		fill_owner(&e, NULL); /* the current task; no inode to read */
+	fill_listener_owner(&e, sk);
 	return emit(ctx, &e, cs);
 }
 
@@ -776,13 +785,7 @@ static __always_inline int send_reset(void *ctx, const struct sock *sk, const st
 		/* a timewait socket: its process has closed it, nobody owns it now */
 		e.owner = SS_OWNER_NONE;
 	} else if (e.newstate == TCP_NEW_SYN_RECV) {
-		/* a request socket (handshake not done): its listener's owner */
-		struct owner *o = listener_owner(sk);
-
-		if (o)
-			copy_owner(&e, o, SS_OWNER_LISTENER);
-		else
-			fill_owner(&e, NULL); /* the current task; no inode to read */
+		fill_listener_owner(&e, sk); /* a request socket (handshake not done) */
 	} else {
 		/* a full socket (request and timewait ones are smaller: no sk_socket to read) */
 		fill_owner(&e, sk);
