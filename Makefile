@@ -2,7 +2,7 @@
 # installing needs none of this; `make bpf` rebuilds it with the pinned clang.
 CLANG ?= clang-16
 LLVM_STRIP ?= llvm-strip-16
-BPF_DIR := src/socketsnoop/bpf
+BPF_DIR := src/socketsnoop/kernel/bpf
 BPF_OBJ := $(BPF_DIR)/socketsnoop.bpf.o
 BPF_CFLAGS := -target bpf -D__TARGET_ARCH_x86 -O2 -g -Wall -Werror -fno-ident
 # compile in DIR, with no path of this machine in the object (so CI can rebuild it byte for byte)

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 
-from socketsnoop import check
+from socketsnoop.commands import check
 
 ENV = dict(os.environ)
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from socketsnoop.cli import build_parser, filters_from, parse_size
+from socketsnoop.commands.options import build_parser, filters_from, parse_size
 from socketsnoop.errors import SnoopError
 
 

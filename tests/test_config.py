@@ -9,7 +9,8 @@ import pytest
 
 
 from socketsnoop import cli
-from socketsnoop.config import key_line, parse_with_config
+from socketsnoop.commands import options
+from socketsnoop.commands.config import key_line, parse_with_config
 
 GOOD = """\
 # socket-snoop options
@@ -34,7 +35,7 @@ def write(tmp_path, text, name="config.toml"):
 
 
 def parse(argv, default="/nonexistent/config.toml"):
-    return parse_with_config(cli.build_parser(), argv, default)
+    return parse_with_config(options.build_parser(), argv, default)
 
 
 def test_good_file(tmp_path):
@@ -49,7 +50,7 @@ def test_good_file(tmp_path):
     assert opts.max_tracked == 500
     assert opts.state == [1, 2]
     assert opts.comm == [b"nginx"]  # a single value for a list option
-    cli.filters_from(opts)  # builds
+    options.filters_from(opts)  # builds
 
 
 def test_default_file_used_when_present_and_missing_is_fine(tmp_path):
@@ -57,7 +58,7 @@ def test_default_file_used_when_present_and_missing_is_fine(tmp_path):
     opts = parse([], default=path)
     assert opts.format == "json" and opts.log_file is None
     opts = parse([])  # no default file: the parser's defaults
-    assert opts.format == "text" and opts.log_file == cli.DEFAULT_LOG
+    assert opts.format == "text" and opts.log_file == options.DEFAULT_LOG
 
 
 def test_command_line_wins(tmp_path):
@@ -73,7 +74,7 @@ def test_command_line_wins(tmp_path):
 
 def test_false_switches(tmp_path):
     opts = parse(["--config", write(tmp_path, "json = false\nquiet = false\nno-log-file = false\n")])
-    assert opts.format == "text" and not opts.quiet and opts.log_file == cli.DEFAULT_LOG
+    assert opts.format == "text" and not opts.quiet and opts.log_file == options.DEFAULT_LOG
 
 
 @pytest.mark.parametrize("text, line, words", [
@@ -160,7 +161,7 @@ def test_config_path_escaped_in_messages(tmp_path, capsys):
 
 
 def test_escape_helpers():
-    from socketsnoop.config import escape, show_key
+    from socketsnoop.commands.config import escape, show_key
     assert escape("plain text, é") == "plain text, é"
     assert escape("a\x1bb\n\u202e\udcff") == "a\\x1bb\\n\\u202e\\udcff"
     assert show_key("log-file") == "log-file" and show_key("a b") == '"a b"' and show_key('q"') == '"q\\""'

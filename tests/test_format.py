@@ -6,17 +6,19 @@ import time
 
 import pytest
 
-from socketsnoop import events, fmt
-from socketsnoop.tracker import Tracker
+from socketsnoop.kernel import abi
+from socketsnoop.output import formats as fmt
+from socketsnoop.output.tracker import Tracker
+from socketsnoop.pipeline import decode
 
 
 def ev(**kw):
     base = dict(ts_ns=0, skaddr=0xFFFF0001, ino=0, saddr=bytes([10, 100, 10, 150]) + bytes(12),
                 daddr=bytes([10, 100, 10, 202]) + bytes(12), pid=30512, netns=4026531840, sport=39134, dport=8000,
-                family=4, type=events.STATE_CHANGE, oldstate=1, newstate=4, owner=1, flags=0,
+                family=4, type=abi.EV_STATE, oldstate=1, newstate=4, owner=1, flags=0,
                 comm=b"audacious".ljust(16, b"\0"))
     base.update(kw)
-    return events.make_row(**base)
+    return decode.make_row(**base)
 
 
 @pytest.fixture
@@ -46,8 +48,8 @@ def test_ipv6_line(clock):
                          "STATE=Connection Established\n")
 
 
-@pytest.mark.parametrize("etype,title", [(events.RETRANSMIT, "Retransmission"), (events.RESET_SENT, "Reset Sent"),
-                                         (events.RESET_RECEIVED, "Reset Received")])
+@pytest.mark.parametrize("etype,title", [(abi.EV_RETRANSMIT, "Retransmission"), (abi.EV_RESET_SENT, "Reset Sent"),
+                                         (abi.EV_RESET_RECEIVED, "Reset Received")])
 def test_other_titles(clock, etype, title):
     line = fmt.TextFormatter(clock).format(ev(type=etype, newstate=1))
     assert f".454 {title}: SRC=10.100.10.150:39134 " in line and line.endswith("STATE=Connection Established\n")
@@ -61,7 +63,7 @@ def test_other_titles(clock, etype, title):
     (7, "Connection Closed"), (10, "Listening (LISTEN)"),
 ])
 def test_state_words(num, words):
-    assert events.describe_state(num) == words
+    assert decode.describe_state(num) == words
 
 
 @pytest.mark.parametrize("raw,text", [
@@ -95,7 +97,7 @@ def test_addresses(family, raw, text):
 
 def test_json_record(clock):
     j = fmt.JsonFormatter(clock)
-    line = j.format(ev(comm=b"a\nb\x1b\0", oldstate=2, newstate=1, owner=events.OWNER_LISTENER))
+    line = j.format(ev(comm=b"a\nb\x1b\0", oldstate=2, newstate=1, owner=abi.OWNER_LISTENER))
     assert line.endswith("\n") and line.count("\n") == 1 and "\x1b" not in line
     r = json.loads(line)
     assert r == {
@@ -113,7 +115,7 @@ def test_time_prefix_cache_changes_with_the_second(clock):
     assert t.stamp(500_000_000) == "Dec 30 2024 22:05:25.954"
 
 
-def row(key, ts, typ=events.STATE_CHANGE, new=1, sport=1, pid=5, comm=b"c"):
+def row(key, ts, typ=abi.EV_STATE, new=1, sport=1, pid=5, comm=b"c"):
     return ev(skaddr=key, ts_ns=ts, type=typ, newstate=new, sport=sport, pid=pid, comm=comm)
 
 
@@ -123,7 +125,7 @@ def test_tracker_lifecycle_and_bound():
         t.add(row(key, 0, sport=key))
     assert t.left_out == 0 and len(t) == 3 and list(t.open) == [1, 3]
     t.open[2] = t.closed.pop()  # put it back, to follow it on
-    t.add(row(2, 10**9, typ=events.RETRANSMIT))
+    t.add(row(2, 10**9, typ=abi.EV_RETRANSMIT))
     t.add(row(2, 2 * 10**9, sport=2, new=7))
     # the socket address may be reused by a new connection: a new entry
     t.add(row(2, 3 * 10**9, sport=0, new=2, pid=6, comm=b"d"))
@@ -146,15 +148,15 @@ def test_tracker_keeps_closed_connections_bounded():
 def test_tracker_keeps_bound_on_steps():
     t = Tracker(max_steps=3)
     for i in range(10):
-        t.add(row(1, i, typ=events.RETRANSMIT))
+        t.add(row(1, i, typ=abi.EV_RETRANSMIT))
     first, last, steps, retransmits, dropped = t.open[1]
     assert len(steps) == 3 and dropped == 7 and retransmits == 10
 
 
 def test_tracker_one_shot_events_do_not_stay_open():
     t = Tracker(max_conns=5)
-    t.add(row(0, 1, typ=events.RESET_SENT, new=0))  # a closed port: no socket
-    t.add(row(9, 2, typ=events.RESET_SENT, new=6))  # a timewait socket
+    t.add(row(0, 1, typ=abi.EV_RESET_SENT, new=0))  # a closed port: no socket
+    t.add(row(9, 2, typ=abi.EV_RESET_SENT, new=6))  # a timewait socket
     assert not t.open and len(t.closed) == 2
     lines = list(t.report(str))
     assert "  1: Reset Sent" in lines and "  2: Reset Sent" in lines
@@ -164,5 +166,5 @@ def test_tracker_keeps_local_port_once_known():
     t = Tracker()
     t.add(row(1, 0, new=2, sport=0))
     t.add(row(1, 1, new=1, sport=5555))
-    t.add(row(1, 2, typ=events.RESET_SENT, sport=0))
+    t.add(row(1, 2, typ=abi.EV_RESET_SENT, sport=0))
     assert Tracker.describe(t.open[1])["src"] == "10.100.10.150:5555"

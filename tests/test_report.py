@@ -14,10 +14,11 @@ import tracemalloc
 import pytest
 
 
-from socketsnoop import report
-from socketsnoop.events import RESET_SENT, RETRANSMIT, STATE_CHANGE, make_row
-from socketsnoop.filters import Filters, parse_cidr
-from socketsnoop.fmt import Clock, JsonFormatter, TextFormatter
+from socketsnoop.commands import report
+from socketsnoop.kernel.abi import EV_RESET_SENT, EV_RETRANSMIT, EV_STATE
+from socketsnoop.output.formats import Clock, JsonFormatter, TextFormatter
+from socketsnoop.pipeline.decode import make_row
+from socketsnoop.pipeline.filters import Filters, parse_cidr
 
 LOG = """\
 Dec 30 2024 22:05:25.454 State Change: SRC=10.100.10.150:0 DST=10.100.10.202:8000 PID=30512 COMM=audacious STATE=Connection Opening (SYN_SENT)
@@ -106,14 +107,14 @@ def events(clock):
     curl = {"skaddr": 0xA1, "ino": 5, "saddr": v4("192.0.2.1"), "daddr": v4("198.51.100.7"), "pid": 42, "netns": 1,
             "dport": 443, "family": 4, "owner": 1, "comm": b"curl\0"}
     return [
-        make_row(ts_ns=t0, sport=0, type=STATE_CHANGE, oldstate=7, newstate=2, **curl),
-        make_row(ts_ns=t0 + 10**6, sport=50000, type=STATE_CHANGE, oldstate=2, newstate=1, **curl),
-        make_row(ts_ns=t0 + 2 * 10**6, sport=50000, type=RETRANSMIT, oldstate=0, newstate=1, **curl),
+        make_row(ts_ns=t0, sport=0, type=EV_STATE, oldstate=7, newstate=2, **curl),
+        make_row(ts_ns=t0 + 10**6, sport=50000, type=EV_STATE, oldstate=2, newstate=1, **curl),
+        make_row(ts_ns=t0 + 2 * 10**6, sport=50000, type=EV_RETRANSMIT, oldstate=0, newstate=1, **curl),
         make_row(ts_ns=t0 + 3 * 10**6, skaddr=0, ino=0, saddr=v6("2001:db8::1"), daddr=v6("2001:db8::2"), pid=0,
-                 netns=1, sport=80, dport=6000, family=6, type=RESET_SENT, oldstate=0, newstate=0, owner=3,
+                 netns=1, sport=80, dport=6000, family=6, type=EV_RESET_SENT, oldstate=0, newstate=0, owner=3,
                  comm=b"\0"),
         make_row(ts_ns=t0 + 4 * 10**6, skaddr=0xB2, ino=6, saddr=v4("192.0.2.1"), daddr=v4("192.0.2.9"), pid=43,
-                 netns=1, sport=22, dport=5000, family=4, type=STATE_CHANGE, oldstate=1, newstate=7, owner=1,
+                 netns=1, sport=22, dport=5000, family=4, type=EV_STATE, oldstate=1, newstate=7, owner=1,
                  comm=b"we\\ird \n\xff\0"),
     ]
 
@@ -163,12 +164,12 @@ def test_binary_and_truncated_files(tmp_path, capsys):
 def test_filters_match():
     f = Filters(dsts=[parse_cidr("10.0.0.0/8")])
     ip = ipaddress.ip_address
-    assert f.match(STATE_CHANGE, 6, ip("::ffff:192.0.2.1"), 1, ip("::ffff:10.1.2.3"), 2, 5, b"x", 1)
-    assert not f.match(STATE_CHANGE, 4, ip("192.0.2.1"), 1, ip("11.1.2.3"), 2, 5, b"x", 1)
-    assert not Filters().match(STATE_CHANGE, 4, ip("0.0.0.0"), 1, ip("1.2.3.4"), 2, 5, b"x", 10)
-    assert Filters(include_unspecified=True).match(STATE_CHANGE, 4, ip("0.0.0.0"), 1, ip("1.2.3.4"), 2, 5, b"x", 10)
-    assert not Filters(no_resets=True).match(RESET_SENT, 4, ip("1.1.1.1"), 1, ip("1.2.3.4"), 2, 0, b"", 0)
-    assert not Filters(comms={b"nginx"}).match(STATE_CHANGE, 4, ip("1.1.1.1"), 1, ip("1.2.3.4"), 2, 5, b"ngin", 1)
+    assert f.match(EV_STATE, 6, ip("::ffff:192.0.2.1"), 1, ip("::ffff:10.1.2.3"), 2, 5, b"x", 1)
+    assert not f.match(EV_STATE, 4, ip("192.0.2.1"), 1, ip("11.1.2.3"), 2, 5, b"x", 1)
+    assert not Filters().match(EV_STATE, 4, ip("0.0.0.0"), 1, ip("1.2.3.4"), 2, 5, b"x", 10)
+    assert Filters(include_unspecified=True).match(EV_STATE, 4, ip("0.0.0.0"), 1, ip("1.2.3.4"), 2, 5, b"x", 10)
+    assert not Filters(no_resets=True).match(EV_RESET_SENT, 4, ip("1.1.1.1"), 1, ip("1.2.3.4"), 2, 0, b"", 0)
+    assert not Filters(comms={b"nginx"}).match(EV_STATE, 4, ip("1.1.1.1"), 1, ip("1.2.3.4"), 2, 5, b"ngin", 1)
 
 
 def test_unescape():
@@ -307,7 +308,7 @@ def test_read_lines():
 
 def test_first_timestamp_of_an_endless_file_returns():
     # in a child with 1 GiB of address space: reading /dev/zero by lines would take all the memory there is
-    code = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30)); from socketsnoop import "
+    code = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30)); from socketsnoop.commands import "
             "report; print(report.first_timestamp('/dev/zero', report.Parser()))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout == "None\n", r.stderr[-500:]

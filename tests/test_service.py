@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 from helpers import READY
 
-from socketsnoop import service
+from socketsnoop.commands import service
 
 ENV = dict(os.environ)
 

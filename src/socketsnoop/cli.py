@@ -1,156 +1,20 @@
-"""Command line: `socket-snoop [options]` runs the monitor; `check`, `service`, `report` are subcommands."""
+"""Command line: `socket-snoop [options]` runs the monitor; `check`, `service` and `report` are subcommands.
+This module only dispatches: each command is a module of commands/ with main(argv)."""
 
-import argparse
 import sys
 
-from . import __version__
+from .commands import check, report, run, service
 from .errors import SnoopError
-from .filters import Filters, parse_cidr, parse_comm, parse_pid, parse_port, parse_state
 
-DEFAULT_LOG = "/var/log/socket_monitor.log"
-DEFAULT_CONFIG = "/etc/socket-snoop/config.toml"
-
-EXAMPLES = """\
-examples:
-  socket-snoop                         # every TCP state change, console and /var/log/socket_monitor.log
-  socket-snoop -P 22 -P 443            # connections with port 22 or 443 at either end
-  socket-snoop --dst 10.0.0.0/8 --dst 2001:db8::/32   # remote end in either prefix
-  socket-snoop -c nginx -s ESTABLISHED # nginx's connections reaching ESTABLISHED
-  socket-snoop -p 1234 --no-log-file   # process 1234 only, console only
-  socket-snoop --json -q --log-file /var/log/socket_monitor.json   # JSON lines to a file only
-  socket-snoop --duration 60 --stats 10   # one minute, a summary line every 10 s
-  socket-snoop check                   # can this host run the monitor?
-  socket-snoop service install         # systemd unit + logrotate, hardened
-  socket-snoop report /var/log/socket_monitor.log*   # lifecycles and summary from logs
-"""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        """One line, not the usage block."""
-        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
-
-
-def parse_size(value):
-    """'8M', '512K', '16777216' -> bytes."""
-    text = str(value).strip().upper().rstrip("B")
-    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
-    try:
-        n = int(text[:-1] if mult > 1 else text)
-    except ValueError:
-        raise SnoopError(f"socket-snoop: --buffer-size: invalid value {value!r}: e.g. 8M or 512K", 2) from None
-    size = n * mult
-    if not (1 << 16) <= size <= (1 << 30):
-        raise SnoopError(f"socket-snoop: --buffer-size: {value!r} is out of range (64K to 1G)", 2)
-    return size
-
-
-def positive(option, cast=float, maximum=10**9):
-    """A finite number in (0, maximum]."""
-    def conv(value):
-        try:
-            v = cast(value)
-        except ValueError:
-            v = None
-        if v is None or not 0 < v <= maximum:  # also refuses nan and inf
-            raise SnoopError(f"socket-snoop: {option}: invalid value {value!r}: "
-                             f"a positive number, at most {maximum}", 2)
-        return v
-    return conv
-
-
-# repeatable filter options: flags, parser, help
-FILTER_OPTIONS = (
-    (("-p", "--pid"), parse_pid, "owning process id (repeatable)"),
-    (("-c", "--comm"), parse_comm, "owning command name, exact (repeatable)"),
-    (("-P", "--port"), parse_port, "port at either end (repeatable)"),
-    (("--src-port",), parse_port, "local port (SRC)"),
-    (("--dst-port",), parse_port, "remote port (DST)"),
-    (("-a", "--addr"), parse_cidr, "address or CIDR at either end, IPv4 or IPv6"),
-    (("--src",), parse_cidr, "local address or CIDR"),
-    (("--dst",), parse_cidr, "remote address or CIDR"),
-    (("-s", "--state"), parse_state, "new state, e.g. ESTABLISHED, SYN_SENT, CLOSE (repeatable)"),
-)
-
-
-def add_filter_args(f):
-    """The filter options, on a parser or group: the monitor's and `report`'s are the same."""
-    for flags, parse, text in FILTER_OPTIONS:
-        f.add_argument(*flags, action="append", default=[], help=text,
-                       type=lambda v, parse=parse, option=flags[-1]: parse(v, option))
-    f.add_argument("-4", "--ipv4", action="store_true", help="IPv4 only")
-    f.add_argument("-6", "--ipv6", action="store_true", help="IPv6 only")
-    f.add_argument("--no-retransmits", action="store_true", help="no retransmission events")
-    f.add_argument("--no-resets", action="store_true", help="no reset events")
-
-
-def build_parser():
-    p = _Parser(
-        prog="socket-snoop",
-        description="Live TCP connection monitor (eBPF): every state change, retransmission and reset, "
-                    "with the owning process. No packets are captured.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--version", action="version", version=f"socket-snoop {__version__}")
-    out = p.add_argument_group("output")
-    out.add_argument("-q", "--quiet", action="store_true", help="no event lines on the console")
-    out.add_argument("--log-file", metavar="PATH", default=DEFAULT_LOG, help=f"append lines here (default {DEFAULT_LOG})")
-    out.add_argument("--no-log-file", dest="log_file", action="store_const", const=None, help="write no log file")
-    out.add_argument("--format", choices=("text", "json"), default="text", help="line format (default text)")
-    out.add_argument("--json", dest="format", action="store_const", const="json", help="same as --format json")
-    out.add_argument("--include-unspecified", action="store_true",
-                     help="also show events with an unspecified address (0.0.0.0, ::), e.g. listening sockets")
-    out.add_argument("--no-report", action="store_true", help="no connection lifecycle report on exit")
-    out.add_argument("--max-tracked", type=positive("--max-tracked", int, 10**7), default=1000, metavar="N",
-                     help="connections the exit report keeps, the most recent (default 1000)")
-    out.add_argument("--stats", type=positive("--stats"), metavar="SECONDS",
-                     help="print a one-line summary on stderr every SECONDS")
-    run = p.add_argument_group("running")
-    run.add_argument("--duration", type=positive("--duration"), metavar="SECONDS", help="stop after SECONDS")
-    run.add_argument("--buffer", choices=("ringbuf", "perf"), default="ringbuf",
-                     help="kernel-to-user buffer: BPF ring buffer (default, Linux 5.8+) or perf buffer")
-    run.add_argument("--buffer-size", type=parse_size, default=16 << 20, metavar="SIZE",
-                     help="buffer size, e.g. 16M (default), rounded up to a power of two")
-    run.add_argument("--config", metavar="PATH", help=f"config file (default {DEFAULT_CONFIG} if it exists)")
-    add_filter_args(p.add_argument_group("filters (in the kernel; values of one kind OR-ed, kinds AND-ed)"))
-    return p
-
-
-def filters_from(opts):
-    return Filters(
-        pids=set(opts.pid), comms=set(opts.comm), ports=set(opts.port), src_ports=set(opts.src_port),
-        dst_ports=set(opts.dst_port), addrs=list(opts.addr), srcs=list(opts.src), dsts=list(opts.dst),
-        states=set(opts.state), ipv4_only=opts.ipv4, ipv6_only=opts.ipv6, no_retransmits=opts.no_retransmits,
-        no_resets=opts.no_resets, include_unspecified=opts.include_unspecified,
-    ).check()
-
-
-def monitor_options(argv):
-    """The monitor's options: the config file's, then argv's."""
-    from .config import parse_with_config
-    return parse_with_config(build_parser(), argv, DEFAULT_CONFIG)
-
-
-def options_from_config(config=None):
-    """The options `socket-snoop` would run with, given only a config file (None: the default one)."""
-    return monitor_options(["--config", config] if config else [])
-
-
-def run_monitor(argv):
-    opts = monitor_options(argv)
-    filters = filters_from(opts)
-    from .monitor import Monitor
-    return Monitor(opts, filters).run()
+COMMANDS = {"check": check.main, "service": service.main, "report": report.main}
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     try:
-        if argv and argv[0] in ("check", "service", "report"):  # modules of these names, each with main(argv)
-            from importlib import import_module
-            return import_module(f".{argv[0]}", __package__).main(argv[1:])
-        return run_monitor(argv)
+        if argv and argv[0] in COMMANDS:
+            return COMMANDS[argv[0]](argv[1:])
+        return run.main(argv)
     except SnoopError as e:
         print(str(e), file=sys.stderr)
         return e.status

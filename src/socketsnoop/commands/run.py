@@ -1,13 +1,13 @@
-"""The live monitor: kernel events -> decode -> enrich -> format -> sinks, and the report on exit."""
+"""`socket-snoop [options]`, the live monitor: kernel events -> decode -> enrich -> format -> sinks, and
+the report on exit. This module composes the pipeline and runs its loop; each stage is its own module."""
 
 import signal
 import sys
 import time
-from bisect import bisect_right
-from itertools import compress, count
 from operator import itemgetter
 
-from .events import (
+from ..errors import SnoopError
+from ..kernel.abi import (
     C_FILTERED,
     C_LOST,
     C_SEEN,
@@ -16,48 +16,24 @@ from .events import (
     C_SEEN_RETRANSMIT,
     C_SEEN_STATE,
     C_SENT,
-    F_OWNER_UNVERIFIED,
-    FLAGS,
-    INO,
-    NEWSTATE,
-    OWNER,
-    OWNER_CURRENT,
-    OWNER_PROC,
     RECORD,
     ROW,
-    SK,
-    TCP_CLOSE,
-    TS,
-    Row,
-    ident_of,
-    make_ident,
 )
-from .fmt import Clock, JsonFormatter, TextFormatter
-from .owners import ProcOwners
-from .probe import Probe, preflight
-from .sinks import ConsoleSink, LogFileSink
-from .tracker import Tracker
+from ..kernel.loader import Probe, preflight
+from ..output.formats import Clock, JsonFormatter, TextFormatter
+from ..output.sinks import ConsoleSink, LogFileSink
+from ..output.tracker import Tracker
+from ..pipeline.decode import TS, merge_by_time
+from ..pipeline.enrich import ProcOwnerEnricher
+from ..pipeline.owners import ProcOwners, netns_inode
+from .options import filters_from, monitor_options
 
 POLL_S = 0.1  # longest wait for a batch: lines reach the log within this, plus the write
 DRAIN_S = 0.25  # longest stretch of reading before the main loop looks at signals and timers
 # bytes of records taken at a time: a batch's rows, lines and text then stay in the CPU's cache
 # (at full churn, 3 alternating rounds: 128K took 8% less CPU per event than 1M, and the workload kept 1.5% more)
 READ_BYTES = 128 << 10
-_ts, _sk, _ino, _flags = itemgetter(TS), itemgetter(SK), itemgetter(INO), itemgetter(FLAGS)
-
-
-def merge_by_time(rows, extra):
-    """rows (in time order, near enough) with a few extra rows put in their places by time. Many extra
-    rows mean the second ring is rescuing a full first one: we are behind, and sorting would only put
-    us further behind; they follow the first ring's rows then (each ring is in time order)."""
-    if len(extra) > 256:
-        rows.extend(extra)
-        return rows
-    extra.sort(key=_ts)
-    times = [r[0] for r in rows]
-    for r in reversed(extra):  # from the last: the positions found in `times` stay right
-        rows.insert(bisect_right(times, r[0]), r)
-    return rows
+_ts = itemgetter(TS)
 
 
 def _err(msg):
@@ -77,27 +53,30 @@ class Monitor:
         self.tracker = None if opts.no_report else Tracker(max_conns=opts.max_tracked)
         self.owners = ProcOwners()
         self.sinks = []
-        self.logfile = None
-        self.user_filtered = 0
+        self.enrichers = []
         self.lines = 0
         self.stop = False
         self.hup = False
         self.probe = None
         self.samples = []  # perf buffer samples of the current poll
-        self.taught = set()  # sockets whose owner (from /proc) we put in the kernel's map
 
     # -- set-up ----------------------------------------------------------------
     def open_sinks(self):
+        """The outputs asked for, each a Sink (output/sinks.py)."""
         if not self.opts.quiet:
             self.sinks.append(ConsoleSink())
         if self.opts.log_file:
             try:
-                self.logfile = LogFileSink(self.opts.log_file, warn=_err)
+                self.sinks.append(LogFileSink(self.opts.log_file, warn=_err))
             except OSError as e:
-                from .errors import SnoopError
                 raise SnoopError(f"socket-snoop: cannot write the log file {self.opts.log_file}: "
                                  f"{e.strerror} (use --log-file PATH or --no-log-file)") from None
-            self.sinks.append(self.logfile)
+        for sink in self.sinks:
+            sink.open()
+
+    @property
+    def user_filtered(self):
+        return sum(e.filtered for e in self.enrichers)
 
     def _on_signal(self, signum, frame):
         if signum == signal.SIGHUP:
@@ -106,59 +85,24 @@ class Monitor:
             self.stop = True
 
     # -- the pipeline ----------------------------------------------------------
-    def care(self, rows, which):
-        """The few events user space must look at itself (rows[i] for i in which): an owner to find in
-        /proc (the kernel sent the inode: a socket older than us), an owner to re-check against the
-        pid/comm filters, a socket whose owner we taught the kernel and that now closed. Returns the
-        rows to keep."""
-        taught = self.taught
-        dropped = False
-        for i in which:
-            row = rows[i]
-            if row[INO] and row[OWNER] == OWNER_CURRENT:  # an inode, and no owner known in the kernel
-                row = rows[i] = self.enrich(row)
-            elif row[NEWSTATE] == TCP_CLOSE and row[SK] in taught:
-                # we told the kernel this socket's owner after it had closed it, maybe: forget it
-                taught.discard(row[SK])
-                self.probe.forget_owner(row[SK])
-            if row[FLAGS] & F_OWNER_UNVERIFIED:
-                who = ident_of(row)
-                if not self.filters.match_owner(who.pid, who.comm):
-                    self.user_filtered += 1
-                    rows[i] = None
-                    dropped = True
-        return [r for r in rows if r is not None] if dropped else rows
-
-    def enrich(self, row):
-        """A socket older than us: its owner from /proc, remembered in the kernel too."""
-        found = self.owners.lookup(row[INO])
-        if found is None:
-            return row
-        pid, comm = found
-        if row[NEWSTATE] != TCP_CLOSE:  # the kernel forgets a socket at CLOSE: do not teach it a dead one
-            self.probe.set_owner(row[SK], pid, comm)
-            self.taught.add(row[SK])
-        who = ident_of(row)._replace(pid=pid, comm=comm)
-        return Row._make(row)._replace(owner=OWNER_PROC, ident=make_ident(*who))
-
     def handle(self, rows):
-        """Decoded events (events.Row tuples) -> lines to every sink, and the tracker. Most events need
-        nothing but formatting: the few that need care are found at C speed, not by a loop in Python."""
+        """Decoded events (events.Row tuples) -> enrichers -> lines to every sink, and the tracker. Most
+        events need nothing but formatting: the few an enricher must look at are found at C speed."""
         rows = rows if isinstance(rows, list) else list(rows)
-        which = set(compress(count(), map(_ino, rows)))
-        which.update(compress(count(), map(_flags, rows)))
-        if self.taught:
-            which.update(compress(count(), map(self.taught.__contains__, map(_sk, rows))))
-        if which:
-            rows = self.care(rows, sorted(which))
-            if not rows:
-                return
+        for enricher in self.enrichers:
+            which = enricher.pick(rows)
+            if which:
+                enricher.enrich(rows, sorted(which))
+                if None in rows:
+                    rows = [r for r in rows if r is not None]
+                    if not rows:
+                        return
         lines = self.formatter.lines(rows)
         if self.tracker is not None:
             self.tracker.add_all(rows)
         self.lines += len(lines)
         for sink in self.sinks:
-            sink.write(lines)
+            sink.write(rows, lines if sink.wants_lines else None)
 
     def handle_sample(self, raw):
         """One perf buffer sample (padded by the kernel past the struct's 96 bytes), kept for drain()."""
@@ -176,11 +120,11 @@ class Monitor:
             rows.sort(key=_ts)
             self.handle(rows)
             return
-        main, nested = self.probe.reader, self.probe.nested_reader
+        main, spare = self.probe.reader, self.probe.spare_reader
         deadline = time.monotonic() + DRAIN_S
         while True:
             blob = main.read(READ_BYTES)
-            nblob = nested.read(READ_BYTES)
+            nblob = spare.read(READ_BYTES)
             if not (blob or nblob):
                 return
             rows = RECORD.iter_unpack(blob)
@@ -203,7 +147,8 @@ class Monitor:
         try:
             self.probe.load()
             self.owners.scan()
-            self.probe.seed_listeners(self.owners.listeners())
+            self.probe.seed_listeners(self.owners.listeners(), netns_inode())
+            self.enrichers.append(ProcOwnerEnricher(self.owners, self.probe, self.filters))
             self.probe.attach()
             self.probe.open_reader(on_sample=self.handle_sample)
             where = opts.log_file or "nowhere (--no-log-file)"
@@ -236,12 +181,12 @@ class Monitor:
             now = time.monotonic()
             if self.hup:
                 self.hup = False
-                if self.logfile:
-                    self.logfile.reopen()
+                for sink in self.sinks:
+                    sink.reopen()
             if now >= next_check:
                 next_check = now + 1.0
-                if self.logfile:
-                    self.logfile.check()
+                for sink in self.sinks:
+                    sink.check()
             if next_stats and now >= next_stats:
                 next_stats = now + opts.stats
                 last_stats = self.print_stats(last_stats, now)
@@ -278,7 +223,15 @@ class Monitor:
         if c[C_LOST]:
             _err(f"socket-snoop: warning: {c[C_LOST]} events were lost (the buffer was full): "
                  "raise --buffer-size, or filter more")
+        for sink in self.sinks:
+            if sink.dropped():
+                _err(f"socket-snoop: warning: {sink.dropped()} events could not be written to the {sink.name}")
         if missed:
             _err(f"socket-snoop: warning: the kernel skipped our programs {missed} times (a tracepoint hit "
                  "while one of them was already running on that CPU): those events were not seen")
         return 0
+
+
+def main(argv):
+    opts = monitor_options(argv)
+    return Monitor(opts, filters_from(opts)).run()

@@ -6,6 +6,48 @@
  *
  * CO-RE: built once against vmlinux.h, relocated by libbpf against the
  * running kernel's BTF. Tracepoints only (tp_btf), no kprobes.
+ *
+ * Programs: on_state_change and on_state_change_missed (inet_sock_set_state),
+ * on_retransmit, on_synack_retransmit, on_reset_sent, on_reset_received.
+ *
+ * RE-ENTRY (the one place it is explained; comments elsewhere point here).
+ * The kernel never runs a tracing program on a CPU where one of ours is
+ * already running: a softirq (loopback delivery, constantly under churn)
+ * that interrupts on_state_change and changes another socket's state is
+ * skipped for it, only counted in the program's recursion_misses. Two
+ * things follow, each handled once:
+ *
+ *  1. Missed hits. on_state_change_missed is a second program on the same
+ *     tracepoint, attached after on_state_change, so the kernel runs it
+ *     right after on_state_change for every hit. It takes exactly the hits
+ *     on_state_change did not: on_state_change records, per CPU and per
+ *     context level (0: a task, 1: a softirq that interrupted one; see
+ *     context_level()), the hit it took; a hit that is not the one recorded
+ *     at its level was missed. Between the two programs only a deeper level
+ *     can run, and it records in its own slot. This covers the kernel's own
+ *     instructions around on_state_change too, where it already counts the
+ *     program as running. on_state_change_missed is never skipped for a hit
+ *     on_state_change skipped: that hit is a softirq's, and nothing that
+ *     changes TCP state interrupts a softirq. Its takes are counted
+ *     (SS_C_RESCUED) and user space subtracts them from on_state_change's
+ *     recursion_misses to report what no program ran for (missed=).
+ *
+ *  2. Two ring buffers. A program that runs while another of ours is running
+ *     on the same CPU (struct cpu_state.depth > 1) may find the interrupted
+ *     program holding the lock of `events`: the kernel would refuse the
+ *     write rather than deadlock. Such events go to `events_spare`, which is
+ *     also where a write `events` refused goes (its lock can give up with
+ *     room to spare). User space reads both and merges them by time
+ *     (pipeline/decode.py: merge_by_time).
+ *
+ * Kernel features by version (the floor is where the object loads at all):
+ *   tp_btf programs, BPF_PROG                                  5.5
+ *   BPF ring buffer, bpf_ringbuf_output/query                  5.8 (--buffer perf avoids it)
+ *   bpf_skc_to_tcp_sock                                        5.9 (else a probe read: CO-RE guard)
+ *   bpf_get_current_task_btf                                   5.11
+ *   recursion_misses in bpf_prog_info                          5.12 (else missed= is 0)
+ *   tcp_send_reset for resets without a socket                 6.10
+ *   tcp_retransmit_skb's err argument                          newer than 6.12 (CO-RE guard)
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -38,38 +80,32 @@ const volatile __u32 filter_states = 0;	 /* bit n: new state n passes */
 const volatile __u64 wakeup_bytes = 0;	 /* 0: wake user space on every event */
 const volatile bool use_perf = false;	 /* perf event array instead of ring buffer */
 
-/* keeps struct event in the object's BTF, where tests/test_layout.py reads its layout */
+/* keeps struct event in the object's BTF, where tests/test_abi.py reads its layout */
 const volatile struct event *unused_event __attribute__((unused));
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 4 << 20); /* resized by user space (--buffer-size) */
+	__uint(max_entries, SS_RING_BYTES);
 } events SEC(".maps");
 
-/*
- * Events made while another of our programs is running on the same CPU (a
- * softirq interrupted it) go here: the interrupted program may hold the
- * lock of `events` on this CPU, and the kernel would refuse the nested
- * write rather than deadlock. It is also where a write that `events`
- * refused goes. User space reads both and merges by time.
- */
+/* events made inside another of our programs, and writes `events` refused: RE-ENTRY, 2 */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20);
-} events_nested SEC(".maps");
+	__uint(max_entries, SS_SPARE_RING_BYTES);
+} events_spare SEC(".maps");
 
-/* a hit of inet_sock_set_state, as handle_set_state_nested recognizes it */
+/* a hit of inet_sock_set_state, as on_state_change_missed recognizes it */
 struct hit {
 	__u64 sk;
 	__u32 states; /* oldstate << 8 | newstate */
 	__u32 pad;
 };
 
-/* per CPU: how many of our programs are running there; per context level, the hit handle_set_state took last */
+/* per CPU: how many of our programs are running there; per context level, the hit on_state_change took last */
 struct cpu_state {
 	__u32 depth;
 	__u32 pad;
-	struct hit taken[2];
+	struct hit taken[SS_CONTEXT_LEVELS];
 };
 
 struct {
@@ -77,7 +113,7 @@ struct {
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct cpu_state);
-} running SEC(".maps");
+} cpu_states SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
@@ -95,7 +131,7 @@ struct {
 /* socket -> owner, recorded in process context; deleted at CLOSE */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
+	__uint(max_entries, SS_MAX_OWNERS);
 	__type(key, __u64);
 	__type(value, struct owner);
 } owners SEC(".maps");
@@ -103,7 +139,7 @@ struct {
 /* listening socket -> owner, so passively opened sockets get their listener's owner */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 8192);
+	__uint(max_entries, SS_MAX_LISTENERS);
 	__type(key, struct listen_key);
 	__type(value, struct owner);
 } listeners SEC(".maps");
@@ -111,29 +147,29 @@ struct {
 /* filter sets, filled once by user space */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
+	__uint(max_entries, SS_MAX_FILTER_VALUES);
 	__type(key, __u32);
 	__type(value, __u8);
 } filter_pids SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
+	__uint(max_entries, SS_MAX_FILTER_VALUES);
 	__type(key, char[SS_COMM_LEN]);
 	__type(value, __u8);
 } filter_comms SEC(".maps");
 
-/* key: (kind << 16) | port, kind as in enum ss_addr_kind */
+/* key: see SS_PORT_KEY_KIND_SHIFT */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
+	__uint(max_entries, SS_MAX_FILTER_VALUES);
 	__type(key, __u32);
 	__type(value, __u8);
 } filter_ports SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 1024);
+	__uint(max_entries, SS_MAX_FILTER_VALUES);
 	__type(key, struct filter_key);
 	__type(value, __u8);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -151,8 +187,6 @@ struct {
  * ctx is only compared, never subtracted from: older verifiers (6.1) refuse
  * arithmetic on the ctx pointer.
  */
-#define SS_THREAD_SIZE 16384
-
 static __always_inline int context_level(const void *ctx)
 {
 	__u64 base = (__u64)bpf_get_current_task_btf()->stack;
@@ -173,7 +207,7 @@ static __always_inline __u32 states_of(int oldstate, int newstate)
 static __always_inline struct cpu_state *enter(void)
 {
 	__u32 zero = 0;
-	struct cpu_state *cs = bpf_map_lookup_elem(&running, &zero);
+	struct cpu_state *cs = bpf_map_lookup_elem(&cpu_states, &zero);
 
 	if (cs)
 		cs->depth++; /* an interruption restores it before we go on: no atomics needed */
@@ -391,7 +425,7 @@ static __always_inline bool addr_unspecified(const __u8 *a, __u8 family)
 
 static __always_inline bool port_in(__u32 kind, __u16 port)
 {
-	__u32 k = (kind << 16) | port;
+	__u32 k = (kind << SS_PORT_KEY_KIND_SHIFT) | port;
 
 	return bpf_map_lookup_elem(&filter_ports, &k) != NULL;
 }
@@ -400,7 +434,7 @@ static __always_inline bool addr_in(__u8 kind, __u8 family, const __u8 *addr)
 {
 	struct filter_key k = {};
 
-	k.prefixlen = 16 + (family == 4 ? 32 : 128);
+	k.prefixlen = SS_FILTER_KEY_PREFIX_BITS + (family == 4 ? 32 : 128);
 	k.kind = kind;
 	k.family = family;
 	__builtin_memcpy(k.addr, addr, 16);
@@ -408,7 +442,7 @@ static __always_inline bool addr_in(__u8 kind, __u8 family, const __u8 *addr)
 }
 
 /* true: the event passes every filter. Within a kind values are OR-ed, across kinds AND-ed. */
-static __always_inline bool wanted(struct event *e)
+static __always_inline bool passes_filters(struct event *e)
 {
 	__u32 f = filter_flags;
 
@@ -465,7 +499,7 @@ static __always_inline int emit(void *ctx, struct event *e, const struct cpu_sta
 	long err;
 
 	normalize_family(e);
-	if (!wanted(e)) {
+	if (!passes_filters(e)) {
 		count(SS_C_FILTERED);
 		return 0;
 	}
@@ -473,7 +507,7 @@ static __always_inline int emit(void *ctx, struct event *e, const struct cpu_sta
 		/* each CPU's perf buffer takes nested writes */
 		err = bpf_perf_event_output(ctx, &perf_events, BPF_F_CURRENT_CPU, e, sizeof(*e));
 	} else if (cs && cs->depth > 1) {
-		err = bpf_ringbuf_output(&events_nested, e, sizeof(*e), BPF_RB_NO_WAKEUP);
+		err = bpf_ringbuf_output(&events_spare, e, sizeof(*e), BPF_RB_NO_WAKEUP);
 		if (err) /* the other ring as a rescue */
 			err = bpf_ringbuf_output(&events, e, sizeof(*e), 0);
 	} else {
@@ -499,7 +533,7 @@ static __always_inline int emit(void *ctx, struct event *e, const struct cpu_sta
 		 * risk a deadlock. Try the other ring before counting it lost.
 		 */
 		if (err)
-			err = bpf_ringbuf_output(&events_nested, e, sizeof(*e), BPF_RB_NO_WAKEUP);
+			err = bpf_ringbuf_output(&events_spare, e, sizeof(*e), BPF_RB_NO_WAKEUP);
 	}
 	count(err ? SS_C_LOST : SS_C_SENT);
 	return 0;
@@ -516,7 +550,7 @@ static __always_inline bool by_owner_syscall(int oldstate, int newstate)
 	/* not SYN_SENT -> CLOSE: a refused or timed-out connect ends there in softirq context */
 }
 
-static __always_inline int set_state(void *ctx, const struct sock *sk, const int oldstate, const int newstate,
+static __always_inline int state_change(void *ctx, const struct sock *sk, const int oldstate, const int newstate,
 				     const struct cpu_state *cs)
 {
 	struct event e = {};
@@ -584,42 +618,28 @@ static __always_inline int set_state(void *ctx, const struct sock *sk, const int
 }
 
 SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const int newstate)
+int BPF_PROG(on_state_change, const struct sock *sk, const int oldstate, const int newstate)
 {
 	struct cpu_state *cs = enter();
 	struct hit *h;
 
 	if (!cs)
 		return 0;
-	/* this hit is taken: handle_set_state_nested, which runs right after us for it, leaves it */
+	/* this hit is taken: on_state_change_missed, which runs right after us for it, leaves it */
 	h = &cs->taken[context_level(ctx)];
 	h->sk = (__u64)sk;
 	h->states = states_of(oldstate, newstate);
-	set_state(ctx, sk, oldstate, newstate, cs);
+	state_change(ctx, sk, oldstate, newstate, cs);
 	leave(cs);
 	return 0;
 }
 
-/*
- * The kernel never runs a program on a CPU where it is already running: a
- * softirq (loopback delivery, say) that interrupts handle_set_state and
- * changes another socket's state would be skipped, only counted as the
- * program's recursion misses. Under heavy churn that is a steady trickle of
- * lost events. This second program on the same tracepoint is attached after
- * handle_set_state, so the kernel runs it right after handle_set_state for
- * every hit, and it takes exactly the hits handle_set_state did not: a hit
- * handle_set_state took is the one it recorded last for this CPU and this
- * context level (between the two programs only a deeper level can run, and it
- * records elsewhere). That covers the kernel's own instructions around
- * handle_set_state too, where it already counts the program as running. This
- * program is never skipped for a hit handle_set_state skipped: that hit is a
- * softirq's, and nothing that changes TCP state interrupts a softirq.
- */
+/* takes the hits on_state_change was skipped for: RE-ENTRY, 1 */
 SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(handle_set_state_nested, const struct sock *sk, const int oldstate, const int newstate)
+int BPF_PROG(on_state_change_missed, const struct sock *sk, const int oldstate, const int newstate)
 {
 	__u32 zero = 0;
-	struct cpu_state *cs = bpf_map_lookup_elem(&running, &zero);
+	struct cpu_state *cs = bpf_map_lookup_elem(&cpu_states, &zero);
 	struct hit *h;
 	bool taken;
 
@@ -631,8 +651,8 @@ int BPF_PROG(handle_set_state_nested, const struct sock *sk, const int oldstate,
 	if (taken)
 		return 0;
 	cs->depth++;
-	count(SS_C_NESTED);
-	set_state(ctx, sk, oldstate, newstate, cs);
+	count(SS_C_RESCUED);
+	state_change(ctx, sk, oldstate, newstate, cs);
 	leave(cs);
 	return 0;
 }
@@ -652,7 +672,7 @@ static __always_inline int sock_event(void *ctx, const struct sock *sk, __u8 typ
 }
 
 SEC("tp_btf/tcp_retransmit_skb")
-int BPF_PROG(handle_retransmit, const struct sock *sk, const struct sk_buff *skb)
+int BPF_PROG(on_retransmit, const struct sock *sk, const struct sk_buff *skb)
 {
 	/*
 	 * Newer kernels trace failed attempts too, with a third argument
@@ -677,7 +697,7 @@ int BPF_PROG(handle_retransmit, const struct sock *sk, const struct sk_buff *skb
  * connection is still a request socket, whose common part holds its
  * addresses. Its owner is the listener's.
  */
-static __always_inline int retransmit_synack(void *ctx, const struct sock *sk, const struct request_sock *req,
+static __always_inline int synack_retransmit(void *ctx, const struct sock *sk, const struct request_sock *req,
 					     const struct cpu_state *cs)
 {
 	struct event e = {};
@@ -697,17 +717,17 @@ static __always_inline int retransmit_synack(void *ctx, const struct sock *sk, c
 }
 
 SEC("tp_btf/tcp_retransmit_synack")
-int BPF_PROG(handle_retransmit_synack, const struct sock *sk, const struct request_sock *req)
+int BPF_PROG(on_synack_retransmit, const struct sock *sk, const struct request_sock *req)
 {
 	struct cpu_state *cs = enter();
 
-	retransmit_synack(ctx, sk, req, cs);
+	synack_retransmit(ctx, sk, req, cs);
 	leave(cs);
 	return 0;
 }
 
 SEC("tp_btf/tcp_receive_reset")
-int BPF_PROG(handle_receive_reset, const struct sock *sk)
+int BPF_PROG(on_reset_received, const struct sock *sk)
 {
 	struct cpu_state *cs = enter();
 
@@ -757,7 +777,7 @@ static __always_inline bool fill_from_packet(struct event *e, const struct sk_bu
 	return true;
 }
 
-static __always_inline int send_reset(void *ctx, const struct sock *sk, const struct sk_buff *skb,
+static __always_inline int reset_sent(void *ctx, const struct sock *sk, const struct sk_buff *skb,
 				      const struct cpu_state *cs)
 {
 	struct event e = {};
@@ -794,11 +814,11 @@ static __always_inline int send_reset(void *ctx, const struct sock *sk, const st
 }
 
 SEC("tp_btf/tcp_send_reset")
-int BPF_PROG(handle_send_reset, const struct sock *sk, const struct sk_buff *skb)
+int BPF_PROG(on_reset_sent, const struct sock *sk, const struct sk_buff *skb)
 {
 	struct cpu_state *cs = enter();
 
-	send_reset(ctx, sk, skb, cs);
+	reset_sent(ctx, sk, skb, cs);
 	leave(cs);
 	return 0;
 }

@@ -20,7 +20,7 @@ import json
 import re
 import tomllib
 
-from .errors import SnoopError
+from ..errors import SnoopError
 
 # options that make no sense in the file
 _NOT_IN_FILE = {"help", "version", "config"}

@@ -23,23 +23,20 @@ import sys
 import zlib
 from collections import Counter, OrderedDict, namedtuple
 
-from .cli import add_filter_args
-from .errors import SnoopError
-from .events import (
+from ..errors import SnoopError
+from ..kernel.abi import EV_RESET_RECEIVED, EV_RESET_SENT, EV_RETRANSMIT, EV_STATE
+from ..output.formats import Clock, JsonFormatter, TextFormatter, escape_comm, format_endpoint
+from ..output.tracker import Tracker
+from ..pipeline.decode import (
     EVENT_NAMES,
     EVENT_TITLES,
-    RESET_RECEIVED,
-    RESET_SENT,
-    RETRANSMIT,
-    STATE_CHANGE,
     TCP_CLOSE,
     TCP_ESTABLISHED,
     describe_state,
     make_row,
     state_name,
 )
-from .fmt import Clock, JsonFormatter, TextFormatter, escape_comm, format_endpoint
-from .tracker import Tracker
+from .options import add_filter_args, filters_from
 
 MONTHS = {m: i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
@@ -352,14 +349,14 @@ class Report:
         count_remote = remote in self.remotes or self._room(self.remotes, "remotes")
         if count_remote:
             self.remotes[remote] += 1
-        if r.kind == STATE_CHANGE:
+        if r.kind == EV_STATE:
             self.states[r.newstate] += 1
             if r.newstate == TCP_ESTABLISHED:
                 if proc is not None:
                     proc["established"] += 1
                 if count_remote:
                     self.remote_established[remote] += 1
-        elif r.kind == RETRANSMIT:
+        elif r.kind == EV_RETRANSMIT:
             if proc is not None:
                 proc["retransmits"] += 1
         else:
@@ -403,7 +400,7 @@ class Report:
                     self.seq += 1
                     cid = self.seq
                 self._join(self.ids, tup, cid)
-        if r.kind == STATE_CHANGE and r.newstate == TCP_CLOSE:  # the next one of this 4-tuple is new
+        if r.kind == EV_STATE and r.newstate == TCP_CLOSE:  # the next one of this 4-tuple is new
             self.ids.pop(tup, None)
             if r.sport == 0:
                 self.pending.pop((remote, r.pid), None)
@@ -476,7 +473,7 @@ class Report:
         out.append(f"Remote endpoints (top {top}): events, established")
         for r in s["remotes"]:
             out.append(f"  {r['remote']}: {r['events']} events, {r['established']} established")
-        out.append(f"Resets (top {top}): {self.kinds[RESET_SENT]} sent, {self.kinds[RESET_RECEIVED]} received")
+        out.append(f"Resets (top {top}): {self.kinds[EV_RESET_SENT]} sent, {self.kinds[EV_RESET_RECEIVED]} received")
         for r in s["resets"]:
             out.append(f"  {EVENT_TITLES[NAME_KINDS[r['event']]]}: {r['local']} <-> {r['remote_addr']} "
                        f"PID={r['pid']} COMM={r['comm']}: {r['count']}")
@@ -532,7 +529,6 @@ def build_parser():
 
 
 def run(opts, out):
-    from .cli import filters_from
     for option, value in (("--top", opts.top), ("--max-tracked", opts.max_tracked)):
         count_option(option)(value)  # also when opts were made without the parser
     filters = filters_from(opts)

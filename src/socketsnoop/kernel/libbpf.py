@@ -12,7 +12,7 @@ import errno
 import os
 from collections import deque
 
-from .errors import SnoopError
+from ..errors import SnoopError
 
 LIBBPF_SONAME = "libbpf.so.1"
 BPF_ANY = 0

@@ -1,26 +1,25 @@
-"""Decode: the kernel's struct event (bpf/socketsnoop.h), mirrored, and TCP state names."""
+"""Decode: rows of the kernel's struct event (layout: kernel/abi.py), and TCP state names."""
 
-import struct
-from collections import namedtuple
+from bisect import bisect_right
+from operator import itemgetter
 
-# struct event, 96 bytes; tests/test_layout.py checks this against the C header's BTF.
-EVENT_FORMAT = "<QQQIBBBBB3xIHH16s16s16sB3x"
-EVENT = struct.Struct(EVENT_FORMAT)
-Event = namedtuple(
-    "Event",
-    "ts_ns skaddr ino netns type oldstate newstate owner flags pid sport dport saddr daddr comm family",
+from ..kernel.abi import (
+    EV_RESET_RECEIVED,
+    EV_RESET_SENT,
+    EV_RETRANSMIT,
+    EV_STATE,
+    IDENT_STRUCT,
+    OWNER_CURRENT,
+    OWNER_LISTENER,
+    OWNER_NONE,
+    OWNER_SOCKET,
+    Ident,
+    Row,
 )
 
-# Decoding. A row is struct event with its identity fields (pid .. family: the same for most events of
-# a connection's side) left as one bytes object, which formatters key their caches by. Row positions:
+# Row positions: a row is struct event decoded with its identity fields (pid .. family: the same for most
+# events of a connection's side) left as one bytes object, which formatters key their caches by.
 TS, SK, INO, NETNS, TYPE, OLDSTATE, NEWSTATE, OWNER, FLAGS, IDENT = range(10)
-ROW_FORMAT = "<QQQIBBBBB3x57s3x"
-ROW = struct.Struct(ROW_FORMAT)
-RECORD = struct.Struct("<8x" + ROW_FORMAT[1:])  # behind a ring buffer record's 8-byte header
-IDENT_FORMAT = "<IHH16s16s16sB"
-IDENT_STRUCT = struct.Struct(IDENT_FORMAT)
-Row = namedtuple("Row", "ts_ns skaddr ino netns type oldstate newstate owner flags ident")
-Ident = namedtuple("Ident", "pid sport dport saddr daddr comm family")
 
 
 def ident_of(row) -> Ident:
@@ -39,23 +38,21 @@ def make_row(ts_ns=0, skaddr=0, ino=0, netns=0, type=1, oldstate=0, newstate=0, 
                make_ident(pid, sport, dport, saddr, daddr, comm, family))
 
 
-# enum ss_event_type
-STATE_CHANGE, RETRANSMIT, RESET_SENT, RESET_RECEIVED = 1, 2, 3, 4
 EVENT_NAMES = {
-    STATE_CHANGE: "state_change",
-    RETRANSMIT: "retransmit",
-    RESET_SENT: "reset_sent",
-    RESET_RECEIVED: "reset_received",
+    EV_STATE: "state_change",
+    EV_RETRANSMIT: "retransmit",
+    EV_RESET_SENT: "reset_sent",
+    EV_RESET_RECEIVED: "reset_received",
 }
 EVENT_TITLES = {
-    STATE_CHANGE: "State Change",
-    RETRANSMIT: "Retransmission",
-    RESET_SENT: "Reset Sent",
-    RESET_RECEIVED: "Reset Received",
+    EV_STATE: "State Change",
+    EV_RETRANSMIT: "Retransmission",
+    EV_RESET_SENT: "Reset Sent",
+    EV_RESET_RECEIVED: "Reset Received",
 }
 
-# enum ss_owner, plus what user space adds
-OWNER_CURRENT, OWNER_SOCKET, OWNER_LISTENER, OWNER_NONE, OWNER_PROC = 0, 1, 2, 3, 4
+# what user space adds to enum ss_owner
+OWNER_PROC = 4
 OWNER_NAMES = {
     OWNER_CURRENT: "current",  # no owner known: the task the kernel ran the event in
     OWNER_SOCKET: "socket",  # the process that made a system call on the socket
@@ -63,14 +60,6 @@ OWNER_NAMES = {
     OWNER_NONE: "none",  # no socket at all (reset to a closed port): pid 0
     OWNER_PROC: "proc",  # found in /proc (the socket predates the monitor)
 }
-F_OWNER_UNVERIFIED = 1
-
-# counters (enum ss_counter)
-C_SEEN, C_FILTERED, C_SENT, C_LOST = 0, 1, 2, 3
-C_SEEN_STATE, C_SEEN_RETRANSMIT, C_SEEN_RESET_SENT, C_SEEN_RESET_RECEIVED = 4, 5, 6, 7
-C_NESTED = 8
-C_MAX = 9
-
 # include/net/tcp_states.h
 TCP_STATES = {
     1: "ESTABLISHED",
@@ -111,3 +100,23 @@ def describe_state(num):
     if num == 0:
         return "No Socket"
     return f"Unknown ({name})"
+
+
+_ts = itemgetter(TS)
+# more rows than this in the spare ring at once: it is rescuing a full main ring (RE-ENTRY, 2 in the BPF source)
+MERGE_SORT_LIMIT = 256
+
+
+def merge_by_time(rows, extra):
+    """rows (in time order, near enough) with a few extra rows (the spare ring's) put in their places by
+    time; a row of extra goes after rows of the same time. Many extra rows mean the spare ring is rescuing
+    a full main one: we are behind, and sorting would only put us further behind; they follow the main
+    ring's rows then (each ring is in time order)."""
+    if len(extra) > MERGE_SORT_LIMIT:
+        rows.extend(extra)
+        return rows
+    extra.sort(key=_ts)
+    times = [r[TS] for r in rows]
+    for r in reversed(extra):  # from the last: the positions found in `times` stay right
+        rows.insert(bisect_right(times, r[TS]), r)
+    return rows

@@ -10,30 +10,15 @@ import re
 import struct
 from importlib import resources
 
-from .errors import SnoopError
-from .events import C_MAX, C_NESTED, EVENT
+from ..errors import SnoopError
+from . import abi
+from .abi import C_MAX, C_RESCUED, EVENT, LISTEN_KEY, OWNER_STRUCT, PROGRAMS, REQUIRED
 from .libbpf import BpfObject, Libbpf, PerfBuffer
-from .owners import netns_inode
 from .ringbuf import RingBuffer
 
 BTF_PATH = "/sys/kernel/btf/vmlinux"
 CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
 
-# program -> tracepoint; the first two are required, the others are dropped with a warning if missing.
-# Attached in this order, which matters: handle_set_state before handle_set_state_nested (before
-# Linux 6.10 the kernel re-enters a tracing program instead of skipping it, and the nested one must
-# then find handle_set_state's flag already cleared by the inner run; see the BPF program).
-PROGRAMS = {
-    "handle_set_state": "sock:inet_sock_set_state",
-    "handle_set_state_nested": "sock:inet_sock_set_state",
-    "handle_retransmit": "tcp:tcp_retransmit_skb",
-    "handle_retransmit_synack": "tcp:tcp_retransmit_synack",
-    "handle_send_reset": "tcp:tcp_send_reset",
-    "handle_receive_reset": "tcp:tcp_receive_reset",
-}
-REQUIRED = ("handle_set_state", "handle_set_state_nested")
-OWNER = struct.Struct("<II16s")
-LISTEN_KEY = struct.Struct("<IHBx16s")
 
 
 def object_bytes() -> bytes:
@@ -46,7 +31,7 @@ def object_bytes() -> bytes:
                 return f.read()
         except OSError as e:
             raise SnoopError(f"socket-snoop: SOCKETSNOOP_BPF_OBJECT={other}: {e.strerror}") from None
-    return resources.files("socketsnoop").joinpath("bpf/socketsnoop.bpf.o").read_bytes()
+    return resources.files("socketsnoop.kernel").joinpath("bpf/socketsnoop.bpf.o").read_bytes()
 
 
 def effective_caps(status_path="/proc/self/status") -> int:
@@ -91,7 +76,7 @@ class Probe:
         self.filters = filters
         self.buffer = buffer
         self.buffer_size = _pow2_at_least(buffer_size)
-        self.nested_size = max(self.buffer_size // 8, 1 << 16)  # the second ring: rare events, and rescue
+        self.spare_size = max(self.buffer_size // 8, 1 << 16)  # the spare ring: rare events, and rescue
         # the reader is woken when this much is unread: often enough that each of its turns on a CPU is
         # short (at full churn the workload kept 5% more of its rate at 64K than at 256K, the monitor in
         # a scheduling group of its own, as a service is), seldom enough to read in batches
@@ -99,7 +84,7 @@ class Probe:
         self.log = log or (lambda msg: None)
         self.obj = None
         self.reader = None
-        self.nested_reader = None  # ring buffer of events made inside another of our programs
+        self.spare_reader = None  # the spare ring (RE-ENTRY, 2 in the BPF source)
         self.skipped = []  # tracepoints this kernel lacks
         self.ncpus = 1
 
@@ -107,18 +92,15 @@ class Probe:
     def _open(self, disabled):
         obj = BpfObject(object_bytes())
         f = self.filters
-        obj.set_rodata({
-            "filter_flags": struct.pack("<I", f.flags()),
-            "filter_states": struct.pack("<I", f.state_mask()),
-            "wakeup_bytes": struct.pack("<Q", self.wakeup_bytes),
-            "use_perf": struct.pack("<?", self.buffer == "perf"),
-        })
+        values = {"filter_flags": f.flags(), "filter_states": f.state_mask(), "wakeup_bytes": self.wakeup_bytes,
+                  "use_perf": self.buffer == "perf"}
+        obj.set_rodata({name: struct.pack(fmt, values[name]) for name, fmt in abi.RODATA.items()})
         if self.buffer == "perf":
-            obj.set_autocreate("events", False)  # unused: kernels before 5.8 have no ring buffer
-            obj.set_autocreate("events_nested", False)
+            obj.set_autocreate(abi.MAP_EVENTS, False)  # unused: kernels before 5.8 have no ring buffer
+            obj.set_autocreate(abi.MAP_EVENTS_SPARE, False)
         else:
-            obj.set_max_entries("events", self.buffer_size)
-            obj.set_max_entries("events_nested", self.nested_size)
+            obj.set_max_entries(abi.MAP_EVENTS, self.buffer_size)
+            obj.set_max_entries(abi.MAP_EVENTS_SPARE, self.spare_size)
         for prog in disabled:
             obj.bpf.prog_set_autoload(obj.bpf.find_prog(obj.obj, prog.encode()), False)
         return obj
@@ -171,22 +153,21 @@ class Probe:
         tail = " | ".join(m.strip() for m in messages[-3:] if m.strip())
         return f"socket-snoop: {msg}" + (f" ({tail})" if tail else "")
 
-    def seed_listeners(self, listeners):
-        """Tell the kernel who owns the listening sockets that predate us."""
-        ns = netns_inode()
+    def seed_listeners(self, listeners, ns):
+        """Tell the kernel who owns the listening sockets that predate us (in network namespace ns)."""
         for family, addr, port, pid, comm in listeners:
             key = LISTEN_KEY.pack(ns, port, family, addr.ljust(16, b"\0"))
-            self.obj.update("listeners", key, OWNER.pack(pid, 0, comm.ljust(16, b"\0")))
+            self.obj.update(abi.MAP_LISTENERS, key, OWNER_STRUCT.pack(pid, 0, comm.ljust(abi.COMM_LEN, b"\0")))
 
     def set_owner(self, skaddr, pid, comm):
         """Remember an owner found in /proc, so the kernel attributes the socket's next events."""
         try:
-            self.obj.update("owners", struct.pack("<Q", skaddr), OWNER.pack(pid, 0, comm.ljust(16, b"\0")))
+            self.obj.update(abi.MAP_OWNERS, abi.SOCK_KEY.pack(skaddr), OWNER_STRUCT.pack(pid, 0, comm.ljust(abi.COMM_LEN, b"\0")))
         except SnoopError:
             pass
 
     def forget_owner(self, skaddr):
-        self.obj.delete("owners", struct.pack("<Q", skaddr))
+        self.obj.delete(abi.MAP_OWNERS, abi.SOCK_KEY.pack(skaddr))
 
     def attach(self):
         for prog in PROGRAMS:
@@ -204,10 +185,10 @@ class Probe:
         if self.buffer == "perf":
             pages = _pow2_at_least(self.buffer_size // max(self.ncpus, 1) // 4096, 1)
             # no lost callback: the kernel program already counts each failed write as lost
-            self.reader = PerfBuffer(self.obj.map_fd("perf_events"), pages, on_sample, None)
+            self.reader = PerfBuffer(self.obj.map_fd(abi.MAP_PERF_EVENTS), pages, on_sample, None)
         else:
-            self.reader = RingBuffer(self.obj.map_fd("events"), self.buffer_size, EVENT.size)
-            self.nested_reader = RingBuffer(self.obj.map_fd("events_nested"), self.nested_size, EVENT.size)
+            self.reader = RingBuffer(self.obj.map_fd(abi.MAP_EVENTS), self.buffer_size, EVENT.size)
+            self.spare_reader = RingBuffer(self.obj.map_fd(abi.MAP_EVENTS_SPARE), self.spare_size, EVENT.size)
         return self.reader
 
     def counters(self):
@@ -216,21 +197,21 @@ class Probe:
         if not self.obj:
             return out
         for idx in range(C_MAX):
-            raw = self.obj.lookup("counters", struct.pack("<I", idx), 8 * self.ncpus)
+            raw = self.obj.lookup(abi.MAP_COUNTERS, abi.U32_KEY.pack(idx), 8 * self.ncpus)
             if raw:
                 out[idx] = sum(struct.unpack(f"<{self.ncpus}Q", raw))
         return out
 
     def missed(self, counters):
         """Tracepoint hits none of our programs ran for (a softirq hit the tracepoint while the program
-        was running on that CPU). Not in 'seen'; reported beside 'lost'. handle_set_state's misses are
-        taken by handle_set_state_nested (counted as C_NESTED: all of them, where it can tell the
-        context levels apart); its own misses are hits that handle_set_state took."""
+        was running on that CPU). Not in 'seen'; reported beside 'lost'. on_state_change's misses are
+        taken by on_state_change_missed (counted as C_RESCUED: all of them, where it can tell the
+        context levels apart); its own misses are hits that on_state_change took."""
         if not self.obj:
             return 0
         misses = {p: self.obj.recursion_misses(p) for p in PROGRAMS if PROGRAMS[p] not in self.skipped}
-        misses["handle_set_state"] = max(0, misses.get("handle_set_state", 0) - counters[C_NESTED])
-        misses.pop("handle_set_state_nested", None)
+        misses["on_state_change"] = max(0, misses.get("on_state_change", 0) - counters[C_RESCUED])
+        misses.pop("on_state_change_missed", None)
         return sum(misses.values())
 
     def detach(self):
@@ -240,10 +221,10 @@ class Probe:
             self.obj.links = []
 
     def close(self):
-        for reader in (self.reader, self.nested_reader):
+        for reader in (self.reader, self.spare_reader):
             if reader:
                 reader.close()
-        self.reader = self.nested_reader = None
+        self.reader = self.spare_reader = None
         if self.obj:
             self.obj.close()
             self.obj = None

@@ -11,8 +11,12 @@ import ctypes
 import os
 import re
 
-from .errors import SnoopError
-from .probe import BTF_PATH, PROGRAMS, REQUIRED, effective_caps, has_bpf_caps
+from ..errors import SnoopError
+from ..kernel.abi import PROGRAMS, REQUIRED
+from ..kernel.libbpf import Libbpf
+from ..kernel.loader import BTF_PATH, Probe, effective_caps, has_bpf_caps
+from .options import build_parser as monitor_parser
+from .options import filters_from, options_from_config
 
 MIN_KERNEL = (5, 8)
 TRACEFS = ("/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events")
@@ -65,7 +69,6 @@ def check_caps():
 
 def check_libbpf():
     try:
-        from .libbpf import Libbpf
         lib = Libbpf.get()
     except SnoopError as e:
         return Result("libbpf", False, str(e)), None
@@ -128,8 +131,6 @@ def check_log(log_file):
 
 def check_load(opts):
     """Load and attach the program for real (needs privileges), then detach it."""
-    from .cli import filters_from
-    from .probe import Probe
     skipped = []
     probe = Probe(filters_from(opts), buffer=opts.buffer, buffer_size=opts.buffer_size, log=skipped.append)
     try:
@@ -145,11 +146,10 @@ def check_load(opts):
 
 def monitor_options(config):
     """The monitor's options from the config file, as `socket-snoop` would run; (opts, error Result)."""
-    from .cli import build_parser, options_from_config
     try:
         return options_from_config(config), None
     except SnoopError as e:
-        return build_parser().parse_args([]), Result("config file", False, str(e).removeprefix("socket-snoop: "))
+        return monitor_parser().parse_args([]), Result("config file", False, str(e).removeprefix("socket-snoop: "))
 
 
 def run_checks(config=None):

@@ -12,7 +12,8 @@ import shutil
 import subprocess
 import sys
 
-from .errors import SnoopError
+from ..errors import SnoopError
+from .options import DEFAULT_LOG, options_from_config
 
 UNIT_NAME = "socket-snoop.service"
 UNIT_DIR = "/etc/systemd/system"
@@ -171,7 +172,6 @@ def render_logrotate(log_files):
 
 def log_files(config):
     """The log files to rotate: the default one, and the configured one if it differs."""
-    from .cli import DEFAULT_LOG, options_from_config
     opts = options_from_config(config)
     files = [DEFAULT_LOG]
     if opts.log_file and os.path.abspath(opts.log_file) != DEFAULT_LOG:

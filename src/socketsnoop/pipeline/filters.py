@@ -7,20 +7,36 @@ an event filtered out costs no buffer space and no Python time.
 """
 
 import ipaddress
-import struct
 from dataclasses import dataclass, field
 
-from .errors import SnoopError
-from .events import RESET_RECEIVED, RESET_SENT, RETRANSMIT, STATE_NUMBERS
-
-# bpf/socketsnoop.h
-FILT_PID, FILT_COMM, FILT_PORT, FILT_SPORT, FILT_DPORT = 1 << 0, 1 << 1, 1 << 2, 1 << 3, 1 << 4
-FILT_ADDR, FILT_SRC, FILT_DST, FILT_STATE = 1 << 5, 1 << 6, 1 << 7, 1 << 8
-FILT_IPV4, FILT_IPV6, FILT_NO_RETRANSMIT, FILT_NO_RESET, FILT_SKIP_UNSPEC = (
-    1 << 9, 1 << 10, 1 << 11, 1 << 12, 1 << 13)
-ADDR_EITHER, ADDR_SRC, ADDR_DST = 1, 2, 3
-FILTER_KEY = struct.Struct("<IBB16s2x")  # struct filter_key, 24 bytes
-COMM_LEN = 16
+from ..errors import SnoopError
+from ..kernel import abi
+from ..kernel.abi import (
+    ADDR_DST,
+    ADDR_EITHER,
+    ADDR_SRC,
+    COMM_LEN,
+    EV_RESET_RECEIVED,
+    EV_RESET_SENT,
+    EV_RETRANSMIT,
+    FILT_ADDR,
+    FILT_COMM,
+    FILT_DPORT,
+    FILT_DST,
+    FILT_IPV4,
+    FILT_IPV6,
+    FILT_NO_RESET,
+    FILT_NO_RETRANSMIT,
+    FILT_PID,
+    FILT_PORT,
+    FILT_SKIP_UNSPEC,
+    FILT_SPORT,
+    FILT_SRC,
+    FILT_STATE,
+    FILTER_KEY,
+    FILTER_KEY_PREFIX_BITS,
+)
+from .decode import STATE_NUMBERS
 
 
 def _bad(option, value, why):
@@ -121,17 +137,17 @@ class Filters:
         """(map name, key bytes, value bytes) for every filter value."""
         one = b"\x01"
         for pid in self.pids:
-            yield "filter_pids", struct.pack("<I", pid), one
+            yield abi.MAP_FILTER_PIDS, abi.U32_KEY.pack(pid), one
         for comm in self.comms:
-            yield "filter_comms", comm.ljust(COMM_LEN, b"\0"), one
+            yield abi.MAP_FILTER_COMMS, comm.ljust(COMM_LEN, b"\0"), one
         for kind, ports in ((ADDR_EITHER, self.ports), (ADDR_SRC, self.src_ports), (ADDR_DST, self.dst_ports)):
             for port in ports:
-                yield "filter_ports", struct.pack("<I", kind << 16 | port), one
+                yield abi.MAP_FILTER_PORTS, abi.U32_KEY.pack(kind << abi.PORT_KEY_KIND_SHIFT | port), one
         for kind, nets in ((ADDR_EITHER, self.addrs), (ADDR_SRC, self.srcs), (ADDR_DST, self.dsts)):
             for net in nets:
                 family = net.version
-                yield "filter_addrs", FILTER_KEY.pack(
-                    16 + net.prefixlen, kind, family, net.network_address.packed.ljust(16, b"\0")), one
+                yield abi.MAP_FILTER_ADDRS, FILTER_KEY.pack(
+                    FILTER_KEY_PREFIX_BITS + net.prefixlen, kind, family, net.network_address.packed.ljust(16, b"\0")), one
 
     def match_owner(self, pid, comm: bytes):
         """The pid/comm filters, for an owner that only user space could resolve."""
@@ -148,9 +164,9 @@ class Filters:
             return False
         if (self.ipv4_only and family != 4) or (self.ipv6_only and family != 6):
             return False
-        if self.no_retransmits and kind == RETRANSMIT:
+        if self.no_retransmits and kind == EV_RETRANSMIT:
             return False
-        if self.no_resets and kind in (RESET_SENT, RESET_RECEIVED):
+        if self.no_resets and kind in (EV_RESET_SENT, EV_RESET_RECEIVED):
             return False
         if self.states and newstate not in self.states:
             return False

@@ -1,17 +1,56 @@
-"""Sinks: where formatted lines go. Each takes a batch of lines and flushes once per batch."""
+"""Sinks: where the monitor's output goes. Each is a small class with one job, on one interface (Sink).
+
+The run command composes a list of sinks and hands each batch of events to every one of them: the
+decoded rows (pipeline/decode.py) and, for a sink that wants them, their lines already formatted
+(output/formats.py: text or JSON, as chosen). A sink never blocks reading the kernel: one that cannot
+deliver counts what it drops, and the run command reports those counts on exit.
+"""
 
 import os
 import sys
 
 
-class ConsoleSink:
+class Sink:
+    """The interface. open() is called once before the first batch; write(rows, lines) once per batch
+    (lines is None for a sink whose wants_lines is False); flush() after write when the sink buffers;
+    reopen() on SIGHUP (logrotate); check() about once a second; close() at exit, once. dropped() is
+    how many events it could not deliver, for the exit summary (0: none lost)."""
+
+    name = "sink"
+    wants_lines = True
+
+    def open(self):
+        return self
+
+    def write(self, rows, lines):
+        raise NotImplementedError
+
+    def flush(self):
+        pass
+
+    def reopen(self):
+        pass
+
+    def check(self):
+        pass
+
+    def close(self):
+        pass
+
+    def dropped(self) -> int:
+        return 0
+
+
+class ConsoleSink(Sink):
     """Standard output. A closed pipe (socket-snoop | head) ends console output, not the monitor."""
+
+    name = "console"
 
     def __init__(self, stream=None):
         self.stream = stream or sys.stdout
         self.broken = False
 
-    def write(self, lines):
+    def write(self, rows, lines):
         if self.broken:
             return
         try:
@@ -32,11 +71,9 @@ class ConsoleSink:
             except (OSError, ValueError):
                 pass
 
-    def close(self):
-        pass
 
 
-class LogFileSink:
+class LogFileSink(Sink):
     """Appends to a log file, created mode 0640.
 
     reopen() (on SIGHUP) starts writing to a new file at the same path, for
@@ -45,6 +82,7 @@ class LogFileSink:
     on, and writing resumes when it works again.
     """
 
+    name = "log file"
     MODE = 0o640
 
     def __init__(self, path, warn=None):
@@ -52,6 +90,7 @@ class LogFileSink:
         self.warn = warn or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.file = None
         self.failing = False
+        self.lost = 0  # lines that could not be written
         self.file = self._open()
 
     def _open(self):
@@ -76,10 +115,11 @@ class LogFileSink:
             self.warn(f"socket-snoop: cannot write the log file {self.path}: {err.strerror or err}; "
                       "console output goes on (writing resumes when it can, or on SIGHUP)")
 
-    def write(self, lines):
+    def write(self, rows, lines):
         if self.file is None:
             self.reopen()
             if self.file is None:
+                self.lost += len(lines)
                 return
         try:
             self.file.write("".join(lines))
@@ -88,12 +128,16 @@ class LogFileSink:
                 self.failing = False
                 self.warn(f"socket-snoop: writing the log file {self.path} again")
         except OSError as e:
+            self.lost += len(lines)
             self._fail(e)
             try:
                 self.file.close()
             except OSError:
                 pass
             self.file = None
+
+    def dropped(self):
+        return self.lost
 
     def check(self):
         """Called about once a second: follow a rotated log file; report and recreate a removed one."""

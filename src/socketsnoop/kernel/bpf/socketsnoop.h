@@ -1,13 +1,26 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
  * The one contract between the kernel program (socketsnoop.bpf.c) and
- * user space (socketsnoop/events.py mirrors it; tests/test_layout.py checks
- * the sizes and offsets against this file's compiled BTF).
+ * user space: every struct, enum, flag and size both sides use. Its Python
+ * mirror is socketsnoop/kernel/abi.py; tests/test_abi.py fails on any
+ * difference (values parsed from this file, layouts from the object's BTF).
  */
 #ifndef SOCKETSNOOP_H
 #define SOCKETSNOOP_H
 
-#define SS_COMM_LEN 16
+#define SS_COMM_LEN 16 /* TASK_COMM_LEN */
+
+/*
+ * Sizes and limits. The ring sizes are defaults that user space replaces
+ * before load (--buffer-size); the others are fixed.
+ */
+#define SS_RING_BYTES (4 << 20)		/* events: placeholder, user space sets --buffer-size */
+#define SS_SPARE_RING_BYTES (1 << 20)	/* events_spare: placeholder, user space sets 1/8 of --buffer-size */
+#define SS_MAX_OWNERS 65536		/* owners: sockets whose owner is followed at once (LRU beyond) */
+#define SS_MAX_LISTENERS 8192		/* listeners: listening sockets at once (LRU beyond) */
+#define SS_MAX_FILTER_VALUES 1024	/* each filter map: values of one filter kind */
+#define SS_THREAD_SIZE 16384		/* x86-64 task stack (THREAD_SIZE; 32K with KASAN): context_level() */
+#define SS_CONTEXT_LEVELS 2		/* struct cpu_state.taken: 0 a task, 1 a softirq (RE-ENTRY, 1) */
 
 /* struct event.type */
 enum ss_event_type {
@@ -38,7 +51,7 @@ enum ss_counter {
 	SS_C_SEEN_RETRANSMIT = 5,
 	SS_C_SEEN_RESET_SENT = 6,
 	SS_C_SEEN_RESET_RECEIVED = 7,
-	SS_C_NESTED = 8,	/* state changes handled by handle_set_state_nested */
+	SS_C_RESCUED = 8,	/* state changes on_state_change_missed took for on_state_change (RE-ENTRY, 1) */
 	SS_C_MAX = 9,
 };
 
@@ -97,7 +110,10 @@ struct event {
 	__u8 pad2[3];
 };
 
-/* key of the LPM trie of address filters: prefixlen counts kind+family (16 bits) + address bits */
+/* key of the LPM trie of address filters: prefixlen counts kind+family (SS_FILTER_KEY_PREFIX_BITS) + address bits */
+#define SS_FILTER_KEY_PREFIX_BITS 16
+/* key of filter_ports: (kind << SS_PORT_KEY_KIND_SHIFT) | port, kind as in enum ss_addr_kind */
+#define SS_PORT_KEY_KIND_SHIFT 16
 struct filter_key {
 	__u32 prefixlen;
 	__u8 kind;

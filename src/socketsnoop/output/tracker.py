@@ -13,12 +13,11 @@ at once.
 
 from collections import OrderedDict, deque
 
-from .events import (
+from ..kernel.abi import EV_RETRANSMIT, EV_STATE
+from ..pipeline.decode import (
     EVENT_TITLES,
     NEWSTATE,
-    RETRANSMIT,
     SK,
-    STATE_CHANGE,
     TCP_CLOSE,
     TCP_NEW_SYN_RECV,
     TCP_TIME_WAIT,
@@ -27,7 +26,7 @@ from .events import (
     describe_state,
     ident_of,
 )
-from .fmt import escape_comm, format_addr, format_endpoint
+from .formats import escape_comm, format_addr, format_endpoint
 
 
 class Tracker:
@@ -55,7 +54,7 @@ class Tracker:
             c = opened.get(key)
             if c is None:
                 c = [row[TS], row, [row], 0, 0]
-                if not key or (row[TYPE] != STATE_CHANGE and row[NEWSTATE] in (TCP_TIME_WAIT, TCP_NEW_SYN_RECV)):
+                if not key or (row[TYPE] != EV_STATE and row[NEWSTATE] in (TCP_TIME_WAIT, TCP_NEW_SYN_RECV)):
                     self._close(c)  # no socket, or one that is not a connection we follow
                     continue
                 if len(opened) >= max_conns:
@@ -69,9 +68,9 @@ class Tracker:
                 else:
                     c[4] += 1
             typ = row[TYPE]
-            if typ == RETRANSMIT:
+            if typ == EV_RETRANSMIT:
                 c[3] += 1
-            elif typ == STATE_CHANGE and row[NEWSTATE] == TCP_CLOSE:  # done: the kernel may reuse the address
+            elif typ == EV_STATE and row[NEWSTATE] == TCP_CLOSE:  # done: the kernel may reuse the address
                 del opened[key]
                 self._close(c)
 
@@ -103,7 +102,7 @@ class Tracker:
             "dst": format_endpoint(fam, format_addr(fam, who.daddr), who.dport),
             "pid": who.pid, "comm": escape_comm(who.comm),
             "first_ns": first_ts, "last_ns": last[TS], "retransmits": retransmits,
-            "steps": [(r[TS], describe_state(r[NEWSTATE]) if r[TYPE] == STATE_CHANGE else EVENT_TITLES[r[TYPE]])
+            "steps": [(r[TS], describe_state(r[NEWSTATE]) if r[TYPE] == EV_STATE else EVENT_TITLES[r[TYPE]])
                       for r in steps],
             "steps_not_kept": dropped,
         }

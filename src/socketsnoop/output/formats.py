@@ -15,14 +15,8 @@ import ipaddress
 import json
 import time
 
-from .events import (
-    EVENT_NAMES,
-    EVENT_TITLES,
-    IDENT_STRUCT,
-    OWNER_NAMES,
-    describe_state,
-    state_name,
-)
+from ..kernel.abi import IDENT_STRUCT
+from ..pipeline.decode import EVENT_NAMES, EVENT_TITLES, OWNER_NAMES, describe_state, state_name
 
 _SAFE = frozenset(range(0x21, 0x7F)) - {ord("\\")}
 _ESCAPES = {b: chr(b) if b in _SAFE else f"\\x{b:02x}" for b in range(256)}

@@ -1,0 +1,118 @@
+"""The Python mirror of bpf/socketsnoop.h: every struct layout, enum and flag value, size, map and program
+name that user space shares with the kernel program, defined here and nowhere else.
+
+Each constant is the header's name without its `SS_` prefix (SS_EV_STATE -> EV_STATE). tests/test_abi.py
+reads the header and the compiled object's BTF and fails on any difference either way.
+"""
+
+import struct
+from collections import namedtuple
+
+COMM_LEN = 16
+
+# sizes and limits
+RING_BYTES = 4 << 20
+SPARE_RING_BYTES = 1 << 20
+MAX_OWNERS = 65536
+MAX_LISTENERS = 8192
+MAX_FILTER_VALUES = 1024
+THREAD_SIZE = 16384
+CONTEXT_LEVELS = 2
+
+# enum ss_event_type: struct event.type
+EV_STATE, EV_RETRANSMIT, EV_RESET_SENT, EV_RESET_RECEIVED = 1, 2, 3, 4
+
+# enum ss_owner: struct event.owner, where pid/comm came from
+OWNER_CURRENT, OWNER_SOCKET, OWNER_LISTENER, OWNER_NONE = 0, 1, 2, 3
+
+# struct event.flags
+F_OWNER_UNVERIFIED = 1
+
+# enum ss_counter: index into the per-CPU array `counters`
+C_SEEN, C_FILTERED, C_SENT, C_LOST = 0, 1, 2, 3
+C_SEEN_STATE, C_SEEN_RETRANSMIT, C_SEEN_RESET_SENT, C_SEEN_RESET_RECEIVED = 4, 5, 6, 7
+C_RESCUED = 8
+C_MAX = 9
+
+# enum ss_addr_kind: struct filter_key.kind, and the kind in filter_ports' keys
+ADDR_EITHER, ADDR_SRC, ADDR_DST = 1, 2, 3
+
+# filter switches (the read-only variable filter_flags)
+FILT_PID, FILT_COMM, FILT_PORT, FILT_SPORT, FILT_DPORT = 1 << 0, 1 << 1, 1 << 2, 1 << 3, 1 << 4
+FILT_ADDR, FILT_SRC, FILT_DST, FILT_STATE = 1 << 5, 1 << 6, 1 << 7, 1 << 8
+FILT_IPV4, FILT_IPV6, FILT_NO_RETRANSMIT, FILT_NO_RESET, FILT_SKIP_UNSPEC = (
+    1 << 9, 1 << 10, 1 << 11, 1 << 12, 1 << 13)
+
+# -- struct layouts: (struct, field names in order; pad fields are unnamed 'x') --------------------------
+
+# struct event, 96 bytes
+EVENT_FORMAT = "<QQQIBBBBB3xIHH16s16s16sB3x"
+EVENT = struct.Struct(EVENT_FORMAT)
+Event = namedtuple(
+    "Event",
+    "ts_ns skaddr ino netns type oldstate newstate owner flags pid sport dport saddr daddr comm family",
+)
+# struct event as decoded: the identity fields (pid .. family, contiguous in C) left as one bytes object
+ROW_FORMAT = "<QQQIBBBBB3x57s3x"
+ROW = struct.Struct(ROW_FORMAT)
+Row = namedtuple("Row", "ts_ns skaddr ino netns type oldstate newstate owner flags ident")
+RECORD = struct.Struct("<8x" + ROW_FORMAT[1:])  # behind a ring buffer record's 8-byte header
+IDENT_FORMAT = "<IHH16s16s16sB"
+IDENT_STRUCT = struct.Struct(IDENT_FORMAT)
+Ident = namedtuple("Ident", "pid sport dport saddr daddr comm family")
+
+# struct owner
+OWNER_STRUCT = struct.Struct("<II16s")
+OWNER_FIELDS = ("pid", "pad", "comm")
+# struct listen_key
+LISTEN_KEY = struct.Struct("<IHBx16s")
+LISTEN_KEY_FIELDS = ("netns", "port", "family", "addr")
+# struct filter_key: prefixlen counts kind + family (16 bits) + address bits
+FILTER_KEY = struct.Struct("<IBB16s2x")
+FILTER_KEY_FIELDS = ("prefixlen", "kind", "family", "addr")
+FILTER_KEY_PREFIX_BITS = 16
+# filter_ports' key: (kind << PORT_KEY_KIND_SHIFT) | port; filter_pids' key: a pid
+PORT_KEY_KIND_SHIFT = 16
+U32_KEY = struct.Struct("<I")  # filter_pids, filter_ports, counters
+SOCK_KEY = struct.Struct("<Q")  # owners: the socket's kernel address
+
+# struct name -> (struct.Struct, field names): what tests/test_abi.py checks against the BTF
+STRUCTS = {
+    "event": (EVENT, Event._fields),
+    "owner": (OWNER_STRUCT, OWNER_FIELDS),
+    "listen_key": (LISTEN_KEY, LISTEN_KEY_FIELDS),
+    "filter_key": (FILTER_KEY, FILTER_KEY_FIELDS),
+}
+
+# -- names in the object -----------------------------------------------------------------------------------
+
+# maps
+MAP_EVENTS = "events"
+MAP_EVENTS_SPARE = "events_spare"
+MAP_PERF_EVENTS = "perf_events"
+MAP_COUNTERS = "counters"
+MAP_OWNERS = "owners"
+MAP_LISTENERS = "listeners"
+MAP_FILTER_PIDS = "filter_pids"
+MAP_FILTER_COMMS = "filter_comms"
+MAP_FILTER_PORTS = "filter_ports"
+MAP_FILTER_ADDRS = "filter_addrs"
+MAP_CPU_STATES = "cpu_states"  # the kernel's own: user space never touches it
+MAPS = (MAP_EVENTS, MAP_EVENTS_SPARE, MAP_PERF_EVENTS, MAP_COUNTERS, MAP_OWNERS, MAP_LISTENERS,
+        MAP_FILTER_PIDS, MAP_FILTER_COMMS, MAP_FILTER_PORTS, MAP_FILTER_ADDRS, MAP_CPU_STATES)
+
+# read-only variables set before load: name -> struct format
+RODATA = {"filter_flags": "<I", "filter_states": "<I", "wakeup_bytes": "<Q", "use_perf": "<?"}
+
+# programs -> tracepoint, in attach order, which matters: on_state_change before on_state_change_missed
+# (the BPF source's RE-ENTRY comment). The first two are required, the others optional (a kernel that
+# lacks the tracepoint loses those events, with a warning).
+PROGRAMS = {
+    "on_state_change": "sock:inet_sock_set_state",
+    "on_state_change_missed": "sock:inet_sock_set_state",
+    "on_retransmit": "tcp:tcp_retransmit_skb",
+    "on_synack_retransmit": "tcp:tcp_retransmit_synack",
+    "on_reset_sent": "tcp:tcp_send_reset",
+    "on_reset_received": "tcp:tcp_receive_reset",
+}
+REQUIRED = ("on_state_change", "on_state_change_missed")

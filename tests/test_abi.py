@@ -1,0 +1,202 @@
+"""kernel/abi.py is the Python mirror of bpf/socketsnoop.h: the same constants (values parsed from the header),
+the same struct layouts (sizes, offsets and member sizes read from the committed object's BTF), the same map,
+program and read-only variable names (read from the object). Any difference either way fails here."""
+
+import ast
+import ctypes
+import os
+import re
+import struct
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from socketsnoop.kernel import abi, libbpf
+from socketsnoop.kernel.libbpf import Libbpf
+from socketsnoop.pipeline import decode
+
+BTF_KIND_STRUCT = 4
+BPF = resources.files("socketsnoop.kernel").joinpath("bpf")
+OBJ = str(BPF.joinpath("socketsnoop.bpf.o"))
+HEADER = BPF.joinpath("socketsnoop.h").read_text()
+PACKAGE = Path(abi.__file__).resolve().parents[1]
+
+
+class _Member(ctypes.Structure):
+    _fields_ = [("name_off", ctypes.c_uint32), ("type", ctypes.c_uint32), ("offset", ctypes.c_uint32)]
+
+
+def _btf(path):
+    bpf = Libbpf.get()
+    parse = bpf.lib.btf__parse
+    parse.restype, parse.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_void_p]
+    btf = parse(path.encode(), None)
+    assert btf, "cannot read BTF from the object"
+    return bpf, btf
+
+
+def btf_struct(name, path=OBJ):
+    """({member: (byte offset, byte size)}, size) of struct `name` in the BTF of `path`."""
+    bpf, btf = _btf(path)
+    resolve = bpf.lib.btf__resolve_size
+    resolve.restype, resolve.argtypes = ctypes.c_long, [ctypes.c_void_p, ctypes.c_uint32]
+    tid = bpf.btf_find(btf, name.encode(), BTF_KIND_STRUCT)
+    assert tid > 0, f"struct {name} not in BTF"
+    t = bpf.btf_type(btf, tid).contents
+    members = ctypes.cast(ctypes.addressof(t) + 12, ctypes.POINTER(_Member))
+    out = {bpf.btf_name(btf, members[i].name_off).decode(): (members[i].offset // 8, resolve(btf, members[i].type))
+           for i in range(t.info & 0xFFFF)}
+    return out, t.size_or_type
+
+
+def python_fields(fmt, names):
+    """{name: (offset, size)} of each named field of a struct format (pad bytes 'x' have no name), and the size."""
+    out, pos = {}, 0
+    it = iter(names)
+    for count, code in re.findall(r"(\d*)([a-zA-Z?])", fmt.lstrip("<")):
+        n = int(count or 1)
+        size = struct.calcsize("<" + count + code)
+        if code == "s":
+            out[next(it)] = (pos, n)
+        elif code != "x":
+            for k in range(n):
+                out[next(it)] = (pos + k * struct.calcsize("<" + code), struct.calcsize("<" + code))
+        pos += size
+    return out, pos
+
+
+def _c_value(expr):
+    """A constant expression of the header: 16, (1u << 3), (4 << 20)."""
+    expr = re.sub(r"(\d+)u\b", r"\1", expr.strip())
+    assert re.fullmatch(r"[\d\s()<|+*-]+", expr), expr
+    return eval(expr, {"__builtins__": {}})  # digits and operators only, checked above
+
+
+def header_constants():
+    """Every SS_ name of the header, enum members and #defines, with its value."""
+    body = re.sub(r"/\*.*?\*/", "", HEADER, flags=re.S)
+    consts = {}
+    for m in re.finditer(r"#define (SS_\w+)\s+([^\n]+)", body):
+        consts[m[1]] = _c_value(m[2])
+    for enum in re.findall(r"enum \w+ \{(.*?)\};", body, flags=re.S):
+        for name, value in re.findall(r"(SS_\w+)\s*=\s*([^,\n]+)", enum):
+            consts[name] = _c_value(value)
+    return consts
+
+
+def abi_constants():
+    return {name: value for name, value in vars(abi).items()
+            if re.fullmatch(r"[A-Z][A-Z0-9_]*", name) and type(value) is int}
+
+
+def test_every_header_constant_is_mirrored_with_its_value():
+    consts = header_constants()
+    assert len(consts) > 40
+    mine = abi_constants()
+    for name, value in consts.items():
+        assert name.startswith("SS_")
+        assert mine.get(name[3:]) == value, name
+    assert set(mine) == {n[3:] for n in consts}, "abi.py has constants the header does not"
+
+
+@pytest.mark.parametrize("name", sorted(abi.STRUCTS))
+def test_struct_layout_matches_btf(name):
+    packer, fields = abi.STRUCTS[name]
+    c, size = btf_struct(name)
+    assert packer.size == size
+    py, total = python_fields(packer.format, fields)
+    assert total == size
+    pads = {n for n in {*py, *c} if n.startswith("pad")}
+    assert set(py) - pads == set(c) - pads, "fields differ"
+    for f, (off, width) in py.items():
+        assert c[f] == (off, width), f
+
+
+def test_event_is_96_bytes_and_row_decoding_matches_c():
+    """A row is struct event with pid .. family taken as one string (abi.IDENT_STRUCT): those fields must be
+    contiguous in C, in IDENT's order, and the row's other fields where the event has them."""
+    c, size = btf_struct("event")
+    assert size == abi.EVENT.size == 96
+    assert abi.ROW.size == size and abi.RECORD.size == size + 8
+    py, total = python_fields(abi.ROW_FORMAT, abi.Row._fields)
+    assert total == size
+    for name in abi.Row._fields[:-1]:
+        assert c[name][0] == py[name][0], name
+    start = py["ident"][0]
+    assert c["pid"][0] == start
+    inner, length = python_fields(abi.IDENT_FORMAT, abi.Ident._fields)
+    assert length == abi.IDENT_STRUCT.size == struct.calcsize(f"<{length}s")
+    for name, (off, width) in inner.items():
+        assert c[name] == (start + off, width), name
+    assert abi.ROW_FORMAT.count(f"{length}s") == 1
+    assert decode.IDENT == abi.Row._fields.index("ident")
+
+
+def test_make_row_decodes_back():
+    row = decode.make_row(ts_ns=7, skaddr=8, pid=9, sport=10, dport=11, saddr=b"\x01" * 16, daddr=b"\x02" * 16,
+                          comm=b"x", family=6, newstate=1)
+    packed = abi.EVENT.pack(7, 8, 0, 0, 1, 0, 1, 0, 0, 9, 10, 11, b"\x01" * 16, b"\x02" * 16, b"x", 6)
+    assert abi.ROW.unpack(packed) == tuple(row)
+    assert decode.ident_of(row) == (9, 10, 11, b"\x01" * 16, b"\x02" * 16, b"x".ljust(16, b"\0"), 6)
+
+
+def _object_names():
+    """(maps, programs) of the committed object, as libbpf opens it (no load)."""
+    bpf = Libbpf.get()
+    vp = ctypes.c_void_p
+    fns = {}
+    for name, res, args in (("bpf_object__next_map", vp, [vp, vp]), ("bpf_map__name", ctypes.c_char_p, [vp]),
+                            ("bpf_object__next_program", vp, [vp, vp]),
+                            ("bpf_program__name", ctypes.c_char_p, [vp]), ("bpf_map__is_internal", ctypes.c_bool, [vp])):
+        fn = getattr(bpf.lib, name)
+        fn.restype, fn.argtypes = res, args
+        fns[name] = fn
+    data = open(OBJ, "rb").read()
+    buf = ctypes.create_string_buffer(data, len(data))
+    obj = bpf.open_mem(buf, len(data), None)
+    assert obj
+    try:
+        maps, progs, m, p = [], [], None, None
+        while m := fns["bpf_object__next_map"](obj, m):
+            if not fns["bpf_map__is_internal"](m):
+                maps.append(fns["bpf_map__name"](m).decode())
+        while p := fns["bpf_object__next_program"](obj, p):
+            progs.append(fns["bpf_program__name"](p).decode())
+        return maps, progs
+    finally:
+        bpf.close(obj)
+
+
+def test_map_and_program_names_match_the_object():
+    maps, progs = _object_names()
+    assert sorted(maps) == sorted(abi.MAPS)
+    assert sorted(progs) == sorted(abi.PROGRAMS)
+    assert set(abi.REQUIRED) <= set(abi.PROGRAMS)
+    for name in abi.MAPS:
+        assert getattr(abi, "MAP_" + name.upper()) == name
+
+
+def test_rodata_variables_match_the_source():
+    src = BPF.joinpath("socketsnoop.bpf.c").read_text()
+    sizes = {"__u32": "<I", "__u64": "<Q", "bool": "<?"}
+    found = {name: sizes[typ] for typ, name in re.findall(r"^const volatile (\w+) (\w+) = ", src, flags=re.M)}
+    assert found == abi.RODATA
+
+
+@pytest.mark.skipif(not os.path.exists("/sys/kernel/btf/vmlinux"), reason="kernel has no BTF")
+def test_prog_info_offsets_match_the_kernel():
+    c, size = btf_struct("bpf_prog_info", "/sys/kernel/btf/vmlinux")
+    assert c["recursion_misses"][0] == libbpf.RECURSION_MISSES_OFF
+    assert size >= libbpf.PROG_INFO_SIZE
+
+
+def test_no_other_module_defines_a_layout():
+    """Struct formats are abi.py's; only the ring buffer's own header words (not our header's) are elsewhere."""
+    allowed = {PACKAGE / "kernel" / "abi.py", PACKAGE / "kernel" / "ringbuf.py"}
+    for path in PACKAGE.rglob("*.py"):
+        if path in allowed:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "Struct":
+                pytest.fail(f"{path.relative_to(PACKAGE)}:{node.lineno}: a struct layout outside kernel/abi.py")
