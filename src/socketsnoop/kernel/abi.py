@@ -34,6 +34,15 @@ C_SEEN_STATE, C_SEEN_RETRANSMIT, C_SEEN_RESET_SENT, C_SEEN_RESET_RECEIVED = 4, 5
 C_RESCUED = 8
 C_MAX = 9
 
+# enum ss_result: struct conn_record.result
+RESULT_CLOSED, RESULT_RESET_SENT, RESULT_RESET_RECEIVED, RESULT_REFUSED, RESULT_TIMEOUT, RESULT_UNREACHABLE = (
+    1, 2, 3, 4, 5, 6)
+# enum ss_direction: struct conn_record.direction
+DIR_UNKNOWN, DIR_OUT, DIR_IN = 0, 1, 2
+# struct conn_record.flags
+R_INCOMPLETE, R_STATES_CUT = 1, 2
+MAX_STATES = 16
+
 # enum ss_addr_kind: struct filter_key.kind, and the kind in filter_ports' keys
 ADDR_EITHER, ADDR_SRC, ADDR_DST = 1, 2, 3
 
@@ -61,6 +70,15 @@ IDENT_FORMAT = "<IHH16s16s16sB"
 IDENT_STRUCT = struct.Struct(IDENT_FORMAT)
 Ident = namedtuple("Ident", "pid sport dport saddr daddr comm family")
 
+# struct conn_record, 152 bytes: one connection at its end
+RECORD_FORMAT = "<QQQQQQQQIIIIBBBB4xIHH16s16s16sB7x"
+CONN_RECORD = struct.Struct(RECORD_FORMAT)
+ConnRecordFields = namedtuple(
+    "ConnRecordFields",
+    "ts_ns skaddr start_ns handshake_ns bytes_sent bytes_received cgroup states netns retransmits rtt_us uid "
+    "result direction nstates flags pid sport dport saddr daddr comm family",
+)
+
 # struct owner
 OWNER_STRUCT = struct.Struct("<II16s")
 OWNER_FIELDS = ("pid", "pad", "comm")
@@ -79,6 +97,7 @@ SOCK_KEY = struct.Struct("<Q")  # owners: the socket's kernel address
 # struct name -> (struct.Struct, field names): what tests/test_abi.py checks against the BTF
 STRUCTS = {
     "event": (EVENT, Event._fields),
+    "conn_record": (CONN_RECORD, ConnRecordFields._fields),
     "owner": (OWNER_STRUCT, OWNER_FIELDS),
     "listen_key": (LISTEN_KEY, LISTEN_KEY_FIELDS),
     "filter_key": (FILTER_KEY, FILTER_KEY_FIELDS),

@@ -11,8 +11,9 @@ import sys
 
 
 class Sink:
-    """The interface. open() is called once before the first batch; write(rows, lines) once per batch
-    (lines is None for a sink whose wants_lines is False); flush() after write when the sink buffers;
+    """The interface. open() is called once before the first batch; write(rows, lines) once per batch of
+    events, write_records(records, lines) once per batch of connection records (lines is None for a sink
+    whose wants_lines is False); flush() after write when the sink buffers;
     reopen() on SIGHUP (logrotate); check() about once a second; close() at exit, once. dropped() is
     how many events it could not deliver, for the exit summary (0: none lost)."""
 
@@ -24,6 +25,10 @@ class Sink:
 
     def write(self, rows, lines):
         raise NotImplementedError
+
+    def write_records(self, records, lines):
+        """Finished connections (pipeline.decode.ConnRecord), and their lines as write() gets them. A sink
+        that has nothing to do with them keeps this default."""
 
     def flush(self):
         pass

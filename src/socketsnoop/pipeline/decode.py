@@ -2,8 +2,12 @@
 
 from bisect import bisect_right
 from operator import itemgetter
+from typing import NamedTuple
 
 from ..kernel.abi import (
+    CONN_RECORD,
+    DIR_IN,
+    DIR_OUT,
     EV_RESET_RECEIVED,
     EV_RESET_SENT,
     EV_RETRANSMIT,
@@ -13,6 +17,15 @@ from ..kernel.abi import (
     OWNER_LISTENER,
     OWNER_NONE,
     OWNER_SOCKET,
+    R_INCOMPLETE,
+    R_STATES_CUT,
+    RESULT_CLOSED,
+    RESULT_REFUSED,
+    RESULT_RESET_RECEIVED,
+    RESULT_RESET_SENT,
+    RESULT_TIMEOUT,
+    RESULT_UNREACHABLE,
+    ConnRecordFields,
     Ident,
     Row,
 )
@@ -120,3 +133,57 @@ def merge_by_time(rows, extra):
     for r in reversed(extra):  # from the last: the positions found in `times` stay right
         rows.insert(bisect_right(times, r[TS]), r)
     return rows
+
+
+# -- connection records (struct conn_record) ------------------------------------------------------------------
+
+RESULT_NAMES = {
+    RESULT_CLOSED: "closed",
+    RESULT_RESET_SENT: "reset-sent",
+    RESULT_RESET_RECEIVED: "reset-received",
+    RESULT_REFUSED: "refused",
+    RESULT_TIMEOUT: "timeout",
+    RESULT_UNREACHABLE: "unreachable",
+}
+DIRECTION_NAMES = {DIR_OUT: "out", DIR_IN: "in"}
+
+
+class ConnRecord(NamedTuple):
+    """One connection at its end, decoded: what every output of a record (text, JSON, journal, syslog,
+    metrics, the exit report) reads. None where the kernel did not know (a connection older than us)."""
+
+    ts_ns: int  # when it ended, CLOCK_MONOTONIC
+    skaddr: int
+    netns: int
+    family: int
+    saddr: bytes  # 16 bytes, IPv4 in the first 4
+    sport: int
+    daddr: bytes
+    dport: int
+    pid: int
+    comm: bytes  # raw, NUL-padded
+    uid: int
+    cgroup: int  # cgroup v2 id, 0 if none
+    direction: str | None  # "in", "out"; None when unknown
+    result: str  # RESULT_NAMES
+    bytes_sent: int
+    bytes_received: int
+    retransmits: int
+    rtt_us: int | None
+    handshake_ns: int | None
+    duration_ns: int | None
+    states: tuple  # state numbers, in order
+    states_cut: bool  # more states than the kernel keeps: the first ones, then CLOSE
+    complete: bool  # False: it began before socket-snoop started
+
+
+def decode_record(raw: bytes, offset=0) -> ConnRecord:
+    """struct conn_record bytes (at offset) -> ConnRecord."""
+    f = ConnRecordFields._make(CONN_RECORD.unpack_from(raw, offset))
+    states = tuple((f.states >> (4 * i)) & 0xF for i in range(f.nstates))
+    complete = not f.flags & R_INCOMPLETE
+    return ConnRecord(
+        f.ts_ns, f.skaddr, f.netns, f.family, f.saddr, f.sport, f.daddr, f.dport, f.pid, f.comm, f.uid, f.cgroup,
+        DIRECTION_NAMES.get(f.direction), RESULT_NAMES.get(f.result, "closed"), f.bytes_sent, f.bytes_received,
+        f.retransmits, f.rtt_us or None, f.handshake_ns or None,
+        f.ts_ns - f.start_ns if complete and f.start_ns else None, states, bool(f.flags & R_STATES_CUT), complete)

@@ -80,8 +80,9 @@ const volatile __u32 filter_states = 0;	 /* bit n: new state n passes */
 const volatile __u64 wakeup_bytes = 0;	 /* 0: wake user space on every event */
 const volatile bool use_perf = false;	 /* perf event array instead of ring buffer */
 
-/* keeps struct event in the object's BTF, where tests/test_abi.py reads its layout */
+/* keep struct event and struct conn_record in the object's BTF, where tests/test_abi.py reads their layout */
 const volatile struct event *unused_event __attribute__((unused));
+const volatile struct conn_record *unused_record __attribute__((unused));
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

@@ -110,6 +110,63 @@ struct event {
 	__u8 pad2[3];
 };
 
+/* struct conn_record.result: why a connection ended */
+enum ss_result {
+	SS_RESULT_CLOSED = 1,	      /* an orderly close (FIN both ways, or our own close of an idle socket) */
+	SS_RESULT_RESET_SENT = 2,     /* we sent a reset (SO_LINGER 0, data left unread, an abort) */
+	SS_RESULT_RESET_RECEIVED = 3, /* the peer reset an established connection */
+	SS_RESULT_REFUSED = 4,	      /* connect() answered by a reset: ECONNREFUSED */
+	SS_RESULT_TIMEOUT = 5,	      /* no answer: ETIMEDOUT */
+	SS_RESULT_UNREACHABLE = 6,    /* ICMP unreachable: EHOSTUNREACH or ENETUNREACH */
+};
+
+/* struct conn_record.direction */
+enum ss_direction {
+	SS_DIR_UNKNOWN = 0, /* the connection began before socket-snoop started */
+	SS_DIR_OUT = 1,	    /* connected: we sent the SYN */
+	SS_DIR_IN = 2,	    /* accepted */
+};
+
+/* struct conn_record.flags */
+#define SS_R_INCOMPLETE 1 /* began before socket-snoop started: start, handshake and early states unknown */
+#define SS_R_STATES_CUT 2 /* more states than SS_MAX_STATES: the first ones are kept, the last is CLOSE */
+
+#define SS_MAX_STATES 16 /* struct conn_record.states: 4 bits per state */
+
+/*
+ * One connection, when its full socket reaches CLOSE (for the side that
+ * closes first: when it enters TIME_WAIT). 152 bytes. pid .. family are the
+ * identity, as in struct event, in the same order.
+ */
+struct conn_record {
+	__u64 ts_ns;	      /* when it ended (CLOCK_MONOTONIC) */
+	__u64 skaddr;	      /* kernel socket address */
+	__u64 start_ns;	      /* its first state change (0 if SS_R_INCOMPLETE) */
+	__u64 handshake_ns;   /* SYN sent or received -> ESTABLISHED; 0 if it never got there */
+	__u64 bytes_sent;     /* payload bytes the peer acknowledged (bytes_acked less SYN and FIN) */
+	__u64 bytes_received; /* payload bytes received (bytes_received less SYN and FIN) */
+	__u64 cgroup;	      /* the socket's cgroup v2 id (sk_cgrp_data), 0 if none */
+	__u64 states;	      /* the new states it went through, 4 bits each, the first in the low bits */
+	__u32 netns;
+	__u32 retransmits;    /* segments retransmitted (total_retrans) */
+	__u32 rtt_us;	      /* smoothed round-trip time, microseconds; 0 if none measured */
+	__u32 uid;	      /* the owner's uid */
+	__u8 result;	      /* enum ss_result */
+	__u8 direction;	      /* enum ss_direction */
+	__u8 nstates;	      /* states recorded in .states */
+	__u8 flags;	      /* SS_R_* */
+	__u8 pad[4];
+	/* identity */
+	__u32 pid;
+	__u16 sport;
+	__u16 dport;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	char comm[SS_COMM_LEN];
+	__u8 family;
+	__u8 pad2[7];
+};
+
 /* key of the LPM trie of address filters: prefixlen counts kind+family (SS_FILTER_KEY_PREFIX_BITS) + address bits */
 #define SS_FILTER_KEY_PREFIX_BITS 16
 /* key of filter_ports: (kind << SS_PORT_KEY_KIND_SHIFT) | port, kind as in enum ss_addr_kind */
