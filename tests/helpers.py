@@ -201,6 +201,25 @@ def nft_drop(port, percent, table=None, match=""):
 
 
 @contextlib.contextmanager
+def private_netns():
+    """A network namespace of its own, with only lo (up): its /proc/net/snmp counts only what the test does."""
+    ns = uniq("ssn")
+    try:
+        sh("ip", "netns", "add", ns)
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+        yield ns
+    finally:
+        sh("ip", "netns", "delete", ns, check=False)
+
+
+def tcp_mib(ns, name):
+    """A counter of the Tcp: lines of /proc/net/snmp in network namespace ns (IPv4 and IPv6 together)."""
+    out = sh("ip", "netns", "exec", ns, "cat", "/proc/net/snmp").stdout
+    head, values = [line.split()[1:] for line in out.splitlines() if line.startswith("Tcp:")]
+    return int(dict(zip(head, values))[name])
+
+
+@contextlib.contextmanager
 def netns_pair(v4_prefix="198.18", v6_prefix="fd53:5353"):
     """Two network namespaces joined by a veth pair: hosts .1 and .2 (and ::1, ::2)."""
     a, b = uniq("ssa"), uniq("ssb")
