@@ -37,13 +37,13 @@ class Result:
 
 
 def check_kernel(buffer="ringbuf", release=None):
-    """The kernel's version against the floors of the object (with this --buffer): the first it misses."""
+    """The kernel's version against the floors of the object (with this --buffer): every one it misses."""
     release = release or os.uname().release
     version = kernel_version(release)
     floors = [(v, why) for v, why, buffers in FLOORS if buffer in buffers]
-    for v, why in floors:
-        if version < v:
-            return Result("kernel", False, f"{release}: {why}")
+    missed = [why for v, why in floors if version < v]
+    if missed:
+        return Result("kernel", False, f"{release}: {'; '.join(missed)}")
     return Result("kernel", True, f"{release} ({'%d.%d' % floors[-1][0]} or newer needed)")
 
 
