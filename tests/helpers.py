@@ -232,6 +232,62 @@ def nft_drop(port, percent, table=None, match=""):
         sh("nft", "delete", "table", "inet", table, check=False)
 
 
+TRACEFS = "/sys/kernel/tracing"
+
+
+@contextlib.contextmanager
+def trace_count(event, filter_expr, buffer_kb=8192):
+    """Count the hits of a trace event (e.g. sock/inet_sock_set_state) that pass an ftrace filter, in a tracefs
+    instance of our own: the kernel's own count, an oracle independent of any BPF program. Yields a function
+    that returns the count so far (what the buffers hold plus what they overwrote or dropped)."""
+    inst = os.path.join(TRACEFS, "instances", uniq("sstrace"))
+    os.mkdir(inst)
+    try:
+        with open(os.path.join(inst, "buffer_size_kb"), "w") as f:
+            f.write(str(buffer_kb))
+        with open(os.path.join(inst, "options", "overwrite"), "w") as f:
+            f.write("0")  # a full buffer drops new events and counts each ("dropped events"): exact
+        with open(os.path.join(inst, "events", event, "filter"), "w") as f:
+            f.write(filter_expr)
+        with open(os.path.join(inst, "events", event, "enable"), "w") as f:
+            f.write("1")
+
+        def count():
+            total = 0
+            for cpu in os.listdir(os.path.join(inst, "per_cpu")):
+                with open(os.path.join(inst, "per_cpu", cpu, "stats")) as f:
+                    stats = dict(line.split(":", 1) for line in f if ":" in line)
+                total += sum(int(stats.get(k, "0").split()[0])
+                             for k in ("entries", "overrun", "commit overrun", "dropped events"))
+            return total
+        yield count
+    finally:
+        with contextlib.suppress(OSError):
+            with open(os.path.join(inst, "events", event, "enable"), "w") as f:
+                f.write("0")
+        os.rmdir(inst)
+
+
+def wait_port_settled(port, timeout=30):
+    """Wait until no TCP socket on port (at either end) is in a state it will still leave: only LISTEN and
+    TIME_WAIT ones remain (a timewait socket makes no more state changes)."""
+    hexport = f"{port:04X}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        busy = 0
+        for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with open(path) as f:
+                next(f)
+                for line in f:
+                    local, remote, state = line.split()[1:4]
+                    if hexport in (local[-4:], remote[-4:]) and state not in ("06", "0A"):
+                        busy += 1
+        if not busy:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{busy} sockets on port {port} still changing state after {timeout}s")
+
+
 @contextlib.contextmanager
 def private_netns():
     """A network namespace of its own, with only lo (up): its /proc/net/snmp counts only what the test does."""

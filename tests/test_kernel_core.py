@@ -11,11 +11,12 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import pytest
 
 from helpers import (conversation, free_port, netns_pair, nft_drop, private_netns, run_client, spawn, start_server,
-                     tcp_mib)
+                     tcp_mib, trace_count, wait_port_settled)
 
 pytestmark = pytest.mark.bpf
 
@@ -474,11 +475,22 @@ def loadgen(tmp_path_factory):
 
 def test_no_state_change_missed_or_doubled_under_a_flood(monitor, loadgen):
     """At full churn, loopback softirqs interrupt the kernel program all the time; the kernel skips it
-    for those hits, and the second program must take every one of them (missed=0), and none twice."""
+    for those hits, and the second program must take every one of them (missed=0), and none twice.
+    Counted against the kernel's own count of the tracepoint's hits on that port (a tracefs instance,
+    without the listener's own LISTEN transitions): on a kernel that counts no skipped runs (before 5.12),
+    or runs softirqs in threads (PREEMPT_RT), a hit that no program took would show only there.
+    (--include-unspecified: on older kernels, 6.1 and 5.10, an accepted socket's LISTEN -> SYN_RECV comes
+    before its remote address is set, and the monitor would leave it out as unspecified.)"""
     port = free_port()
-    m = monitor("-P", str(port), "--no-report", "--json", "--buffer-size", "64M", "-q")
-    r = subprocess.run([loadgen, str(port), "5", "2", "2"], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
+    m = monitor("-P", str(port), "--no-report", "--json", "--buffer-size", "64M", "-q", "--include-unspecified")
+    with trace_count("sock/inet_sock_set_state",
+                     f"protocol == 6 && (sport == {port} || dport == {port}) && newstate != 10 "
+                     "&& !(oldstate == 10 && newstate == 7)") \
+            as hits:
+        r = subprocess.run([loadgen, str(port), "5", "2", "2"], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        wait_port_settled(port)  # every state change made: the count is final
+        kernel_hits = hits()
     assert m.stop(settle=1) == 0, m.stderr
     t = m.totals()
     assert t["missed"] == 0 and t["lost"] == 0, t
@@ -488,16 +500,29 @@ def test_no_state_change_missed_or_doubled_under_a_flood(monitor, loadgen):
     # A state change taken twice is the same transition twice in a row for one socket. (Not merely
     # two identical lines: a client port that is free again at once, since the server closes first,
     # can come back within a millisecond for a new connection on the same recycled socket addresses.)
-    last, twice = {}, []
+    last, twice, changes = {}, [], 0
     for line in lines:
         r = json.loads(line)
-        if r["event"] != "state_change" or not r["sport"] or not r["dport"]:
+        if r["event"] != "state_change":
+            continue
+        if "LISTEN" not in (r["old_state"], r["new_state"]) or r["new_state"] == "SYN_RECV":
+            changes += 1  # what the tracefs filter lets through: all but the listener's own transitions
+        if not r["sport"] or not r["dport"]:
             continue  # SYN_SENT, before the local port is chosen: one key for every connection
         key, step = (r["sock"], r["sport"], r["dport"]), (r["old_state"], r["new_state"])
         if last.get(key) == step:
             twice.append(line)
         last[key] = step
     assert not twice, f"{len(twice)} transitions taken twice, e.g.\n" + "\n".join(twice[:5])
+    # (the flood also makes resets and retransmissions: only state changes are counted)
+    assert changes <= kernel_hits, f"{changes - kernel_hits} state changes more than the kernel made"
+    if os.environ.get("SOCKETSNOOP_FLOOD_EXACT") == "1":  # .ci/run's kernel matrix: a kernel of our own
+        assert changes == kernel_hits, f"{kernel_hits - changes} of {kernel_hits} state changes missing"
+    elif changes != kernel_hits:
+        # Open: on this project's shared 6.18 machine, about one run in two loses a few to a few hundred
+        # hits per million that no counter reports (the same with the object before 5.10 support);
+        # never seen in the kernel matrix. Shown, not hidden: see the README's Kernels section.
+        warnings.warn(f"{kernel_hits - changes} of {kernel_hits} state changes missing, missed=0")
 
 
 def test_two_monitors_at_once(monitor, tmp_path):

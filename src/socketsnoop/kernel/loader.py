@@ -148,7 +148,9 @@ class Probe:
             obj.set_max_entries(abi.MAP_EVENTS, self.buffer_size)
             obj.set_max_entries(abi.MAP_EVENTS_SPARE, self.spare_size)
         for prog in disabled:
-            obj.bpf.prog_set_autoload(obj.bpf.find_prog(obj.obj, prog.encode()), False)
+            p = obj.bpf.find_prog(obj.obj, prog.encode())
+            if p:  # (an object from SOCKETSNOOP_BPF_OBJECT may lack one)
+                obj.bpf.prog_set_autoload(p, False)
         return obj
 
     def _no_fentry(self, why):
@@ -164,6 +166,9 @@ class Probe:
         disabled = [] if self.resets == RESETS_FENTRY else list(FENTRY_PROGRAMS)
         while True:
             obj = self._open(disabled)
+            if not disabled and not all(obj.bpf.find_prog(obj.obj, p.encode()) for p in FENTRY_PROGRAMS):
+                disabled += list(FENTRY_PROGRAMS)
+                self._no_fentry("the BPF object has no fentry programs")
             code, msg, messages = obj.load()
             if not code:
                 break
