@@ -180,7 +180,8 @@ class Probe:
             if failed and failed.group(1) in FENTRY_PROGRAMS and failed.group(1) not in disabled:
                 # never the whole monitor for want of the fentry programs: without them, as before 6.10
                 disabled += list(FENTRY_PROGRAMS)
-                self._no_fentry(f"the kernel refused {failed.group(1)}: {self._load_error(code, msg, messages, [])}")
+                reason = self._load_error(code, msg, messages, []).removeprefix("socket-snoop: ").split("; run ")[0]
+                self._no_fentry(reason)
                 continue
             progs = [p for p, tp in PROGRAMS.items() if tp.split(":")[1] in missing and p not in disabled]
             if progs and not set(REQUIRED) & set(progs):
