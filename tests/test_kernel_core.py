@@ -251,15 +251,24 @@ for host in ('127.0.0.1', '::1'):
     a.send(b'x')                    # data after c's close: the timewait socket answers with a reset
     time.sleep(0.05)
     a.close()
+    c, a = pair(host, {port})
+    c.shutdown(socket.SHUT_RDWR)    # FIN, ACKed: c stays a full socket, in FIN_WAIT2, that reads no more
+    assert a.recv(10) == b''
+    time.sleep(0.05)
+    a.send(b'x')                    # data c will not read: a full socket's reset, from tcp_v4/v6_send_reset
+    time.sleep(0.05)
+    a.close()
+    c.close()
 print('done', flush=True)
 """
 
 
 def test_every_reset_sent_is_seen(monitor):
     """Each reset the kernel sends in a private network namespace, against its own count (OutRsts): to a
-    closed port (no socket), from an aborted connection (a full socket), from a timewait socket; IPv4
-    and IPv6. Before 6.10 tcp_send_reset lacks all but the full socket's: the fentry programs take them,
-    and none may be taken twice."""
+    closed port (no socket), from an aborted connection and from a shut-down one (full sockets: the second
+    through tcp_v4/v6_send_reset, which the fentry programs also see), from a timewait socket; IPv4 and
+    IPv6. Before 6.10 tcp_send_reset lacks all but the full sockets': the fentry programs take them, and
+    none may be taken twice."""
     closed, port = free_port(), free_port()
     m = monitor("-P", str(closed), "-P", str(port), "--no-report", "--json", "-q")
     with private_netns() as ns:
@@ -271,7 +280,7 @@ def test_every_reset_sent_is_seen(monitor):
         sent_by_kernel = tcp_mib(ns, "OutRsts") - before
         m.stop(settle=0.5)
     sent = [r for r in m.records() if r["event"] == "reset_sent" and r["netns"] == inode]
-    assert sent_by_kernel >= 10, sent_by_kernel  # 6 refused, 2 aborted, 2 from timewait sockets
+    assert sent_by_kernel >= 12, sent_by_kernel  # 6 refused, 2 aborted, 2 from timewait sockets, 2 shut down
     assert len(sent) == sent_by_kernel, json.dumps(sent, indent=None)
     no_socket = [r for r in sent if r["sport"] == closed]
     assert len(no_socket) == 6 and all(r["owner"] == "none" and r["pid"] == 0 for r in no_socket), no_socket
