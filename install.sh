@@ -10,7 +10,8 @@ if [ "$(id -u)" != 0 ]; then echo "install.sh: run as root (sudo ./install.sh)" 
 # procps: /bin/kill, which the service's ExecReload runs (a minimal Debian lacks it)
 missing=""
 for pkg in python3-venv libbpf1 procps; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
+    # installed, not merely known: a removed package leaves "deinstall ok config-files", which dpkg -s accepts
+    [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" = "install ok installed" ] || missing="$missing $pkg"
 done
 if [ -n "$missing" ]; then
     apt-get update -q
