@@ -103,6 +103,13 @@ def build_parser():
     out.add_argument("--include-unspecified", action="store_true",
                      help="also show events with an unspecified address (0.0.0.0, ::), e.g. listening sockets")
     out.add_argument("--no-report", action="store_true", help="no connection lifecycle report on exit")
+    out.add_argument("--no-summary", action="store_true",
+                     help="no 'Connection Summary' line (JSON: \"event\": \"connection\") when a connection ends")
+    out.add_argument("--summary-only", action="store_true",
+                     help="only the 'Connection Summary' lines, one per connection (the kernel sends no other events)")
+    out.add_argument("--failed", action="store_true",
+                     help="only connections that did not end in an orderly close (refused, timeout, unreachable, "
+                          "reset): their summaries, filtered in the kernel; implies --summary-only")
     out.add_argument("--max-tracked", type=positive("--max-tracked", int, 10**7), default=1000, metavar="N",
                      help="connections the exit report keeps, the most recent (default 1000)")
     out.add_argument("--stats", type=positive("--stats"), metavar="SECONDS",
@@ -123,13 +130,18 @@ def filters_from(opts):
         pids=set(opts.pid), comms=set(opts.comm), ports=set(opts.port), src_ports=set(opts.src_port),
         dst_ports=set(opts.dst_port), addrs=list(opts.addr), srcs=list(opts.src), dsts=list(opts.dst),
         states=set(opts.state), ipv4_only=opts.ipv4, ipv6_only=opts.ipv6, no_retransmits=opts.no_retransmits,
-        no_resets=opts.no_resets, include_unspecified=opts.include_unspecified,
+        no_resets=opts.no_resets, include_unspecified=opts.include_unspecified, failed=opts.failed,
     ).check()
 
 
 def monitor_options(argv):
     """The monitor's options: the config file's, then argv's."""
-    return parse_with_config(build_parser(), argv, DEFAULT_CONFIG)
+    opts = parse_with_config(build_parser(), argv, DEFAULT_CONFIG)
+    if opts.failed:
+        opts.summary_only = True
+    if opts.summary_only and opts.no_summary:
+        raise SnoopError("socket-snoop: --summary-only (or --failed) and --no-summary exclude each other", 2)
+    return opts
 
 
 def options_from_config(config=None):

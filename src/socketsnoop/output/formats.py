@@ -16,7 +16,17 @@ import json
 import time
 
 from ..kernel.abi import IDENT_STRUCT
-from ..pipeline.decode import EVENT_NAMES, EVENT_TITLES, OWNER_NAMES, describe_state, state_name
+from ..kernel.abi import R_INCOMPLETE, R_STATES_CUT
+from ..pipeline.decode import (
+    DIRECTION_NAMES,
+    EVENT_NAMES,
+    EVENT_TITLES,
+    OWNER_NAMES,
+    RESULT_NAMES,
+    describe_state,
+    state_name,
+    states_of,
+)
 
 _SAFE = frozenset(range(0x21, 0x7F)) - {ord("\\")}
 _ESCAPES = {b: chr(b) if b in _SAFE else f"\\x{b:02x}" for b in range(256)}
@@ -73,6 +83,25 @@ class Clock:
 
 
 _STATES = [state_name(n) for n in range(256)]
+_HISTORY_FLAGS = R_INCOMPLETE | R_STATES_CUT
+
+
+def history(packed, n, flags):
+    """A record's states as names: a leading '...' when it began before us, '...' before the last when cut."""
+    names = [_STATES[s] for s in states_of(packed, n)]
+    if flags & R_STATES_CUT and len(names) > 1:
+        names.insert(len(names) - 1, "...")
+    if flags & R_INCOMPLETE:
+        names.insert(0, "...")
+    return names
+
+
+_JSON_DIRECTIONS = {n: f'"{name}"' for n, name in DIRECTION_NAMES.items()}
+
+
+def millis(ns):
+    """Nanoseconds as milliseconds with microsecond precision: 1.234."""
+    return f"{ns / 1e6:.3f}"
 # text per connection side (events.IDENT bytes): bounded, a few MB at most; under churn each entry
 # serves the several events of one side of a connection, and a miss only costs making it again
 IDENT_CACHE = 16384
@@ -94,6 +123,7 @@ class _Formatter:
         self._offset = clock.offset_ns
         self._stamps = {}  # wall-clock milliseconds -> text
         self._idents = {}  # events.IDENT bytes -> text
+        self._histories = {}  # a record's (states, nstates, flags) -> text
         # address bytes -> text, per family (one address serves many connections)
         self._addrs = {4: _Cache(lambda raw: format_addr(4, raw)), 6: _Cache(lambda raw: format_addr(6, raw))}
 
@@ -148,6 +178,31 @@ class TextFormatter(_Formatter):
                 for ts, _sk, _ino, _ns, typ, _old, new, _own, _fl, who in rows]
 
 
+    def _history(self, key):
+        text = self._histories[key] = ">".join(history(*key))
+        return text
+
+    def record_lines(self, rows):
+        """Connection records (abi.RECORD_ROW tuples): 'Connection Summary: SRC=... RESULT=... UID=...'."""
+        stamps, stamp, idents, ident = self._stamps.get, self._stamp, self._idents.get, self._ident
+        histories, off = self._histories, self._offset
+        if len(histories) > 4096:
+            histories.clear()
+        out = []
+        for (ts, _sk, start, handshake, sent, received, _cg, _ino, states, _ns, retrans, rtt, uid, result, direction,
+             nstates, flags, _own, who) in rows:
+            key = (states, nstates, flags & _HISTORY_FLAGS)
+            out.append(
+                f"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)} Connection Summary: SRC="
+                f"{idents(who) or ident(who)} RESULT={RESULT_NAMES.get(result, 'closed')} "
+                f"DIR={DIRECTION_NAMES.get(direction, '-')} "
+                f"DURATION={millis(ts - start) + 'ms' if start and not flags & R_INCOMPLETE else '-'} "
+                f"HANDSHAKE={millis(handshake) + 'ms' if handshake else '-'} SENT={sent} RECEIVED={received} "
+                f"RETRANSMITS={retrans} RTT={millis(rtt * 1000) + 'ms' if rtt else '-'} UID={uid} "
+                f"STATES={histories.get(key) or self._history(key)}\n")
+        return out
+
+
 class JsonFormatter(_Formatter):
     """One JSON object per line; the schema is in the README. Built from cached, already-safe pieces:
     only COMM comes from outside, and it goes through json.dumps. Time: RFC 3339, UTC, milliseconds."""
@@ -185,3 +240,32 @@ class JsonFormatter(_Formatter):
 
     def record(self, row) -> dict:
         return json.loads(self.format(row))
+
+    def _history(self, key):
+        states, n, _flags = key  # "complete" and "states_truncated" say what the text's '...' says
+        text = self._histories[key] = json.dumps([_STATES[s] for s in states_of(states, n)], separators=(",", ":"))
+        return text
+
+    def record_lines(self, rows):
+        """Connection records (abi.RECORD_ROW tuples) as JSON objects with "event": "connection"."""
+        stamps, stamp, idents, ident = self._stamps.get, self._stamp, self._idents.get, self._ident
+        histories, off = self._histories, self._offset
+        directions = _JSON_DIRECTIONS
+        if len(histories) > 4096:
+            histories.clear()
+        out = []
+        for (ts, sk, start, handshake, sent, received, _cg, _ino, states, ns, retrans, rtt, uid, result, direction,
+             nstates, flags, own, who) in rows:
+            key = (states, nstates, flags & _HISTORY_FLAGS)
+            out.append(
+                f'{{"timestamp":"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}","event":"connection",'
+                f'"family":{idents(who) or ident(who)},"owner":"{OWNER_NAMES.get(own, "current")}","netns":{ns},'
+                f'"sock":"0x{sk:x}","uid":{uid},"direction":{directions.get(direction, "null")},'
+                f'"result":"{RESULT_NAMES.get(result, "closed")}","bytes_sent":{sent},"bytes_received":{received},'
+                f'"retransmits":{retrans},"rtt_ms":{millis(rtt * 1000) if rtt else "null"},'
+                f'"handshake_ms":{millis(handshake) if handshake else "null"},'
+                f'"duration_ms":{millis(ts - start) if start and not flags & R_INCOMPLETE else "null"},'
+                f'"states":{histories.get(key) or self._history(key)},'
+                f'"states_truncated":{"true" if flags & R_STATES_CUT else "false"},'
+                f'"complete":{"false" if flags & R_INCOMPLETE else "true"}}}\n')
+        return out
