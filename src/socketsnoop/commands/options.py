@@ -130,7 +130,7 @@ def filters_from(opts):
         pids=set(opts.pid), comms=set(opts.comm), ports=set(opts.port), src_ports=set(opts.src_port),
         dst_ports=set(opts.dst_port), addrs=list(opts.addr), srcs=list(opts.src), dsts=list(opts.dst),
         states=set(opts.state), ipv4_only=opts.ipv4, ipv6_only=opts.ipv6, no_retransmits=opts.no_retransmits,
-        no_resets=opts.no_resets, include_unspecified=opts.include_unspecified, failed=opts.failed,
+        no_resets=opts.no_resets, include_unspecified=opts.include_unspecified, failed=getattr(opts, "failed", False),
     ).check()
 
 

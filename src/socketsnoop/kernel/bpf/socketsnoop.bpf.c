@@ -774,7 +774,8 @@ static __always_inline void record(void *ctx, const struct sock *sk, const struc
 	r.rtt_us = srtt_us_of(tp);
 	/*
 	 * Payload bytes: bytes_acked counts our SYN (when we connected) and our
-	 * FIN (once acknowledged) as a byte each, bytes_received the peer's FIN.
+	 * FIN (once acknowledged) as a byte each, bytes_received the peer's FIN
+	 * (not its SYN: rcv_nxt starts past it).
 	 */
 	acked = BPF_CORE_READ(tp, bytes_acked);
 	received = BPF_CORE_READ(tp, bytes_received);
@@ -783,8 +784,8 @@ static __always_inline void record(void *ctx, const struct sock *sk, const struc
 	if ((seen & (SEEN(TCP_FIN_WAIT1) | SEEN(TCP_LAST_ACK))) && acked &&
 	    BPF_CORE_READ(tp, snd_una) == BPF_CORE_READ(tp, write_seq))
 		acked--;
-	if (received && ((seen & (SEEN(TCP_CLOSE_WAIT) | SEEN(TCP_CLOSING))) ||
-			 (oldstate == TCP_FIN_WAIT2 && r.result == SS_RESULT_CLOSED)))
+	/* the peer's FIN came to this socket (tcp_fin() sets SOCK_DONE; an orphan may be in timewait by then) */
+	if (received && (BPF_CORE_READ(sk, __sk_common.skc_flags) & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))))
 		received--;
 	r.bytes_sent = acked;
 	r.bytes_received = received;
