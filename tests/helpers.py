@@ -46,9 +46,11 @@ def free_port():
 class Monitor:
     """socket-snoop running as a child process, with a log file in a temp dir."""
 
-    def __init__(self, tmp_path, *args, log_name="monitor.log", ready_timeout=20):
+    def __init__(self, tmp_path, *args, log_name="monitor.log", ready_timeout=20, summary=False):
+        """summary: keep the Connection Summary lines (tests of the per-event lines leave them out: --no-summary)."""
         self.log = tmp_path / log_name
-        self.args = [sys.executable, "-m", "socketsnoop", "--log-file", str(self.log), *args]
+        quiet = [] if summary or {"--summary-only", "--failed", "--no-summary"} & set(args) else ["--no-summary"]
+        self.args = [sys.executable, "-m", "socketsnoop", "--log-file", str(self.log), *quiet, *args]
         self.ready_timeout = ready_timeout
         self.proc = None
         self.stdout = self.stderr = ""
@@ -223,3 +225,18 @@ def netns_pair(v4_prefix="198.18", v6_prefix="fd53:5353"):
     finally:
         for ns in (a, b):
             sh("ip", "netns", "delete", ns, check=False)
+
+
+def snmp(netns=None):
+    """The Tcp counters of /proc/net/snmp (of a network namespace): {'ActiveOpens': n, ...}."""
+    cmd = ["cat", "/proc/net/snmp"]
+    text = sh(*(["ip", "netns", "exec", netns] if netns else []), *cmd).stdout
+    rows = [line.split()[1:] for line in text.splitlines() if line.startswith("Tcp:")]
+    return dict(zip(rows[0], map(int, rows[1])))
+
+
+@contextlib.contextmanager
+def netns_sysctl(netns, name, value):
+    """A sysctl of a private network namespace (its own copy: the host's stays as it is)."""
+    sh("ip", "netns", "exec", netns, "sysctl", "-qw", f"{name}={value}")
+    yield
