@@ -6,41 +6,12 @@ import struct
 
 import pytest
 
+from captured import RING_RECORDS, RING_RECORD_FIELDS
 from helpers import RingFile
 from socketsnoop.kernel.abi import EVENT, RECORD
 from socketsnoop.kernel.ringbuf import BUSY, DISCARD
 from socketsnoop.pipeline.decode import ident_of
 
-# Six records (8-byte header, then struct event) as this machine's kernel (6.18) wrote them into the
-# `events` ring: socket-snoop's program loaded with -P 24117 (kernel/loader.py Probe, a 64K ring), one
-# IPv4 and one IPv6 connection over loopback to a listener on port 24117 made by the capturing script
-# (python3, pid 3902), and the ring's data pages copied from the consumer to the producer position before
-# read(). The header is the kernel's: length 96, page offset 3. Kept here: the v4 client's SYN_SENT and
-# ESTABLISHED, the v4 server side's NEW_SYN_RECV -> SYN_RECV, the v6 client's SYN_SENT, the v6
-# server side's NEW_SYN_RECV -> SYN_RECV and its LAST_ACK -> CLOSE.
-CAPTURED = [bytes.fromhex(h) for h in (
-    "6000000003000000"  # header
-    "7fde9fed3f010000c09b39f78188ffff0000000000000000f9ffffef01070201000000003e0f00000000355e7f000001"
-    "0000000000000000000000007f000001000000000000000000000000707974686f6e3300000000000000000004000000",
-    "6000000003000000"  # header
-    "1e7da3ed3f010000c09b39f78188ffff0000000000000000f9ffffef01020101000000003e0f000082c6355e7f000001"
-    "0000000000000000000000007f000001000000000000000000000000707974686f6e3300000000000000000004000000",
-    "6000000003000000"  # header
-    "81afa3ed3f010000c0e539f78188ffff0000000000000000f9ffffef010a0302000000003e0f0000355e82c67f000001"
-    "0000000000000000000000007f000001000000000000000000000000707974686f6e3300000000000000000004000000",
-    "6000000003000000"  # header
-    "7204a6ed3f0100000000b9188188ffff0000000000000000f9ffffef01070201000000003e0f00000000355e00000000"
-    "00000000000000000000000100000000000000000000000000000001707974686f6e3300000000000000000006000000",
-    "6000000003000000"  # header
-    "d760a6ed3f010000c009b9188188ffff0000000000000000f9ffffef010a0302000000003e0f0000355e18b300000000"
-    "00000000000000000000000100000000000000000000000000000001707974686f6e3300000000000000000006000000",
-    "6000000003000000"  # header
-    "ead9a6ed3f010000c009b9188188ffff0000000000000000f9ffffef01090701000000003e0f0000355e18b300000000"
-    "00000000000000000000000100000000000000000000000000000001707974686f6e3300000000000000000006000000",
-)]
-# (family, oldstate, newstate, sport, dport) of each
-CAPTURED_FIELDS = [(4, 7, 2, 0, 24117), (4, 2, 1, 50818, 24117), (4, 10, 3, 24117, 50818),
-                   (6, 7, 2, 0, 24117), (6, 10, 3, 24117, 45848), (6, 9, 7, 24117, 45848)]
 SLOT = 104  # 8 + 96, a multiple of 8
 SIZE = 1 << 16
 
@@ -75,7 +46,7 @@ def read_all(r, max_bytes=1 << 20):
 
 
 def test_captured_records_are_what_the_kernel_writes():
-    for raw, (family, old, new, sport, dport) in zip(CAPTURED, CAPTURED_FIELDS):
+    for raw, (family, old, new, sport, dport) in zip(RING_RECORDS, RING_RECORD_FIELDS):
         assert len(raw) == SLOT and struct.unpack_from("<I", raw)[0] == EVENT.size
         row = RECORD.unpack(raw)
         ident = ident_of(row)
@@ -85,43 +56,43 @@ def test_captured_records_are_what_the_kernel_writes():
 
 def test_whole_committed_records(ring):
     r = ring()
-    r.put_raw(b"".join(CAPTURED))
+    r.put_raw(b"".join(RING_RECORDS))
     assert r.ring.pending() == 6 * SLOT
-    assert r.ring.read() == b"".join(CAPTURED)
+    assert r.ring.read() == b"".join(RING_RECORDS)
     assert r.consumer == r.producer == 6 * SLOT  # handed back
     assert r.ring.read() == b"" and r.consumer == 6 * SLOT
 
 
 def test_max_bytes_takes_whole_records(ring):
     r = ring()
-    r.put_raw(b"".join(CAPTURED))
-    assert r.ring.read(2 * SLOT) == b"".join(CAPTURED[:2]) and r.consumer == 2 * SLOT
-    assert r.ring.read(2 * SLOT - 1) == CAPTURED[2]  # whole records only
-    assert r.ring.read(1) == CAPTURED[3]  # but one at least
-    assert read_all(r) == CAPTURED[4:]
+    r.put_raw(b"".join(RING_RECORDS))
+    assert r.ring.read(2 * SLOT) == b"".join(RING_RECORDS[:2]) and r.consumer == 2 * SLOT
+    assert r.ring.read(2 * SLOT - 1) == RING_RECORDS[2]  # whole records only
+    assert r.ring.read(1) == RING_RECORDS[3]  # but one at least
+    assert read_all(r) == RING_RECORDS[4:]
 
 
 def test_a_record_cut_short_ends_the_run_until_committed(ring):
     """The producer reserved a record and is still writing it (busy bit set): nothing from it on is taken."""
     r = ring()
-    r.put_raw(b"".join(CAPTURED[:2]))
+    r.put_raw(b"".join(RING_RECORDS[:2]))
     busy_at = r.producer
-    r.put_raw(with_header(CAPTURED[2], EVENT.size | BUSY)[:8] + bytes(96))  # only its header written yet
-    r.put_raw(CAPTURED[3])  # a later one, already committed
-    assert r.ring.read() == b"".join(CAPTURED[:2])
+    r.put_raw(with_header(RING_RECORDS[2], EVENT.size | BUSY)[:8] + bytes(96))  # only its header written yet
+    r.put_raw(RING_RECORDS[3])  # a later one, already committed
+    assert r.ring.read() == b"".join(RING_RECORDS[:2])
     assert r.consumer == busy_at
     assert r.ring.read() == b"" and r.consumer == busy_at  # still busy: nothing
     # the producer finishes it: its data, then its header without the busy bit
-    r.mem[2 * r.page + busy_at + 8: 2 * r.page + busy_at + SLOT] = CAPTURED[2][8:]
+    r.mem[2 * r.page + busy_at + 8: 2 * r.page + busy_at + SLOT] = RING_RECORDS[2][8:]
     r.set_header(busy_at, EVENT.size)
-    assert read_all(r) == CAPTURED[2:4]
+    assert read_all(r) == RING_RECORDS[2:4]
     assert r.consumer == r.producer
 
 
 def test_a_busy_record_deep_in_a_long_run(ring):
     """Hundreds of committed records, one busy: the run up to it is taken at once (the C-speed check)."""
     r = ring()
-    records = [CAPTURED[i % 6] for i in range(600)]
+    records = [RING_RECORDS[i % 6] for i in range(600)]
     r.put_raw(b"".join(records))
     r.set_header(437 * SLOT, EVENT.size | BUSY)
     assert r.ring.read() == b"".join(records[:437])
@@ -133,15 +104,15 @@ def test_a_busy_record_deep_in_a_long_run(ring):
 def test_a_discarded_record_is_passed_over(ring):
     """bpf_ringbuf_discard() leaves the record with the discard bit set: it is skipped, and handed back."""
     r = ring()
-    r.put_raw(CAPTURED[0] + with_header(CAPTURED[1], EVENT.size | DISCARD) + CAPTURED[2])
-    assert read_all(r) == [CAPTURED[0], CAPTURED[2]]
+    r.put_raw(RING_RECORDS[0] + with_header(RING_RECORDS[1], EVENT.size | DISCARD) + RING_RECORDS[2])
+    assert read_all(r) == [RING_RECORDS[0], RING_RECORDS[2]]
     assert r.consumer == r.producer == 3 * SLOT
 
 
 def test_a_discarded_record_first(ring):
     r = ring()
-    r.put_raw(with_header(CAPTURED[0], EVENT.size | DISCARD) + b"".join(CAPTURED[1:]))
-    assert read_all(r) == CAPTURED[1:]
+    r.put_raw(with_header(RING_RECORDS[0], EVENT.size | DISCARD) + b"".join(RING_RECORDS[1:]))
+    assert read_all(r) == RING_RECORDS[1:]
     assert r.consumer == r.producer
 
 
@@ -149,10 +120,10 @@ def test_a_discarded_record_first(ring):
 def test_a_record_of_another_size_is_passed_over(ring, length):
     """Our program writes none, but another size (padded to 8) is stepped over by its length."""
     r = ring()
-    r.put_raw(CAPTURED[0])
+    r.put_raw(RING_RECORDS[0])
     r.put(bytes(range(length)))
-    r.put_raw(b"".join(CAPTURED[1:3]))
-    assert read_all(r) == CAPTURED[:3]
+    r.put_raw(b"".join(RING_RECORDS[1:3]))
+    assert read_all(r) == RING_RECORDS[:3]
     assert r.consumer == r.producer == 3 * SLOT + 8 + ((length + 7) & ~7)
 
 
@@ -162,26 +133,26 @@ def test_records_that_wrap_past_the_end(ring, before_end):
     go on at their start: it is read as one piece, whatever part of it (header only, some data) comes first."""
     start = 7 * SIZE - 2 * SLOT - before_end  # a position many rounds in: 2 records, then the wrapping one
     r = ring(start=start)
-    r.put_raw(b"".join(CAPTURED))
-    assert read_all(r) == CAPTURED
+    r.put_raw(b"".join(RING_RECORDS))
+    assert read_all(r) == RING_RECORDS
     assert r.consumer == r.producer == start + 6 * SLOT
 
 
 def test_a_wrapping_record_next_to_a_discarded_one(ring):
     start = 3 * SIZE - SLOT - 48
     r = ring(start=start)
-    r.put_raw(CAPTURED[0] + with_header(CAPTURED[1], EVENT.size | DISCARD) + b"".join(CAPTURED[2:]))
-    assert read_all(r) == [CAPTURED[0], *CAPTURED[2:]]
+    r.put_raw(RING_RECORDS[0] + with_header(RING_RECORDS[1], EVENT.size | DISCARD) + b"".join(RING_RECORDS[2:]))
+    assert read_all(r) == [RING_RECORDS[0], *RING_RECORDS[2:]]
     assert r.consumer == r.producer
 
 
 def test_a_busy_record_that_wraps(ring):
     start = SIZE - SLOT - 24
     r = ring(start=start)
-    r.put_raw(CAPTURED[0])
+    r.put_raw(RING_RECORDS[0])
     at = r.producer
-    r.put_raw(with_header(CAPTURED[1], EVENT.size | BUSY))
-    assert read_all(r) == [CAPTURED[0]] and r.consumer == at
+    r.put_raw(with_header(RING_RECORDS[1], EVENT.size | BUSY))
+    assert read_all(r) == [RING_RECORDS[0]] and r.consumer == at
     r.set_header(at, EVENT.size)
-    assert read_all(r) == [CAPTURED[1]] and r.consumer == r.producer
+    assert read_all(r) == [RING_RECORDS[1]] and r.consumer == r.producer
 
