@@ -261,9 +261,12 @@ class Monitor:
             out.flush()
         except OSError:  # a closed pipe, a hung-up terminal: the totals are lost with the console
             pass
-        if c[C_LOST] or c[C_RECORDS_LOST]:
-            _err(f"socket-snoop: warning: {c[C_LOST]} events and {c[C_RECORDS_LOST]} connection records were lost "
-                 "(the buffer was full): raise --buffer-size, or filter more")
+        if c[C_LOST]:
+            _err(f"socket-snoop: warning: {c[C_LOST]} events were lost (the buffer was full): "
+                 "raise --buffer-size, or filter more")
+        if c[C_RECORDS_LOST]:
+            _err(f"socket-snoop: warning: {c[C_RECORDS_LOST]} connection records were lost (their buffer was "
+                 "full): raise --buffer-size, or filter more")
         for sink in self.sinks:
             if sink.dropped():
                 _err(f"socket-snoop: warning: {sink.dropped()} events could not be written to the {sink.name}")
