@@ -1,19 +1,23 @@
 """Test helpers: the real monitor as a process, real TCP traffic from named processes,
 unique ports, nftables tables and network namespaces that are always cleaned up."""
 
+import atexit
 import contextlib
 import json
 import mmap
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import uuid
 
+import socketsnoop
 from socketsnoop.kernel.ringbuf import RingBuffer
 
 READY = "Monitoring socket connections..."
@@ -25,6 +29,33 @@ def bpf_unavailable_reason():
     if not os.path.exists("/sys/kernel/btf/vmlinux"):
         return "kernel has no BTF"
     return None
+
+
+_unprivileged_copy = []
+
+
+def unprivileged_command(user=65534):
+    """(argv prefix, env) that run `python -m socketsnoop` as an unprivileged user, or None where no Python
+    such a user can run is known. The checkout (and its .venv) may sit in a home directory of mode 0700,
+    out of that user's reach: the installed package is copied once to a directory anyone can read, and
+    run by the interpreter the venv was made from."""
+    python = os.path.realpath(sys.executable)
+    if python.startswith(("/root/", "/home/")) or not shutil.which("setpriv"):
+        return None
+    if not _unprivileged_copy:
+        top = tempfile.mkdtemp(prefix="ss-unpriv-")
+        atexit.register(shutil.rmtree, top, True)
+        shutil.copytree(os.path.dirname(socketsnoop.__file__), os.path.join(top, "socketsnoop"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for root, dirs, files in os.walk(top):
+            os.chmod(root, 0o755)
+            for f in files:
+                os.chmod(os.path.join(root, f), 0o644)
+        _unprivileged_copy.append(top)
+    env = dict(os.environ, PYTHONPATH=_unprivileged_copy[0], PYTHONDONTWRITEBYTECODE="1")
+    env.pop("VIRTUAL_ENV", None)
+    prefix = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", python, "-m", "socketsnoop"]
+    return prefix, env
 
 
 def uniq(prefix):
@@ -203,6 +234,25 @@ def nft_drop(port, percent, table=None, match=""):
         yield table
     finally:
         sh("nft", "delete", "table", "inet", table, check=False)
+
+
+@contextlib.contextmanager
+def private_netns():
+    """A network namespace of its own, with only lo (up): its /proc/net/snmp counts only what the test does."""
+    ns = uniq("ssn")
+    try:
+        sh("ip", "netns", "add", ns)
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+        yield ns
+    finally:
+        sh("ip", "netns", "delete", ns, check=False)
+
+
+def tcp_mib(ns, name):
+    """A counter of the Tcp: lines of /proc/net/snmp in network namespace ns (IPv4 and IPv6 together)."""
+    out = sh("ip", "netns", "exec", ns, "cat", "/proc/net/snmp").stdout
+    head, values = [line.split()[1:] for line in out.splitlines() if line.startswith("Tcp:")]
+    return int(dict(zip(head, values))[name])
 
 
 @contextlib.contextmanager

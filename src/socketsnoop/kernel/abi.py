@@ -157,3 +157,11 @@ PROGRAMS = {
     "on_error_report": "sock:inet_sk_error_report",
 }
 REQUIRED = ("on_state_change", "on_state_change_missed")
+
+# fentry programs -> the kernel function each attaches to. They take the resets sent that tcp_send_reset
+# does not trace before Linux 6.10 (none for a closed port, a timewait or a request socket); the loader
+# loads them only there, and only where the kernel allows fentry (kernel/loader.py: reset_coverage).
+FENTRY_PROGRAMS = {
+    "on_reset_sent_v4": "tcp_v4_send_reset",
+    "on_reset_sent_v6": "tcp_v6_send_reset",
+}

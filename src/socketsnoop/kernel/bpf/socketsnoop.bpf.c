@@ -5,11 +5,14 @@
  * the kernel, sent to user space through a ring buffer (or a perf buffer).
  *
  * CO-RE: built once against vmlinux.h, relocated by libbpf against the
- * running kernel's BTF. Tracepoints only (tp_btf), no kprobes.
+ * running kernel's BTF. Tracepoints (tp_btf), no kprobes; fentry only for the
+ * resets older kernels do not trace (on_reset_sent_v4/v6, below).
  *
  * Programs: on_state_change and on_state_change_missed (inet_sock_set_state),
  * on_retransmit, on_synack_retransmit, on_reset_sent, on_reset_received,
- * on_error_report (inet_sk_error_report: why a connect failed).
+ * on_error_report (inet_sk_error_report: why a connect failed); before 6.10,
+ * where fentry works, on_reset_sent_v4 and on_reset_sent_v6 (fentry on
+ * tcp_v4_send_reset / tcp_v6_send_reset).
  *
  * RE-ENTRY (the one place it is explained; comments elsewhere point here).
  * The kernel never runs a tracing program on a CPU where one of ours is
@@ -41,17 +44,22 @@
  *     room to spare). User space reads both and merges them by time
  *     (pipeline/decode.py: merge_by_time).
  *
- * Kernel features by version (the floor is where the object loads at all):
- *   tp_btf programs, BPF_PROG                                  5.5
+ * Kernel features by version (the floor is where the object loads at all).
+ * Everything else the object uses (its other helpers, map types: hash, LRU
+ * hash, LPM trie, per-CPU array, perf event array) is older than 5.5.
+ *   tp_btf programs, BPF_PROG, fentry, bpf_probe_read_kernel   5.5
  *   BPF ring buffer, bpf_ringbuf_output/query                  5.8 (--buffer perf avoids it)
  *   bpf_skc_to_tcp_sock                                        5.9 (else a probe read: CO-RE guard)
- *   bpf_get_current_task_btf                                   5.11
+ *   bpf_get_current_task_btf                                   5.11 (else bpf_get_current_task and a
+ *                                                                   probe read: CO-RE guard, context_level())
  *   recursion_misses in bpf_prog_info                          5.12 (else missed= is 0)
+ *   socket storage from tracing programs                       5.11 (else sock_states_hash)
  *   inet_sk_error_report tracepoint                            5.13 (else a failed connect whose
  *                                                                  error its owner took shows "closed")
- *   socket storage from tracing programs                       5.11 (else sock_states_hash)
- *   tcp_send_reset for resets without a socket                 6.10
+ *   tcp_send_reset for resets without a full socket            6.10 (before: the fentry programs,
+ *                                                                   where the kernel allows fentry)
  *   tcp_retransmit_skb's err argument                          newer than 6.12 (CO-RE guard)
+ * Tested: 5.10, 6.1, 6.1 PREEMPT_RT, 6.12 (tests/kernels/run), 6.18.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -65,6 +73,8 @@
 #define IPPROTO_TCP 6
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
+#define RTF_LOCAL 0x80000000 /* include/uapi/linux/ipv6_route.h */
+#define TCP_FLAG_RST 0x04    /* in byte 13 of the TCP header */
 
 /* kernel TCP states (include/net/tcp_states.h: stable ABI, also in the tracepoint's format) */
 #define TCP_ESTABLISHED 1
@@ -242,13 +252,22 @@ struct {
  * programs may have a private stack). Hits of one level never interleave on a
  * CPU: a task is not preempted inside a tracepoint, and a softirq does not
  * interrupt a softirq. THREAD_SIZE is 16K on x86-64 (32K with KASAN).
+ * On PREEMPT_RT softirqs run in threads, on their own task stack: every hit
+ * is level 0 there, which is right, since nothing then interrupts a
+ * tracepoint (it runs with preemption off, and no softirq runs inside it).
  *
  * ctx is only compared, never subtracted from: older verifiers (6.1) refuse
  * arithmetic on the ctx pointer.
  */
 static __always_inline int context_level(const void *ctx)
 {
-	__u64 base = (__u64)bpf_get_current_task_btf()->stack;
+	__u64 base;
+
+	/* bpf_get_current_task_btf: 5.11; the branch not taken is removed at load time */
+	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_get_current_task_btf))
+		base = (__u64)bpf_get_current_task_btf()->stack;
+	else
+		base = (__u64)BPF_CORE_READ((struct task_struct *)bpf_get_current_task(), stack);
 
 	return (__u64)ctx >= base && (__u64)ctx < base + SS_THREAD_SIZE ? 0 : 1;
 }
@@ -1132,6 +1151,67 @@ int BPF_PROG(on_reset_sent, const struct sock *sk, const struct sk_buff *skb)
 {
 	struct cpu_state *cs = enter();
 
+	reset_sent(ctx, sk, skb, cs);
+	leave(cs);
+	return 0;
+}
+
+/*
+ * Before 6.10, tcp_send_reset fires in tcp_v4_send_reset/tcp_v6_send_reset
+ * only for a full socket: not for the reset that answers a packet no socket
+ * took (a closed port), nor for one a timewait or request socket sends. These
+ * two take exactly those, at the functions' entry; full sockets' resets stay
+ * with the tracepoint, so no reset is taken twice. The loader loads them only
+ * where the tracepoint lacks those resets and fentry works (kernel/loader.py).
+ * At entry the reset is not sent yet: the checks the functions make before
+ * they send are made here too (never a reset to a reset; without a socket,
+ * only for a packet routed to this host). Not repeated: a TCP-MD5 signed
+ * packet without a matching key also gets no reset.
+ */
+static __always_inline bool full_sock(const struct sock *sk)
+{
+	return (1 << sk->__sk_common.skc_state) & ~(TCPF_TIME_WAIT | TCPF_NEW_SYN_RECV);
+}
+
+static __always_inline bool answers_a_reset(const struct sk_buff *skb)
+{
+	__u8 flags = 0;
+
+	bpf_probe_read_kernel(&flags, 1, skb->head + skb->transport_header + 13);
+	return flags & TCP_FLAG_RST;
+}
+
+/* the packet's route, for a reset without a socket (skb_dst()) */
+static __always_inline __u64 route_of(const struct sk_buff *skb)
+{
+	return skb->_skb_refdst & ~1UL; /* SKB_DST_PTRMASK */
+}
+
+SEC("fentry/tcp_v4_send_reset")
+int BPF_PROG(on_reset_sent_v4, const struct sock *sk, struct sk_buff *skb)
+{
+	struct cpu_state *cs;
+
+	if ((sk && full_sock(sk)) || answers_a_reset(skb))
+		return 0;
+	if (!sk && BPF_CORE_READ((struct rtable *)route_of(skb), rt_type) != RTN_LOCAL)
+		return 0;
+	cs = enter();
+	reset_sent(ctx, sk, skb, cs);
+	leave(cs);
+	return 0;
+}
+
+SEC("fentry/tcp_v6_send_reset")
+int BPF_PROG(on_reset_sent_v6, const struct sock *sk, struct sk_buff *skb)
+{
+	struct cpu_state *cs;
+
+	if ((sk && full_sock(sk)) || answers_a_reset(skb))
+		return 0;
+	if (!sk && !(BPF_CORE_READ((struct rt6_info *)route_of(skb), rt6i_flags) & RTF_LOCAL))
+		return 0;
+	cs = enter();
 	reset_sent(ctx, sk, skb, cs);
 	leave(cs);
 	return 0;
