@@ -21,12 +21,13 @@ from ..kernel.abi import (
 )
 from ..kernel.loader import Probe, preflight
 from ..output.formats import Clock, JsonFormatter, TextFormatter
+from ..output.metrics import MetricsSink
 from ..output.sinks import ConsoleSink, LogFileSink
 from ..output.tracker import Tracker
 from ..pipeline.decode import TS, merge_by_time
 from ..pipeline.enrich import ProcOwnerEnricher
 from ..pipeline.owners import ProcOwners, netns_inode
-from .options import filters_from, monitor_options
+from .options import filters_from, metrics_from, monitor_options
 
 POLL_S = 0.1  # longest wait for a batch: lines reach the log within this, plus the write
 DRAIN_S = 0.25  # longest stretch of reading before the main loop looks at signals and timers
@@ -59,6 +60,8 @@ class Monitor:
         self.hup = False
         self.probe = None
         self.samples = []  # perf buffer samples of the current poll
+        self.want_lines = True  # some sink wants lines (set by open_sinks)
+        self.metrics = metrics_from(opts)  # (address, port, labels) or None; a usage error before anything runs
 
     # -- set-up ----------------------------------------------------------------
     def open_sinks(self):
@@ -71,8 +74,29 @@ class Monitor:
             except OSError as e:
                 raise SnoopError(f"socket-snoop: cannot write the log file {self.opts.log_file}: "
                                  f"{e.strerror} (use --log-file PATH or --no-log-file)") from None
+        if self.metrics:
+            host, port, labels = self.metrics
+            sink = MetricsSink(host, port, labels, stats=self.lost_counts)
+            try:
+                self.sinks.append(sink.open())
+            except OSError as e:
+                raise SnoopError(f"socket-snoop: --metrics: cannot listen on {host}:{port}: "
+                                 f"{e.strerror or e}") from None
         for sink in self.sinks:
-            sink.open()
+            if not isinstance(sink, MetricsSink):  # opened above
+                sink.open()
+        self.want_lines = any(sink.wants_lines for sink in self.sinks)
+
+    def lost_counts(self):
+        """Events lost so far, by where: the kernel's ring, the kernel's skips, each output (for metrics)."""
+        out = {}
+        if self.probe is not None:
+            c = self.probe.counters()
+            out = {"kernel_ring": c[C_LOST], "kernel_missed": self.probe.missed(c)}
+        for sink in self.sinks:
+            if not isinstance(sink, MetricsSink):
+                out[sink.name.replace(" ", "_")] = sink.dropped()
+        return out
 
     @property
     def user_filtered(self):
@@ -97,10 +121,10 @@ class Monitor:
                     rows = [r for r in rows if r is not None]
                     if not rows:
                         return
-        lines = self.formatter.lines(rows)
+        lines = self.formatter.lines(rows) if self.want_lines else None  # none: only counts (--metrics)
         if self.tracker is not None:
             self.tracker.add_all(rows)
-        self.lines += len(lines)
+        self.lines += len(rows)
         for sink in self.sinks:
             sink.write(rows, lines if sink.wants_lines else None)
 
