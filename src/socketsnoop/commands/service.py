@@ -7,13 +7,14 @@ reopens its log file (no copytruncate, no lost lines).
 """
 
 import argparse
+import ipaddress
 import os
 import shutil
 import subprocess
 import sys
 
 from ..errors import SnoopError
-from .options import DEFAULT_LOG, options_from_config
+from .options import DEFAULT_LOG, metrics_from, options_from_config
 
 UNIT_NAME = "socket-snoop.service"
 UNIT_DIR = "/etc/systemd/system"
@@ -71,8 +72,24 @@ def entry_point():
     return [sys.executable, "-m", "socketsnoop"], (None if probe.returncode == 0 else src)
 
 
-def render_unit(command, pythonpath=None, config=None, log_files=()):
-    """The unit file's text. command: argv prefix that runs socket-snoop."""
+def _network(metrics):
+    """The unit's address families and IP access: none but AF_UNIX, unless --metrics is configured: then
+    AF_INET/AF_INET6 to listen, and IP traffic only from localhost when it listens on loopback."""
+    if not metrics:
+        return ("# no socket is opened (libbpf needs netlink only for XDP/TC, not used); AF_UNIX for the journal\n"
+                "RestrictAddressFamilies=AF_UNIX\nIPAddressDeny=any\n")
+    host, port = metrics
+    text = (f"# --metrics {host}:{port}: the Prometheus endpoint listens on TCP; AF_UNIX for the journal\n"
+            "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n")
+    if ipaddress.ip_address(host).is_loopback:
+        return text + "IPAddressDeny=any\nIPAddressAllow=localhost\n"
+    return text + ("# scraped from other hosts: name the Prometheus servers here to allow only them, e.g.\n"
+                   "# IPAddressDeny=any and IPAddressAllow=10.0.0.5\n")
+
+
+def render_unit(command, pythonpath=None, config=None, log_files=(), metrics=None):
+    """The unit file's text. command: argv prefix that runs socket-snoop; metrics: (address, port) of
+    --metrics, or None."""
     args = list(command) + (["--config", config] if config else []) + ["-q", "--no-report"]
     # "-": systemd ignores a missing directory instead of failing to start the unit (the monitor then says
     # it cannot open its log); /var/log is there on any system
@@ -128,10 +145,7 @@ ProtectControlGroups=yes
 ProtectClock=yes
 ProtectHostname=yes
 # not ProtectProc=invisible / ProcSubset=pid: owners are found in /proc/PID/fd, listeners in /proc/net
-# no socket is opened (libbpf needs netlink only for XDP/TC, not used); AF_UNIX for the journal
-RestrictAddressFamilies=AF_UNIX
-IPAddressDeny=any
-RestrictNamespaces=yes
+{_network(metrics)}RestrictNamespaces=yes
 RestrictRealtime=yes
 RestrictSUIDSGID=yes
 LockPersonality=yes
@@ -170,9 +184,8 @@ def render_logrotate(log_files):
 """
 
 
-def log_files(config):
+def log_files(opts):
     """The log files to rotate: the default one, and the configured one if it differs."""
-    opts = options_from_config(config)
     files = [DEFAULT_LOG]
     if opts.log_file and os.path.abspath(opts.log_file) != DEFAULT_LOG:
         files.append(os.path.abspath(opts.log_file))
@@ -200,11 +213,13 @@ def _write(path, text):
 
 
 def install(opts, out):
-    files = log_files(opts.config)
+    configured = options_from_config(opts.config)
+    files = log_files(configured)
     command, pythonpath = entry_point()
     unit_path = os.path.join(opts.unit_dir, UNIT_NAME)
     rot_path = os.path.join(opts.logrotate_dir, LOGROTATE_NAME)
-    unit = render_unit(command, pythonpath, opts.config, files)
+    metrics = metrics_from(configured)
+    unit = render_unit(command, pythonpath, opts.config, files, metrics and metrics[:2])
     rot = render_logrotate(files)
     if opts.dry_run:
         out.write(f"# {unit_path}\n{unit}\n# {rot_path}\n{rot}")
