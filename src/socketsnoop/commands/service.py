@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 from ..errors import SnoopError
-from .options import DEFAULT_LOG, metrics_from, options_from_config
+from .options import DEFAULT_LOG, options_from_config
 
 UNIT_NAME = "socket-snoop.service"
 UNIT_DIR = "/etc/systemd/system"
@@ -72,9 +72,10 @@ def entry_point():
     return [sys.executable, "-m", "socketsnoop"], (None if probe.returncode == 0 else src)
 
 
-def _network(metrics):
+def _network(opts):
     """The unit's address families and IP access: none but AF_UNIX, unless --metrics is configured: then
-    AF_INET/AF_INET6 to listen, and IP traffic only from localhost when it listens on loopback."""
+    AF_INET/AF_INET6 to listen, and IP traffic only with localhost when it listens on loopback."""
+    metrics = getattr(opts, "metrics", None) if opts else None
     if not metrics:
         return ("# no socket is opened (libbpf needs netlink only for XDP/TC, not used); AF_UNIX for the journal\n"
                 "RestrictAddressFamilies=AF_UNIX\nIPAddressDeny=any\n")
@@ -87,9 +88,9 @@ def _network(metrics):
                    "# IPAddressDeny=any and IPAddressAllow=10.0.0.5\n")
 
 
-def render_unit(command, pythonpath=None, config=None, log_files=(), metrics=None):
-    """The unit file's text. command: argv prefix that runs socket-snoop; metrics: (address, port) of
-    --metrics, or None."""
+def render_unit(command, pythonpath=None, config=None, log_files=(), opts=None):
+    """The unit file's text. command: argv prefix that runs socket-snoop; opts: the config file's options
+    (for the sandbox: network only for --metrics)."""
     args = list(command) + (["--config", config] if config else []) + ["-q", "--no-report"]
     # "-": systemd ignores a missing directory instead of failing to start the unit (the monitor then says
     # it cannot open its log); /var/log is there on any system
@@ -145,7 +146,7 @@ ProtectControlGroups=yes
 ProtectClock=yes
 ProtectHostname=yes
 # not ProtectProc=invisible / ProcSubset=pid: owners are found in /proc/PID/fd, listeners in /proc/net
-{_network(metrics)}RestrictNamespaces=yes
+{_network(opts)}RestrictNamespaces=yes
 RestrictRealtime=yes
 RestrictSUIDSGID=yes
 LockPersonality=yes
@@ -184,8 +185,9 @@ def render_logrotate(log_files):
 """
 
 
-def log_files(opts):
+def log_files(config):
     """The log files to rotate: the default one, and the configured one if it differs."""
+    opts = options_from_config(config)
     files = [DEFAULT_LOG]
     if opts.log_file and os.path.abspath(opts.log_file) != DEFAULT_LOG:
         files.append(os.path.abspath(opts.log_file))
@@ -213,13 +215,12 @@ def _write(path, text):
 
 
 def install(opts, out):
-    configured = options_from_config(opts.config)
-    files = log_files(configured)
+    files = log_files(opts.config)
+    monitor_opts = options_from_config(opts.config)
     command, pythonpath = entry_point()
     unit_path = os.path.join(opts.unit_dir, UNIT_NAME)
     rot_path = os.path.join(opts.logrotate_dir, LOGROTATE_NAME)
-    metrics = metrics_from(configured)
-    unit = render_unit(command, pythonpath, opts.config, files, metrics and metrics[:2])
+    unit = render_unit(command, pythonpath, opts.config, files, monitor_opts)
     rot = render_logrotate(files)
     if opts.dry_run:
         out.write(f"# {unit_path}\n{unit}\n# {rot_path}\n{rot}")
