@@ -256,7 +256,7 @@ class Prometheus:
     """The real prometheus (Debian's package) with a private config, TSDB in a temp dir, a free loopback
     port, scraping `targets` every second; query() is its HTTP API."""
 
-    def __init__(self, tmp_path, targets, rules_text=None, scrape_config=None):
+    def __init__(self, tmp_path, targets, rules_text=None, config_text=None):
         self.dir = tmp_path / uniq("prom")
         self.dir.mkdir()
         self.port = free_port()
@@ -264,14 +264,15 @@ class Prometheus:
         if rules_text is not None:
             (self.dir / "rules.yml").write_text(rules_text)
             rule_files = f"rule_files: [{str(self.dir / 'rules.yml')!r}]\n"
-        scrape = scrape_config or textwrap.dedent(f"""\
+        scrape = textwrap.dedent(f"""\
             scrape_configs:
               - job_name: socket-snoop
                 static_configs:
                   - targets: {json.dumps(list(targets))}
             """)
         self.config = self.dir / "prometheus.yml"
-        self.config.write_text(f"global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{rule_files}{scrape}")
+        self.config.write_text(config_text if config_text is not None else
+                               f"global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{rule_files}{scrape}")
         self.proc = None
         self.targets = list(targets)
 

@@ -30,12 +30,13 @@ TEXT_LINE = re.compile(
     re.ASCII,
 )
 # a central rsyslog's file: the host and program before our line. RFC 3164 as rsyslog's default file format
-# writes it (`Dec  1 21:05:58 host1 socket-snoop[123]: LINE`; RSYSLOG_FileFormat has an RFC 3339 time), and
+# writes it (`Dec  1 21:05:58 host1 socket-snoop[123]: LINE`; RSYSLOG_FileFormat has an RFC 3339 time; of a
+# message that came in as RFC 5424 the tag has no colon: `socket-snoop[123] LINE`), and
 # RFC 5424 as RSYSLOG_SyslogProtocol23Format does (`<30>1 TIME host1 socket-snoop 123 MSGID [SD...] LINE`).
 # Only the program socket-snoop's lines; a host name is printable ASCII without spaces (RFC 5424's PRINTUSASCII)
 SYSLOG_3164 = re.compile(
     r"(?:<\d{1,3}>)?(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:\d\d)) "
-    r"(?P<host>[!-~]{1,255}) socket-snoop(?:\[\d{1,10}\])?: ?(?P<msg>.*)", re.ASCII | re.DOTALL)
+    r"(?P<host>[!-~]{1,255}) socket-snoop(?:\[\d{1,10}\])?:? (?P<msg>.*)", re.ASCII | re.DOTALL)
 SYSLOG_5424 = re.compile(
     r"<\d{1,3}>1 \S+ (?P<host>[!-~]{1,255}) socket-snoop [!-~]{1,128} [!-~]{1,32} "
     r"(?:-|(?:\[(?:[^\]\"]|\"(?:[^\"\\]|\\.)*\")*\])+)(?: \ufeff?(?P<msg>.*))?", re.DOTALL)

@@ -1,0 +1,187 @@
+"""The README's "Many hosts" section, used as it is written: its central rsyslog configuration run by the real
+rsyslogd (then `socket-snoop report` on the files it wrote, grouped by host), its Prometheus scrape config and
+alert rules checked by promtool and loaded by the real prometheus (the lost-events alert fires when events
+are lost; the refusals alert's expression holds when connects are refused)."""
+
+import io
+import json
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import Prometheus, conversation, free_port, run_client, start_server
+from socketsnoop.commands import report
+from socketsnoop.output.metrics import MetricsSink
+from socketsnoop.pipeline.decode import ConnRecord
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_block(name):
+    """The fenced block right after `<!-- name -->` in the README."""
+    m = re.search(rf"<!-- {re.escape(name)} -->\n```[a-z]*\n(.*?)```", README.read_text(), re.S)
+    assert m, f"no {name} block in the README"
+    return m.group(1)
+
+
+def prometheus_files(tmp_path, targets=None, interval=None):
+    """The README's prometheus.yml and rules, written to tmp_path: the rules file where the config names it,
+    the targets and the intervals replaced when given. Returns (config path, rules path, config text)."""
+    rules = tmp_path / "socket-snoop-rules.yml"
+    rules.write_text(readme_block("socket-snoop-rules.yml"))
+    config = readme_block("prometheus.yml").replace("/etc/prometheus/socket-snoop-rules.yml", str(rules))
+    if targets is not None:
+        config = re.sub(r"- targets: \[.*\]", "- targets: " + json.dumps(targets), config)
+    if interval:
+        config = config.replace("scrape_interval: 15s", f"scrape_interval: {interval}\n  evaluation_interval: {interval}")
+    path = tmp_path / "prometheus.yml"
+    path.write_text(config)
+    return path, rules, config
+
+
+def test_readme_prometheus_config_and_rules_pass_promtool(tmp_path):
+    config, rules, _ = prometheus_files(tmp_path)
+    r = subprocess.run(["promtool", "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "SUCCESS: 2 rules found" in r.stdout, r.stdout + r.stderr
+    r = subprocess.run(["promtool", "check", "config", str(config)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "SUCCESS" in r.stdout, r.stdout + r.stderr
+    # and promtool would say so if they were wrong
+    rules.write_text(rules.read_text().replace("rate(", "rate[", 1))
+    r = subprocess.run(["promtool", "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+
+
+def refused(n):
+    return [ConnRecord(0, 1, 1, 4, bytes(16), 0, bytes(16), 1, 7, b"scanner", 0, 0, "out", "refused", 0, 0, 0,
+                       None, None, None, (2, 7), False, True)] * n
+
+
+@pytest.mark.bpf
+def test_readme_alert_rules_in_prometheus(monitor, tmp_path):
+    """The README's config and rules in the real prometheus, scraping a real monitor that loses events
+    (a stopped reader, a tiny buffer) and a metrics sink fed refused connects (connection records are
+    not produced by the kernel yet): SocketSnoopEventsLost fires, SocketSnoopRefusals' expression holds
+    (pending: its `for` is ten minutes)."""
+    port, mport = free_port(), free_port()
+    m = monitor("--metrics", str(mport), "-P", str(port), "--no-report", "--buffer-size", "64K", "-q",
+                "--no-log-file")
+    sink = MetricsSink("127.0.0.1", free_port()).open()
+    try:
+        _, _, config = prometheus_files(tmp_path, [f"127.0.0.1:{mport}", f"127.0.0.1:{sink.port}"], "1s")
+        with Prometheus(tmp_path, [f"127.0.0.1:{mport}", f"127.0.0.1:{sink.port}"], config_text=config) as prom:
+            groups = prom.api("rules")["groups"]
+            assert {r["name"]: r["health"] for g in groups for r in g["rules"]} == {
+                "SocketSnoopRefusals": "ok", "SocketSnoopEventsLost": "ok"}, groups
+            assert not prom.api("alerts")["alerts"]
+            srv = start_server("127.0.0.1", port, "ss-aflood", count=400)
+            m.proc.send_signal(signal.SIGSTOP)
+            try:
+                run_client("127.0.0.1", port, "ss-aflooder", count=400, size=1)
+                srv.communicate(timeout=60)
+            finally:
+                m.proc.send_signal(signal.SIGCONT)
+                srv.kill()
+            deadline = time.monotonic() + 40
+            states = {}
+            while time.monotonic() < deadline:
+                sink.write_records(refused(50), None)  # 100 a second
+                states = {(a["labels"]["alertname"], a["labels"]["instance"]): a["state"]
+                          for a in prom.api("alerts")["alerts"]}
+                if (states.get(("SocketSnoopEventsLost", f"127.0.0.1:{mport}")) == "firing"
+                        and states.get(("SocketSnoopRefusals", f"127.0.0.1:{sink.port}")) == "pending"):
+                    break
+                time.sleep(0.5)
+            assert states.get(("SocketSnoopEventsLost", f"127.0.0.1:{mport}")) == "firing", states
+            assert states.get(("SocketSnoopRefusals", f"127.0.0.1:{sink.port}")) == "pending", states
+            assert ("SocketSnoopEventsLost", f"127.0.0.1:{sink.port}") not in states  # it lost nothing
+    finally:
+        sink.close()
+    m.stop()
+    assert m.totals()["lost"] > 0
+
+
+def frame_5424(host, pid, line, msgid="state_change"):
+    """A message as the --syslog output sends it: RFC 5424, the text log's line as MSG."""
+    sd = '[socketsnoop@32473 comm="a\\"\\]b" src="127.0.0.1"]'
+    return f"<30>1 2026-12-01T21:05:58.123Z {host} socket-snoop {pid} {msgid} {sd} {line}".encode()
+
+
+@pytest.mark.bpf
+def test_central_rsyslog_report_by_host(monitor, tmp_path):
+    """The README's central rsyslog configuration, run by the real rsyslogd: three hosts send it the lines of
+    a real monitor (host1 over TCP, octet-counted as the --syslog output frames them; host2 and host-3 over
+    UDP); `socket-snoop report` on each file it wrote (rsyslog's traditional format and RFC 5424) groups
+    the events by host, each host with the events it sent."""
+    port = free_port()
+    m = monitor("-P", str(port), "--no-report", "-q")
+    conversation("127.0.0.1", port, "ss-central", "ss-edge", count=3)
+    m.stop()
+    lines = m.lines()
+    assert len(lines) == 30, lines
+    central = tmp_path / "central"
+    central.mkdir()
+    sport = free_port()
+    conf = tmp_path / "rsyslog.conf"
+    conf.write_text(readme_block("rsyslog.conf").replace('port="514"', f'port="{sport}"')
+                    .replace("/var/log/central", str(central)))
+    rs = subprocess.Popen(["rsyslogd", "-n", "-f", str(conf), "-i", str(tmp_path / "rsyslogd.pid")],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                tcp = socket.create_connection(("127.0.0.1", sport), timeout=5)
+                break
+            except OSError:
+                assert rs.poll() is None and time.monotonic() < deadline, rs.stdout.read() if rs.poll() else "no port"
+                time.sleep(0.1)
+        sent = {"host1": lines, "host2": lines[:10], "host-3": [ln for ln in lines if "Established" in ln]}
+        with tcp:
+            tcp.sendall(b"".join(b"%d %s" % (len(f), f) for f in (frame_5424("host1", 11, ln) for ln in lines)))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            for host in ("host2", "host-3"):
+                for ln in sent[host]:
+                    udp.sendto(frame_5424(host, 22, ln), ("127.0.0.1", sport))
+                    time.sleep(0.001)
+        files = [central / "socket-snoop.log", central / "socket-snoop-5424.log"]
+        want = sum(len(v) for v in sent.values())
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if all(f.exists() and f.read_text().count("\n") >= want for f in files):
+                break
+            time.sleep(0.2)
+    finally:
+        rs.terminate()
+        out, _ = rs.communicate(timeout=30)
+    for f in files:
+        text = f.read_text()
+        assert text.count("\n") == want, (f, text[:2000], out)
+        if f.name == "socket-snoop.log":  # RSYSLOG_TraditionalFileFormat
+            assert re.match(r"[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d host", text), text[:300]
+        else:
+            assert text.startswith("<30>1 "), text[:300]
+        opts = report.build_parser().parse_args([str(f), "--json"])
+        buf = io.StringIO()
+        assert report.run(opts, buf) == 0
+        doc = json.loads(buf.getvalue())
+        assert doc["malformed"] == 0
+        got = {h["host"]: h for h in doc["hosts"]}
+        assert set(got) == set(sent), got.keys()
+        for host, ls in sent.items():
+            assert got[host]["events"] == len(ls), (host, got[host])
+        assert got["host1"]["by_event"] == {"state_change": 30}
+        assert got["host-3"]["states"] == {"ESTABLISHED": 6}
+        assert {p["comm"] for p in got["host1"]["processes"]} == {"ss-central", "ss-edge"}
+        assert len(got["host1"]["connections"]) == 6
+        opts = report.build_parser().parse_args([str(f), "--no-lifecycles"])
+        buf = io.StringIO()
+        report.run(opts, buf)
+        text = buf.getvalue()
+        assert [ln for ln in text.splitlines() if ln.startswith("Host ")] == ["Host host-3", "Host host1",
+                                                                             "Host host2"], text
+        assert "Hosts: 3 (host-3, host1, host2); 0 malformed lines skipped" in text
