@@ -16,6 +16,7 @@ import pytest
 
 from helpers import Prometheus, conversation, free_port, run_client, start_server
 from socketsnoop.commands import report
+from test_metrics import private_loopback
 from socketsnoop.output.metrics import MetricsSink
 from socketsnoop.pipeline.decode import ConnRecord
 
@@ -117,9 +118,9 @@ def test_central_rsyslog_report_by_host(monitor, tmp_path):
     a real monitor (host1 over TCP, octet-counted as the --syslog output frames them; host2 and host-3 over
     UDP); `socket-snoop report` on each file it wrote (rsyslog's traditional format and RFC 5424) groups
     the events by host, each host with the events it sent."""
-    port = free_port()
-    m = monitor("-P", str(port), "--no-report", "-q")
-    conversation("127.0.0.1", port, "ss-central", "ss-edge", count=3)
+    port, addr = free_port(), private_loopback()
+    m = monitor("-a", addr, "--no-report", "-q")
+    conversation(addr, port, "ss-central", "ss-edge", count=3)
     m.stop()
     lines = m.lines()
     assert len(lines) == 30, lines
