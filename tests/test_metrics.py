@@ -351,3 +351,12 @@ def test_metrics_port_in_use_is_one_line(tmp_path):
         p = run("--metrics", str(s.getsockname()[1]), "--no-log-file", "--duration", "1")
     assert p.returncode == 1 and "cannot listen on 127.0.0.1:" in p.stderr, p.stderr
     assert p.stderr.strip().count("\n") == 0 and "Traceback" not in p.stderr
+
+
+def test_sink_listens_on_ipv6_loopback(sink):
+    s = MetricsSink("::1", free_port()).open()
+    try:
+        s.write([make_row(type=EV_STATE, newstate=ESTABLISHED)], None)
+        assert sample_sum(scrape(s.port, host="[::1]"), "socketsnoop_state_changes_total") == 1
+    finally:
+        s.close()
