@@ -72,20 +72,27 @@ def entry_point():
     return [sys.executable, "-m", "socketsnoop"], (None if probe.returncode == 0 else src)
 
 
-def _network(opts):
-    """The unit's address families and IP access: none but AF_UNIX, unless --metrics is configured: then
-    AF_INET/AF_INET6 to listen, and IP traffic only with localhost when it listens on loopback."""
+def _ip_peers(opts):
+    """Whom the configured outputs talk to over IP, one entry per output that does: an IPAddressAllow= value,
+    or None for any address. [] when none does (the unit then opens no network socket at all)."""
+    peers = []
     metrics = getattr(opts, "metrics", None) if opts else None
-    if not metrics:
+    if metrics:  # --metrics: scraped over TCP, by localhost only when it listens on loopback
+        peers.append("localhost" if ipaddress.ip_address(metrics[0]).is_loopback else None)
+    return peers
+
+
+def _network(opts):
+    """The unit's address families and IP access lines for the configured outputs."""
+    peers = _ip_peers(opts)
+    if not peers:
         return ("# no socket is opened (libbpf needs netlink only for XDP/TC, not used); AF_UNIX for the journal\n"
                 "RestrictAddressFamilies=AF_UNIX\nIPAddressDeny=any\n")
-    host, port = metrics
-    text = (f"# --metrics {host}:{port}: the Prometheus endpoint listens on TCP; AF_UNIX for the journal\n"
-            "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n")
-    if ipaddress.ip_address(host).is_loopback:
-        return text + "IPAddressDeny=any\nIPAddressAllow=localhost\n"
-    return text + ("# scraped from other hosts: name the Prometheus servers here to allow only them, e.g.\n"
-                   "# IPAddressDeny=any and IPAddressAllow=10.0.0.5\n")
+    text = "# the outputs' sockets (--metrics); AF_UNIX for the journal\nRestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n"
+    if None in peers:
+        return text + ("# reached from other hosts: name them here to allow only them, e.g.\n"
+                       "# IPAddressDeny=any and IPAddressAllow=10.0.0.5\n")
+    return text + f"IPAddressDeny=any\nIPAddressAllow={' '.join(dict.fromkeys(peers))}\n"
 
 
 def render_unit(command, pythonpath=None, config=None, log_files=(), opts=None):
