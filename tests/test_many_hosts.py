@@ -9,12 +9,13 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from helpers import Prometheus, conversation, free_port, run_client, start_server
+from helpers import Monitor, Prometheus, conversation, free_port, run_client, start_server
 from socketsnoop.commands import report
 from test_metrics import private_loopback
 from socketsnoop.output.metrics import MetricsSink
@@ -112,18 +113,9 @@ def frame_5424(host, pid, line, msgid="state_change"):
     return f"<30>1 2026-12-01T21:05:58.123Z {host} socket-snoop {pid} {msgid} {sd} {line}".encode()
 
 
-@pytest.mark.bpf
-def test_central_rsyslog_report_by_host(monitor, tmp_path):
-    """The README's central rsyslog configuration, run by the real rsyslogd: three hosts send it the lines of
-    a real monitor (host1 over TCP, octet-counted as the --syslog output frames them; host2 and host-3 over
-    UDP); `socket-snoop report` on each file it wrote (rsyslog's traditional format and RFC 5424) groups
-    the events by host, each host with the events it sent."""
-    port, addr = free_port(), private_loopback()
-    m = monitor("-a", addr, "--no-report", "-q")
-    conversation(addr, port, "ss-central", "ss-edge", count=3)
-    m.stop()
-    lines = m.lines()
-    assert len(lines) >= 30 and all(" State Change: " in ln for ln in lines), lines  # 5 a side (or a repeat)
+def start_rsyslogd(tmp_path):
+    """rsyslogd running the README's central configuration on a free port, writing to tmp_path/central;
+    (process, port, directory) once it accepts connections."""
     central = tmp_path / "central"
     central.mkdir()
     sport = free_port()
@@ -132,57 +124,102 @@ def test_central_rsyslog_report_by_host(monitor, tmp_path):
                     .replace("/var/log/central", str(central)))
     rs = subprocess.Popen(["rsyslogd", "-n", "-f", str(conf), "-i", str(tmp_path / "rsyslogd.pid")],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                tcp = socket.create_connection(("127.0.0.1", sport), timeout=5)
-                break
-            except OSError:
-                assert rs.poll() is None and time.monotonic() < deadline, rs.stdout.read() if rs.poll() else "no port"
-                time.sleep(0.1)
-        sent = {"host1": lines, "host2": lines[:10], "host-3": [ln for ln in lines if "STATE=Connection Established" in ln]}
-        with tcp:
-            tcp.sendall(b"".join(b"%d %s" % (len(f), f) for f in (frame_5424("host1", 11, ln) for ln in lines)))
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            for host in ("host2", "host-3"):
-                for ln in sent[host]:
-                    udp.sendto(frame_5424(host, 22, ln), ("127.0.0.1", sport))
-                    time.sleep(0.001)
-        files = [central / "socket-snoop.log", central / "socket-snoop-5424.log"]
-        want = sum(len(v) for v in sent.values())
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if all(f.exists() and f.read_text().count("\n") >= want for f in files):
-                break
-            time.sleep(0.2)
-    finally:
-        rs.terminate()
-        out, _ = rs.communicate(timeout=30)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", sport), timeout=5).close()
+            return rs, sport, central
+        except OSError:
+            if rs.poll() is not None or time.monotonic() > deadline:
+                rs.kill()
+                raise AssertionError(f"rsyslogd did not start: {rs.communicate()[0]}")
+            time.sleep(0.1)
+
+
+def syslog_offered():
+    return "--syslog" in subprocess.run([sys.executable, "-m", "socketsnoop", "--help"], capture_output=True,
+                                        text=True, timeout=60).stdout
+
+
+def wait_lines(files, want, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(f.exists() and f.read_text().count("\n") >= want for f in files):
+            return
+        time.sleep(0.2)
+
+
+def check_report(files, sent):
+    """`socket-snoop report` on each of rsyslog's files: a section per host, each with the events it sent
+    (sent: host -> its lines)."""
+    want = sum(len(v) for v in sent.values())
     for f in files:
         text = f.read_text()
-        assert text.count("\n") == want, (f, text[:2000], out)
+        assert text.count("\n") == want, (f, text[:2000])
         if f.name == "socket-snoop.log":  # RSYSLOG_TraditionalFileFormat
             assert re.match(r"[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d host", text), text[:300]
         else:
             assert text.startswith("<30>1 "), text[:300]
-        opts = report.build_parser().parse_args([str(f), "--json"])
         buf = io.StringIO()
-        assert report.run(opts, buf) == 0
+        assert report.run(report.build_parser().parse_args([str(f), "--json"]), buf) == 0
         doc = json.loads(buf.getvalue())
         assert doc["malformed"] == 0
         got = {h["host"]: h for h in doc["hosts"]}
         assert set(got) == set(sent), got.keys()
         for host, ls in sent.items():
             assert got[host]["events"] == len(ls), (host, got[host])
-        assert got["host1"]["by_event"] == {"state_change": len(lines)}
-        assert got["host-3"]["states"] == {"ESTABLISHED": 6}
-        assert {p["comm"] for p in got["host1"]["processes"]} == {"ss-central", "ss-edge"}
-        assert len(got["host1"]["connections"]) == 6
-        opts = report.build_parser().parse_args([str(f), "--no-lifecycles"])
+            established = sum("STATE=Connection Established" in ln for ln in ls)
+            assert got[host]["states"].get("ESTABLISHED", 0) == established, got[host]
         buf = io.StringIO()
-        report.run(opts, buf)
+        report.run(report.build_parser().parse_args([str(f), "--no-lifecycles"]), buf)
         text = buf.getvalue()
-        assert [ln for ln in text.splitlines() if ln.startswith("Host ")] == ["Host host-3", "Host host1",
-                                                                             "Host host2"], text
-        assert "Hosts: 3 (host-3, host1, host2); 0 malformed lines skipped" in text
+        assert [ln for ln in text.splitlines() if ln.startswith("Host ")] == [f"Host {h}" for h in sorted(sent)], text
+        assert f"Hosts: {len(sent)} ({', '.join(sorted(sent))}); 0 malformed lines skipped" in text
+
+
+@pytest.mark.bpf
+def test_central_rsyslog_report_by_host(monitor, tmp_path):
+    """The README's central rsyslog configuration, run by the real rsyslogd, receiving from socket-snoop on
+    three hosts. Where `socket-snoop --help` offers --syslog, three real monitors, each in a UTS namespace of
+    its own named host1, host2, host-3 (`unshare --uts`), send their events over TCP; without it the test
+    sends a real monitor's lines as that output frames them (RFC 5424, the text line as MSG; host1 over TCP,
+    octet-counted, host2 and host-3 over UDP). `socket-snoop report` on each file rsyslog wrote (its
+    traditional format and RFC 5424) groups the events by host, each host with the events it sent."""
+    port, addr = free_port(), private_loopback()
+    rs, sport, central = start_rsyslogd(tmp_path)
+    files = [central / "socket-snoop.log", central / "socket-snoop-5424.log"]
+    try:
+        if syslog_offered():
+            monitors = {}
+            for host in ("host1", "host2", "host-3"):
+                m = Monitor(tmp_path, "-a", addr, "--no-report", "-q", "--syslog", f"tcp://127.0.0.1:{sport}",
+                            log_name=f"{host}.log")
+                m.args = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', host, *m.args]
+                monitors[host] = m.start()
+            try:
+                conversation(addr, port, "ss-central", "ss-edge", count=3)
+            finally:
+                for m in monitors.values():
+                    m.stop()
+            sent = {host: m.lines() for host, m in monitors.items()}
+            assert all(len(v) >= 30 for v in sent.values()), sent
+        else:
+            m = monitor("-a", addr, "--no-report", "-q")
+            conversation(addr, port, "ss-central", "ss-edge", count=3)
+            m.stop()
+            lines = m.lines()
+            assert len(lines) >= 30 and all(" State Change: " in ln for ln in lines), lines  # 5 a side, or a repeat
+            sent = {"host1": lines, "host2": lines[:10],
+                    "host-3": [ln for ln in lines if "STATE=Connection Established" in ln]}
+            with socket.create_connection(("127.0.0.1", sport), timeout=10) as tcp:
+                tcp.sendall(b"".join(b"%d %s" % (len(f), f) for f in (frame_5424("host1", 11, ln) for ln in lines)))
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                for host in ("host2", "host-3"):
+                    for ln in sent[host]:
+                        udp.sendto(frame_5424(host, 22, ln), ("127.0.0.1", sport))
+                        time.sleep(0.001)
+        wait_lines(files, sum(len(v) for v in sent.values()))
+    finally:
+        rs.terminate()
+        out, _ = rs.communicate(timeout=30)
+    check_report(files, sent)
