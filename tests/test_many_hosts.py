@@ -19,7 +19,8 @@ from helpers import Monitor, Prometheus, conversation, free_port, run_client, st
 from socketsnoop.commands import report
 from test_metrics import private_loopback
 from socketsnoop.output.metrics import MetricsSink
-from socketsnoop.pipeline.decode import ConnRecord
+from socketsnoop.kernel.abi import DIR_OUT, RESULT_REFUSED
+from socketsnoop.pipeline.decode import make_record_row
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -59,8 +60,8 @@ def test_readme_prometheus_config_and_rules_pass_promtool(tmp_path):
 
 
 def refused(n):
-    return [ConnRecord(0, 1, 1, 4, bytes(16), 0, bytes(16), 1, 7, b"scanner", 0, 0, "out", "refused", 0, 0, 0,
-                       None, None, None, (2, 7), False, True)] * n
+    return [make_record_row(result=RESULT_REFUSED, direction=DIR_OUT, comm=b"scanner", pid=7, dport=1,
+                            states=(2, 7))] * n
 
 
 @pytest.mark.bpf

@@ -12,7 +12,7 @@ from importlib import resources
 
 from ..errors import SnoopError
 from . import abi
-from .abi import C_MAX, C_RESCUED, EVENT, LISTEN_KEY, OWNER_STRUCT, PROGRAMS, REQUIRED
+from .abi import C_MAX, C_RESCUED, CONN_RECORD, EVENT, LISTEN_KEY, OWNER_STRUCT, PROGRAMS, REQUIRED
 from .libbpf import BpfObject, Libbpf, PerfBuffer
 from .ringbuf import RingBuffer
 
@@ -72,11 +72,18 @@ def _pow2_at_least(n, floor=4096):
 class Probe:
     """Loaded and attached kernel program; close() detaches it."""
 
-    def __init__(self, filters, buffer="ringbuf", buffer_size=16 << 20, wakeup_bytes=64 << 10, log=None):
+    def __init__(self, filters, buffer="ringbuf", buffer_size=16 << 20, wakeup_bytes=64 << 10, log=None,
+                 records=True, summary_only=False, record_buffer_size=None):
         self.filters = filters
         self.buffer = buffer
         self.buffer_size = _pow2_at_least(buffer_size)
         self.spare_size = max(self.buffer_size // 8, 1 << 16)  # the spare ring: rare events, and rescue
+        # connection records: one per connection against ~5 events, each 168 bytes against 104
+        self.record_size = _pow2_at_least(record_buffer_size or self.buffer_size // 2, 1 << 16)
+        self.record_spare_size = max(self.record_size // 8, 1 << 16)
+        self.records = records and buffer != "perf"  # the perf buffer carries events only
+        self.summary_only = summary_only
+        self.hash_storage = False  # socket state in a hash, not socket storage: kernels before 5.11
         # the reader is woken when this much is unread: often enough that each of its turns on a CPU is
         # short (at full churn the workload kept 5% more of its rate at 64K than at 256K, the monitor in
         # a scheduling group of its own, as a service is), seldom enough to read in batches
@@ -85,6 +92,8 @@ class Probe:
         self.obj = None
         self.reader = None
         self.spare_reader = None  # the spare ring (RE-ENTRY, 2 in the BPF source)
+        self.record_reader = None  # connection records, and their spare ring
+        self.record_spare_reader = None
         self.skipped = []  # tracepoints this kernel lacks
         self.ncpus = 1
 
@@ -93,7 +102,8 @@ class Probe:
         obj = BpfObject(object_bytes())
         f = self.filters
         values = {"filter_flags": f.flags(), "filter_states": f.state_mask(), "wakeup_bytes": self.wakeup_bytes,
-                  "use_perf": self.buffer == "perf"}
+                  "use_perf": self.buffer == "perf", "use_hash_storage": self.hash_storage,
+                  "summary_only": self.summary_only, "no_records": not self.records}
         obj.set_rodata({name: struct.pack(fmt, values[name]) for name, fmt in abi.RODATA.items()})
         if self.buffer == "perf":
             obj.set_autocreate(abi.MAP_EVENTS, False)  # unused: kernels before 5.8 have no ring buffer
@@ -101,6 +111,12 @@ class Probe:
         else:
             obj.set_max_entries(abi.MAP_EVENTS, self.buffer_size)
             obj.set_max_entries(abi.MAP_EVENTS_SPARE, self.spare_size)
+        if self.records:
+            obj.set_max_entries(abi.MAP_RECORDS, self.record_size)
+            obj.set_max_entries(abi.MAP_RECORDS_SPARE, self.record_spare_size)
+        else:
+            obj.set_autocreate(abi.MAP_RECORDS, False)
+            obj.set_autocreate(abi.MAP_RECORDS_SPARE, False)
         for prog in disabled:
             obj.bpf.prog_set_autoload(obj.bpf.find_prog(obj.obj, prog.encode()), False)
         return obj
@@ -114,6 +130,9 @@ class Probe:
             if not code:
                 break
             obj.close()
+            if not self.hash_storage and any("sk_storage" in m for m in messages):
+                self.hash_storage = True  # tracing programs may use socket storage since 5.11 only
+                continue
             missing = [m.group(1) for m in map(re.compile(r"find kernel BTF type ID of '(\w+)'").search,
                                                   messages) if m]
             progs = [p for p, tp in PROGRAMS.items() if tp.split(":")[1] in missing and p not in disabled]
@@ -189,6 +208,10 @@ class Probe:
         else:
             self.reader = RingBuffer(self.obj.map_fd(abi.MAP_EVENTS), self.buffer_size, EVENT.size)
             self.spare_reader = RingBuffer(self.obj.map_fd(abi.MAP_EVENTS_SPARE), self.spare_size, EVENT.size)
+        if self.records:
+            self.record_reader = RingBuffer(self.obj.map_fd(abi.MAP_RECORDS), self.record_size, CONN_RECORD.size)
+            self.record_spare_reader = RingBuffer(self.obj.map_fd(abi.MAP_RECORDS_SPARE), self.record_spare_size,
+                                                  CONN_RECORD.size)
         return self.reader
 
     def counters(self):
@@ -221,10 +244,10 @@ class Probe:
             self.obj.links = []
 
     def close(self):
-        for reader in (self.reader, self.spare_reader):
+        for reader in (self.reader, self.spare_reader, self.record_reader, self.record_spare_reader):
             if reader:
                 reader.close()
-        self.reader = self.spare_reader = None
+        self.reader = self.spare_reader = self.record_reader = self.record_spare_reader = None
         if self.obj:
             self.obj.close()
             self.obj = None

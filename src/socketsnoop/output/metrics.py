@@ -2,7 +2,7 @@
 
 The sink only counts. A batch of events is counted at C speed (collections.Counter over the rows' type and
 new state, and with `--metrics-labels comm` the comm bytes too), then the batch's few distinct keys are
-added to running totals: no Python work per event. Connection records (pipeline.decode.ConnRecord) add
+added to running totals: no Python work per event. Connection records (abi.RECORD_ROW rows) add
 connections by direction and result, failed connects by cause, and histograms of duration, handshake time
 and RTT. Nothing is formatted until a scrape: prometheus_client's HTTP thread then calls collect(), which
 turns the totals into metric families (prometheus_client writes the exposition format and escapes label
@@ -24,8 +24,9 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.process_collector import ProcessCollector
 
-from ..kernel.abi import COMM_LEN, EV_RESET_RECEIVED, EV_RESET_SENT, EV_RETRANSMIT, EV_STATE
-from ..pipeline.decode import IDENT, NEWSTATE, TYPE, ConnRecord, state_name
+from ..kernel.abi import COMM_LEN, EV_RESET_RECEIVED, EV_RESET_SENT, EV_RETRANSMIT, EV_STATE, R_INCOMPLETE
+from ..pipeline.decode import (DIRECTION_NAMES, IDENT, NEWSTATE, R_DIRECTION, R_FLAGS, R_HANDSHAKE, R_IDENT,
+                               R_RESULT, R_RTT, R_START, R_TS, RESULT_NAMES, TYPE, state_name)
 from .sinks import Sink
 
 LABELS = ("comm", "unit", "container")  # what --metrics-labels may name
@@ -37,12 +38,11 @@ FAILED = ("refused", "timeout", "unreachable")  # results of a connect that fail
 _COMM_SLICE = slice(4 + 2 + 2 + 16 + 16, 4 + 2 + 2 + 16 + 16 + COMM_LEN)
 _type_state = itemgetter(TYPE, NEWSTATE)
 _ident = itemgetter(IDENT)
-_F = ConnRecord._fields
-_rec_key = itemgetter(_F.index("direction"), _F.index("result"))
-_rec_comm = itemgetter(_F.index("comm"))
-_duration = itemgetter(_F.index("duration_ns"))
-_handshake = itemgetter(_F.index("handshake_ns"))
-_rtt = itemgetter(_F.index("rtt_us"))
+_rec_key = itemgetter(R_DIRECTION, R_RESULT)
+_rec_ident = itemgetter(R_IDENT)
+_rec_times = itemgetter(R_TS, R_START, R_FLAGS)
+_handshake = itemgetter(R_HANDSHAKE)
+_rtt = itemgetter(R_RTT)
 _not_none = partial(is_not, None)
 
 
@@ -172,21 +172,24 @@ class MetricsSink(Sink):
         for ((typ, state), comm), n in batch.items():
             events[(typ, state, *(label(comm, n) if v is None else v for v in extra))] += n
 
-    def write_records(self, records, lines):
-        if not records:
+    def write_records(self, rows, lines):
+        """Connection records (abi.RECORD_ROW tuples, as handle_records passes them): counted by direction and
+        result at C speed; their duration, handshake and RTT into the histograms (0: not known)."""
+        if not rows:
             return
         if not self.label_names:
-            self.conns.update(map(_rec_key, records))
+            self.conns.update(map(_rec_key, rows))
         else:
-            getters = [self._record_label_getter(n) for n in self.label_names]
-            batch = Counter(zip(map(_rec_key, records), *(map(g, records) for g in getters)))
-            for (key, *values), n in batch.items():
-                labels = (self._comm(v, n) if name == "comm" else self.cap[name](v, n) if v else ""
-                          for name, v in zip(self.label_names, values))
-                self.conns[(*key, *labels)] += n
-        self.duration.add(map(_duration, records))
-        self.handshake.add(map(_handshake, records))
-        self.rtt.add(map(_rtt, records))
+            # the record's identity bytes have the comm where an event's do; unit and container: not in
+            # records yet (empty, never invented)
+            batch = Counter(zip(map(_rec_key, rows), map(getitem, map(_rec_ident, rows), repeat(_COMM_SLICE))))
+            conns, label, extra = self.conns, self._comm, self._event_labels
+            for (key, comm), n in batch.items():
+                conns[(*key, *(label(comm, n) if v is None else v for v in extra))] += n
+        self.duration.add([ts - start for ts, start, flags in map(_rec_times, rows)
+                           if start and not flags & R_INCOMPLETE])
+        self.handshake.add(filter(None, map(_handshake, rows)))
+        self.rtt.add(filter(None, map(_rtt, rows)))
 
     def check(self):
         if self.stats:
@@ -206,15 +209,6 @@ class MetricsSink(Sink):
             if value != OTHER:
                 self._comm_labels[raw] = value
         return value
-
-    @staticmethod
-    def _record_label_getter(name):
-        """The record's field for a label: comm; unit and container once ConnRecord carries them."""
-        if name == "comm":
-            return _rec_comm
-        if name in _F:
-            return itemgetter(_F.index(name))
-        return lambda rec: ""
 
     # -- a scrape (prometheus_client's thread) -----------------------------------------------------------------
     def collect(self):
@@ -250,8 +244,11 @@ class MetricsSink(Sink):
         failed = CounterMetricFamily("socketsnoop_failed_connects", "outgoing connects that failed, by cause "
                                      "(refused, timeout, unreachable)", labels=["cause", *names])
         fails = {} if names else {(cause,): 0 for cause in FAILED}
+        by_name = Counter()  # the kernel's numbers as names (two numbers may share one: summed, one series)
         for (direction, result, *labels), n in list(self.conns.items()):
-            conns.add_metric([direction or "unknown", result, *labels], n)
+            by_name[(DIRECTION_NAMES.get(direction, "unknown"), RESULT_NAMES.get(result, "closed"), *labels)] += n
+        for (direction, result, *labels), n in by_name.items():
+            conns.add_metric([direction, result, *labels], n)
             if result in FAILED and direction != "in":
                 key = (result, *labels)
                 fails[key] = fails.get(key, 0) + n

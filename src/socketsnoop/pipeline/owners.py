@@ -19,8 +19,8 @@ def _read(path, default=b""):
         return default
 
 
-def proc_comm(pid: int) -> bytes:
-    return _read(f"/proc/{pid}/comm").rstrip(b"\n")[:15]
+def proc_comm(pid: int, proc="/proc") -> bytes:
+    return _read(f"{proc}/{pid}/comm").rstrip(b"\n")[:15]
 
 
 def socket_inodes(proc="/proc"):
@@ -65,6 +65,26 @@ def listening_sockets(proc="/proc"):
     return out
 
 
+def tcp_sockets(proc="/proc"):
+    """(family, local address bytes, local port, remote address bytes, remote port, state, inode) of each
+    TCP socket in our network namespace, from /proc/net/tcp and tcp6 (states as the kernel numbers them)."""
+    out = []
+    for name, family in (("tcp", 4), ("tcp6", 6)):
+        text = _read(f"{proc}/net/{name}").decode("ascii", "replace")
+        for line in text.splitlines()[1:]:
+            parts = line.split()
+            if len(parts) < 10:
+                continue
+            try:
+                laddr, lport = parts[1].split(":")
+                raddr, rport = parts[2].split(":")
+                out.append((family, _hex_addr(laddr), int(lport, 16), _hex_addr(raddr), int(rport, 16),
+                            int(parts[3], 16), int(parts[9])))
+            except ValueError:
+                continue
+    return out
+
+
 def netns_inode(pid="self") -> int:
     try:
         link = os.readlink(f"/proc/{pid}/ns/net")  # 'net:[4026531840]'
@@ -91,7 +111,7 @@ class ProcOwners:
     def comm(self, pid):
         c = self.comms.get(pid)
         if c is None:
-            c = self.comms[pid] = proc_comm(pid)
+            c = self.comms[pid] = proc_comm(pid, self.proc)
         return c
 
     def lookup(self, ino: int):
