@@ -1,7 +1,7 @@
 """The README's "Many hosts" section, used as it is written: its central rsyslog configuration run by the real
 rsyslogd (then `socket-snoop report` on the files it wrote, grouped by host), its Prometheus scrape config and
-alert rules checked by promtool and loaded by the real prometheus (the lost-events alert fires when events
-are lost; the refusals alert's expression holds when connects are refused)."""
+alert rules checked by promtool and loaded by the real prometheus, scraping real monitors (the lost-events
+alert fires when events are lost; the refusals alert's expression holds when connects are refused)."""
 
 import io
 import json
@@ -15,12 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import Monitor, Prometheus, conversation, free_port, run_client, start_server
+from helpers import Monitor, Prometheus, conversation, free_port, run_client, spawn, start_server
 from socketsnoop.commands import report
 from test_metrics import private_loopback
-from socketsnoop.output.metrics import MetricsSink
-from socketsnoop.kernel.abi import DIR_OUT, RESULT_REFUSED
-from socketsnoop.pipeline.decode import make_record_row
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -59,53 +56,66 @@ def test_readme_prometheus_config_and_rules_pass_promtool(tmp_path):
     assert r.returncode != 0
 
 
-def refused(n):
-    return [make_record_row(result=RESULT_REFUSED, direction=DIR_OUT, comm=b"scanner", pid=7, dport=1,
-                            states=(2, 7))] * n
+REFUSER = """
+import socket, time
+while True:
+    try:
+        socket.create_connection(({addr!r}, {port}), timeout=5)
+    except ConnectionRefusedError:
+        pass
+    time.sleep(0.01)
+"""
 
 
 @pytest.mark.bpf
 def test_readme_alert_rules_in_prometheus(monitor, tmp_path):
-    """The README's config and rules in the real prometheus, scraping a real monitor that loses events
-    (a stopped reader, a tiny buffer) and a metrics sink fed refused connects (connection records are
-    not produced by the kernel yet): SocketSnoopEventsLost fires, SocketSnoopRefusals' expression holds
-    (pending: its `for` is ten minutes)."""
-    port, mport = free_port(), free_port()
-    m = monitor("--metrics", str(mport), "-P", str(port), "--no-report", "--buffer-size", "64K", "-q",
-                "--no-log-file")
-    sink = MetricsSink("127.0.0.1", free_port()).open()
-    try:
-        _, _, config = prometheus_files(tmp_path, [f"127.0.0.1:{mport}", f"127.0.0.1:{sink.port}"], "1s")
-        with Prometheus(tmp_path, [f"127.0.0.1:{mport}", f"127.0.0.1:{sink.port}"], config_text=config) as prom:
+    """The README's config and rules in the real prometheus, scraping two real monitors: one that loses
+    events (a stopped reader, a tiny buffer), one that sees a process connect to a closed port about 100
+    times a second. SocketSnoopEventsLost fires for the first only; SocketSnoopRefusals' expression holds
+    for the second (pending: its `for` is ten minutes)."""
+    port, mport, rport, addr = free_port(), free_port(), free_port(), private_loopback()
+    lossy = monitor("--metrics", str(mport), "-P", str(port), "--no-report", "--buffer-size", "64K", "-q",
+                    "--no-log-file")
+    refusals = monitor("--metrics", str(rport), "-a", addr, "--no-report", "-q", "--no-log-file",
+                       log_name="refusals.log")
+    targets = [f"127.0.0.1:{mport}", f"127.0.0.1:{rport}"]
+    _, _, config = prometheus_files(tmp_path, targets, "1s")
+    refuser = None
+    with Prometheus(tmp_path, targets, config_text=config) as prom:
+        try:
             groups = prom.api("rules")["groups"]
             assert {r["name"]: r["health"] for g in groups for r in g["rules"]} == {
                 "SocketSnoopRefusals": "ok", "SocketSnoopEventsLost": "ok"}, groups
             assert not prom.api("alerts")["alerts"]
             srv = start_server("127.0.0.1", port, "ss-aflood", count=400)
-            m.proc.send_signal(signal.SIGSTOP)
+            lossy.proc.send_signal(signal.SIGSTOP)
             try:
                 run_client("127.0.0.1", port, "ss-aflooder", count=400, size=1)
                 srv.communicate(timeout=60)
             finally:
-                m.proc.send_signal(signal.SIGCONT)
+                lossy.proc.send_signal(signal.SIGCONT)
                 srv.kill()
-            deadline = time.monotonic() + 40
+            refuser = spawn(REFUSER, addr=addr, port=free_port())
+            deadline = time.monotonic() + 60
             states = {}
             while time.monotonic() < deadline:
-                sink.write_records(refused(50), None)  # 100 a second
                 states = {(a["labels"]["alertname"], a["labels"]["instance"]): a["state"]
                           for a in prom.api("alerts")["alerts"]}
-                if (states.get(("SocketSnoopEventsLost", f"127.0.0.1:{mport}")) == "firing"
-                        and states.get(("SocketSnoopRefusals", f"127.0.0.1:{sink.port}")) == "pending"):
+                if (states.get(("SocketSnoopEventsLost", targets[0])) == "firing"
+                        and states.get(("SocketSnoopRefusals", targets[1])) == "pending"):
                     break
                 time.sleep(0.5)
-            assert states.get(("SocketSnoopEventsLost", f"127.0.0.1:{mport}")) == "firing", states
-            assert states.get(("SocketSnoopRefusals", f"127.0.0.1:{sink.port}")) == "pending", states
-            assert ("SocketSnoopEventsLost", f"127.0.0.1:{sink.port}") not in states  # it lost nothing
-    finally:
-        sink.close()
-    m.stop()
-    assert m.totals()["lost"] > 0
+            assert states.get(("SocketSnoopEventsLost", targets[0])) == "firing", states
+            assert states.get(("SocketSnoopRefusals", targets[1])) == "pending", states
+            assert ("SocketSnoopEventsLost", targets[1]) not in states  # it lost nothing
+            assert ("SocketSnoopRefusals", targets[0]) not in states
+        finally:
+            if refuser:
+                refuser.kill()
+                refuser.communicate()
+    lossy.stop()
+    refusals.stop()
+    assert lossy.totals()["lost"] > 0 and refusals.totals()["lost"] == 0
 
 
 def frame_5424(host, pid, line, msgid="state_change"):

@@ -204,6 +204,42 @@ def test_prometheus_counts_state_changes_numbers_only_mode(monitor, tmp_path):
     assert m.totals()["lines"] == m.totals()["captured"] >= 5 * 2 * n
 
 
+REFUSE = """
+import socket
+for _ in range({count}):
+    try:
+        socket.create_connection(({addr!r}, {port}), timeout=5)
+    except ConnectionRefusedError:
+        print("refused", flush=True)
+"""
+
+
+@pytest.mark.bpf
+def test_prometheus_counts_connection_records(monitor, tmp_path):
+    """The kernel's connection records, with --no-summary (no summary lines, the metrics still get them):
+    N conversations and K connects to a closed port give prometheus N connections out and N in that
+    closed, K out refused, K failed connects refused, and a duration for each of the 2N + K."""
+    port, closed, mport, addr, n, k = free_port(), free_port(), free_port(), private_loopback(), 4, 3
+    m = monitor("--metrics", str(mport), "-q", "--no-log-file", "--no-report", "--no-summary", "-a", addr)
+    with Prometheus(tmp_path, [f"127.0.0.1:{mport}"]) as prom:
+        conversation(addr, port, "ss-rsrv", "ss-rcli", count=n)
+        p = spawn(REFUSE, addr=addr, port=closed, count=k)
+        out, err = p.communicate(timeout=30)
+        assert out.count("refused") == k, err
+        assert prom.wait_for('socketsnoop_connections_total{direction="out",result="closed"}', n) == n
+        assert prom.wait_for('socketsnoop_connections_total{direction="in",result="closed"}', n) == n
+        assert prom.wait_for('socketsnoop_connections_total{direction="out",result="refused"}', k) == k
+        assert prom.wait_for('socketsnoop_failed_connects_total{cause="refused"}', k) == k
+        assert prom.value('socketsnoop_failed_connects_total{cause="timeout"}') == 0
+        assert prom.value("sum(socketsnoop_connections_total)") == 2 * n + k
+        assert prom.wait_for("socketsnoop_connection_duration_seconds_count", 2 * n + k) == 2 * n + k
+        assert prom.value("socketsnoop_handshake_seconds_count") >= n  # the clients' at least
+        assert prom.value("socketsnoop_rtt_seconds_count") >= 2 * n  # refused connects measured none
+        assert prom.value('socketsnoop_events_lost_total{where="kernel_records"}') == 0
+    m.stop()
+    assert "Connection Summary" not in m.stdout
+
+
 @pytest.mark.bpf
 def test_prometheus_counts_resets_and_retransmissions(monitor, tmp_path):
     """Resets (3 connects to a closed port) and retransmissions (an nftables rule drops 30% of the
