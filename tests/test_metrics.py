@@ -132,11 +132,19 @@ def test_hostile_comm_cannot_break_the_exposition(sink):
     assert {dict(ls).get("unit") for n, ls in m if n == "socketsnoop_state_changes_total"} == {""}
 
 
-def test_unit_and_container_are_empty_until_resolved(sink):
-    s = sink({"unit": 5, "container": 5})
+@pytest.mark.parametrize("labels", [{"unit": 5}, {"unit": 5, "container": 5}, {"container": 3, "comm": 3}])
+def test_unit_and_container_are_empty_until_resolved(sink, labels):
+    s = sink(labels)
+    s.write([make_row(type=EV_STATE, newstate=ESTABLISHED, comm=b"x"), make_row(type=EV_RETRANSMIT)], None)
     s.write_records([record()], None)
-    m = scrape(s.port)
-    assert sample_sum(m, "socketsnoop_connections_total", unit="", container="") == 1  # no such field yet
+    m = scrape(s.port)  # every sample has every label asked for
+    empty = {name: "" for name in labels if name != "comm"}  # no such field yet: empty, never invented
+    assert sample_sum(m, "socketsnoop_connections_total", **empty) == 1
+    assert sample_sum(m, "socketsnoop_state_changes_total", state="ESTABLISHED", **empty) == 1
+    assert sample_sum(m, "socketsnoop_retransmissions_total", **empty) == 1
+    for (name, ls), _ in m.items():
+        if name.startswith(("socketsnoop_state", "socketsnoop_conn", "socketsnoop_retr")) and "_seconds" not in name:
+            assert set(labels) <= set(dict(ls)), (name, ls)
 
 
 # -- options and config ----------------------------------------------------------------------------------

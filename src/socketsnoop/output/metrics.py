@@ -163,8 +163,12 @@ class MetricsSink(Sink):
         return self
 
     def write(self, rows, lines):
-        if not self.by_comm:
+        if not self.label_names:
             self.events.update(map(_type_state, rows))  # C speed: one pass, no Python per event
+            return
+        if not self.by_comm:  # unit, container: empty until events carry them
+            for key, n in Counter(map(_type_state, rows)).items():
+                self.events[(*key, *self._event_labels)] += n
             return
         batch = Counter(zip(map(_type_state, rows), map(getitem, map(_ident, rows), repeat(_COMM_SLICE))))
         events, label = self.events, self._comm
