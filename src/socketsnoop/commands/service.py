@@ -6,6 +6,7 @@ the unit. logrotate renames the log and sends SIGHUP; the monitor then
 reopens its log file (no copytruncate, no lost lines).
 """
 
+import ipaddress
 import os
 import shutil
 import subprocess
@@ -71,8 +72,32 @@ def entry_point():
     return [sys.executable, "-m", "socketsnoop"], (None if probe.returncode == 0 else src)
 
 
-def render_unit(command, pythonpath=None, config=None, log_files=()):
-    """The unit file's text. command: argv prefix that runs socket-snoop."""
+def _ip_peers(opts):
+    """Whom the configured outputs talk to over IP, one entry per output that does: an IPAddressAllow= value,
+    or None for any address. [] when none does (the unit then opens no network socket at all)."""
+    peers = []
+    metrics = getattr(opts, "metrics", None) if opts else None
+    if metrics:  # --metrics: scraped over TCP, by localhost only when it listens on loopback
+        peers.append("localhost" if ipaddress.ip_address(metrics[0]).is_loopback else None)
+    return peers
+
+
+def _network(opts):
+    """The unit's address families and IP access lines for the configured outputs."""
+    peers = _ip_peers(opts)
+    if not peers:
+        return ("# no socket is opened (libbpf needs netlink only for XDP/TC, not used); AF_UNIX for the journal\n"
+                "RestrictAddressFamilies=AF_UNIX\nIPAddressDeny=any\n")
+    text = "# the outputs' sockets (--metrics); AF_UNIX for the journal\nRestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n"
+    if None in peers:
+        return text + ("# reached from other hosts: name them here to allow only them, e.g.\n"
+                       "# IPAddressDeny=any and IPAddressAllow=10.0.0.5\n")
+    return text + f"IPAddressDeny=any\nIPAddressAllow={' '.join(dict.fromkeys(peers))}\n"
+
+
+def render_unit(command, pythonpath=None, config=None, log_files=(), opts=None):
+    """The unit file's text. command: argv prefix that runs socket-snoop; opts: the config file's options
+    (for the sandbox: network only for --metrics)."""
     args = list(command) + (["--config", config] if config else []) + ["-q", "--no-report"]
     # "-": systemd ignores a missing directory instead of failing to start the unit (the monitor then says
     # it cannot open its log); /var/log is there on any system
@@ -128,10 +153,7 @@ ProtectControlGroups=yes
 ProtectClock=yes
 ProtectHostname=yes
 # not ProtectProc=invisible / ProcSubset=pid: owners are found in /proc/PID/fd, listeners in /proc/net
-# no socket is opened (libbpf needs netlink only for XDP/TC, not used); AF_UNIX for the journal
-RestrictAddressFamilies=AF_UNIX
-IPAddressDeny=any
-RestrictNamespaces=yes
+{_network(opts)}RestrictNamespaces=yes
 RestrictRealtime=yes
 RestrictSUIDSGID=yes
 LockPersonality=yes
@@ -201,10 +223,11 @@ def _write(path, text):
 
 def install(opts, out):
     files = log_files(opts.config)
+    monitor_opts = options_from_config(opts.config)
     command, pythonpath = entry_point()
     unit_path = os.path.join(opts.unit_dir, UNIT_NAME)
     rot_path = os.path.join(opts.logrotate_dir, LOGROTATE_NAME)
-    unit = render_unit(command, pythonpath, opts.config, files)
+    unit = render_unit(command, pythonpath, opts.config, files, monitor_opts)
     rot = render_logrotate(files)
     if opts.dry_run:
         out.write(f"# {unit_path}\n{unit}\n# {rot_path}\n{rot}")
