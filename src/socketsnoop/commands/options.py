@@ -5,7 +5,18 @@ import argparse
 
 from .. import __version__
 from ..errors import SnoopError
-from ..pipeline.filters import Filters, parse_cidr, parse_comm, parse_pid, parse_port, parse_state
+from ..pipeline.filters import (
+    Filters,
+    parse_cgroup,
+    parse_cidr,
+    parse_comm,
+    parse_container,
+    parse_pid,
+    parse_port,
+    parse_state,
+    parse_uid,
+    parse_unit,
+)
 from .config import parse_with_config
 
 DEFAULT_LOG = "/var/log/socket_monitor.log"
@@ -18,6 +29,9 @@ examples:
   socket-snoop --dst 10.0.0.0/8 --dst 2001:db8::/32   # remote end in either prefix
   socket-snoop -c nginx -s ESTABLISHED # nginx's connections reaching ESTABLISHED
   socket-snoop -p 1234 --no-log-file   # process 1234 only, console only
+  socket-snoop --unit nginx.service --context   # what nginx.service does, with user, unit, container, pod
+  socket-snoop --exclude-unit backup.service --exclude-uid 1000   # everything but the backup job and uid 1000
+  socket-snoop --cgroup /kubepods.slice --json   # every pod's connections, new pods too
   socket-snoop --json -q --log-file /var/log/socket_monitor.json   # JSON lines to a file only
   socket-snoop --duration 60 --stats 10   # one minute, a summary line every 10 s
   socket-snoop check                   # can this host run the monitor?
@@ -71,6 +85,18 @@ FILTER_OPTIONS = (
     (("--src",), parse_cidr, "local address or CIDR"),
     (("--dst",), parse_cidr, "remote address or CIDR"),
     (("-s", "--state"), parse_state, "new state, e.g. ESTABLISHED, SYN_SENT, CLOSE (repeatable)"),
+    (("--uid",), parse_uid, "owner's uid or user name (repeatable)"),
+    (("--cgroup",), parse_cgroup, "socket's cgroup v2 PATH or below, e.g. /system.slice/nginx.service"),
+    (("--unit",), parse_unit, "systemd unit (its cgroup and below), e.g. nginx.service"),
+    (("--container",), parse_container, "container id, a unique prefix of at least 12 hex digits"),
+    (("--exclude-pid",), parse_pid, "leave out this owning process id (repeatable)"),
+    (("--exclude-comm",), parse_comm, "leave out this owning command name"),
+    (("--exclude-port",), parse_port, "leave out this port, at either end"),
+    (("--exclude-addr",), parse_cidr, "leave out this address or CIDR, at either end"),
+    (("--exclude-uid",), parse_uid, "leave out this uid or user name"),
+    (("--exclude-cgroup",), parse_cgroup, "leave out this cgroup and everything below it"),
+    (("--exclude-unit",), parse_unit, "leave out this systemd unit"),
+    (("--exclude-container",), parse_container, "leave out this container"),
 )
 
 
@@ -78,6 +104,7 @@ def add_filter_args(f):
     """The filter options, on a parser or group: the monitor's and `report`'s are the same."""
     for flags, parse, text in FILTER_OPTIONS:
         f.add_argument(*flags, action="append", default=[], help=text,
+                       metavar=flags[-1].removeprefix("--exclude-").lstrip("-").upper().replace("-", "_"),
                        type=lambda v, parse=parse, option=flags[-1]: parse(v, option))
     f.add_argument("-4", "--ipv4", action="store_true", help="IPv4 only")
     f.add_argument("-6", "--ipv6", action="store_true", help="IPv6 only")
@@ -100,6 +127,8 @@ def build_parser():
     out.add_argument("--no-log-file", dest="log_file", action="store_const", const=None, help="write no log file")
     out.add_argument("--format", choices=("text", "json"), default="text", help="line format (default text)")
     out.add_argument("--json", dest="format", action="store_const", const="json", help="same as --format json")
+    out.add_argument("--context", action="store_true",
+                     help="text lines: append USER=, UNIT=, CONTAINER=, POD= (those known) after STATE=")
     out.add_argument("--include-unspecified", action="store_true",
                      help="also show events with an unspecified address (0.0.0.0, ::), e.g. listening sockets")
     out.add_argument("--no-report", action="store_true", help="no connection lifecycle report on exit")
@@ -124,6 +153,11 @@ def filters_from(opts):
         dst_ports=set(opts.dst_port), addrs=list(opts.addr), srcs=list(opts.src), dsts=list(opts.dst),
         states=set(opts.state), ipv4_only=opts.ipv4, ipv6_only=opts.ipv6, no_retransmits=opts.no_retransmits,
         no_resets=opts.no_resets, include_unspecified=opts.include_unspecified,
+        exclude_pids=set(opts.exclude_pid), exclude_comms=set(opts.exclude_comm), exclude_ports=set(opts.exclude_port),
+        exclude_addrs=list(opts.exclude_addr), uids=set(opts.uid), exclude_uids=set(opts.exclude_uid),
+        cgroups=list(opts.cgroup), exclude_cgroups=list(opts.exclude_cgroup), units=list(opts.unit),
+        exclude_units=list(opts.exclude_unit), containers=list(opts.container),
+        exclude_containers=list(opts.exclude_container),
     ).check()
 
 

@@ -25,6 +25,7 @@ from ..output.sinks import ConsoleSink, LogFileSink
 from ..output.tracker import Tracker
 from ..pipeline.decode import TS, merge_by_time
 from ..pipeline.enrich import ProcOwnerEnricher
+from ..pipeline.identity import CgroupTree, Identity
 from ..pipeline.owners import ProcOwners, netns_inode
 from .options import filters_from, monitor_options
 
@@ -48,8 +49,12 @@ class Monitor:
         self.opts = opts
         self.filters = filters
         self.clock = Clock()
-        self.text = TextFormatter(self.clock)
-        self.formatter = JsonFormatter(self.clock) if opts.format == "json" else self.text
+        # the owner's names (user, cgroup, unit, container, pod, exe): only where an output shows them
+        context = getattr(opts, "context", False)
+        self.cgroups = CgroupTree() if opts.format == "json" or context or filters.wants_cgroups() else None
+        self.identity = (Identity(self.cgroups, warn=_err) if opts.format == "json" or context else None)
+        self.text = TextFormatter(self.clock, self.identity, context)
+        self.formatter = JsonFormatter(self.clock, self.identity) if opts.format == "json" else self.text
         self.tracker = None if opts.no_report else Tracker(max_conns=opts.max_tracked)
         self.owners = ProcOwners()
         self.sinks = []
@@ -142,6 +147,8 @@ class Monitor:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
         preflight()  # "needs root" comes before "cannot write /var/log/...", which follows from it
+        if self.cgroups is not None:
+            self.filters.resolve_cgroups(self.cgroups)  # a unit, container or cgroup that is not there: exit 2
         self.open_sinks()
         self.probe = Probe(self.filters, buffer=opts.buffer, buffer_size=opts.buffer_size, log=_err)
         try:
@@ -202,8 +209,15 @@ class Monitor:
              f"reset sent {c[C_SEEN_RESET_SENT] - c0[C_SEEN_RESET_SENT]}, "
              f"reset received {c[C_SEEN_RESET_RECEIVED] - c0[C_SEEN_RESET_RECEIVED]}; "
              f"filtered {c[C_FILTERED] - c0[C_FILTERED]}; lost so far {c[C_LOST]}, "
-             f"missed so far {self.probe.missed(c)}")
+             f"missed so far {self.probe.missed(c)}" + self.identity_stats())
         return now, c
+
+    def identity_stats(self):
+        if self.identity is None:
+            return ""
+        s = self.identity.stats()
+        return (f"; identity lookups: cgroup {s['cgroup']} ({s['cgroup_walks']} walks), user {s['user']}, "
+                f"exe {s['exe']}")
 
     def finish(self):
         c = self.probe.counters()

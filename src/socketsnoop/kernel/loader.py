@@ -93,7 +93,7 @@ class Probe:
         obj = BpfObject(object_bytes())
         f = self.filters
         values = {"filter_flags": f.flags(), "filter_states": f.state_mask(), "wakeup_bytes": self.wakeup_bytes,
-                  "use_perf": self.buffer == "perf"}
+                  "use_perf": self.buffer == "perf", "cgroup_levels": f.cgroup_levels()}
         obj.set_rodata({name: struct.pack(fmt, values[name]) for name, fmt in abi.RODATA.items()})
         if self.buffer == "perf":
             obj.set_autocreate(abi.MAP_EVENTS, False)  # unused: kernels before 5.8 have no ring buffer
@@ -155,14 +155,15 @@ class Probe:
 
     def seed_listeners(self, listeners, ns):
         """Tell the kernel who owns the listening sockets that predate us (in network namespace ns)."""
-        for family, addr, port, pid, comm in listeners:
+        for family, addr, port, pid, comm, uid in listeners:
             key = LISTEN_KEY.pack(ns, port, family, addr.ljust(16, b"\0"))
-            self.obj.update(abi.MAP_LISTENERS, key, OWNER_STRUCT.pack(pid, 0, comm.ljust(abi.COMM_LEN, b"\0")))
+            self.obj.update(abi.MAP_LISTENERS, key, OWNER_STRUCT.pack(pid, uid, comm.ljust(abi.COMM_LEN, b"\0")))
 
-    def set_owner(self, skaddr, pid, comm):
+    def set_owner(self, skaddr, pid, comm, uid=0):
         """Remember an owner found in /proc, so the kernel attributes the socket's next events."""
         try:
-            self.obj.update(abi.MAP_OWNERS, abi.SOCK_KEY.pack(skaddr), OWNER_STRUCT.pack(pid, 0, comm.ljust(abi.COMM_LEN, b"\0")))
+            self.obj.update(abi.MAP_OWNERS, abi.SOCK_KEY.pack(skaddr),
+                            OWNER_STRUCT.pack(pid, uid, comm.ljust(abi.COMM_LEN, b"\0")))
         except SnoopError:
             pass
 

@@ -15,7 +15,7 @@ import ipaddress
 import json
 import time
 
-from ..kernel.abi import IDENT_STRUCT
+from ..kernel.abi import IDENT_PID, IDENT_STRUCT
 from ..pipeline.decode import EVENT_NAMES, EVENT_TITLES, OWNER_NAMES, describe_state, state_name
 
 _SAFE = frozenset(range(0x21, 0x7F)) - {ord("\\")}
@@ -30,6 +30,11 @@ def escape_comm(raw: bytes) -> str:
     if raw == b"-":
         return r"\x2d"  # a process named "-" is not "no process"
     return "".join(_ESCAPES[b] for b in raw)
+
+
+def escape_token(text: str) -> str:
+    """A name from outside (a user, a unit, a cgroup's) as one safe token of a text line, as COMM is."""
+    return "".join(_ESCAPES[b] for b in text.encode("utf-8", "surrogateescape")) or "-"
 
 
 def comm_text(raw: bytes) -> str:
@@ -94,6 +99,7 @@ class _Formatter:
         self._offset = clock.offset_ns
         self._stamps = {}  # wall-clock milliseconds -> text
         self._idents = {}  # events.IDENT bytes -> text
+        self._ctxs = {}  # (cgroup, uid, IDENT) or (IDENT, uid, cgroup) -> text with the owner's names
         # address bytes -> text, per family (one address serves many connections)
         self._addrs = {4: _Cache(lambda raw: format_addr(4, raw)), 6: _Cache(lambda raw: format_addr(6, raw))}
 
@@ -119,10 +125,16 @@ class _Formatter:
 
 
 class TextFormatter(_Formatter):
-    """The seed's line format, local time: 'Dec 30 2024 22:05:25.454 State Change: SRC=...'."""
+    """The seed's line format, local time: 'Dec 30 2024 22:05:25.454 State Change: SRC=...'. With an
+    identity (pipeline/identity.Identity) and context, the owner's names follow STATE=: ' USER=... UNIT=...
+    CONTAINER=<12 hex> POD=...', those known, made once per (cgroup, uid, connection side)."""
 
-    def __init__(self, clock: Clock):
+    def __init__(self, clock: Clock, identity=None, context=False):
         super().__init__(clock)
+        self.identity = identity
+        self.bare_tails = [f" STATE={describe_state(n)}" for n in range(256)]
+        if identity is not None and context:
+            self.lines = self._lines_context
         self._addrs[6] = _Cache(lambda raw: f"[{format_addr(6, raw)}]")  # as format_endpoint puts them
         self.comms = _Cache(escape_comm, 4096)
         self.tails = [f" STATE={describe_state(n)}\n" for n in range(256)]
@@ -145,7 +157,29 @@ class TextFormatter(_Formatter):
         titles, tails, off = self.titles, self.tails, self._offset
         return [f"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{titles[typ]}{idents(who) or ident(who)}"
                 f"{tails[new]}"
-                for ts, _sk, _ino, _ns, typ, _old, new, _own, _fl, who in rows]
+                for ts, _sk, _ino, _ns, typ, _old, new, _own, _fl, who, _uid, _cg in rows]
+
+    def _context(self, key):
+        """The text after STATE= for (cgroup, uid, identity bytes), made and remembered once it is final."""
+        cgroup, uid, who = key
+        o, final = self.identity.owner(cgroup, uid, IDENT_PID.unpack_from(who)[0])
+        parts = [f" {name}={escape_token(value)}" for name, value in (
+            ("USER", o.user), ("UNIT", o.unit), ("CONTAINER", o.container and o.container[:12]), ("POD", o.pod))
+            if value]
+        text = "".join(parts) + "\n"
+        if final:
+            if len(self._ctxs) >= IDENT_CACHE:
+                self._ctxs.clear()
+            self._ctxs[key] = text
+        return text
+
+    def _lines_context(self, rows):
+        stamps, stamp, idents, ident = self._stamps.get, self._stamp, self._idents.get, self._ident
+        ctxs, ctx = self._ctxs.get, self._context
+        titles, tails, off = self.titles, self.bare_tails, self._offset
+        return [f"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{titles[typ]}{idents(who) or ident(who)}"
+                f"{tails[new]}{ctxs(k := (cg, uid, who)) or ctx(k)}"
+                for ts, _sk, _ino, _ns, typ, _old, new, _own, _fl, who, uid, cg in rows]
 
 
 class JsonFormatter(_Formatter):
@@ -154,8 +188,11 @@ class JsonFormatter(_Formatter):
 
     millis = [".%03dZ" % i for i in range(1000)]
 
-    def __init__(self, clock: Clock):
+    def __init__(self, clock: Clock, identity=None):
         super().__init__(clock)
+        self.identity = identity
+        if identity is not None:
+            self.lines = self._lines_identity
         self.comms = _Cache(lambda raw: json.dumps(comm_text(raw), ensure_ascii=True), 4096)
         self.events = {t: f'","event":"{name}","family":' for t, name in EVENT_NAMES.items()}
         self.olds = ["null"] + [f'"{_STATES[n]}"' for n in range(1, 256)]
@@ -181,7 +218,30 @@ class JsonFormatter(_Formatter):
         events, owners, olds, news, off = self.events, self.owners, self.olds, self.news, self._offset
         return [f'{{"timestamp":"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{events[typ]}'
                 f'{idents(who) or ident(who)}{owners[own]}{olds[old]}{news[new]}{ns},"sock":"0x{sk:x}"}}\n'
-                for ts, sk, _ino, ns, typ, old, new, own, _fl, who in rows]
+                for ts, sk, _ino, ns, typ, old, new, own, _fl, who, _uid, _cg in rows]
+
+    def _ident_identity(self, key):
+        """The identity text and the owner's names (uid, user, cgroup, unit, container, pod, exe: those
+        known) for (identity bytes, uid, cgroup), remembered once final."""
+        who, uid, cgroup = key
+        base = self._idents.get(who) or self._ident(who)
+        o, final = self.identity.owner(cgroup, uid, IDENT_PID.unpack_from(who)[0])
+        text = base + "".join(f',"{name}":{json.dumps(value, ensure_ascii=True)}'
+                              for name, value in zip(o._fields, o) if value is not None)
+        if final:
+            ctxs = self._ctxs
+            if len(ctxs) >= IDENT_CACHE:
+                ctxs.clear()
+            ctxs[key] = text
+        return text
+
+    def _lines_identity(self, rows):
+        stamps, stamp, idents, ident = self._stamps.get, self._stamp, self._ctxs.get, self._ident_identity
+        events, owners, olds, news, off = self.events, self.owners, self.olds, self.news, self._offset
+        return [f'{{"timestamp":"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{events[typ]}'
+                f'{idents(k := (who, uid, cg)) or ident(k)}{owners[own]}{olds[old]}{news[new]}{ns},'
+                f'"sock":"0x{sk:x}"}}\n'
+                for ts, sk, _ino, ns, typ, old, new, own, _fl, who, uid, cg in rows]
 
     def record(self, row) -> dict:
         return json.loads(self.format(row))

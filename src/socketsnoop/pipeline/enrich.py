@@ -10,7 +10,7 @@ from itertools import compress, count
 from operator import itemgetter
 
 from ..kernel.abi import F_OWNER_UNVERIFIED, OWNER_CURRENT
-from .decode import FLAGS, INO, NEWSTATE, OWNER, SK, TCP_CLOSE, Row, ident_of, make_ident, OWNER_PROC
+from .decode import FLAGS, INO, NEWSTATE, OWNER, SK, TCP_CLOSE, UID, Row, ident_of, make_ident, OWNER_PROC
 
 _sk, _ino, _flags = itemgetter(SK), itemgetter(INO), itemgetter(FLAGS)
 
@@ -64,7 +64,7 @@ class ProcOwnerEnricher(Enricher):
                 self.probe.forget_owner(row[SK])
             if row[FLAGS] & F_OWNER_UNVERIFIED:
                 who = ident_of(row)
-                if not self.filters.match_owner(who.pid, who.comm):
+                if not self.filters.match_owner(who.pid, who.comm, row[UID]):
                     self.filtered += 1
                     rows[i] = None
 
@@ -73,9 +73,9 @@ class ProcOwnerEnricher(Enricher):
         found = self.owners.lookup(row[INO])
         if found is None:
             return row
-        pid, comm = found
+        pid, comm, uid = found
         if row[NEWSTATE] != TCP_CLOSE:  # the kernel forgets a socket at CLOSE: do not teach it a dead one
-            self.probe.set_owner(row[SK], pid, comm)
+            self.probe.set_owner(row[SK], pid, comm, uid)
             self.taught.add(row[SK])
         who = ident_of(row)._replace(pid=pid, comm=comm)
-        return Row._make(row)._replace(owner=OWNER_PROC, ident=make_ident(*who))
+        return Row._make(row)._replace(owner=OWNER_PROC, ident=make_ident(*who), uid=uid)

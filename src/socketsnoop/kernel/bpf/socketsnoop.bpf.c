@@ -48,6 +48,8 @@
  *   recursion_misses in bpf_prog_info                          5.12 (else missed= is 0)
  *   tcp_send_reset for resets without a socket                 6.10
  *   tcp_retransmit_skb's err argument                          newer than 6.12 (CO-RE guard)
+ *   sock_cgroup_data.cgroup (before: a word, val)              5.15 (CO-RE guard: both read)
+ *   cgroup.ancestors[] (before: ancestor_ids[], u64 ids)       6.0 (CO-RE guard: both read)
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -79,6 +81,7 @@ const volatile __u32 filter_flags = 0;
 const volatile __u32 filter_states = 0;	 /* bit n: new state n passes */
 const volatile __u64 wakeup_bytes = 0;	 /* 0: wake user space on every event */
 const volatile bool use_perf = false;	 /* perf event array instead of ring buffer */
+const volatile __u32 cgroup_levels = 0;	 /* bit n: a cgroup filter names a cgroup at depth n (filter_cgroups) */
 
 /* keep struct event and struct conn_record in the object's BTF, where tests/test_abi.py reads their layout */
 const volatile struct event *unused_event __attribute__((unused));
@@ -167,6 +170,22 @@ struct {
 	__type(key, __u32);
 	__type(value, __u8);
 } filter_ports SEC(".maps");
+
+/* uid -> SS_FV_* */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SS_MAX_FILTER_VALUES);
+	__type(key, __u32);
+	__type(value, __u8);
+} filter_uids SEC(".maps");
+
+/* cgroup v2 id -> SS_FV_*: the socket's cgroup or any of its ancestors */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SS_MAX_FILTER_VALUES);
+	__type(key, __u64);
+	__type(value, __u8);
+} filter_cgroups SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -337,6 +356,103 @@ static __always_inline __u64 inode_of(const struct sock *sk)
 	return so->file->f_inode->i_ino;
 }
 
+/*
+ * The socket's cgroup (cgroup v2), as the kernel recorded it when the socket
+ * was made (an accepted socket: its listener's): right in softirq context
+ * too, where the current task is not the owner. Two layouts (CO-RE):
+ * since 5.15 sock_cgroup_data holds a struct cgroup *; before, one word
+ * (val) that is the pointer, or net_prio/net_cls data when its low bits are
+ * set (then no cgroup is known: 0).
+ */
+struct sock_cgroup_data___old {
+	__u64 val;
+};
+
+struct cgroup___old {
+	int level;
+	__u64 ancestor_ids[];
+};
+
+/* the socket's struct cgroup, as a plain address (0 if none) */
+static __always_inline __u64 sock_cgroup(const struct sock *sk)
+{
+	if (!sk)
+		return 0;
+	if (bpf_core_field_exists(struct sock_cgroup_data, cgroup))
+		return (__u64)BPF_CORE_READ(sk, sk_cgrp_data.cgroup);
+	__u64 v = BPF_CORE_READ((struct sock_cgroup_data___old *)&sk->sk_cgrp_data, val);
+
+	return v & 3 ? 0 : v;
+}
+
+/* cgroup id (kernfs node id, u64 since 5.5: the inode number of its directory on cgroup2) */
+static __always_inline __u64 cgroup_id_at(__u64 cg)
+{
+	return cg ? BPF_CORE_READ((struct cgroup *)cg, kn, id) : 0;
+}
+
+/* the socket's cgroup v2 id, 0 if none: struct event.cgroup, struct conn_record.cgroup */
+static __always_inline __u64 cgroup_of(const struct sock *sk)
+{
+	return cgroup_id_at(sock_cgroup(sk));
+}
+
+/*
+ * The cgroup filters (--cgroup, --unit, --container and their --exclude-):
+ * the socket's cgroup is in a filter cgroup's subtree when its ancestor at
+ * that cgroup's depth is that cgroup. Only the depths a filter names are
+ * looked at (cgroup_levels). Cgroups made after start are judged the same
+ * way: nothing is fixed but the filter cgroups themselves.
+ */
+static __always_inline bool cgroup_passes(__u64 cg, __u32 f)
+{
+	bool included = false;
+	int level;
+	__u64 off;
+
+	if (!cg)
+		return !(f & SS_FILT_CGROUP);
+	if (bpf_core_field_exists(struct cgroup, ancestors)) {
+		level = BPF_CORE_READ((struct cgroup *)cg, level);
+		off = bpf_core_field_offset(struct cgroup, ancestors);
+	} else {
+		level = BPF_CORE_READ((struct cgroup___old *)cg, level);
+		off = bpf_core_field_offset(struct cgroup___old, ancestor_ids);
+	}
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < SS_CGROUP_LEVELS; i++) {
+		__u64 id = 0, anc = 0;
+		__u8 *v;
+
+		if (i > level)
+			break;
+		if (!(cgroup_levels & (1u << i)))
+			continue;
+		if (bpf_core_field_exists(struct cgroup, ancestors)) {
+			bpf_probe_read_kernel(&anc, sizeof(anc), (void *)(cg + off + i * sizeof(anc)));
+			id = cgroup_id_at(anc);
+		} else {
+			bpf_probe_read_kernel(&id, sizeof(id), (void *)(cg + off + i * sizeof(id)));
+		}
+		v = bpf_map_lookup_elem(&filter_cgroups, &id);
+		if (!v)
+			continue;
+		if (*v & SS_FV_EXCLUDE)
+			return false;
+		if (*v & SS_FV_INCLUDE)
+			included = true;
+	}
+	return included || !(f & SS_FILT_CGROUP);
+}
+
+/* struct event.cgroup, and the verdict of the cgroup filters for passes_filters() (SS_F_CGROUP_IN) */
+static __always_inline void fill_cgroup(struct event *e, const struct sock *sk)
+{
+	e->cgroup = cgroup_of(sk);
+	if ((filter_flags & (SS_FILT_CGROUP | SS_FILT_X_CGROUP)) && cgroup_passes(sock_cgroup(sk), filter_flags))
+		e->flags |= SS_F_CGROUP_IN;
+}
+
 static __always_inline void set_current_owner(struct owner *o)
 {
 	/*
@@ -346,6 +462,7 @@ static __always_inline void set_current_owner(struct owner *o)
 	 */
 	__builtin_memset(o, 0, sizeof(*o));
 	o->pid = bpf_get_current_pid_tgid() >> 32;
+	o->uid = (__u32)bpf_get_current_uid_gid();
 	bpf_get_current_comm(o->comm, sizeof(o->comm));
 }
 
@@ -380,6 +497,7 @@ static __always_inline struct owner *listener_owner(const struct sock *sk)
 static __always_inline void copy_owner(struct event *e, const struct owner *o, __u8 how)
 {
 	e->pid = o->pid;
+	e->uid = o->uid;
 	__builtin_memcpy(e->comm, o->comm, SS_COMM_LEN);
 	e->owner = how;
 }
@@ -442,13 +560,40 @@ static __always_inline bool addr_in(__u8 kind, __u8 family, const __u8 *addr)
 	return bpf_map_lookup_elem(&filter_addrs, &k) != NULL;
 }
 
-/* true: the event passes every filter. Within a kind values are OR-ed, across kinds AND-ed. */
+/* a filter set of values (filter_pids, filter_comms, filter_uids): include and exclude */
+static __always_inline bool value_passes(void *map, const void *key, __u32 f, __u32 inc, __u32 exc)
+{
+	__u8 *v;
+
+	if (!(f & (inc | exc)))
+		return true;
+	v = bpf_map_lookup_elem(map, key);
+	if ((f & inc) && !(v && (*v & SS_FV_INCLUDE)))
+		return false;
+	if ((f & exc) && v && (*v & SS_FV_EXCLUDE))
+		return false;
+	return true;
+}
+
+#define SS_FILT_OWNER (SS_FILT_PID | SS_FILT_COMM | SS_FILT_UID | SS_FILT_X_PID | SS_FILT_X_COMM | SS_FILT_X_UID)
+
+/*
+ * true: the event passes every filter. Within a kind values are OR-ed, across kinds AND-ed; a value in an
+ * exclusion (--exclude-*) drops the event whatever else matches.
+ */
 static __always_inline bool passes_filters(struct event *e)
 {
 	__u32 f = filter_flags;
 
 	if (!f)
 		return true;
+	if (f & (SS_FILT_CGROUP | SS_FILT_X_CGROUP)) {
+		bool in = e->flags & SS_F_CGROUP_IN;
+
+		e->flags &= ~SS_F_CGROUP_IN; /* the kernel's own: user space never sees it */
+		if (!in)
+			return false;
+	}
 	if ((f & SS_FILT_SKIP_UNSPEC) &&
 	    (addr_unspecified(e->saddr, e->family) || addr_unspecified(e->daddr, e->family)))
 		return false;
@@ -477,13 +622,16 @@ static __always_inline bool passes_filters(struct event *e)
 		return false;
 	if ((f & SS_FILT_DST) && !addr_in(SS_ADDR_DST, e->family, e->daddr))
 		return false;
-	if (f & (SS_FILT_PID | SS_FILT_COMM)) {
-		bool ok = true;
+	if ((f & SS_FILT_X_PORT) && (port_in(SS_ADDR_EXCLUDE, e->sport) || port_in(SS_ADDR_EXCLUDE, e->dport)))
+		return false;
+	if ((f & SS_FILT_X_ADDR) && (addr_in(SS_ADDR_EXCLUDE, e->family, e->saddr) ||
+				     addr_in(SS_ADDR_EXCLUDE, e->family, e->daddr)))
+		return false;
+	if (f & SS_FILT_OWNER) {
+		bool ok = value_passes(&filter_pids, &e->pid, f, SS_FILT_PID, SS_FILT_X_PID) &&
+			  value_passes(&filter_comms, e->comm, f, SS_FILT_COMM, SS_FILT_X_COMM) &&
+			  value_passes(&filter_uids, &e->uid, f, SS_FILT_UID, SS_FILT_X_UID);
 
-		if ((f & SS_FILT_PID) && !bpf_map_lookup_elem(&filter_pids, &e->pid))
-			ok = false;
-		if (ok && (f & SS_FILT_COMM) && !bpf_map_lookup_elem(&filter_comms, e->comm))
-			ok = false;
 		if (e->owner == SS_OWNER_CURRENT && e->ino) {
 			/* a socket older than us: user space knows its owner from /proc */
 			e->flags |= SS_F_OWNER_UNVERIFIED;
@@ -601,6 +749,7 @@ static __always_inline int state_change(void *ctx, const struct sock *sk, const 
 	e.skaddr = key;
 	e.netns = netns_of(sk);
 	fill_full_sock(&e, sk);
+	fill_cgroup(&e, sk);
 
 	if (newstate == TCP_CLOSE) {
 		bpf_map_delete_elem(&owners, &key);
@@ -669,6 +818,7 @@ static __always_inline int sock_event(void *ctx, const struct sock *sk, __u8 typ
 	e.netns = netns_of(sk);
 	fill_owner(&e, sk);
 	fill_full_sock(&e, sk);
+	fill_cgroup(&e, sk);
 	return emit(ctx, &e, cs);
 }
 
@@ -714,6 +864,7 @@ static __always_inline int synack_retransmit(void *ctx, const struct sock *sk, c
 		return 0;
 	e.sport = req->__req_common.skc_num; /* the listener's port, in host order */
 	fill_listener_owner(&e, sk);
+	fill_cgroup(&e, sk); /* the listener's */
 	return emit(ctx, &e, cs);
 }
 
@@ -798,6 +949,7 @@ static __always_inline int reset_sent(void *ctx, const struct sock *sk, const st
 		e.owner = SS_OWNER_NONE; /* the kernel answered for no process: pid 0, no comm */
 		if (skb && skb->dev)
 			e.netns = skb->dev->nd_net.net->ns.inum;
+		fill_cgroup(&e, NULL);
 		return emit(ctx, &e, cs);
 	}
 	e.newstate = sk->__sk_common.skc_state;
@@ -805,11 +957,14 @@ static __always_inline int reset_sent(void *ctx, const struct sock *sk, const st
 	if (e.newstate == TCP_TIME_WAIT) {
 		/* a timewait socket: its process has closed it, nobody owns it now */
 		e.owner = SS_OWNER_NONE;
+		fill_cgroup(&e, NULL);
 	} else if (e.newstate == TCP_NEW_SYN_RECV) {
 		fill_listener_owner(&e, sk); /* a request socket (handshake not done) */
+		fill_cgroup(&e, sk->__sk_common.skc_listener);
 	} else {
 		/* a full socket (request and timewait ones are smaller: no sk_socket to read) */
 		fill_owner(&e, sk);
+		fill_cgroup(&e, sk);
 	}
 	return emit(ctx, &e, cs);
 }
