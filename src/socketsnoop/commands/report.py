@@ -25,7 +25,7 @@ from collections import Counter, OrderedDict, namedtuple
 
 from ..errors import SnoopError
 from ..kernel.abi import EV_RESET_RECEIVED, EV_RESET_SENT, EV_RETRANSMIT, EV_STATE
-from ..output.formats import Clock, JsonFormatter, TextFormatter, escape_comm, format_endpoint
+from ..output.formats import Clock, JsonFormatter, TextFormatter, escape_comm, escape_token, format_endpoint
 from ..output.tracker import Tracker
 from ..pipeline.decode import (
     EVENT_NAMES,
@@ -47,9 +47,13 @@ STATE_NAMES = {state_name(n): n for n in range(32)}
 TEXT_LINE = re.compile(
     r"(?P<ts>[A-Z][a-z]{2} \d{2} \d{4} \d{2}:\d{2}:\d{2})\.(?P<ms>\d{3}) "
     r"(?P<title>State Change|Retransmission|Reset Sent|Reset Received): "
-    r"SRC=(?P<src>\S+) DST=(?P<dst>\S+) PID=(?P<pid>\d{1,10}) COMM=(?P<comm>\S+) STATE=(?P<state>.+?)\s*$",
+    r"SRC=(?P<src>\S+) DST=(?P<dst>\S+) PID=(?P<pid>\d{1,10}) COMM=(?P<comm>\S+) STATE=(?P<state>.+?)"
+    r"(?: USER=(?P<user>\S+))?(?: UNIT=(?P<unit>\S+))?(?: CONTAINER=(?P<container>[0-9a-f]{12}))?"
+    r"(?: POD=(?P<pod>\S+))?\s*$",
     re.ASCII,
 )
+CONTAINER_ID = re.compile(r"[0-9a-f]{12,64}", re.ASCII)
+MAX_NAME = 4096  # characters of a logged name (user, unit, cgroup, pod, exe) that the report takes
 JSON_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z", re.ASCII)
 _ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
 _JSON_BYTE = re.compile(rb"\\x([89a-fA-F][0-9a-fA-F])")  # what comm_text's backslashreplace makes of a non-UTF-8 byte
@@ -62,8 +66,20 @@ MAX_COUNT = 10_000_000  # --top, --max-tracked
 MIN_SEC = int(datetime.datetime(2, 1, 1, tzinfo=datetime.timezone.utc).timestamp())
 MAX_SEC = int(datetime.datetime(9999, 1, 1, tzinfo=datetime.timezone.utc).timestamp()) - 1
 
-# one logged event: src/dst ipaddress objects, comm the raw name, sock the socket address if logged (JSON)
-Record = namedtuple("Record", "ts_ns kind family src sport dst dport pid comm newstate sock")
+# one logged event: src/dst ipaddress objects, comm the raw name, sock the socket address if logged (JSON); the
+# owner's names where the log has them (JSON lines, text lines written with --context), else None
+Record = namedtuple("Record", "ts_ns kind family src sport dst dport pid comm newstate sock uid user cgroup unit "
+                              "container pod", defaults=(None,) * 6)
+
+
+def _name(value):
+    """A logged name (JSON): a string of sane length, else None (left out, as unknown)."""
+    return value if isinstance(value, str) and 0 < len(value) <= MAX_NAME else None
+
+
+def _text_name(value):
+    """A --context value of a text line (escape_token's form) back to the name."""
+    return unescape_comm(value).decode("utf-8", "surrogateescape") if value else None
 
 
 class Malformed(ValueError):
@@ -172,7 +188,8 @@ class Parser:
             raise Malformed("unknown state")
         ts_ns = int(sec) * 1_000_000_000 + int(m["ms"]) * 1_000_000
         return Record(ts_ns, TITLE_KINDS[m["title"]], fam, src, sport, dst, dport, int(m["pid"]),
-                      unescape_comm(m["comm"]), state, None)
+                      unescape_comm(m["comm"]), state, None, None, _text_name(m["user"]), None,
+                      _text_name(m["unit"]), m["container"], _text_name(m["pod"]))
 
     def parse_json(self, line):
         try:
@@ -198,11 +215,18 @@ class Parser:
             ms = int(frac[1:4].ljust(3, "0")) if frac.startswith(".") else 0
             sock = int(d["sock"], 16) if isinstance(d.get("sock"), str) else None
             sock = sock or None
+            uid = d.get("uid")
+            uid = uid if type(uid) is int and 0 <= uid < 2**32 else None
+            cgroup = _name(d.get("cgroup"))
+            cgroup = cgroup if cgroup and cgroup.startswith("/") else None
+            container = d.get("container")
+            container = container if isinstance(container, str) and CONTAINER_ID.fullmatch(container) else None
         except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError):
             # RecursionError: deeply nested JSON ('{"a":[[[[...'); never shown, so no text from the line is kept
             raise Malformed("bad JSON event") from None
         return Record(int(sec) * 1_000_000_000 + ms * 1_000_000, kind, fam, src, sport, dst, dport, pid,
-                      comm_from_json(comm), state, sock)
+                      comm_from_json(comm), state, sock, uid, _name(d.get("user")), cgroup, _name(d.get("unit")),
+                      container, _name(d.get("pod")))
 
 
 def parse_time(value, option):
@@ -318,6 +342,8 @@ class Report:
         self.kinds = Counter()
         self.states = Counter()
         self.procs = {}  # (pid, comm) -> Counter
+        # the owner's names, where the logs carry them: unit, container (12 hex), user -> Counter
+        self.owners = {"units": {}, "containers": {}, "users": {}}
         self.remotes = Counter()
         self.remote_established = Counter()
         self.resets = Counter()
@@ -331,7 +357,8 @@ class Report:
         if (self.since is not None and r.ts_ns < self.since) or (self.until is not None and r.ts_ns > self.until):
             self.filtered += 1
             return
-        if not self.filters.match(r.kind, r.family, r.src, r.sport, r.dst, r.dport, r.pid, r.comm, r.newstate):
+        if not self.filters.match(r.kind, r.family, r.src, r.sport, r.dst, r.dport, r.pid, r.comm, r.newstate,
+                                  r.uid, r.user, r.cgroup, r.unit, r.container):
             self.filtered += 1
             return
         self.events += 1
@@ -346,22 +373,36 @@ class Report:
         proc = self.procs.get((r.pid, comm))
         if proc is None and self._room(self.procs, "processes"):
             proc = self.procs[(r.pid, comm)] = Counter()
+        groups = [proc]
+        user = r.user if r.user is not None else (str(r.uid) if r.uid is not None else None)
+        for table, key in (("units", r.unit), ("containers", r.container and r.container[:12]), ("users", user)):
+            if key is not None:
+                key = escape_token(key)
+                counts = self.owners[table].get(key)
+                if counts is None and self._room(self.owners[table], table):
+                    counts = self.owners[table][key] = Counter()
+                if counts is not None:
+                    counts["events"] += 1
+                    groups.append(counts)
         count_remote = remote in self.remotes or self._room(self.remotes, "remotes")
         if count_remote:
             self.remotes[remote] += 1
         if r.kind == EV_STATE:
             self.states[r.newstate] += 1
             if r.newstate == TCP_ESTABLISHED:
-                if proc is not None:
-                    proc["established"] += 1
+                for g in groups:
+                    if g is not None:
+                        g["established"] += 1
                 if count_remote:
                     self.remote_established[remote] += 1
         elif r.kind == EV_RETRANSMIT:
-            if proc is not None:
-                proc["retransmits"] += 1
+            for g in groups:
+                if g is not None:
+                    g["retransmits"] += 1
         else:
-            if proc is not None:
-                proc["resets"] += 1
+            for g in groups:
+                if g is not None:
+                    g["resets"] += 1
             key = (r.kind, local, str(r.dst), r.pid, comm)
             if key in self.resets or self._room(self.resets, "resets"):
                 self.resets[key] += 1
@@ -431,6 +472,10 @@ class Report:
             "processes": [{"pid": pid, "comm": comm, "established": c["established"],
                            "retransmits": c["retransmits"], "resets": c["resets"]}
                           for (pid, comm), c in procs[:top]],
+            **{table: [{"name": name, "events": c["events"], "established": c["established"],
+                        "retransmits": c["retransmits"], "resets": c["resets"]}
+                       for name, c in sorted(rows.items(), key=lambda kv: (-kv[1]["events"], kv[0]))[:top]]
+               for table, rows in self.owners.items()},
             "remotes": [{"remote": ep, "events": n, "established": self.remote_established[ep]}
                         for ep, n in self.remotes.most_common(top)],
             "resets": [{"event": EVENT_NAMES[kind], "local": local, "remote_addr": raddr, "pid": pid,
@@ -446,7 +491,8 @@ class Report:
         if not lo:
             return []
         parts = [f"{lo[k]} events not counted in {what}" for k, what in
-                 (("processes", "Processes"), ("remotes", "Remote endpoints"), ("resets", "Resets")) if lo[k]]
+                 (("processes", "Processes"), ("units", "Units"), ("containers", "Containers"), ("users", "Users"),
+                  ("remotes", "Remote endpoints"), ("resets", "Resets")) if lo[k]]
         if parts:
             parts[0] = parts[0] + f" (each table keeps its first {self.table_limit} keys)"
         if lo["joins"]:
@@ -470,6 +516,12 @@ class Report:
         for p in s["processes"]:
             out.append(f"  PID={p['pid']} COMM={p['comm']}: {p['established']} established, "
                        f"{p['retransmits']} retransmits, {p['resets']} resets")
+        for table, title in (("units", "Units"), ("containers", "Containers"), ("users", "Users")):
+            if s[table]:  # only when the logs carry them (JSON, or text written with --context)
+                out.append(f"{title} (top {top}): events, established, retransmits, resets")
+                for g in s[table]:
+                    out.append(f"  {g['name']}: {g['events']} events, {g['established']} established, "
+                               f"{g['retransmits']} retransmits, {g['resets']} resets")
         out.append(f"Remote endpoints (top {top}): events, established")
         for r in s["remotes"]:
             out.append(f"  {r['remote']}: {r['events']} events, {r['established']} established")

@@ -20,8 +20,8 @@ from typing import NamedTuple
 
 MOUNTINFO = "/proc/self/mountinfo"
 # container ids in a cgroup's name: systemd's driver (docker-, libpod-, cri-containerd-, crio-<id>.scope),
-# cgroupfs' (/docker/<id>, /kubepods/<qos>/pod<uid>/<id>)
-_CONTAINER_SCOPE = re.compile(r"(?:docker|libpod|cri-containerd|crio)-([0-9a-f]{64})\.scope", re.ASCII)
+# cgroupfs' (/docker/<id>, /kubepods/<qos>/pod<uid>/<id>, podman's /libpod_parent/libpod-<id>)
+_CONTAINER_SCOPE = re.compile(r"(?:docker|libpod|cri-containerd|crio)-([0-9a-f]{64})(?:\.scope)?", re.ASCII)
 _HEX64 = re.compile(r"[0-9a-f]{64}", re.ASCII)
 _POD_SLICE = re.compile(r"kubepods(?:-[a-z]+)*-pod([0-9a-f]{8}_[0-9a-f]{4}_[0-9a-f]{4}_[0-9a-f]{4}_[0-9a-f]{12})"
                         r"\.slice", re.ASCII)
