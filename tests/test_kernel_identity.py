@@ -129,8 +129,9 @@ def test_identity_fields_json_and_context(monitor):
     assert set(got) == {"ss-idsrv", "ss-iddock", "ss-idkube", "ss-idnobody", "ss-idkube2"}, got.keys()
 
     server = got["ss-idsrv"]
-    accepted = [r for r in server if r["new_state"] in ("SYN_RECV", "ESTABLISHED")]
-    assert len(accepted) == 8 and {r["owner"] for r in accepted} >= {"listener"}, accepted
+    # the accepted sockets' handshake ends in softirq context, where the current task is the client (6.1 does
+    # not report their SYN_RECV; 6.18 does)
+    assert len([r for r in server if r["new_state"] == "ESTABLISHED"]) == 4, server
     for r in server:
         assert (r["uid"], r["user"], r["cgroup"], r["unit"], r["exe"]) == (0, "root", sh.svc_path, sh.svc, EXE), r
         assert "container" not in r and "pod" not in r, r
