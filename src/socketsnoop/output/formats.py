@@ -99,7 +99,10 @@ class _Formatter:
         self._offset = clock.offset_ns
         self._stamps = {}  # wall-clock milliseconds -> text
         self._idents = {}  # events.IDENT bytes -> text
-        self._ctxs = {}  # (cgroup, uid, IDENT) or (IDENT, uid, cgroup) -> text with the owner's names
+        # IDENT -> (uid, cgroup, text with the owner's names): the uid and cgroup are checked (a hit costs no
+        # tuple made per event)
+        self._ctxs = {}
+        self._owners = {}  # (cgroup, uid, pid) -> the text of the owner's names
         # address bytes -> text, per family (one address serves many connections)
         self._addrs = {4: _Cache(lambda raw: format_addr(4, raw)), 6: _Cache(lambda raw: format_addr(6, raw))}
 
@@ -114,6 +117,23 @@ class _Formatter:
 
     def _ident(self, ident):
         """The text of events.IDENT bytes, made and remembered (one function: a miss is common)."""
+        raise NotImplementedError
+
+    def _owner(self, key):
+        """(text of the owner's names, final) for (cgroup, uid, pid): the identity is asked once per such key
+        (connections of one process share it), and again while its answer is not final."""
+        text = self._owners.get(key)
+        if text is not None:
+            return text, True
+        owner, final = self.identity.owner(*key)
+        text = self._owner_text(owner)
+        if final:
+            if len(self._owners) >= IDENT_CACHE:
+                self._owners.clear()
+            self._owners[key] = text
+        return text, final
+
+    def _owner_text(self, owner):
         raise NotImplementedError
 
     def stamp(self, ts_ns: int) -> str:
@@ -159,18 +179,18 @@ class TextFormatter(_Formatter):
                 f"{tails[new]}"
                 for ts, _sk, _ino, _ns, typ, _old, new, _own, _fl, who, _uid, _cg in rows]
 
-    def _context(self, key):
-        """The text after STATE= for (cgroup, uid, identity bytes), made and remembered once it is final."""
-        cgroup, uid, who = key
-        o, final = self.identity.owner(cgroup, uid, IDENT_PID.unpack_from(who)[0])
-        parts = [f" {name}={escape_token(value)}" for name, value in (
-            ("USER", o.user), ("UNIT", o.unit), ("CONTAINER", o.container and o.container[:12]), ("POD", o.pod))
-            if value]
-        text = "".join(parts) + "\n"
+    def _owner_text(self, owner):
+        return "".join(f" {name}={escape_token(value)}" for name, value in (
+            ("USER", owner.user), ("UNIT", owner.unit), ("CONTAINER", owner.container and owner.container[:12]),
+            ("POD", owner.pod)) if value) + "\n"
+
+    def _context(self, who, uid, cgroup):
+        """The text after STATE= for identity bytes, uid and cgroup, made and remembered once it is final."""
+        text, final = self._owner((cgroup, uid, IDENT_PID.unpack_from(who)[0]))
         if final:
             if len(self._ctxs) >= IDENT_CACHE:
                 self._ctxs.clear()
-            self._ctxs[key] = text
+            self._ctxs[who] = (uid, cgroup, text)
         return text
 
     def _lines_context(self, rows):
@@ -178,7 +198,7 @@ class TextFormatter(_Formatter):
         ctxs, ctx = self._ctxs.get, self._context
         titles, tails, off = self.titles, self.bare_tails, self._offset
         return [f"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{titles[typ]}{idents(who) or ident(who)}"
-                f"{tails[new]}{ctxs(k := (cg, uid, who)) or ctx(k)}"
+                f"{tails[new]}{(c := ctxs(who)) and c[0] == uid and c[1] == cg and c[2] or ctx(who, uid, cg)}"
                 for ts, _sk, _ino, _ns, typ, _old, new, _own, _fl, who, uid, cg in rows]
 
 
@@ -220,26 +240,28 @@ class JsonFormatter(_Formatter):
                 f'{idents(who) or ident(who)}{owners[own]}{olds[old]}{news[new]}{ns},"sock":"0x{sk:x}"}}\n'
                 for ts, sk, _ino, ns, typ, old, new, own, _fl, who, _uid, _cg in rows]
 
-    def _ident_identity(self, key):
+    def _ident_identity(self, who, uid, cgroup):
         """The identity text and the owner's names (uid, user, cgroup, unit, container, pod, exe: those
-        known) for (identity bytes, uid, cgroup), remembered once final."""
-        who, uid, cgroup = key
-        base = self._idents.get(who) or self._ident(who)
-        o, final = self.identity.owner(cgroup, uid, IDENT_PID.unpack_from(who)[0])
-        text = base + "".join(f',"{name}":{json.dumps(value, ensure_ascii=True)}'
-                              for name, value in zip(o._fields, o) if value is not None)
+        known) for identity bytes, uid and cgroup, remembered once final."""
+        names, final = self._owner((cgroup, uid, IDENT_PID.unpack_from(who)[0]))
+        text = (self._idents.get(who) or self._ident(who)) + names
         if final:
             ctxs = self._ctxs
             if len(ctxs) >= IDENT_CACHE:
                 ctxs.clear()
-            ctxs[key] = text
+            ctxs[who] = (uid, cgroup, text)
         return text
+
+    def _owner_text(self, owner):
+        return "".join(f',"{name}":{json.dumps(value, ensure_ascii=True)}'
+                       for name, value in zip(owner._fields, owner) if value is not None)
 
     def _lines_identity(self, rows):
         stamps, stamp, idents, ident = self._stamps.get, self._stamp, self._ctxs.get, self._ident_identity
         events, owners, olds, news, off = self.events, self.owners, self.olds, self.news, self._offset
         return [f'{{"timestamp":"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{events[typ]}'
-                f'{idents(k := (who, uid, cg)) or ident(k)}{owners[own]}{olds[old]}{news[new]}{ns},'
+                f'{(c := idents(who)) and c[0] == uid and c[1] == cg and c[2] or ident(who, uid, cg)}'
+                f'{owners[own]}{olds[old]}{news[new]}{ns},'
                 f'"sock":"0x{sk:x}"}}\n'
                 for ts, sk, _ino, ns, typ, old, new, own, _fl, who, uid, cg in rows]
 
