@@ -15,6 +15,7 @@ from ..errors import SnoopError
 from ..kernel.abi import PROGRAMS, REQUIRED
 from ..kernel.libbpf import Libbpf
 from ..kernel.loader import BTF_PATH, Probe, effective_caps, has_bpf_caps
+from ..pipeline.identity import CgroupTree, cgroup2_mount
 from .options import build_parser as monitor_parser
 from .options import filters_from, options_from_config
 
@@ -129,17 +130,30 @@ def check_log(log_file):
                   + ("" if ok else ": run as root, or use --log-file PATH or --no-log-file"))
 
 
+def check_cgroup2():
+    found = cgroup2_mount()
+    if found:
+        return Result("cgroup v2", True, f"mounted at {found[0]}", required=False)
+    return Result("cgroup v2", False, "no cgroup2 mount: the cgroup, unit, container and pod fields are left out, "
+                  "and --cgroup, --unit, --container need it", required=False)
+
+
 def check_load(opts):
-    """Load and attach the program for real (needs privileges), then detach it."""
+    """Load and attach the program for real (needs privileges), with the config's filters, then detach it."""
     skipped = []
-    probe = Probe(filters_from(opts), buffer=opts.buffer, buffer_size=opts.buffer_size, log=skipped.append)
+    probe = None
     try:
+        filters = filters_from(opts)
+        if filters.wants_cgroups():
+            filters.resolve_cgroups(CgroupTree())
+        probe = Probe(filters, buffer=opts.buffer, buffer_size=opts.buffer_size, log=skipped.append)
         probe.load()
         probe.attach()
     except SnoopError as e:
         return Result("load BPF program", False, str(e).removeprefix("socket-snoop: "))
     finally:
-        probe.close()
+        if probe is not None:
+            probe.close()
     note = f" ({len(skipped)} optional tracepoints skipped)" if skipped else ""
     return Result("load BPF program", True, f"loaded and attached{note}")
 
@@ -163,6 +177,7 @@ def run_checks(config=None):
         results.append(check_tracepoint(tp, btf, tp in required))
     results.append(check_ringbuf(lib, opts.buffer))
     results.append(check_log(opts.log_file))
+    results.append(check_cgroup2())
     if config_error:
         results.append(config_error)
     if has_bpf_caps() and lib is not None and btf is not None:

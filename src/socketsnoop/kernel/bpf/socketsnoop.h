@@ -41,7 +41,11 @@ enum ss_owner {
 
 /* struct event.flags */
 #define SS_F_OWNER_UNVERIFIED 1 /* owner filters (pid, comm, uid) are on and the owner is a guess: user space re-checks */
-#define SS_F_CGROUP_IN 2	/* in the kernel only: the socket's cgroup passes the cgroup filters (fill_cgroup; cleared before output) */
+/*
+ * In the kernel only: the socket's cgroup passes the cgroup filters (set by fill_cgroup(), cleared by
+ * passes_filters() before output). An event made without fill_cgroup() fails the cgroup filters.
+ */
+#define SS_F_CGROUP_IN 2
 
 /* counters (a per-CPU array, index -> __u64) */
 enum ss_counter {
