@@ -110,7 +110,7 @@ class Monitor:
             sink.write(rows, lines if sink.wants_lines else None)
 
     def handle_sample(self, raw):
-        """One perf buffer sample (padded by the kernel past the struct's 96 bytes), kept for drain()."""
+        """One perf buffer sample (padded by the kernel past the struct's 112 bytes), kept for drain()."""
         if len(raw) >= ROW.size:
             self.samples.append(ROW.unpack_from(raw))
 
