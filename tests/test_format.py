@@ -142,15 +142,16 @@ def test_tracker_keeps_closed_connections_bounded():
     for key in range(10):
         t.add(row(key, key, new=7))
     assert len(t) == 3 and t.left_out == 7
-    assert [c[1].skaddr for c in t.connections()] == [7, 8, 9]
+    assert [c.last.skaddr for c in t.connections()] == [7, 8, 9]
 
 
 def test_tracker_keeps_bound_on_steps():
     t = Tracker(max_steps=3)
     for i in range(10):
         t.add(row(1, i, typ=abi.EV_RETRANSMIT))
-    first, last, steps, retransmits, dropped = t.open[1]
-    assert len(steps) == 3 and dropped == 7 and retransmits == 10
+    c = t.open[1]
+    assert len(c.steps) == 3 and c.steps_not_kept == 7 and c.retransmits == 10
+    assert c.first_ns == 0 and c.last.ts_ns == 9 and [r.ts_ns for r in c.steps] == [0, 1, 2]
 
 
 def test_tracker_one_shot_events_do_not_stay_open():

@@ -6,7 +6,6 @@ tracepoints are looked up in the kernel's BTF, which everyone may read. As
 root it also loads and attaches the BPF program, the only complete test.
 """
 
-import argparse
 import ctypes
 import os
 import re
@@ -16,6 +15,7 @@ from ..kernel.abi import PROGRAMS, REQUIRED
 from ..kernel.libbpf import Libbpf
 from ..kernel.loader import BTF_PATH, Probe, effective_caps, has_bpf_caps
 from ..pipeline.identity import CgroupTree, cgroup2_mount
+from .cmdline import CommandParser
 from .options import build_parser as monitor_parser
 from .options import filters_from, options_from_config
 
@@ -186,9 +186,8 @@ def run_checks(config=None):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="socket-snoop check",
-                                description="Check that this host can run the monitor. Exit 0: it can; 1: it cannot.")
-    p.error = lambda message: p.exit(2, f"{p.prog}: {message} (see {p.prog} --help)\n")
+    p = CommandParser(prog="socket-snoop check",
+                      description="Check that this host can run the monitor. Exit 0: it can; 1: it cannot.")
     p.add_argument("--config", metavar="PATH", help="the config file to check with (default: the monitor's)")
     return p
 
