@@ -13,6 +13,8 @@ import uuid
 import pytest
 
 from socketsnoop.commands import report
+from socketsnoop.commands.options import build_parser, filters_from
+from socketsnoop.commands.run import Monitor
 from socketsnoop.errors import SnoopError
 from socketsnoop.kernel import abi
 from socketsnoop.output.formats import Clock, JsonFormatter, TextFormatter
@@ -270,3 +272,25 @@ def test_report_groups_by_unit_container_user_and_filters_on_them(tmp_path):
     report.run(report.build_parser().parse_args([str(log), "--no-lifecycles"]), out)
     text = out.getvalue()
     assert "Units (top 10)" in text and f"  {ID[:12]}: 2 events" in text and "  root: 4 events" in text
+
+
+def test_no_cgroup2_mount_is_said_once_and_the_fields_left_out():
+    said = []
+    ident = Identity(CgroupTree(found=False), warn=said.append)
+    assert len(said) == 1 and "no cgroup v2 mount" in said[0]
+    owner, final = ident.owner(12345, 0, os.getpid())
+    assert final and owner.cgroup is None and owner.unit is None and owner.user == "root"
+    line = json.loads(JsonFormatter(Clock(), ident).lines(rows()[:1])[0])
+    assert "cgroup" not in line and line["user"] == "root"
+    assert len(said) == 1
+
+
+def test_the_names_are_made_only_where_an_output_shows_them():
+    """The seed's text path gets no identity stage (no cgroup walk, no lookups); JSON and --context do, and a
+    cgroup filter needs the tree (to resolve it at start) but not the names."""
+    for argv, tree, names in (([], False, False), (["--json"], True, True), (["--context"], True, True),
+                              (["--unit", "x.service"], True, False)):
+        opts = build_parser().parse_args(["--no-log-file", *argv])
+        mon = Monitor(opts, filters_from(opts))
+        assert (mon.cgroups is not None, mon.identity is not None) == (tree, names), argv
+        assert ("lines" in vars(mon.formatter)) == names  # the formatter's own lines(), or the names' one
