@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from socketsnoop.commands import report
-from socketsnoop.commands.options import build_parser, filters_from
+from socketsnoop.commands.options import build_parser, filters_from, monitor_options
 from socketsnoop.commands.run import Monitor
 from socketsnoop.errors import SnoopError
 from socketsnoop.kernel import abi
@@ -294,3 +294,17 @@ def test_the_names_are_made_only_where_an_output_shows_them():
         mon = Monitor(opts, filters_from(opts))
         assert (mon.cgroups is not None, mon.identity is not None) == (tree, names), argv
         assert ("lines" in vars(mon.formatter)) == names  # the formatter's own lines(), or the names' one
+
+
+def test_identity_options_in_the_config_file(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text('context = true\nuid = ["root", 65534]\nexclude-unit = ["backup"]\n'
+                    f'container = "{ID[:12]}"\nexclude-cgroup = ["/user.slice/"]\nexclude-port = [22]\n')
+    opts = monitor_options(["--config", str(path)])
+    f = filters_from(opts)
+    assert opts.context and f.uids == {0, 65534} and f.exclude_units == ["backup.service"]
+    assert f.containers == [ID[:12]] and f.exclude_cgroups == ["/user.slice"] and f.exclude_ports == {22}
+    path.write_text('exclude-uid = ["no-such-user-here"]\n')
+    with pytest.raises(SnoopError, match="line 1: exclude-uid: invalid value") as e:
+        monitor_options(["--config", str(path)])
+    assert e.value.status == 2
