@@ -193,9 +193,11 @@ def test_identity_filters_in_the_kernel(monitor):
             "uid-and-unit": (["--uid", "root", "--unit", sh.svc], {"ss-idsrv"}),
         }
         mons = {name: monitor(*common, *args, log_name=f"{name}.log") for name, (args, _) in cases.items()}
+        # text lines (the events then carry no cgroup id: the kernel still tests the socket's cgroup)
+        m_text = monitor("-P", str(port), "--no-report", "--buffer-size", "1M", "--unit", sh.svc, log_name="t.log")
         try:
             srv = traffic(port, mount, sh, make_late)
-            for m in mons.values():
+            for m in (*mons.values(), m_text):
                 m.stop()
             srv.stdin.close()
             srv.wait(timeout=30)
@@ -207,6 +209,8 @@ def test_identity_filters_in_the_kernel(monitor):
         recs = m.records()
         assert set(by_comm(recs)) == want, (name, args, {r["comm"] for r in recs})
         assert m.totals()["filtered"] > 0, name
+    text = [ln for ln in m_text.lines() if "COMM=ss-id" in ln]
+    assert text and all("COMM=ss-idsrv " in ln for ln in text), text
 
 
 def test_identity_filter_errors():

@@ -150,7 +150,8 @@ class Monitor:
         if self.cgroups is not None:
             self.filters.resolve_cgroups(self.cgroups)  # a unit, container or cgroup that is not there: exit 2
         self.open_sinks()
-        self.probe = Probe(self.filters, buffer=opts.buffer, buffer_size=opts.buffer_size, log=_err)
+        self.probe = Probe(self.filters, buffer=opts.buffer, buffer_size=opts.buffer_size, log=_err,
+                           want_cgroup=self.identity is not None)
         try:
             self.probe.load()
             self.owners.scan()

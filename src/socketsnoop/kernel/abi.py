@@ -134,7 +134,7 @@ MAPS = (MAP_EVENTS, MAP_EVENTS_SPARE, MAP_PERF_EVENTS, MAP_COUNTERS, MAP_OWNERS,
 
 # read-only variables set before load: name -> struct format
 RODATA = {"filter_flags": "<I", "filter_states": "<I", "wakeup_bytes": "<Q", "use_perf": "<?",
-          "cgroup_levels": "<I"}
+          "cgroup_levels": "<I", "want_cgroup": "<?"}
 
 # programs -> tracepoint, in attach order, which matters: on_state_change before on_state_change_missed
 # (the BPF source's RE-ENTRY comment). The first two are required, the others optional (a kernel that

@@ -72,8 +72,10 @@ def _pow2_at_least(n, floor=4096):
 class Probe:
     """Loaded and attached kernel program; close() detaches it."""
 
-    def __init__(self, filters, buffer="ringbuf", buffer_size=16 << 20, wakeup_bytes=64 << 10, log=None):
+    def __init__(self, filters, buffer="ringbuf", buffer_size=16 << 20, wakeup_bytes=64 << 10, log=None,
+                 want_cgroup=True):
         self.filters = filters
+        self.want_cgroup = want_cgroup  # False: events carry no cgroup id (no output shows it), a few reads less
         self.buffer = buffer
         self.buffer_size = _pow2_at_least(buffer_size)
         self.spare_size = max(self.buffer_size // 8, 1 << 16)  # the spare ring: rare events, and rescue
@@ -93,7 +95,8 @@ class Probe:
         obj = BpfObject(object_bytes())
         f = self.filters
         values = {"filter_flags": f.flags(), "filter_states": f.state_mask(), "wakeup_bytes": self.wakeup_bytes,
-                  "use_perf": self.buffer == "perf", "cgroup_levels": f.cgroup_levels()}
+                  "use_perf": self.buffer == "perf", "cgroup_levels": f.cgroup_levels(),
+                  "want_cgroup": self.want_cgroup}
         obj.set_rodata({name: struct.pack(fmt, values[name]) for name, fmt in abi.RODATA.items()})
         if self.buffer == "perf":
             obj.set_autocreate(abi.MAP_EVENTS, False)  # unused: kernels before 5.8 have no ring buffer

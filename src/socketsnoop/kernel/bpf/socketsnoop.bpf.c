@@ -82,6 +82,7 @@ const volatile __u32 filter_states = 0;	 /* bit n: new state n passes */
 const volatile __u64 wakeup_bytes = 0;	 /* 0: wake user space on every event */
 const volatile bool use_perf = false;	 /* perf event array instead of ring buffer */
 const volatile __u32 cgroup_levels = 0;	 /* bit n: a cgroup filter names a cgroup at depth n (filter_cgroups) */
+const volatile bool want_cgroup = true;	 /* struct event.cgroup wanted (JSON, --context): else left 0 */
 
 /* keep struct event and struct conn_record in the object's BTF, where tests/test_abi.py reads their layout */
 const volatile struct event *unused_event __attribute__((unused));
@@ -448,7 +449,8 @@ static __always_inline bool cgroup_passes(__u64 cg, __u32 f)
 /* struct event.cgroup, and the verdict of the cgroup filters for passes_filters() (SS_F_CGROUP_IN) */
 static __always_inline void fill_cgroup(struct event *e, const struct sock *sk)
 {
-	e->cgroup = cgroup_of(sk);
+	if (want_cgroup)
+		e->cgroup = cgroup_of(sk);
 	if ((filter_flags & (SS_FILT_CGROUP | SS_FILT_X_CGROUP)) && cgroup_passes(sock_cgroup(sk), filter_flags))
 		e->flags |= SS_F_CGROUP_IN;
 }
