@@ -176,23 +176,31 @@ for _ in range({count}):
 """
 
 
-def spawn(code, netns=None, **kw):
+def spawn(code, netns=None, cgroup=None, uid=None, **kw):
+    """A Python program; in cgroup (a cgroup v2 directory) from its start, before it makes any socket, and as
+    uid (with that gid) if given."""
     src = textwrap.dedent(code).format(**kw)
     cmd = [sys.executable, "-c", src]
+    if uid is not None:
+        cmd = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *cmd]
+    if cgroup:
+        cmd = ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(cgroup), *cmd]
     if netns:
         cmd = ["ip", "netns", "exec", netns, *cmd]
     return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def start_server(host, port, comm, count=1, dual=False, netns=None):
-    p = spawn(SERVER, netns=netns, comm=comm.encode(), host=host, port=port, count=count, dual=dual)
+def start_server(host, port, comm, count=1, dual=False, netns=None, cgroup=None, uid=None):
+    p = spawn(SERVER, netns=netns, cgroup=cgroup, uid=uid, comm=comm.encode(), host=host, port=port, count=count,
+              dual=dual)
     line = p.stdout.readline()
     assert line.strip() == "listening", p.stderr.read()
     return p
 
 
-def run_client(host, port, comm, count=1, size=10, timeout=20, netns=None):
-    p = spawn(CLIENT, netns=netns, comm=comm.encode(), host=host, port=port, count=count, size=size, timeout=timeout)
+def run_client(host, port, comm, count=1, size=10, timeout=20, netns=None, cgroup=None, uid=None):
+    p = spawn(CLIENT, netns=netns, cgroup=cgroup, uid=uid, comm=comm.encode(), host=host, port=port, count=count,
+              size=size, timeout=timeout)
     out, err = p.communicate(timeout=timeout * count + 30)
     assert p.returncode == 0, err
     return p.pid, out
@@ -403,6 +411,61 @@ def netns_sysctl(netns, name, value):
     """A sysctl of a private network namespace (its own copy: the host's stays as it is)."""
     sh("ip", "netns", "exec", netns, "sysctl", "-qw", f"{name}={value}")
     yield
+
+
+# --- cgroup v2 ---------------------------------------------------------------------------
+
+def cgroup2_mount():
+    """Where cgroup v2 is mounted here (/sys/fs/cgroup, or /sys/fs/cgroup/unified on a hybrid host), or None."""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            if right.split()[:1] == ["cgroup2"]:
+                return left.split()[4]
+    return None
+
+
+@contextlib.contextmanager
+def cgroups(*paths):
+    """Cgroup v2 directories in real shapes (paths relative to the v2 root, e.g. /system.slice/x.service),
+    made with their parents where missing; on the way out, processes still in them are killed and every
+    directory made here is removed (a parent another test still uses stays). Yields the mount."""
+    mount = cgroup2_mount()
+    if mount is None:
+        raise RuntimeError("no cgroup2 mount on this host")
+    made = []
+    try:
+        for rel in paths:
+            parts = [p for p in rel.split("/") if p]
+            for i in range(1, len(parts) + 1):
+                d = os.path.join(mount, *parts[:i])
+                try:
+                    os.mkdir(d)
+                    made.append(d)
+                except FileExistsError:
+                    pass
+        yield mount
+    finally:
+        for d in reversed(made):
+            for _ in range(50):
+                try:
+                    os.rmdir(d)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:  # busy: a process still in it, or a child another test made
+                    try:
+                        with open(os.path.join(d, "cgroup.procs")) as f:
+                            pids = [int(p) for p in f.read().split()]
+                    except OSError:
+                        pids = []
+                    if not pids and os.listdir(d) and any(
+                            os.path.isdir(os.path.join(d, e)) for e in os.listdir(d)):
+                        break  # another test's cgroup below it: leave the parent to that test
+                    for pid in pids:
+                        with contextlib.suppress(OSError):
+                            os.kill(pid, signal.SIGKILL)
+                    time.sleep(0.1)
 
 
 class RingFile:

@@ -65,8 +65,6 @@ srv.close()
 """
 
 CLIENT = PRELUDE + """
-if {uid}:
-    os.setgid({uid}); os.setuid({uid})
 for _ in range({count}):
     c = socket.socket(fam)
     c.settimeout(30)
@@ -113,7 +111,7 @@ def serve(host, port, comm="ss-rsrv", count=1, expect=0, reply=0, linger0=False,
 def connect(host, port, comm="ss-rcli", count=1, size=0, reply=0, hold=0, linger0=False, close_first=True,
             uid=0, netns=None, timeout=60):
     p = spawn(CLIENT, netns=netns, comm=comm.encode(), host=host, port=port, count=count, size=size, reply=reply,
-              hold=hold, linger0=linger0, close_first=close_first, uid=uid)
+              hold=hold, linger0=linger0, close_first=close_first, uid=uid or None)
     out, err = p.communicate(timeout=timeout)
     assert p.returncode == 0, err
     return p.pid, out

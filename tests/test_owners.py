@@ -89,11 +89,15 @@ def test_socket_inodes_shared_by_a_fork_and_unreadable_fds(tmp_path):
 
 def test_proc_owners_listeners_from_a_fake_tree(tmp_path):
     root = proc_tree(tmp_path, processes={"3902": ("python3", PROC_FD_LINKS)})
+    # the real uid is the first of the Uid line (real, effective, saved, filesystem), as the kernel records it
+    (tmp_path / "3902" / "status").write_text("Name:\tpython3\nUmask:\t0022\nUid:\t1000\t0\t0\t0\nGid:\t100\n")
     owners = ProcOwners(proc=root)
-    assert owners.listeners() == [(fam, packed(addr), port, 3902, b"python3")
+    assert owners.listeners() == [(fam, packed(addr), port, 3902, b"python3", 1000)
                                   for fam, addr, port, _ in PROC_LISTENERS]
-    assert owners.lookup(10285620) == (3902, b"python3")  # an established socket's owner too
+    assert owners.lookup(10285620) == (3902, b"python3", 1000)  # an established socket's owner too
     assert owners.lookup(1) is None
+    os.unlink(tmp_path / "3902" / "status")  # gone: uid 0, as for a process the kernel saw with none
+    assert ProcOwners(proc=root).lookup(10285620) == (3902, b"python3", 0)
 
 
 def test_real_proc_finds_a_socket_this_test_holds():

@@ -6,13 +6,13 @@ import struct
 
 import pytest
 
-from captured import RING_RECORDS, RING_RECORD_FIELDS
+from captured import RING_RECORD_CGROUP, RING_RECORD_FIELDS, RING_RECORDS
 from helpers import RingFile
 from socketsnoop.kernel.abi import EVENT, RECORD
 from socketsnoop.kernel.ringbuf import BUSY, DISCARD
-from socketsnoop.pipeline.decode import ident_of
+from socketsnoop.pipeline.decode import CGROUP, UID, ident_of
 
-SLOT = 104  # 8 + 96, a multiple of 8
+SLOT = 120  # 8 + 112, a multiple of 8
 SIZE = 1 << 16
 
 
@@ -51,7 +51,8 @@ def test_captured_records_are_what_the_kernel_writes():
         row = RECORD.unpack(raw)
         ident = ident_of(row)
         assert (ident.family, row[5], row[6], ident.sport, ident.dport) == (family, old, new, sport, dport)
-        assert ident.comm.rstrip(b"\0") == b"python3" and ident.pid == 3902
+        assert ident.comm.rstrip(b"\0") == b"python" and ident.pid == 30834
+        assert (row[UID], row[CGROUP]) == (0, RING_RECORD_CGROUP)  # the owner's uid, the socket's cgroup
 
 
 def test_whole_committed_records(ring):
@@ -77,7 +78,7 @@ def test_a_record_cut_short_ends_the_run_until_committed(ring):
     r = ring()
     r.put_raw(b"".join(RING_RECORDS[:2]))
     busy_at = r.producer
-    r.put_raw(with_header(RING_RECORDS[2], EVENT.size | BUSY)[:8] + bytes(96))  # only its header written yet
+    r.put_raw(with_header(RING_RECORDS[2], EVENT.size | BUSY)[:8] + bytes(EVENT.size))  # only its header written yet
     r.put_raw(RING_RECORDS[3])  # a later one, already committed
     assert r.ring.read() == b"".join(RING_RECORDS[:2])
     assert r.consumer == busy_at
@@ -92,7 +93,7 @@ def test_a_record_cut_short_ends_the_run_until_committed(ring):
 def test_a_busy_record_deep_in_a_long_run(ring):
     """Hundreds of committed records, one busy: the run up to it is taken at once (the C-speed check)."""
     r = ring()
-    records = [RING_RECORDS[i % 6] for i in range(600)]
+    records = [RING_RECORDS[i % 6] for i in range(500)]
     r.put_raw(b"".join(records))
     r.set_header(437 * SLOT, EVENT.size | BUSY)
     assert r.ring.read() == b"".join(records[:437])

@@ -14,6 +14,7 @@ from ..kernel.abi import MAX_SOCKETS_HASH, PROGRAMS, REQUIRED
 from ..kernel.libbpf import Libbpf
 from ..kernel.loader import (BTF_PATH, RESETS_FENTRY, RESETS_PARTIAL, RESETS_TRACEPOINT, Probe, effective_caps,
                               has_bpf_caps, kernel_version, reset_coverage, reset_coverage_text)
+from ..pipeline.identity import CgroupTree, cgroup2_mount
 from .cmdline import CommandParser
 from .options import build_parser as monitor_parser
 from .options import filters_from, options_from_config
@@ -151,18 +152,31 @@ def check_resets_unprivileged():
                   required=False)
 
 
+def check_cgroup2():
+    found = cgroup2_mount()
+    if found:
+        return Result("cgroup v2", True, f"mounted at {found[0]}", required=False)
+    return Result("cgroup v2", False, "no cgroup2 mount: the cgroup, unit, container and pod fields are left out, "
+                  "and --cgroup, --unit, --container need it", required=False)
+
+
 def check_load(opts):
-    """Load and attach the program for real (needs privileges), then detach it: (load, resets sent, where the
-    per-socket state is kept); the last two None when it did not load."""
+    """Load and attach the program for real (needs privileges), with the config's filters, then detach it:
+    (load, resets sent, where the per-socket state is kept); the last two None when it did not load."""
     warnings = []
-    probe = Probe(filters_from(opts), buffer=opts.buffer, buffer_size=opts.buffer_size, log=warnings.append)
+    probe = None
     try:
+        filters = filters_from(opts)
+        if filters.wants_cgroups():
+            filters.resolve_cgroups(CgroupTree())
+        probe = Probe(filters, buffer=opts.buffer, buffer_size=opts.buffer_size, log=warnings.append)
         probe.load()
         probe.attach()
     except SnoopError as e:
         return Result("load BPF program", False, str(e).removeprefix("socket-snoop: ")), None, None
     finally:
-        probe.close()
+        if probe is not None:
+            probe.close()
     note = f" ({len(probe.skipped)} optional tracepoints skipped)" if probe.skipped else ""
     how = " (with fentry programs)" if probe.resets == RESETS_FENTRY else ""
     if probe.hash_storage:
@@ -193,6 +207,7 @@ def run_checks(config=None):
         results.append(check_tracepoint(tp, btf, tp in required))
     results.append(check_ringbuf(lib, opts.buffer))
     results.append(check_log(opts.log_file))
+    results.append(check_cgroup2())
     if config_error:
         results.append(config_error)
     if has_bpf_caps() and lib is not None and btf is not None:

@@ -7,8 +7,19 @@ import ipaddress
 
 from .. import __version__
 from ..errors import SnoopError
-from ..output.metrics import DEFAULT_LABEL_LIMIT, parse_labels
-from ..pipeline.filters import Filters, parse_cidr, parse_comm, parse_pid, parse_port, parse_state
+from ..output.metric_labels import DEFAULT_LABEL_LIMIT, parse_labels
+from ..pipeline.filters import (
+    Filters,
+    parse_cgroup,
+    parse_cidr,
+    parse_comm,
+    parse_container,
+    parse_pid,
+    parse_port,
+    parse_state,
+    parse_uid,
+    parse_unit,
+)
 from .cmdline import CONST, LIST, SWITCH, VALUE, CommandParser, Option
 from .config import parse_with_config
 
@@ -22,6 +33,9 @@ examples:
   socket-snoop --dst 10.0.0.0/8 --dst 2001:db8::/32   # remote end in either prefix
   socket-snoop -c nginx -s ESTABLISHED # nginx's connections reaching ESTABLISHED
   socket-snoop -p 1234 --no-log-file   # process 1234 only, console only
+  socket-snoop --unit nginx.service --context   # what nginx.service does, with user, unit, container, pod
+  socket-snoop --exclude-unit backup.service --exclude-uid 1000   # everything but the backup job and uid 1000
+  socket-snoop --cgroup /kubepods.slice --json   # every pod's connections, new pods too
   socket-snoop --json -q --log-file /var/log/socket_monitor.json   # JSON lines to a file only
   socket-snoop --duration 60 --stats 10   # one minute, a summary line every 10 s
   socket-snoop --metrics 9100 -q --no-log-file   # Prometheus counts on 127.0.0.1:9100 only, no lines
@@ -115,6 +129,21 @@ FILTER_OPTIONS = (
         (("--dst",), parse_cidr, "remote address or CIDR"),
         (("-s", "--state"), parse_state, "new state, e.g. ESTABLISHED, SYN_SENT, CLOSE (repeatable)"),
     )),
+    *(Option(flags, LIST, text, type=_filter_type(parse, flags[-1]), metavar=metavar)
+      for flags, parse, text, metavar in (
+        (("--uid",), parse_uid, "owner's uid or user name (repeatable)", "UID"),
+        (("--cgroup",), parse_cgroup, "socket's cgroup v2 PATH or below, e.g. /system.slice/nginx.service", "PATH"),
+        (("--unit",), parse_unit, "systemd unit (its cgroup and below), e.g. nginx.service", "NAME"),
+        (("--container",), parse_container, "container id, a unique prefix of at least 12 hex digits", "ID"),
+        (("--exclude-pid",), parse_pid, "leave out this owning process id (repeatable)", "PID"),
+        (("--exclude-comm",), parse_comm, "leave out this owning command name", "NAME"),
+        (("--exclude-port",), parse_port, "leave out this port, at either end", "PORT"),
+        (("--exclude-addr",), parse_cidr, "leave out this address or CIDR, at either end", "CIDR"),
+        (("--exclude-uid",), parse_uid, "leave out this uid or user name", "UID"),
+        (("--exclude-cgroup",), parse_cgroup, "leave out this cgroup and everything below it", "PATH"),
+        (("--exclude-unit",), parse_unit, "leave out this systemd unit", "NAME"),
+        (("--exclude-container",), parse_container, "leave out this container", "ID"),
+    )),
     Option(("-4", "--ipv4"), SWITCH, "IPv4 only"),
     Option(("-6", "--ipv6"), SWITCH, "IPv6 only"),
     Option(("--no-retransmits",), SWITCH, "no retransmission events"),
@@ -131,6 +160,8 @@ MONITOR_OPTIONS = (
         Option(("--no-log-file",), CONST, "write no log file", dest="log_file", const=None),
         Option(("--format",), VALUE, "line format (default text)", choices=("text", "json"), default="text"),
         Option(("--json",), CONST, "same as --format json", dest="format", const="json"),
+        Option(("--context",), SWITCH,
+               "text lines: append USER=, UNIT=, CONTAINER=, POD= (those known) after STATE="),
         Option(("--include-unspecified",), SWITCH,
                "also show events with an unspecified address (0.0.0.0, ::), e.g. listening sockets"),
         Option(("--no-report",), SWITCH, "no connection lifecycle report on exit"),
@@ -188,6 +219,11 @@ def filters_from(opts):
         dst_ports=set(opts.dst_port), addrs=list(opts.addr), srcs=list(opts.src), dsts=list(opts.dst),
         states=set(opts.state), ipv4_only=opts.ipv4, ipv6_only=opts.ipv6, no_retransmits=opts.no_retransmits,
         no_resets=opts.no_resets, include_unspecified=opts.include_unspecified, failed=getattr(opts, "failed", False),
+        exclude_pids=set(opts.exclude_pid), exclude_comms=set(opts.exclude_comm), exclude_ports=set(opts.exclude_port),
+        exclude_addrs=list(opts.exclude_addr), uids=set(opts.uid), exclude_uids=set(opts.exclude_uid),
+        cgroups=list(opts.cgroup), exclude_cgroups=list(opts.exclude_cgroup), units=list(opts.unit),
+        exclude_units=list(opts.exclude_unit), containers=list(opts.container),
+        exclude_containers=list(opts.exclude_container),
     ).check()
 
 

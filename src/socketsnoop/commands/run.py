@@ -1,6 +1,7 @@
 """`socket-snoop [options]`, the live monitor: kernel events -> decode -> enrich -> format -> sinks, and
 the report on exit. This module composes the pipeline and runs its loop; each stage is its own module."""
 
+import importlib
 import signal
 import sys
 import time
@@ -26,11 +27,11 @@ from ..kernel.abi import (
 )
 from ..kernel.loader import Probe, preflight
 from ..output.formats import Clock, JsonFormatter, TextFormatter
-from ..output.metrics import MetricsSink
 from ..output.sinks import ConsoleSink, LogFileSink
 from ..output.connections import ConnectionReport
 from ..pipeline.decode import TS, merge_by_time
 from ..pipeline.enrich import ProcOwnerEnricher
+from ..pipeline.identity import CgroupTree, Identity
 from ..pipeline.owners import ProcOwners, netns_inode, tcp_sockets
 from .options import filters_from, metrics_from, monitor_options
 
@@ -40,6 +41,16 @@ DRAIN_S = 0.25  # longest stretch of reading before the main loop looks at signa
 # (at full churn, 3 alternating rounds: 128K took 8% less CPU per event than 1M, and the workload kept 1.5% more)
 READ_BYTES = 128 << 10
 _ts = itemgetter(TS)
+
+
+def metrics_module():
+    """output/metrics.py, imported only for --metrics: prometheus_client costs about 9 MB and 50 ms at start,
+    and a host may run the monitor without it (a one-line error then, only where --metrics asks for it)."""
+    try:
+        return importlib.import_module("..output.metrics", __package__)
+    except ModuleNotFoundError as e:
+        raise SnoopError(f"socket-snoop: --metrics needs the Python package prometheus-client ({e.name} is "
+                         "missing): install.sh installs it, or pip install prometheus-client") from None
 
 
 def _err(msg):
@@ -54,8 +65,12 @@ class Monitor:
         self.opts = opts
         self.filters = filters
         self.clock = Clock()
-        self.text = TextFormatter(self.clock)
-        self.formatter = JsonFormatter(self.clock) if opts.format == "json" else self.text
+        # the owner's names (user, cgroup, unit, container, pod, exe): only where an output shows them
+        context = getattr(opts, "context", False)
+        self.cgroups = CgroupTree() if opts.format == "json" or context or filters.wants_cgroups() else None
+        self.identity = (Identity(self.cgroups, warn=_err) if opts.format == "json" or context else None)
+        self.text = TextFormatter(self.clock, self.identity, context)
+        self.formatter = JsonFormatter(self.clock, self.identity) if opts.format == "json" else self.text
         # the exit report keeps the kernel's connection records (one per connection), not every event
         self.report = None if opts.no_report else ConnectionReport(max_conns=opts.max_tracked)
         self.summary = not opts.no_summary  # connection records to the sinks, as lines
@@ -81,16 +96,18 @@ class Monitor:
             except OSError as e:
                 raise SnoopError(f"socket-snoop: cannot write the log file {self.opts.log_file}: "
                                  f"{e.strerror} (use --log-file PATH or --no-log-file)") from None
+        opened = []
         if self.metrics:
             host, port, labels = self.metrics
-            sink = MetricsSink(host, port, labels, stats=self.lost_counts)
+            sink = metrics_module().MetricsSink(host, port, labels, stats=self.lost_counts)
+            opened.append(sink)
             try:
                 self.sinks.append(sink.open())
             except OSError as e:
                 raise SnoopError(f"socket-snoop: --metrics: cannot listen on {host}:{port}: "
                                  f"{e.strerror or e}") from None
         for sink in self.sinks:
-            if not isinstance(sink, MetricsSink):  # opened above
+            if sink not in opened:
                 sink.open()
         self.want_lines = any(sink.wants_lines for sink in self.sinks)
 
@@ -103,7 +120,7 @@ class Monitor:
             if self.probe.records:
                 out["kernel_records"] = c[C_RECORDS_LOST]  # connection records: their ring was full
         for sink in self.sinks:
-            if not isinstance(sink, MetricsSink):
+            if sink.name != "metrics":
                 out[sink.name.replace(" ", "_")] = sink.dropped()
         return out
 
@@ -156,7 +173,7 @@ class Monitor:
                 sink.write_records(rows, lines if sink.wants_lines else None)
 
     def handle_sample(self, raw):
-        """One perf buffer sample (padded by the kernel past the struct's 96 bytes), kept for drain()."""
+        """One perf buffer sample (padded by the kernel past the struct's 112 bytes), kept for drain()."""
         if len(raw) >= ROW.size:
             self.samples.append(ROW.unpack_from(raw))
 
@@ -206,10 +223,12 @@ class Monitor:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
         preflight()  # "needs root" comes before "cannot write /var/log/...", which follows from it
+        if self.cgroups is not None:
+            self.filters.resolve_cgroups(self.cgroups)  # a unit, container or cgroup that is not there: exit 2
         self.open_sinks()
         self.probe = Probe(self.filters, buffer=opts.buffer, buffer_size=opts.buffer_size, log=_err,
                            records=self.summary or self.report is not None or self.metrics is not None,
-                           summary_only=opts.summary_only)
+                           summary_only=opts.summary_only, want_cgroup=self.identity is not None)
         try:
             self.probe.load()
             self.owners.scan()
@@ -268,8 +287,16 @@ class Monitor:
              f"reset sent {c[C_SEEN_RESET_SENT] - c0[C_SEEN_RESET_SENT]}, "
              f"reset received {c[C_SEEN_RESET_RECEIVED] - c0[C_SEEN_RESET_RECEIVED]}; "
              f"filtered {c[C_FILTERED] - c0[C_FILTERED]}; records {c[C_RECORDS] - c0[C_RECORDS]}; "
-             f"lost so far {c[C_LOST]}, records lost so far {c[C_RECORDS_LOST]}, missed so far {self.probe.missed(c)}")
+             f"lost so far {c[C_LOST]}, records lost so far {c[C_RECORDS_LOST]}, missed so far {self.probe.missed(c)}"
+             + self.identity_stats())
         return now, c
+
+    def identity_stats(self):
+        if self.identity is None:
+            return ""
+        s = self.identity.stats()
+        return (f"; identity lookups: cgroup {s['cgroup']} ({s['cgroup_walks']} walks), user {s['user']}, "
+                f"exe {s['exe']}")
 
     def finish(self):
         c = self.probe.counters()

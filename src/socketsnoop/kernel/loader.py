@@ -118,8 +118,9 @@ class Probe:
     """Loaded and attached kernel program; close() detaches it."""
 
     def __init__(self, filters, buffer="ringbuf", buffer_size=16 << 20, wakeup_bytes=64 << 10, log=None,
-                 records=True, summary_only=False, record_buffer_size=None):
+                 records=True, summary_only=False, record_buffer_size=None, want_cgroup=True):
         self.filters = filters
+        self.want_cgroup = want_cgroup  # False: events carry no cgroup id (no output shows it), a few reads less
         self.buffer = buffer
         self.buffer_size = _pow2_at_least(buffer_size)
         self.spare_size = max(self.buffer_size // 8, 1 << 16)  # the spare ring: rare events, and rescue
@@ -149,7 +150,8 @@ class Probe:
         f = self.filters
         values = {"filter_flags": f.flags(), "filter_states": f.state_mask(), "wakeup_bytes": self.wakeup_bytes,
                   "use_perf": self.buffer == "perf", "use_hash_storage": self.hash_storage,
-                  "summary_only": self.summary_only, "no_records": not self.records}
+                  "summary_only": self.summary_only, "no_records": not self.records,
+                  "cgroup_levels": f.cgroup_levels(), "want_cgroup": self.want_cgroup}
         obj.set_rodata({name: struct.pack(fmt, values[name]) for name, fmt in abi.RODATA.items()})
         if self.buffer == "perf":
             obj.set_autocreate(abi.MAP_EVENTS, False)  # unused: kernels before 5.8 have no ring buffer
@@ -237,14 +239,15 @@ class Probe:
 
     def seed_listeners(self, listeners, ns):
         """Tell the kernel who owns the listening sockets that predate us (in network namespace ns)."""
-        for family, addr, port, pid, comm in listeners:
+        for family, addr, port, pid, comm, uid in listeners:
             key = LISTEN_KEY.pack(ns, port, family, addr.ljust(16, b"\0"))
-            self.obj.update(abi.MAP_LISTENERS, key, OWNER_STRUCT.pack(pid, 0, comm.ljust(abi.COMM_LEN, b"\0")))
+            self.obj.update(abi.MAP_LISTENERS, key, OWNER_STRUCT.pack(pid, uid, comm.ljust(abi.COMM_LEN, b"\0")))
 
-    def set_owner(self, skaddr, pid, comm):
+    def set_owner(self, skaddr, pid, comm, uid=0):
         """Remember an owner found in /proc, so the kernel attributes the socket's next events."""
         try:
-            self.obj.update(abi.MAP_OWNERS, abi.SOCK_KEY.pack(skaddr), OWNER_STRUCT.pack(pid, 0, comm.ljust(abi.COMM_LEN, b"\0")))
+            self.obj.update(abi.MAP_OWNERS, abi.SOCK_KEY.pack(skaddr),
+                            OWNER_STRUCT.pack(pid, uid, comm.ljust(abi.COMM_LEN, b"\0")))
         except SnoopError:
             pass
 

@@ -61,7 +61,7 @@ class ConnectionReport:
         for family, laddr, lport, raddr, rport, state, ino in open_conns:
             if state not in OPEN_STATES:
                 continue
-            pid, comm = (owner_of(ino) if owner_of else None) or (0, b"")
+            pid, comm = ((owner_of(ino) if owner_of else None) or (0, b""))[:2]
             if filters is not None and not filters.match(
                     EV_STATE, family, _ip(family, laddr), lport, _ip(family, raddr), rport, pid, comm, state):
                 continue

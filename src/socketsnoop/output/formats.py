@@ -15,8 +15,7 @@ import ipaddress
 import json
 import time
 
-from ..kernel.abi import IDENT_STRUCT
-from ..kernel.abi import R_INCOMPLETE, R_STATES_CUT
+from ..kernel.abi import IDENT_PID, IDENT_STRUCT, R_INCOMPLETE, R_STATES_CUT
 from ..pipeline.decode import (
     DIRECTION_NAMES,
     EVENT_NAMES,
@@ -40,6 +39,11 @@ def escape_comm(raw: bytes) -> str:
     if raw == b"-":
         return r"\x2d"  # a process named "-" is not "no process"
     return "".join(_ESCAPES[b] for b in raw)
+
+
+def escape_token(text: str) -> str:
+    """A name from outside (a user, a unit, a cgroup's) as one safe token of a text line, as COMM is."""
+    return "".join(_ESCAPES[b] for b in text.encode("utf-8", "surrogateescape")) or "-"
 
 
 def comm_text(raw: bytes) -> str:
@@ -123,6 +127,10 @@ class _Formatter:
         self._stamps = {}  # wall-clock milliseconds -> text
         self._idents = {}  # events.IDENT bytes -> text
         self._histories = {}  # a record's (states, nstates, flags) -> text
+        # IDENT -> (uid, cgroup, text with the owner's names): the uid and cgroup are checked (a hit costs no
+        # tuple made per event)
+        self._ctxs = {}
+        self._owners = {}  # (cgroup, uid, pid) -> the text of the owner's names
         # address bytes -> text, per family (one address serves many connections)
         self._addrs = {4: _Cache(lambda raw: format_addr(4, raw)), 6: _Cache(lambda raw: format_addr(6, raw))}
 
@@ -139,6 +147,23 @@ class _Formatter:
         """The text of events.IDENT bytes, made and remembered (one function: a miss is common)."""
         raise NotImplementedError
 
+    def _owner(self, key):
+        """(text of the owner's names, final) for (cgroup, uid, pid): the identity is asked once per such key
+        (connections of one process share it), and again while its answer is not final."""
+        text = self._owners.get(key)
+        if text is not None:
+            return text, True
+        owner, final = self.identity.owner(*key)
+        text = self._owner_text(owner)
+        if final:
+            if len(self._owners) >= IDENT_CACHE:
+                self._owners.clear()
+            self._owners[key] = text
+        return text, final
+
+    def _owner_text(self, owner):
+        raise NotImplementedError
+
     def stamp(self, ts_ns: int) -> str:
         ms = (ts_ns + self._offset) // 1_000_000
         return self._stamps.get(ms) or self._stamp(ms)
@@ -148,10 +173,16 @@ class _Formatter:
 
 
 class TextFormatter(_Formatter):
-    """The seed's line format, local time: 'Dec 30 2024 22:05:25.454 State Change: SRC=...'."""
+    """The seed's line format, local time: 'Dec 30 2024 22:05:25.454 State Change: SRC=...'. With an
+    identity (pipeline/identity.Identity) and context, the owner's names follow STATE=: ' USER=... UNIT=...
+    CONTAINER=<12 hex> POD=...', those known, made once per (cgroup, uid, connection side)."""
 
-    def __init__(self, clock: Clock):
+    def __init__(self, clock: Clock, identity=None, context=False):
         super().__init__(clock)
+        self.identity = identity
+        self.bare_tails = [f" STATE={describe_state(n)}" for n in range(256)]
+        if identity is not None and context:
+            self.lines = self._lines_context
         self._addrs[6] = _Cache(lambda raw: f"[{format_addr(6, raw)}]")  # as format_endpoint puts them
         self.comms = _Cache(escape_comm, 4096)
         self.tails = [f" STATE={describe_state(n)}\n" for n in range(256)]
@@ -177,7 +208,29 @@ class TextFormatter(_Formatter):
         titles, tails, off = self.titles, self.tails, self._offset
         return [f"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{titles[typ]}{idents(who) or ident(who)}"
                 f"{tails[new]}"
-                for ts, _sk, _ino, _ns, typ, _old, new, _own, _fl, who in rows]
+                for ts, _sk, _ino, _ns, typ, _old, new, _own, _fl, who, _uid, _cg in rows]
+
+    def _owner_text(self, owner):
+        return "".join(f" {name}={escape_token(value)}" for name, value in (
+            ("USER", owner.user), ("UNIT", owner.unit), ("CONTAINER", owner.container and owner.container[:12]),
+            ("POD", owner.pod)) if value) + "\n"
+
+    def _context(self, who, uid, cgroup):
+        """The text after STATE= for identity bytes, uid and cgroup, made and remembered once it is final."""
+        text, final = self._owner((cgroup, uid, IDENT_PID.unpack_from(who)[0]))
+        if final:
+            if len(self._ctxs) >= IDENT_CACHE:
+                self._ctxs.clear()
+            self._ctxs[who] = (uid, cgroup, text)
+        return text
+
+    def _lines_context(self, rows):
+        stamps, stamp, idents, ident = self._stamps.get, self._stamp, self._idents.get, self._ident
+        ctxs, ctx = self._ctxs.get, self._context
+        titles, tails, off = self.titles, self.bare_tails, self._offset
+        return [f"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{titles[typ]}{idents(who) or ident(who)}"
+                f"{tails[new]}{(c := ctxs(who)) and c[0] == uid and c[1] == cg and c[2] or ctx(who, uid, cg)}"
+                for ts, _sk, _ino, _ns, typ, _old, new, _own, _fl, who, uid, cg in rows]
 
 
     def _history(self, key):
@@ -208,8 +261,11 @@ class JsonFormatter(_Formatter):
 
     millis = [".%03dZ" % i for i in range(1000)]
 
-    def __init__(self, clock: Clock):
+    def __init__(self, clock: Clock, identity=None):
         super().__init__(clock)
+        self.identity = identity
+        if identity is not None:
+            self.lines = self._lines_identity
         self.comms = _Cache(lambda raw: json.dumps(comm_text(raw), ensure_ascii=True), 4096)
         self.events = {t: f'","event":"{name}","family":' for t, name in EVENT_NAMES.items()}
         self.olds = ["null"] + [f'"{_STATES[n]}"' for n in range(1, 256)]
@@ -239,7 +295,32 @@ class JsonFormatter(_Formatter):
         events, owners, olds, news, off = self.events, self.owners, self.olds, self.news, self._offset
         return [f'{{"timestamp":"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{events[typ]}'
                 f'{idents(who) or ident(who)}{owners[own]}{olds[old]}{news[new]}{ns},"sock":"0x{sk:x}"}}\n'
-                for ts, sk, _ino, ns, typ, old, new, own, _fl, who in rows]
+                for ts, sk, _ino, ns, typ, old, new, own, _fl, who, _uid, _cg in rows]
+
+    def _ident_identity(self, who, uid, cgroup):
+        """The identity text and the owner's names (uid, user, cgroup, unit, container, pod, exe: those
+        known) for identity bytes, uid and cgroup, remembered once final."""
+        names, final = self._owner((cgroup, uid, IDENT_PID.unpack_from(who)[0]))
+        text = (self._idents.get(who) or self._ident(who)) + names
+        if final:
+            ctxs = self._ctxs
+            if len(ctxs) >= IDENT_CACHE:
+                ctxs.clear()
+            ctxs[who] = (uid, cgroup, text)
+        return text
+
+    def _owner_text(self, owner):
+        return "".join(f',"{name}":{json.dumps(value, ensure_ascii=True)}'
+                       for name, value in zip(owner._fields, owner) if value is not None)
+
+    def _lines_identity(self, rows):
+        stamps, stamp, idents, ident = self._stamps.get, self._stamp, self._ctxs.get, self._ident_identity
+        events, owners, olds, news, off = self.events, self.owners, self.olds, self.news, self._offset
+        return [f'{{"timestamp":"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{events[typ]}'
+                f'{(c := idents(who)) and c[0] == uid and c[1] == cg and c[2] or ident(who, uid, cg)}'
+                f'{owners[own]}{olds[old]}{news[new]}{ns},'
+                f'"sock":"0x{sk:x}"}}\n'
+                for ts, sk, _ino, ns, typ, old, new, own, _fl, who, uid, cg in rows]
 
     def record(self, row) -> dict:
         return json.loads(self.format(row))

@@ -27,10 +27,9 @@ from prometheus_client.process_collector import ProcessCollector
 from ..kernel.abi import COMM_LEN, EV_RESET_RECEIVED, EV_RESET_SENT, EV_RETRANSMIT, EV_STATE, R_INCOMPLETE
 from ..pipeline.decode import (DIRECTION_NAMES, IDENT, NEWSTATE, R_DIRECTION, R_FLAGS, R_HANDSHAKE, R_IDENT,
                                R_RESULT, R_RTT, R_START, R_TS, RESULT_NAMES, TYPE, state_name)
+from .metric_labels import DEFAULT_LABEL_LIMIT, LABELS  # noqa: F401 (LABELS: its users import it here)
 from .sinks import Sink
 
-LABELS = ("comm", "unit", "container")  # what --metrics-labels may name
-DEFAULT_LABEL_LIMIT = 100
 OTHER = "other"
 FAILED = ("refused", "timeout", "unreachable")  # results of a connect that failed: the causes
 
@@ -105,27 +104,6 @@ class Histogram:
             buckets.append((bound, acc))
         fam.add_metric([], buckets, self.sum * self.unit_s)
         return fam
-
-
-def parse_labels(values, default_limit=DEFAULT_LABEL_LIMIT):
-    """['comm:50,unit'] -> {'comm': 50, 'unit': default_limit}; ValueError with the reason."""
-    out = {}
-    for value in values:
-        for item in str(value).split(","):
-            name, _, cap = item.strip().partition(":")
-            if name not in LABELS:
-                raise ValueError(f"unknown label {name!r}: one of {', '.join(LABELS)}, e.g. comm or comm:50")
-            if cap:
-                try:
-                    limit = int(cap)
-                except ValueError:
-                    limit = 0
-                if not 1 <= limit <= 100000:
-                    raise ValueError(f"{item.strip()!r}: the cap is a whole number from 1 to 100000")
-            else:
-                limit = default_limit
-            out[name] = limit
-    return out
 
 
 class MetricsSink(Sink):

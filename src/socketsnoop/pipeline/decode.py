@@ -30,8 +30,9 @@ from ..kernel.abi import (
 )
 
 # Row positions: a row is struct event decoded with its identity fields (pid .. family: the same for most
-# events of a connection's side) left as one bytes object, which formatters key their caches by.
-TS, SK, INO, NETNS, TYPE, OLDSTATE, NEWSTATE, OWNER, FLAGS, IDENT = range(10)
+# events of a connection's side) left as one bytes object, which formatters key their caches by; then the
+# owner's uid and the socket's cgroup v2 id.
+TS, SK, INO, NETNS, TYPE, OLDSTATE, NEWSTATE, OWNER, FLAGS, IDENT, UID, CGROUP = range(12)
 
 
 def ident_of(row) -> Ident:
@@ -44,10 +45,11 @@ def make_ident(pid, sport, dport, saddr, daddr, comm, family) -> bytes:
 
 
 def make_row(ts_ns=0, skaddr=0, ino=0, netns=0, type=1, oldstate=0, newstate=0, owner=0, flags=0,
-             pid=0, sport=0, dport=0, saddr=bytes(16), daddr=bytes(16), comm=b"", family=4) -> Row:
+             pid=0, sport=0, dport=0, saddr=bytes(16), daddr=bytes(16), comm=b"", family=4, uid=0,
+             cgroup=0) -> Row:
     """A row from named fields (report, tests): what decoding the kernel's event gives."""
     return Row(ts_ns, skaddr, ino, netns, type, oldstate, newstate, owner, flags,
-               make_ident(pid, sport, dport, saddr, daddr, comm, family))
+               make_ident(pid, sport, dport, saddr, daddr, comm, family), uid, cgroup)
 
 
 EVENT_NAMES = {

@@ -19,8 +19,10 @@ from .decode import (
     R_FLAGS,
     R_INO,
     R_OWNER,
+    R_UID,
     SK,
     TCP_CLOSE,
+    UID,
     Row,
     ident_of,
     ident_of_record,
@@ -86,7 +88,7 @@ class ProcOwnerEnricher(Enricher):
                 self.probe.forget_owner(row[SK])
             if row[FLAGS] & F_OWNER_UNVERIFIED:
                 who = ident_of(row)
-                if not self.filters.match_owner(who.pid, who.comm):
+                if not self.filters.match_owner(who.pid, who.comm, row[UID]):
                     self.filtered += 1
                     rows[i] = None
 
@@ -95,12 +97,12 @@ class ProcOwnerEnricher(Enricher):
         found = self.owners.lookup(row[INO])
         if found is None:
             return row
-        pid, comm = found
+        pid, comm, uid = found
         if row[NEWSTATE] != TCP_CLOSE:  # the kernel forgets a socket at CLOSE: do not teach it a dead one
-            self.probe.set_owner(row[SK], pid, comm)
+            self.probe.set_owner(row[SK], pid, comm, uid)
             self.taught.add(row[SK])
         who = ident_of(row)._replace(pid=pid, comm=comm)
-        return Row._make(row)._replace(owner=OWNER_PROC, ident=make_ident(*who))
+        return Row._make(row)._replace(owner=OWNER_PROC, ident=make_ident(*who), uid=uid)
 
     def enrich_records(self, rows):
         """Records of sockets older than us whose owner the kernel never learned: from /proc, if the process
@@ -115,7 +117,7 @@ class ProcOwnerEnricher(Enricher):
                 found = self.owners.lookup(row[R_INO])
                 if found:
                     who = ident_of_record(row)._replace(pid=found[0], comm=found[1])
-                    row = rows[i] = (*row[:R_OWNER], OWNER_PROC, make_ident(*who))
+                    row = rows[i] = (*row[:R_UID], found[2], *row[R_UID + 1:R_OWNER], OWNER_PROC, make_ident(*who))
             if row[R_FLAGS] & R_OWNER_UNVERIFIED:
                 who = ident_of_record(row)
                 if not self.filters.match_owner(who.pid, who.comm):

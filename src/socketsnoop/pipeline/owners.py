@@ -23,6 +23,17 @@ def proc_comm(pid: int, proc="/proc") -> bytes:
     return _read(f"{proc}/{pid}/comm").rstrip(b"\n")[:15]
 
 
+def proc_uid(pid: int, proc="/proc") -> int:
+    """The process's real uid (as the kernel program records an owner's), 0 if it is gone."""
+    for line in _read(f"{proc}/{pid}/status").splitlines():
+        if line.startswith(b"Uid:"):
+            try:
+                return int(line.split()[1])
+            except (IndexError, ValueError):
+                return 0
+    return 0
+
+
 def socket_inodes(proc="/proc"):
     """inode -> pid of every socket held by a process (the first holder found)."""
     out = {}
@@ -101,11 +112,13 @@ class ProcOwners:
         self.min_interval = min_interval
         self.inodes = {}
         self.comms = {}
+        self.uids = {}
         self.last_scan = 0.0
 
     def scan(self):
         self.inodes = socket_inodes(self.proc)
         self.comms = {}
+        self.uids = {}
         self.last_scan = time.monotonic()
 
     def comm(self, pid):
@@ -114,23 +127,29 @@ class ProcOwners:
             c = self.comms[pid] = proc_comm(pid, self.proc)
         return c
 
+    def uid(self, pid):
+        u = self.uids.get(pid)
+        if u is None:
+            u = self.uids[pid] = proc_uid(pid, self.proc)
+        return u
+
     def lookup(self, ino: int):
-        """(pid, comm) holding socket inode `ino`, or None."""
+        """(pid, comm, uid) holding socket inode `ino`, or None."""
         pid = self.inodes.get(ino)
         if pid is None and time.monotonic() - self.last_scan >= self.min_interval:
             self.scan()
             pid = self.inodes.get(ino)
         if pid is None:
             return None
-        return pid, self.comm(pid)
+        return pid, self.comm(pid), self.uid(pid)
 
     def listeners(self):
-        """[(family, addr, port, pid, comm)] of the listening sockets that exist now."""
+        """[(family, addr, port, pid, comm, uid)] of the listening sockets that exist now."""
         if not self.inodes:
             self.scan()
         out = []
         for family, addr, port, ino in listening_sockets(self.proc):
             pid = self.inodes.get(ino)
             if pid is not None:
-                out.append((family, addr, port, pid, self.comm(pid)))
+                out.append((family, addr, port, pid, self.comm(pid), self.uid(pid)))
         return out

@@ -8,7 +8,7 @@ from collections import Counter, OrderedDict
 from typing import NamedTuple
 
 from ...kernel.abi import EV_RETRANSMIT, EV_STATE
-from ...output.formats import escape_comm, format_endpoint
+from ...output.formats import escape_comm, escape_token, format_endpoint
 from ...output.tracker import Tracker
 from ...pipeline.decode import EVENT_NAMES, TCP_CLOSE, TCP_ESTABLISHED, make_row, state_name
 
@@ -53,6 +53,8 @@ class Report:
         self.kinds = Counter()
         self.states = Counter()
         self.procs = {}  # Process -> Counter
+        # the owner's names, where the logs carry them: unit, container (12 hex), user -> Counter
+        self.owners = {"units": {}, "containers": {}, "users": {}}
         self.remotes = Counter()
         self.remote_established = Counter()
         self.resets = Counter()  # ResetKey -> count
@@ -81,36 +83,58 @@ class Report:
     def _wanted(self, r):
         if (self.since is not None and r.ts_ns < self.since) or (self.until is not None and r.ts_ns > self.until):
             return False
-        return self.filters.match(r.kind, r.family, r.src, r.sport, r.dst, r.dport, r.pid, r.comm, r.newstate)
+        return self.filters.match(r.kind, r.family, r.src, r.sport, r.dst, r.dport, r.pid, r.comm, r.newstate,
+                                  r.uid, r.user, r.cgroup, r.unit, r.container)
 
     def _count(self, r, local, remote):
-        """The record in the tables: by event, states, processes, remote endpoints, resets."""
+        """The record in the tables: by event, states, processes, units, containers, users, remote endpoints,
+        resets."""
         comm = escape_comm(r.comm)
         self.kinds[r.kind] += 1
         proc = self.procs.get((r.pid, comm))  # a plain tuple finds a named key (equal hash and ==)
         if proc is None and self._room(self.procs, "processes"):
             proc = self.procs[Process(r.pid, comm)] = Counter()
+        groups = [proc] + self._owner_counts(r)
         count_remote = remote in self.remotes or self._room(self.remotes, "remotes")
         if count_remote:
             self.remotes[remote] += 1
         if r.kind == EV_STATE:
             self.states[r.newstate] += 1
             if r.newstate == TCP_ESTABLISHED:
-                if proc is not None:
-                    proc["established"] += 1
+                for g in groups:
+                    if g is not None:
+                        g["established"] += 1
                 if count_remote:
                     self.remote_established[remote] += 1
         elif r.kind == EV_RETRANSMIT:
-            if proc is not None:
-                proc["retransmits"] += 1
+            for g in groups:
+                if g is not None:
+                    g["retransmits"] += 1
         else:
-            if proc is not None:
-                proc["resets"] += 1
+            for g in groups:
+                if g is not None:
+                    g["resets"] += 1
             reset = (r.kind, local, str(r.dst), r.pid, comm)
             if reset in self.resets:
                 self.resets[reset] += 1  # the key stays the ResetKey it was added as
             elif self._room(self.resets, "resets"):
                 self.resets[ResetKey(*reset)] = 1
+
+    def _owner_counts(self, r):
+        """The record's rows of the units, containers and users tables (each counts its events), those the
+        line names."""
+        out = []
+        user = r.user if r.user is not None else (str(r.uid) if r.uid is not None else None)
+        for table, key in (("units", r.unit), ("containers", r.container and r.container[:12]), ("users", user)):
+            if key is not None:
+                key = escape_token(key)
+                counts = self.owners[table].get(key)
+                if counts is None and self._room(self.owners[table], table):
+                    counts = self.owners[table][key] = Counter()
+                if counts is not None:
+                    counts["events"] += 1
+                    out.append(counts)
+        return out
 
     def _room(self, table, name):
         """True if the table can take one more key; else the event is counted as left out of it."""
@@ -177,6 +201,10 @@ class Report:
             "processes": [{"pid": p.pid, "comm": p.comm, "established": c["established"],
                            "retransmits": c["retransmits"], "resets": c["resets"]}
                           for p, c in procs[:top]],
+            **{table: [{"name": name, "events": c["events"], "established": c["established"],
+                        "retransmits": c["retransmits"], "resets": c["resets"]}
+                       for name, c in sorted(rows.items(), key=lambda kv: (-kv[1]["events"], kv[0]))[:top]]
+               for table, rows in self.owners.items()},
             "remotes": [{"remote": ep, "events": n, "established": self.remote_established[ep]}
                         for ep, n in self.remotes.most_common(top)],
             "resets": [{"event": EVENT_NAMES[k.kind], "local": k.local, "remote_addr": k.remote_addr, "pid": k.pid,

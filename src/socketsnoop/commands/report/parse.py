@@ -26,7 +26,9 @@ STATE_NAMES = {state_name(n): n for n in range(32)}
 TEXT_LINE = re.compile(
     r"(?P<ts>[A-Z][a-z]{2} \d{2} \d{4} \d{2}:\d{2}:\d{2})\.(?P<ms>\d{3}) "
     r"(?P<title>State Change|Retransmission|Reset Sent|Reset Received): "
-    r"SRC=(?P<src>\S+) DST=(?P<dst>\S+) PID=(?P<pid>\d{1,10}) COMM=(?P<comm>\S+) STATE=(?P<state>.+?)\s*$",
+    r"SRC=(?P<src>\S+) DST=(?P<dst>\S+) PID=(?P<pid>\d{1,10}) COMM=(?P<comm>\S+) STATE=(?P<state>.+?)"
+    r"(?: USER=(?P<user>\S+))?(?: UNIT=(?P<unit>\S+))?(?: CONTAINER=(?P<container>[0-9a-f]{12}))?"
+    r"(?: POD=(?P<pod>\S+))?\s*$",  # --context's names
     re.ASCII,
 )
 # a central rsyslog's file: the host and program before our line. RFC 3164 as rsyslog's default file format
@@ -40,6 +42,8 @@ SYSLOG_3164 = re.compile(
 SYSLOG_5424 = re.compile(
     r"<\d{1,3}>1 \S+ (?P<host>[!-~]{1,255}) socket-snoop [!-~]{1,128} [!-~]{1,32} "
     r"(?:-|(?:\[(?:[^\]\"]|\"(?:[^\"\\]|\\.)*\")*\])+)(?: \ufeff?(?P<msg>.*))?", re.DOTALL)
+CONTAINER_ID = re.compile(r"[0-9a-f]{12,64}", re.ASCII)
+MAX_NAME = 4096  # characters of a logged name (user, unit, cgroup, pod) that the report takes
 JSON_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z", re.ASCII)
 _ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
 _JSON_BYTE = re.compile(rb"\\x([89a-fA-F][0-9a-fA-F])")  # what comm_text's backslashreplace makes of a non-UTF-8 byte
@@ -67,7 +71,24 @@ class Record(NamedTuple):
     comm: bytes  # the raw name
     newstate: int
     sock: int | None  # the socket's address, if the line has it (JSON)
+    # the owner's names where the line has them (JSON lines; text lines written with --context), else None
+    uid: int | None = None
+    user: str | None = None
+    cgroup: str | None = None
+    unit: str | None = None
+    container: str | None = None  # 64 hex (JSON) or 12 (text)
+    pod: str | None = None
     host: str | None = None  # the host of a central syslog's line (its prefix); None in the monitor's own log
+
+
+def _name(value):
+    """A logged name (JSON): a string of sane length, else None (left out, as unknown)."""
+    return value if isinstance(value, str) and 0 < len(value) <= MAX_NAME else None
+
+
+def _text_name(value):
+    """A --context value of a text line (escape_token's form) back to the name."""
+    return unescape_comm(value).decode("utf-8", "surrogateescape") if value else None
 
 
 class Endpoint(NamedTuple):
@@ -198,7 +219,8 @@ class Parser:
             raise Malformed("unknown state")
         ts_ns = int(sec) * 1_000_000_000 + int(m["ms"]) * 1_000_000
         return Record(ts_ns, TITLE_KINDS[m["title"]], src.family, src.addr, src.port, dst.addr, dst.port,
-                      int(m["pid"]), unescape_comm(m["comm"]), state, None)
+                      int(m["pid"]), unescape_comm(m["comm"]), state, None, None, _text_name(m["user"]), None,
+                      _text_name(m["unit"]), m["container"], _text_name(m["pod"]))
 
     def parse_json(self, line):
         try:
@@ -224,11 +246,18 @@ class Parser:
             ms = int(frac[1:4].ljust(3, "0")) if frac.startswith(".") else 0
             sock = int(d["sock"], 16) if isinstance(d.get("sock"), str) else None
             sock = sock or None
+            uid = d.get("uid")
+            uid = uid if type(uid) is int and 0 <= uid < 2**32 else None
+            cgroup = _name(d.get("cgroup"))
+            cgroup = cgroup if cgroup and cgroup.startswith("/") else None
+            container = d.get("container")
+            container = container if isinstance(container, str) and CONTAINER_ID.fullmatch(container) else None
         except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError):
             # RecursionError: deeply nested JSON ('{"a":[[[[...'); never shown, so no text from the line is kept
             raise Malformed("bad JSON event") from None
         return Record(int(sec) * 1_000_000_000 + ms * 1_000_000, kind, fam, src, sport, dst, dport, pid,
-                      comm_from_json(comm), state, sock)
+                      comm_from_json(comm), state, sock, uid, _name(d.get("user")), cgroup, _name(d.get("unit")),
+                      container, _name(d.get("pod")))
 
 
 def show_path(path):

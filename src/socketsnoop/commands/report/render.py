@@ -55,6 +55,12 @@ def text_lines(report, top, lifecycles, stamp):
     for p in s["processes"]:
         out.append(f"  PID={p['pid']} COMM={p['comm']}: {p['established']} established, "
                    f"{p['retransmits']} retransmits, {p['resets']} resets")
+    for table, title in (("units", "Units"), ("containers", "Containers"), ("users", "Users")):
+        if s[table]:  # only when the logs carry them (JSON, or text written with --context)
+            out.append(f"{title} (top {top}): events, established, retransmits, resets")
+            for g in s[table]:
+                out.append(f"  {g['name']}: {g['events']} events, {g['established']} established, "
+                           f"{g['retransmits']} retransmits, {g['resets']} resets")
     out.append(f"Remote endpoints (top {top}): events, established")
     for r in s["remotes"]:
         out.append(f"  {r['remote']}: {r['events']} events, {r['established']} established")
@@ -73,7 +79,8 @@ def left_out_lines(report):
     if not lo:
         return []
     parts = [f"{lo[k]} events not counted in {what}" for k, what in
-             (("processes", "Processes"), ("remotes", "Remote endpoints"), ("resets", "Resets")) if lo[k]]
+             (("processes", "Processes"), ("units", "Units"), ("containers", "Containers"), ("users", "Users"),
+              ("remotes", "Remote endpoints"), ("resets", "Resets")) if lo[k]]
     if parts:
         parts[0] = parts[0] + f" (each table keeps its first {report.table_limit} keys)"
     if lo["joins"]:

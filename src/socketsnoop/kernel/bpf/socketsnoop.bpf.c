@@ -59,6 +59,8 @@
  *   tcp_send_reset for resets without a full socket            6.10 (before: the fentry programs,
  *                                                                   where the kernel allows fentry)
  *   tcp_retransmit_skb's err argument                          newer than 6.12 (CO-RE guard)
+ *   sock_cgroup_data.cgroup (before: a word, val)              5.15 (CO-RE guard: both read)
+ *   cgroup.ancestors[] (before: ancestor_ids[], u64 ids)       6.0 (CO-RE guard: both read)
  * Tested: 5.10, 6.1, 6.1 PREEMPT_RT, 6.12 (tests/kernels/run), 6.18.
  */
 #include "vmlinux.h"
@@ -105,6 +107,8 @@ const volatile bool use_perf = false;	 /* perf event array instead of ring buffe
 const volatile bool use_hash_storage = false; /* sock_states_hash instead of socket storage (before 5.11) */
 const volatile bool summary_only = false;	 /* no per-event records: connection records only (--summary-only) */
 const volatile bool no_records = false;	 /* no connection records (--no-summary) */
+const volatile __u32 cgroup_levels = 0;	 /* bit n: a cgroup filter names a cgroup at depth n (filter_cgroups) */
+const volatile bool want_cgroup = true;	 /* struct event.cgroup wanted (JSON, --context): else left 0 */
 
 /* keep struct event and struct conn_record in the object's BTF, where tests/test_abi.py reads their layout */
 const volatile struct event *unused_event __attribute__((unused));
@@ -235,6 +239,22 @@ struct {
 	__type(key, __u32);
 	__type(value, __u8);
 } filter_ports SEC(".maps");
+
+/* uid -> SS_FV_* */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SS_MAX_FILTER_VALUES);
+	__type(key, __u32);
+	__type(value, __u8);
+} filter_uids SEC(".maps");
+
+/* cgroup v2 id -> SS_FV_*: the socket's cgroup or any of its ancestors */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SS_MAX_FILTER_VALUES);
+	__type(key, __u64);
+	__type(value, __u8);
+} filter_cgroups SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -414,6 +434,104 @@ static __always_inline __u64 inode_of(const struct sock *sk)
 	return so->file->f_inode->i_ino;
 }
 
+/*
+ * The socket's cgroup (cgroup v2), as the kernel recorded it when the socket
+ * was made (an accepted socket: its listener's): right in softirq context
+ * too, where the current task is not the owner. Two layouts (CO-RE):
+ * since 5.15 sock_cgroup_data holds a struct cgroup *; before, one word
+ * (val) that is the pointer, or net_prio/net_cls data when its low bits are
+ * set (then no cgroup is known: 0).
+ */
+struct sock_cgroup_data___old {
+	__u64 val;
+};
+
+struct cgroup___old {
+	int level;
+	__u64 ancestor_ids[];
+};
+
+/* the socket's struct cgroup, as a plain address (0 if none) */
+static __always_inline __u64 sock_cgroup(const struct sock *sk)
+{
+	if (!sk)
+		return 0;
+	if (bpf_core_field_exists(struct sock_cgroup_data, cgroup))
+		return (__u64)BPF_CORE_READ(sk, sk_cgrp_data.cgroup);
+	__u64 v = BPF_CORE_READ((struct sock_cgroup_data___old *)&sk->sk_cgrp_data, val);
+
+	return v & 3 ? 0 : v;
+}
+
+/* cgroup id (kernfs node id, u64 since 5.5: the inode number of its directory on cgroup2) */
+static __always_inline __u64 cgroup_id_at(__u64 cg)
+{
+	return cg ? BPF_CORE_READ((struct cgroup *)cg, kn, id) : 0;
+}
+
+/* the socket's cgroup v2 id, 0 if none: struct event.cgroup, struct conn_record.cgroup */
+static __always_inline __u64 cgroup_of(const struct sock *sk)
+{
+	return cgroup_id_at(sock_cgroup(sk));
+}
+
+/*
+ * The cgroup filters (--cgroup, --unit, --container and their --exclude-):
+ * the socket's cgroup is in a filter cgroup's subtree when its ancestor at
+ * that cgroup's depth is that cgroup. Only the depths a filter names are
+ * looked at (cgroup_levels). Cgroups made after start are judged the same
+ * way: nothing is fixed but the filter cgroups themselves.
+ */
+static __always_inline bool cgroup_passes(__u64 cg, __u32 f)
+{
+	bool included = false;
+	int level;
+	__u64 off;
+
+	if (!cg)
+		return !(f & SS_FILT_CGROUP);
+	if (bpf_core_field_exists(struct cgroup, ancestors)) {
+		level = BPF_CORE_READ((struct cgroup *)cg, level);
+		off = bpf_core_field_offset(struct cgroup, ancestors);
+	} else {
+		level = BPF_CORE_READ((struct cgroup___old *)cg, level);
+		off = bpf_core_field_offset(struct cgroup___old, ancestor_ids);
+	}
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < SS_CGROUP_LEVELS; i++) {
+		__u64 id = 0, anc = 0;
+		__u8 *v;
+
+		if (i > level)
+			break;
+		if (!(cgroup_levels & (1u << i)))
+			continue;
+		if (bpf_core_field_exists(struct cgroup, ancestors)) {
+			bpf_probe_read_kernel(&anc, sizeof(anc), (void *)(cg + off + i * sizeof(anc)));
+			id = cgroup_id_at(anc);
+		} else {
+			bpf_probe_read_kernel(&id, sizeof(id), (void *)(cg + off + i * sizeof(id)));
+		}
+		v = bpf_map_lookup_elem(&filter_cgroups, &id);
+		if (!v)
+			continue;
+		if (*v & SS_FV_EXCLUDE)
+			return false;
+		if (*v & SS_FV_INCLUDE)
+			included = true;
+	}
+	return included || !(f & SS_FILT_CGROUP);
+}
+
+/* struct event.cgroup, and the verdict of the cgroup filters for passes_filters() (SS_F_CGROUP_IN) */
+static __always_inline void fill_cgroup(struct event *e, const struct sock *sk)
+{
+	if (want_cgroup)
+		e->cgroup = cgroup_of(sk);
+	if ((filter_flags & (SS_FILT_CGROUP | SS_FILT_X_CGROUP)) && cgroup_passes(sock_cgroup(sk), filter_flags))
+		e->flags |= SS_F_CGROUP_IN;
+}
+
 static __always_inline void set_current_owner(struct owner *o)
 {
 	/*
@@ -458,6 +576,7 @@ static __always_inline struct owner *listener_owner(const struct sock *sk)
 static __always_inline void copy_owner(struct event *e, const struct owner *o, __u8 how)
 {
 	e->pid = o->pid;
+	e->uid = o->uid;
 	__builtin_memcpy(e->comm, o->comm, SS_COMM_LEN);
 	e->owner = how;
 }
@@ -567,13 +686,40 @@ static __always_inline bool addr_in(__u8 kind, __u8 family, const __u8 *addr)
 	return bpf_map_lookup_elem(&filter_addrs, &k) != NULL;
 }
 
-/* true: the event passes every filter. Within a kind values are OR-ed, across kinds AND-ed. */
+/* a filter set of values (filter_pids, filter_comms, filter_uids): include and exclude */
+static __always_inline bool value_passes(void *map, const void *key, __u32 f, __u32 inc, __u32 exc)
+{
+	__u8 *v;
+
+	if (!(f & (inc | exc)))
+		return true;
+	v = bpf_map_lookup_elem(map, key);
+	if ((f & inc) && !(v && (*v & SS_FV_INCLUDE)))
+		return false;
+	if ((f & exc) && v && (*v & SS_FV_EXCLUDE))
+		return false;
+	return true;
+}
+
+#define SS_FILT_OWNER (SS_FILT_PID | SS_FILT_COMM | SS_FILT_UID | SS_FILT_X_PID | SS_FILT_X_COMM | SS_FILT_X_UID)
+
+/*
+ * true: the event passes every filter. Within a kind values are OR-ed, across kinds AND-ed; a value in an
+ * exclusion (--exclude-*) drops the event whatever else matches.
+ */
 static __always_inline bool passes_filters(struct event *e)
 {
 	__u32 f = filter_flags;
 
 	if (!f)
 		return true;
+	if (f & (SS_FILT_CGROUP | SS_FILT_X_CGROUP)) {
+		bool in = e->flags & SS_F_CGROUP_IN;
+
+		e->flags &= ~SS_F_CGROUP_IN; /* the kernel's own: user space never sees it */
+		if (!in)
+			return false;
+	}
 	if ((f & SS_FILT_SKIP_UNSPEC) &&
 	    (addr_unspecified(e->saddr, e->family) || addr_unspecified(e->daddr, e->family)))
 		return false;
@@ -586,7 +732,7 @@ static __always_inline bool passes_filters(struct event *e)
 	if ((f & SS_FILT_NO_RESET) &&
 	    (e->type == SS_EV_RESET_SENT || e->type == SS_EV_RESET_RECEIVED))
 		return false;
-	if ((f & SS_FILT_STATE) && !(filter_states & (1u << (e->newstate & 31))))
+	if ((f & SS_FILT_STATE) && e->type != SS_EV_CONNECTION && !(filter_states & (1u << (e->newstate & 31))))
 		return false;
 	if ((f & SS_FILT_PORT) && !port_in(SS_ADDR_EITHER, e->sport) &&
 	    !port_in(SS_ADDR_EITHER, e->dport))
@@ -602,13 +748,16 @@ static __always_inline bool passes_filters(struct event *e)
 		return false;
 	if ((f & SS_FILT_DST) && !addr_in(SS_ADDR_DST, e->family, e->daddr))
 		return false;
-	if (f & (SS_FILT_PID | SS_FILT_COMM)) {
-		bool ok = true;
+	if ((f & SS_FILT_X_PORT) && (port_in(SS_ADDR_EXCLUDE, e->sport) || port_in(SS_ADDR_EXCLUDE, e->dport)))
+		return false;
+	if ((f & SS_FILT_X_ADDR) && (addr_in(SS_ADDR_EXCLUDE, e->family, e->saddr) ||
+				     addr_in(SS_ADDR_EXCLUDE, e->family, e->daddr)))
+		return false;
+	if (f & SS_FILT_OWNER) {
+		bool ok = value_passes(&filter_pids, &e->pid, f, SS_FILT_PID, SS_FILT_X_PID) &&
+			  value_passes(&filter_comms, e->comm, f, SS_FILT_COMM, SS_FILT_X_COMM) &&
+			  value_passes(&filter_uids, &e->uid, f, SS_FILT_UID, SS_FILT_X_UID);
 
-		if ((f & SS_FILT_PID) && !bpf_map_lookup_elem(&filter_pids, &e->pid))
-			ok = false;
-		if (ok && (f & SS_FILT_COMM) && !bpf_map_lookup_elem(&filter_comms, e->comm))
-			ok = false;
 		if (e->owner == SS_OWNER_CURRENT && e->ino) {
 			/* a socket older than us: user space knows its owner from /proc */
 			e->flags |= SS_F_OWNER_UNVERIFIED;
@@ -773,6 +922,8 @@ static __always_inline void record(void *ctx, const struct sock *sk, const struc
 
 	r.result = result_of(sk, st, oldstate);
 	e->type = SS_EV_CONNECTION; /* for the filters */
+	if (filter_flags & (SS_FILT_CGROUP | SS_FILT_X_CGROUP))
+		fill_cgroup(e, sk); /* passes_filters() took the event's verdict */
 	if ((filter_flags & SS_FILT_FAILED) && r.result == SS_RESULT_CLOSED) {
 		count(SS_C_RECORDS_FILTERED);
 		return;
@@ -796,12 +947,12 @@ static __always_inline void record(void *ctx, const struct sock *sk, const struc
 		r.nstates = st->nstates;
 		r.direction = st->direction;
 		r.flags |= st->flags & (SS_R_INCOMPLETE | SS_R_STATES_CUT);
-		r.uid = st->flags & SS_S_OWNED ? st->owner.uid : (__u32)bpf_get_current_uid_gid();
 		seen = st->seen;
 	} else {
 		r.flags |= SS_R_INCOMPLETE;
-		r.uid = (__u32)bpf_get_current_uid_gid();
 	}
+	r.uid = e->uid;
+	r.cgroup = cgroup_of(sk);
 	r.retransmits = BPF_CORE_READ(tp, total_retrans);
 	r.rtt_us = srtt_us_of(tp);
 	/*
@@ -887,6 +1038,7 @@ static __always_inline int state_change(void *ctx, const struct sock *sk, const 
 	e.skaddr = (__u64)sk;
 	e.netns = netns_of(sk);
 	fill_full_sock(&e, sk);
+	fill_cgroup(&e, sk);
 	if (st)
 		note_state(st, sk, newstate, e.ts_ns);
 
@@ -969,6 +1121,7 @@ static __always_inline int sock_event(void *ctx, const struct sock *sk, __u8 typ
 		st->flags |= SS_S_RESET_RECEIVED;
 	fill_owner(&e, sk, st);
 	fill_full_sock(&e, sk);
+	fill_cgroup(&e, sk);
 	return emit(ctx, &e, cs);
 }
 
@@ -1014,6 +1167,7 @@ static __always_inline int synack_retransmit(void *ctx, const struct sock *sk, c
 		return 0;
 	e.sport = req->__req_common.skc_num; /* the listener's port, in host order */
 	fill_listener_owner(&e, sk);
+	fill_cgroup(&e, sk); /* the listener's */
 	return emit(ctx, &e, cs);
 }
 
@@ -1126,6 +1280,7 @@ static __always_inline int reset_sent(void *ctx, const struct sock *sk, const st
 		e.owner = SS_OWNER_NONE; /* the kernel answered for no process: pid 0, no comm */
 		if (skb && skb->dev)
 			e.netns = skb->dev->nd_net.net->ns.inum;
+		fill_cgroup(&e, NULL);
 		return emit(ctx, &e, cs);
 	}
 	e.newstate = sk->__sk_common.skc_state;
@@ -1133,8 +1288,10 @@ static __always_inline int reset_sent(void *ctx, const struct sock *sk, const st
 	if (e.newstate == TCP_TIME_WAIT) {
 		/* a timewait socket: its process has closed it, nobody owns it now */
 		e.owner = SS_OWNER_NONE;
+		fill_cgroup(&e, NULL);
 	} else if (e.newstate == TCP_NEW_SYN_RECV) {
 		fill_listener_owner(&e, sk); /* a request socket (handshake not done) */
+		fill_cgroup(&e, sk->__sk_common.skc_listener);
 	} else {
 		/* a full socket (request and timewait ones are smaller: no sk_socket to read) */
 		struct sock_state *st = state_of(sk, false);
@@ -1142,6 +1299,7 @@ static __always_inline int reset_sent(void *ctx, const struct sock *sk, const st
 		if (st)
 			st->flags |= SS_S_RESET_SENT;
 		fill_owner(&e, sk, st);
+		fill_cgroup(&e, sk);
 	}
 	return emit(ctx, &e, cs);
 }

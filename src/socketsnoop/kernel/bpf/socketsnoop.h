@@ -21,6 +21,7 @@
 #define SS_MAX_FILTER_VALUES 1024	/* each filter map: values of one filter kind */
 #define SS_THREAD_SIZE 16384		/* x86-64 task stack (THREAD_SIZE; 32K with KASAN): context_level() */
 #define SS_CONTEXT_LEVELS 2		/* struct cpu_state.taken: 0 a task, 1 a softirq (RE-ENTRY, 1) */
+#define SS_CGROUP_LEVELS 32		/* cgroup filters: a filter cgroup's depth below the v2 root is less than this */
 
 /* struct event.type */
 enum ss_event_type {
@@ -40,7 +41,12 @@ enum ss_owner {
 };
 
 /* struct event.flags */
-#define SS_F_OWNER_UNVERIFIED 1 /* pid/comm filters are on and the owner is a guess: user space re-checks */
+#define SS_F_OWNER_UNVERIFIED 1 /* owner filters (pid, comm, uid) are on and the owner is a guess: user space re-checks */
+/*
+ * In the kernel only: the socket's cgroup passes the cgroup filters (set by fill_cgroup(), cleared by
+ * passes_filters() before output). An event made without fill_cgroup() fails the cgroup filters.
+ */
+#define SS_F_CGROUP_IN 2
 
 /* counters (a per-CPU array, index -> __u64) */
 enum ss_counter {
@@ -65,7 +71,12 @@ enum ss_addr_kind {
 	SS_ADDR_EITHER = 1,
 	SS_ADDR_SRC = 2,
 	SS_ADDR_DST = 3,
+	SS_ADDR_EXCLUDE = 4, /* --exclude-addr, --exclude-port: either end */
 };
+
+/* the value of an entry of filter_pids, filter_comms, filter_uids, filter_cgroups: which filter has it */
+#define SS_FV_INCLUDE 1
+#define SS_FV_EXCLUDE 2
 
 /* filter switches, set in the read-only config before load */
 #define SS_FILT_PID (1u << 0)
@@ -82,7 +93,15 @@ enum ss_addr_kind {
 #define SS_FILT_NO_RETRANSMIT (1u << 11)
 #define SS_FILT_NO_RESET (1u << 12)
 #define SS_FILT_SKIP_UNSPEC (1u << 13) /* skip 0.0.0.0 / :: at either end */
-#define SS_FILT_FAILED (1u << 14)      /* connection records: only those whose result is not SS_RESULT_CLOSED */
+#define SS_FILT_X_PID (1u << 14)	/* --exclude-pid */
+#define SS_FILT_X_COMM (1u << 15)
+#define SS_FILT_X_PORT (1u << 16)
+#define SS_FILT_X_ADDR (1u << 17)
+#define SS_FILT_UID (1u << 18)
+#define SS_FILT_X_UID (1u << 19)
+#define SS_FILT_CGROUP (1u << 20)	/* --cgroup, --unit, --container: the socket's cgroup or an ancestor */
+#define SS_FILT_X_CGROUP (1u << 21)
+#define SS_FILT_FAILED (1u << 22)      /* connection records: only those whose result is not SS_RESULT_CLOSED */
 
 /* struct sock_state.flags, beyond SS_R_*: what the record needs to know at CLOSE */
 #define SS_S_RESET_SENT 16     /* a reset was sent on this socket */
@@ -90,7 +109,7 @@ enum ss_addr_kind {
 #define SS_S_OWNED 64	       /* .owner is set */
 
 /*
- * One event, 96 bytes. Addresses are in network byte order; IPv4 uses the
+ * One event, 112 bytes. Addresses are in network byte order; IPv4 uses the
  * first 4 bytes. family is 4 or 6; an IPv4-mapped IPv6 connection (a
  * dual-stack socket talking IPv4) is reported as 4. Ports are in host order.
  *
@@ -119,6 +138,10 @@ struct event {
 	char comm[SS_COMM_LEN];
 	__u8 family;
 	__u8 pad2[3];
+	/* the owner's uid and the socket's cgroup: after the identity, which they do not change */
+	__u32 uid;	/* the owner's (real) uid; 0 with SS_OWNER_NONE */
+	__u32 pad3;
+	__u64 cgroup;	/* the socket's cgroup v2 id (sk_cgrp_data: its creator's cgroup), 0 if none */
 };
 
 /* struct conn_record.result: why a connection ended */
