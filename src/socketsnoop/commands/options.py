@@ -118,8 +118,8 @@ def build_parser():
     run.add_argument("--duration", type=positive("--duration"), metavar="SECONDS", help="stop after SECONDS")
     run.add_argument("--buffer", choices=("ringbuf", "perf"), default="ringbuf",
                      help="kernel-to-user buffer: BPF ring buffer (default, Linux 5.8+) or perf buffer")
-    run.add_argument("--buffer-size", type=parse_size, default=16 << 20, metavar="SIZE",
-                     help="buffer size, e.g. 16M (default), rounded up to a power of two")
+    run.add_argument("--buffer-size", type=parse_size, default=32 << 20, metavar="SIZE",
+                     help="buffer size, e.g. 32M (default), rounded up to a power of two")
     run.add_argument("--config", metavar="PATH", help=f"config file (default {DEFAULT_CONFIG} if it exists)")
     add_filter_args(p.add_argument_group("filters (in the kernel; values of one kind OR-ed, kinds AND-ed)"))
     return p
