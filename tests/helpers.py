@@ -3,6 +3,7 @@ unique ports, nftables tables and network namespaces that are always cleaned up.
 
 import contextlib
 import json
+import mmap
 import os
 import random
 import signal
@@ -12,6 +13,8 @@ import sys
 import textwrap
 import time
 import uuid
+
+from socketsnoop.kernel.ringbuf import RingBuffer
 
 READY = "Monitoring socket connections..."
 
@@ -46,9 +49,11 @@ def free_port():
 class Monitor:
     """socket-snoop running as a child process, with a log file in a temp dir."""
 
-    def __init__(self, tmp_path, *args, log_name="monitor.log", ready_timeout=20):
+    def __init__(self, tmp_path, *args, log_name="monitor.log", ready_timeout=20, summary=False):
+        """summary: keep the Connection Summary lines (tests of the per-event lines leave them out: --no-summary)."""
         self.log = tmp_path / log_name
-        self.args = [sys.executable, "-m", "socketsnoop", "--log-file", str(self.log), *args]
+        quiet = [] if summary or {"--summary-only", "--failed", "--no-summary"} & set(args) else ["--no-summary"]
+        self.args = [sys.executable, "-m", "socketsnoop", "--log-file", str(self.log), *quiet, *args]
         self.ready_timeout = ready_timeout
         self.proc = None
         self.stdout = self.stderr = ""
@@ -223,3 +228,78 @@ def netns_pair(v4_prefix="198.18", v6_prefix="fd53:5353"):
     finally:
         for ns in (a, b):
             sh("ip", "netns", "delete", ns, check=False)
+
+
+def snmp(netns=None):
+    """The Tcp counters of /proc/net/snmp (of a network namespace): {'ActiveOpens': n, ...}."""
+    cmd = ["cat", "/proc/net/snmp"]
+    text = sh(*(["ip", "netns", "exec", netns] if netns else []), *cmd).stdout
+    rows = [line.split()[1:] for line in text.splitlines() if line.startswith("Tcp:")]
+    return dict(zip(rows[0], map(int, rows[1])))
+
+
+@contextlib.contextmanager
+def netns_sysctl(netns, name, value):
+    """A sysctl of a private network namespace (its own copy: the host's stays as it is)."""
+    sh("ip", "netns", "exec", netns, "sysctl", "-qw", f"{name}={value}")
+    yield
+
+
+class RingFile:
+    """A file laid out as a BPF ring buffer map is (kernel/bpf/ringbuf.c): a consumer page, a producer
+    page, then `size` data bytes; records are put in as the kernel's producer does (an 8-byte header,
+    length | busy | discard bits and a page offset, the data padded to 8, wrapping past the end of the
+    data). `ring` is socket-snoop's RingBuffer reading it (no epoll: a memfd cannot be waited on)."""
+
+    def __init__(self, size, record_size, start=0):
+        self.page, self.size = mmap.PAGESIZE, size
+        self.fd = os.memfd_create("socketsnoop-test-ring")
+        os.ftruncate(self.fd, 2 * self.page + size)
+        self.mem = mmap.mmap(self.fd, 2 * self.page + size)
+        self.consumer = self.producer = start
+        self.ring = RingBuffer(self.fd, size, record_size, wakeups=False)
+
+    @property
+    def consumer(self):
+        return int.from_bytes(self.mem[0:8], "little")
+
+    @consumer.setter
+    def consumer(self, pos):
+        self.mem[0:8] = pos.to_bytes(8, "little")
+
+    @property
+    def producer(self):
+        return int.from_bytes(self.mem[self.page: self.page + 8], "little")
+
+    @producer.setter
+    def producer(self, pos):
+        self.mem[self.page: self.page + 8] = pos.to_bytes(8, "little")
+
+    def _write(self, pos, data):
+        base, off = 2 * self.page, pos % self.size
+        first = min(len(data), self.size - off)
+        self.mem[base + off: base + off + first] = data[:first]
+        self.mem[base: base + len(data) - first] = data[first:]  # the part past the end, at the start
+
+    def put(self, data, busy=False, discard=False, length=None):
+        """One record at the producer position: its header (length, or len(data)), then data, padded to 8.
+        Returns the position of its header."""
+        pos = self.producer
+        length = len(data) if length is None else length
+        header = length | (1 << 31 if busy else 0) | (1 << 30 if discard else 0)
+        self._write(pos, header.to_bytes(4, "little") + bytes(4) + data + bytes(-len(data) % 8))
+        self.producer = pos + 8 + ((length + 7) & ~7)
+        return pos
+
+    def put_raw(self, records):
+        """Records as the kernel wrote them (headers included, each padded to 8), at the producer position."""
+        self._write(self.producer, records)
+        self.producer += len(records)
+
+    def set_header(self, pos, header):
+        self._write(pos, header.to_bytes(4, "little"))
+
+    def close(self):
+        self.ring.close()
+        self.mem.close()
+        os.close(self.fd)

@@ -6,15 +6,15 @@ tracepoints are looked up in the kernel's BTF, which everyone may read. As
 root it also loads and attaches the BPF program, the only complete test.
 """
 
-import argparse
 import ctypes
 import os
 import re
 
 from ..errors import SnoopError
-from ..kernel.abi import PROGRAMS, REQUIRED
+from ..kernel.abi import MAX_SOCKETS_HASH, PROGRAMS, REQUIRED
 from ..kernel.libbpf import Libbpf
 from ..kernel.loader import BTF_PATH, Probe, effective_caps, has_bpf_caps
+from .cmdline import CommandParser
 from .options import build_parser as monitor_parser
 from .options import filters_from, options_from_config
 
@@ -130,18 +130,25 @@ def check_log(log_file):
 
 
 def check_load(opts):
-    """Load and attach the program for real (needs privileges), then detach it."""
+    """Load and attach the program for real (needs privileges), then detach it: [Result], with where the
+    kernel keeps its per-socket state when it loaded."""
     skipped = []
     probe = Probe(filters_from(opts), buffer=opts.buffer, buffer_size=opts.buffer_size, log=skipped.append)
     try:
         probe.load()
         probe.attach()
     except SnoopError as e:
-        return Result("load BPF program", False, str(e).removeprefix("socket-snoop: "))
+        return [Result("load BPF program", False, str(e).removeprefix("socket-snoop: "))]
     finally:
         probe.close()
     note = f" ({len(skipped)} optional tracepoints skipped)" if skipped else ""
-    return Result("load BPF program", True, f"loaded and attached{note}")
+    if probe.hash_storage:
+        where = (f"a hash of at most {MAX_SOCKETS_HASH:,} sockets (this kernel has no socket storage for "
+                 "tracing programs, 5.11+): beyond that, counted as storage_failed")
+    else:
+        where = "socket-local storage (lives and dies with each socket, never evicted)"
+    return [Result("load BPF program", True, f"loaded and attached{note}"),
+            Result("per-socket state", True, where)]
 
 
 def monitor_options(config):
@@ -166,14 +173,13 @@ def run_checks(config=None):
     if config_error:
         results.append(config_error)
     if has_bpf_caps() and lib is not None and btf is not None:
-        results.append(check_load(opts))
+        results.extend(check_load(opts))
     return results
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="socket-snoop check",
-                                description="Check that this host can run the monitor. Exit 0: it can; 1: it cannot.")
-    p.error = lambda message: p.exit(2, f"{p.prog}: {message} (see {p.prog} --help)\n")
+    p = CommandParser(prog="socket-snoop check",
+                      description="Check that this host can run the monitor. Exit 0: it can; 1: it cannot.")
     p.add_argument("--config", metavar="PATH", help="the config file to check with (default: the monitor's)")
     return p
 

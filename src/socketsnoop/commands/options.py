@@ -1,11 +1,13 @@
-"""The monitor's options: the parser (its --help ends with examples), the config file under it, the filters
-from them. One place, used by `run`, `check`, `report` and `service`."""
+"""The monitor's options, declared once (MONITOR_OPTIONS): the parser built from them (its --help ends with
+examples), the config file under it, the filters from them. One place, used by `run`, `check`, `report`
+and `service`."""
 
 import argparse
 
 from .. import __version__
 from ..errors import SnoopError
 from ..pipeline.filters import Filters, parse_cidr, parse_comm, parse_pid, parse_port, parse_state
+from .cmdline import CONST, LIST, SWITCH, VALUE, CommandParser, Option
 from .config import parse_with_config
 
 DEFAULT_LOG = "/var/log/socket_monitor.log"
@@ -24,12 +26,6 @@ examples:
   socket-snoop service install         # systemd unit + logrotate, hardened
   socket-snoop report /var/log/socket_monitor.log*   # lifecycles and summary from logs
 """
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        """One line, not the usage block."""
-        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def parse_size(value):
@@ -60,33 +56,70 @@ def positive(option, cast=float, maximum=10**9):
     return conv
 
 
-# repeatable filter options: flags, parser, help
+def _filter_type(parse, option):
+    return lambda value: parse(value, option)
+
+
+# the filters: the monitor's and `report`'s are the same
 FILTER_OPTIONS = (
-    (("-p", "--pid"), parse_pid, "owning process id (repeatable)"),
-    (("-c", "--comm"), parse_comm, "owning command name, exact (repeatable)"),
-    (("-P", "--port"), parse_port, "port at either end (repeatable)"),
-    (("--src-port",), parse_port, "local port (SRC)"),
-    (("--dst-port",), parse_port, "remote port (DST)"),
-    (("-a", "--addr"), parse_cidr, "address or CIDR at either end, IPv4 or IPv6"),
-    (("--src",), parse_cidr, "local address or CIDR"),
-    (("--dst",), parse_cidr, "remote address or CIDR"),
-    (("-s", "--state"), parse_state, "new state, e.g. ESTABLISHED, SYN_SENT, CLOSE (repeatable)"),
+    *(Option(flags, LIST, text, type=_filter_type(parse, flags[-1])) for flags, parse, text in (
+        (("-p", "--pid"), parse_pid, "owning process id (repeatable)"),
+        (("-c", "--comm"), parse_comm, "owning command name, exact (repeatable)"),
+        (("-P", "--port"), parse_port, "port at either end (repeatable)"),
+        (("--src-port",), parse_port, "local port (SRC)"),
+        (("--dst-port",), parse_port, "remote port (DST)"),
+        (("-a", "--addr"), parse_cidr, "address or CIDR at either end, IPv4 or IPv6"),
+        (("--src",), parse_cidr, "local address or CIDR"),
+        (("--dst",), parse_cidr, "remote address or CIDR"),
+        (("-s", "--state"), parse_state, "new state, e.g. ESTABLISHED, SYN_SENT, CLOSE (repeatable)"),
+    )),
+    Option(("-4", "--ipv4"), SWITCH, "IPv4 only"),
+    Option(("-6", "--ipv6"), SWITCH, "IPv6 only"),
+    Option(("--no-retransmits",), SWITCH, "no retransmission events"),
+    Option(("--no-resets",), SWITCH, "no reset events"),
+)
+
+# the monitor's options, declared once: its parser is built from them, and the config file's keys are
+# their long names, converted by them (config.py)
+MONITOR_OPTIONS = (
+    ("output", (
+        Option(("-q", "--quiet"), SWITCH, "no event lines on the console"),
+        Option(("--log-file",), VALUE, f"append lines here (default {DEFAULT_LOG})", default=DEFAULT_LOG,
+               metavar="PATH"),
+        Option(("--no-log-file",), CONST, "write no log file", dest="log_file", const=None),
+        Option(("--format",), VALUE, "line format (default text)", choices=("text", "json"), default="text"),
+        Option(("--json",), CONST, "same as --format json", dest="format", const="json"),
+        Option(("--include-unspecified",), SWITCH,
+               "also show events with an unspecified address (0.0.0.0, ::), e.g. listening sockets"),
+        Option(("--no-report",), SWITCH, "no connection lifecycle report on exit"),
+        Option(("--no-summary",), SWITCH,
+               "no 'Connection Summary' line (JSON: \"event\": \"connection\") when a connection ends"),
+        Option(("--summary-only",), SWITCH,
+               "only the 'Connection Summary' lines, one per connection (the kernel sends no other events)"),
+        Option(("--failed",), SWITCH,
+               "only the summaries of connections that did not end in an orderly close (refused, timeout, "
+               "unreachable, reset), filtered in the kernel"),
+        Option(("--max-tracked",), VALUE, "connections the exit report keeps, the most recent (default 1000)",
+               type=positive("--max-tracked", int, 10**7), default=1000, metavar="N"),
+        Option(("--stats",), VALUE, "print a one-line summary on stderr every SECONDS", type=positive("--stats"),
+               metavar="SECONDS"),
+    )),
+    ("running", (
+        Option(("--duration",), VALUE, "stop after SECONDS", type=positive("--duration"), metavar="SECONDS"),
+        Option(("--buffer",), VALUE,
+               "kernel-to-user buffer: BPF ring buffer (default, Linux 5.8+) or perf buffer",
+               choices=("ringbuf", "perf"), default="ringbuf"),
+        Option(("--buffer-size",), VALUE, "buffer size, e.g. 32M (default), rounded up to a power of two",
+               type=parse_size, default=32 << 20, metavar="SIZE"),
+        Option(("--config",), VALUE, f"config file (default {DEFAULT_CONFIG} if it exists)", metavar="PATH",
+               in_file=False),
+    )),
+    ("filters (in the kernel; values of one kind OR-ed, kinds AND-ed)", FILTER_OPTIONS),
 )
 
 
-def add_filter_args(f):
-    """The filter options, on a parser or group: the monitor's and `report`'s are the same."""
-    for flags, parse, text in FILTER_OPTIONS:
-        f.add_argument(*flags, action="append", default=[], help=text,
-                       type=lambda v, parse=parse, option=flags[-1]: parse(v, option))
-    f.add_argument("-4", "--ipv4", action="store_true", help="IPv4 only")
-    f.add_argument("-6", "--ipv6", action="store_true", help="IPv6 only")
-    f.add_argument("--no-retransmits", action="store_true", help="no retransmission events")
-    f.add_argument("--no-resets", action="store_true", help="no reset events")
-
-
 def build_parser():
-    p = _Parser(
+    p = CommandParser(
         prog="socket-snoop",
         description="Live TCP connection monitor (eBPF): every state change, retransmission and reset, "
                     "with the owning process. No packets are captured.",
@@ -94,34 +127,8 @@ def build_parser():
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"socket-snoop {__version__}")
-    out = p.add_argument_group("output")
-    out.add_argument("-q", "--quiet", action="store_true", help="no event lines on the console")
-    out.add_argument("--log-file", metavar="PATH", default=DEFAULT_LOG, help=f"append lines here (default {DEFAULT_LOG})")
-    out.add_argument("--no-log-file", dest="log_file", action="store_const", const=None, help="write no log file")
-    out.add_argument("--format", choices=("text", "json"), default="text", help="line format (default text)")
-    out.add_argument("--json", dest="format", action="store_const", const="json", help="same as --format json")
-    out.add_argument("--include-unspecified", action="store_true",
-                     help="also show events with an unspecified address (0.0.0.0, ::), e.g. listening sockets")
-    out.add_argument("--no-report", action="store_true", help="no connection lifecycle report on exit")
-    out.add_argument("--no-summary", action="store_true",
-                     help="no 'Connection Summary' line (JSON: \"event\": \"connection\") when a connection ends")
-    out.add_argument("--summary-only", action="store_true",
-                     help="only the 'Connection Summary' lines, one per connection (the kernel sends no other events)")
-    out.add_argument("--failed", action="store_true",
-                     help="only connections that did not end in an orderly close (refused, timeout, unreachable, "
-                          "reset): their summaries, filtered in the kernel; implies --summary-only")
-    out.add_argument("--max-tracked", type=positive("--max-tracked", int, 10**7), default=1000, metavar="N",
-                     help="connections the exit report keeps, the most recent (default 1000)")
-    out.add_argument("--stats", type=positive("--stats"), metavar="SECONDS",
-                     help="print a one-line summary on stderr every SECONDS")
-    run = p.add_argument_group("running")
-    run.add_argument("--duration", type=positive("--duration"), metavar="SECONDS", help="stop after SECONDS")
-    run.add_argument("--buffer", choices=("ringbuf", "perf"), default="ringbuf",
-                     help="kernel-to-user buffer: BPF ring buffer (default, Linux 5.8+) or perf buffer")
-    run.add_argument("--buffer-size", type=parse_size, default=32 << 20, metavar="SIZE",
-                     help="buffer size, e.g. 32M (default), rounded up to a power of two")
-    run.add_argument("--config", metavar="PATH", help=f"config file (default {DEFAULT_CONFIG} if it exists)")
-    add_filter_args(p.add_argument_group("filters (in the kernel; values of one kind OR-ed, kinds AND-ed)"))
+    for title, options in MONITOR_OPTIONS:
+        p.add_group(title, options)
     return p
 
 

@@ -19,6 +19,7 @@ from ..kernel.abi import (
     C_RECORDS_FILTERED,
     C_RECORDS_LOST,
     C_SENT,
+    C_STORAGE_FAILED,
     RECORD,
     RECORD_RECORD,
     ROW,
@@ -237,8 +238,8 @@ class Monitor:
              f"state {c[C_SEEN_STATE] - c0[C_SEEN_STATE]}, retransmit {c[C_SEEN_RETRANSMIT] - c0[C_SEEN_RETRANSMIT]}, "
              f"reset sent {c[C_SEEN_RESET_SENT] - c0[C_SEEN_RESET_SENT]}, "
              f"reset received {c[C_SEEN_RESET_RECEIVED] - c0[C_SEEN_RESET_RECEIVED]}; "
-             f"filtered {c[C_FILTERED] - c0[C_FILTERED]}; lost so far {c[C_LOST]}, "
-             f"missed so far {self.probe.missed(c)}")
+             f"filtered {c[C_FILTERED] - c0[C_FILTERED]}; records {c[C_RECORDS] - c0[C_RECORDS]}; "
+             f"lost so far {c[C_LOST]}, records lost so far {c[C_RECORDS_LOST]}, missed so far {self.probe.missed(c)}")
         return now, c
 
     def finish(self):
@@ -261,9 +262,16 @@ class Monitor:
             out.flush()
         except OSError:  # a closed pipe, a hung-up terminal: the totals are lost with the console
             pass
-        if c[C_LOST] or c[C_RECORDS_LOST]:
-            _err(f"socket-snoop: warning: {c[C_LOST]} events and {c[C_RECORDS_LOST]} connection records were lost "
-                 "(the buffer was full): raise --buffer-size, or filter more")
+        if c[C_LOST]:
+            _err(f"socket-snoop: warning: {c[C_LOST]} events were lost (the buffer was full): "
+                 "raise --buffer-size, or filter more")
+        if c[C_STORAGE_FAILED]:
+            _err(f"socket-snoop: warning: {c[C_STORAGE_FAILED]} times the kernel had no room for a socket's state "
+                 "(more sockets at once than its table holds): their owners may show as the task the kernel "
+                 "ran in, and their records as incomplete")
+        if c[C_RECORDS_LOST]:
+            _err(f"socket-snoop: warning: {c[C_RECORDS_LOST]} connection records were lost (their buffer was "
+                 "full): raise --buffer-size, or filter more")
         for sink in self.sinks:
             if sink.dropped():
                 _err(f"socket-snoop: warning: {sink.dropped()} events could not be written to the {sink.name}")

@@ -6,13 +6,13 @@ the unit. logrotate renames the log and sends SIGHUP; the monitor then
 reopens its log file (no copytruncate, no lost lines).
 """
 
-import argparse
 import os
 import shutil
 import subprocess
 import sys
 
 from ..errors import SnoopError
+from .cmdline import CommandParser
 from .options import DEFAULT_LOG, options_from_config
 
 UNIT_NAME = "socket-snoop.service"
@@ -245,9 +245,8 @@ def uninstall(opts, out):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="socket-snoop service",
-                                description="Install or remove the systemd unit and the logrotate file.")
-    p.error = lambda message: p.exit(2, f"{p.prog}: {message} (see {p.prog} --help)\n")
+    p = CommandParser(prog="socket-snoop service",
+                      description="Install or remove the systemd unit and the logrotate file.")
     p.add_argument("action", choices=("install", "uninstall"))
     p.add_argument("--dry-run", action="store_true", help="print what would be written or removed")
     p.add_argument("--unit-dir", default=UNIT_DIR, metavar="DIR", help=f"default {UNIT_DIR}")

@@ -154,5 +154,6 @@ PROGRAMS = {
     "on_synack_retransmit": "tcp:tcp_retransmit_synack",
     "on_reset_sent": "tcp:tcp_send_reset",
     "on_reset_received": "tcp:tcp_receive_reset",
+    "on_error_report": "sock:inet_sk_error_report",
 }
 REQUIRED = ("on_state_change", "on_state_change_missed")

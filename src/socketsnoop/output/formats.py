@@ -83,7 +83,9 @@ class Clock:
 
 
 _STATES = [state_name(n) for n in range(256)]
+_JSON_DIRECTIONS = {n: f'"{name}"' for n, name in DIRECTION_NAMES.items()}
 _HISTORY_FLAGS = R_INCOMPLETE | R_STATES_CUT
+assert (R_INCOMPLETE, _HISTORY_FLAGS) == (1, 3)  # record_lines tests them as literals: the fastest
 
 
 def history(packed, n, flags):
@@ -94,9 +96,6 @@ def history(packed, n, flags):
     if flags & R_INCOMPLETE:
         names.insert(0, "...")
     return names
-
-
-_JSON_DIRECTIONS = {n: f'"{name}"' for n, name in DIRECTION_NAMES.items()}
 
 
 def millis(ns):
@@ -156,6 +155,9 @@ class TextFormatter(_Formatter):
         self._addrs[6] = _Cache(lambda raw: f"[{format_addr(6, raw)}]")  # as format_endpoint puts them
         self.comms = _Cache(escape_comm, 4096)
         self.tails = [f" STATE={describe_state(n)}\n" for n in range(256)]
+        # ' RESULT=closed DIR=out DURATION=', by result (& 7) and direction (& 3)
+        self._record_mids = [[f" RESULT={RESULT_NAMES.get(r, 'closed')} DIR={DIRECTION_NAMES.get(d, '-')} DURATION="
+                              for d in range(4)] for r in range(8)]
         self.titles = {t: f" {title}: SRC=" for t, title in EVENT_TITLES.items()}
 
     def _second(self, sec):
@@ -183,24 +185,21 @@ class TextFormatter(_Formatter):
         return text
 
     def record_lines(self, rows):
-        """Connection records (abi.RECORD_ROW tuples): 'Connection Summary: SRC=... RESULT=... UID=...'."""
+        """Connection records (abi.RECORD_ROW tuples): 'Connection Summary: SRC=... RESULT=... UID=...'.
+        The owner's text is the cached one of its last event (the same identity bytes)."""
         stamps, stamp, idents, ident = self._stamps.get, self._stamp, self._idents.get, self._ident
-        histories, off = self._histories, self._offset
+        histories, mids, off = self._histories, self._record_mids, self._offset
         if len(histories) > 4096:
             histories.clear()
-        out = []
-        for (ts, _sk, start, handshake, sent, received, _cg, _ino, states, _ns, retrans, rtt, uid, result, direction,
-             nstates, flags, _own, who) in rows:
-            key = (states, nstates, flags & _HISTORY_FLAGS)
-            out.append(
-                f"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)} Connection Summary: SRC="
-                f"{idents(who) or ident(who)} RESULT={RESULT_NAMES.get(result, 'closed')} "
-                f"DIR={DIRECTION_NAMES.get(direction, '-')} "
-                f"DURATION={millis(ts - start) + 'ms' if start and not flags & R_INCOMPLETE else '-'} "
-                f"HANDSHAKE={millis(handshake) + 'ms' if handshake else '-'} SENT={sent} RECEIVED={received} "
-                f"RETRANSMITS={retrans} RTT={millis(rtt * 1000) + 'ms' if rtt else '-'} UID={uid} "
-                f"STATES={histories.get(key) or self._history(key)}\n")
-        return out
+        return [
+            f"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)} Connection Summary: SRC={idents(who) or ident(who)}"
+            f"{mids[result & 7][direction & 3]}"
+            f"{f'{(ts - start) / 1e6:.3f}ms' if start and not flags & 1 else '-'} HANDSHAKE="
+            f"{f'{handshake / 1e6:.3f}ms' if handshake else '-'} SENT={sent} RECEIVED={received} RETRANSMITS={retrans}"
+            f" RTT={f'{rtt / 1e3:.3f}ms' if rtt else '-'} UID={uid} STATES="
+            f"{histories.get(key := (states, nstates, flags & 3)) or self._history(key)}\n"
+            for (ts, _sk, start, handshake, sent, received, _cg, _ino, states, _ns, retrans, rtt, uid, result, direction,
+                 nstates, flags, _own, who) in rows]
 
 
 class JsonFormatter(_Formatter):
@@ -217,6 +216,10 @@ class JsonFormatter(_Formatter):
         self.news = [f',"new_state":"{_STATES[n]}","description":"{describe_state(n)}","netns":'
                      for n in range(256)]
         self.owners = [f',"owner":"{OWNER_NAMES.get(n, "current")}","old_state":' for n in range(256)]
+        # ',"owner":"socket","direction":"out","result":"closed","netns":' by owner, result, direction
+        self._record_mids = [[[f',"owner":"{OWNER_NAMES.get(o, "current")}","direction":{_JSON_DIRECTIONS.get(d, "null")},'
+                               f'"result":"{RESULT_NAMES.get(r, "closed")}","netns":' for d in range(4)]
+                              for r in range(8)] for o in range(8)]
 
     def _second(self, sec):
         return datetime.datetime.fromtimestamp(sec, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
@@ -249,23 +252,17 @@ class JsonFormatter(_Formatter):
     def record_lines(self, rows):
         """Connection records (abi.RECORD_ROW tuples) as JSON objects with "event": "connection"."""
         stamps, stamp, idents, ident = self._stamps.get, self._stamp, self._idents.get, self._ident
-        histories, off = self._histories, self._offset
-        directions = _JSON_DIRECTIONS
+        histories, mids, off = self._histories, self._record_mids, self._offset
         if len(histories) > 4096:
             histories.clear()
-        out = []
-        for (ts, sk, start, handshake, sent, received, _cg, _ino, states, ns, retrans, rtt, uid, result, direction,
-             nstates, flags, own, who) in rows:
-            key = (states, nstates, flags & _HISTORY_FLAGS)
-            out.append(
-                f'{{"timestamp":"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}","event":"connection",'
-                f'"family":{idents(who) or ident(who)},"owner":"{OWNER_NAMES.get(own, "current")}","netns":{ns},'
-                f'"sock":"0x{sk:x}","uid":{uid},"direction":{directions.get(direction, "null")},'
-                f'"result":"{RESULT_NAMES.get(result, "closed")}","bytes_sent":{sent},"bytes_received":{received},'
-                f'"retransmits":{retrans},"rtt_ms":{millis(rtt * 1000) if rtt else "null"},'
-                f'"handshake_ms":{millis(handshake) if handshake else "null"},'
-                f'"duration_ms":{millis(ts - start) if start and not flags & R_INCOMPLETE else "null"},'
-                f'"states":{histories.get(key) or self._history(key)},'
-                f'"states_truncated":{"true" if flags & R_STATES_CUT else "false"},'
-                f'"complete":{"false" if flags & R_INCOMPLETE else "true"}}}\n')
-        return out
+        return [
+            f'{{"timestamp":"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}","event":"connection","family":'
+            f'{idents(who) or ident(who)}{mids[own & 7][result & 7][direction & 3]}{ns},"sock":"0x{sk:x}","uid":{uid},'
+            f'"bytes_sent":{sent},"bytes_received":{received},"retransmits":{retrans},'
+            f'"rtt_ms":{f"{rtt / 1e3:.3f}" if rtt else "null"},'
+            f'"handshake_ms":{f"{handshake / 1e6:.3f}" if handshake else "null"},'
+            f'"duration_ms":{f"{(ts - start) / 1e6:.3f}" if start and not flags & 1 else "null"},'
+            f'"states":{histories.get(key := (states, nstates, flags & 3)) or self._history(key)},'
+            f'"states_truncated":{"true" if flags & 2 else "false"},"complete":{"false" if flags & 1 else "true"}}}\n'
+            for (ts, sk, start, handshake, sent, received, _cg, _ino, states, ns, retrans, rtt, uid, result, direction,
+                 nstates, flags, own, who) in rows]

@@ -19,8 +19,8 @@ def _read(path, default=b""):
         return default
 
 
-def proc_comm(pid: int) -> bytes:
-    return _read(f"/proc/{pid}/comm").rstrip(b"\n")[:15]
+def proc_comm(pid: int, proc="/proc") -> bytes:
+    return _read(f"{proc}/{pid}/comm").rstrip(b"\n")[:15]
 
 
 def socket_inodes(proc="/proc"):
@@ -111,7 +111,7 @@ class ProcOwners:
     def comm(self, pid):
         c = self.comms.get(pid)
         if c is None:
-            c = self.comms[pid] = proc_comm(pid)
+            c = self.comms[pid] = proc_comm(pid, self.proc)
         return c
 
     def lookup(self, ino: int):

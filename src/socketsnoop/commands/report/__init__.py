@@ -15,12 +15,12 @@ out is counted and reported).
 parse.py reads the files into Records, aggregate.py counts them (Report), render.py writes the result.
 """
 
-import argparse
 import datetime
 import sys
 
 from ...errors import SnoopError
-from ..options import add_filter_args, filters_from
+from ..cmdline import CommandParser
+from ..options import FILTER_OPTIONS, filters_from
 from . import render
 from .aggregate import Report
 from .parse import Parser, Unreadable, check_readable, in_time_order, read_log
@@ -58,12 +58,11 @@ def count_option(option):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog="socket-snoop report",
         description="Connection lifecycles and a summary from socket-snoop logs (text or JSON lines, "
                     "rotated .gz files too). Malformed lines are counted and skipped.",
     )
-    p.error = lambda message: p.exit(2, f"{p.prog}: {message} (see {p.prog} --help)\n")
     p.add_argument("files", nargs="+", metavar="FILE", help="log files, e.g. /var/log/socket_monitor.log*")
     p.add_argument("--since", type=lambda v: parse_time(v, "--since"), metavar="TIME",
                    help="events at or after TIME: 'YYYY-MM-DD HH:MM[:SS]' local time, or ISO 8601")
@@ -74,7 +73,7 @@ def build_parser():
     p.add_argument("--no-lifecycles", action="store_true", help="the summary only")
     p.add_argument("--max-tracked", type=count_option("--max-tracked"), default=100000, metavar="N",
                    help=f"connections kept for the lifecycles, the most recent (default 100000, at most {MAX_COUNT})")
-    add_filter_args(p.add_argument_group("filters (as the monitor's: values of one kind OR-ed, kinds AND-ed)"))
+    p.add_group("filters (as the monitor's: values of one kind OR-ed, kinds AND-ed)", FILTER_OPTIONS)
     p.set_defaults(include_unspecified=True)  # the log has what the monitor was told to log
     return p
 

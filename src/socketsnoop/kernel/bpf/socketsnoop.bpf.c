@@ -8,7 +8,8 @@
  * running kernel's BTF. Tracepoints only (tp_btf), no kprobes.
  *
  * Programs: on_state_change and on_state_change_missed (inet_sock_set_state),
- * on_retransmit, on_synack_retransmit, on_reset_sent, on_reset_received.
+ * on_retransmit, on_synack_retransmit, on_reset_sent, on_reset_received,
+ * on_error_report (inet_sk_error_report: why a connect failed).
  *
  * RE-ENTRY (the one place it is explained; comments elsewhere point here).
  * The kernel never runs a tracing program on a CPU where one of ours is
@@ -46,6 +47,9 @@
  *   bpf_skc_to_tcp_sock                                        5.9 (else a probe read: CO-RE guard)
  *   bpf_get_current_task_btf                                   5.11
  *   recursion_misses in bpf_prog_info                          5.12 (else missed= is 0)
+ *   inet_sk_error_report tracepoint                            5.13 (else a failed connect whose
+ *                                                                  error its owner took shows "closed")
+ *   socket storage from tracing programs                       5.11 (else sock_states_hash)
  *   tcp_send_reset for resets without a socket                 6.10
  *   tcp_retransmit_skb's err argument                          newer than 6.12 (CO-RE guard)
  */
@@ -667,6 +671,7 @@ static __always_inline void begin(struct sock_state *st, int oldstate, int newst
 		st->states = 0;
 		st->nstates = 0;
 		st->seen = 0;
+		st->err = 0;
 		st->direction = newstate == TCP_SYN_SENT ? SS_DIR_OUT : child ? SS_DIR_IN : SS_DIR_UNKNOWN;
 	} else if (!st->start_ns && !st->nstates) {
 		st->flags |= SS_R_INCOMPLETE; /* first seen in the middle of its life: older than us */
@@ -708,6 +713,13 @@ static __always_inline __u8 result_of(const struct sock *sk, const struct sock_s
 	int err = BPF_CORE_READ(sk, sk_err);
 	__u8 f = st ? st->flags : 0;
 
+	/*
+	 * A connect that failed on an ICMP error: the kernel keeps it as a soft
+	 * error, connect() or SO_ERROR takes it (and clears it), then close()
+	 * ends the socket with no error left: on_error_report kept it for us.
+	 */
+	if (!err && oldstate == TCP_SYN_SENT)
+		err = st && st->err ? st->err : BPF_CORE_READ(sk, sk_err_soft);
 	if (err == ECONNREFUSED)
 		return SS_RESULT_REFUSED;
 	if (err == ETIMEDOUT)
@@ -718,6 +730,7 @@ static __always_inline __u8 result_of(const struct sock *sk, const struct sock_s
 		return SS_RESULT_RESET_RECEIVED;
 	if (f & SS_S_RESET_SENT)
 		return SS_RESULT_RESET_SENT;
+
 	/*
 	 * An abort: the kernel sends the reset right after this change
 	 * (tcp_disconnect for SO_LINGER 0, tcp_close with unread data,
@@ -992,6 +1005,34 @@ int BPF_PROG(on_synack_retransmit, const struct sock *sk, const struct request_s
 
 	synack_retransmit(ctx, sk, req, cs);
 	leave(cs);
+	return 0;
+}
+
+/*
+ * An error reported to the socket's owner: kept for the connection's record
+ * (see result_of). An ICMP error for a connecting socket that connect() holds
+ * is queued for its owner (this report) before the kernel keeps it as a soft
+ * error, which connect() or SO_ERROR then takes and clears: with neither
+ * error set yet, it is one of those, a destination unreachable.
+ */
+SEC("tp_btf/inet_sk_error_report")
+int BPF_PROG(on_error_report, const struct sock *sk)
+{
+	struct sock_state *st;
+	int err;
+
+	if (sk->sk_protocol != IPPROTO_TCP || no_records)
+		return 0;
+	st = state_of(sk, false);
+	if (!st)
+		return 0;
+	err = BPF_CORE_READ(sk, sk_err);
+	if (!err)
+		err = BPF_CORE_READ(sk, sk_err_soft);
+	if (!err && sk->__sk_common.skc_state == TCP_SYN_SENT)
+		err = EHOSTUNREACH;
+	if (err)
+		st->err = err;
 	return 0;
 }
 

@@ -218,7 +218,7 @@ struct sock_state {
 	__u8 direction;	    /* enum ss_direction */
 	__u8 how;	    /* enum ss_owner: how .owner is known */
 	__u16 seen;	    /* bit n: it was in state n */
-	__u16 pad;
+	__u16 err;	    /* the last error reported on the socket (sk_err, else sk_err_soft), before user space takes it */
 };
 
 /* a listening socket, by namespace, family, local address and port */
