@@ -59,7 +59,7 @@ def scale_monitor(monitor, ports, *args):
     """The monitor with default options, filtered in the kernel on the test's ports (the listeners' lines,
     with their unspecified remote address, included: every hit of the ports is then a line), console off."""
     return monitor("-q", "--include-unspecified", *[a for p in ports for a in ("-P", str(p))], *args,
-                   ready_timeout=60)
+                   ready_timeout=60, summary=True)
 
 
 def wait_quiet(m, seconds=1.0, timeout=120):
