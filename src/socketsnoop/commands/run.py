@@ -28,7 +28,7 @@ from ..kernel.abi import (
 from ..kernel.loader import Probe, preflight
 from ..output.formats import Clock, JsonFormatter, TextFormatter
 from ..output.sinks import ConsoleSink, LogFileSink
-from ..output.connections import ConnectionReport
+from ..output.connections import OPEN_STATES, ConnectionReport
 from ..pipeline.decode import TS, merge_by_time
 from ..pipeline.enrich import ProcOwnerEnricher
 from ..pipeline.identity import CgroupTree, Identity
@@ -305,7 +305,8 @@ class Monitor:
         lines = ["Stopping monitoring...", ""]
         if self.report is not None:
             self.owners.scan()
-            lines += self.report.lines(self.text.stamp, tcp_sockets(), self.filters, self.owners.lookup)
+            lines += self.report.lines(self.text.stamp, tcp_sockets(states=OPEN_STATES), self.filters,
+                                       self.owners.lookup)
         totals = (f"Totals: seen={c[C_SEEN]} captured={c[C_SENT]} "
                   f"filtered={c[C_FILTERED] + self.user_filtered} lost={c[C_LOST]} missed={missed} "
                   f"lines={self.lines}")

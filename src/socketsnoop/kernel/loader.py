@@ -117,18 +117,24 @@ def _pow2_at_least(n, floor=4096):
 class Probe:
     """Loaded and attached kernel program; close() detaches it."""
 
-    def __init__(self, filters, buffer="ringbuf", buffer_size=16 << 20, wakeup_bytes=64 << 10, log=None,
+    def __init__(self, filters, buffer="ringbuf", buffer_size=32 << 20, wakeup_bytes=64 << 10, log=None,
                  records=True, summary_only=False, record_buffer_size=None, want_cgroup=True):
         self.filters = filters
         self.want_cgroup = want_cgroup  # False: events carry no cgroup id (no output shows it), a few reads less
         self.buffer = buffer
-        self.buffer_size = _pow2_at_least(buffer_size)
-        self.spare_size = max(self.buffer_size // 8, 1 << 16)  # the spare ring: rare events, and rescue
-        # connection records: one per connection against ~5 events, each 168 bytes against 104
-        self.record_size = _pow2_at_least(record_buffer_size or self.buffer_size // 2, 1 << 16)
-        self.record_spare_size = max(self.record_size // 8, 1 << 16)
         self.records = records and buffer != "perf"  # the perf buffer carries events only
         self.summary_only = summary_only
+        records_only = summary_only and self.records
+        size = _pow2_at_least(buffer_size)
+        # --summary-only: the kernel writes no events, so their rings are as small as a ring may be (each
+        # ring's pages are all mapped at start, hence resident: they count in full in the monitor's RSS)
+        self.buffer_size = 1 << 16 if records_only else size
+        self.spare_size = max(self.buffer_size // 8, 1 << 16)  # the spare ring: rare events, and rescue
+        # connection records: one per connection against ~5 events, each 168 bytes against 104; when all of
+        # a burst of connections close at once, 2 records against 6 events per connection (sized for it: the
+        # README's Performance, "Bursts"); the whole size when they are all the kernel sends
+        self.record_size = _pow2_at_least(record_buffer_size or (size if records_only else size // 2), 1 << 16)
+        self.record_spare_size = max(self.record_size // 8, 1 << 16)
         self.hash_storage = False  # socket state in a hash, not socket storage: kernels before 5.11
         # the reader is woken when this much is unread: often enough that each of its turns on a CPU is
         # short (at full churn the workload kept 5% more of its rate at 64K than at 256K, the monitor in

@@ -76,23 +76,33 @@ def listening_sockets(proc="/proc"):
     return out
 
 
-def tcp_sockets(proc="/proc"):
+def tcp_sockets(proc="/proc", states=None):
     """(family, local address bytes, local port, remote address bytes, remote port, state, inode) of each
-    TCP socket in our network namespace, from /proc/net/tcp and tcp6 (states as the kernel numbers them)."""
+    TCP socket in our network namespace, from /proc/net/tcp and tcp6 (states as the kernel numbers them);
+    only those in `states` if given. Read line by line and told by the state first: under churn the tables
+    hold tens of thousands of TIME_WAIT sockets (80,000 here cost 0.3 s and 50 MB parsed whole)."""
     out = []
     for name, family in (("tcp", 4), ("tcp6", 6)):
-        text = _read(f"{proc}/net/{name}").decode("ascii", "replace")
-        for line in text.splitlines()[1:]:
-            parts = line.split()
-            if len(parts) < 10:
-                continue
-            try:
-                laddr, lport = parts[1].split(":")
-                raddr, rport = parts[2].split(":")
-                out.append((family, _hex_addr(laddr), int(lport, 16), _hex_addr(raddr), int(rport, 16),
-                            int(parts[3], 16), int(parts[9])))
-            except ValueError:
-                continue
+        try:
+            f = open(f"{proc}/net/{name}", "rb")
+        except OSError:
+            continue
+        with f:
+            f.readline()  # the header
+            for line in f:
+                parts = line.split(None, 10)
+                if len(parts) < 10:
+                    continue
+                try:
+                    state = int(parts[3], 16)
+                    if states is not None and state not in states:
+                        continue
+                    laddr, lport = parts[1].split(b":")
+                    raddr, rport = parts[2].split(b":")
+                    out.append((family, _hex_addr(laddr.decode("ascii")), int(lport, 16),
+                                _hex_addr(raddr.decode("ascii")), int(rport, 16), state, int(parts[9])))
+                except (ValueError, UnicodeDecodeError):
+                    continue
     return out
 
 
