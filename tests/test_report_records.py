@@ -16,6 +16,7 @@ from socketsnoop.kernel.abi import (
     DIR_IN,
     DIR_OUT,
     DIR_UNKNOWN,
+    EV_STATE,
     R_INCOMPLETE,
     R_STATES_CUT,
     RESULT_CLOSED,
@@ -25,7 +26,7 @@ from socketsnoop.kernel.abi import (
     RESULT_TIMEOUT,
 )
 from socketsnoop.output.formats import Clock, JsonFormatter, TextFormatter
-from socketsnoop.pipeline.decode import STATE_NUMBERS, make_record_row
+from socketsnoop.pipeline.decode import STATE_NUMBERS, make_record_row, make_row
 from socketsnoop.pipeline.filters import Filters
 
 T0 = 1_735_596_325_000_000_000  # 2024-12-30 22:05:25 UTC
@@ -268,7 +269,32 @@ def test_old_logs_have_no_summary_tables(tmp_path):
     _, out = run([path])
     assert "Connections (from the summary lines)" not in out and "connection summaries" not in out
     assert any(line.startswith("Summary: 4 events (D") for line in out.splitlines())
-    assert "connection_summaries" not in json.loads(run([path, "--json"])[1])
+    d = json.loads(run([path, "--json"])[1])
+    assert "connection_summaries" not in d and all("result" not in c for c in d["connections"])
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_lifecycles_show_how_a_connection_ended(tmp_path, fmt):
+    """A connection's event lines, then its summary line: its lifecycle shows the result, bytes and duration.
+    A summary with no lifecycle (its events not in the log) joins none."""
+    clock = Clock()
+    t = T0 - clock.offset_ns
+    curl = {"skaddr": 0xA1, "ino": 5, "saddr": v4("192.0.2.1"), "daddr": v4("198.51.100.7"), "pid": 42,
+            "netns": 1, "dport": 443, "family": 4, "owner": 1, "comm": b"curl"}
+    events = [make_row(ts_ns=t, sport=0, type=EV_STATE, oldstate=7, newstate=2, **curl),
+              make_row(ts_ns=t + 12 * MS, sport=50000, type=EV_STATE, oldstate=2, newstate=1, **curl),
+              make_row(ts_ns=t + 2000 * MS, sport=50000, type=EV_STATE, oldstate=4, newstate=7, **curl)]
+    formatter = (TextFormatter if fmt == "text" else JsonFormatter)(clock)
+    recs = rows(clock)
+    log = "".join(formatter.format(e) for e in events) + "".join(formatter.record_lines(recs[:2]))
+    path = write(tmp_path, "l.log", log)
+    _, out = run([path])
+    assert ("Connection: 192.0.2.1:50000 -> 198.51.100.7:443  (PID=42 COMM=curl duration=2.000s retransmits=0; "
+            "closed, 1000 sent, 50000 received, 2000.000ms)") in out
+    assert out.count("Connection: ") == 1
+    conns = json.loads(run([path, "--json"])[1])["connections"]
+    assert len(conns) == 1 and conns[0]["result"] == "closed" and conns[0]["duration_ms"] == 2000.0
+    assert (conns[0]["bytes_sent"], conns[0]["bytes_received"]) == (1000, 50000)
 
 
 def test_filters_and_time_bounds(tmp_path):
@@ -463,6 +489,18 @@ def test_report_on_the_log_a_real_monitor_wrote(monitor):
             doc[table] = sorted(({k: v for k, v in c.items() if k not in ("handshake_ms", "duration_ms", "end")}
                                  for c in doc[table]), key=lambda c: c["pid"])
     assert docs[0] == docs[1]
+    for m in (mt, mj):  # the lifecycles show how each connection ended, from its summary line
+        _, out = run([str(m.log), *ours])
+        assert f"(PID={cli_pid} COMM=ss-rpcli duration=" in out, out
+        heads = [line for line in out.splitlines() if line.startswith("Connection: ")]
+        assert len(heads) == 3, heads
+        assert any(f"127.0.0.1:{closed}  (PID={refuser.pid} COMM=ss-rprefused" in h and
+                   h.endswith("; refused, 0 sent, 0 received, " + h.rsplit(", ", 1)[1]) for h in heads), heads
+        assert any(f"(PID={cli_pid} COMM=ss-rpcli" in h and "; closed, 1234 sent, 7 received, " in h for h in heads)
+        assert any(f"(PID={srv_pid} COMM=ss-rpsrv" in h and "; closed, 7 sent, 1234 received, " in h for h in heads)
+        conns = json.loads(run([str(m.log), "--json", *ours])[1])["connections"]
+        assert sorted((c["comm"], c["result"], c["bytes_sent"], c["bytes_received"]) for c in conns) == [
+            ("ss-rpcli", "closed", 1234, 7), ("ss-rprefused", "refused", 0, 0), ("ss-rpsrv", "closed", 7, 1234)]
     _, out = run([str(mt.log), "--no-lifecycles", *ours])
     assert f"  127.0.0.1:{closed}: 1 (refused 1)" in out
     assert f"  PID={cli_pid} COMM=ss-rpcli: 1234 sent, 7 received, 1 connections" in out

@@ -175,6 +175,8 @@ class Report:
         self.resets = Counter()  # ResetKey -> count
         self.records = Records(self)  # the connections' summary lines
         self.summaries_read = 0  # summary lines read, before the time bounds and filters
+        self.just_closed = OrderedDict()  # sock or (local, remote) -> the tracker's Connection its CLOSE line ended
+        self.outcomes = OrderedDict()  # the tracker's Connection -> its Summary, for the lifecycles
 
     def bad(self, where):
         """A malformed line at where ('FILE:LINE')."""
@@ -214,7 +216,13 @@ class Report:
             self.first = r.ts_ns
         if self.last is None or r.ts_ns > self.last:
             self.last = r.ts_ns
-        self.records.add(r, format_endpoint(r.family, r.src, r.sport), format_endpoint(r.family, r.dst, r.dport))
+        local, remote = format_endpoint(r.family, r.src, r.sport), format_endpoint(r.family, r.dst, r.dport)
+        self.records.add(r, local, remote)
+        conn = self.just_closed.pop(r.sock if r.sock is not None else (local, remote), None)
+        if conn is not None:  # its lifecycle shows how it ended
+            if len(self.outcomes) >= self.join_limit:
+                self.outcomes.popitem(last=False)
+            self.outcomes[conn] = r
 
     def _wanted(self, r):
         if (self.since is not None and r.ts_ns < self.since) or (self.until is not None and r.ts_ns > self.until):
@@ -300,6 +308,11 @@ class Report:
         self.tracker.add(make_row(ts_ns=r.ts_ns, skaddr=sk, type=r.kind, newstate=r.newstate, pid=r.pid,
                                   sport=r.sport, dport=r.dport, saddr=_packed(r.src), daddr=_packed(r.dst),
                                   comm=r.comm, family=r.family))
+        if r.newstate == TCP_CLOSE and r.kind == EV_STATE and sk:  # the summary line that may follow joins it
+            closed = self.just_closed
+            if len(closed) >= self.join_limit:  # the oldest: its summary, if any, long gone by
+                closed.popitem(last=False)
+            closed[r.sock if r.sock is not None else (local, remote)] = self.tracker.closed[-1]
 
     def summary(self, top):
         """The counts and the first top rows of each table, as the JSON output has them (times in ns)."""

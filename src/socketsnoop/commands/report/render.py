@@ -22,7 +22,7 @@ def write(out, report, top, lifecycles, as_json):
 def text_lines(report, top, lifecycles, stamp):
     out = []
     if lifecycles:
-        out += list(report.tracker.report(stamp))
+        out += list(report.tracker.report(stamp, lambda c: _outcome_text(report.outcomes.get(c))))
         out.append("")
     s = report.summary(top)
     span = (f"{stamp(report.first)} to {stamp(report.last)}" if report.first is not None else "no events")
@@ -48,6 +48,14 @@ def text_lines(report, top, lifecycles, stamp):
         out += record_lines(s["connection_summaries"], top)
     out += left_out_lines(report)
     return out
+
+
+def _outcome_text(r):
+    """How a lifecycle's connection ended, from its summary line: '; closed, 100 sent, 7 received, 40.638ms'."""
+    if r is None:
+        return ""
+    duration = "" if r.duration_us is None else f", {r.duration_us / 1000:.3f}ms"
+    return f"; {r.result}, {r.sent} sent, {r.received} received{duration}"
 
 
 def _ms(value):
@@ -116,17 +124,20 @@ def json_document(report, top, lifecycles, stamp):
         for c in s.get("connection_summaries", {}).get(table, ()):
             c["end"] = stamp(c.pop("end_ns"))
     if lifecycles:
-        s["connections"] = [_connection(c, stamp) for c in report.tracker.connections()]
+        s["connections"] = [_connection(c, stamp, report.outcomes.get(c)) for c in report.tracker.connections()]
         s["connections_not_kept"] = report.tracker.left_out
     return json.dumps(s, indent=2)
 
 
-def _connection(c, stamp):
-    """One of tracker.connections() as a dict for --json."""
+def _connection(c, stamp, outcome=None):
+    """One of tracker.connections() as a dict for --json; outcome: its Summary, if a summary line joined it."""
     d = Tracker.describe(c)
+    more = {} if outcome is None else {
+        "result": outcome.result, "bytes_sent": outcome.sent, "bytes_received": outcome.received,
+        "duration_ms": None if outcome.duration_us is None else round(outcome.duration_us / 1000, 3)}
     return {
         "src": d["src"], "dst": d["dst"], "pid": d["pid"], "comm": d["comm"], "first": stamp(d["first_ns"]),
         "duration_s": round((d["last_ns"] - d["first_ns"]) / 1e9, 3), "retransmits": d["retransmits"],
         "steps": [{"time": stamp(ts), "what": what} for ts, what in d["steps"]],
-        "steps_not_kept": d["steps_not_kept"],
+        "steps_not_kept": d["steps_not_kept"], **more,
     }
