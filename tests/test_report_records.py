@@ -422,6 +422,21 @@ def test_tables_are_bounded(tmp_path):
             "by process; 7 connections not counted in Resets received by remote") in text
 
 
+def test_lifecycle_joins_are_bounded():
+    """CLOSE lines that no summary follows (an old log) and summaries that join: both maps keep join_limit."""
+    parser = report.parse.Parser()
+    rep = report.aggregate.Report(Filters(include_unspecified=True), max_conns=5, table_limit=5)
+    for i in range(40):
+        close = (f"Dec 30 2024 22:05:25.000 State Change: SRC=10.0.0.1:{1000 + i} DST=10.0.0.2:2 PID=5 COMM=x "
+                 "STATE=Connection Closed")
+        rep.add(parser.parse(close))
+        if i % 2:
+            rep.add(parser.parse(GOOD_TEXT.replace("SRC=10.0.0.1:1 ", f"SRC=10.0.0.1:{1000 + i} ")))
+    assert len(rep.just_closed) <= 5 and len(rep.outcomes) == 5
+    assert "joins" not in rep.left_out  # not the joins of a connection's lines: nothing to report
+    assert [o.sport for o in rep.outcomes.values()] == [1031, 1033, 1035, 1037, 1039]
+
+
 def test_summary_lines_order_the_files(tmp_path):
     """A file of summary lines only (--summary-only) has a first time too: rotated files in time order."""
     text = lines("text").splitlines(True)
