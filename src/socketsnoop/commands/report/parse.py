@@ -249,7 +249,6 @@ class Parser:
         return Record(int(sec) * 1_000_000_000 + ms * 1_000_000, kind, fam, src, sport, dst, dport, pid,
                       comm_from_json(comm), state, sock)
 
-
     # -- summary lines: their own functions, so that the event lines' path stays as it was ------------------
     def parse_summary_text(self, line):
         """A text 'Connection Summary:' line -> Summary, or raises Malformed."""
