@@ -125,14 +125,15 @@ class Tracker:
             "steps_not_kept": c.steps_not_kept,
         }
 
-    def report(self, stamp):
-        """The seed's 'Connection Lifecycles:' report, lines without newlines; stamp(ts_ns) -> str."""
+    def report(self, stamp, more=None):
+        """The seed's 'Connection Lifecycles:' report, lines without newlines; stamp(ts_ns) -> str; more(c): text
+        (safe) to add to a connection's first line, inside its parentheses, or ''."""
         yield "Connection Lifecycles:"
         for c in self.connections():
             d = self.describe(c)
             secs = (d["last_ns"] - d["first_ns"]) / 1e9
             yield (f"Connection: {d['src']} -> {d['dst']}  (PID={d['pid']} COMM={d['comm']} "
-                   f"duration={secs:.3f}s retransmits={d['retransmits']})")
+                   f"duration={secs:.3f}s retransmits={d['retransmits']}{more(c) if more else ''})")
             for ts, what in d["steps"]:
                 yield f"  {stamp(ts)}: {what}"
             if d["steps_not_kept"]:

@@ -12,7 +12,12 @@ whatever the input: lines over MAX_LINE characters are skipped without being
 held whole, and each table keeps at most TABLE_LIMIT keys (what it leaves
 out is counted and reported).
 
-parse.py reads the files into Records, aggregate.py counts them (Report), render.py writes the result.
+Connection summary lines ('Connection Summary:', JSON "event": "connection") become Summary records with
+tables of their own (failed connections by cause and destination, bytes, handshakes, resets by who sent
+them), shown only when the logs have such lines: an older log gives the report it always gave.
+
+parse.py reads the files into Records (and Summaries), aggregate.py counts them (Report, and Records for the
+summaries), render.py writes the result.
 """
 
 import datetime

@@ -15,7 +15,7 @@ import zlib
 from typing import NamedTuple
 
 from ...errors import SnoopError
-from ...pipeline.decode import EVENT_NAMES, EVENT_TITLES, describe_state, state_name
+from ...pipeline.decode import DIRECTION_NAMES, EVENT_NAMES, EVENT_TITLES, RESULT_NAMES, describe_state, state_name
 
 MONTHS = {m: i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
@@ -44,6 +44,19 @@ SYSLOG_5424 = re.compile(
     r"(?:-|(?:\[(?:[^\]\"]|\"(?:[^\"\\]|\\.)*\")*\])+)(?: \ufeff?(?P<msg>.*))?", re.DOTALL)
 CONTAINER_ID = re.compile(r"[0-9a-f]{12,64}", re.ASCII)
 MAX_NAME = 4096  # characters of a logged name (user, unit, cgroup, pod) that the report takes
+# a connection's summary line (formats.TextFormatter.record_lines); tried only when TEXT_LINE does not match
+SUMMARY_LINE = re.compile(
+    r"(?P<ts>[A-Z][a-z]{2} \d{2} \d{4} \d{2}:\d{2}:\d{2})\.(?P<ms>\d{3}) Connection Summary: "
+    r"SRC=(?P<src>\S+) DST=(?P<dst>\S+) PID=(?P<pid>\d{1,10}) COMM=(?P<comm>\S+) RESULT=(?P<result>[a-z-]{1,20}) "
+    r"DIR=(?P<dir>in|out|-) DURATION=(?P<duration>\d{1,14}\.\d{3}ms|-) HANDSHAKE=(?P<handshake>\d{1,14}\.\d{3}ms|-) "
+    r"SENT=(?P<sent>\d{1,20}) RECEIVED=(?P<received>\d{1,20}) RETRANSMITS=(?P<retransmits>\d{1,10}) "
+    r"RTT=(?P<rtt>\d{1,14}\.\d{3}ms|-) UID=(?P<uid>\d{1,10}) STATES=(?P<states>[A-Z0-9_.>]{0,400})\s*$",
+    re.ASCII,
+)
+RESULTS = frozenset(RESULT_NAMES.values())
+DIRECTIONS = frozenset(DIRECTION_NAMES.values())
+MAX_U32, MAX_U64 = 2**32 - 1, 2**64 - 1
+MAX_MS = MAX_U64 / 1e6  # a duration in ms that fits the kernel's u64 nanoseconds
 JSON_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z", re.ASCII)
 _ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
 _JSON_BYTE = re.compile(rb"\\x([89a-fA-F][0-9a-fA-F])")  # what comm_text's backslashreplace makes of a non-UTF-8 byte
@@ -89,6 +102,32 @@ def _name(value):
 def _text_name(value):
     """A --context value of a text line (escape_token's form) back to the name."""
     return unescape_comm(value).decode("utf-8", "surrogateescape") if value else None
+
+
+class Summary(NamedTuple):
+    """One connection's summary line (text 'Connection Summary:' or JSON "event": "connection")."""
+    ts_ns: int
+    family: int  # 4 or 6
+    src: ipaddress.IPv4Address | ipaddress.IPv6Address
+    sport: int
+    dst: ipaddress.IPv4Address | ipaddress.IPv6Address
+    dport: int
+    pid: int
+    comm: bytes  # the raw name
+    result: str  # one of RESULTS
+    direction: str | None  # "in", "out"; None when unknown
+    duration_us: int | None  # microseconds (the lines' precision); None when unknown
+    handshake_us: int | None
+    sent: int  # payload bytes
+    received: int
+    retransmits: int
+    rtt_us: int | None
+    uid: int
+    states: tuple  # state names (STATE_NAMES keys), in order
+    states_cut: bool  # the history was cut short before the last state
+    complete: bool  # False: the connection began before the monitor
+    sock: int | None  # the socket's address, if the line has it (JSON)
+    host: str | None = None  # the host of a central syslog's line (its prefix); None in the monitor's own log
 
 
 class Endpoint(NamedTuple):
@@ -208,7 +247,7 @@ class Parser:
     def parse_text(self, line):
         m = TEXT_LINE.match(line)
         if not m:
-            raise Malformed("not a socket-snoop line")
+            return self.parse_summary_text(line)
         sec = self._seconds(m["ts"], self._text_seconds)
         src = self.endpoint(m["src"])
         dst = self.endpoint(m["dst"])
@@ -225,7 +264,9 @@ class Parser:
     def parse_json(self, line):
         try:
             d = json.loads(line)
-            kind = NAME_KINDS[d["event"]]
+            kind = NAME_KINDS.get(d["event"])
+            if kind is None:
+                return self.parse_summary_json(d)
             fam = d["family"]
             if type(fam) is not int or fam not in (4, 6):
                 raise ValueError("bad family")
@@ -258,6 +299,100 @@ class Parser:
         return Record(int(sec) * 1_000_000_000 + ms * 1_000_000, kind, fam, src, sport, dst, dport, pid,
                       comm_from_json(comm), state, sock, uid, _name(d.get("user")), cgroup, _name(d.get("unit")),
                       container, _name(d.get("pod")))
+
+    # -- summary lines: their own functions, so that the event lines' path stays as it was ------------------
+    def parse_summary_text(self, line):
+        """A text 'Connection Summary:' line -> Summary, or raises Malformed."""
+        m = SUMMARY_LINE.match(line)
+        if not m:
+            raise Malformed("not a socket-snoop line")
+        sec = self._seconds(m["ts"], self._text_seconds)
+        src, dst = self.endpoint(m["src"]), self.endpoint(m["dst"])
+        if src.family != dst.family:
+            raise Malformed("SRC and DST of different families")
+        result = m["result"]
+        sent, received, retrans, pid, uid = (int(m[k]) for k in ("sent", "received", "retransmits", "pid", "uid"))
+        if result not in RESULTS or max(sent, received) > MAX_U64 or max(retrans, pid, uid) > MAX_U32:
+            raise Malformed("bad summary value")
+        text = m["states"]
+        names = text.split(">") if text else []
+        complete = not names or names[0] != "..."
+        if not complete:
+            del names[0]
+        cut = len(names) > 1 and names[-2] == "..."
+        if cut:
+            del names[-2]
+        states = _state_names(names)
+        d = m["dir"]
+        return Summary(int(sec) * 1_000_000_000 + int(m["ms"]) * 1_000_000, src.family, src.addr, src.port,
+                       dst.addr, dst.port, pid, unescape_comm(m["comm"]), result, None if d == "-" else d,
+                       _text_us(m["duration"]), _text_us(m["handshake"]), sent, received, retrans,
+                       _text_us(m["rtt"]), uid, states, cut, complete, None)
+
+    def parse_summary_json(self, d):
+        """A JSON line's object with "event": "connection" -> Summary, or raises Malformed."""
+        try:
+            if d["event"] != "connection":
+                raise ValueError("unknown event")
+            fam = d["family"]
+            if type(fam) is not int or fam not in (4, 6):
+                raise ValueError("bad family")
+            src, dst = parse_addr(fam, d["src"]), parse_addr(fam, d["dst"])
+            sport, dport, pid, uid = d["sport"], d["dport"], d["pid"], d["uid"]
+            sent, received, retrans = d["bytes_sent"], d["bytes_received"], d["retransmits"]
+            if (not all(type(v) is int and 0 <= v for v in (sport, dport, pid, uid, sent, received, retrans))
+                    or max(sport, dport) > 65535 or max(pid, uid, retrans) > MAX_U32 or max(sent, received) > MAX_U64):
+                raise ValueError("bad number")
+            result, direction = d["result"], d["direction"]
+            if not isinstance(result, str) or result not in RESULTS:
+                raise ValueError("bad result")
+            if direction is not None and (not isinstance(direction, str) or direction not in DIRECTIONS):
+                raise ValueError("bad direction")
+            names, cut, complete = d["states"], d["states_truncated"], d["complete"]
+            if type(names) is not list or len(names) > 64 or type(cut) is not bool or type(complete) is not bool:
+                raise ValueError("bad states")
+            states = _state_names(names)
+            comm = d["comm"]
+            if not isinstance(comm, str):
+                raise ValueError("bad comm")
+            stamp = d["timestamp"]
+            if not isinstance(stamp, str) or not JSON_TIME.fullmatch(stamp):
+                raise ValueError("bad timestamp")
+            sec = self._seconds(stamp[:19] + "Z", self._json_seconds)
+            frac = stamp[19:].rstrip("Z")
+            ms = int(frac[1:4].ljust(3, "0")) if frac.startswith(".") else 0
+            sock = int(d["sock"], 16) if isinstance(d.get("sock"), str) else None
+            times = [_json_us(d[k]) for k in ("duration_ms", "handshake_ms", "rtt_ms")]
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
+            raise Malformed("bad JSON summary") from None
+        return Summary(int(sec) * 1_000_000_000 + ms * 1_000_000, fam, src, sport, dst, dport, pid,
+                       comm_from_json(comm), result, direction, times[0], times[1], sent, received, retrans,
+                       times[2], uid, states, cut, complete, sock or None)
+
+
+def _state_names(names):
+    """State names as a tuple, each a known one (STATE_NAMES), else Malformed."""
+    for name in names:
+        if not isinstance(name, str) or name not in STATE_NAMES:
+            raise Malformed("bad state")
+    return tuple(names)
+
+
+def _text_us(text):
+    """'40.638ms' -> 40638 (microseconds), '-' -> None (the line's form is checked by SUMMARY_LINE)."""
+    if text == "-":
+        return None
+    whole, _, frac = text[:-2].partition(".")
+    return int(whole) * 1000 + int(frac)
+
+
+def _json_us(value):
+    """A JSON line's milliseconds (a number with up to 3 decimals, or null) -> microseconds or None."""
+    if value is None:
+        return None
+    if type(value) not in (int, float) or not 0 <= value <= MAX_MS:  # NaN fails too
+        raise ValueError("bad time")
+    return round(value * 1000)
 
 
 def show_path(path):

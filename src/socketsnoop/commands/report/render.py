@@ -42,12 +42,13 @@ def write(out, by_host, top, lifecycles, as_json):
 def text_lines(report, top, lifecycles, stamp):
     out = []
     if lifecycles:
-        out += list(report.tracker.report(stamp))
+        out += list(report.tracker.report(stamp, lambda c: _outcome_text(report.outcomes.get(c))))
         out.append("")
     s = report.summary(top)
     span = (f"{stamp(report.first)} to {stamp(report.last)}" if report.first is not None else "no events")
     malformed = f"; {report.malformed} malformed lines skipped" if report.malformed is not None else ""
-    out.append(f"Summary: {report.events} events ({span}); {report.filtered} filtered out{malformed}")
+    summaries = f" and {report.records.count} connection summaries" if report.summaries_read else ""
+    out.append(f"Summary: {report.events} events{summaries} ({span}); {report.filtered} filtered out{malformed}")
     out.append("  by event: " + (", ".join(f"{EVENT_TITLES[NAME_KINDS[k]]} {n}"
                                            for k, n in s["by_event"].items()) or "none"))
     out.append("  states reached: " + (", ".join(f"{k} {n}" for k, n in s["states"].items()) or "none"))
@@ -69,8 +70,59 @@ def text_lines(report, top, lifecycles, stamp):
     for r in s["resets"]:
         out.append(f"  {EVENT_TITLES[NAME_KINDS[r['event']]]}: {r['local']} <-> {r['remote_addr']} "
                    f"PID={r['pid']} COMM={r['comm']}: {r['count']}")
+    if report.summaries_read:
+        out += record_lines(s["connection_summaries"], top)
     out += left_out_lines(report)
     return out
+
+
+def _outcome_text(r):
+    """How a lifecycle's connection ended, from its summary line: '; closed, 100 sent, 7 received, 40.638ms'."""
+    if r is None:
+        return ""
+    duration = "" if r.duration_us is None else f", {r.duration_us / 1000:.3f}ms"
+    return f"; {r.result}, {r.sent} sent, {r.received} received{duration}"
+
+
+def _ms(value):
+    return "-" if value is None else f"{value:.3f}ms"
+
+
+def _conn_text(c):
+    return f"{c['src']} -> {c['dst']} PID={c['pid']} COMM={c['comm']}"
+
+
+def record_lines(r, top):
+    """The tables of the connections' summary lines (Records.summary), as text."""
+    out = [f"Connections (from the summary lines): {r['connections']}, {r['failed']} failed; "
+           f"{r['bytes_sent']} bytes sent, {r['bytes_received']} received",
+           "  failed by cause: " + (", ".join(f"{k} {n}" for k, n in r["failed_by_cause"].items()) or "none"),
+           f"Failed connections by destination (top {top}): failed (by cause)"]
+    for f in r["failed_by_destination"]:
+        out.append(f"  {f['remote']}: {f['failed']} (" + ", ".join(f"{k} {n}" for k, n in f["causes"].items()) + ")")
+    out.append(f"Top connections by bytes (top {top}): sent, received (result, duration)")
+    for c in r["top_connections_by_bytes"]:
+        out.append(f"  {_conn_text(c)}: {c['bytes_sent']} sent, {c['bytes_received']} received "
+                   f"({c['result']}, {_ms(c['duration_ms'])})")
+    out.append(f"Top processes by bytes (top {top}): sent, received, connections")
+    for p in r["top_processes_by_bytes"]:
+        out.append(f"  PID={p['pid']} COMM={p['comm']}: {p['bytes_sent']} sent, {p['bytes_received']} received, "
+                   f"{p['connections']} connections")
+    out.append(f"Slowest handshakes (top {top}): handshake (direction, result)")
+    for c in r["slowest_handshakes"]:
+        out.append(f"  {_conn_text(c)}: {_ms(c['handshake_ms'])} ({c['direction'] or '-'}, {c['result']})")
+    out.append(f"Resets by who sent them (top {top}): {r['failed_by_cause'].get('reset-sent', 0)} sent by us, "
+               f"{r['failed_by_cause'].get('reset-received', 0)} by the peer")
+    for p in r["resets_sent_by_process"]:
+        out.append(f"  sent by PID={p['pid']} COMM={p['comm']}: {p['connections']} connections")
+    for e in r["resets_received_by_remote"]:
+        out.append(f"  received from {e['remote']}: {e['connections']} connections")
+    return out
+
+
+RECORD_TABLES = (("failed_destinations", "Failed connections by destination"),
+                 ("process_bytes", "Top processes by bytes"), ("resets_sent", "Resets sent by process"),
+                 ("resets_received", "Resets received by remote"))
 
 
 def left_out_lines(report):
@@ -81,6 +133,7 @@ def left_out_lines(report):
     parts = [f"{lo[k]} events not counted in {what}" for k, what in
              (("processes", "Processes"), ("units", "Units"), ("containers", "Containers"), ("users", "Users"),
               ("remotes", "Remote endpoints"), ("resets", "Resets")) if lo[k]]
+    parts += [f"{lo[k]} connections not counted in {what}" for k, what in RECORD_TABLES if lo[k]]
     if parts:
         parts[0] = parts[0] + f" (each table keeps its first {report.table_limit} keys)"
     if lo["joins"]:
@@ -94,18 +147,24 @@ def json_document(report, top, lifecycles, stamp):
     s = report.summary(top)
     for k in ("first_ns", "last_ns"):
         s[k.replace("_ns", "")] = stamp(s.pop(k)) if s[k] is not None else None
+    for table in ("top_connections_by_bytes", "slowest_handshakes"):
+        for c in s.get("connection_summaries", {}).get(table, ()):
+            c["end"] = stamp(c.pop("end_ns"))
     if lifecycles:
-        s["connections"] = [_connection(c, stamp) for c in report.tracker.connections()]
+        s["connections"] = [_connection(c, stamp, report.outcomes.get(c)) for c in report.tracker.connections()]
         s["connections_not_kept"] = report.tracker.left_out
     return json.dumps(s, indent=2)
 
 
-def _connection(c, stamp):
-    """One of tracker.connections() as a dict for --json."""
+def _connection(c, stamp, outcome=None):
+    """One of tracker.connections() as a dict for --json; outcome: its Summary, if a summary line joined it."""
     d = Tracker.describe(c)
+    more = {} if outcome is None else {
+        "result": outcome.result, "bytes_sent": outcome.sent, "bytes_received": outcome.received,
+        "duration_ms": None if outcome.duration_us is None else round(outcome.duration_us / 1000, 3)}
     return {
         "src": d["src"], "dst": d["dst"], "pid": d["pid"], "comm": d["comm"], "first": stamp(d["first_ns"]),
         "duration_s": round((d["last_ns"] - d["first_ns"]) / 1e9, 3), "retransmits": d["retransmits"],
         "steps": [{"time": stamp(ts), "what": what} for ts, what in d["steps"]],
-        "steps_not_kept": d["steps_not_kept"],
+        "steps_not_kept": d["steps_not_kept"], **more,
     }
