@@ -11,6 +11,7 @@ from socketsnoop.output import formats as fmt
 from socketsnoop.output.connections import ConnectionReport
 from socketsnoop.output.tracker import Tracker
 from socketsnoop.pipeline import decode
+from socketsnoop.pipeline.identity import Owner
 
 
 def ev(**kw):
@@ -231,3 +232,21 @@ def test_exit_report_from_records(clock):
     assert "  result=timeout " in lines[11]
     assert lines[-2:] == ["(1 connections not shown: the report keeps the 2 most recently closed)",
                           "Connections: 2 shown, 1 not shown"]
+
+
+class _Names:
+    """An identity (pipeline.identity.Identity's owner()) that knows one service."""
+
+    def owner(self, cgroup, uid, pid):
+        return Owner(uid, "nobody", "/system.slice/x.service", "x.service", None, None, "/usr/bin/curl"), True
+
+
+def test_connection_record_carries_the_owners_names(clock):
+    row = record_row(uid=65534, cgroup=9)
+    text = fmt.TextFormatter(clock, _Names(), context=True).record_lines([row])[0]
+    assert text.endswith(" UID=65534 STATES=SYN_SENT>ESTABLISHED>FIN_WAIT1>FIN_WAIT2>CLOSE USER=nobody UNIT=x.service\n")
+    assert fmt.TextFormatter(clock, _Names()).record_lines([row])[0].endswith(">CLOSE\n")  # no --context: none
+    rec = json.loads(fmt.JsonFormatter(clock, _Names()).record_lines([row])[0])
+    assert (rec["uid"], rec["user"], rec["cgroup"], rec["unit"], rec["exe"]) == (
+        65534, "nobody", "/system.slice/x.service", "x.service", "/usr/bin/curl")
+    assert "container" not in rec and "pod" not in rec

@@ -17,6 +17,9 @@ import time
 
 from ..kernel.abi import IDENT_PID, IDENT_STRUCT, R_INCOMPLETE, R_STATES_CUT
 from ..pipeline.decode import (
+    R_CGROUP,
+    R_IDENT,
+    R_UID,
     DIRECTION_NAMES,
     EVENT_NAMES,
     EVENT_TITLES,
@@ -183,6 +186,7 @@ class TextFormatter(_Formatter):
         self.bare_tails = [f" STATE={describe_state(n)}" for n in range(256)]
         if identity is not None and context:
             self.lines = self._lines_context
+            self.record_lines = self._record_lines_context
         self._addrs[6] = _Cache(lambda raw: f"[{format_addr(6, raw)}]")  # as format_endpoint puts them
         self.comms = _Cache(escape_comm, 4096)
         self.tails = [f" STATE={describe_state(n)}\n" for n in range(256)]
@@ -255,6 +259,13 @@ class TextFormatter(_Formatter):
                  nstates, flags, _own, who) in rows]
 
 
+    def _record_lines_context(self, rows):
+        """Records with the owner's names after STATES= (--context), as the events have them after STATE=."""
+        owner, pid_of = self._owner, IDENT_PID.unpack_from
+        return [line[:-1] + owner((row[R_CGROUP], row[R_UID], pid_of(row[R_IDENT])[0]))[0]
+                for line, row in zip(TextFormatter.record_lines(self, rows), rows)]
+
+
 class JsonFormatter(_Formatter):
     """One JSON object per line; the schema is in the README. Built from cached, already-safe pieces:
     only COMM comes from outside, and it goes through json.dumps. Time: RFC 3339, UTC, milliseconds."""
@@ -266,6 +277,7 @@ class JsonFormatter(_Formatter):
         self.identity = identity
         if identity is not None:
             self.lines = self._lines_identity
+            self.record_lines = self._record_lines_identity
         self.comms = _Cache(lambda raw: json.dumps(comm_text(raw), ensure_ascii=True), 4096)
         self.events = {t: f'","event":"{name}","family":' for t, name in EVENT_NAMES.items()}
         self.olds = ["null"] + [f'"{_STATES[n]}"' for n in range(1, 256)]
@@ -347,3 +359,14 @@ class JsonFormatter(_Formatter):
             f'"states_truncated":{"true" if flags & 2 else "false"},"complete":{"false" if flags & 1 else "true"}}}\n'
             for (ts, sk, start, handshake, sent, received, _cg, _ino, states, ns, retrans, rtt, uid, result, direction,
                  nstates, flags, own, who) in rows]
+
+    def _record_lines_identity(self, rows):
+        """Records with the owner's names (user, cgroup, unit, container, pod, exe: those known) after "uid"."""
+        owner, pid_of = self._owner, IDENT_PID.unpack_from
+        out = []
+        for line, row in zip(JsonFormatter.record_lines(self, rows), rows):
+            names = owner((row[R_CGROUP], row[R_UID], pid_of(row[R_IDENT])[0]))[0]
+            uid = f',"uid":{row[R_UID]}'
+            # the names' own "uid" key stands where the record's was; the others follow it
+            out.append(line.replace(uid, names if names.startswith(uid) else uid + names, 1))
+        return out
