@@ -972,12 +972,17 @@ static __always_inline void record(void *ctx, const struct sock *sk, const struc
 		received--;
 	r.bytes_sent = acked;
 	r.bytes_received = received;
+	/*
+	 * No wake-up: the reader waits on `events` (woken at its fill mark) and
+	 * reads the records each time it wakes, or every 0.1 s; a wake-up per
+	 * record would cost the kernel work each time the reader has caught up.
+	 */
 	if (cs && cs->depth > 1) {
 		err = bpf_ringbuf_output(&records_spare, &r, sizeof(r), BPF_RB_NO_WAKEUP);
 		if (err)
-			err = bpf_ringbuf_output(&records, &r, sizeof(r), 0);
+			err = bpf_ringbuf_output(&records, &r, sizeof(r), BPF_RB_NO_WAKEUP);
 	} else {
-		err = bpf_ringbuf_output(&records, &r, sizeof(r), 0);
+		err = bpf_ringbuf_output(&records, &r, sizeof(r), BPF_RB_NO_WAKEUP);
 		if (err) /* RE-ENTRY, 2 */
 			err = bpf_ringbuf_output(&records_spare, &r, sizeof(r), BPF_RB_NO_WAKEUP);
 	}
