@@ -6,6 +6,7 @@ import argparse
 
 from .. import __version__
 from ..errors import SnoopError
+from ..output.syslog import FACILITIES, parse_url
 from ..pipeline.filters import Filters, parse_cidr, parse_comm, parse_pid, parse_port, parse_state
 from .cmdline import CONST, LIST, SWITCH, VALUE, CommandParser, Option
 from .config import parse_with_config
@@ -21,6 +22,8 @@ examples:
   socket-snoop -c nginx -s ESTABLISHED # nginx's connections reaching ESTABLISHED
   socket-snoop -p 1234 --no-log-file   # process 1234 only, console only
   socket-snoop --json -q --log-file /var/log/socket_monitor.json   # JSON lines to a file only
+  socket-snoop -q --journal            # to the journal: journalctl SOCKETSNOOP_DPORT=443
+  socket-snoop --syslog tls://logs.example.org:6514 --syslog-ca /etc/ssl/logs-ca.pem
   socket-snoop --duration 60 --stats 10   # one minute, a summary line every 10 s
   socket-snoop check                   # can this host run the monitor?
   socket-snoop service install         # systemd unit + logrotate, hardened
@@ -40,6 +43,13 @@ def parse_size(value):
     if not (1 << 16) <= size <= (1 << 30):
         raise SnoopError(f"socket-snoop: --buffer-size: {value!r} is out of range (64K to 1G)", 2)
     return size
+
+
+def syslog_url(value):
+    try:
+        return parse_url(value)
+    except ValueError as e:
+        raise SnoopError(f"socket-snoop: --syslog: invalid value {value!r}: {e}", 2) from None
 
 
 def positive(option, cast=float, maximum=10**9):
@@ -96,6 +106,22 @@ MONITOR_OPTIONS = (
                type=positive("--max-tracked", int, 10**7), default=1000, metavar="N"),
         Option(("--stats",), VALUE, "print a one-line summary on stderr every SECONDS", type=positive("--stats"),
                metavar="SECONDS"),
+    )),
+    ("outputs (any number at once; each has a queue and a thread of its own)", (
+        Option(("--journal",), SWITCH, "each event to the systemd journal (native protocol)"),
+        Option(("--journal-socket",), VALUE,
+               "the journal's socket (implies --journal; default /run/systemd/journal/socket)", metavar="PATH"),
+        Option(("--syslog",), VALUE,
+               "RFC 5424 messages to a collector: udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT",
+               type=syslog_url, metavar="URL"),
+        Option(("--syslog-facility",), VALUE, "syslog facility (default daemon; kern, user, ..., local0 to local7)",
+               choices=tuple(FACILITIES), default="daemon", metavar="NAME"),
+        Option(("--syslog-ca",), VALUE,
+               "CA certificates (PEM) that sign the tls:// collector's certificate (default: the system's)",
+               metavar="FILE"),
+        Option(("--output-queue",), VALUE, "events the journal and syslog outputs each hold while the receiver "
+               "is slow or down (default 10000); what does not fit is dropped and counted",
+               type=positive("--output-queue", int, 10**7), default=10000, metavar="N"),
     )),
     ("running", (
         Option(("--duration",), VALUE, "stop after SECONDS", type=positive("--duration"), metavar="SECONDS"),

@@ -21,7 +21,10 @@ from ..kernel.abi import (
 )
 from ..kernel.loader import Probe, preflight
 from ..output.formats import Clock, JsonFormatter, TextFormatter
-from ..output.sinks import ConsoleSink, LogFileSink
+from ..output.journal import DEFAULT_SOCKET, JournalSink
+from ..output.queued import QueuedSink
+from ..output.sinks import ConsoleSink, LogFileSink, UnsafeLogPath
+from ..output.syslog import SyslogSink
 from ..output.tracker import Tracker
 from ..pipeline.decode import TS, merge_by_time
 from ..pipeline.enrich import ProcOwnerEnricher
@@ -68,11 +71,48 @@ class Monitor:
         if self.opts.log_file:
             try:
                 self.sinks.append(LogFileSink(self.opts.log_file, warn=_err))
+            except UnsafeLogPath as e:
+                raise SnoopError(f"socket-snoop: refusing the log file {self.opts.log_file}: {e}", 2) from None
             except OSError as e:
                 raise SnoopError(f"socket-snoop: cannot write the log file {self.opts.log_file}: "
                                  f"{e.strerror} (use --log-file PATH or --no-log-file)") from None
+        self.sinks += self.output_sinks()
         for sink in self.sinks:
             sink.open()
+
+    def output_sinks(self):
+        """--journal, --syslog: each a QueuedSink (a bounded queue and a writer thread of its own)."""
+        o, out = self.opts, []
+        text = o.format != "json"
+        kw = dict(capacity=o.output_queue, warn=_err, json_lines=not text)
+        if o.journal or o.journal_socket:
+            out.append(JournalSink(self.clock, text, path=o.journal_socket or DEFAULT_SOCKET, **kw))
+        if o.syslog:
+            try:
+                out.append(SyslogSink(self.clock, text, o.syslog, facility=o.syslog_facility, ca=o.syslog_ca, **kw))
+            except (OSError, ValueError) as e:  # ssl: the CA file missing or not PEM
+                raise SnoopError(f"socket-snoop: --syslog-ca {o.syslog_ca}: cannot use it: "
+                                 f"{getattr(e, 'strerror', None) or e}", 2) from None
+        return out
+
+    @property
+    def queued_sinks(self):
+        return [s for s in self.sinks if isinstance(s, QueuedSink)]
+
+    def outputs_line(self):
+        """'Outputs: journal dropped=0 syslog dropped=3' ('' without such outputs)."""
+        parts = [f"{s.name} dropped={s.dropped()}{s.details()}" for s in self.queued_sinks]
+        return "Outputs: " + " ".join(parts) if parts else ""
+
+    def notice_losses(self, counters, seen):
+        """Lost or missed events since the last call, as a warning entry to the outputs that carry fields."""
+        lost, missed = counters[C_LOST], self.probe.missed(counters)
+        dl, dm = lost - seen[0], missed - seen[1]
+        if dl or dm:
+            for s in self.queued_sinks:
+                s.notice(f"Lost Events: {dl} lost (the buffer was full), {dm} missed (the kernel skipped our "
+                         "programs)", {"event": "lost_events", "lost": dl, "missed": dm})
+        return lost, missed
 
     @property
     def user_filtered(self):
@@ -156,6 +196,8 @@ class Monitor:
             self.loop()
             self.probe.detach()
             self.drain(until_empty=True)  # what was written before detaching
+            for sink in self.queued_sinks:  # their last messages out (or counted) before the summary
+                sink.close()
             return self.finish()
         finally:
             self.probe.close()
@@ -171,6 +213,7 @@ class Monitor:
         next_check = start + 1.0
         next_stats = start + opts.stats if opts.stats else None
         last_stats = (start, self.probe.counters())
+        losses = (0, 0)
         perf = opts.buffer == "perf"
         while not self.stop:
             if perf:
@@ -187,6 +230,8 @@ class Monitor:
                 next_check = now + 1.0
                 for sink in self.sinks:
                     sink.check()
+                if self.queued_sinks:
+                    losses = self.notice_losses(self.probe.counters(), losses)
             if next_stats and now >= next_stats:
                 next_stats = now + opts.stats
                 last_stats = self.print_stats(last_stats, now)
@@ -202,7 +247,8 @@ class Monitor:
              f"reset sent {c[C_SEEN_RESET_SENT] - c0[C_SEEN_RESET_SENT]}, "
              f"reset received {c[C_SEEN_RESET_RECEIVED] - c0[C_SEEN_RESET_RECEIVED]}; "
              f"filtered {c[C_FILTERED] - c0[C_FILTERED]}; lost so far {c[C_LOST]}, "
-             f"missed so far {self.probe.missed(c)}")
+             f"missed so far {self.probe.missed(c)}"
+             + "".join(f"; {s.name} dropped so far {s.dropped()}" for s in self.queued_sinks))
         return now, c
 
     def finish(self):
@@ -215,6 +261,8 @@ class Monitor:
         lines.append(f"Totals: seen={c[C_SEEN]} captured={c[C_SENT]} "
                      f"filtered={c[C_FILTERED] + self.user_filtered} lost={c[C_LOST]} missed={missed} "
                      f"lines={self.lines}")
+        if self.queued_sinks:
+            lines.append(self.outputs_line())
         try:
             out.write("\n".join(lines) + "\n")
             out.flush()

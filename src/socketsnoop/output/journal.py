@@ -1,0 +1,114 @@
+"""--journal: each event to the systemd journal, over its native protocol, with the standard library only.
+
+The protocol (systemd's "Native Journal Protocol"): one datagram per entry on the AF_UNIX socket
+/run/systemd/journal/socket, made of fields. A field is `NAME=value\\n`, or, for a value that holds a
+newline (or any byte at all), `NAME\\n` + its length as 64-bit little-endian + the value + `\\n`. Every
+value that comes from outside (COMM) goes in the binary form when it holds a newline, so a process name
+such as "a\\nSOCKETSNOOP_RESULT=x" is one value and never a field of its own; names are ours, fixed. An
+entry too large for a datagram goes in a sealed memfd whose descriptor is sent instead (SCM_RIGHTS).
+
+Fields: MESSAGE (the text log line), PRIORITY (4 warning: resets, failed connections, lost events;
+6 info), SYSLOG_IDENTIFIER=socket-snoop, and SOCKETSNOOP_<KEY> for each key of the JSON line
+(SOCKETSNOOP_SRC, SOCKETSNOOP_DPORT, SOCKETSNOOP_COMM, ...); a null value is left out.
+"""
+
+import errno
+import fcntl
+import os
+import re
+import socket
+import struct
+
+from .queued import BACKOFF_S, QueuedSink
+
+DEFAULT_SOCKET = "/run/systemd/journal/socket"
+_U64 = struct.Struct("<Q")
+_NOT_NAME = re.compile(r"[^A-Z0-9_]")
+# what a datagram too big for the socket says (the journal gone says ENOENT or ECONNREFUSED: wait for it)
+_TOO_BIG = (errno.EMSGSIZE, errno.ENOBUFS)
+SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
+
+
+def field_name(key):
+    """SOCKETSNOOP_ + the JSON key, upper-cased (anything but A-Z, 0-9, _ as _): names are ours, never data."""
+    return "SOCKETSNOOP_" + _NOT_NAME.sub("_", str(key).upper())
+
+
+def field(name: bytes, value) -> bytes:
+    """One field: NAME=value, or the binary form where the value holds a newline."""
+    if not isinstance(value, bytes):
+        value = str(value).encode("utf-8", "backslashreplace")
+    if b"\n" in value:
+        return name + b"\n" + _U64.pack(len(value)) + value + b"\n"
+    return name + b"=" + value + b"\n"
+
+
+class JournalSink(QueuedSink):
+    name = "journal"
+
+    def __init__(self, clock, lines_are_text, path=DEFAULT_SOCKET, capacity=10000, warn=None, json_lines=False):
+        super().__init__(clock, lines_are_text, capacity, warn, json_lines)
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self.names = {}  # JSON key -> field name bytes
+        self.down = False  # the journal could not be reached (said once until it works again)
+        self.large = 0  # entries sent through a memfd
+
+    def encode(self, m) -> bytes:
+        names = self.names
+        parts = [b"MESSAGE=", m.text.encode("utf-8", "backslashreplace"), b"\nPRIORITY=%d\n" % m.severity,
+                 b"SYSLOG_IDENTIFIER=socket-snoop\n"]
+        for key, value in m.fields.items():
+            if value is None:
+                continue
+            name = names.get(key)
+            if name is None:
+                name = names[key] = field_name(key).encode()
+            parts.append(field(name, value))
+        return b"".join(parts)
+
+    def _send_memfd(self, data):
+        """The protocol's rule for an entry too large for a datagram: a sealed memfd, sent as the only
+        content of an empty datagram."""
+        fd = os.memfd_create("socket-snoop-journal", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            os.write(fd, data)
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, SEALS)
+            self.sock.sendmsg([], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))], 0, self.path)
+            self.large += 1
+        finally:
+            os.close(fd)
+
+    def _send(self, data):
+        try:
+            self.sock.sendto(data, self.path)
+        except OSError as e:
+            if e.errno not in _TOO_BIG:
+                raise
+            self._send_memfd(data)
+
+    def deliver(self, messages):
+        delay = BACKOFF_S[0]
+        i = 0
+        while i < len(messages):
+            try:
+                self._send(self.encode(messages[i]))
+            except OSError as e:
+                if not self.down:
+                    self.down = True
+                    self.warn(f"socket-snoop: cannot write to the journal at {self.path}: {e.strerror or e}; "
+                              "events wait in a queue (what it cannot hold is dropped and counted)")
+                if self.closing:
+                    return len(messages) - i
+                delay = self.wait_retry(delay)
+                continue
+            if self.down:
+                self.down = False
+                self.warn(f"socket-snoop: writing to the journal at {self.path} again")
+                delay = BACKOFF_S[0]
+            i += 1
+        return 0
+
+    def close(self):
+        super().close()
+        self.sock.close()

@@ -1,0 +1,280 @@
+"""--syslog URL: RFC 5424 messages to a remote collector, with the standard library only.
+
+    <PRI>1 TIMESTAMP HOSTNAME socket-snoop PROCID MSGID [socketsnoop@32473 src="..." ...] MSG
+
+PRI is facility * 8 + severity (4 warning: resets, failed connections, lost events; 6 info); TIMESTAMP
+the event's (RFC 3339, UTC, milliseconds); MSGID the event kind (state_change, retransmit, ...); the
+structured data element carries every key of the JSON line as a parameter, its value escaped as
+RFC 5424 6.3.3 says (`"`, `\\` and `]` behind a backslash); MSG is the text log line, which is
+printable ASCII already (COMM escaped), so no BOM.
+
+Transports: udp:// one message per datagram, cut to UDP_MAX bytes if larger (counted); tcp:// and
+tls:// (stdlib ssl, the peer's certificate and host name verified against --syslog-ca or the system's
+CAs) with RFC 6587 octet-counting framing (`LEN SP MSG`), so no byte of a message can end it early.
+A stream that breaks (the collector restarts) is reconnected with backoff; meanwhile messages wait in
+the bounded queue. Messages written but not yet acknowledged by the collector's TCP when the stream
+broke are sent again (at least once: a few may arrive twice, counted as sent again).
+"""
+
+import errno
+import fcntl
+import os
+import select
+import socket
+import ssl
+import struct
+import termios
+import urllib.parse
+
+from .queued import BACKOFF_S, QueuedSink
+
+ENTERPRISE_ID = "socketsnoop@32473"  # 32473: the private enterprise number RFC 5612 sets aside for examples
+APP_NAME = "socket-snoop"
+UDP_MAX = 2048  # RFC 5426: receivers SHOULD take 2048 octets; larger datagrams may be cut or refused
+DEFAULT_PORTS = {"udp": 514, "tcp": 514, "tls": 6514}
+FACILITIES = {name: n for n, name in enumerate(
+    "kern user mail daemon auth syslog lpr news uucp cron authpriv ftp ntp security console solaris-cron".split())}
+FACILITIES.update({f"local{i}": 16 + i for i in range(8)})
+INFLIGHT_MAX = 20000  # messages kept for sending again until the collector's TCP acknowledges them
+_SD_ESCAPE = str.maketrans({"\\": "\\\\", '"': '\\"', "]": "\\]"})
+_POLL_BAD = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP | getattr(select, "POLLRDHUP", 0x2000)
+_OUTQ = struct.Struct("i")
+
+
+class SyslogURL:
+    def __init__(self, text):
+        self.text = text
+        u = urllib.parse.urlsplit(text)
+        if u.scheme not in DEFAULT_PORTS or not u.hostname or u.path not in ("", "/") or u.query:
+            raise ValueError("expected udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT")
+        try:
+            port = u.port
+        except ValueError:
+            raise ValueError("the port is a number from 1 to 65535") from None
+        self.scheme, self.host, self.port = u.scheme, u.hostname, port or DEFAULT_PORTS[u.scheme]
+
+    def __str__(self):
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+def parse_url(text):
+    return SyslogURL(str(text))
+
+
+def sd_value(value):
+    if value is None:
+        return ""
+    if value is True or value is False:
+        return "true" if value else "false"
+    return str(value).translate(_SD_ESCAPE)
+
+
+def _hostname():
+    """RFC 5424 HOSTNAME: printable ASCII without spaces, at most 255 characters, else '-'."""
+    name = socket.gethostname()
+    try:
+        name = socket.getfqdn(name) if "." not in name else name
+    except OSError:
+        pass
+    ok = name and len(name) <= 255 and all(33 <= ord(c) <= 126 for c in name)
+    return name if ok else "-"
+
+
+class SyslogSink(QueuedSink):
+    name = "syslog"
+
+    def __init__(self, clock, lines_are_text, url, facility="daemon", ca=None, capacity=10000, warn=None,
+                 json_lines=False):
+        super().__init__(clock, lines_are_text, capacity, warn, json_lines)
+        self.url = url if isinstance(url, SyslogURL) else parse_url(url)
+        self.facility = FACILITIES[facility]
+        self.header_tail = f" {_hostname()} {APP_NAME} {os.getpid()} ".encode()
+        self.sock = None
+        self.inflight = []  # frames written since the collector's TCP last had nothing unacknowledged
+        self.truncated = 0
+        self.sent_again = 0
+        self.problem = None  # the last error said (each distinct one once)
+        self.context = None
+        if self.url.scheme == "tls":
+            self.context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)  # verifies by default
+            self.context.minimum_version = ssl.TLSVersion.TLSv1_2
+
+    # -- the message --------------------------------------------------------------------------------
+    def encode(self, m) -> bytes:
+        f = m.fields
+        pri = self.facility * 8 + m.severity
+        ts = f.get("timestamp") or "-"
+        sd = " ".join(f'{k}="{sd_value(v)}"' for k, v in f.items() if v is not None and k != "timestamp")
+        msgid = m.kind if m.kind.isascii() and m.kind.isprintable() and " " not in m.kind else "-"
+        head = f"<{pri}>1 {ts}".encode() + self.header_tail + msgid[:32].encode()
+        return b"".join((head, b" [", ENTERPRISE_ID.encode(), b" ", sd.encode("utf-8", "backslashreplace"),
+                         b"] ", m.text.encode("ascii", "backslashreplace")))
+
+    def _fit(self, data, message):
+        """A datagram of at most UDP_MAX bytes: the MSG cut first, then the structured data left out (never
+        cut inside it, which would make it unparsable)."""
+        if len(data) <= UDP_MAX:
+            return data
+        self.truncated += 1
+        head_sd = data[:len(data) - len(message.text)]
+        if len(head_sd) < UDP_MAX:
+            return data[:UDP_MAX]
+        head = data[:data.index(b" [" + ENTERPRISE_ID.encode())]
+        return (head + b" - " + message.text.encode("ascii", "backslashreplace"))[:UDP_MAX]
+
+    # -- the transport -------------------------------------------------------------------------------
+    def _say(self, text):
+        if text != self.problem:
+            self.problem = text
+            self.warn(text)
+
+    def _connect(self):
+        u = self.url
+        if u.scheme == "udp":
+            infos = socket.getaddrinfo(u.host, u.port, type=socket.SOCK_DGRAM)
+            family, kind, proto, _, addr = infos[0]
+            s = socket.socket(family, kind | socket.SOCK_CLOEXEC, proto)
+            s.connect(addr)
+            return s
+        s = socket.create_connection((u.host, u.port), timeout=10)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            if self.context is not None:
+                s = self.context.wrap_socket(s, server_hostname=u.host)
+            s.settimeout(30)
+        except BaseException:
+            s.close()
+            raise
+        return s
+
+    def _disconnect(self):
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+            self.sock = None
+
+    def _alive(self):
+        """The stream is still up; and, if the collector's TCP has acknowledged everything written, the
+        frames in flight are forgotten. A collector never sends us anything: readable means closed."""
+        fd = self.sock.fileno()
+        try:
+            outq = _OUTQ.unpack(fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0]  # SIOCOUTQ: not yet acked
+        except OSError:
+            return False
+        p = select.poll()
+        p.register(fd, _POLL_BAD)
+        if p.poll(0):
+            if not self._drain_input():
+                return False
+        if outq == 0:  # read before the poll: taken while the stream was up
+            self.inflight.clear()
+        return True
+
+    def _drain_input(self):
+        """Something to read: EOF (the collector closed), an error, or TLS's own records (session tickets).
+        True if the stream is still up."""
+        s = self.sock
+        s.setblocking(False)
+        try:
+            while True:
+                data = s.recv(4096)
+                if not data:
+                    return False
+        except (ssl.SSLWantReadError, BlockingIOError):
+            return True
+        except OSError:
+            return False
+        finally:
+            try:
+                s.settimeout(30)
+            except OSError:
+                pass
+
+    def deliver(self, messages):
+        udp = self.url.scheme == "udp"
+        frames = []
+        for m in messages:
+            data = self.encode(m)
+            frames.append(self._fit(data, m) if udp else b"%d %s" % (len(data), data))
+        return self._send_udp(frames) if udp else self._send_stream(frames)
+
+    def _send_udp(self, frames):
+        lost = 0
+        for data in frames:
+            try:
+                if self.sock is None:
+                    self.sock = self._connect()
+                self.sock.send(data)
+                self.problem = None
+            except OSError as e:  # ECONNREFUSED: an ICMP port unreachable for an earlier datagram
+                lost += 1
+                self._say(f"socket-snoop: syslog {self.url}: {e.strerror or e} (UDP: lost messages are counted "
+                          "where the kernel reports them)")
+                if e.errno not in (errno.ECONNREFUSED,):
+                    self._disconnect()
+        return lost
+
+    def _send_stream(self, frames):
+        delay = BACKOFF_S[0]
+        pending = frames
+        while pending:
+            if self.sock is None:
+                if self.closing and self.problem:  # stopping, and the collector is down: do not wait
+                    return self._give_up(pending)
+                try:
+                    self.sock = self._connect()
+                except ssl.SSLCertVerificationError as e:
+                    self._say(f"socket-snoop: syslog {self.url}: refused the collector: its certificate could not be "
+                              f"verified ({e.verify_message}); messages wait in a queue (dropped ones are counted)")
+                    delay = self.wait_retry(BACKOFF_S[1] if not self.closing else delay)
+                    continue
+                except (OSError, ssl.SSLError) as e:
+                    self._say(f"socket-snoop: syslog {self.url}: cannot connect: {e.strerror or e}; messages wait "
+                              "in a queue (dropped ones are counted); reconnecting")
+                    if self.closing:
+                        return self._give_up(pending)
+                    delay = self.wait_retry(delay)
+                    continue
+                if self.problem:
+                    self.warn(f"socket-snoop: syslog {self.url}: connected again")
+                    self.problem = None
+                delay = BACKOFF_S[0]
+                if self.inflight:  # written before the stream broke, not acknowledged: again, first
+                    self.sent_again += len(self.inflight)
+                    pending, self.inflight = self.inflight + pending, []
+            if not self._alive():
+                self._broke("the collector closed the connection")
+                continue
+            chunk, pending = pending[:256], pending[256:]
+            try:
+                self.sock.sendall(b"".join(chunk))
+            except (OSError, ssl.SSLError) as e:
+                self.inflight.extend(chunk)  # perhaps partly written: all of it again after reconnecting
+                self._broke(e.strerror or str(e))
+                continue
+            self.inflight.extend(chunk)
+            if len(self.inflight) > INFLIGHT_MAX:
+                del self.inflight[:len(self.inflight) - INFLIGHT_MAX]
+        return 0
+
+    def _broke(self, why):
+        self._say(f"socket-snoop: syslog {self.url}: the connection broke ({why}); reconnecting, "
+                  "messages wait in a queue")
+        self._disconnect()
+
+    def _give_up(self, pending):
+        """Stopping with the collector down: what is pending, and what was written but not acknowledged."""
+        n = len(pending) + len(self.inflight)
+        self.inflight = []
+        return n
+
+    def details(self):
+        return f" truncated={self.truncated}" * bool(self.truncated) + f" sent_again={self.sent_again}" * bool(
+            self.sent_again)
+
+    def close(self):
+        super().close()
+        self._disconnect()
