@@ -6,6 +6,7 @@ the unit. logrotate renames the log and sends SIGHUP; the monitor then
 reopens its log file (no copytruncate, no lost lines).
 """
 
+import ipaddress
 import os
 import shutil
 import subprocess
@@ -71,16 +72,38 @@ def entry_point():
     return [sys.executable, "-m", "socketsnoop"], (None if probe.returncode == 0 else src)
 
 
-def render_unit(command, pythonpath=None, config=None, log_files=()):
-    """The unit file's text. command: argv prefix that runs socket-snoop."""
+def _outputs_sandbox(opts):
+    """(RestrictAddressFamilies and IP lines, extra lines) for the configured outputs: AF_INET/AF_INET6 only
+    with --syslog (and only its address where it is a literal), the journal socket and the CA file
+    reachable where they are configured (a path under a home or /tmp would otherwise be hidden)."""
+    syslog = getattr(opts, "syslog", None) if opts else None
+    if syslog is None:
+        net = ("# no network socket is opened (libbpf needs netlink only for XDP/TC, not used); AF_UNIX for the "
+               "journal\nRestrictAddressFamilies=AF_UNIX\nIPAddressDeny=any\n")
+    else:
+        net = f"# --syslog {_check(str(syslog), 'the syslog URL')}: AF_INET/AF_INET6 for the collector (and a name's DNS look-up)\n" \
+              "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n"
+        try:
+            net += f"IPAddressDeny=any\nIPAddressAllow={ipaddress.ip_address(syslog.host)}\n"
+        except ValueError:
+            pass  # a host name: its addresses (and the DNS servers') are not known here
+    paths = [p for p in (getattr(opts, "journal_socket", None), getattr(opts, "syslog_ca", None)) if p] if opts else []
+    paths = [os.path.abspath(p) for p in paths]
+    return net, any(p.startswith(HOME_DIRS) for p in paths), any(p.startswith(("/tmp/", "/var/tmp/")) for p in paths)
+
+
+def render_unit(command, pythonpath=None, config=None, log_files=(), opts=None):
+    """The unit file's text. command: argv prefix that runs socket-snoop; opts: the config file's options
+    (for the outputs' sandbox: network only for --syslog)."""
+    net, out_home, out_tmp = _outputs_sandbox(opts)
     args = list(command) + (["--config", config] if config else []) + ["-q", "--no-report"]
     # "-": systemd ignores a missing directory instead of failing to start the unit (the monitor then says
     # it cannot open its log); /var/log is there on any system
     rw = ["/var/log"] + ["-" + d for d in sorted({os.path.dirname(p) for p in log_files
                                                   if not _under_var_log(os.path.dirname(p))})]
-    in_home = any(p.startswith(HOME_DIRS) for p in list(command) + [pythonpath or ""])
+    in_home = out_home or any(p.startswith(HOME_DIRS) for p in list(command) + [pythonpath or ""])
     env = f"Environment=PYTHONPATH={_quote(pythonpath)}\n" if pythonpath else ""
-    home = ("# the program lives under a home directory: readable, not writable\nProtectHome=read-only\n"
+    home = ("# the program (or the journal socket, the syslog CA) is under a home directory: readable, not writable\nProtectHome=read-only\n"
             if in_home else "ProtectHome=yes\n")
     return f"""\
 # Installed by `socket-snoop service install`; `socket-snoop service uninstall` removes it.
@@ -118,7 +141,7 @@ NoNewPrivileges=yes
 
 ProtectSystem=strict
 ReadWritePaths={" ".join(_quote(p, exec_line=False) for p in rw)}
-{home}PrivateTmp=yes
+{home}{"# the journal socket or the syslog CA is under /tmp: PrivateTmp would hide it" + chr(10) + "PrivateTmp=no" if out_tmp else "PrivateTmp=yes"}
 PrivateDevices=yes
 PrivateMounts=yes
 ProtectKernelModules=yes
@@ -128,10 +151,7 @@ ProtectControlGroups=yes
 ProtectClock=yes
 ProtectHostname=yes
 # not ProtectProc=invisible / ProcSubset=pid: owners are found in /proc/PID/fd, listeners in /proc/net
-# no socket is opened (libbpf needs netlink only for XDP/TC, not used); AF_UNIX for the journal
-RestrictAddressFamilies=AF_UNIX
-IPAddressDeny=any
-RestrictNamespaces=yes
+{net}RestrictNamespaces=yes
 RestrictRealtime=yes
 RestrictSUIDSGID=yes
 LockPersonality=yes
@@ -201,10 +221,11 @@ def _write(path, text):
 
 def install(opts, out):
     files = log_files(opts.config)
+    monitor_opts = options_from_config(opts.config)
     command, pythonpath = entry_point()
     unit_path = os.path.join(opts.unit_dir, UNIT_NAME)
     rot_path = os.path.join(opts.logrotate_dir, LOGROTATE_NAME)
-    unit = render_unit(command, pythonpath, opts.config, files)
+    unit = render_unit(command, pythonpath, opts.config, files, monitor_opts)
     rot = render_logrotate(files)
     if opts.dry_run:
         out.write(f"# {unit_path}\n{unit}\n# {rot_path}\n{rot}")
