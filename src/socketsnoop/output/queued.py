@@ -21,6 +21,7 @@ from .sinks import Sink
 WARNING, INFO = 4, 6  # syslog severities (the journal's PRIORITY too)
 WARN_EVENTS = frozenset(("reset_sent", "reset_received", "lost_events"))
 WARN_RESULTS = frozenset(("refused", "timeout", "unreachable", "reset-sent", "reset-received"))
+IDLE_S = 1.0  # with nothing to send, the writer looks at its receiver this often (idle())
 CLOSE_WAIT_S = 3.0  # at exit: how long a receiver that is up gets to take what is queued
 BACKOFF_S = (0.2, 10.0)  # first and longest wait between attempts to reach a receiver that is down
 
@@ -158,11 +159,18 @@ class QueuedSink(Sink):
         try:
             while True:
                 with self.cond:
-                    while not self.queue and not self.closing:
-                        self.cond.wait()
+                    if not self.queue and not self.closing:
+                        self.cond.wait(IDLE_S)
                     if not self.queue:
-                        return
-                    kind, items, lines = self.queue.popleft()
+                        if self.closing:
+                            return
+                        item = None
+                    else:
+                        item = self.queue.popleft()
+                if item is None:
+                    self.idle()
+                    continue
+                kind, items, lines = item
                 messages = self._messages(kind, items, lines)
                 undelivered = self.deliver(messages)
                 with self.cond:
@@ -177,6 +185,9 @@ class QueuedSink(Sink):
         """Send messages, waiting for the receiver while it is down (but not once self.closing is set and
         the receiver is unreachable); return how many could not be delivered."""
         raise NotImplementedError
+
+    def idle(self):
+        """Nothing to send for IDLE_S: e.g. notice a connection the receiver closed, and close our end."""
 
     def wait_retry(self, delay):
         """Sleep before the next attempt (shorter if the monitor is stopping); the next, longer, delay."""

@@ -201,6 +201,10 @@ class SyslogSink(QueuedSink):
             frames.append(self._fit(data, m) if udp else b"%d %s" % (len(data), data))
         return self._send_udp(frames) if udp else self._send_stream(frames)
 
+    def idle(self):
+        if self.sock is not None and self.url.scheme != "udp" and not self._alive():
+            self._broke("the collector closed the connection")
+
     def _send_udp(self, frames):
         lost = 0
         for data in frames:
