@@ -85,7 +85,7 @@ class UnsafeLogPath(OSError):
     that someone else may write to. str() is the reason."""
 
 
-def _insecure_dir(st, euid):
+def insecure_dir(st, euid):
     """Why a directory is unsafe for a file we append to as root, or None: writable by someone else
     (others, a group other than root's, an owner other than us or root) unless sticky and root-owned
     (/tmp), as logrotate judges it."""
@@ -106,7 +106,7 @@ def open_log(path, mode=0o640):
     directory = os.path.dirname(os.path.abspath(path)) or "/"
     dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        why = _insecure_dir(os.fstat(dfd), os.geteuid())
+        why = insecure_dir(os.fstat(dfd), os.geteuid())
         if why:
             raise UnsafeLogPath(f"its directory {directory} is not safe for a root-owned log ({why}; "
                                 "a planted symlink could make it append to any file): use a directory only "
