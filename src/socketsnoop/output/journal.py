@@ -14,6 +14,7 @@ Fields: MESSAGE (the text log line), PRIORITY (4 warning: resets, failed connect
 
 import errno
 import fcntl
+import json
 import os
 import re
 import socket
@@ -26,6 +27,8 @@ _U64 = struct.Struct("<Q")
 _NOT_NAME = re.compile(r"[^A-Z0-9_]")
 # what a datagram too big for the socket says (the journal gone says ENOENT or ECONNREFUSED: wait for it)
 _TOO_BIG = (errno.EMSGSIZE, errno.ENOBUFS)
+CACHE_MAX = 1 << 16
+PRIORITIES = {sev: b"\nPRIORITY=%d\nSYSLOG_IDENTIFIER=socket-snoop\n" % sev for sev in range(8)}
 SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
 
 
@@ -36,7 +39,9 @@ def field_name(key):
 
 def field(name: bytes, value) -> bytes:
     """One field: NAME=value, or the binary form where the value holds a newline."""
-    if not isinstance(value, bytes):
+    if value is True or value is False:
+        value = b"true" if value else b"false"  # as JSON says it
+    elif not isinstance(value, bytes):
         value = str(value).encode("utf-8", "backslashreplace")
     if b"\n" in value:
         return name + b"\n" + _U64.pack(len(value)) + value + b"\n"
@@ -51,21 +56,36 @@ class JournalSink(QueuedSink):
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self.names = {}  # JSON key -> field name bytes
+        self.cache = {}  # (key, value) -> encoded field
         self.down = False  # the journal could not be reached (said once until it works again)
         self.large = 0  # entries sent through a memfd
 
     def encode(self, m) -> bytes:
-        names = self.names
-        parts = [b"MESSAGE=", m.text.encode("utf-8", "backslashreplace"), b"\nPRIORITY=%d\n" % m.severity,
-                 b"SYSLOG_IDENTIFIER=socket-snoop\n"]
-        for key, value in m.fields.items():
-            if value is None:
-                continue
-            name = names.get(key)
-            if name is None:
-                name = names[key] = field_name(key).encode()
-            parts.append(field(name, value))
+        """The entry's datagram. Each (key, value) field is encoded once and remembered (most repeat from
+        event to event: names, states, addresses, the owner), in a bounded cache."""
+        get = self.cache.get
+        parts = [b"MESSAGE=", m.text.encode("utf-8", "backslashreplace"), PRIORITIES[m.severity]]
+        for kv in m.fields.items():
+            try:
+                b = get(kv)
+            except TypeError:  # an unhashable value (a list): not cached
+                b = None
+            parts.append(self._field(kv) if b is None else b)
         return b"".join(parts)
+
+    def _field(self, kv):
+        key, value = kv
+        name = self.names.get(key)
+        if name is None:
+            name = self.names[key] = field_name(key).encode()
+        b = b"" if value is None else field(name, value if isinstance(value, (str, bytes, int)) else json.dumps(value))
+        try:
+            if len(self.cache) >= CACHE_MAX:
+                self.cache.clear()
+            self.cache[kv] = b
+        except TypeError:
+            pass
+        return b
 
     def _send_memfd(self, data):
         """The protocol's rule for an entry too large for a datagram: a sealed memfd, sent as the only

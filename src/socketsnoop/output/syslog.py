@@ -29,7 +29,9 @@ import urllib.parse
 from .queued import BACKOFF_S, QueuedSink
 
 ENTERPRISE_ID = "socketsnoop@32473"  # 32473: the private enterprise number RFC 5612 sets aside for examples
+SD_ID = ENTERPRISE_ID.encode()
 APP_NAME = "socket-snoop"
+CACHE_MAX = 1 << 16
 UDP_MAX = 2048  # RFC 5426: receivers SHOULD take 2048 octets; larger datagrams may be cut or refused
 DEFAULT_PORTS = {"udp": 514, "tcp": 514, "tls": 6514}
 FACILITIES = {name: n for n, name in enumerate(
@@ -90,6 +92,8 @@ class SyslogSink(QueuedSink):
         self.url = url if isinstance(url, SyslogURL) else parse_url(url)
         self.facility = FACILITIES[facility]
         self.header_tail = f" {_hostname()} {APP_NAME} {os.getpid()} ".encode()
+        self.heads = {}  # (severity, kind) -> the header's bytes before and after the timestamp
+        self.cache = {}  # (key, value) -> its SD-PARAM bytes
         self.sock = None
         self.inflight = []  # frames written since the collector's TCP last had nothing unacknowledged
         self.truncated = 0
@@ -102,14 +106,41 @@ class SyslogSink(QueuedSink):
 
     # -- the message --------------------------------------------------------------------------------
     def encode(self, m) -> bytes:
+        """The RFC 5424 message. Each key="value" parameter is made once and remembered (most repeat from
+        event to event), in a bounded cache."""
         f = m.fields
-        pri = self.facility * 8 + m.severity
-        ts = f.get("timestamp") or "-"
-        sd = " ".join(f'{k}="{sd_value(v)}"' for k, v in f.items() if v is not None and k != "timestamp")
-        msgid = m.kind if m.kind.isascii() and m.kind.isprintable() and " " not in m.kind else "-"
-        head = f"<{pri}>1 {ts}".encode() + self.header_tail + msgid[:32].encode()
-        return b"".join((head, b" [", ENTERPRISE_ID.encode(), b" ", sd.encode("utf-8", "backslashreplace"),
-                         b"] ", m.text.encode("ascii", "backslashreplace")))
+        get = self.cache.get
+        sd = []
+        for kv in f.items():
+            try:
+                b = get(kv)
+            except TypeError:  # an unhashable value (a list): not cached
+                b = None
+            if b is None:
+                b = self._param(kv)
+            if b:
+                sd.append(b)
+        head = self.heads.get((m.severity, m.kind)) or self._head(m.severity, m.kind)
+        return b"".join((head[0], (f.get("timestamp") or "-").encode(), head[1], b" ".join(sd), b"] ",
+                         m.text.encode("ascii", "backslashreplace")))
+
+    def _head(self, severity, kind):
+        msgid = kind if kind.isascii() and kind.isprintable() and " " not in kind and kind else "-"
+        head = self.heads[(severity, kind)] = (b"<%d>1 " % (self.facility * 8 + severity),
+                                               self.header_tail + msgid[:32].encode() + b" [" + SD_ID + b" ")
+        return head
+
+    def _param(self, kv):
+        key, value = kv
+        b = b"" if value is None or key == "timestamp" else f'{key}="{sd_value(value)}"'.encode("utf-8",
+                                                                                               "backslashreplace")
+        try:
+            if len(self.cache) >= CACHE_MAX:
+                self.cache.clear()
+            self.cache[kv] = b
+        except TypeError:
+            pass
+        return b
 
     def _fit(self, data, message):
         """A datagram of at most UDP_MAX bytes: the MSG cut first, then the structured data left out (never
@@ -120,7 +151,7 @@ class SyslogSink(QueuedSink):
         head_sd = data[:len(data) - len(message.text)]
         if len(head_sd) < UDP_MAX:
             return data[:UDP_MAX]
-        head = data[:data.index(b" [" + ENTERPRISE_ID.encode())]
+        head = data[:data.index(b" [" + SD_ID)]
         return (head + b" - " + message.text.encode("ascii", "backslashreplace"))[:UDP_MAX]
 
     # -- the transport -------------------------------------------------------------------------------
