@@ -4,7 +4,7 @@ hostile names (prctl PR_SET_NAME): newlines, ']', '"', '\\', '=', control charac
 
 import collections
 import re
-import socket
+import signal
 import time
 
 import pytest
@@ -220,3 +220,30 @@ def test_every_output_at_once(monitor, tmp_path):
         assert [e["MESSAGE"] for e in j.entries()] == lines
         assert [msg for *_, msg in r.messages("tcp")] == lines
     assert outputs_line(m.stdout) == "Outputs: journal dropped=0 syslog dropped=0"
+
+
+def test_lost_events_are_a_warning_in_the_journal(monitor):
+    """A stopped reader and a tiny buffer: the lost events reach the journal as warnings, every one counted."""
+    port = free_port()
+    with journald() as j:
+        m = monitor("-P", str(port), "--no-report", "--buffer-size", "64K", "-q", "--journal-socket", j.socket)
+        srv = spawn(SERVER, comm=b"ss-jflood", host="127.0.0.1", port=port, count=400, dual=False)
+        assert srv.stdout.readline().strip() == "listening"
+        m.proc.send_signal(signal.SIGSTOP)
+        try:
+            cli = spawn(CLIENT, comm=b"ss-jflooder", host="127.0.0.1", port=port, count=400, size=1, timeout=20)
+            cli.communicate(timeout=120)
+            srv.communicate(timeout=60)
+        finally:
+            m.proc.send_signal(signal.SIGCONT)
+            srv.kill()
+        assert m.stop(settle=1) == 0, m.stderr
+        t = m.totals()
+        assert t["lost"] > 0, t
+        dropped = int(re.search(r"journal dropped=(\d+)", outputs_line(m.stdout)).group(1))
+        assert _wait(lambda: len(j.entries()) >= t["lines"] - dropped + 1)
+        time.sleep(0.5)
+        notices = j.entries("SOCKETSNOOP_EVENT=lost_events")
+        assert notices and all(e["PRIORITY"] == "4" for e in notices)
+        assert sum(int(e["SOCKETSNOOP_LOST"]) for e in notices) == t["lost"]
+        assert len(j.entries()) - len(notices) == t["lines"] - dropped

@@ -62,6 +62,7 @@ class Monitor:
         self.hup = False
         self.probe = None
         self.samples = []  # perf buffer samples of the current poll
+        self.losses = (0, 0)  # lost and missed events the outputs were told of
 
     # -- set-up ----------------------------------------------------------------
     def open_sinks(self):
@@ -104,15 +105,15 @@ class Monitor:
         parts = [f"{s.name} dropped={s.dropped()}{s.details()}" for s in self.queued_sinks]
         return "Outputs: " + " ".join(parts) if parts else ""
 
-    def notice_losses(self, counters, seen):
+    def notice_losses(self, counters):
         """Lost or missed events since the last call, as a warning entry to the outputs that carry fields."""
         lost, missed = counters[C_LOST], self.probe.missed(counters)
-        dl, dm = lost - seen[0], missed - seen[1]
+        dl, dm = lost - self.losses[0], missed - self.losses[1]
         if dl or dm:
             for s in self.queued_sinks:
                 s.notice(f"Lost Events: {dl} lost (the buffer was full), {dm} missed (the kernel skipped our "
                          "programs)", {"event": "lost_events", "lost": dl, "missed": dm})
-        return lost, missed
+        self.losses = (lost, missed)
 
     @property
     def user_filtered(self):
@@ -196,6 +197,8 @@ class Monitor:
             self.loop()
             self.probe.detach()
             self.drain(until_empty=True)  # what was written before detaching
+            if self.queued_sinks:
+                self.notice_losses(self.probe.counters())
             for sink in self.queued_sinks:  # their last messages out (or counted) before the summary
                 sink.close()
             return self.finish()
@@ -213,7 +216,6 @@ class Monitor:
         next_check = start + 1.0
         next_stats = start + opts.stats if opts.stats else None
         last_stats = (start, self.probe.counters())
-        losses = (0, 0)
         perf = opts.buffer == "perf"
         while not self.stop:
             if perf:
@@ -231,7 +233,7 @@ class Monitor:
                 for sink in self.sinks:
                     sink.check()
                 if self.queued_sinks:
-                    losses = self.notice_losses(self.probe.counters(), losses)
+                    self.notice_losses(self.probe.counters())
             if next_stats and now >= next_stats:
                 next_stats = now + opts.stats
                 last_stats = self.print_stats(last_stats, now)
