@@ -12,18 +12,17 @@ Fields: MESSAGE (the text log line), PRIORITY (4 warning: resets, failed connect
 (SOCKETSNOOP_SRC, SOCKETSNOOP_DPORT, SOCKETSNOOP_COMM, ...); a null value is left out.
 """
 
+import array
 import errno
 import fcntl
 import json
 import os
 import re
 import socket
-import struct
 
 from .queued import BACKOFF_S, QueuedSink
 
 DEFAULT_SOCKET = "/run/systemd/journal/socket"
-_U64 = struct.Struct("<Q")
 _NOT_NAME = re.compile(r"[^A-Z0-9_]")
 # what a datagram too big for the socket says (the journal gone says ENOENT or ECONNREFUSED: wait for it)
 _TOO_BIG = (errno.EMSGSIZE, errno.ENOBUFS)
@@ -44,7 +43,7 @@ def field(name: bytes, value) -> bytes:
     elif not isinstance(value, bytes):
         value = str(value).encode("utf-8", "backslashreplace")
     if b"\n" in value:
-        return name + b"\n" + _U64.pack(len(value)) + value + b"\n"
+        return name + b"\n" + len(value).to_bytes(8, "little") + value + b"\n"
     return name + b"=" + value + b"\n"
 
 
@@ -94,7 +93,7 @@ class JournalSink(QueuedSink):
         try:
             os.write(fd, data)
             fcntl.fcntl(fd, fcntl.F_ADD_SEALS, SEALS)
-            self.sock.sendmsg([], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))], 0, self.path)
+            self.sock.sendmsg([], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]).tobytes())], 0, self.path)
             self.large += 1
         finally:
             os.close(fd)

@@ -79,6 +79,7 @@ class QueuedSink(Sink):
         self.queued = 0  # events in the queue and in the writer's hands
         self.lost = 0  # events dropped: queue full, undeliverable, left at exit
         self.closing = False
+        self.abandoned = False
         self.thread = None
         self.text = None if lines_are_text else TextFormatter(clock)  # the writer's own (caches are per thread)
         self.fields = FieldsFormatter(clock)
@@ -130,6 +131,7 @@ class QueuedSink(Sink):
             self.cond.notify_all()
         self.thread.join(CLOSE_WAIT_S)
         with self.cond:
+            self.abandoned = True  # a writer still stuck in a send counts nothing more
             self.lost += self.queued
             self.queued = 0
             self.queue.clear()
@@ -151,10 +153,6 @@ class QueuedSink(Sink):
         texts = lines if self.lines_are_text and lines is not None else self.text.lines(items)
         return [Message(t[:-1], f) for t, f in zip(texts, fields)]
 
-    def _done(self, n):
-        with self.cond:
-            self.queued -= n
-
     def _run(self):
         try:
             while True:
@@ -174,6 +172,8 @@ class QueuedSink(Sink):
                 messages = self._messages(kind, items, lines)
                 undelivered = self.deliver(messages)
                 with self.cond:
+                    if self.abandoned:
+                        return
                     self.queued -= len(items)
                     self.lost += undelivered
         except Exception as e:  # a bug must not pass unseen: say it, and count the rest as dropped

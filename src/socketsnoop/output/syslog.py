@@ -22,7 +22,7 @@ import os
 import select
 import socket
 import ssl
-import struct
+import sys
 import termios
 import urllib.parse
 
@@ -40,7 +40,6 @@ FACILITIES.update({f"local{i}": 16 + i for i in range(8)})
 INFLIGHT_MAX = 20000  # messages kept for sending again until the collector's TCP acknowledges them
 _SD_ESCAPE = str.maketrans({"\\": "\\\\", '"': '\\"', "]": "\\]"})
 _POLL_BAD = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP | getattr(select, "POLLRDHUP", 0x2000)
-_OUTQ = struct.Struct("i")
 
 
 class SyslogURL:
@@ -74,11 +73,7 @@ def sd_value(value):
 
 def _hostname():
     """RFC 5424 HOSTNAME: printable ASCII without spaces, at most 255 characters, else '-'."""
-    name = socket.gethostname()
-    try:
-        name = socket.getfqdn(name) if "." not in name else name
-    except OSError:
-        pass
+    name = socket.gethostname()  # as configured (no DNS look-up: it could hold up the start)
     ok = name and len(name) <= 255 and all(33 <= ord(c) <= 126 for c in name)
     return name if ok else "-"
 
@@ -192,7 +187,7 @@ class SyslogSink(QueuedSink):
         frames in flight are forgotten. A collector never sends us anything: readable means closed."""
         fd = self.sock.fileno()
         try:
-            outq = _OUTQ.unpack(fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0]  # SIOCOUTQ: not yet acked
+            outq = int.from_bytes(fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0"), sys.byteorder)  # SIOCOUTQ: unacked
         except OSError:
             return False
         p = select.poll()
