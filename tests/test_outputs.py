@@ -247,3 +247,28 @@ def test_lost_events_are_a_warning_in_the_journal(monitor):
         assert notices and all(e["PRIORITY"] == "4" for e in notices)
         assert sum(int(e["SOCKETSNOOP_LOST"]) for e in notices) == t["lost"]
         assert len(j.entries()) - len(notices) == t["lines"] - dropped
+
+
+def test_syslog_queue_overflow_is_counted(monitor, tmp_path):
+    """The collector down and a queue of 50: what does not fit is dropped, counted, and nothing else is lost."""
+    closed = free_port()
+    with rsyslogd(tmp_path) as r:
+        m = monitor("-P", str(closed), "--no-report", "-q", "--syslog", r.url("tcp"), "--output-queue", "50")
+        _round(None, closed, 5)
+        assert r.wait_for("tcp", 20)
+        r.stop()
+        time.sleep(1.5)  # the idle check notices the closed stream
+        _round(None, closed, 25)  # 100 events for a queue of 50
+        r.start()
+        time.sleep(1.0)
+        _round(None, closed, 5)
+        time.sleep(1.0)
+        assert m.stop() == 0, m.stderr
+        lines = m.lines()
+        assert len(lines) == 140
+        time.sleep(1.0)
+        got = collections.Counter(msg for *_, msg in r.messages("tcp"))
+    dropped = int(re.search(r"syslog dropped=(\d+)", outputs_line(m.stdout)).group(1))
+    missing = sum((collections.Counter(lines) - got).values())
+    assert 50 <= dropped < 140 and missing <= dropped, (missing, dropped)
+    assert f"warning: {dropped} events could not be written to the syslog" in m.stderr
