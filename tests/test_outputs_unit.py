@@ -171,3 +171,29 @@ def test_journal_large_entry_goes_through_a_memfd():
         assert [e["MESSAGE"] for e in entries] == ["Lost Events: a test", "small"]
         assert entries[0]["SOCKETSNOOP_NOTE"] == big and entries[0]["SOCKETSNOOP_COMM"] == "a\nb"
         assert entries[0]["PRIORITY"] == "4" and entries[1]["PRIORITY"] == "6"
+
+
+def conn_record(comm=b"\nSOCKETSNOOP_X=", result="refused"):
+    return decode.ConnRecord(ts_ns=1, skaddr=0xFFFF1234, netns=4026531840, family=4,
+                             saddr=bytes([127, 0, 0, 1]) + bytes(12), sport=40000, daddr=bytes([127, 0, 0, 1]) + bytes(12),
+                             dport=9, pid=42, comm=comm.ljust(16, b"\0"), uid=0, cgroup=0, direction="out",
+                             result=result, bytes_sent=0, bytes_received=0, retransmits=0, rtt_us=None,
+                             handshake_ns=None, duration_ns=None, states=(7, 2, 7), states_cut=False, complete=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/lib/systemd/systemd-journald"),
+                    reason="needs root and systemd-journald")
+def test_journal_connection_records_are_queryable_by_result():
+    with journald() as j:
+        sink = JournalSink(fmt.Clock(), True, path=j.socket, warn=lambda m: None).open()
+        sink.write_records([conn_record(), conn_record(b"ok", "closed")], None)
+        sink.close()
+        for _ in range(100):
+            if len(j.entries()) == 2:
+                break
+            time.sleep(0.1)
+        refused = j.entries("SOCKETSNOOP_RESULT=refused")
+        assert len(refused) == 1 and refused[0]["PRIORITY"] == "4"
+        assert refused[0]["SOCKETSNOOP_COMM"] == "\nSOCKETSNOOP_X=" and "SOCKETSNOOP_X" not in refused[0]
+        assert refused[0]["SOCKETSNOOP_EVENT"] == "connection" and "\n" not in refused[0]["MESSAGE"]
+        assert [e["PRIORITY"] for e in j.entries("SOCKETSNOOP_RESULT=closed")] == ["6"]

@@ -63,7 +63,7 @@ class JournalSink(QueuedSink):
         """The entry's datagram. Each (key, value) field is encoded once and remembered (most repeat from
         event to event: names, states, addresses, the owner), in a bounded cache."""
         get = self.cache.get
-        parts = [b"MESSAGE=", m.text.encode("utf-8", "backslashreplace"), PRIORITIES[m.severity]]
+        parts = [field(b"MESSAGE", m.text)[:-1], PRIORITIES[m.severity]]  # (a newline only in the binary form)
         for kv in m.fields.items():
             try:
                 b = get(kv)

@@ -15,7 +15,7 @@ import json
 import sys
 import threading
 
-from .formats import FieldsFormatter, TextFormatter
+from .formats import FieldsFormatter, TextFormatter, escape_comm
 from .sinks import Sink
 
 WARNING, INFO = 4, 6  # syslog severities (the journal's PRIORITY too)
@@ -59,6 +59,14 @@ def record_fields(rec):
             value = ",".join(map(str, value))
         d[key] = value
     return d
+
+
+def record_text(rec):
+    """A connection record's line where the text lines are not handed over (--json): the keys as k=v,
+    COMM escaped as in the text log."""
+    parts = [f"{k}={escape_comm(v) if k == 'comm' else v}" for k, v in rec._asdict().items()
+             if not isinstance(v, bytes) or k == "comm"]
+    return "Connection Summary: " + " ".join(parts)
 
 
 class QueuedSink(Sink):
@@ -147,7 +155,7 @@ class QueuedSink(Sink):
             else:
                 fields = [record_fields(r) for r in items]
             texts = ([line.rstrip("\n") for line in lines] if self.lines_are_text and lines is not None
-                     else [f"Connection Summary: {' '.join(f'{k}={v}' for k, v in f.items())}" for f in fields])
+                     else [record_text(r) for r in items])
             return [Message(t, f) for t, f in zip(texts, fields)]
         fields = self.fields.fields(items)
         texts = lines if self.lines_are_text and lines is not None else self.text.lines(items)
