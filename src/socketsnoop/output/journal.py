@@ -106,6 +106,12 @@ class JournalSink(QueuedSink):
                 raise
             self._send_memfd(data)
 
+    def started(self):
+        if not os.path.exists(self.path):
+            self.down = True
+            self.warn(f"socket-snoop: no journal at {self.path} (yet): events wait in a queue (what it cannot "
+                      "hold is dropped and counted)")
+
     def deliver(self, messages):
         delay = BACKOFF_S[0]
         i = 0
@@ -123,7 +129,7 @@ class JournalSink(QueuedSink):
                 continue
             if self.down:
                 self.down = False
-                self.warn(f"socket-snoop: writing to the journal at {self.path} again")
+                self.warn(f"socket-snoop: writing to the journal at {self.path}")
                 delay = BACKOFF_S[0]
             i += 1
         return 0

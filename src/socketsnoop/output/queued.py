@@ -163,6 +163,7 @@ class QueuedSink(Sink):
 
     def _run(self):
         try:
+            self.started()
             while True:
                 with self.cond:
                     if not self.queue and not self.closing:
@@ -193,6 +194,10 @@ class QueuedSink(Sink):
         """Send messages, waiting for the receiver while it is down (but not once self.closing is set and
         the receiver is unreachable); return how many could not be delivered."""
         raise NotImplementedError
+
+    def started(self):
+        """In the writer thread, before the first message: reach the receiver early, so that a wrong path,
+        name or certificate is said at start rather than at the first event."""
 
     def idle(self):
         """Nothing to send for IDLE_S: e.g. notice a connection the receiver closed, and close our end."""

@@ -227,6 +227,10 @@ class SyslogSink(QueuedSink):
             frames.append(self._fit(data, m) if udp else b"%d %s" % (len(data), data))
         return self._send_udp(frames) if udp else self._send_stream(frames)
 
+    def started(self):
+        if self.url.scheme != "udp":
+            self._send_stream([])
+
     def idle(self):
         if self.sock is not None and self.url.scheme != "udp" and not self._alive():
             self._broke("the collector closed the connection")
@@ -250,7 +254,8 @@ class SyslogSink(QueuedSink):
     def _send_stream(self, frames):
         delay = BACKOFF_S[0]
         pending = frames
-        while pending:
+        first = not frames  # started(): connect once, no retry
+        while pending or first:
             if self.sock is None:
                 if self.closing and self.problem:  # stopping, and the collector is down: do not wait
                     return self._give_up(pending)
@@ -259,11 +264,15 @@ class SyslogSink(QueuedSink):
                 except ssl.SSLCertVerificationError as e:
                     self._say(f"socket-snoop: syslog {self.url}: refused the collector: its certificate could not be "
                               f"verified ({e.verify_message}); messages wait in a queue (dropped ones are counted)")
+                    if first:
+                        return 0
                     delay = self.wait_retry(BACKOFF_S[1] if not self.closing else delay)
                     continue
                 except (OSError, ssl.SSLError) as e:
                     self._say(f"socket-snoop: syslog {self.url}: cannot connect: {e.strerror or e}; messages wait "
                               "in a queue (dropped ones are counted); reconnecting")
+                    if first:
+                        return 0
                     if self.closing:
                         return self._give_up(pending)
                     delay = self.wait_retry(delay)
@@ -272,9 +281,13 @@ class SyslogSink(QueuedSink):
                     self.warn(f"socket-snoop: syslog {self.url}: connected again")
                     self.problem = None
                 delay = BACKOFF_S[0]
+                if first:
+                    return 0
                 if self.inflight:  # written before the stream broke, not acknowledged: again, first
                     self.sent_again += len(self.inflight)
                     pending, self.inflight = self.inflight + pending, []
+            if first:
+                return 0
             if not self._alive():
                 self._broke("the collector closed the connection")
                 continue
