@@ -71,7 +71,7 @@ def record_text(rec):
 
 class QueuedSink(Sink):
     """A Sink (output/sinks.py's interface) with a bounded queue and a writer thread; subclasses implement
-    deliver(messages, closing) and may override connect()/disconnect()."""
+    deliver(messages), and may implement started() and idle()."""
 
     name = "queued"
     wants_lines = True
