@@ -89,6 +89,8 @@ class Monitor:
         if o.journal or o.journal_socket:
             out.append(JournalSink(self.clock, text, path=o.journal_socket or DEFAULT_SOCKET, **kw))
         if o.syslog:
+            if o.syslog_ca and o.syslog.scheme != "tls":
+                _err(f"socket-snoop: warning: --syslog-ca is for tls:// collectors; {o.syslog} does not use it")
             try:
                 out.append(SyslogSink(self.clock, text, o.syslog, facility=o.syslog_facility, ca=o.syslog_ca, **kw))
             except (OSError, ValueError) as e:  # ssl: the CA file missing or not PEM
