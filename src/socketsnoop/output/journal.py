@@ -132,6 +132,7 @@ class JournalSink(QueuedSink):
                 self.warn(f"socket-snoop: writing to the journal at {self.path}")
                 delay = BACKOFF_S[0]
             i += 1
+            self.progress = i
         return 0
 
     def close(self):

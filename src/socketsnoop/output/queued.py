@@ -88,6 +88,7 @@ class QueuedSink(Sink):
         self.lost = 0  # events dropped: queue full, undeliverable, left at exit
         self.closing = False
         self.abandoned = False
+        self.progress = 0  # messages of the batch in the writer's hands that deliver() has sent
         self.thread = None
         self.text = None if lines_are_text else TextFormatter(clock)  # the writer's own (caches are per thread)
         self.fields = FieldsFormatter(clock)
@@ -140,7 +141,7 @@ class QueuedSink(Sink):
         self.thread.join(CLOSE_WAIT_S)
         with self.cond:
             self.abandoned = True  # a writer still stuck in a send counts nothing more
-            self.lost += self.queued
+            self.lost += max(self.queued - self.progress, 0)
             self.queued = 0
             self.queue.clear()
         self.thread = None
@@ -179,12 +180,14 @@ class QueuedSink(Sink):
                     continue
                 kind, items, lines = item
                 messages = self._messages(kind, items, lines)
+                self.progress = 0
                 undelivered = self.deliver(messages)
                 with self.cond:
                     if self.abandoned:
                         return
                     self.queued -= len(items)
                     self.lost += undelivered
+                    self.progress = 0
         except Exception as e:  # a bug must not pass unseen: say it, and count the rest as dropped
             self.warn(f"socket-snoop: the {self.name} output stopped: {type(e).__name__}: {e}")
             with self.cond:

@@ -242,6 +242,7 @@ class SyslogSink(QueuedSink):
                 if self.sock is None:
                     self.sock = self._connect()
                 self.sock.send(data)
+                self.progress += 1
                 self.problem = None
             except OSError as e:  # ECONNREFUSED: an ICMP port unreachable for an earlier datagram
                 lost += 1
@@ -299,6 +300,7 @@ class SyslogSink(QueuedSink):
                 self._broke(e.strerror or str(e))
                 continue
             self.inflight.extend(chunk)
+            self.progress = min(self.progress + len(chunk), len(frames))  # (frames sent again count too)
             if len(self.inflight) > INFLIGHT_MAX:
                 del self.inflight[:len(self.inflight) - INFLIGHT_MAX]
         return 0
