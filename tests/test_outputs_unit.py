@@ -17,7 +17,7 @@ from socketsnoop.commands.options import options_from_config
 from socketsnoop.kernel import abi
 from socketsnoop.output import formats as fmt
 from socketsnoop.output.journal import JournalSink, field, field_name
-from socketsnoop.output.queued import Message
+from socketsnoop.output.queued import EVENTS, Message
 from socketsnoop.output.syslog import UDP_MAX, SyslogSink, parse_url, sd_value
 from socketsnoop.pipeline import decode
 
@@ -43,6 +43,24 @@ def test_fields_are_the_json_lines_keys_and_values():
     fields = fmt.FieldsFormatter(clock).fields(rows())
     assert fields == [json.loads(line) for line in lines]
     assert [list(f) for f in fields] == [list(json.loads(line)) for line in lines]  # the same order
+
+
+@pytest.mark.parametrize("lines_are_text", [True, False])
+def test_outputs_encode_rows_as_they_encode_messages(lines_are_text):
+    """The outputs' fast path (FieldsEncoder, from the rows) gives the bytes of the general one (a Message
+    per event: the text line and FieldsFormatter's dict)."""
+    clock = fmt.Clock()
+    lines = (fmt.TextFormatter(clock) if lines_are_text else fmt.JsonFormatter(clock)).lines(rows())
+    texts = fmt.TextFormatter(clock).lines(rows())
+    messages = [Message(t[:-1], f) for t, f in zip(texts, fmt.FieldsFormatter(clock).fields(rows()))]
+    for sink in (JournalSink(clock, lines_are_text, path="/nonexistent", warn=lambda m: None),
+                 SyslogSink(clock, lines_are_text, "tcp://127.0.0.1:1", warn=lambda m: None)):
+        fast = sink.payloads(EVENTS, rows(), lines)
+        slow = [sink.encode(m) for m in messages]
+        if isinstance(sink, SyslogSink):
+            assert [n for _, n in fast] == [len(m.text) for m in messages]
+            fast = [d for d, _ in fast]
+        assert fast == slow, sink.name
 
 
 def test_journal_field_encoding():
@@ -75,10 +93,10 @@ def test_syslog_udp_cut_keeps_structured_data_whole():
     s = SyslogSink(fmt.Clock(), True, "udp://127.0.0.1:1", warn=lambda m: None)
     long_text = "x" * 5000
     m = _msg({"event": "state_change", "comm": "c"}, long_text)
-    cut = s._fit(s.encode(m), m)
+    cut = s._fit(s.encode(m), len(m.text))
     assert len(cut) == UDP_MAX and b'comm="c"] xxx' in cut and s.truncated == 1
     m = _msg({"event": "state_change", "comm": "c" * 5000}, "short")
-    cut = s._fit(s.encode(m), m)
+    cut = s._fit(s.encode(m), len(m.text))
     assert len(cut) <= UDP_MAX and b"[" not in cut and cut.endswith(b" - short") and s.truncated == 2
 
 

@@ -20,7 +20,9 @@ import os
 import re
 import socket
 
-from .queued import BACKOFF_S, QueuedSink
+from ..pipeline.decode import EVENT_NAMES
+from .formats import FieldsEncoder
+from .queued import BACKOFF_S, EVENTS, QueuedSink, severity
 
 DEFAULT_SOCKET = "/run/systemd/journal/socket"
 _NOT_NAME = re.compile(r"[^A-Z0-9_]")
@@ -56,6 +58,8 @@ class JournalSink(QueuedSink):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self.names = {}  # JSON key -> field name bytes
         self.cache = {}  # (key, value) -> encoded field
+        self.encoder = FieldsEncoder(clock, self._pair)
+        self.priorities = {t: PRIORITIES[severity({"event": name})] for t, name in EVENT_NAMES.items()}
         self.down = False  # the journal could not be reached (said once until it works again)
         self.large = 0  # entries sent through a memfd
 
@@ -71,6 +75,23 @@ class JournalSink(QueuedSink):
                 b = None
             parts.append(self._field(kv) if b is None else b)
         return b"".join(parts)
+
+    def _pair(self, key, value):
+        if value is None:
+            return b""
+        name = self.names.get(key)
+        if name is None:
+            name = self.names[key] = field_name(key).encode()
+        return field(name, value)
+
+    def payloads(self, kind, items, lines):
+        """Events: their entries from the rows, each piece encoded once (FieldsEncoder); the same bytes as
+        encode() of their Messages (test_outputs_unit.py checks it)."""
+        if kind != EVENTS:
+            return super().payloads(kind, items, lines)
+        pri = self.priorities
+        return [b"".join((field(b"MESSAGE", t[:-1])[:-1], pri[typ], body))
+                for t, (typ, _ts, body) in zip(self.texts(items, lines), self.encoder.encode(items))]
 
     def _field(self, kv):
         key, value = kv
@@ -112,19 +133,19 @@ class JournalSink(QueuedSink):
             self.warn(f"socket-snoop: no journal at {self.path} (yet): events wait in a queue (what it cannot "
                       "hold is dropped and counted)")
 
-    def deliver(self, messages):
+    def deliver(self, entries):
         delay = BACKOFF_S[0]
         i = 0
-        while i < len(messages):
+        while i < len(entries):
             try:
-                self._send(self.encode(messages[i]))
+                self._send(entries[i])
             except OSError as e:
                 if not self.down:
                     self.down = True
                     self.warn(f"socket-snoop: cannot write to the journal at {self.path}: {e.strerror or e}; "
                               "events wait in a queue (what it cannot hold is dropped and counted)")
                 if self.closing:
-                    return len(messages) - i
+                    return len(entries) - i
                 delay = self.wait_retry(delay)
                 continue
             if self.down:

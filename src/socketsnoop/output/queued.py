@@ -159,7 +159,7 @@ class QueuedSink(Sink):
                      else [record_text(r) for r in items])
             return [Message(t, f) for t, f in zip(texts, fields)]
         fields = self.fields.fields(items)
-        texts = lines if self.lines_are_text and lines is not None else self.text.lines(items)
+        texts = self.texts(items, lines)
         return [Message(t[:-1], f) for t, f in zip(texts, fields)]
 
     def _run(self):
@@ -179,9 +179,9 @@ class QueuedSink(Sink):
                     self.idle()
                     continue
                 kind, items, lines = item
-                messages = self._messages(kind, items, lines)
+                payloads = self.payloads(kind, items, lines)
                 self.progress = 0
-                undelivered = self.deliver(messages)
+                undelivered = self.deliver(payloads)
                 with self.cond:
                     if self.abandoned:
                         return
@@ -193,8 +193,20 @@ class QueuedSink(Sink):
             with self.cond:
                 self.closing = True
 
-    def deliver(self, messages):
-        """Send messages, waiting for the receiver while it is down (but not once self.closing is set and
+    def payloads(self, kind, items, lines):
+        """What deliver() sends, one per event: encode() of each Message. An output may make the events' more
+        cheaply from their rows (output/formats.py: FieldsEncoder)."""
+        return [self.encode(m) for m in self._messages(kind, items, lines)]
+
+    def texts(self, rows, lines):
+        """The events' text lines, newline included: those handed over, or made here."""
+        return lines if self.lines_are_text and lines is not None else self.text.lines(rows)
+
+    def encode(self, message):
+        raise NotImplementedError
+
+    def deliver(self, payloads):
+        """Send payloads, waiting for the receiver while it is down (but not once self.closing is set and
         the receiver is unreachable); return how many could not be delivered."""
         raise NotImplementedError
 

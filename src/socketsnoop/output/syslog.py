@@ -26,7 +26,9 @@ import sys
 import termios
 import urllib.parse
 
-from .queued import BACKOFF_S, QueuedSink
+from ..pipeline.decode import EVENT_NAMES
+from .formats import FieldsEncoder
+from .queued import BACKOFF_S, EVENTS, QueuedSink, severity
 
 ENTERPRISE_ID = "socketsnoop@32473"  # 32473: the private enterprise number RFC 5612 sets aside for examples
 SD_ID = ENTERPRISE_ID.encode()
@@ -89,6 +91,8 @@ class SyslogSink(QueuedSink):
         self.header_tail = f" {_hostname()} {APP_NAME} {os.getpid()} ".encode()
         self.heads = {}  # (severity, kind) -> the header's bytes before and after the timestamp
         self.cache = {}  # (key, value) -> its SD-PARAM bytes
+        self.encoder = FieldsEncoder(clock, self._pair, b" ", with_timestamp=False)
+        self.type_heads = {t: self._head(severity({"event": name}), name) for t, name in EVENT_NAMES.items()}
         self.sock = None
         self.inflight = []  # frames written since the collector's TCP last had nothing unacknowledged
         self.truncated = 0
@@ -125,6 +129,21 @@ class SyslogSink(QueuedSink):
                                                self.header_tail + msgid[:32].encode() + b" [" + SD_ID + b" ")
         return head
 
+    def _pair(self, key, value):
+        return b"" if value is None else f'{key}="{sd_value(value)}"'.encode("utf-8", "backslashreplace")
+
+    def payloads(self, kind, items, lines):
+        """(message, length of its MSG) per event; events' from their rows, each piece encoded once
+        (FieldsEncoder): the same bytes as encode() of their Messages (test_outputs_unit.py checks it)."""
+        if kind != EVENTS:
+            return [(self.encode(m), len(m.text)) for m in self._messages(kind, items, lines)]
+        heads, out = self.type_heads, []
+        for t, (typ, ts, body) in zip(self.texts(items, lines), self.encoder.encode(items)):
+            msg = t[:-1].encode("ascii", "backslashreplace")
+            head = heads[typ]
+            out.append((b"".join((head[0], ts.encode(), head[1], body, b"] ", msg)), len(msg)))
+        return out
+
     def _param(self, kv):
         key, value = kv
         b = b"" if value is None or key == "timestamp" else f'{key}="{sd_value(value)}"'.encode("utf-8",
@@ -137,17 +156,17 @@ class SyslogSink(QueuedSink):
             pass
         return b
 
-    def _fit(self, data, message):
+    def _fit(self, data, msg_len):
         """A datagram of at most UDP_MAX bytes: the MSG cut first, then the structured data left out (never
         cut inside it, which would make it unparsable)."""
         if len(data) <= UDP_MAX:
             return data
         self.truncated += 1
-        head_sd = data[:len(data) - len(message.text)]
+        head_sd = data[:len(data) - msg_len]
         if len(head_sd) < UDP_MAX:
             return data[:UDP_MAX]
         head = data[:data.index(b" [" + SD_ID)]
-        return (head + b" - " + message.text.encode("ascii", "backslashreplace"))[:UDP_MAX]
+        return (head + b" - " + data[len(data) - msg_len:])[:UDP_MAX]
 
     # -- the transport -------------------------------------------------------------------------------
     def _say(self, text):
@@ -219,12 +238,10 @@ class SyslogSink(QueuedSink):
             except OSError:
                 pass
 
-    def deliver(self, messages):
+    def deliver(self, payloads):
         udp = self.url.scheme == "udp"
-        frames = []
-        for m in messages:
-            data = self.encode(m)
-            frames.append(self._fit(data, m) if udp else b"%d %s" % (len(data), data))
+        fit = self._fit
+        frames = [fit(data, n) for data, n in payloads] if udp else [b"%d %s" % (len(d), d) for d, _ in payloads]
         return self._send_udp(frames) if udp else self._send_stream(frames)
 
     def started(self):
