@@ -189,7 +189,7 @@ class JsonFormatter(_Formatter):
 
 class FieldsFormatter(JsonFormatter):
     """The JSON line's keys and values as a dict per event, for outputs of structured fields (the journal,
-    syslog): the same keys, in the same order, with the same values as JsonFormatter's line (test_format.py
+    syslog): the same keys, in the same order, with the same values as JsonFormatter's line (test_outputs_unit.py
     checks it). Only the outputs that need it pay for it; JsonFormatter's own path is untouched."""
 
     def __init__(self, clock: Clock):
@@ -233,7 +233,7 @@ class FieldsEncoder(FieldsFormatter):
     once and remembered: per event type, owner kind and state, per connection side (the identity bytes),
     per millisecond and per namespace; only the socket address is encoded per event. encode(rows) gives,
     per row, (event type, the timestamp's text, the fields' bytes: all but the timestamp unless
-    with_timestamp). test_format.py checks it against FieldsFormatter."""
+    with_timestamp). test_outputs_unit.py checks the outputs made with it against the general path."""
 
     def __init__(self, clock: Clock, pair, sep=b"", with_timestamp=True):
         super().__init__(clock)
