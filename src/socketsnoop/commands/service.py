@@ -81,8 +81,8 @@ def _outputs_sandbox(opts):
         net = ("# no network socket is opened (libbpf needs netlink only for XDP/TC, not used); AF_UNIX for the "
                "journal\nRestrictAddressFamilies=AF_UNIX\nIPAddressDeny=any\n")
     else:
-        net = f"# --syslog {_check(str(syslog), 'the syslog URL')}: AF_INET/AF_INET6 for the collector (and a name's DNS look-up)\n" \
-              "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n"
+        net = (f"# --syslog {_check(str(syslog), 'the syslog URL')}: AF_INET/AF_INET6 for the collector "
+               "(and a name's DNS look-up)\nRestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n")
         try:
             net += f"IPAddressDeny=any\nIPAddressAllow={ipaddress.ip_address(syslog.host)}\n"
         except ValueError:
@@ -102,8 +102,11 @@ def render_unit(command, pythonpath=None, config=None, log_files=(), opts=None):
     rw = ["/var/log"] + ["-" + d for d in sorted({os.path.dirname(p) for p in log_files
                                                   if not _under_var_log(os.path.dirname(p))})]
     in_home = out_home or any(p.startswith(HOME_DIRS) for p in list(command) + [pythonpath or ""])
+    private_tmp = ("# the journal socket or the syslog CA is under /tmp: PrivateTmp would hide it\nPrivateTmp=no"
+                   if out_tmp else "PrivateTmp=yes")
     env = f"Environment=PYTHONPATH={_quote(pythonpath)}\n" if pythonpath else ""
-    home = ("# the program (or the journal socket, the syslog CA) is under a home directory: readable, not writable\nProtectHome=read-only\n"
+    home = ("# the program (or the journal socket, the syslog CA) is under a home directory: readable, not "
+            "writable\nProtectHome=read-only\n"
             if in_home else "ProtectHome=yes\n")
     return f"""\
 # Installed by `socket-snoop service install`; `socket-snoop service uninstall` removes it.
@@ -141,7 +144,7 @@ NoNewPrivileges=yes
 
 ProtectSystem=strict
 ReadWritePaths={" ".join(_quote(p, exec_line=False) for p in rw)}
-{home}{"# the journal socket or the syslog CA is under /tmp: PrivateTmp would hide it" + chr(10) + "PrivateTmp=no" if out_tmp else "PrivateTmp=yes"}
+{home}{private_tmp}
 PrivateDevices=yes
 PrivateMounts=yes
 ProtectKernelModules=yes

@@ -114,7 +114,8 @@ class JournalSink(QueuedSink):
         try:
             os.write(fd, data)
             fcntl.fcntl(fd, fcntl.F_ADD_SEALS, SEALS)
-            self.sock.sendmsg([], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]).tobytes())], 0, self.path)
+            rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]).tobytes())]
+            self.sock.sendmsg([], rights, 0, self.path)
             self.large += 1
         finally:
             os.close(fd)
