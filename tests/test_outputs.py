@@ -55,7 +55,8 @@ def endpoint(addr, port):
 
 def expected_text(rec, comms):
     """The text line's part after the time, from a JSON record and the raw names of the processes."""
-    return (f" {TITLES[rec['event']]}: SRC={endpoint(rec['src'], rec['sport'])} DST={endpoint(rec['dst'], rec['dport'])}"
+    return (f" {TITLES[rec['event']]}: SRC={endpoint(rec['src'], rec['sport'])}"
+            f" DST={endpoint(rec['dst'], rec['dport'])}"
             f" PID={rec['pid']} COMM={escape_comm(comms[rec['pid']])} STATE={rec['description']}")
 
 

@@ -32,7 +32,8 @@ def rows():
             out.append(decode.make_row(ts_ns=i * 1_234_567_891, skaddr=0xFFFF0000 + i, netns=4026531840, type=typ,
                                        oldstate=i % 3, newstate=(i * 5) % 14, owner=i % 5, pid=i * 100,
                                        sport=1000 + i, dport=443, comm=comm.ljust(16, b"\0"),
-                                       family=6 if i % 2 else 4, saddr=v6a if i % 2 else bytes([10, 0, 0, i]) + bytes(12),
+                                       family=6 if i % 2 else 4,
+                                       saddr=v6a if i % 2 else bytes([10, 0, 0, i]) + bytes(12),
                                        daddr=v6b if i % 2 else bytes([10, 0, 0, 9]) + bytes(12)))
     return out
 
@@ -193,7 +194,8 @@ def test_journal_large_entry_goes_through_a_memfd():
 
 def conn_record(comm=b"\nSOCKETSNOOP_X=", result="refused"):
     return decode.ConnRecord(ts_ns=1, skaddr=0xFFFF1234, netns=4026531840, family=4,
-                             saddr=bytes([127, 0, 0, 1]) + bytes(12), sport=40000, daddr=bytes([127, 0, 0, 1]) + bytes(12),
+                             saddr=bytes([127, 0, 0, 1]) + bytes(12), sport=40000,
+                             daddr=bytes([127, 0, 0, 1]) + bytes(12),
                              dport=9, pid=42, comm=comm.ljust(16, b"\0"), uid=0, cgroup=0, direction="out",
                              result=result, bytes_sent=0, bytes_received=0, retransmits=0, rtt_us=None,
                              handshake_ns=None, duration_ns=None, states=(7, 2, 7), states_cut=False, complete=True)
