@@ -7,8 +7,9 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 prefix=${SOCKETSNOOP_PREFIX:-/opt/socket-snoop}
 if [ "$(id -u)" != 0 ]; then echo "install.sh: run as root (sudo ./install.sh)" >&2; exit 1; fi
+# procps: /bin/kill, which the service's ExecReload runs (a minimal Debian lacks it)
 missing=""
-for pkg in python3-venv libbpf1; do
+for pkg in python3-venv libbpf1 procps; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
 done
 if [ -n "$missing" ]; then

@@ -1,19 +1,23 @@
 """Test helpers: the real monitor as a process, real TCP traffic from named processes,
 unique ports, nftables tables and network namespaces that are always cleaned up."""
 
+import atexit
 import contextlib
 import json
 import mmap
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import uuid
 
+import socketsnoop
 from socketsnoop.kernel.ringbuf import RingBuffer
 
 READY = "Monitoring socket connections..."
@@ -25,6 +29,33 @@ def bpf_unavailable_reason():
     if not os.path.exists("/sys/kernel/btf/vmlinux"):
         return "kernel has no BTF"
     return None
+
+
+_unprivileged_copy = []
+
+
+def unprivileged_command(user=65534):
+    """(argv prefix, env) that run `python -m socketsnoop` as an unprivileged user, or None where no Python
+    such a user can run is known. The checkout (and its .venv) may sit in a home directory of mode 0700,
+    out of that user's reach: the installed package is copied once to a directory anyone can read, and
+    run by the interpreter the venv was made from."""
+    python = os.path.realpath(sys.executable)
+    if python.startswith(("/root/", "/home/")) or not shutil.which("setpriv"):
+        return None
+    if not _unprivileged_copy:
+        top = tempfile.mkdtemp(prefix="ss-unpriv-")
+        atexit.register(shutil.rmtree, top, True)
+        shutil.copytree(os.path.dirname(socketsnoop.__file__), os.path.join(top, "socketsnoop"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for root, dirs, files in os.walk(top):
+            os.chmod(root, 0o755)
+            for f in files:
+                os.chmod(os.path.join(root, f), 0o644)
+        _unprivileged_copy.append(top)
+    env = dict(os.environ, PYTHONPATH=_unprivileged_copy[0], PYTHONDONTWRITEBYTECODE="1")
+    env.pop("VIRTUAL_ENV", None)
+    prefix = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", python, "-m", "socketsnoop"]
+    return prefix, env
 
 
 def uniq(prefix):
@@ -49,9 +80,11 @@ def free_port():
 class Monitor:
     """socket-snoop running as a child process, with a log file in a temp dir."""
 
-    def __init__(self, tmp_path, *args, log_name="monitor.log", ready_timeout=20):
+    def __init__(self, tmp_path, *args, log_name="monitor.log", ready_timeout=20, summary=False):
+        """summary: keep the Connection Summary lines (tests of the per-event lines leave them out: --no-summary)."""
         self.log = tmp_path / log_name
-        self.args = [sys.executable, "-m", "socketsnoop", "--log-file", str(self.log), *args]
+        quiet = [] if summary or {"--summary-only", "--failed", "--no-summary"} & set(args) else ["--no-summary"]
+        self.args = [sys.executable, "-m", "socketsnoop", "--log-file", str(self.log), *quiet, *args]
         self.ready_timeout = ready_timeout
         self.proc = None
         self.stdout = self.stderr = ""
@@ -204,6 +237,25 @@ def nft_drop(port, percent, table=None, match=""):
 
 
 @contextlib.contextmanager
+def private_netns():
+    """A network namespace of its own, with only lo (up): its /proc/net/snmp counts only what the test does."""
+    ns = uniq("ssn")
+    try:
+        sh("ip", "netns", "add", ns)
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+        yield ns
+    finally:
+        sh("ip", "netns", "delete", ns, check=False)
+
+
+def tcp_mib(ns, name):
+    """A counter of the Tcp: lines of /proc/net/snmp in network namespace ns (IPv4 and IPv6 together)."""
+    out = sh("ip", "netns", "exec", ns, "cat", "/proc/net/snmp").stdout
+    head, values = [line.split()[1:] for line in out.splitlines() if line.startswith("Tcp:")]
+    return int(dict(zip(head, values))[name])
+
+
+@contextlib.contextmanager
 def netns_pair(v4_prefix="198.18", v6_prefix="fd53:5353"):
     """Two network namespaces joined by a veth pair: hosts .1 and .2 (and ::1, ::2)."""
     a, b = uniq("ssa"), uniq("ssb")
@@ -226,6 +278,21 @@ def netns_pair(v4_prefix="198.18", v6_prefix="fd53:5353"):
     finally:
         for ns in (a, b):
             sh("ip", "netns", "delete", ns, check=False)
+
+
+def snmp(netns=None):
+    """The Tcp counters of /proc/net/snmp (of a network namespace): {'ActiveOpens': n, ...}."""
+    cmd = ["cat", "/proc/net/snmp"]
+    text = sh(*(["ip", "netns", "exec", netns] if netns else []), *cmd).stdout
+    rows = [line.split()[1:] for line in text.splitlines() if line.startswith("Tcp:")]
+    return dict(zip(rows[0], map(int, rows[1])))
+
+
+@contextlib.contextmanager
+def netns_sysctl(netns, name, value):
+    """A sysctl of a private network namespace (its own copy: the host's stays as it is)."""
+    sh("ip", "netns", "exec", netns, "sysctl", "-qw", f"{name}={value}")
+    yield
 
 
 class RingFile:

@@ -1,13 +1,12 @@
 """`socket-snoop check`: one line per need, a verdict, exit 0/1; unprivileged it says what is missing."""
 
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 
-
+from helpers import unprivileged_command
 from socketsnoop.commands import check
 
 ENV = dict(os.environ)
@@ -31,21 +30,41 @@ def test_check_as_root_passes_and_loads():
     assert "MISSING" not in out and r.stderr == ""
 
 
-def _unprivileged_python():
-    """An interpreter an unprivileged user can run (not one under /root)."""
-    real = os.path.realpath(sys.executable)
-    if not real.startswith(("/root/", "/home/")):  # e.g. a venv made from /usr/bin/python3, as tests/run makes
-        return sys.executable
-    return None
+@pytest.mark.bpf
+def test_check_verdict_is_what_the_monitor_does():
+    """On every kernel (the matrix runs this too): check's verdict is the monitor's fate, and its line on
+    resets is what the monitor warns about, or not."""
+    r = run_check()
+    m = subprocess.run([sys.executable, "-m", "socketsnoop", "--no-log-file", "--duration", "1", "-q"],
+                       capture_output=True, text=True, env=ENV, timeout=120, cwd="/")
+    assert (r.returncode == 0) == (m.returncode == 0), r.stdout + m.stderr
+    assert (r.returncode == 0) == ("Monitoring socket connections..." in m.stderr), r.stdout + m.stderr
+    resets = [line for line in r.stdout.splitlines() if " resets sent: " in line]
+    assert len(resets) == 1, r.stdout
+    assert resets[0].startswith("ok ") == ("warning: resets sent" not in m.stderr), resets[0] + m.stderr
+    kernel = next(line for line in r.stdout.splitlines() if " kernel: " in line)
+    assert kernel.startswith("ok ") or r.returncode == 1, r.stdout
+
+
+def test_kernel_floors_name_what_is_missing():
+    r = check.check_kernel("ringbuf", "5.4.0-150-generic")
+    assert not r.ok and r.line() == ("MISSING  kernel: 5.4.0-150-generic: tracepoint programs with BTF arguments "
+                                     "(tp_btf) need 5.5; BPF ring buffer needs 5.8 (--buffer perf: 5.5)")
+    r = check.check_kernel("ringbuf", "5.7.1")
+    assert not r.ok and r.detail == "5.7.1: BPF ring buffer needs 5.8 (--buffer perf: 5.5)"
+    r = check.check_kernel("perf", "5.4.0-150-generic")
+    assert not r.ok and "tp_btf" in r.detail and "5.5" in r.detail
+    assert check.check_kernel("perf", "5.6.0").ok and not check.check_kernel("ringbuf", "5.6.0").ok
+    assert check.check_kernel("ringbuf", "5.10.0-46-amd64").ok
 
 
 def test_check_unprivileged_says_what_is_missing():
     if os.geteuid() == 0:
-        setpriv = shutil.which("setpriv")
-        python = _unprivileged_python()
-        if not setpriv or not python:
+        unprivileged = unprivileged_command()  # wherever the checkout is (a home directory of mode 0700)
+        if not unprivileged:
             pytest.skip("needs setpriv and a Python that an unprivileged user can run")
-        r = run_check(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", python=python)
+        prefix, env = unprivileged
+        r = subprocess.run([*prefix, "check"], capture_output=True, text=True, env=env, timeout=120, cwd="/")
     else:
         r = run_check()
     assert r.returncode == 1, r.stdout + r.stderr

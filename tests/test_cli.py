@@ -6,16 +6,21 @@ import sys
 
 import pytest
 
+from helpers import unprivileged_command
 from socketsnoop.commands.options import build_parser, filters_from, parse_size
 from socketsnoop.errors import SnoopError
 
 
 def run(*args, user=None):
     cmd = [sys.executable, "-m", "socketsnoop", *args]
-    if user:
-        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
+    if user:
+        unprivileged = unprivileged_command(user)
+        if not unprivileged:
+            pytest.skip("needs setpriv and a Python that an unprivileged user can run")
+        prefix, env = unprivileged
+        cmd = [*prefix, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env, cwd="/")
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from helpers import conversation, free_port, netns_pair, nft_drop, run_client, start_server, spawn
+from helpers import (conversation, free_port, netns_pair, nft_drop, private_netns, run_client, spawn, start_server,
+                     tcp_mib)
 
 pytestmark = pytest.mark.bpf
 
@@ -23,10 +24,6 @@ LINE = re.compile(
     rf"^(?P<ts>{TS}) (?P<title>State Change|Retransmission|Reset Sent|Reset Received): "
     r"SRC=(?P<src>\S+) DST=(?P<dst>\S+) PID=(?P<pid>\d+) COMM=(?P<comm>\S+) STATE=(?P<state>.+)$"
 )
-
-
-def kernel_version():
-    return tuple(int(x) for x in re.match(r"(\d+)\.(\d+)", os.uname().release).groups())
 
 
 def parsed(lines):
@@ -208,13 +205,78 @@ except ConnectionRefusedError:
     rows = parsed(m.lines())
     sent = [r for r in rows if r["title"] == "Reset Sent"]
     received = [r for r in rows if r["title"] == "Reset Received"]
-    if kernel_version() >= (6, 10):
-        assert sent and sent[0]["src"] == f"127.0.0.1:{port}"
-        assert sent[0]["pid"] == "0" and sent[0]["comm"] == "-"  # no socket: the kernel answered for nobody
-    else:  # before 6.10 tcp_send_reset fires only for resets sent by a full socket
-        assert not sent
+    # on every kernel: by tcp_send_reset from 6.10 on, by the fentry programs before
+    assert sent and sent[0]["src"] == f"127.0.0.1:{port}", rows
+    assert sent[0]["pid"] == "0" and sent[0]["comm"] == "-"  # no socket: the kernel answered for nobody
     assert received and received[0]["dst"] == f"127.0.0.1:{port}"
     assert received[0]["pid"] == str(p.pid) and received[0]["comm"] == "ss-rst"
+
+
+RESETS = """
+import socket, struct, time
+
+def refused(host, port):
+    s = socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET)
+    try:
+        s.connect((host, port))
+        raise SystemExit('connected to a closed port?')
+    except ConnectionRefusedError:
+        pass
+    finally:
+        s.close()
+
+def pair(host, port):
+    srv = socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((host, port))
+    srv.listen(8)
+    c = socket.create_connection((host, port))
+    a, _ = srv.accept()
+    srv.close()
+    return c, a
+
+for host in ('127.0.0.1', '::1'):
+    for _ in range(3):
+        refused(host, {closed})     # no socket: the kernel answers the SYN
+    c, a = pair(host, {port})
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+    c.close()                       # aborted: a reset from a full socket
+    time.sleep(0.05)
+    a.close()
+    c, a = pair(host, {port})
+    c.close()                       # FIN, ACKed: c is a timewait socket (in FIN_WAIT2) now
+    assert a.recv(10) == b''
+    time.sleep(0.05)
+    a.send(b'x')                    # data after c's close: the timewait socket answers with a reset
+    time.sleep(0.05)
+    a.close()
+print('done', flush=True)
+"""
+
+
+def test_every_reset_sent_is_seen(monitor):
+    """Each reset the kernel sends in a private network namespace, against its own count (OutRsts): to a
+    closed port (no socket), from an aborted connection (a full socket), from a timewait socket; IPv4
+    and IPv6. Before 6.10 tcp_send_reset lacks all but the full socket's: the fentry programs take them,
+    and none may be taken twice."""
+    closed, port = free_port(), free_port()
+    m = monitor("-P", str(closed), "-P", str(port), "--no-report", "--json", "-q")
+    with private_netns() as ns:
+        inode = os.stat(f"/run/netns/{ns}").st_ino
+        before = tcp_mib(ns, "OutRsts")
+        p = spawn(RESETS, netns=ns, closed=closed, port=port)
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0 and "done" in out, err
+        sent_by_kernel = tcp_mib(ns, "OutRsts") - before
+        m.stop(settle=0.5)
+    sent = [r for r in m.records() if r["event"] == "reset_sent" and r["netns"] == inode]
+    assert sent_by_kernel >= 10, sent_by_kernel  # 6 refused, 2 aborted, 2 from timewait sockets
+    assert len(sent) == sent_by_kernel, json.dumps(sent, indent=None)
+    no_socket = [r for r in sent if r["sport"] == closed]
+    assert len(no_socket) == 6 and all(r["owner"] == "none" and r["pid"] == 0 for r in no_socket), no_socket
+    assert {r["family"] for r in no_socket} == {4, 6}
+    timewait = [r for r in sent if r["new_state"] == "TIME_WAIT"]
+    assert len(timewait) == 2 and {r["family"] for r in timewait} == {4, 6}, sent
 
 
 def test_active_reset_by_closing_process(monitor):

@@ -298,3 +298,33 @@ def test_a_frozen_journal_blocks_nothing(monitor):
         # (given up at exit, counted) went through once journald woke
         assert 1200 <= entries + dropped <= 1201, (entries, dropped)
         assert m.totals()["lines"] == 1200
+
+
+@pytest.mark.parametrize("fmt_args", [[], ["--json"]])
+def test_connection_records_reach_the_journal_and_syslog(monitor, tmp_path, fmt_args):
+    """The per-connection records: `journalctl SOCKETSNOOP_RESULT=refused` finds each refused connection,
+    as a warning; rsyslog gets them with MSGID connection and result="refused"; a hostile name is one value."""
+    port, closed = free_port(), free_port()
+    with journald() as j, rsyslogd(tmp_path) as r:
+        m = monitor("-P", str(port), "-P", str(closed), "--no-report", "--journal-socket", j.socket,
+                    "--syslog", r.url("tcp"), *fmt_args, summary=True)
+        hostile_traffic(port, closed, count=3)
+        assert m.stop() == 0, m.stderr
+        n = len(m.lines())
+        assert _wait(lambda: len(j.entries()) >= n) and r.wait_for("tcp", n)
+        time.sleep(0.5)
+        refused = j.entries("SOCKETSNOOP_RESULT=refused")
+        assert len(refused) == 3, refused
+        for e in refused:
+            assert e["PRIORITY"] == "4" and e["SOCKETSNOOP_EVENT"] == "connection"
+            assert " Connection Summary: SRC=127.0.0.1:" in e["MESSAGE"] and " RESULT=refused " in e["MESSAGE"]
+            assert e["SOCKETSNOOP_COMM"] == comm_text(H_FIELD) and "SOCKETSNOOP_X" not in e
+            assert e["SOCKETSNOOP_DPORT"] == str(closed)
+        closed_ok = j.entries("SOCKETSNOOP_EVENT=connection", "SOCKETSNOOP_RESULT=closed")
+        assert len(closed_ok) == 6 and all(e["PRIORITY"] == "6" for e in closed_ok)  # both ends of 3 conversations
+        got = [x for x in r.messages("tcp") if x[2] == "connection"]
+    assert len(got) == 9
+    assert sorted(p["result"] for _, _, _, (_, p), _ in got) == ["closed"] * 6 + ["refused"] * 3
+    assert all(sev == ("warning" if p["result"] == "refused" else "info") for sev, _, _, (_, p), _ in got)
+    assert all(" Connection Summary: " in msg for *_, msg in got)
+    assert outputs_line(m.stdout) == "Outputs: journal dropped=0 syslog dropped=0"

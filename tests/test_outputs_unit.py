@@ -192,13 +192,11 @@ def test_journal_large_entry_goes_through_a_memfd():
         assert entries[0]["PRIORITY"] == "4" and entries[1]["PRIORITY"] == "6"
 
 
-def conn_record(comm=b"\nSOCKETSNOOP_X=", result="refused"):
-    return decode.ConnRecord(ts_ns=1, skaddr=0xFFFF1234, netns=4026531840, family=4,
-                             saddr=bytes([127, 0, 0, 1]) + bytes(12), sport=40000,
-                             daddr=bytes([127, 0, 0, 1]) + bytes(12),
-                             dport=9, pid=42, comm=comm.ljust(16, b"\0"), uid=0, cgroup=0, direction="out",
-                             result=result, bytes_sent=0, bytes_received=0, retransmits=0, rtt_us=None,
-                             handshake_ns=None, duration_ns=None, states=(7, 2, 7), states_cut=False, complete=True)
+def conn_record(comm=b"\nSOCKETSNOOP_X=", result=abi.RESULT_REFUSED):
+    return decode.make_record_row(ts_ns=2_000_000, skaddr=0xFFFF1234, start_ns=1_000_000, states=(7, 2, 7),
+                                  netns=4026531840, result=result, pid=42, sport=40000, dport=9,
+                                  saddr=bytes([127, 0, 0, 1]) + bytes(12), daddr=bytes([127, 0, 0, 1]) + bytes(12),
+                                  comm=comm.ljust(16, b"\0"))
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/lib/systemd/systemd-journald"),
@@ -206,7 +204,8 @@ def conn_record(comm=b"\nSOCKETSNOOP_X=", result="refused"):
 def test_journal_connection_records_are_queryable_by_result():
     with journald() as j:
         sink = JournalSink(fmt.Clock(), True, path=j.socket, warn=lambda m: None).open()
-        sink.write_records([conn_record(), conn_record(b"ok", "closed")], None)
+        recs = [conn_record(), conn_record(b"ok", abi.RESULT_CLOSED)]
+        sink.write_records(recs, fmt.TextFormatter(sink.clock).record_lines(recs))
         sink.close()
         for _ in range(100):
             if len(j.entries()) == 2:
@@ -216,4 +215,6 @@ def test_journal_connection_records_are_queryable_by_result():
         assert len(refused) == 1 and refused[0]["PRIORITY"] == "4"
         assert refused[0]["SOCKETSNOOP_COMM"] == "\nSOCKETSNOOP_X=" and "SOCKETSNOOP_X" not in refused[0]
         assert refused[0]["SOCKETSNOOP_EVENT"] == "connection" and "\n" not in refused[0]["MESSAGE"]
+        assert "Connection Summary: SRC=127.0.0.1:40000" in refused[0]["MESSAGE"]
+        assert refused[0]["SOCKETSNOOP_STATES"] == '["CLOSE","SYN_SENT","CLOSE"]', refused[0]
         assert [e["PRIORITY"] for e in j.entries("SOCKETSNOOP_RESULT=closed")] == ["6"]

@@ -8,18 +8,22 @@ root it also loads and attaches the BPF program, the only complete test.
 
 import ctypes
 import os
-import re
 
 from ..errors import SnoopError
-from ..kernel.abi import PROGRAMS, REQUIRED
+from ..kernel.abi import MAX_SOCKETS_HASH, PROGRAMS, REQUIRED
 from ..kernel.libbpf import Libbpf
-from ..kernel.loader import BTF_PATH, Probe, effective_caps, has_bpf_caps
+from ..kernel.loader import (BTF_PATH, RESETS_FENTRY, RESETS_PARTIAL, RESETS_TRACEPOINT, Probe, effective_caps,
+                              has_bpf_caps, kernel_version, reset_coverage, reset_coverage_text)
 from ..output.sinks import insecure_dir
 from .cmdline import CommandParser
 from .options import build_parser as monitor_parser
 from .options import filters_from, options_from_config
 
-MIN_KERNEL = (5, 8)
+MIN_KERNEL = (5, 8)  # with the default ring buffer
+# what the object needs, oldest first: (kernel, what needs it, for which --buffer); see the feature list
+# at the top of socketsnoop.bpf.c
+FLOORS = (((5, 5), "tracepoint programs with BTF arguments (tp_btf) need 5.5", ("ringbuf", "perf")),
+          ((5, 8), "BPF ring buffer needs 5.8 (--buffer perf: 5.5)", ("ringbuf",)))
 TRACEFS = ("/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events")
 BPF_MAP_TYPE_RINGBUF = 27
 
@@ -33,15 +37,15 @@ class Result:
         return f"{status:<8} {self.what}: {self.detail}"
 
 
-def kernel_version(release=None):
-    m = re.match(r"(\d+)\.(\d+)", release or os.uname().release)
-    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
-
-
-def check_kernel():
-    release = os.uname().release
-    ok = kernel_version(release) >= MIN_KERNEL
-    return Result("kernel", ok, f"{release} ({'%d.%d' % MIN_KERNEL} or newer needed)")
+def check_kernel(buffer="ringbuf", release=None):
+    """The kernel's version against the floors of the object (with this --buffer): every one it misses."""
+    release = release or os.uname().release
+    version = kernel_version(release)
+    floors = [(v, why) for v, why, buffers in FLOORS if buffer in buffers]
+    missed = [why for v, why in floors if version < v]
+    if missed:
+        return Result("kernel", False, f"{release}: {'; '.join(missed)}")
+    return Result("kernel", True, f"{release} ({'%d.%d' % floors[-1][0]} or newer needed)")
 
 
 def read_btf():
@@ -139,19 +143,45 @@ def check_log(log_file):
                   + ("" if ok else ": run as root, or use --log-file PATH or --no-log-file"))
 
 
+def resets_result(mode, why):
+    return Result("resets sent", mode != RESETS_PARTIAL, reset_coverage_text(mode, why), required=False)
+
+
+def check_resets_unprivileged():
+    """Without privileges: the tracepoint's arguments tell whether it sees every reset; whether fentry
+    works (before 6.10) only a load can tell."""
+    try:
+        mode, why = reset_coverage()
+    except SnoopError as e:
+        return Result("resets sent", False, str(e), required=False)
+    if mode == RESETS_TRACEPOINT:
+        return resets_result(mode, why)
+    return Result("resets sent", False, "before Linux 6.10 those sent to a closed port or from timewait and "
+                  "request sockets need fentry programs; whether this kernel allows them needs root to tell",
+                  required=False)
+
+
 def check_load(opts):
-    """Load and attach the program for real (needs privileges), then detach it."""
-    skipped = []
-    probe = Probe(filters_from(opts), buffer=opts.buffer, buffer_size=opts.buffer_size, log=skipped.append)
+    """Load and attach the program for real (needs privileges), then detach it: (load, resets sent, where the
+    per-socket state is kept); the last two None when it did not load."""
+    warnings = []
+    probe = Probe(filters_from(opts), buffer=opts.buffer, buffer_size=opts.buffer_size, log=warnings.append)
     try:
         probe.load()
         probe.attach()
     except SnoopError as e:
-        return Result("load BPF program", False, str(e).removeprefix("socket-snoop: "))
+        return Result("load BPF program", False, str(e).removeprefix("socket-snoop: ")), None, None
     finally:
         probe.close()
-    note = f" ({len(skipped)} optional tracepoints skipped)" if skipped else ""
-    return Result("load BPF program", True, f"loaded and attached{note}")
+    note = f" ({len(probe.skipped)} optional tracepoints skipped)" if probe.skipped else ""
+    how = " (with fentry programs)" if probe.resets == RESETS_FENTRY else ""
+    if probe.hash_storage:
+        where = (f"a hash of at most {MAX_SOCKETS_HASH:,} sockets (this kernel has no socket storage for "
+                 "tracing programs, 5.11+): beyond that, counted as storage_failed")
+    else:
+        where = "socket-local storage (lives and dies with each socket, never evicted)"
+    return (Result("load BPF program", True, f"loaded and attached{how}{note}"),
+            resets_result(probe.resets, probe.resets_why), Result("per-socket state", True, where))
 
 
 def monitor_options(config):
@@ -165,7 +195,7 @@ def monitor_options(config):
 def run_checks(config=None):
     opts, config_error = monitor_options(config)
     btf = read_btf()
-    results = [check_kernel(), check_btf(btf), check_caps()]
+    results = [check_kernel(opts.buffer), check_btf(btf), check_caps()]
     libbpf_result, lib = check_libbpf()
     results.append(libbpf_result)
     required = {PROGRAMS[p] for p in REQUIRED}
@@ -176,7 +206,10 @@ def run_checks(config=None):
     if config_error:
         results.append(config_error)
     if has_bpf_caps() and lib is not None and btf is not None:
-        results.append(check_load(opts))
+        load, resets, state = check_load(opts)
+        results += [r for r in (resets, load, state) if r]
+    elif lib is not None and btf is not None:
+        results.append(check_resets_unprivileged())
     return results
 
 

@@ -102,6 +102,13 @@ MONITOR_OPTIONS = (
         Option(("--include-unspecified",), SWITCH,
                "also show events with an unspecified address (0.0.0.0, ::), e.g. listening sockets"),
         Option(("--no-report",), SWITCH, "no connection lifecycle report on exit"),
+        Option(("--no-summary",), SWITCH,
+               "no 'Connection Summary' line (JSON: \"event\": \"connection\") when a connection ends"),
+        Option(("--summary-only",), SWITCH,
+               "only the 'Connection Summary' lines, one per connection (the kernel sends no other events)"),
+        Option(("--failed",), SWITCH,
+               "only the summaries of connections that did not end in an orderly close (refused, timeout, "
+               "unreachable, reset), filtered in the kernel"),
         Option(("--max-tracked",), VALUE, "connections the exit report keeps, the most recent (default 1000)",
                type=positive("--max-tracked", int, 10**7), default=1000, metavar="N"),
         Option(("--stats",), VALUE, "print a one-line summary on stderr every SECONDS", type=positive("--stats"),
@@ -156,13 +163,18 @@ def filters_from(opts):
         pids=set(opts.pid), comms=set(opts.comm), ports=set(opts.port), src_ports=set(opts.src_port),
         dst_ports=set(opts.dst_port), addrs=list(opts.addr), srcs=list(opts.src), dsts=list(opts.dst),
         states=set(opts.state), ipv4_only=opts.ipv4, ipv6_only=opts.ipv6, no_retransmits=opts.no_retransmits,
-        no_resets=opts.no_resets, include_unspecified=opts.include_unspecified,
+        no_resets=opts.no_resets, include_unspecified=opts.include_unspecified, failed=getattr(opts, "failed", False),
     ).check()
 
 
 def monitor_options(argv):
     """The monitor's options: the config file's, then argv's."""
-    return parse_with_config(build_parser(), argv, DEFAULT_CONFIG)
+    opts = parse_with_config(build_parser(), argv, DEFAULT_CONFIG)
+    if opts.failed:
+        opts.summary_only = True
+    if opts.summary_only and opts.no_summary:
+        raise SnoopError("socket-snoop: --summary-only (or --failed) and --no-summary exclude each other", 2)
+    return opts
 
 
 def options_from_config(config=None):

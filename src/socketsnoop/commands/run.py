@@ -15,20 +15,25 @@ from ..kernel.abi import (
     C_SEEN_RESET_SENT,
     C_SEEN_RETRANSMIT,
     C_SEEN_STATE,
+    C_RECORDS,
+    C_RECORDS_FILTERED,
+    C_RECORDS_LOST,
     C_SENT,
+    C_STORAGE_FAILED,
     RECORD,
+    RECORD_RECORD,
     ROW,
 )
 from ..kernel.loader import Probe, preflight
 from ..output.formats import Clock, JsonFormatter, TextFormatter
+from ..output.connections import ConnectionReport
 from ..output.journal import DEFAULT_SOCKET, JournalSink
 from ..output.queued import QueuedSink
 from ..output.sinks import ConsoleSink, LogFileSink, UnsafeLogPath
 from ..output.syslog import SyslogSink
-from ..output.tracker import Tracker
 from ..pipeline.decode import TS, merge_by_time
 from ..pipeline.enrich import ProcOwnerEnricher
-from ..pipeline.owners import ProcOwners, netns_inode
+from ..pipeline.owners import ProcOwners, netns_inode, tcp_sockets
 from .options import filters_from, monitor_options
 
 POLL_S = 0.1  # longest wait for a batch: lines reach the log within this, plus the write
@@ -53,7 +58,9 @@ class Monitor:
         self.clock = Clock()
         self.text = TextFormatter(self.clock)
         self.formatter = JsonFormatter(self.clock) if opts.format == "json" else self.text
-        self.tracker = None if opts.no_report else Tracker(max_conns=opts.max_tracked)
+        # the exit report keeps the kernel's connection records (one per connection), not every event
+        self.report = None if opts.no_report else ConnectionReport(max_conns=opts.max_tracked)
+        self.summary = not opts.no_summary  # connection records to the sinks, as lines
         self.owners = ProcOwners()
         self.sinks = []
         self.enrichers = []
@@ -121,6 +128,10 @@ class Monitor:
     def user_filtered(self):
         return sum(e.filtered for e in self.enrichers)
 
+    @property
+    def records_filtered(self):
+        return sum(e.records_filtered for e in self.enrichers)
+
     def _on_signal(self, signum, frame):
         if signum == signal.SIGHUP:
             self.hup = True
@@ -129,7 +140,7 @@ class Monitor:
 
     # -- the pipeline ----------------------------------------------------------
     def handle(self, rows):
-        """Decoded events (events.Row tuples) -> enrichers -> lines to every sink, and the tracker. Most
+        """Decoded events (events.Row tuples) -> enrichers -> lines to every sink. Most
         events need nothing but formatting: the few an enricher must look at are found at C speed."""
         rows = rows if isinstance(rows, list) else list(rows)
         for enricher in self.enrichers:
@@ -141,11 +152,23 @@ class Monitor:
                     if not rows:
                         return
         lines = self.formatter.lines(rows)
-        if self.tracker is not None:
-            self.tracker.add_all(rows)
         self.lines += len(lines)
         for sink in self.sinks:
             sink.write(rows, lines if sink.wants_lines else None)
+
+    def handle_records(self, rows):
+        """Connection records (abi.RECORD_ROW tuples) -> enrichers -> lines to every sink, and the exit report."""
+        for enricher in self.enrichers:
+            rows = enricher.enrich_records(rows)
+            if not rows:
+                return
+        if self.report is not None:
+            self.report.add(rows)
+        if self.summary:
+            lines = self.formatter.record_lines(rows)
+            self.lines += len(lines)
+            for sink in self.sinks:
+                sink.write_records(rows, lines if sink.wants_lines else None)
 
     def handle_sample(self, raw):
         """One perf buffer sample (padded by the kernel past the struct's 96 bytes), kept for drain()."""
@@ -168,14 +191,27 @@ class Monitor:
         while True:
             blob = main.read(READ_BYTES)
             nblob = spare.read(READ_BYTES)
-            if not (blob or nblob):
+            if blob or nblob:
+                rows = RECORD.iter_unpack(blob)
+                if nblob:  # events made inside another of our programs: merge them in by time
+                    rows = merge_by_time(list(rows), list(RECORD.iter_unpack(nblob)))
+                self.handle(rows)
+            records = self.drain_records()
+            if not (blob or nblob or records):
                 return
-            rows = RECORD.iter_unpack(blob)
-            if nblob:  # events made inside another of our programs: merge them in by time
-                rows = merge_by_time(list(rows), list(RECORD.iter_unpack(nblob)))
-            self.handle(rows)
             if not until_empty and time.monotonic() >= deadline:
                 return
+
+    def drain_records(self):
+        """The connection records ready now (a ring and its spare: order within a batch does not matter).
+        Returns whether there were any."""
+        found = False
+        for reader in (self.probe.record_reader, self.probe.record_spare_reader):
+            blob = reader.read(READ_BYTES) if reader else b""
+            if blob:
+                found = True
+                self.handle_records(list(RECORD_RECORD.iter_unpack(blob)))
+        return found
 
     # -- the run ---------------------------------------------------------------
     def run(self):
@@ -186,7 +222,8 @@ class Monitor:
             signal.signal(sig, self._on_signal)
         preflight()  # "needs root" comes before "cannot write /var/log/...", which follows from it
         self.open_sinks()
-        self.probe = Probe(self.filters, buffer=opts.buffer, buffer_size=opts.buffer_size, log=_err)
+        self.probe = Probe(self.filters, buffer=opts.buffer, buffer_size=opts.buffer_size, log=_err,
+                           records=self.summary or self.report is not None, summary_only=opts.summary_only)
         try:
             self.probe.load()
             self.owners.scan()
@@ -250,8 +287,8 @@ class Monitor:
              f"state {c[C_SEEN_STATE] - c0[C_SEEN_STATE]}, retransmit {c[C_SEEN_RETRANSMIT] - c0[C_SEEN_RETRANSMIT]}, "
              f"reset sent {c[C_SEEN_RESET_SENT] - c0[C_SEEN_RESET_SENT]}, "
              f"reset received {c[C_SEEN_RESET_RECEIVED] - c0[C_SEEN_RESET_RECEIVED]}; "
-             f"filtered {c[C_FILTERED] - c0[C_FILTERED]}; lost so far {c[C_LOST]}, "
-             f"missed so far {self.probe.missed(c)}"
+             f"filtered {c[C_FILTERED] - c0[C_FILTERED]}; records {c[C_RECORDS] - c0[C_RECORDS]}; "
+             f"lost so far {c[C_LOST]}, records lost so far {c[C_RECORDS_LOST]}, missed so far {self.probe.missed(c)}"
              + "".join(f"; {s.name} dropped so far {s.dropped()}" for s in self.queued_sinks))
         return now, c
 
@@ -260,11 +297,16 @@ class Monitor:
         missed = self.probe.missed(c)
         out = sys.stdout
         lines = ["Stopping monitoring...", ""]
-        if self.tracker is not None:
-            lines += self.tracker.report(self.text.stamp)
-        lines.append(f"Totals: seen={c[C_SEEN]} captured={c[C_SENT]} "
-                     f"filtered={c[C_FILTERED] + self.user_filtered} lost={c[C_LOST]} missed={missed} "
-                     f"lines={self.lines}")
+        if self.report is not None:
+            self.owners.scan()
+            lines += self.report.lines(self.text.stamp, tcp_sockets(), self.filters, self.owners.lookup)
+        totals = (f"Totals: seen={c[C_SEEN]} captured={c[C_SENT]} "
+                  f"filtered={c[C_FILTERED] + self.user_filtered} lost={c[C_LOST]} missed={missed} "
+                  f"lines={self.lines}")
+        if self.probe.records:
+            totals += (f" records={c[C_RECORDS]} records_filtered={c[C_RECORDS_FILTERED] + self.records_filtered}"
+                       f" records_lost={c[C_RECORDS_LOST]}")
+        lines.append(totals)
         if self.queued_sinks:
             lines.append(self.outputs_line())
         try:
@@ -275,6 +317,13 @@ class Monitor:
         if c[C_LOST]:
             _err(f"socket-snoop: warning: {c[C_LOST]} events were lost (the buffer was full): "
                  "raise --buffer-size, or filter more")
+        if c[C_STORAGE_FAILED]:
+            _err(f"socket-snoop: warning: {c[C_STORAGE_FAILED]} times the kernel had no room for a socket's state "
+                 "(more sockets at once than its table holds): their owners may show as the task the kernel "
+                 "ran in, and their records as incomplete")
+        if c[C_RECORDS_LOST]:
+            _err(f"socket-snoop: warning: {c[C_RECORDS_LOST]} connection records were lost (their buffer was "
+                 "full): raise --buffer-size, or filter more")
         for sink in self.sinks:
             if sink.dropped():
                 _err(f"socket-snoop: warning: {sink.dropped()} events could not be written to the {sink.name}")

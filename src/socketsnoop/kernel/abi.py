@@ -20,7 +20,7 @@ THREAD_SIZE = 16384
 CONTEXT_LEVELS = 2
 
 # enum ss_event_type: struct event.type
-EV_STATE, EV_RETRANSMIT, EV_RESET_SENT, EV_RESET_RECEIVED = 1, 2, 3, 4
+EV_STATE, EV_RETRANSMIT, EV_RESET_SENT, EV_RESET_RECEIVED, EV_CONNECTION = 1, 2, 3, 4, 5
 
 # enum ss_owner: struct event.owner, where pid/comm came from
 OWNER_CURRENT, OWNER_SOCKET, OWNER_LISTENER, OWNER_NONE = 0, 1, 2, 3
@@ -32,7 +32,8 @@ F_OWNER_UNVERIFIED = 1
 C_SEEN, C_FILTERED, C_SENT, C_LOST = 0, 1, 2, 3
 C_SEEN_STATE, C_SEEN_RETRANSMIT, C_SEEN_RESET_SENT, C_SEEN_RESET_RECEIVED = 4, 5, 6, 7
 C_RESCUED = 8
-C_MAX = 9
+C_RECORDS, C_RECORDS_LOST, C_RECORDS_FILTERED, C_STORAGE_FAILED = 9, 10, 11, 12
+C_MAX = 13
 
 # enum ss_result: struct conn_record.result
 RESULT_CLOSED, RESULT_RESET_SENT, RESULT_RESET_RECEIVED, RESULT_REFUSED, RESULT_TIMEOUT, RESULT_UNREACHABLE = (
@@ -40,8 +41,10 @@ RESULT_CLOSED, RESULT_RESET_SENT, RESULT_RESET_RECEIVED, RESULT_REFUSED, RESULT_
 # enum ss_direction: struct conn_record.direction
 DIR_UNKNOWN, DIR_OUT, DIR_IN = 0, 1, 2
 # struct conn_record.flags
-R_INCOMPLETE, R_STATES_CUT = 1, 2
+R_INCOMPLETE, R_STATES_CUT, R_OWNER_UNVERIFIED = 1, 2, 4
 MAX_STATES = 16
+MAX_SOCKETS_HASH = 1 << 20
+RECORD_RING_BYTES = 4 << 20
 
 # enum ss_addr_kind: struct filter_key.kind, and the kind in filter_ports' keys
 ADDR_EITHER, ADDR_SRC, ADDR_DST = 1, 2, 3
@@ -51,6 +54,9 @@ FILT_PID, FILT_COMM, FILT_PORT, FILT_SPORT, FILT_DPORT = 1 << 0, 1 << 1, 1 << 2,
 FILT_ADDR, FILT_SRC, FILT_DST, FILT_STATE = 1 << 5, 1 << 6, 1 << 7, 1 << 8
 FILT_IPV4, FILT_IPV6, FILT_NO_RETRANSMIT, FILT_NO_RESET, FILT_SKIP_UNSPEC = (
     1 << 9, 1 << 10, 1 << 11, 1 << 12, 1 << 13)
+FILT_FAILED = 1 << 14
+# struct sock_state.flags beyond R_* (the kernel's own)
+S_RESET_SENT, S_RESET_RECEIVED, S_OWNED = 16, 32, 64
 
 # -- struct layouts: (struct, field names in order; pad fields are unnamed 'x') --------------------------
 
@@ -70,18 +76,28 @@ IDENT_FORMAT = "<IHH16s16s16sB"
 IDENT_STRUCT = struct.Struct(IDENT_FORMAT)
 Ident = namedtuple("Ident", "pid sport dport saddr daddr comm family")
 
-# struct conn_record, 152 bytes: one connection at its end
-RECORD_FORMAT = "<QQQQQQQQIIIIBBBB4xIHH16s16s16sB7x"
+# struct conn_record, 160 bytes: one connection at its end
+RECORD_FORMAT = "<QQQQQQQQQIIIIBBBBB3xIHH16s16s16sB7x"
 CONN_RECORD = struct.Struct(RECORD_FORMAT)
 ConnRecordFields = namedtuple(
     "ConnRecordFields",
-    "ts_ns skaddr start_ns handshake_ns bytes_sent bytes_received cgroup states netns retransmits rtt_us uid "
-    "result direction nstates flags pid sport dport saddr daddr comm family",
+    "ts_ns skaddr start_ns handshake_ns bytes_sent bytes_received cgroup ino states netns retransmits rtt_us uid "
+    "result direction nstates flags owner pid sport dport saddr daddr comm family",
 )
+
+# struct conn_record as decoded: its identity fields (pid .. family) left as one bytes object, as for events
+RECORD_ROW_FORMAT = "<QQQQQQQQQIIIIBBBBB3x57s7x"
+RECORD_ROW = struct.Struct(RECORD_ROW_FORMAT)
+RecordRow = namedtuple(
+    "RecordRow",
+    "ts_ns skaddr start_ns handshake_ns bytes_sent bytes_received cgroup ino states netns retransmits rtt_us uid "
+    "result direction nstates flags owner ident",
+)
+RECORD_RECORD = struct.Struct("<8x" + RECORD_ROW_FORMAT[1:])  # behind a ring buffer record's 8-byte header
 
 # struct owner
 OWNER_STRUCT = struct.Struct("<II16s")
-OWNER_FIELDS = ("pid", "pad", "comm")
+OWNER_FIELDS = ("pid", "uid", "comm")
 # struct listen_key
 LISTEN_KEY = struct.Struct("<IHBx16s")
 LISTEN_KEY_FIELDS = ("netns", "port", "family", "addr")
@@ -117,11 +133,16 @@ MAP_FILTER_COMMS = "filter_comms"
 MAP_FILTER_PORTS = "filter_ports"
 MAP_FILTER_ADDRS = "filter_addrs"
 MAP_CPU_STATES = "cpu_states"  # the kernel's own: user space never touches it
-MAPS = (MAP_EVENTS, MAP_EVENTS_SPARE, MAP_PERF_EVENTS, MAP_COUNTERS, MAP_OWNERS, MAP_LISTENERS,
+MAP_RECORDS = "records"
+MAP_RECORDS_SPARE = "records_spare"
+MAP_SOCK_STATES = "sock_states"
+MAP_SOCK_STATES_HASH = "sock_states_hash"
+MAPS = (MAP_RECORDS, MAP_RECORDS_SPARE, MAP_SOCK_STATES, MAP_SOCK_STATES_HASH, MAP_EVENTS, MAP_EVENTS_SPARE, MAP_PERF_EVENTS, MAP_COUNTERS, MAP_OWNERS, MAP_LISTENERS,
         MAP_FILTER_PIDS, MAP_FILTER_COMMS, MAP_FILTER_PORTS, MAP_FILTER_ADDRS, MAP_CPU_STATES)
 
 # read-only variables set before load: name -> struct format
-RODATA = {"filter_flags": "<I", "filter_states": "<I", "wakeup_bytes": "<Q", "use_perf": "<?"}
+RODATA = {"filter_flags": "<I", "filter_states": "<I", "wakeup_bytes": "<Q", "use_perf": "<?",
+          "use_hash_storage": "<?", "summary_only": "<?", "no_records": "<?"}
 
 # programs -> tracepoint, in attach order, which matters: on_state_change before on_state_change_missed
 # (the BPF source's RE-ENTRY comment). The first two are required, the others optional (a kernel that
@@ -133,5 +154,14 @@ PROGRAMS = {
     "on_synack_retransmit": "tcp:tcp_retransmit_synack",
     "on_reset_sent": "tcp:tcp_send_reset",
     "on_reset_received": "tcp:tcp_receive_reset",
+    "on_error_report": "sock:inet_sk_error_report",
 }
 REQUIRED = ("on_state_change", "on_state_change_missed")
+
+# fentry programs -> the kernel function each attaches to. They take the resets sent that tcp_send_reset
+# does not trace before Linux 6.10 (none for a closed port, a timewait or a request socket); the loader
+# loads them only there, and only where the kernel allows fentry (kernel/loader.py: reset_coverage).
+FENTRY_PROGRAMS = {
+    "on_reset_sent_v4": "tcp_v4_send_reset",
+    "on_reset_sent_v6": "tcp_v6_send_reset",
+}

@@ -17,11 +17,18 @@ from ..errors import SnoopError
 LIBBPF_SONAME = "libbpf.so.1"
 BPF_ANY = 0
 LIBBPF_INFO = 1  # enum libbpf_print_level: WARN 0, INFO 1, DEBUG 2
+BTF_KIND_PTR = 2
+BTF_KIND_TYPEDEF = 8
+BTF_KIND_FUNC = 12
+BTF_KIND_FUNC_PROTO = 13
 BTF_KIND_VAR = 14
 BTF_KIND_DATASEC = 15
 # struct bpf_prog_info (uapi linux/bpf.h): its size here and where recursion_misses is
 PROG_INFO_SIZE = 232
 RECURSION_MISSES_OFF = 208
+# uapi linux/bpf.h: enum bpf_prog_type, enum bpf_attach_type
+BPF_PROG_TYPE_TRACING = 26
+BPF_TRACE_FENTRY = 24
 
 _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 PERF_SAMPLE_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32)
@@ -30,6 +37,14 @@ PERF_LOST_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_ui
 
 class _BtfType(ctypes.Structure):
     _fields_ = [("name_off", ctypes.c_uint32), ("info", ctypes.c_uint32), ("size_or_type", ctypes.c_uint32)]
+
+
+class _ProgLoadOpts(ctypes.Structure):
+    """struct bpf_prog_load_opts (libbpf 1.x bpf.h), up to the fields we set; sz says how much of it we pass."""
+    _fields_ = [("sz", ctypes.c_size_t), ("attempts", ctypes.c_int), ("expected_attach_type", ctypes.c_uint32),
+                ("prog_btf_fd", ctypes.c_uint32), ("prog_flags", ctypes.c_uint32), ("prog_ifindex", ctypes.c_uint32),
+                ("kern_version", ctypes.c_uint32), ("attach_btf_id", ctypes.c_uint32),
+                ("attach_btf_obj_fd", ctypes.c_uint32), ("attach_prog_fd", ctypes.c_int)]
 
 
 class _BtfVarSecinfo(ctypes.Structure):
@@ -81,6 +96,10 @@ class Libbpf:
         self.btf_find = _proto(lib, "btf__find_by_name_kind", i, vp, cp, u32)
         self.btf_type = _proto(lib, "btf__type_by_id", ctypes.POINTER(_BtfType), vp, u32)
         self.btf_name = _proto(lib, "btf__name_by_offset", cp, vp, u32)
+        self.btf_load_vmlinux = _proto(lib, "btf__load_vmlinux_btf", vp)
+        self.btf_free = _proto(lib, "btf__free", None, vp)
+        self.raw_prog_load = _proto(lib, "bpf_prog_load", i, i, cp, cp, vp, sz, ctypes.POINTER(_ProgLoadOpts))
+        self.raw_tracepoint_open = _proto(lib, "bpf_raw_tracepoint_open", i, cp, i)
         self.perf_new = _proto(lib, "perf_buffer__new", vp, i, sz, PERF_SAMPLE_FN, PERF_LOST_FN, vp, vp)
         self.perf_poll = _proto(lib, "perf_buffer__poll", i, vp, i)
         self.perf_consume = _proto(lib, "perf_buffer__consume", i, vp)
@@ -120,6 +139,64 @@ class Libbpf:
         if cls._instance is None:
             cls._instance = cls()
         return cls._instance
+
+
+class KernelBtf:
+    """The running kernel's BTF (/sys/kernel/btf/vmlinux), to look up its functions and tracepoints."""
+
+    def __init__(self):
+        self.bpf = Libbpf.get()
+        self.btf = self.bpf.btf_load_vmlinux()  # NULL where the kernel has no (readable) BTF
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.btf:
+            self.bpf.btf_free(self.btf)
+            self.btf = None
+
+    def find(self, name, kind):
+        """The type id of name (of that BTF kind), or None."""
+        if not self.btf:
+            return None
+        tid = self.bpf.btf_find(self.btf, name.encode(), kind)
+        return tid if tid > 0 else None
+
+    def _type(self, tid, kind):
+        t = self.bpf.btf_type(self.btf, tid)
+        return t.contents if t and (t.contents.info >> 24) & 0x1F == kind else None
+
+    def tracepoint_args(self, name):
+        """How many arguments the tracepoint passes (to a tp_btf program), from its typedef btf_trace_NAME:
+        a pointer to a function whose first parameter is the context. None if the BTF has no such tracepoint."""
+        tid = self.find("btf_trace_" + name, BTF_KIND_TYPEDEF)
+        if tid is None:
+            return None
+        typedef = self.bpf.btf_type(self.btf, tid).contents
+        ptr = self._type(typedef.size_or_type, BTF_KIND_PTR)
+        proto = ptr and self._type(ptr.size_or_type, BTF_KIND_FUNC_PROTO)
+        return (proto.info & 0xFFFF) - 1 if proto else None
+
+
+def fentry_works(func_btf_id):
+    """Load and attach an empty fentry program on the kernel function of that BTF id, then detach it:
+    (True, "") or (False, why). The kernel may refuse fentry (no direct-call trampolines, lockdown...)."""
+    bpf = Libbpf.get()
+    insns = (ctypes.c_uint64 * 2)(0xB7, 0x95)  # r0 = 0; exit
+    opts = _ProgLoadOpts(sz=ctypes.sizeof(_ProgLoadOpts), expected_attach_type=BPF_TRACE_FENTRY,
+                         attach_btf_id=func_btf_id)
+    fd = bpf.raw_prog_load(BPF_PROG_TYPE_TRACING, b"ss_probe", b"GPL", insns, 2, ctypes.byref(opts))
+    if fd < 0:
+        return False, f"load: {os.strerror(-fd)}"
+    try:
+        link = bpf.raw_tracepoint_open(None, fd)
+        if link < 0:
+            return False, f"attach: {os.strerror(-link)}"
+        os.close(link)
+        return True, ""
+    finally:
+        os.close(fd)
 
 
 def _err(what, rc=None):

@@ -12,13 +12,58 @@ from importlib import resources
 
 from ..errors import SnoopError
 from . import abi
-from .abi import C_MAX, C_RESCUED, EVENT, LISTEN_KEY, OWNER_STRUCT, PROGRAMS, REQUIRED
-from .libbpf import BpfObject, Libbpf, PerfBuffer
+from .abi import C_MAX, C_RESCUED, CONN_RECORD, EVENT, FENTRY_PROGRAMS, LISTEN_KEY, OWNER_STRUCT, PROGRAMS, REQUIRED
+from .libbpf import BTF_KIND_FUNC, BpfObject, KernelBtf, Libbpf, PerfBuffer, fentry_works
 from .ringbuf import RingBuffer
 
 BTF_PATH = "/sys/kernel/btf/vmlinux"
 CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
 
+# How the resets this kernel sends are seen (Probe.resets; `socket-snoop check` says which):
+RESETS_TRACEPOINT = "tracepoint"  # tcp_send_reset fires for every one (Linux 6.10+)
+RESETS_FENTRY = "fentry"  # before 6.10: tcp_send_reset for full sockets, the fentry programs for the rest
+RESETS_PARTIAL = "partial"  # before 6.10 without fentry: those of full sockets only
+# tcp_send_reset's arguments (sk, skb) gained a third, the reason, when it began to fire for every reset
+RESET_TP_FULL_ARGS = 3
+RESET_TP_FULL_KERNEL = (6, 10)
+
+
+def kernel_version(release=None):
+    m = re.match(r"(\d+)\.(\d+)", release or os.uname().release)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+def reset_coverage():
+    """(mode, why) for the resets this kernel sends: RESETS_TRACEPOINT where tcp_send_reset traces them all
+    (known by its arguments in the kernel's BTF, or else by the version); before, RESETS_FENTRY where the
+    kernel has the two send functions in its BTF and lets an fentry program attach (tried for real with an
+    empty one: needs privileges), else RESETS_PARTIAL and why."""
+    with KernelBtf() as btf:
+        args = btf.tracepoint_args("tcp_send_reset")
+        full = args >= RESET_TP_FULL_ARGS if args is not None else kernel_version() >= RESET_TP_FULL_KERNEL
+        if full:
+            return RESETS_TRACEPOINT, ""
+        ids = {func: btf.find(func, BTF_KIND_FUNC) for func in FENTRY_PROGRAMS.values()}
+    missing = [func for func, tid in ids.items() if tid is None]
+    if missing:
+        return RESETS_PARTIAL, f"the kernel's BTF has no function {missing[0]} to attach to"
+    for func, tid in ids.items():
+        ok, why = fentry_works(tid)
+        if not ok:
+            return RESETS_PARTIAL, f"the kernel refuses fentry programs on {func} ({why})"
+    return RESETS_FENTRY, ""
+
+
+def reset_coverage_text(mode, why=""):
+    """One line for `socket-snoop check` and the monitor's warning."""
+    if mode == RESETS_TRACEPOINT:
+        return "every one, by the tracepoint tcp_send_reset (Linux 6.10+)"
+    if mode == RESETS_FENTRY:
+        return ("those of full sockets by the tracepoint tcp_send_reset, the others (to a closed port, from "
+                "timewait and request sockets: the tracepoint lacks them before Linux 6.10) by fentry on "
+                + " and ".join(FENTRY_PROGRAMS.values()))
+    return ("only those of full sockets (tcp_send_reset before Linux 6.10): resets sent to a closed port or "
+            f"from timewait and request sockets are not reported; {why}")
 
 
 def object_bytes() -> bytes:
@@ -72,11 +117,18 @@ def _pow2_at_least(n, floor=4096):
 class Probe:
     """Loaded and attached kernel program; close() detaches it."""
 
-    def __init__(self, filters, buffer="ringbuf", buffer_size=16 << 20, wakeup_bytes=64 << 10, log=None):
+    def __init__(self, filters, buffer="ringbuf", buffer_size=16 << 20, wakeup_bytes=64 << 10, log=None,
+                 records=True, summary_only=False, record_buffer_size=None):
         self.filters = filters
         self.buffer = buffer
         self.buffer_size = _pow2_at_least(buffer_size)
         self.spare_size = max(self.buffer_size // 8, 1 << 16)  # the spare ring: rare events, and rescue
+        # connection records: one per connection against ~5 events, each 168 bytes against 104
+        self.record_size = _pow2_at_least(record_buffer_size or self.buffer_size // 2, 1 << 16)
+        self.record_spare_size = max(self.record_size // 8, 1 << 16)
+        self.records = records and buffer != "perf"  # the perf buffer carries events only
+        self.summary_only = summary_only
+        self.hash_storage = False  # socket state in a hash, not socket storage: kernels before 5.11
         # the reader is woken when this much is unread: often enough that each of its turns on a CPU is
         # short (at full churn the workload kept 5% more of its rate at 64K than at 256K, the monitor in
         # a scheduling group of its own, as a service is), seldom enough to read in batches
@@ -85,7 +137,10 @@ class Probe:
         self.obj = None
         self.reader = None
         self.spare_reader = None  # the spare ring (RE-ENTRY, 2 in the BPF source)
+        self.record_reader = None  # connection records, and their spare ring
+        self.record_spare_reader = None
         self.skipped = []  # tracepoints this kernel lacks
+        self.resets, self.resets_why = RESETS_TRACEPOINT, ""  # how resets sent are seen (load() finds out)
         self.ncpus = 1
 
     # -- loading -------------------------------------------------------------
@@ -93,7 +148,8 @@ class Probe:
         obj = BpfObject(object_bytes())
         f = self.filters
         values = {"filter_flags": f.flags(), "filter_states": f.state_mask(), "wakeup_bytes": self.wakeup_bytes,
-                  "use_perf": self.buffer == "perf"}
+                  "use_perf": self.buffer == "perf", "use_hash_storage": self.hash_storage,
+                  "summary_only": self.summary_only, "no_records": not self.records}
         obj.set_rodata({name: struct.pack(fmt, values[name]) for name, fmt in abi.RODATA.items()})
         if self.buffer == "perf":
             obj.set_autocreate(abi.MAP_EVENTS, False)  # unused: kernels before 5.8 have no ring buffer
@@ -101,21 +157,45 @@ class Probe:
         else:
             obj.set_max_entries(abi.MAP_EVENTS, self.buffer_size)
             obj.set_max_entries(abi.MAP_EVENTS_SPARE, self.spare_size)
+        if self.records:
+            obj.set_max_entries(abi.MAP_RECORDS, self.record_size)
+            obj.set_max_entries(abi.MAP_RECORDS_SPARE, self.record_spare_size)
+        else:
+            obj.set_autocreate(abi.MAP_RECORDS, False)
+            obj.set_autocreate(abi.MAP_RECORDS_SPARE, False)
         for prog in disabled:
             obj.bpf.prog_set_autoload(obj.bpf.find_prog(obj.obj, prog.encode()), False)
         return obj
 
+    def _no_fentry(self, why):
+        """The fentry programs cannot be used after all: resets without a full socket are not seen."""
+        self.resets, self.resets_why = RESETS_PARTIAL, why
+        self.log(f"socket-snoop: warning: resets sent: {reset_coverage_text(self.resets, why)}")
+
     def load(self):
         preflight()
-        disabled = []
+        self.resets, self.resets_why = reset_coverage()
+        if self.resets == RESETS_PARTIAL:
+            self._no_fentry(self.resets_why)
+        disabled = [] if self.resets == RESETS_FENTRY else list(FENTRY_PROGRAMS)
         while True:
             obj = self._open(disabled)
             code, msg, messages = obj.load()
             if not code:
                 break
             obj.close()
+            if not self.hash_storage and any("sk_storage" in m for m in messages):
+                self.hash_storage = True  # tracing programs may use socket storage since 5.11 only
+                continue
             missing = [m.group(1) for m in map(re.compile(r"find kernel BTF type ID of '(\w+)'").search,
                                                   messages) if m]
+            failed = re.search(r"prog '(\w+)': (?:BPF program load failed|failed to find kernel BTF type ID)",
+                               "\n".join(messages))
+            if failed and failed.group(1) in FENTRY_PROGRAMS and failed.group(1) not in disabled:
+                # never the whole monitor for want of the fentry programs: without them, as before 6.10
+                disabled += list(FENTRY_PROGRAMS)
+                self._no_fentry(f"the kernel refused {failed.group(1)}: {self._load_error(code, msg, messages, [])}")
+                continue
             progs = [p for p, tp in PROGRAMS.items() if tp.split(":")[1] in missing and p not in disabled]
             if progs and not set(REQUIRED) & set(progs):
                 for p in progs:
@@ -177,6 +257,16 @@ class Probe:
             if code:
                 self.close()
                 raise SnoopError(f"socket-snoop: {msg} (tracepoint {PROGRAMS[prog]})")
+        if self.resets == RESETS_FENTRY:
+            before = len(self.obj.links)
+            for prog in FENTRY_PROGRAMS:
+                code, msg = self.obj.attach(prog)
+                if code:  # both or neither: detach the one that may have attached
+                    for link in self.obj.links[before:]:
+                        self.obj.bpf.link_destroy(link)
+                    del self.obj.links[before:]
+                    self._no_fentry(f"{msg} (fentry on {FENTRY_PROGRAMS[prog]})")
+                    break
         return self
 
     # -- reading -------------------------------------------------------------
@@ -189,6 +279,10 @@ class Probe:
         else:
             self.reader = RingBuffer(self.obj.map_fd(abi.MAP_EVENTS), self.buffer_size, EVENT.size)
             self.spare_reader = RingBuffer(self.obj.map_fd(abi.MAP_EVENTS_SPARE), self.spare_size, EVENT.size)
+        if self.records:
+            self.record_reader = RingBuffer(self.obj.map_fd(abi.MAP_RECORDS), self.record_size, CONN_RECORD.size)
+            self.record_spare_reader = RingBuffer(self.obj.map_fd(abi.MAP_RECORDS_SPARE), self.record_spare_size,
+                                                  CONN_RECORD.size)
         return self.reader
 
     def counters(self):
@@ -210,6 +304,8 @@ class Probe:
         if not self.obj:
             return 0
         misses = {p: self.obj.recursion_misses(p) for p in PROGRAMS if PROGRAMS[p] not in self.skipped}
+        if self.resets == RESETS_FENTRY:
+            misses.update((p, self.obj.recursion_misses(p)) for p in FENTRY_PROGRAMS)
         misses["on_state_change"] = max(0, misses.get("on_state_change", 0) - counters[C_RESCUED])
         misses.pop("on_state_change_missed", None)
         return sum(misses.values())
@@ -221,10 +317,10 @@ class Probe:
             self.obj.links = []
 
     def close(self):
-        for reader in (self.reader, self.spare_reader):
+        for reader in (self.reader, self.spare_reader, self.record_reader, self.record_spare_reader):
             if reader:
                 reader.close()
-        self.reader = self.spare_reader = None
+        self.reader = self.spare_reader = self.record_reader = self.record_spare_reader = None
         if self.obj:
             self.obj.close()
             self.obj = None

@@ -16,7 +16,17 @@ import json
 import time
 
 from ..kernel.abi import IDENT_STRUCT
-from ..pipeline.decode import EVENT_NAMES, EVENT_TITLES, OWNER_NAMES, describe_state, state_name
+from ..kernel.abi import R_INCOMPLETE, R_STATES_CUT
+from ..pipeline.decode import (
+    DIRECTION_NAMES,
+    EVENT_NAMES,
+    EVENT_TITLES,
+    OWNER_NAMES,
+    RESULT_NAMES,
+    describe_state,
+    state_name,
+    states_of,
+)
 
 _SAFE = frozenset(range(0x21, 0x7F)) - {ord("\\")}
 _ESCAPES = {b: chr(b) if b in _SAFE else f"\\x{b:02x}" for b in range(256)}
@@ -73,6 +83,24 @@ class Clock:
 
 
 _STATES = [state_name(n) for n in range(256)]
+_JSON_DIRECTIONS = {n: f'"{name}"' for n, name in DIRECTION_NAMES.items()}
+_HISTORY_FLAGS = R_INCOMPLETE | R_STATES_CUT
+assert (R_INCOMPLETE, _HISTORY_FLAGS) == (1, 3)  # record_lines tests them as literals: the fastest
+
+
+def history(packed, n, flags):
+    """A record's states as names: a leading '...' when it began before us, '...' before the last when cut."""
+    names = [_STATES[s] for s in states_of(packed, n)]
+    if flags & R_STATES_CUT and len(names) > 1:
+        names.insert(len(names) - 1, "...")
+    if flags & R_INCOMPLETE:
+        names.insert(0, "...")
+    return names
+
+
+def millis(ns):
+    """Nanoseconds as milliseconds with microsecond precision: 1.234."""
+    return f"{ns / 1e6:.3f}"
 # text per connection side (events.IDENT bytes): bounded, a few MB at most; under churn each entry
 # serves the several events of one side of a connection, and a miss only costs making it again
 IDENT_CACHE = 16384
@@ -94,6 +122,7 @@ class _Formatter:
         self._offset = clock.offset_ns
         self._stamps = {}  # wall-clock milliseconds -> text
         self._idents = {}  # events.IDENT bytes -> text
+        self._histories = {}  # a record's (states, nstates, flags) -> text
         # address bytes -> text, per family (one address serves many connections)
         self._addrs = {4: _Cache(lambda raw: format_addr(4, raw)), 6: _Cache(lambda raw: format_addr(6, raw))}
 
@@ -126,6 +155,9 @@ class TextFormatter(_Formatter):
         self._addrs[6] = _Cache(lambda raw: f"[{format_addr(6, raw)}]")  # as format_endpoint puts them
         self.comms = _Cache(escape_comm, 4096)
         self.tails = [f" STATE={describe_state(n)}\n" for n in range(256)]
+        # ' RESULT=closed DIR=out DURATION=', by result (& 7) and direction (& 3)
+        self._record_mids = [[f" RESULT={RESULT_NAMES.get(r, 'closed')} DIR={DIRECTION_NAMES.get(d, '-')} DURATION="
+                              for d in range(4)] for r in range(8)]
         self.titles = {t: f" {title}: SRC=" for t, title in EVENT_TITLES.items()}
 
     def _second(self, sec):
@@ -148,6 +180,28 @@ class TextFormatter(_Formatter):
                 for ts, _sk, _ino, _ns, typ, _old, new, _own, _fl, who in rows]
 
 
+    def _history(self, key):
+        text = self._histories[key] = ">".join(history(*key))
+        return text
+
+    def record_lines(self, rows):
+        """Connection records (abi.RECORD_ROW tuples): 'Connection Summary: SRC=... RESULT=... UID=...'.
+        The owner's text is the cached one of its last event (the same identity bytes)."""
+        stamps, stamp, idents, ident = self._stamps.get, self._stamp, self._idents.get, self._ident
+        histories, mids, off = self._histories, self._record_mids, self._offset
+        if len(histories) > 4096:
+            histories.clear()
+        return [
+            f"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)} Connection Summary: SRC={idents(who) or ident(who)}"
+            f"{mids[result & 7][direction & 3]}"
+            f"{f'{(ts - start) / 1e6:.3f}ms' if start and not flags & 1 else '-'} HANDSHAKE="
+            f"{f'{handshake / 1e6:.3f}ms' if handshake else '-'} SENT={sent} RECEIVED={received} RETRANSMITS={retrans}"
+            f" RTT={f'{rtt / 1e3:.3f}ms' if rtt else '-'} UID={uid} STATES="
+            f"{histories.get(key := (states, nstates, flags & 3)) or self._history(key)}\n"
+            for (ts, _sk, start, handshake, sent, received, _cg, _ino, states, _ns, retrans, rtt, uid, result, direction,
+                 nstates, flags, _own, who) in rows]
+
+
 class JsonFormatter(_Formatter):
     """One JSON object per line; the schema is in the README. Built from cached, already-safe pieces:
     only COMM comes from outside, and it goes through json.dumps. Time: RFC 3339, UTC, milliseconds."""
@@ -162,6 +216,10 @@ class JsonFormatter(_Formatter):
         self.news = [f',"new_state":"{_STATES[n]}","description":"{describe_state(n)}","netns":'
                      for n in range(256)]
         self.owners = [f',"owner":"{OWNER_NAMES.get(n, "current")}","old_state":' for n in range(256)]
+        # ',"owner":"socket","direction":"out","result":"closed","netns":' by owner, result, direction
+        self._record_mids = [[[f',"owner":"{OWNER_NAMES.get(o, "current")}","direction":{_JSON_DIRECTIONS.get(d, "null")},'
+                               f'"result":"{RESULT_NAMES.get(r, "closed")}","netns":' for d in range(4)]
+                              for r in range(8)] for o in range(8)]
 
     def _second(self, sec):
         return datetime.datetime.fromtimestamp(sec, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
@@ -185,6 +243,29 @@ class JsonFormatter(_Formatter):
 
     def record(self, row) -> dict:
         return json.loads(self.format(row))
+
+    def _history(self, key):
+        states, n, _flags = key  # "complete" and "states_truncated" say what the text's '...' says
+        text = self._histories[key] = json.dumps([_STATES[s] for s in states_of(states, n)], separators=(",", ":"))
+        return text
+
+    def record_lines(self, rows):
+        """Connection records (abi.RECORD_ROW tuples) as JSON objects with "event": "connection"."""
+        stamps, stamp, idents, ident = self._stamps.get, self._stamp, self._idents.get, self._ident
+        histories, mids, off = self._histories, self._record_mids, self._offset
+        if len(histories) > 4096:
+            histories.clear()
+        return [
+            f'{{"timestamp":"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}","event":"connection","family":'
+            f'{idents(who) or ident(who)}{mids[own & 7][result & 7][direction & 3]}{ns},"sock":"0x{sk:x}","uid":{uid},'
+            f'"bytes_sent":{sent},"bytes_received":{received},"retransmits":{retrans},'
+            f'"rtt_ms":{f"{rtt / 1e3:.3f}" if rtt else "null"},'
+            f'"handshake_ms":{f"{handshake / 1e6:.3f}" if handshake else "null"},'
+            f'"duration_ms":{f"{(ts - start) / 1e6:.3f}" if start and not flags & 1 else "null"},'
+            f'"states":{histories.get(key := (states, nstates, flags & 3)) or self._history(key)},'
+            f'"states_truncated":{"true" if flags & 2 else "false"},"complete":{"false" if flags & 1 else "true"}}}\n'
+            for (ts, sk, start, handshake, sent, received, _cg, _ino, states, ns, retrans, rtt, uid, result, direction,
+                 nstates, flags, own, who) in rows]
 
 
 class FieldsFormatter(JsonFormatter):

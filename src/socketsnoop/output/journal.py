@@ -98,7 +98,9 @@ class JournalSink(QueuedSink):
         name = self.names.get(key)
         if name is None:
             name = self.names[key] = field_name(key).encode()
-        b = b"" if value is None else field(name, value if isinstance(value, (str, bytes, int)) else json.dumps(value))
+        if value is not None and not isinstance(value, (str, bytes, int)):  # a list (a record's states), a float
+            value = json.dumps(value, separators=(",", ":"))
+        b = b"" if value is None else field(name, value)
         try:
             if len(self.cache) >= CACHE_MAX:
                 self.cache.clear()

@@ -15,7 +15,7 @@ import json
 import sys
 import threading
 
-from .formats import FieldsFormatter, TextFormatter, escape_comm
+from .formats import FieldsFormatter, TextFormatter
 from .sinks import Sink
 
 WARNING, INFO = 4, 6  # syslog severities (the journal's PRIORITY too)
@@ -48,27 +48,6 @@ class Message:
         self.kind = fields.get("event", "event")
 
 
-def record_fields(rec):
-    """A connection record's JSON keys, for the formats that carry fields (used when the lines handed over
-    are not JSON already)."""
-    d = {"event": "connection"}
-    for key, value in rec._asdict().items():
-        if isinstance(value, bytes):
-            value = value.split(b"\0", 1)[0].decode("utf-8", "backslashreplace") if key == "comm" else value.hex()
-        elif isinstance(value, tuple):
-            value = ",".join(map(str, value))
-        d[key] = value
-    return d
-
-
-def record_text(rec):
-    """A connection record's line where the text lines are not handed over (--json): the keys as k=v,
-    COMM escaped as in the text log."""
-    parts = [f"{k}={escape_comm(v) if k == 'comm' else v}" for k, v in rec._asdict().items()
-             if not isinstance(v, bytes) or k == "comm"]
-    return "Connection Summary: " + " ".join(parts)
-
-
 class QueuedSink(Sink):
     """A Sink (output/sinks.py's interface) with a bounded queue and a writer thread; subclasses implement
     deliver(messages), and may implement started() and idle()."""
@@ -90,7 +69,7 @@ class QueuedSink(Sink):
         self.abandoned = False
         self.progress = 0  # messages of the batch in the writer's hands that deliver() has sent
         self.thread = None
-        self.text = None if lines_are_text else TextFormatter(clock)  # the writer's own (caches are per thread)
+        self.text = TextFormatter(clock)  # the writer's own (their caches are per thread), where lines are not text
         self.fields = FieldsFormatter(clock)
 
     # -- the monitor's side: never blocks --------------------------------------------------------
@@ -150,14 +129,10 @@ class QueuedSink(Sink):
     def _messages(self, kind, items, lines):
         if kind == NOTICE:
             return [Message(text, fields) for text, fields in items]
-        if kind == RECORDS:
-            if self.json_lines and lines is not None:
-                fields = [json.loads(line) for line in lines]
-            else:
-                fields = [record_fields(r) for r in items]
-            texts = ([line.rstrip("\n") for line in lines] if self.lines_are_text and lines is not None
-                     else [record_text(r) for r in items])
-            return [Message(t, f) for t, f in zip(texts, fields)]
+        if kind == RECORDS:  # connection records (abi.RECORD_ROW tuples): the formats' own lines
+            jsons = lines if self.json_lines and lines is not None else self.fields.record_lines(items)
+            texts = lines if self.lines_are_text and lines is not None else self.text.record_lines(items)
+            return [Message(t[:-1], json.loads(j)) for t, j in zip(texts, jsons)]
         fields = self.fields.fields(items)
         texts = self.texts(items, lines)
         return [Message(t[:-1], f) for t, f in zip(texts, fields)]

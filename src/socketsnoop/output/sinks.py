@@ -57,6 +57,9 @@ class ConsoleSink(Sink):
         self.stream = stream or sys.stdout
         self.broken = False
 
+    def write_records(self, records, lines):
+        self.write(records, lines)
+
     def write(self, rows, lines):
         if self.broken:
             return
@@ -198,6 +201,9 @@ class LogFileSink(Sink):
 
     def dropped(self):
         return self.lost
+
+    def write_records(self, records, lines):
+        self.write(records, lines)
 
     def check(self):
         """Called about once a second: follow a rotated log file; report and recreate a removed one."""

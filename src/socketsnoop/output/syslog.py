@@ -18,6 +18,7 @@ broke are sent again (at least once: a few may arrive twice, counted as sent aga
 
 import errno
 import fcntl
+import json
 import os
 import select
 import socket
@@ -70,6 +71,8 @@ def sd_value(value):
         return ""
     if value is True or value is False:
         return "true" if value else "false"
+    if isinstance(value, (list, dict)):  # as JSON has it (a record's states)
+        value = json.dumps(value, separators=(",", ":"))
     return str(value).translate(_SD_ESCAPE)
 
 

@@ -23,6 +23,7 @@ from ..kernel.abi import (
     FILT_COMM,
     FILT_DPORT,
     FILT_DST,
+    FILT_FAILED,
     FILT_IPV4,
     FILT_IPV6,
     FILT_NO_RESET,
@@ -106,6 +107,7 @@ class Filters:
     no_retransmits: bool = False
     no_resets: bool = False
     include_unspecified: bool = False
+    failed: bool = False  # connection records whose result is not "closed"
 
     def flags(self):
         f = 0
@@ -115,7 +117,7 @@ class Filters:
             (self.srcs, FILT_SRC), (self.dsts, FILT_DST), (self.states, FILT_STATE),
             (self.ipv4_only, FILT_IPV4), (self.ipv6_only, FILT_IPV6),
             (self.no_retransmits, FILT_NO_RETRANSMIT), (self.no_resets, FILT_NO_RESET),
-            (not self.include_unspecified, FILT_SKIP_UNSPEC),
+            (not self.include_unspecified, FILT_SKIP_UNSPEC), (self.failed, FILT_FAILED),
         ):
             if on:
                 f |= bit

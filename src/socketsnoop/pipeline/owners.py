@@ -65,6 +65,26 @@ def listening_sockets(proc="/proc"):
     return out
 
 
+def tcp_sockets(proc="/proc"):
+    """(family, local address bytes, local port, remote address bytes, remote port, state, inode) of each
+    TCP socket in our network namespace, from /proc/net/tcp and tcp6 (states as the kernel numbers them)."""
+    out = []
+    for name, family in (("tcp", 4), ("tcp6", 6)):
+        text = _read(f"{proc}/net/{name}").decode("ascii", "replace")
+        for line in text.splitlines()[1:]:
+            parts = line.split()
+            if len(parts) < 10:
+                continue
+            try:
+                laddr, lport = parts[1].split(":")
+                raddr, rport = parts[2].split(":")
+                out.append((family, _hex_addr(laddr), int(lport, 16), _hex_addr(raddr), int(rport, 16),
+                            int(parts[3], 16), int(parts[9])))
+            except ValueError:
+                continue
+    return out
+
+
 def netns_inode(pid="self") -> int:
     try:
         link = os.readlink(f"/proc/{pid}/ns/net")  # 'net:[4026531840]'

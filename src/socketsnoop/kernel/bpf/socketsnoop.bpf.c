@@ -5,10 +5,14 @@
  * the kernel, sent to user space through a ring buffer (or a perf buffer).
  *
  * CO-RE: built once against vmlinux.h, relocated by libbpf against the
- * running kernel's BTF. Tracepoints only (tp_btf), no kprobes.
+ * running kernel's BTF. Tracepoints (tp_btf), no kprobes; fentry only for the
+ * resets older kernels do not trace (on_reset_sent_v4/v6, below).
  *
  * Programs: on_state_change and on_state_change_missed (inet_sock_set_state),
- * on_retransmit, on_synack_retransmit, on_reset_sent, on_reset_received.
+ * on_retransmit, on_synack_retransmit, on_reset_sent, on_reset_received,
+ * on_error_report (inet_sk_error_report: why a connect failed); before 6.10,
+ * where fentry works, on_reset_sent_v4 and on_reset_sent_v6 (fentry on
+ * tcp_v4_send_reset / tcp_v6_send_reset).
  *
  * RE-ENTRY (the one place it is explained; comments elsewhere point here).
  * The kernel never runs a tracing program on a CPU where one of ours is
@@ -40,14 +44,22 @@
  *     room to spare). User space reads both and merges them by time
  *     (pipeline/decode.py: merge_by_time).
  *
- * Kernel features by version (the floor is where the object loads at all):
- *   tp_btf programs, BPF_PROG                                  5.5
+ * Kernel features by version (the floor is where the object loads at all).
+ * Everything else the object uses (its other helpers, map types: hash, LRU
+ * hash, LPM trie, per-CPU array, perf event array) is older than 5.5.
+ *   tp_btf programs, BPF_PROG, fentry, bpf_probe_read_kernel   5.5
  *   BPF ring buffer, bpf_ringbuf_output/query                  5.8 (--buffer perf avoids it)
  *   bpf_skc_to_tcp_sock                                        5.9 (else a probe read: CO-RE guard)
- *   bpf_get_current_task_btf                                   5.11
+ *   bpf_get_current_task_btf                                   5.11 (else bpf_get_current_task and a
+ *                                                                   probe read: CO-RE guard, context_level())
  *   recursion_misses in bpf_prog_info                          5.12 (else missed= is 0)
- *   tcp_send_reset for resets without a socket                 6.10
+ *   socket storage from tracing programs                       5.11 (else sock_states_hash)
+ *   inet_sk_error_report tracepoint                            5.13 (else a failed connect whose
+ *                                                                  error its owner took shows "closed")
+ *   tcp_send_reset for resets without a full socket            6.10 (before: the fentry programs,
+ *                                                                   where the kernel allows fentry)
  *   tcp_retransmit_skb's err argument                          newer than 6.12 (CO-RE guard)
+ * Tested: 5.10, 6.1, 6.1 PREEMPT_RT, 6.12 (tests/kernels/run), 6.18.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -61,12 +73,15 @@
 #define IPPROTO_TCP 6
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
+#define RTF_LOCAL 0x80000000 /* include/uapi/linux/ipv6_route.h */
+#define TCP_FLAG_RST 0x04    /* in byte 13 of the TCP header */
 
 /* kernel TCP states (include/net/tcp_states.h: stable ABI, also in the tracepoint's format) */
 #define TCP_ESTABLISHED 1
 #define TCP_SYN_SENT 2
 #define TCP_SYN_RECV 3
 #define TCP_FIN_WAIT1 4
+#define TCP_FIN_WAIT2 5
 #define TCP_CLOSE 7
 #define TCP_CLOSE_WAIT 8
 #define TCP_LAST_ACK 9
@@ -74,11 +89,22 @@
 #define TCP_TIME_WAIT 6
 #define TCP_NEW_SYN_RECV 12
 
+/* errno values (uapi asm-generic/errno.h) a connection can end with, in sk->sk_err */
+#define EPIPE 32
+#define ENETUNREACH 101
+#define ECONNRESET 104
+#define ETIMEDOUT 110
+#define ECONNREFUSED 111
+#define EHOSTUNREACH 113
+
 /* Set by user space before load. */
 const volatile __u32 filter_flags = 0;
 const volatile __u32 filter_states = 0;	 /* bit n: new state n passes */
 const volatile __u64 wakeup_bytes = 0;	 /* 0: wake user space on every event */
 const volatile bool use_perf = false;	 /* perf event array instead of ring buffer */
+const volatile bool use_hash_storage = false; /* sock_states_hash instead of socket storage (before 5.11) */
+const volatile bool summary_only = false;	 /* no per-event records: connection records only (--summary-only) */
+const volatile bool no_records = false;	 /* no connection records (--no-summary) */
 
 /* keep struct event and struct conn_record in the object's BTF, where tests/test_abi.py reads their layout */
 const volatile struct event *unused_event __attribute__((unused));
@@ -94,6 +120,39 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, SS_SPARE_RING_BYTES);
 } events_spare SEC(".maps");
+
+/* connection records (struct conn_record), and those made inside another of our programs: as for events */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, SS_RECORD_RING_BYTES);
+} records SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, SS_SPARE_RING_BYTES);
+} records_spare SEC(".maps");
+
+/*
+ * What we know of each socket (struct sock_state), kept with the socket: it
+ * lives exactly as long as the socket and is never evicted. BPF_F_CLONE: a
+ * socket accepted from a listener starts with a copy of the listener's,
+ * hence its owner.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC | BPF_F_CLONE);
+	__type(key, int);
+	__type(value, struct sock_state);
+} sock_states SEC(".maps");
+
+/* the same before 5.11 (no socket storage for tracing programs): by socket address, deleted at CLOSE */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SS_MAX_SOCKETS_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct sock_state);
+} sock_states_hash SEC(".maps");
 
 /* a hit of inet_sock_set_state, as on_state_change_missed recognizes it */
 struct hit {
@@ -129,7 +188,10 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
-/* socket -> owner, recorded in process context; deleted at CLOSE */
+/*
+ * socket -> owner found in /proc by user space, for a socket older than us;
+ * moved into the socket's state at its next event
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, SS_MAX_OWNERS);
@@ -137,9 +199,15 @@ struct {
 	__type(value, struct owner);
 } owners SEC(".maps");
 
-/* listening socket -> owner, so passively opened sockets get their listener's owner */
+/*
+ * listening socket -> owner, so that passively opened sockets get their
+ * listener's owner where socket storage cannot be cloned (a listener older
+ * than us: seeded from /proc; kernels before 5.11). A plain hash: only
+ * listeners go here, so no other socket can displace one.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, SS_MAX_LISTENERS);
 	__type(key, struct listen_key);
 	__type(value, struct owner);
@@ -184,13 +252,22 @@ struct {
  * programs may have a private stack). Hits of one level never interleave on a
  * CPU: a task is not preempted inside a tracepoint, and a softirq does not
  * interrupt a softirq. THREAD_SIZE is 16K on x86-64 (32K with KASAN).
+ * On PREEMPT_RT softirqs run in threads, on their own task stack: every hit
+ * is level 0 there, which is right, since nothing then interrupts a
+ * tracepoint (it runs with preemption off, and no softirq runs inside it).
  *
  * ctx is only compared, never subtracted from: older verifiers (6.1) refuse
  * arithmetic on the ctx pointer.
  */
 static __always_inline int context_level(const void *ctx)
 {
-	__u64 base = (__u64)bpf_get_current_task_btf()->stack;
+	__u64 base;
+
+	/* bpf_get_current_task_btf: 5.11; the branch not taken is removed at load time */
+	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_get_current_task_btf))
+		base = (__u64)bpf_get_current_task_btf()->stack;
+	else
+		base = (__u64)BPF_CORE_READ((struct task_struct *)bpf_get_current_task(), stack);
 
 	return (__u64)ctx >= base && (__u64)ctx < base + SS_THREAD_SIZE ? 0 : 1;
 }
@@ -346,6 +423,7 @@ static __always_inline void set_current_owner(struct owner *o)
 	 */
 	__builtin_memset(o, 0, sizeof(*o));
 	o->pid = bpf_get_current_pid_tgid() >> 32;
+	o->uid = (__u32)bpf_get_current_uid_gid();
 	bpf_get_current_comm(o->comm, sizeof(o->comm));
 }
 
@@ -384,16 +462,63 @@ static __always_inline void copy_owner(struct event *e, const struct owner *o, _
 	e->owner = how;
 }
 
-/* pid/comm of the socket's owner where known, else of the current task */
-static __always_inline void fill_owner(struct event *e, const struct sock *sk)
+/*
+ * The state we keep for a full socket (RE: request and timewait sockets are
+ * smaller, and have none), made on its first event when create is set.
+ */
+static __always_inline struct sock_state *state_of(const struct sock *sk, bool create)
 {
-	__u64 key = (__u64)sk;
-	struct owner *o = sk ? bpf_map_lookup_elem(&owners, &key) : NULL;
+	struct sock_state *st;
+
+	if (use_hash_storage) {
+		__u64 key = (__u64)sk;
+
+		st = bpf_map_lookup_elem(&sock_states_hash, &key);
+		if (!st && create) {
+			struct sock_state zero = {};
+
+			bpf_map_update_elem(&sock_states_hash, &key, &zero, BPF_NOEXIST);
+			st = bpf_map_lookup_elem(&sock_states_hash, &key);
+		}
+	} else {
+		st = bpf_sk_storage_get(&sock_states, (void *)sk, NULL, create ? BPF_SK_STORAGE_GET_F_CREATE : 0);
+	}
+	if (!st && create)
+		count(SS_C_STORAGE_FAILED);
+	return st;
+}
+
+static __always_inline void own(struct sock_state *st, const struct owner *o, __u8 how)
+{
+	st->owner = *o;
+	st->how = how;
+	st->flags |= SS_S_OWNED;
+}
+
+/*
+ * pid/comm of the socket's owner where known (its state, or what user space
+ * found in /proc, which moves into its state), else of the current task
+ */
+static __always_inline void fill_owner(struct event *e, const struct sock *sk, struct sock_state *st)
+{
 	struct owner cur;
 
-	if (o) {
-		copy_owner(e, o, SS_OWNER_SOCKET);
+	if (st && (st->flags & SS_S_OWNED)) {
+		copy_owner(e, &st->owner, st->how);
 		return;
+	}
+	if (sk) {
+		__u64 key = (__u64)sk;
+		struct owner *o = bpf_map_lookup_elem(&owners, &key);
+
+		if (o) {
+			copy_owner(e, o, SS_OWNER_SOCKET);
+			if (st) {
+				own(st, o, SS_OWNER_SOCKET);
+				bpf_map_delete_elem(&owners, &key);
+			}
+			return;
+		}
 	}
 	set_current_owner(&cur);
 	copy_owner(e, &cur, SS_OWNER_CURRENT);
@@ -412,7 +537,7 @@ static __always_inline void fill_listener_owner(struct event *e, const struct so
 	if (o)
 		copy_owner(e, o, SS_OWNER_LISTENER);
 	else
-		fill_owner(e, NULL);
+		fill_owner(e, NULL, NULL);
 }
 
 static __always_inline bool addr_unspecified(const __u8 *a, __u8 family)
@@ -500,7 +625,7 @@ static __always_inline int emit(void *ctx, struct event *e, const struct cpu_sta
 	long err;
 
 	normalize_family(e);
-	if (!passes_filters(e)) {
+	if (summary_only || !passes_filters(e)) { /* --summary-only: connection records, no events */
 		count(SS_C_FILTERED);
 		return 0;
 	}
@@ -551,59 +676,224 @@ static __always_inline bool by_owner_syscall(int oldstate, int newstate)
 	/* not SYN_SENT -> CLOSE: a refused or timed-out connect ends there in softirq context */
 }
 
-static __always_inline int state_change(void *ctx, const struct sock *sk, const int oldstate, const int newstate,
-				     const struct cpu_state *cs)
+/* A connection's life begins: connect() or listen() on a closed socket, or a socket accepted from a listener. */
+static __always_inline void begin(struct sock_state *st, int oldstate, int newstate, __u64 now)
 {
-	struct event e = {};
-	__u64 key = (__u64)sk;
+	if (oldstate == TCP_CLOSE || oldstate == TCP_LISTEN) {
+		/* an accepted socket starts as a copy of its listener's state (BPF_F_CLONE): keep only the owner */
+		bool child = oldstate == TCP_LISTEN;
+
+		st->flags = child ? st->flags & SS_S_OWNED : 0;
+		st->how = SS_OWNER_LISTENER;
+		st->start_ns = now;
+		st->handshake_ns = 0;
+		st->states = 0;
+		st->nstates = 0;
+		st->seen = 0;
+		st->err = 0;
+		st->direction = newstate == TCP_SYN_SENT ? SS_DIR_OUT : child ? SS_DIR_IN : SS_DIR_UNKNOWN;
+	} else if (!st->start_ns && !st->nstates) {
+		st->flags |= SS_R_INCOMPLETE; /* first seen in the middle of its life: older than us */
+	}
+}
+
+static __always_inline __u32 srtt_us_of(const struct tcp_sock *tp)
+{
+	return BPF_CORE_READ(tp, srtt_us) >> 3;
+}
+
+/* the state's history: the first SS_MAX_STATES - 1 states and the last one */
+static __always_inline void note_state(struct sock_state *st, const struct sock *sk, int newstate, __u64 now)
+{
+	__u8 n = st->nstates;
+	__u64 nib = (__u64)(newstate & 0xf);
+
+	if (n < SS_MAX_STATES) {
+		st->states |= nib << (4 * n);
+		st->nstates = n + 1;
+	} else {
+		st->states = (st->states & ~(0xfULL << (4 * (SS_MAX_STATES - 1)))) | nib << (4 * (SS_MAX_STATES - 1));
+		st->flags |= SS_R_STATES_CUT;
+	}
+	st->seen |= 1 << (newstate & 15);
+	if (newstate == TCP_ESTABLISHED && !st->handshake_ns) {
+		if (st->direction == SS_DIR_OUT)
+			st->handshake_ns = now - st->start_ns; /* SYN sent -> SYN-ACK answered */
+		else if (st->direction == SS_DIR_IN) /* SYN-ACK sent -> its ACK: the first round trip measured */
+			st->handshake_ns = (__u64)srtt_us_of((const struct tcp_sock *)sk) * 1000;
+	}
+}
+
+#define SEEN(state) (1 << (state))
+
+/* Why the connection ended, at its CLOSE. */
+static __always_inline __u8 result_of(const struct sock *sk, const struct sock_state *st, int oldstate)
+{
+	int err = BPF_CORE_READ(sk, sk_err);
+	__u8 f = st ? st->flags : 0;
+
+	/*
+	 * A connect that failed on an ICMP error: the kernel keeps it as a soft
+	 * error, connect() or SO_ERROR takes it (and clears it), then close()
+	 * ends the socket with no error left: on_error_report kept it for us.
+	 */
+	if (!err && oldstate == TCP_SYN_SENT)
+		err = st && st->err ? st->err : BPF_CORE_READ(sk, sk_err_soft);
+	if (err == ECONNREFUSED)
+		return SS_RESULT_REFUSED;
+	if (err == ETIMEDOUT)
+		return SS_RESULT_TIMEOUT;
+	if (err == EHOSTUNREACH || err == ENETUNREACH)
+		return SS_RESULT_UNREACHABLE;
+	if (err == ECONNRESET || err == EPIPE || (f & SS_S_RESET_RECEIVED))
+		return SS_RESULT_RESET_RECEIVED;
+	if (f & SS_S_RESET_SENT)
+		return SS_RESULT_RESET_SENT;
+
+	/*
+	 * An abort: the kernel sends the reset right after this change
+	 * (tcp_disconnect for SO_LINGER 0, tcp_close with unread data,
+	 * tcp_abort, a listener's unaccepted children).
+	 */
+	if (oldstate == TCP_ESTABLISHED || oldstate == TCP_CLOSE_WAIT || oldstate == TCP_FIN_WAIT1 ||
+	    oldstate == TCP_SYN_RECV)
+		return SS_RESULT_RESET_SENT;
+	return SS_RESULT_CLOSED;
+}
+
+/* The connection's record, at its CLOSE. e: its last event (normalized, owner filled). */
+static __always_inline void record(void *ctx, const struct sock *sk, const struct sock_state *st, struct event *e,
+				   int oldstate, const struct cpu_state *cs)
+{
+	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+	struct conn_record r = {};
+	__u64 acked, received;
+	__u16 seen = 0;
+	long err;
+
+	r.result = result_of(sk, st, oldstate);
+	e->type = SS_EV_CONNECTION; /* for the filters */
+	if ((filter_flags & SS_FILT_FAILED) && r.result == SS_RESULT_CLOSED) {
+		count(SS_C_RECORDS_FILTERED);
+		return;
+	}
+	if (!passes_filters(e)) {
+		count(SS_C_RECORDS_FILTERED);
+		return;
+	}
+	r.ts_ns = e->ts_ns;
+	r.skaddr = e->skaddr;
+	r.netns = e->netns;
+	r.ino = e->ino;
+	r.owner = e->owner;
+	r.flags = e->flags & SS_F_OWNER_UNVERIFIED ? SS_R_OWNER_UNVERIFIED : 0;
+	/* identity: pid .. family, the same bytes as the event's */
+	__builtin_memcpy(&r.pid, &e->pid, offsetof(struct event, pad2) - offsetof(struct event, pid));
+	if (st) {
+		r.start_ns = st->start_ns;
+		r.handshake_ns = st->handshake_ns;
+		r.states = st->states;
+		r.nstates = st->nstates;
+		r.direction = st->direction;
+		r.flags |= st->flags & (SS_R_INCOMPLETE | SS_R_STATES_CUT);
+		r.uid = st->flags & SS_S_OWNED ? st->owner.uid : (__u32)bpf_get_current_uid_gid();
+		seen = st->seen;
+	} else {
+		r.flags |= SS_R_INCOMPLETE;
+		r.uid = (__u32)bpf_get_current_uid_gid();
+	}
+	r.retransmits = BPF_CORE_READ(tp, total_retrans);
+	r.rtt_us = srtt_us_of(tp);
+	/*
+	 * Payload bytes: bytes_acked counts our SYN (when we connected) and our
+	 * FIN (once acknowledged) as a byte each, bytes_received the peer's FIN
+	 * (not its SYN: rcv_nxt starts past it).
+	 */
+	acked = BPF_CORE_READ(tp, bytes_acked);
+	received = BPF_CORE_READ(tp, bytes_received);
+	if (r.direction == SS_DIR_OUT && (seen & SEEN(TCP_ESTABLISHED)) && acked)
+		acked--;
+	if ((seen & (SEEN(TCP_FIN_WAIT1) | SEEN(TCP_LAST_ACK))) && acked &&
+	    BPF_CORE_READ(tp, snd_una) == BPF_CORE_READ(tp, write_seq))
+		acked--;
+	/* the peer's FIN came to this socket (tcp_fin() sets SOCK_DONE; an orphan may be in timewait by then) */
+	if (received && (BPF_CORE_READ(sk, __sk_common.skc_flags) & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))))
+		received--;
+	r.bytes_sent = acked;
+	r.bytes_received = received;
+	if (cs && cs->depth > 1) {
+		err = bpf_ringbuf_output(&records_spare, &r, sizeof(r), BPF_RB_NO_WAKEUP);
+		if (err)
+			err = bpf_ringbuf_output(&records, &r, sizeof(r), 0);
+	} else {
+		err = bpf_ringbuf_output(&records, &r, sizeof(r), 0);
+		if (err) /* RE-ENTRY, 2 */
+			err = bpf_ringbuf_output(&records_spare, &r, sizeof(r), BPF_RB_NO_WAKEUP);
+	}
+	count(err ? SS_C_RECORDS_LOST : SS_C_RECORDS);
+}
+
+/* The socket's owner for a state change, recorded in its state when the owner itself made the change. */
+static __always_inline void state_change_owner(struct event *e, const struct sock *sk, struct sock_state *st,
+					       int oldstate, int newstate)
+{
 	struct owner *o;
 
-	if (sk->sk_protocol != IPPROTO_TCP)
-		return 0;
-	e.ts_ns = bpf_ktime_get_ns(); /* when it happened: a nested event must sort after this one */
-	count(SS_C_SEEN);
-	count(SS_C_SEEN_STATE);
-
-	o = bpf_map_lookup_elem(&owners, &key);
 	if (by_owner_syscall(oldstate, newstate)) {
-		/* the owner itself, in a system call: remember it (the map is written only when it changes) */
 		struct owner cur;
 
 		set_current_owner(&cur);
-		copy_owner(&e, &cur, SS_OWNER_SOCKET);
-		if (newstate != TCP_CLOSE && (!o || o->pid != cur.pid))
-			bpf_map_update_elem(&owners, &key, &cur, BPF_ANY);
+		copy_owner(e, &cur, SS_OWNER_SOCKET);
+		if (st)
+			own(st, &cur, SS_OWNER_SOCKET);
 		if (newstate == TCP_LISTEN) {
 			struct listen_key lk;
 
 			listen_key_of(&lk, sk);
 			bpf_map_update_elem(&listeners, &lk, &cur, BPF_ANY);
 		}
-	} else if (o) {
-		copy_owner(&e, o, SS_OWNER_SOCKET);
+	} else if (st && (st->flags & SS_S_OWNED)) {
+		copy_owner(e, &st->owner, st->how);
 	} else if ((newstate == TCP_SYN_RECV || oldstate == TCP_SYN_RECV) && (o = listener_owner(sk))) {
-		/* a passive open: the clone of the listener, then the handshake's end */
-		copy_owner(&e, o, SS_OWNER_LISTENER);
-		if (newstate != TCP_CLOSE)
-			bpf_map_update_elem(&owners, &key, o, BPF_ANY);
+		/* a passive open whose listener's state could not be cloned (older than us; before 5.11) */
+		copy_owner(e, o, SS_OWNER_LISTENER);
+		if (st)
+			own(st, o, SS_OWNER_LISTENER);
 	} else {
-		/* no owner known: the current task, and the inode for user space to look up */
-		struct owner cur;
-
-		set_current_owner(&cur);
-		copy_owner(&e, &cur, SS_OWNER_CURRENT);
-		e.ino = inode_of(sk);
+		fill_owner(e, sk, st);
 	}
+}
+
+static __always_inline int state_change(void *ctx, const struct sock *sk, const int oldstate, const int newstate,
+					const struct cpu_state *cs)
+{
+	struct event e = {};
+	struct sock_state *st;
+
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	e.ts_ns = bpf_ktime_get_ns(); /* when it happened: an event of a program inside us must sort after it */
+	count(SS_C_SEEN);
+	count(SS_C_SEEN_STATE);
+
+	st = newstate == TCP_NEW_SYN_RECV ? NULL : state_of(sk, true); /* a request socket has none */
+	if (st)
+		begin(st, oldstate, newstate, e.ts_ns);
+	state_change_owner(&e, sk, st, oldstate, newstate);
 
 	e.type = SS_EV_STATE;
 	e.oldstate = oldstate;
 	e.newstate = newstate;
-	e.skaddr = key;
+	e.skaddr = (__u64)sk;
 	e.netns = netns_of(sk);
 	fill_full_sock(&e, sk);
+	if (st)
+		note_state(st, sk, newstate, e.ts_ns);
 
+	emit(ctx, &e, cs);
 	if (newstate == TCP_CLOSE) {
-		bpf_map_delete_elem(&owners, &key);
+		__u64 key = (__u64)sk;
+
 		if (oldstate == TCP_LISTEN) {
 			/* SO_REUSEPORT: several listeners share a key; the entry is the last listen()er's */
 			struct listen_key lk;
@@ -613,9 +903,15 @@ static __always_inline int state_change(void *ctx, const struct sock *sk, const 
 			lo = bpf_map_lookup_elem(&listeners, &lk);
 			if (lo && lo->pid == e.pid)
 				bpf_map_delete_elem(&listeners, &lk);
+		} else if (!no_records && !use_perf) {
+			record(ctx, sk, st, &e, oldstate, cs);
 		}
+		if (!st || !(st->flags & SS_S_OWNED))
+			bpf_map_delete_elem(&owners, &key); /* what user space taught, if the socket had no event since */
+		if (use_hash_storage)
+			bpf_map_delete_elem(&sock_states_hash, &key);
 	}
-	return emit(ctx, &e, cs);
+	return 0;
 }
 
 SEC("tp_btf/inet_sock_set_state")
@@ -658,8 +954,10 @@ int BPF_PROG(on_state_change_missed, const struct sock *sk, const int oldstate, 
 	return 0;
 }
 
+/* a retransmission or a reset received: sk is a full socket */
 static __always_inline int sock_event(void *ctx, const struct sock *sk, __u8 type, const struct cpu_state *cs)
 {
+	struct sock_state *st = state_of(sk, false);
 	struct event e = {};
 
 	e.ts_ns = bpf_ktime_get_ns();
@@ -667,7 +965,9 @@ static __always_inline int sock_event(void *ctx, const struct sock *sk, __u8 typ
 	e.skaddr = (__u64)sk;
 	e.newstate = sk->__sk_common.skc_state;
 	e.netns = netns_of(sk);
-	fill_owner(&e, sk);
+	if (st && type == SS_EV_RESET_RECEIVED)
+		st->flags |= SS_S_RESET_RECEIVED;
+	fill_owner(&e, sk, st);
 	fill_full_sock(&e, sk);
 	return emit(ctx, &e, cs);
 }
@@ -724,6 +1024,34 @@ int BPF_PROG(on_synack_retransmit, const struct sock *sk, const struct request_s
 
 	synack_retransmit(ctx, sk, req, cs);
 	leave(cs);
+	return 0;
+}
+
+/*
+ * An error reported to the socket's owner: kept for the connection's record
+ * (see result_of). An ICMP error for a connecting socket that connect() holds
+ * is queued for its owner (this report) before the kernel keeps it as a soft
+ * error, which connect() or SO_ERROR then takes and clears: with neither
+ * error set yet, it is one of those, a destination unreachable.
+ */
+SEC("tp_btf/inet_sk_error_report")
+int BPF_PROG(on_error_report, const struct sock *sk)
+{
+	struct sock_state *st;
+	int err;
+
+	if (sk->sk_protocol != IPPROTO_TCP || no_records)
+		return 0;
+	st = state_of(sk, false);
+	if (!st)
+		return 0;
+	err = BPF_CORE_READ(sk, sk_err);
+	if (!err)
+		err = BPF_CORE_READ(sk, sk_err_soft);
+	if (!err && sk->__sk_common.skc_state == TCP_SYN_SENT)
+		err = EHOSTUNREACH;
+	if (err)
+		st->err = err;
 	return 0;
 }
 
@@ -809,7 +1137,11 @@ static __always_inline int reset_sent(void *ctx, const struct sock *sk, const st
 		fill_listener_owner(&e, sk); /* a request socket (handshake not done) */
 	} else {
 		/* a full socket (request and timewait ones are smaller: no sk_socket to read) */
-		fill_owner(&e, sk);
+		struct sock_state *st = state_of(sk, false);
+
+		if (st)
+			st->flags |= SS_S_RESET_SENT;
+		fill_owner(&e, sk, st);
 	}
 	return emit(ctx, &e, cs);
 }
@@ -819,6 +1151,67 @@ int BPF_PROG(on_reset_sent, const struct sock *sk, const struct sk_buff *skb)
 {
 	struct cpu_state *cs = enter();
 
+	reset_sent(ctx, sk, skb, cs);
+	leave(cs);
+	return 0;
+}
+
+/*
+ * Before 6.10, tcp_send_reset fires in tcp_v4_send_reset/tcp_v6_send_reset
+ * only for a full socket: not for the reset that answers a packet no socket
+ * took (a closed port), nor for one a timewait or request socket sends. These
+ * two take exactly those, at the functions' entry; full sockets' resets stay
+ * with the tracepoint, so no reset is taken twice. The loader loads them only
+ * where the tracepoint lacks those resets and fentry works (kernel/loader.py).
+ * At entry the reset is not sent yet: the checks the functions make before
+ * they send are made here too (never a reset to a reset; without a socket,
+ * only for a packet routed to this host). Not repeated: a TCP-MD5 signed
+ * packet without a matching key also gets no reset.
+ */
+static __always_inline bool full_sock(const struct sock *sk)
+{
+	return (1 << sk->__sk_common.skc_state) & ~(TCPF_TIME_WAIT | TCPF_NEW_SYN_RECV);
+}
+
+static __always_inline bool answers_a_reset(const struct sk_buff *skb)
+{
+	__u8 flags = 0;
+
+	bpf_probe_read_kernel(&flags, 1, skb->head + skb->transport_header + 13);
+	return flags & TCP_FLAG_RST;
+}
+
+/* the packet's route, for a reset without a socket (skb_dst()) */
+static __always_inline __u64 route_of(const struct sk_buff *skb)
+{
+	return skb->_skb_refdst & ~1UL; /* SKB_DST_PTRMASK */
+}
+
+SEC("fentry/tcp_v4_send_reset")
+int BPF_PROG(on_reset_sent_v4, const struct sock *sk, struct sk_buff *skb)
+{
+	struct cpu_state *cs;
+
+	if ((sk && full_sock(sk)) || answers_a_reset(skb))
+		return 0;
+	if (!sk && BPF_CORE_READ((struct rtable *)route_of(skb), rt_type) != RTN_LOCAL)
+		return 0;
+	cs = enter();
+	reset_sent(ctx, sk, skb, cs);
+	leave(cs);
+	return 0;
+}
+
+SEC("fentry/tcp_v6_send_reset")
+int BPF_PROG(on_reset_sent_v6, const struct sock *sk, struct sk_buff *skb)
+{
+	struct cpu_state *cs;
+
+	if ((sk && full_sock(sk)) || answers_a_reset(skb))
+		return 0;
+	if (!sk && !(BPF_CORE_READ((struct rt6_info *)route_of(skb), rt6i_flags) & RTF_LOCAL))
+		return 0;
+	cs = enter();
 	reset_sent(ctx, sk, skb, cs);
 	leave(cs);
 	return 0;

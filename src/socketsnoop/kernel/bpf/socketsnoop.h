@@ -28,6 +28,7 @@ enum ss_event_type {
 	SS_EV_RETRANSMIT = 2,	 /* tcp_retransmit_skb */
 	SS_EV_RESET_SENT = 3,	 /* tcp_send_reset */
 	SS_EV_RESET_RECEIVED = 4, /* tcp_receive_reset */
+	SS_EV_CONNECTION = 5,	 /* a struct conn_record (its own ring; the type is for the filters) */
 };
 
 /* struct event.owner: where pid/comm came from */
@@ -52,7 +53,11 @@ enum ss_counter {
 	SS_C_SEEN_RESET_SENT = 6,
 	SS_C_SEEN_RESET_RECEIVED = 7,
 	SS_C_RESCUED = 8,	/* state changes on_state_change_missed took for on_state_change (RE-ENTRY, 1) */
-	SS_C_MAX = 9,
+	SS_C_RECORDS = 9,	/* connection records written */
+	SS_C_RECORDS_LOST = 10,	/* connection records the rings refused */
+	SS_C_RECORDS_FILTERED = 11, /* connection records left out by a filter (--failed included) */
+	SS_C_STORAGE_FAILED = 12, /* per-socket state that could not be made (hash fallback full, or -EBUSY) */
+	SS_C_MAX = 13,
 };
 
 /* struct filter_key.kind (the LPM trie of address filters) */
@@ -77,6 +82,12 @@ enum ss_addr_kind {
 #define SS_FILT_NO_RETRANSMIT (1u << 11)
 #define SS_FILT_NO_RESET (1u << 12)
 #define SS_FILT_SKIP_UNSPEC (1u << 13) /* skip 0.0.0.0 / :: at either end */
+#define SS_FILT_FAILED (1u << 14)      /* connection records: only those whose result is not SS_RESULT_CLOSED */
+
+/* struct sock_state.flags, beyond SS_R_*: what the record needs to know at CLOSE */
+#define SS_S_RESET_SENT 16     /* a reset was sent on this socket */
+#define SS_S_RESET_RECEIVED 32 /* a reset was received on this socket */
+#define SS_S_OWNED 64	       /* .owner is set */
 
 /*
  * One event, 96 bytes. Addresses are in network byte order; IPv4 uses the
@@ -130,12 +141,16 @@ enum ss_direction {
 /* struct conn_record.flags */
 #define SS_R_INCOMPLETE 1 /* began before socket-snoop started: start, handshake and early states unknown */
 #define SS_R_STATES_CUT 2 /* more states than SS_MAX_STATES: the first ones are kept, the last is CLOSE */
+#define SS_R_OWNER_UNVERIFIED 4 /* as SS_F_OWNER_UNVERIFIED for events: user space re-checks pid/comm filters */
 
 #define SS_MAX_STATES 16 /* struct conn_record.states: 4 bits per state */
+#define SS_MAX_SOCKETS_HASH (1 << 20) /* sock_states_hash, kernels without socket storage for tracing (5.10) */
+#define SS_RECORD_RING_BYTES (4 << 20) /* records: placeholder, user space sets it */
+
 
 /*
  * One connection, when its full socket reaches CLOSE (for the side that
- * closes first: when it enters TIME_WAIT). 152 bytes. pid .. family are the
+ * closes first: when it enters TIME_WAIT). 160 bytes. pid .. family are the
  * identity, as in struct event, in the same order.
  */
 struct conn_record {
@@ -146,6 +161,7 @@ struct conn_record {
 	__u64 bytes_sent;     /* payload bytes the peer acknowledged (bytes_acked less SYN and FIN) */
 	__u64 bytes_received; /* payload bytes received (bytes_received less SYN and FIN) */
 	__u64 cgroup;	      /* the socket's cgroup v2 id (sk_cgrp_data), 0 if none */
+	__u64 ino;	      /* socket inode when the owner is not known (SS_OWNER_CURRENT), else 0 */
 	__u64 states;	      /* the new states it went through, 4 bits each, the first in the low bits */
 	__u32 netns;
 	__u32 retransmits;    /* segments retransmitted (total_retrans) */
@@ -155,7 +171,8 @@ struct conn_record {
 	__u8 direction;	      /* enum ss_direction */
 	__u8 nstates;	      /* states recorded in .states */
 	__u8 flags;	      /* SS_R_* */
-	__u8 pad[4];
+	__u8 owner;	      /* enum ss_owner */
+	__u8 pad[3];
 	/* identity */
 	__u32 pid;
 	__u16 sport;
@@ -181,8 +198,27 @@ struct filter_key {
 /* owner of a socket */
 struct owner {
 	__u32 pid;
-	__u32 pad;
+	__u32 uid;
 	char comm[SS_COMM_LEN];
+};
+
+/*
+ * What the kernel keeps with each socket, in socket-local storage
+ * (BPF_MAP_TYPE_SK_STORAGE, 5.11+ for tracing programs; cloned from a
+ * listener into the sockets it accepts) or, before 5.11, in a hash keyed
+ * by the socket's address.
+ */
+struct sock_state {
+	struct owner owner;
+	__u64 start_ns;	    /* this connection's first state change (SYN_SENT: when the SYN left) */
+	__u64 handshake_ns; /* set at ESTABLISHED */
+	__u64 states;	    /* new states, 4 bits each */
+	__u8 nstates;
+	__u8 flags;	    /* SS_R_* and SS_S_* */
+	__u8 direction;	    /* enum ss_direction */
+	__u8 how;	    /* enum ss_owner: how .owner is known */
+	__u16 seen;	    /* bit n: it was in state n */
+	__u16 err;	    /* the last error reported on the socket (sk_err, else sk_err_soft), before user space takes it */
 };
 
 /* a listening socket, by namespace, family, local address and port */
