@@ -3,9 +3,11 @@ examples), the config file under it, the filters from them. One place, used by `
 and `service`."""
 
 import argparse
+import ipaddress
 
 from .. import __version__
 from ..errors import SnoopError
+from ..output.metrics import DEFAULT_LABEL_LIMIT, parse_labels
 from ..output.syslog import FACILITIES, parse_url
 from ..pipeline.filters import Filters, parse_cidr, parse_comm, parse_pid, parse_port, parse_state
 from .cmdline import CONST, LIST, SWITCH, VALUE, CommandParser, Option
@@ -25,6 +27,7 @@ examples:
   socket-snoop -q --journal            # to the journal: journalctl SOCKETSNOOP_DPORT=443
   socket-snoop --syslog tls://logs.example.org:6514 --syslog-ca /etc/ssl/logs-ca.pem
   socket-snoop --duration 60 --stats 10   # one minute, a summary line every 10 s
+  socket-snoop --metrics 9100 -q --no-log-file   # Prometheus counts on 127.0.0.1:9100 only, no lines
   socket-snoop check                   # can this host run the monitor?
   socket-snoop service install         # systemd unit + logrotate, hardened
   socket-snoop report /var/log/socket_monitor.log*   # lifecycles and summary from logs
@@ -64,6 +67,45 @@ def positive(option, cast=float, maximum=10**9):
                              f"a positive number, at most {maximum}", 2)
         return v
     return conv
+
+
+def parse_listen(value, option="--metrics"):
+    """'9100', '0.0.0.0:9100', '[::1]:9100' -> (address, port); 127.0.0.1 unless an address is given."""
+    text = str(value).strip()
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host = "127.0.0.1"
+    elif host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        host = str(ipaddress.ip_address(host))
+        if ":" in host and not text.startswith("["):
+            raise ValueError
+        number = int(port)
+        if not 1 <= number <= 65535:
+            raise ValueError
+    except ValueError:
+        raise SnoopError(f"socket-snoop: {option}: invalid value {value!r}: [ADDR:]PORT, an IP address and a "
+                         "port from 1 to 65535, e.g. 9100, 0.0.0.0:9100 or [::1]:9100", 2) from None
+    return host, number
+
+
+def metrics_labels(value):
+    try:
+        parse_labels([value])
+    except ValueError as e:
+        raise SnoopError(f"socket-snoop: --metrics-labels: {e}", 2) from None
+    return value
+
+
+def metrics_from(opts):
+    """(address, port, {label: cap}) for the metrics sink, or None without --metrics."""
+    if not opts.metrics:
+        if opts.metrics_labels:
+            raise SnoopError("socket-snoop: --metrics-labels needs --metrics [ADDR:]PORT", 2)
+        return None
+    host, port = opts.metrics
+    return host, port, parse_labels(opts.metrics_labels, opts.metrics_label_limit)
 
 
 def _filter_type(parse, option):
@@ -114,7 +156,13 @@ MONITOR_OPTIONS = (
         Option(("--stats",), VALUE, "print a one-line summary on stderr every SECONDS", type=positive("--stats"),
                metavar="SECONDS"),
     )),
-    ("outputs (any number at once; each has a queue and a thread of its own)", (
+    ("outputs (any number at once; the journal and syslog each have a queue and a thread of their own)", (
+        Option(("--metrics",), VALUE, "serve Prometheus metrics on ADDR:PORT (default address 127.0.0.1)",
+               type=parse_listen, metavar="[ADDR:]PORT"),
+        Option(("--metrics-labels",), LIST, "label the counts by comm, unit and/or container (comma-separated; "
+               "NAME:N caps NAME at N distinct values, the rest are 'other')", type=metrics_labels, metavar="LIST"),
+        Option(("--metrics-label-limit",), VALUE, f"distinct values kept per label (default {DEFAULT_LABEL_LIMIT})",
+               type=positive("--metrics-label-limit", int, 100000), default=DEFAULT_LABEL_LIMIT, metavar="N"),
         Option(("--journal",), SWITCH, "each event to the systemd journal (native protocol)"),
         Option(("--journal-socket",), VALUE,
                "the journal's socket (implies --journal; default /run/systemd/journal/socket)", metavar="PATH"),

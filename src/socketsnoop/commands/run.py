@@ -28,13 +28,14 @@ from ..kernel.loader import Probe, preflight
 from ..output.formats import Clock, JsonFormatter, TextFormatter
 from ..output.connections import ConnectionReport
 from ..output.journal import DEFAULT_SOCKET, JournalSink
+from ..output.metrics import MetricsSink
 from ..output.queued import QueuedSink
 from ..output.sinks import ConsoleSink, LogFileSink, UnsafeLogPath
 from ..output.syslog import SyslogSink
 from ..pipeline.decode import TS, merge_by_time
 from ..pipeline.enrich import ProcOwnerEnricher
 from ..pipeline.owners import ProcOwners, netns_inode, tcp_sockets
-from .options import filters_from, monitor_options
+from .options import filters_from, metrics_from, monitor_options
 
 POLL_S = 0.1  # longest wait for a batch: lines reach the log within this, plus the write
 DRAIN_S = 0.25  # longest stretch of reading before the main loop looks at signals and timers
@@ -70,6 +71,8 @@ class Monitor:
         self.probe = None
         self.samples = []  # perf buffer samples of the current poll
         self.losses = (0, 0)  # lost and missed events the outputs were told of
+        self.want_lines = True  # some sink wants lines (set by open_sinks)
+        self.metrics = metrics_from(opts)  # (address, port, labels) or None; a usage error before anything runs
 
     # -- set-up ----------------------------------------------------------------
     def open_sinks(self):
@@ -85,8 +88,31 @@ class Monitor:
                 raise SnoopError(f"socket-snoop: cannot write the log file {self.opts.log_file}: "
                                  f"{e.strerror} (use --log-file PATH or --no-log-file)") from None
         self.sinks += self.output_sinks()
+        if self.metrics:
+            host, port, labels = self.metrics
+            sink = MetricsSink(host, port, labels, stats=self.lost_counts)
+            try:
+                self.sinks.append(sink.open())
+            except OSError as e:
+                raise SnoopError(f"socket-snoop: --metrics: cannot listen on {host}:{port}: "
+                                 f"{e.strerror or e}") from None
         for sink in self.sinks:
-            sink.open()
+            if not isinstance(sink, MetricsSink):  # opened above
+                sink.open()
+        self.want_lines = any(sink.wants_lines for sink in self.sinks)
+
+    def lost_counts(self):
+        """Events lost so far, by where: the kernel's ring, the kernel's skips, each output (for metrics)."""
+        out = {}
+        if self.probe is not None:
+            c = self.probe.counters()
+            out = {"kernel_ring": c[C_LOST], "kernel_missed": self.probe.missed(c)}
+            if self.probe.records:
+                out["kernel_records"] = c[C_RECORDS_LOST]  # connection records: their ring was full
+        for sink in self.sinks:
+            if not isinstance(sink, MetricsSink):
+                out[sink.name.replace(" ", "_")] = sink.dropped()
+        return out
 
     def output_sinks(self):
         """--journal, --syslog: each a QueuedSink (a bounded queue and a writer thread of its own)."""
@@ -151,8 +177,8 @@ class Monitor:
                     rows = [r for r in rows if r is not None]
                     if not rows:
                         return
-        lines = self.formatter.lines(rows)
-        self.lines += len(lines)
+        lines = self.formatter.lines(rows) if self.want_lines else None  # none: only counts (--metrics)
+        self.lines += len(rows)
         for sink in self.sinks:
             sink.write(rows, lines if sink.wants_lines else None)
 
@@ -164,10 +190,12 @@ class Monitor:
                 return
         if self.report is not None:
             self.report.add(rows)
-        if self.summary:
-            lines = self.formatter.record_lines(rows)
-            self.lines += len(lines)
-            for sink in self.sinks:
+        lines = None
+        if self.summary:  # the summary lines; with no output of lines (--metrics only), counted
+            lines = self.formatter.record_lines(rows) if self.want_lines else None
+            self.lines += len(rows)
+        for sink in self.sinks:
+            if self.summary or not sink.wants_lines:  # metrics count records with --no-summary too
                 sink.write_records(rows, lines if sink.wants_lines else None)
 
     def handle_sample(self, raw):
@@ -223,7 +251,8 @@ class Monitor:
         preflight()  # "needs root" comes before "cannot write /var/log/...", which follows from it
         self.open_sinks()
         self.probe = Probe(self.filters, buffer=opts.buffer, buffer_size=opts.buffer_size, log=_err,
-                           records=self.summary or self.report is not None, summary_only=opts.summary_only)
+                           records=self.summary or self.report is not None or self.metrics is not None,
+                           summary_only=opts.summary_only)
         try:
             self.probe.load()
             self.owners.scan()

@@ -72,30 +72,48 @@ def entry_point():
     return [sys.executable, "-m", "socketsnoop"], (None if probe.returncode == 0 else src)
 
 
-def _outputs_sandbox(opts):
-    """(RestrictAddressFamilies and IP lines, extra lines) for the configured outputs: AF_INET/AF_INET6 only
-    with --syslog (and only its address where it is a literal), the journal socket and the CA file
-    reachable where they are configured (a path under a home or /tmp would otherwise be hidden)."""
+def _ip_peers(opts):
+    """Whom the configured outputs talk to over IP, one entry per output that does: an IPAddressAllow= value,
+    or None for any address. [] when none does (the unit then opens no network socket at all)."""
+    peers = []
+    metrics = getattr(opts, "metrics", None) if opts else None
+    if metrics:  # --metrics: scraped over TCP, by localhost only when it listens on loopback
+        peers.append("localhost" if ipaddress.ip_address(metrics[0]).is_loopback else None)
     syslog = getattr(opts, "syslog", None) if opts else None
-    if syslog is None:
-        net = ("# no network socket is opened (libbpf needs netlink only for XDP/TC, not used); AF_UNIX for the "
-               "journal\nRestrictAddressFamilies=AF_UNIX\nIPAddressDeny=any\n")
-    else:
-        net = (f"# --syslog {_check(str(syslog), 'the syslog URL')}: AF_INET/AF_INET6 for the collector "
-               "(and a name's DNS look-up)\nRestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n")
+    if syslog is not None:  # --syslog: its collector, by address where the URL gives one (a name needs DNS too)
         try:
-            net += f"IPAddressDeny=any\nIPAddressAllow={ipaddress.ip_address(syslog.host)}\n"
+            peers.append(str(ipaddress.ip_address(syslog.host)))
         except ValueError:
-            pass  # a host name: its addresses (and the DNS servers') are not known here
-    paths = [p for p in (getattr(opts, "journal_socket", None), getattr(opts, "syslog_ca", None)) if p] if opts else []
-    paths = [os.path.abspath(p) for p in paths]
-    return net, any(p.startswith(HOME_DIRS) for p in paths), any(p.startswith(("/tmp/", "/var/tmp/")) for p in paths)
+            peers.append(None)
+    return peers
+
+
+def _network(opts):
+    """The unit's address families and IP access lines for the configured outputs."""
+    peers = _ip_peers(opts)
+    if not peers:
+        return ("# no socket is opened (libbpf needs netlink only for XDP/TC, not used); AF_UNIX for the journal\n"
+                "RestrictAddressFamilies=AF_UNIX\nIPAddressDeny=any\n")
+    text = ("# the outputs' sockets (--metrics, --syslog); AF_UNIX for the journal\n"
+            "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n")
+    if None in peers:
+        return text + ("# talking to hosts not known here (a metrics scraper, a collector by name): name them here\n"
+                       "# to allow only them, e.g. IPAddressDeny=any and IPAddressAllow=10.0.0.5\n")
+    return text + f"IPAddressDeny=any\nIPAddressAllow={' '.join(dict.fromkeys(peers))}\n"
+
+
+def _outputs_paths(opts):
+    """(under a home directory, under /tmp): where the journal socket or the syslog CA file is, which the
+    sandbox would otherwise hide (ProtectHome=, PrivateTmp=)."""
+    paths = [os.path.abspath(p) for p in (getattr(opts, "journal_socket", None), getattr(opts, "syslog_ca", None))
+             if p] if opts else []
+    return any(p.startswith(HOME_DIRS) for p in paths), any(p.startswith(("/tmp/", "/var/tmp/")) for p in paths)
 
 
 def render_unit(command, pythonpath=None, config=None, log_files=(), opts=None):
     """The unit file's text. command: argv prefix that runs socket-snoop; opts: the config file's options
-    (for the outputs' sandbox: network only for --syslog)."""
-    net, out_home, out_tmp = _outputs_sandbox(opts)
+    (for the sandbox: network only for --metrics and --syslog)."""
+    out_home, out_tmp = _outputs_paths(opts)
     args = list(command) + (["--config", config] if config else []) + ["-q", "--no-report"]
     # "-": systemd ignores a missing directory instead of failing to start the unit (the monitor then says
     # it cannot open its log); /var/log is there on any system
@@ -154,7 +172,7 @@ ProtectControlGroups=yes
 ProtectClock=yes
 ProtectHostname=yes
 # not ProtectProc=invisible / ProcSubset=pid: owners are found in /proc/PID/fd, listeners in /proc/net
-{net}RestrictNamespaces=yes
+{_network(opts)}RestrictNamespaces=yes
 RestrictRealtime=yes
 RestrictSUIDSGID=yes
 LockPersonality=yes

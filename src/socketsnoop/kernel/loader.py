@@ -184,8 +184,10 @@ class Probe:
             if not code:
                 break
             obj.close()
-            if not self.hash_storage and any("sk_storage" in m for m in messages):
-                self.hash_storage = True  # tracing programs may use socket storage since 5.11 only
+            if not self.hash_storage and (any("sk_storage" in m for m in messages) or kernel_version() < (5, 11)):
+                # tracing programs may use socket storage since 5.11 only (the verifier's word for it can be
+                # past what libbpf's message holds: the version decides then)
+                self.hash_storage = True
                 continue
             missing = [m.group(1) for m in map(re.compile(r"find kernel BTF type ID of '(\w+)'").search,
                                                   messages) if m]

@@ -22,7 +22,7 @@ from ...errors import SnoopError
 from ..cmdline import CommandParser
 from ..options import FILTER_OPTIONS, filters_from
 from . import render
-from .aggregate import Report
+from .aggregate import ByHost, Report
 from .parse import Parser, Unreadable, check_readable, in_time_order, read_log
 
 MAX_COUNT = 10_000_000  # --top, --max-tracked
@@ -83,7 +83,8 @@ def run(opts, out):
     could not be read to its end, else 0."""
     for option, value in (("--top", opts.top), ("--max-tracked", opts.max_tracked)):
         count_option(option)(value)  # also when opts were made without the parser
-    report = Report(filters_from(opts), opts.since, opts.until, opts.max_tracked)
+    filters = filters_from(opts)
+    report = ByHost(lambda: Report(filters, opts.since, opts.until, opts.max_tracked))  # a central log: by host
     parser = Parser()
     check_readable(opts.files)
     status = 0

@@ -187,5 +187,45 @@ class Report:
         }
 
 
+MAX_HOSTS = 1000  # hosts a central log's report keeps apart; the lines of any more are grouped as OTHER_HOSTS
+OTHER_HOSTS = "(other hosts)"
+
+
+class ByHost:
+    """A Report per host, for the files of a central syslog (the host in each line's syslog prefix); lines
+    without a prefix (the monitor's own logs) are host None. Malformed lines are counted here, once."""
+
+    def __init__(self, make, max_hosts=MAX_HOSTS):
+        self.make = make
+        self.max_hosts = max_hosts
+        self.reports = {}
+        self.malformed = 0
+        self.first_malformed = None
+
+    def add(self, r):
+        report = self.reports.get(r.host)
+        if report is None:
+            host = r.host if len(self.reports) < self.max_hosts else OTHER_HOSTS
+            report = self.reports.get(host)
+            if report is None:
+                report = self.reports[host] = self.make()
+                report.malformed = None  # counted once for all hosts, here
+        report.add(r)
+
+    def bad(self, where):
+        self.malformed += 1
+        if self.first_malformed is None:
+            self.first_malformed = where
+
+    def hosts(self):
+        """[(host, Report)]: the lines without a host first, then the hosts by name. One (None, Report), empty
+        if need be, when no line has a host: the report of the monitor's own logs, as it always was."""
+        if set(self.reports) <= {None}:
+            report = self.reports.get(None) or self.make()
+            report.malformed, report.first_malformed = self.malformed, self.first_malformed
+            return [(None, report)]
+        return sorted(self.reports.items(), key=lambda kv: (kv[0] is not None, kv[0] or ""))
+
+
 def _packed(ip):
     return ip.packed.ljust(16, b"\0")

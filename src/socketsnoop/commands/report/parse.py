@@ -29,6 +29,17 @@ TEXT_LINE = re.compile(
     r"SRC=(?P<src>\S+) DST=(?P<dst>\S+) PID=(?P<pid>\d{1,10}) COMM=(?P<comm>\S+) STATE=(?P<state>.+?)\s*$",
     re.ASCII,
 )
+# a central rsyslog's file: the host and program before our line. RFC 3164 as rsyslog's default file format
+# writes it (`Dec  1 21:05:58 host1 socket-snoop[123]: LINE`; RSYSLOG_FileFormat has an RFC 3339 time; of a
+# message that came in as RFC 5424 the tag has no colon: `socket-snoop[123] LINE`), and
+# RFC 5424 as RSYSLOG_SyslogProtocol23Format does (`<30>1 TIME host1 socket-snoop 123 MSGID [SD...] LINE`).
+# Only the program socket-snoop's lines; a host name is printable ASCII without spaces (RFC 5424's PRINTUSASCII)
+SYSLOG_3164 = re.compile(
+    r"(?:<\d{1,3}>)?(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:\d\d)) "
+    r"(?P<host>[!-~]{1,255}) socket-snoop(?:\[\d{1,10}\])?:? (?P<msg>.*)", re.ASCII | re.DOTALL)
+SYSLOG_5424 = re.compile(
+    r"<\d{1,3}>1 \S+ (?P<host>[!-~]{1,255}) socket-snoop [!-~]{1,128} [!-~]{1,32} "
+    r"(?:-|(?:\[(?:[^\]\"]|\"(?:[^\"\\]|\\.)*\")*\])+)(?: \ufeff?(?P<msg>.*))?", re.DOTALL)
 JSON_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z", re.ASCII)
 _ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
 _JSON_BYTE = re.compile(rb"\\x([89a-fA-F][0-9a-fA-F])")  # what comm_text's backslashreplace makes of a non-UTF-8 byte
@@ -56,6 +67,7 @@ class Record(NamedTuple):
     comm: bytes  # the raw name
     newstate: int
     sock: int | None  # the socket's address, if the line has it (JSON)
+    host: str | None = None  # the host of a central syslog's line (its prefix); None in the monitor's own log
 
 
 class Endpoint(NamedTuple):
@@ -157,11 +169,20 @@ class Parser:
         return self._cached(self._endpoints, text, parse_endpoint)
 
     def parse(self, line):
-        """A Record, or raises Malformed."""
+        """A Record, or raises Malformed. A line of a central syslog's file is our line behind the syslog
+        prefix: its Record has the prefix's host."""
         s = line.lstrip()
         if s.startswith("{"):
             return self.parse_json(s)
-        return self.parse_text(line)
+        try:
+            return self.parse_text(line)
+        except Malformed:
+            m = SYSLOG_5424.match(s) or SYSLOG_3164.match(s)
+            if not m or not m["msg"]:
+                raise
+        msg = m["msg"].lstrip()
+        r = self.parse_json(msg) if msg.startswith("{") else self.parse_text(msg)
+        return r._replace(host=m["host"])
 
     def parse_text(self, line):
         m = TEXT_LINE.match(line)

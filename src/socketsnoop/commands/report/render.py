@@ -9,14 +9,34 @@ from ...pipeline.decode import EVENT_TITLES
 from .parse import NAME_KINDS
 
 
-def write(out, report, top, lifecycles, as_json):
-    """The report to out: JSON (times in RFC 3339 UTC, as the monitor's JSON lines) or text (local time)."""
+def write(out, by_host, top, lifecycles, as_json):
+    """The report to out: JSON (times in RFC 3339 UTC, as the monitor's JSON lines) or text (local time).
+    by_host: aggregate.ByHost. Without hosts (the monitor's own logs) one report, as it always was; with
+    them (a central syslog's files) one section per host, then the malformed lines once."""
     clock = Clock()
     clock.offset_ns = 0  # the times here are epoch nanoseconds already
+    hosts = by_host.hosts()
     if as_json:
-        out.write(json_document(report, top, lifecycles, JsonFormatter(clock).stamp) + "\n")
-    else:
-        out.write("\n".join(text_lines(report, top, lifecycles, TextFormatter(clock).stamp)) + "\n")
+        stamp = JsonFormatter(clock).stamp
+        if hosts[0][0] is None and len(hosts) == 1:
+            out.write(json_document(hosts[0][1], top, lifecycles, stamp) + "\n")
+            return
+        doc = {"hosts": [{"host": host, **json.loads(json_document(r, top, lifecycles, stamp))} for host, r in hosts],
+               "malformed": by_host.malformed}
+        out.write(json.dumps(doc, indent=2) + "\n")
+        return
+    stamp = TextFormatter(clock).stamp
+    if hosts[0][0] is None and len(hosts) == 1:
+        out.write("\n".join(text_lines(hosts[0][1], top, lifecycles, stamp)) + "\n")
+        return
+    lines = []
+    for host, r in hosts:
+        lines += [f"Host {host if host is not None else '(lines without a host: the local log)'}"]
+        lines += ["  " + line if line else "" for line in text_lines(r, top, lifecycles, stamp)]
+        lines.append("")
+    named = [h for h, _ in hosts if h is not None]
+    lines.append(f"Hosts: {len(named)} ({', '.join(named)}); {by_host.malformed} malformed lines skipped")
+    out.write("\n".join(lines) + "\n")
 
 
 def text_lines(report, top, lifecycles, stamp):
@@ -26,8 +46,8 @@ def text_lines(report, top, lifecycles, stamp):
         out.append("")
     s = report.summary(top)
     span = (f"{stamp(report.first)} to {stamp(report.last)}" if report.first is not None else "no events")
-    out.append(f"Summary: {report.events} events ({span}); {report.filtered} filtered out; "
-               f"{report.malformed} malformed lines skipped")
+    malformed = f"; {report.malformed} malformed lines skipped" if report.malformed is not None else ""
+    out.append(f"Summary: {report.events} events ({span}); {report.filtered} filtered out{malformed}")
     out.append("  by event: " + (", ".join(f"{EVENT_TITLES[NAME_KINDS[k]]} {n}"
                                            for k, n in s["by_event"].items()) or "none"))
     out.append("  states reached: " + (", ".join(f"{k} {n}" for k, n in s["states"].items()) or "none"))
