@@ -219,8 +219,10 @@ def test_every_output_at_once(monitor, tmp_path):
         _round(None, closed, 5)
         assert m.stop() == 0, m.stderr
         lines = m.lines()
-        assert len(lines) == 20 and m.stdout.count("Reset Received") == 5
-        assert r.wait_for("tcp", 20) and _wait(lambda: len(j.entries()) >= 20)
+        # (exact counts of our own: a process elsewhere on this shared kernel may use the same port)
+        assert sum("COMM=ss-restart" in x for x in lines) == 15 and m.stdout.count("Reset Received") >= 5
+        n = len(lines)
+        assert r.wait_for("tcp", n) and _wait(lambda: len(j.entries()) >= n)
         assert [e["MESSAGE"] for e in j.entries()] == lines
         assert [msg for *_, msg in r.messages("tcp")] == lines
     assert outputs_line(m.stdout) == "Outputs: journal dropped=0 syslog dropped=0"
@@ -269,12 +271,12 @@ def test_syslog_queue_overflow_is_counted(monitor, tmp_path):
         time.sleep(1.0)
         assert m.stop() == 0, m.stderr
         lines = m.lines()
-        assert len(lines) == 140
+        assert sum("COMM=ss-restart" in x for x in lines) == 105  # (and any other process's on the same port)
         time.sleep(1.0)
         got = collections.Counter(msg for *_, msg in r.messages("tcp"))
     dropped = int(re.search(r"syslog dropped=(\d+)", outputs_line(m.stdout)).group(1))
     missing = sum((collections.Counter(lines) - got).values())
-    assert 50 <= dropped < 140 and missing <= dropped, (missing, dropped)
+    assert 50 <= dropped < len(lines) - 40 and missing <= dropped, (missing, dropped)
     assert f"warning: {dropped} events could not be written to the syslog" in m.stderr
 
 
@@ -287,20 +289,21 @@ def test_a_frozen_journal_blocks_nothing(monitor):
         j.proc.send_signal(signal.SIGSTOP)
         try:
             _round(None, closed, 300)  # 1200 events: more than the socket's queue and ours together
-            assert _wait(lambda: len(m.lines()) == 1200, 30), len(m.lines())  # the log file did not wait
+            assert _wait(lambda: sum("COMM=ss-restart" in x for x in m.lines()) == 900, 30)  # the log did not wait
             t0 = time.monotonic()
             assert m.stop() == 0, m.stderr
             assert time.monotonic() - t0 < 15
         finally:
             j.proc.send_signal(signal.SIGCONT)
         dropped = int(re.search(r"journal dropped=(\d+)", outputs_line(m.stdout)).group(1))
-        assert dropped >= 1200 - 100 - 1024, dropped  # at most the socket's queue and ours were taken
+        n = m.totals()["lines"]
+        assert n == len(m.lines()) >= 1200
+        assert dropped >= n - 100 - 1024, dropped  # at most the socket's queue and ours were taken
         time.sleep(2)
         entries = len(j.entries())
         # each event is in the journal or counted; one more only if the send the writer was stuck in
         # (given up at exit, counted) went through once journald woke
-        assert 1200 <= entries + dropped <= 1201, (entries, dropped)
-        assert m.totals()["lines"] == 1200
+        assert n <= entries + dropped <= n + 1, (entries, dropped, n)
 
 
 @pytest.mark.parametrize("fmt_args", [[], ["--json"]])
@@ -311,21 +314,22 @@ def test_connection_records_reach_the_journal_and_syslog(monitor, tmp_path, fmt_
     with journald() as j, rsyslogd(tmp_path) as r:
         m = monitor("-P", str(port), "-P", str(closed), "--no-report", "--journal-socket", j.socket,
                     "--syslog", r.url("tcp"), *fmt_args, summary=True)
-        hostile_traffic(port, closed, count=3)
+        comms = hostile_traffic(port, closed, count=3)
         assert m.stop() == 0, m.stderr
         n = len(m.lines())
         assert _wait(lambda: len(j.entries()) >= n) and r.wait_for("tcp", n)
         time.sleep(0.5)
-        refused = j.entries("SOCKETSNOOP_RESULT=refused")
+        refused = [e for e in j.entries("SOCKETSNOOP_RESULT=refused") if int(e["SOCKETSNOOP_PID"]) in comms]
         assert len(refused) == 3, refused
         for e in refused:
             assert e["PRIORITY"] == "4" and e["SOCKETSNOOP_EVENT"] == "connection"
             assert " Connection Summary: SRC=127.0.0.1:" in e["MESSAGE"] and " RESULT=refused " in e["MESSAGE"]
             assert e["SOCKETSNOOP_COMM"] == comm_text(H_FIELD) and "SOCKETSNOOP_X" not in e
             assert e["SOCKETSNOOP_DPORT"] == str(closed)
-        closed_ok = j.entries("SOCKETSNOOP_EVENT=connection", "SOCKETSNOOP_RESULT=closed")
+        closed_ok = [e for e in j.entries("SOCKETSNOOP_EVENT=connection", "SOCKETSNOOP_RESULT=closed")
+                     if int(e["SOCKETSNOOP_PID"]) in comms]  # (not another process's on the same port)
         assert len(closed_ok) == 6 and all(e["PRIORITY"] == "6" for e in closed_ok)  # both ends of 3 conversations
-        got = [x for x in r.messages("tcp") if x[2] == "connection"]
+        got = [x for x in r.messages("tcp") if x[2] == "connection" and int(x[3][1]["pid"]) in comms]
     assert len(got) == 9
     assert sorted(p["result"] for _, _, _, (_, p), _ in got) == ["closed"] * 6 + ["refused"] * 3
     assert all(sev == ("warning" if p["result"] == "refused" else "info") for sev, _, _, (_, p), _ in got)
