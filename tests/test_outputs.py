@@ -10,7 +10,7 @@ import time
 import pytest
 
 from collectors import journald, make_ca, make_cert, rsyslogd
-from helpers import CLIENT, SERVER, free_port, spawn
+from helpers import CLIENT, SERVER, free_port, sample_sum, scrape, spawn
 
 from socketsnoop.output.formats import comm_text, escape_comm
 
@@ -335,3 +335,17 @@ def test_connection_records_reach_the_journal_and_syslog(monitor, tmp_path, fmt_
     assert all(sev == ("warning" if p["result"] == "refused" else "info") for sev, _, _, (_, p), _ in got)
     assert all(" Connection Summary: " in msg for *_, msg in got)
     assert outputs_line(m.stdout) == "Outputs: journal dropped=0 syslog dropped=0"
+
+
+def test_output_drops_are_exported_as_a_metric(monitor):
+    """What the syslog queue drops is counted in socketsnoop_events_lost_total{where="syslog"} as it happens."""
+    closed, mport, down = free_port(), free_port(), free_port()
+    m = monitor("-P", str(closed), "--no-report", "-q", "--metrics", str(mport), "--syslog",
+                f"tcp://127.0.0.1:{down}", "--output-queue", "10")
+    _round(None, closed, 10)  # 40 events for a queue of 10, and no collector
+    assert _wait(lambda: sum("COMM=ss-restart" in x for x in m.lines()) == 30)
+    time.sleep(2)  # the metrics read the counts once a second
+    exported = sample_sum(scrape(mport), "socketsnoop_events_lost_total", where="syslog")
+    assert m.stop() == 0, m.stderr
+    dropped = int(re.search(r"syslog dropped=(\d+)", outputs_line(m.stdout)).group(1))
+    assert len(m.lines()) - 10 <= exported <= dropped == len(m.lines()), (exported, dropped, len(m.lines()))
