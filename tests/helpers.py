@@ -19,6 +19,7 @@ import urllib.parse
 import urllib.request
 import uuid
 
+import prometheus_client
 import socketsnoop
 from prometheus_client.parser import text_string_to_metric_families
 from socketsnoop.kernel.ringbuf import RingBuffer
@@ -48,8 +49,9 @@ def unprivileged_command(user=65534):
     if not _unprivileged_copy:
         top = tempfile.mkdtemp(prefix="ss-unpriv-")
         atexit.register(shutil.rmtree, top, True)
-        shutil.copytree(os.path.dirname(socketsnoop.__file__), os.path.join(top, "socketsnoop"),
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        for package in (socketsnoop, prometheus_client):  # and its one dependency, which the venv holds
+            shutil.copytree(os.path.dirname(package.__file__), os.path.join(top, package.__name__),
+                            ignore=shutil.ignore_patterns("__pycache__"))
         for root, dirs, files in os.walk(top):
             os.chmod(root, 0o755)
             for f in files:

@@ -15,6 +15,7 @@ from ..kernel.libbpf import Libbpf
 from ..kernel.loader import (BTF_PATH, RESETS_FENTRY, RESETS_PARTIAL, RESETS_TRACEPOINT, Probe, effective_caps,
                               has_bpf_caps, kernel_version, reset_coverage, reset_coverage_text)
 from ..pipeline.identity import CgroupTree, cgroup2_mount
+from ..output.sinks import insecure_dir
 from .cmdline import CommandParser
 from .options import build_parser as monitor_parser
 from .options import filters_from, options_from_config
@@ -123,6 +124,15 @@ def check_log(log_file):
         return Result("log file", True, "none (--no-log-file)")
     path = os.path.abspath(log_file)
     d = os.path.dirname(path)
+    try:
+        why = insecure_dir(os.stat(d), os.geteuid())
+    except OSError:
+        why = None
+    if why:
+        return Result("log file", False, f"directory {d} is not safe for a root-owned log: {why} (the monitor "
+                      "refuses it: use a directory only root can write to)")
+    if os.path.islink(path) or (os.path.exists(path) and not os.path.isfile(path)):
+        return Result("log file", False, f"{path} is not a regular file (the monitor refuses it)")
     if os.path.exists(path):
         ok = os.access(path, os.W_OK)
         return Result("log file", ok, f"{path} {'is writable' if ok else 'is not writable'}"

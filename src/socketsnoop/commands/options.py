@@ -20,6 +20,7 @@ from ..pipeline.filters import (
     parse_uid,
     parse_unit,
 )
+from ..output.syslog import FACILITIES, parse_url
 from .cmdline import CONST, LIST, SWITCH, VALUE, CommandParser, Option
 from .config import parse_with_config
 
@@ -37,6 +38,8 @@ examples:
   socket-snoop --exclude-unit backup.service --exclude-uid 1000   # everything but the backup job and uid 1000
   socket-snoop --cgroup /kubepods.slice --json   # every pod's connections, new pods too
   socket-snoop --json -q --log-file /var/log/socket_monitor.json   # JSON lines to a file only
+  socket-snoop -q --journal            # to the journal: journalctl SOCKETSNOOP_DPORT=443
+  socket-snoop --syslog tls://logs.example.org:6514 --syslog-ca /etc/ssl/logs-ca.pem
   socket-snoop --duration 60 --stats 10   # one minute, a summary line every 10 s
   socket-snoop --metrics 9100 -q --no-log-file   # Prometheus counts on 127.0.0.1:9100 only, no lines
   socket-snoop check                   # can this host run the monitor?
@@ -57,6 +60,13 @@ def parse_size(value):
     if not (1 << 16) <= size <= (1 << 30):
         raise SnoopError(f"socket-snoop: --buffer-size: {value!r} is out of range (64K to 1G)", 2)
     return size
+
+
+def syslog_url(value):
+    try:
+        return parse_url(value)
+    except ValueError as e:
+        raise SnoopError(f"socket-snoop: --syslog: invalid value {value!r}: {e}", 2) from None
 
 
 def positive(option, cast=float, maximum=10**9):
@@ -177,13 +187,27 @@ MONITOR_OPTIONS = (
         Option(("--stats",), VALUE, "print a one-line summary on stderr every SECONDS", type=positive("--stats"),
                metavar="SECONDS"),
     )),
-    ("outputs", (
+    ("outputs (any number at once; the journal and syslog each have a queue and a thread of their own)", (
         Option(("--metrics",), VALUE, "serve Prometheus metrics on ADDR:PORT (default address 127.0.0.1)",
                type=parse_listen, metavar="[ADDR:]PORT"),
         Option(("--metrics-labels",), LIST, "label the counts by comm, unit and/or container (comma-separated; "
                "NAME:N caps NAME at N distinct values, the rest are 'other')", type=metrics_labels, metavar="LIST"),
         Option(("--metrics-label-limit",), VALUE, f"distinct values kept per label (default {DEFAULT_LABEL_LIMIT})",
                type=positive("--metrics-label-limit", int, 100000), default=DEFAULT_LABEL_LIMIT, metavar="N"),
+        Option(("--journal",), SWITCH, "each event to the systemd journal (native protocol)"),
+        Option(("--journal-socket",), VALUE,
+               "the journal's socket (implies --journal; default /run/systemd/journal/socket)", metavar="PATH"),
+        Option(("--syslog",), VALUE,
+               "RFC 5424 messages to a collector: udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT",
+               type=syslog_url, metavar="URL"),
+        Option(("--syslog-facility",), VALUE, "syslog facility (default daemon; kern, user, ..., local0 to local7)",
+               choices=tuple(FACILITIES), default="daemon", metavar="NAME"),
+        Option(("--syslog-ca",), VALUE,
+               "CA certificates (PEM) that sign the tls:// collector's certificate (default: the system's)",
+               metavar="FILE"),
+        Option(("--output-queue",), VALUE, "events the journal and syslog outputs each hold while the receiver "
+               "is slow or down (default 10000); what does not fit is dropped and counted",
+               type=positive("--output-queue", int, 10**7), default=10000, metavar="N"),
     )),
     ("running", (
         Option(("--duration",), VALUE, "stop after SECONDS", type=positive("--duration"), metavar="SECONDS"),

@@ -27,8 +27,11 @@ from ..kernel.abi import (
 )
 from ..kernel.loader import Probe, preflight
 from ..output.formats import Clock, JsonFormatter, TextFormatter
-from ..output.sinks import ConsoleSink, LogFileSink
 from ..output.connections import OPEN_STATES, ConnectionReport
+from ..output.journal import DEFAULT_SOCKET, JournalSink
+from ..output.queued import QueuedSink
+from ..output.sinks import ConsoleSink, LogFileSink, UnsafeLogPath
+from ..output.syslog import SyslogSink
 from ..pipeline.decode import TS, merge_by_time
 from ..pipeline.enrich import ProcOwnerEnricher
 from ..pipeline.identity import CgroupTree, Identity
@@ -82,6 +85,7 @@ class Monitor:
         self.hup = False
         self.probe = None
         self.samples = []  # perf buffer samples of the current poll
+        self.losses = (0, 0)  # lost and missed events the outputs were told of
         self.want_lines = True  # some sink wants lines (set by open_sinks)
         self.metrics = metrics_from(opts)  # (address, port, labels) or None; a usage error before anything runs
 
@@ -93,9 +97,12 @@ class Monitor:
         if self.opts.log_file:
             try:
                 self.sinks.append(LogFileSink(self.opts.log_file, warn=_err))
+            except UnsafeLogPath as e:
+                raise SnoopError(f"socket-snoop: refusing the log file {self.opts.log_file}: {e}", 2) from None
             except OSError as e:
                 raise SnoopError(f"socket-snoop: cannot write the log file {self.opts.log_file}: "
                                  f"{e.strerror} (use --log-file PATH or --no-log-file)") from None
+        self.sinks += self.output_sinks()
         opened = []
         if self.metrics:
             host, port, labels = self.metrics
@@ -123,6 +130,42 @@ class Monitor:
             if sink.name != "metrics":
                 out[sink.name.replace(" ", "_")] = sink.dropped()
         return out
+
+    def output_sinks(self):
+        """--journal, --syslog: each a QueuedSink (a bounded queue and a writer thread of its own)."""
+        o, out = self.opts, []
+        text = o.format != "json"
+        kw = dict(capacity=o.output_queue, warn=_err, json_lines=not text)
+        if o.journal or o.journal_socket:
+            out.append(JournalSink(self.clock, text, path=o.journal_socket or DEFAULT_SOCKET, **kw))
+        if o.syslog:
+            if o.syslog_ca and o.syslog.scheme != "tls":
+                _err(f"socket-snoop: warning: --syslog-ca is for tls:// collectors; {o.syslog} does not use it")
+            try:
+                out.append(SyslogSink(self.clock, text, o.syslog, facility=o.syslog_facility, ca=o.syslog_ca, **kw))
+            except (OSError, ValueError) as e:  # ssl: the CA file missing or not PEM
+                raise SnoopError(f"socket-snoop: --syslog-ca {o.syslog_ca}: cannot use it: "
+                                 f"{getattr(e, 'strerror', None) or e}", 2) from None
+        return out
+
+    @property
+    def queued_sinks(self):
+        return [s for s in self.sinks if isinstance(s, QueuedSink)]
+
+    def outputs_line(self):
+        """'Outputs: journal dropped=0 syslog dropped=3' ('' without such outputs)."""
+        parts = [f"{s.name} dropped={s.dropped()}{s.details()}" for s in self.queued_sinks]
+        return "Outputs: " + " ".join(parts) if parts else ""
+
+    def notice_losses(self, counters):
+        """Lost or missed events since the last call, as a warning entry to the outputs that carry fields."""
+        lost, missed = counters[C_LOST], self.probe.missed(counters)
+        dl, dm = lost - self.losses[0], missed - self.losses[1]
+        if dl or dm:
+            for s in self.queued_sinks:
+                s.notice(f"Lost Events: {dl} lost (the buffer was full), {dm} missed (the kernel skipped our "
+                         "programs)", {"event": "lost_events", "lost": dl, "missed": dm})
+        self.losses = (lost, missed)
 
     @property
     def user_filtered(self):
@@ -241,6 +284,10 @@ class Monitor:
             self.loop()
             self.probe.detach()
             self.drain(until_empty=True)  # what was written before detaching
+            if self.queued_sinks:
+                self.notice_losses(self.probe.counters())
+            for sink in self.queued_sinks:  # their last messages out (or counted) before the summary
+                sink.close()
             return self.finish()
         finally:
             self.probe.close()
@@ -272,6 +319,8 @@ class Monitor:
                 next_check = now + 1.0
                 for sink in self.sinks:
                     sink.check()
+                if self.queued_sinks:
+                    self.notice_losses(self.probe.counters())
             if next_stats and now >= next_stats:
                 next_stats = now + opts.stats
                 last_stats = self.print_stats(last_stats, now)
@@ -288,7 +337,8 @@ class Monitor:
              f"reset received {c[C_SEEN_RESET_RECEIVED] - c0[C_SEEN_RESET_RECEIVED]}; "
              f"filtered {c[C_FILTERED] - c0[C_FILTERED]}; records {c[C_RECORDS] - c0[C_RECORDS]}; "
              f"lost so far {c[C_LOST]}, records lost so far {c[C_RECORDS_LOST]}, missed so far {self.probe.missed(c)}"
-             + self.identity_stats())
+             + self.identity_stats()
+             + "".join(f"; {s.name} dropped so far {s.dropped()}" for s in self.queued_sinks))
         return now, c
 
     def identity_stats(self):
@@ -314,6 +364,8 @@ class Monitor:
             totals += (f" records={c[C_RECORDS]} records_filtered={c[C_RECORDS_FILTERED] + self.records_filtered}"
                        f" records_lost={c[C_RECORDS_LOST]}")
         lines.append(totals)
+        if self.queued_sinks:
+            lines.append(self.outputs_line())
         try:
             out.write("\n".join(lines) + "\n")
             out.flush()
