@@ -87,7 +87,7 @@ class JournalSink(QueuedSink):
     def payloads(self, kind, items, lines):
         """Events: their entries from the rows, each piece encoded once (FieldsEncoder); the same bytes as
         encode() of their Messages (test_outputs_unit.py checks it)."""
-        if kind != EVENTS:
+        if kind != EVENTS or (self.json_lines and lines is not None):  # --json: the lines' keys (with names)
             return super().payloads(kind, items, lines)
         pri = self.priorities
         return [b"".join((field(b"MESSAGE", t[:-1])[:-1], pri[typ], body))

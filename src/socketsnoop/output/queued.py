@@ -133,6 +133,8 @@ class QueuedSink(Sink):
             jsons = lines if self.json_lines and lines is not None else self.fields.record_lines(items)
             texts = lines if self.lines_are_text and lines is not None else self.text.record_lines(items)
             return [Message(t[:-1], json.loads(j)) for t, j in zip(texts, jsons)]
+        if self.json_lines and lines is not None:  # --json: the lines' own keys, the owner's names included
+            return [Message(t[:-1], json.loads(j)) for t, j in zip(self.text.lines(items), lines)]
         fields = self.fields.fields(items)
         texts = self.texts(items, lines)
         return [Message(t[:-1], f) for t, f in zip(texts, fields)]

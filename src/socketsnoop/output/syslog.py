@@ -138,7 +138,7 @@ class SyslogSink(QueuedSink):
     def payloads(self, kind, items, lines):
         """(message, length of its MSG) per event; events' from their rows, each piece encoded once
         (FieldsEncoder): the same bytes as encode() of their Messages (test_outputs_unit.py checks it)."""
-        if kind != EVENTS:
+        if kind != EVENTS or (self.json_lines and lines is not None):  # --json: the lines' keys (with names)
             return [(self.encode(m), len(m.text)) for m in self._messages(kind, items, lines)]
         heads, out = self.type_heads, []
         for t, (typ, ts, body) in zip(self.texts(items, lines), self.encoder.encode(items)):
