@@ -4,6 +4,7 @@ unique ports, nftables tables and network namespaces that are always cleaned up.
 import atexit
 import contextlib
 import json
+import mmap
 import os
 import random
 import shutil
@@ -14,9 +15,14 @@ import sys
 import tempfile
 import textwrap
 import time
+import urllib.parse
+import urllib.request
 import uuid
 
+import prometheus_client
 import socketsnoop
+from prometheus_client.parser import text_string_to_metric_families
+from socketsnoop.kernel.ringbuf import RingBuffer
 
 READY = "Monitoring socket connections..."
 
@@ -43,8 +49,9 @@ def unprivileged_command(user=65534):
     if not _unprivileged_copy:
         top = tempfile.mkdtemp(prefix="ss-unpriv-")
         atexit.register(shutil.rmtree, top, True)
-        shutil.copytree(os.path.dirname(socketsnoop.__file__), os.path.join(top, "socketsnoop"),
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        for package in (socketsnoop, prometheus_client):  # and its one dependency, which the venv holds
+            shutil.copytree(os.path.dirname(package.__file__), os.path.join(top, package.__name__),
+                            ignore=shutil.ignore_patterns("__pycache__"))
         for root, dirs, files in os.walk(top):
             os.chmod(root, 0o755)
             for f in files:
@@ -78,9 +85,11 @@ def free_port():
 class Monitor:
     """socket-snoop running as a child process, with a log file in a temp dir."""
 
-    def __init__(self, tmp_path, *args, log_name="monitor.log", ready_timeout=20):
+    def __init__(self, tmp_path, *args, log_name="monitor.log", ready_timeout=20, summary=False):
+        """summary: keep the Connection Summary lines (tests of the per-event lines leave them out: --no-summary)."""
         self.log = tmp_path / log_name
-        self.args = [sys.executable, "-m", "socketsnoop", "--log-file", str(self.log), *args]
+        quiet = [] if summary or {"--summary-only", "--failed", "--no-summary"} & set(args) else ["--no-summary"]
+        self.args = [sys.executable, "-m", "socketsnoop", "--log-file", str(self.log), *quiet, *args]
         self.ready_timeout = ready_timeout
         self.proc = None
         self.stdout = self.stderr = ""
@@ -169,23 +178,31 @@ for _ in range({count}):
 """
 
 
-def spawn(code, netns=None, **kw):
+def spawn(code, netns=None, cgroup=None, uid=None, **kw):
+    """A Python program; in cgroup (a cgroup v2 directory) from its start, before it makes any socket, and as
+    uid (with that gid) if given."""
     src = textwrap.dedent(code).format(**kw)
     cmd = [sys.executable, "-c", src]
+    if uid is not None:
+        cmd = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *cmd]
+    if cgroup:
+        cmd = ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(cgroup), *cmd]
     if netns:
         cmd = ["ip", "netns", "exec", netns, *cmd]
     return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def start_server(host, port, comm, count=1, dual=False, netns=None):
-    p = spawn(SERVER, netns=netns, comm=comm.encode(), host=host, port=port, count=count, dual=dual)
+def start_server(host, port, comm, count=1, dual=False, netns=None, cgroup=None, uid=None):
+    p = spawn(SERVER, netns=netns, cgroup=cgroup, uid=uid, comm=comm.encode(), host=host, port=port, count=count,
+              dual=dual)
     line = p.stdout.readline()
     assert line.strip() == "listening", p.stderr.read()
     return p
 
 
-def run_client(host, port, comm, count=1, size=10, timeout=20, netns=None):
-    p = spawn(CLIENT, netns=netns, comm=comm.encode(), host=host, port=port, count=count, size=size, timeout=timeout)
+def run_client(host, port, comm, count=1, size=10, timeout=20, netns=None, cgroup=None, uid=None):
+    p = spawn(CLIENT, netns=netns, cgroup=cgroup, uid=uid, comm=comm.encode(), host=host, port=port, count=count,
+              size=size, timeout=timeout)
     out, err = p.communicate(timeout=timeout * count + 30)
     assert p.returncode == 0, err
     return p.pid, out
@@ -330,3 +347,240 @@ def netns_pair(v4_prefix="198.18", v6_prefix="fd53:5353"):
     finally:
         for ns in (a, b):
             sh("ip", "netns", "delete", ns, check=False)
+
+
+# --- real Prometheus and its HTTP API -----------------------------------------------------
+
+PROMETHEUS = "/usr/bin/prometheus"
+
+
+def scrape(port, host="127.0.0.1"):
+    """The text exposition of a metrics endpoint, parsed by prometheus_client's own parser:
+    {(metric sample name, frozenset of label items): value}."""
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def sample_sum(samples, name, **labels):
+    """The sum of a metric's samples whose labels include `labels`."""
+    want = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
+
+
+class Prometheus:
+    """The real prometheus (Debian's package) with a private config, TSDB in a temp dir, a free loopback
+    port, scraping `targets` every second; query() is its HTTP API."""
+
+    def __init__(self, tmp_path, targets, rules_text=None, config_text=None):
+        self.dir = tmp_path / uniq("prom")
+        self.dir.mkdir()
+        self.port = free_port()
+        rule_files = ""
+        if rules_text is not None:
+            (self.dir / "rules.yml").write_text(rules_text)
+            rule_files = f"rule_files: [{str(self.dir / 'rules.yml')!r}]\n"
+        scrape = textwrap.dedent(f"""\
+            scrape_configs:
+              - job_name: socket-snoop
+                static_configs:
+                  - targets: {json.dumps(list(targets))}
+            """)
+        self.config = self.dir / "prometheus.yml"
+        self.config.write_text(config_text if config_text is not None else
+                               f"global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{rule_files}{scrape}")
+        self.proc = None
+        self.targets = list(targets)
+
+    def __enter__(self):
+        self.log = open(self.dir / "prometheus.out", "w")
+        self.proc = subprocess.Popen(
+            [PROMETHEUS, f"--config.file={self.config}", f"--storage.tsdb.path={self.dir / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}"], stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, (self.dir / "prometheus.out").read_text()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        else:
+            raise AssertionError("prometheus never became ready: " + (self.dir / "prometheus.out").read_text())
+        # its discovery hands targets to the scrapers about 5 s after start: wait for every first scrape
+        if self.targets and self.wait_for("count(up == 1)", len(self.targets), timeout=40) != len(self.targets):
+            raise AssertionError(f"prometheus never scraped {self.targets}: {self.api('targets')}")
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+    def api(self, path, **params):
+        url = f"http://127.0.0.1:{self.port}/api/v1/{path}?" + urllib.parse.urlencode(params)
+        with urllib.request.urlopen(url, timeout=10) as r:
+            body = json.load(r)
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def query(self, expr):
+        """An instant query: [(labels dict, float value)]."""
+        return [(r["metric"], float(r["value"][1])) for r in self.api("query", query=expr)["result"]]
+
+    def value(self, expr):
+        """The one value of a query that returns one series (None: no series)."""
+        res = self.query(expr)
+        assert len(res) <= 1, res
+        return res[0][1] if res else None
+
+    def wait_for(self, expr, want, timeout=30):
+        """Until the query's value equals `want`; returns the last value seen."""
+        deadline = time.monotonic() + timeout
+        got = None
+        while time.monotonic() < deadline:
+            got = self.value(expr)
+            if got == want:
+                return got
+            time.sleep(0.5)
+        return got
+
+def snmp(netns=None):
+    """The Tcp counters of /proc/net/snmp (of a network namespace): {'ActiveOpens': n, ...}."""
+    cmd = ["cat", "/proc/net/snmp"]
+    text = sh(*(["ip", "netns", "exec", netns] if netns else []), *cmd).stdout
+    rows = [line.split()[1:] for line in text.splitlines() if line.startswith("Tcp:")]
+    return dict(zip(rows[0], map(int, rows[1])))
+
+
+@contextlib.contextmanager
+def netns_sysctl(netns, name, value):
+    """A sysctl of a private network namespace (its own copy: the host's stays as it is)."""
+    sh("ip", "netns", "exec", netns, "sysctl", "-qw", f"{name}={value}")
+    yield
+
+
+# --- cgroup v2 ---------------------------------------------------------------------------
+
+def cgroup2_mount():
+    """Where cgroup v2 is mounted here (/sys/fs/cgroup, or /sys/fs/cgroup/unified on a hybrid host), or None."""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            if right.split()[:1] == ["cgroup2"]:
+                return left.split()[4]
+    return None
+
+
+@contextlib.contextmanager
+def cgroups(*paths):
+    """Cgroup v2 directories in real shapes (paths relative to the v2 root, e.g. /system.slice/x.service),
+    made with their parents where missing; on the way out, processes still in them are killed and every
+    directory made here is removed (a parent another test still uses stays). Yields the mount."""
+    mount = cgroup2_mount()
+    if mount is None:
+        raise RuntimeError("no cgroup2 mount on this host")
+    made = []
+    try:
+        for rel in paths:
+            parts = [p for p in rel.split("/") if p]
+            for i in range(1, len(parts) + 1):
+                d = os.path.join(mount, *parts[:i])
+                try:
+                    os.mkdir(d)
+                    made.append(d)
+                except FileExistsError:
+                    pass
+        yield mount
+    finally:
+        for d in reversed(made):
+            for _ in range(50):
+                try:
+                    os.rmdir(d)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:  # busy: a process still in it, or a child another test made
+                    try:
+                        with open(os.path.join(d, "cgroup.procs")) as f:
+                            pids = [int(p) for p in f.read().split()]
+                    except OSError:
+                        pids = []
+                    if not pids and os.listdir(d) and any(
+                            os.path.isdir(os.path.join(d, e)) for e in os.listdir(d)):
+                        break  # another test's cgroup below it: leave the parent to that test
+                    for pid in pids:
+                        with contextlib.suppress(OSError):
+                            os.kill(pid, signal.SIGKILL)
+                    time.sleep(0.1)
+
+
+class RingFile:
+    """A file laid out as a BPF ring buffer map is (kernel/bpf/ringbuf.c): a consumer page, a producer
+    page, then `size` data bytes; records are put in as the kernel's producer does (an 8-byte header,
+    length | busy | discard bits and a page offset, the data padded to 8, wrapping past the end of the
+    data). `ring` is socket-snoop's RingBuffer reading it (no epoll: a memfd cannot be waited on)."""
+
+    def __init__(self, size, record_size, start=0):
+        self.page, self.size = mmap.PAGESIZE, size
+        self.fd = os.memfd_create("socketsnoop-test-ring")
+        os.ftruncate(self.fd, 2 * self.page + size)
+        self.mem = mmap.mmap(self.fd, 2 * self.page + size)
+        self.consumer = self.producer = start
+        self.ring = RingBuffer(self.fd, size, record_size, wakeups=False)
+
+    @property
+    def consumer(self):
+        return int.from_bytes(self.mem[0:8], "little")
+
+    @consumer.setter
+    def consumer(self, pos):
+        self.mem[0:8] = pos.to_bytes(8, "little")
+
+    @property
+    def producer(self):
+        return int.from_bytes(self.mem[self.page: self.page + 8], "little")
+
+    @producer.setter
+    def producer(self, pos):
+        self.mem[self.page: self.page + 8] = pos.to_bytes(8, "little")
+
+    def _write(self, pos, data):
+        base, off = 2 * self.page, pos % self.size
+        first = min(len(data), self.size - off)
+        self.mem[base + off: base + off + first] = data[:first]
+        self.mem[base: base + len(data) - first] = data[first:]  # the part past the end, at the start
+
+    def put(self, data, busy=False, discard=False, length=None):
+        """One record at the producer position: its header (length, or len(data)), then data, padded to 8.
+        Returns the position of its header."""
+        pos = self.producer
+        length = len(data) if length is None else length
+        header = length | (1 << 31 if busy else 0) | (1 << 30 if discard else 0)
+        self._write(pos, header.to_bytes(4, "little") + bytes(4) + data + bytes(-len(data) % 8))
+        self.producer = pos + 8 + ((length + 7) & ~7)
+        return pos
+
+    def put_raw(self, records):
+        """Records as the kernel wrote them (headers included, each padded to 8), at the producer position."""
+        self._write(self.producer, records)
+        self.producer += len(records)
+
+    def set_header(self, pos, header):
+        self._write(pos, header.to_bytes(4, "little"))
+
+    def close(self):
+        self.ring.close()
+        self.mem.close()
+        os.close(self.fd)

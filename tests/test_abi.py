@@ -113,16 +113,18 @@ def test_struct_layout_matches_btf(name):
         assert c[f] == (off, width), f
 
 
-def test_event_is_96_bytes_and_row_decoding_matches_c():
+def test_event_is_112_bytes_and_row_decoding_matches_c():
     """A row is struct event with pid .. family taken as one string (abi.IDENT_STRUCT): those fields must be
-    contiguous in C, in IDENT's order, and the row's other fields where the event has them."""
+    contiguous in C, in IDENT's order, and the row's other fields where the event has them (uid and cgroup
+    after the identity, so that TS .. IDENT keep their positions)."""
     c, size = btf_struct("event")
-    assert size == abi.EVENT.size == 96
+    assert size == abi.EVENT.size == 112
     assert abi.ROW.size == size and abi.RECORD.size == size + 8
     py, total = python_fields(abi.ROW_FORMAT, abi.Row._fields)
     assert total == size
-    for name in abi.Row._fields[:-1]:
-        assert c[name][0] == py[name][0], name
+    for name in abi.Row._fields:
+        if name != "ident":
+            assert c[name][0] == py[name][0], name
     start = py["ident"][0]
     assert c["pid"][0] == start
     inner, length = python_fields(abi.IDENT_FORMAT, abi.Ident._fields)
@@ -130,13 +132,16 @@ def test_event_is_96_bytes_and_row_decoding_matches_c():
     for name, (off, width) in inner.items():
         assert c[name] == (start + off, width), name
     assert abi.ROW_FORMAT.count(f"{length}s") == 1
-    assert decode.IDENT == abi.Row._fields.index("ident")
+    assert decode.IDENT == abi.Row._fields.index("ident") == 9
+    assert (decode.UID, decode.CGROUP) == (abi.Row._fields.index("uid"), abi.Row._fields.index("cgroup"))
+    assert c["uid"][0] > c["family"][0] and c["cgroup"][0] > c["uid"][0]
 
 
 def test_make_row_decodes_back():
     row = decode.make_row(ts_ns=7, skaddr=8, pid=9, sport=10, dport=11, saddr=b"\x01" * 16, daddr=b"\x02" * 16,
-                          comm=b"x", family=6, newstate=1)
-    packed = abi.EVENT.pack(7, 8, 0, 0, 1, 0, 1, 0, 0, 9, 10, 11, b"\x01" * 16, b"\x02" * 16, b"x", 6)
+                          comm=b"x", family=6, newstate=1, uid=65534, cgroup=2**40 + 5)
+    packed = abi.EVENT.pack(7, 8, 0, 0, 1, 0, 1, 0, 0, 9, 10, 11, b"\x01" * 16, b"\x02" * 16, b"x", 6, 65534,
+                            2**40 + 5)
     assert abi.ROW.unpack(packed) == tuple(row)
     assert decode.ident_of(row) == (9, 10, 11, b"\x01" * 16, b"\x02" * 16, b"x".ljust(16, b"\0"), 6)
 

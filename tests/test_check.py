@@ -106,3 +106,18 @@ def test_kernel_version_and_log_checks(tmp_path):
     assert check.check_log(str(tmp_path / "x.log")).ok
     r = check.check_log(str(tmp_path / "missing-dir" / "x.log"))
     assert not r.ok and "does not exist" in r.detail
+
+
+def test_log_check_refuses_what_the_monitor_refuses(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    r = check.check_log(str(shared / "x.log"))
+    assert not r.ok and "not safe" in r.detail and "writable by anyone" in r.detail
+    os.chmod(shared, 0o1777)
+    if os.geteuid() == 0:  # sticky and root's
+        assert check.check_log(str(shared / "x.log")).ok
+    os.chmod(shared, 0o755)
+    (shared / "x.log").symlink_to(tmp_path / "target")
+    r = check.check_log(str(shared / "x.log"))
+    assert not r.ok and "not a regular file" in r.detail

@@ -3,10 +3,12 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from helpers import unprivileged_command
+from socketsnoop.commands import report, service
 from socketsnoop.commands.options import build_parser, filters_from, parse_size
 from socketsnoop.errors import SnoopError
 
@@ -81,3 +83,11 @@ def test_sizes():
     assert parse_size("8M") == 8 << 20 and parse_size("512k") == 512 << 10
     with pytest.raises(SnoopError):
         parse_size("1K")
+
+
+def test_every_long_option_is_in_the_readme():
+    """Every option --help shows (the monitor's, report's, service's) is documented in the README."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    missing = [(p.prog, o) for p in (build_parser(), report.build_parser(), service.build_parser())
+               for a in p._actions for o in a.option_strings if o.startswith("--") and o not in readme]
+    assert not missing

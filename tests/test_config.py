@@ -1,6 +1,7 @@
 """The config file: values through the parser's own types, command line wins, errors name file/key/line."""
 
 import ipaddress
+import re
 import os
 import subprocess
 import sys
@@ -165,3 +166,31 @@ def test_escape_helpers():
     assert escape("plain text, é") == "plain text, é"
     assert escape("a\x1bb\n\u202e\udcff") == "a\\x1bb\\n\\u202e\\udcff"
     assert show_key("log-file") == "log-file" and show_key("a b") == '"a b"' and show_key('q"') == '"q\\""'
+
+
+def test_every_option_of_the_monitor_is_declared_and_a_key(tmp_path, capsys):
+    """Every long option in `socket-snoop --help` comes from an Option declaration (options.MONITOR_OPTIONS),
+    which is what the config file converts its keys by: one added to the parser some other way would be
+    missing from the file. --help, --version and --config are not keys."""
+    parser = options.build_parser()
+    shown = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", parser.format_help()))
+    assert shown == set(parser.declared) | {"--help", "--version"}
+    # 47 with the records', the metrics' and the identity's options, and --journal, --journal-socket, --syslog,
+    # --syslog-facility, --syslog-ca, --output-queue
+    assert len(shown) == 53
+    for flag in shown:
+        path = write(tmp_path, f"{flag[2:]} = {{a = 1}}\n")  # a table: no option takes one
+        assert cli.main(["--config", path]) == 2
+        err = capsys.readouterr().err
+        assert ("unknown key" in err) == (flag in ("--help", "--version", "--config")), err
+
+
+def test_parsers_of_every_command_print_one_line_errors(capsys):
+    for argv, prog in ((["--bogus"], "socket-snoop"), (["check", "-x"], "socket-snoop check"),
+                       (["service"], "socket-snoop service"), (["report"], "socket-snoop report"),
+                       (["report", "f", "--json=1"], "socket-snoop report")):
+        with pytest.raises(SystemExit) as e:
+            cli.main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1 and err.startswith(f"{prog}: "), (argv, err)
+        assert err.endswith(f" (see {prog} --help)\n"), err

@@ -8,8 +8,10 @@ import pytest
 
 from socketsnoop.kernel import abi
 from socketsnoop.output import formats as fmt
+from socketsnoop.output.connections import ConnectionReport
 from socketsnoop.output.tracker import Tracker
 from socketsnoop.pipeline import decode
+from socketsnoop.pipeline.identity import Owner
 
 
 def ev(**kw):
@@ -142,15 +144,16 @@ def test_tracker_keeps_closed_connections_bounded():
     for key in range(10):
         t.add(row(key, key, new=7))
     assert len(t) == 3 and t.left_out == 7
-    assert [c[1].skaddr for c in t.connections()] == [7, 8, 9]
+    assert [c.last.skaddr for c in t.connections()] == [7, 8, 9]
 
 
 def test_tracker_keeps_bound_on_steps():
     t = Tracker(max_steps=3)
     for i in range(10):
         t.add(row(1, i, typ=abi.EV_RETRANSMIT))
-    first, last, steps, retransmits, dropped = t.open[1]
-    assert len(steps) == 3 and dropped == 7 and retransmits == 10
+    c = t.open[1]
+    assert len(c.steps) == 3 and c.steps_not_kept == 7 and c.retransmits == 10
+    assert c.first_ns == 0 and c.last.ts_ns == 9 and [r.ts_ns for r in c.steps] == [0, 1, 2]
 
 
 def test_tracker_one_shot_events_do_not_stay_open():
@@ -168,3 +171,82 @@ def test_tracker_keeps_local_port_once_known():
     t.add(row(1, 1, new=1, sport=5555))
     t.add(row(1, 2, typ=abi.EV_RESET_SENT, sport=0))
     assert Tracker.describe(t.open[1])["src"] == "10.100.10.150:5555"
+
+
+def record_row(**kw):
+    base = dict(states=(2, 1, 4, 5, 7), start_ns=1_000_000_000, ts_ns=1_012_345_678, handshake_ns=41_000,
+                rtt_us=30, pid=5, comm=b"curl", sport=40000, dport=8000, saddr=bytes([10, 100, 10, 150]) + bytes(12),
+                daddr=bytes([10, 100, 10, 202]) + bytes(12), bytes_sent=10, bytes_received=20, uid=1000)
+    base.update(kw)
+    return decode.make_record_row(**base)
+
+
+def test_connection_summary_line_exact(clock):
+    line = fmt.TextFormatter(clock).record_lines([record_row()])[0]
+    assert line == ("Dec 30 2024 22:05:26.466 Connection Summary: SRC=10.100.10.150:40000 DST=10.100.10.202:8000 PID=5 COMM=curl "
+                    "RESULT=closed DIR=out DURATION=12.346ms HANDSHAKE=0.041ms SENT=10 RECEIVED=20 RETRANSMITS=0 "
+                    "RTT=0.030ms UID=1000 STATES=SYN_SENT>ESTABLISHED>FIN_WAIT1>FIN_WAIT2>CLOSE\n")
+
+
+@pytest.mark.parametrize("kw,parts", [
+    (dict(result=abi.RESULT_REFUSED, states=(2, 7), handshake_ns=0, rtt_us=0),
+     ["RESULT=refused DIR=out", "HANDSHAKE=- ", "RTT=- ", "STATES=SYN_SENT>CLOSE\n"]),
+    (dict(flags=abi.R_INCOMPLETE, direction=abi.DIR_UNKNOWN, states=(4, 5, 7)),
+     ["DIR=- DURATION=- ", "STATES=...>FIN_WAIT1>FIN_WAIT2>CLOSE\n"]),
+    (dict(flags=abi.R_STATES_CUT, states=(1,) * 15 + (7,)), ["STATES=" + "ESTABLISHED>" * 15 + "...>CLOSE\n"]),
+    (dict(result=abi.RESULT_RESET_RECEIVED, direction=abi.DIR_IN, comm=b"a b\n"), ["COMM=a\\x20b\\x0a RESULT=reset-received DIR=in "]),
+])
+def test_connection_summary_variants(clock, kw, parts):
+    line = fmt.TextFormatter(clock).record_lines([record_row(**kw)])[0]
+    for part in parts:
+        assert part in line, (part, line)
+    assert line.count("\n") == 1
+
+
+def test_connection_record_json(clock):
+    j = fmt.JsonFormatter(clock)
+    rec = json.loads(j.record_lines([record_row(comm=b'x"\n')])[0])
+    assert rec == {"timestamp": "2024-12-30T22:05:26.466Z", "event": "connection", "family": 4, "src": "10.100.10.150", "sport": 40000,
+                   "dst": "10.100.10.202", "dport": 8000, "pid": 5, "comm": 'x"\n', "owner": "socket",
+                   "direction": "out", "result": "closed", "netns": 0, "sock": "0x0", "uid": 1000, "bytes_sent": 10,
+                   "bytes_received": 20, "retransmits": 0, "rtt_ms": 0.03, "handshake_ms": 0.041,
+                   "duration_ms": 12.346, "states": ["SYN_SENT", "ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "CLOSE"],
+                   "states_truncated": False, "complete": True}
+    old = json.loads(j.record_lines([record_row(flags=abi.R_INCOMPLETE, direction=abi.DIR_UNKNOWN, rtt_us=0,
+                                                handshake_ns=0)])[0])
+    assert (old["direction"], old["duration_ms"], old["rtt_ms"], old["handshake_ms"], old["complete"]) == (
+        None, None, None, None, False)
+
+
+def test_exit_report_from_records(clock):
+    rep = ConnectionReport(max_conns=2)
+    rep.add([record_row(sport=1), record_row(sport=2), record_row(sport=3, result=abi.RESULT_TIMEOUT)])
+    t = fmt.TextFormatter(clock)
+    lines = list(rep.lines(t.stamp))
+    assert lines[0] == "Connection Lifecycles:"
+    assert lines[1] == "Connection: 10.100.10.150:2 -> 10.100.10.202:8000  (PID=5 COMM=curl duration=0.012s retransmits=0)"
+    assert lines[2].endswith(": Connection Opening (SYN_SENT)") and lines[3].endswith(": Connection Established")
+    assert lines[4].endswith(": Connection Closed")
+    assert lines[5] == "  result=closed direction=out sent=10 received=20 handshake=0.041ms rtt=0.030ms"
+    assert lines[6] == "  states: SYN_SENT > ESTABLISHED > FIN_WAIT1 > FIN_WAIT2 > CLOSE"
+    assert "  result=timeout " in lines[11]
+    assert lines[-2:] == ["(1 connections not shown: the report keeps the 2 most recently closed)",
+                          "Connections: 2 shown, 1 not shown"]
+
+
+class _Names:
+    """An identity (pipeline.identity.Identity's owner()) that knows one service."""
+
+    def owner(self, cgroup, uid, pid):
+        return Owner(uid, "nobody", "/system.slice/x.service", "x.service", None, None, "/usr/bin/curl"), True
+
+
+def test_connection_record_carries_the_owners_names(clock):
+    row = record_row(uid=65534, cgroup=9)
+    text = fmt.TextFormatter(clock, _Names(), context=True).record_lines([row])[0]
+    assert text.endswith(" UID=65534 STATES=SYN_SENT>ESTABLISHED>FIN_WAIT1>FIN_WAIT2>CLOSE USER=nobody UNIT=x.service\n")
+    assert fmt.TextFormatter(clock, _Names()).record_lines([row])[0].endswith(">CLOSE\n")  # no --context: none
+    rec = json.loads(fmt.JsonFormatter(clock, _Names()).record_lines([row])[0])
+    assert (rec["uid"], rec["user"], rec["cgroup"], rec["unit"], rec["exe"]) == (
+        65534, "nobody", "/system.slice/x.service", "x.service", "/usr/bin/curl")
+    assert "container" not in rec and "pod" not in rec

@@ -173,9 +173,9 @@ def test_filters_match():
 
 
 def test_unescape():
-    assert report.unescape_comm("my\\x20app\\x0a") == b"my app\n"
-    assert report.unescape_comm("-") == b""
-    assert report.unescape_comm("a\\x5cb") == b"a\\b"
+    assert report.parse.unescape_comm("my\\x20app\\x0a") == b"my app\n"
+    assert report.parse.unescape_comm("-") == b""
+    assert report.parse.unescape_comm("a\\x5cb") == b"a\\b"
 
 
 @pytest.mark.parametrize("argv, words", [
@@ -242,16 +242,16 @@ def test_nothing_from_the_log_reaches_the_output_raw(tmp_path, capsys, fmt):
 
 def test_addresses_are_checked():
     for bad in ("::1%eth0", "::1%\x1b]0;x\x07", "1.2.3.4 ", "\u0661.2.3.4", "", "::g"):
-        with pytest.raises(report.Malformed):
-            report.parse_addr(6 if ":" in bad or not bad else 4, bad)
+        with pytest.raises(report.parse.Malformed):
+            report.parse.parse_addr(6 if ":" in bad or not bad else 4, bad)
     for bad in (16909060, b"\x01\x02\x03\x04", None):
-        with pytest.raises(report.Malformed):
-            report.parse_addr(4, bad)
-    assert str(report.parse_addr(6, "::ffff:1.2.3.4")) == "::ffff:102:304"
-    assert report.parse_endpoint("[2001:db8::1]:443")[2] == 443
+        with pytest.raises(report.parse.Malformed):
+            report.parse.parse_addr(4, bad)
+    assert str(report.parse.parse_addr(6, "::ffff:1.2.3.4")) == "::ffff:102:304"
+    assert report.parse.parse_endpoint("[2001:db8::1]:443")[2] == 443
     for bad in ("1.2.3.4:\u00b2", "1.2.3.4:000080", "[::1%x]:1", "[::1]:65536"):
-        with pytest.raises(report.Malformed):
-            report.parse_endpoint(bad)
+        with pytest.raises(report.parse.Malformed):
+            report.parse.parse_endpoint(bad)
 
 
 def test_file_names_are_escaped_in_messages(tmp_path, capsys):
@@ -286,8 +286,8 @@ def test_long_lines_are_malformed_and_take_no_memory(tmp_path):
         f.write(lines[0])
         f.write("x" * (8 << 20) + "\n")  # 8 MiB in one line
         f.write("".join(lines[1:3]))
-        f.write("y" * (report.MAX_LINE + 1) + "\n")  # just over
-        f.write("z" * report.MAX_LINE + "\n")  # at the limit: an ordinary malformed line
+        f.write("y" * (report.parse.MAX_LINE + 1) + "\n")  # just over
+        f.write("z" * report.parse.MAX_LINE + "\n")  # at the limit: an ordinary malformed line
         f.write("y" * (4 << 20))  # no newline at the end
     tracemalloc.start()
     try:
@@ -301,15 +301,15 @@ def test_long_lines_are_malformed_and_take_no_memory(tmp_path):
 
 def test_read_lines():
     f = io.StringIO("ab\n" + "c" * 10 + "\nde\n" + "f" * 4 + "\n" + "g" * 5)
-    assert list(report.read_lines(f, max_line=4)) == ["ab\n", None, "de\n", "ffff\n", None]
+    assert list(report.parse.read_lines(f, max_line=4)) == ["ab\n", None, "de\n", "ffff\n", None]
     f = io.StringIO("h" * 100)
-    assert list(report.read_lines(f, max_line=4, max_chars=20)) == []  # stops: never reaches the end
+    assert list(report.parse.read_lines(f, max_line=4, max_chars=20)) == []  # stops: never reaches the end
 
 
 def test_first_timestamp_of_an_endless_file_returns():
     # in a child with 1 GiB of address space: reading /dev/zero by lines would take all the memory there is
     code = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30)); from socketsnoop.commands import "
-            "report; print(report.first_timestamp('/dev/zero', report.Parser()))")
+            "report; print(report.parse.first_timestamp('/dev/zero', report.parse.Parser()))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout == "None\n", r.stderr[-500:]
 
@@ -322,8 +322,8 @@ def test_tables_are_bounded(tmp_path):
                     "STATE=Connection Established\n")
         rows.append(f"Dec 30 2024 22:05:25.455 Reset Received: SRC=192.0.2.1:{1000 + i} DST={a}:80 PID={i} "
                     f"COMM=p{i} STATE=Connection Established\n")
-    parser = report.Parser()
-    rep = report.Report(Filters(include_unspecified=True), max_conns=5, table_limit=10)
+    parser = report.parse.Parser()
+    rep = report.aggregate.Report(Filters(include_unspecified=True), max_conns=5, table_limit=10)
     for line in rows:
         rep.add(parser.parse(line))
     assert len(rep.procs) == len(rep.remotes) == len(rep.resets) == 10
@@ -331,13 +331,13 @@ def test_tables_are_bounded(tmp_path):
     assert len(rep.tracker) <= 10
     assert rep.left_out == {"processes": 80, "remotes": 80, "resets": 40, "joins": 40}
     assert rep.events == 100
-    text = "\n".join(rep.text(3, True, TextFormatter(Clock()).stamp))
+    text = "\n".join(report.render.text_lines(rep, 3, True, TextFormatter(Clock()).stamp))
     assert ("Left out: 80 events not counted in Processes (each table keeps its first 10 keys); "
             "80 events not counted in Remote endpoints; 40 events not counted in Resets; 40 of the oldest") in text
-    d = json.loads(rep.json(3, False, JsonFormatter(Clock()).stamp))
+    d = json.loads(report.render.json_document(rep, 3, False, JsonFormatter(Clock()).stamp))
     assert d["left_out"] == {"joins": 40, "processes": 80, "remotes": 80, "resets": 40}
     # defaults: a large bound, nothing left out in an ordinary log
-    assert report.Report(Filters()).table_limit == report.TABLE_LIMIT == 100_000
+    assert report.aggregate.Report(Filters()).table_limit == report.aggregate.TABLE_LIMIT == 100_000
 
 
 @pytest.mark.parametrize("tz", ["America/New_York", "Asia/Tokyo", "UTC"])

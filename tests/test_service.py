@@ -225,3 +225,28 @@ def test_sighup_reopens_the_log(tmp_path):
         srv.close()
     assert mon.returncode == 0, err
     assert "Traceback" not in err
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="needs systemd-analyze")
+@pytest.mark.parametrize("metrics,allow", [("9464", "IPAddressAllow=localhost"), ("0.0.0.0:9464", None)])
+def test_metrics_in_the_config_opens_the_network_and_still_verifies(tmp_path, metrics, allow):
+    """metrics = ... in the config file: the unit runs with that config (the monitor takes the key), it may
+    open AF_INET/AF_INET6 sockets (and, on loopback, talk to localhost only), and systemd still accepts it.
+    Without metrics it opens none."""
+    conf = tmp_path / "config.toml"
+    conf.write_text(f'metrics = "{metrics}"\nmetrics-labels = "comm:50"\n')
+    assert cli("install", "--config", str(conf), *dirs(tmp_path)).returncode == 0
+    unit = tmp_path / "units" / "socket-snoop.service"
+    lines = unit.read_text().splitlines()
+    assert "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6" in lines
+    assert any(line.startswith("ExecStart=") and f"--config {conf}" in line for line in lines)
+    if allow:
+        assert allow in lines and "IPAddressDeny=any" in lines
+    else:
+        assert "IPAddressDeny=any" not in lines
+    r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "socket-snoop.service" not in r.stderr, r.stderr
+    conf.write_text("json = true\n")
+    r = cli("install", "--dry-run", "--config", str(conf), *dirs(tmp_path))
+    assert "RestrictAddressFamilies=AF_UNIX\n" in r.stdout and "IPAddressDeny=any\n" in r.stdout
+    assert "AF_INET" not in r.stdout

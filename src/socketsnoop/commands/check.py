@@ -6,15 +6,17 @@ tracepoints are looked up in the kernel's BTF, which everyone may read. As
 root it also loads and attaches the BPF program, the only complete test.
 """
 
-import argparse
 import ctypes
 import os
 
 from ..errors import SnoopError
-from ..kernel.abi import PROGRAMS, REQUIRED
+from ..kernel.abi import MAX_SOCKETS_HASH, PROGRAMS, REQUIRED
 from ..kernel.libbpf import Libbpf
 from ..kernel.loader import (BTF_PATH, RESETS_FENTRY, RESETS_PARTIAL, RESETS_TRACEPOINT, Probe, effective_caps,
                               has_bpf_caps, kernel_version, reset_coverage, reset_coverage_text)
+from ..pipeline.identity import CgroupTree, cgroup2_mount
+from ..output.sinks import insecure_dir
+from .cmdline import CommandParser
 from .options import build_parser as monitor_parser
 from .options import filters_from, options_from_config
 
@@ -122,6 +124,15 @@ def check_log(log_file):
         return Result("log file", True, "none (--no-log-file)")
     path = os.path.abspath(log_file)
     d = os.path.dirname(path)
+    try:
+        why = insecure_dir(os.stat(d), os.geteuid())
+    except OSError:
+        why = None
+    if why:
+        return Result("log file", False, f"directory {d} is not safe for a root-owned log: {why} (the monitor "
+                      "refuses it: use a directory only root can write to)")
+    if os.path.islink(path) or (os.path.exists(path) and not os.path.isfile(path)):
+        return Result("log file", False, f"{path} is not a regular file (the monitor refuses it)")
     if os.path.exists(path):
         ok = os.access(path, os.W_OK)
         return Result("log file", ok, f"{path} {'is writable' if ok else 'is not writable'}"
@@ -151,21 +162,40 @@ def check_resets_unprivileged():
                   required=False)
 
 
+def check_cgroup2():
+    found = cgroup2_mount()
+    if found:
+        return Result("cgroup v2", True, f"mounted at {found[0]}", required=False)
+    return Result("cgroup v2", False, "no cgroup2 mount: the cgroup, unit, container and pod fields are left out, "
+                  "and --cgroup, --unit, --container need it", required=False)
+
+
 def check_load(opts):
-    """Load and attach the program for real (needs privileges), then detach it: (load, resets sent)."""
+    """Load and attach the program for real (needs privileges), with the config's filters, then detach it:
+    (load, resets sent, where the per-socket state is kept); the last two None when it did not load."""
     warnings = []
-    probe = Probe(filters_from(opts), buffer=opts.buffer, buffer_size=opts.buffer_size, log=warnings.append)
+    probe = None
     try:
+        filters = filters_from(opts)
+        if filters.wants_cgroups():
+            filters.resolve_cgroups(CgroupTree())
+        probe = Probe(filters, buffer=opts.buffer, buffer_size=opts.buffer_size, log=warnings.append)
         probe.load()
         probe.attach()
     except SnoopError as e:
-        return Result("load BPF program", False, str(e).removeprefix("socket-snoop: ")), None
+        return Result("load BPF program", False, str(e).removeprefix("socket-snoop: ")), None, None
     finally:
-        probe.close()
+        if probe is not None:
+            probe.close()
     note = f" ({len(probe.skipped)} optional tracepoints skipped)" if probe.skipped else ""
     how = " (with fentry programs)" if probe.resets == RESETS_FENTRY else ""
+    if probe.hash_storage:
+        where = (f"a hash of at most {MAX_SOCKETS_HASH:,} sockets (this kernel has no socket storage for "
+                 "tracing programs, 5.11+): beyond that, counted as storage_failed")
+    else:
+        where = "socket-local storage (lives and dies with each socket, never evicted)"
     return (Result("load BPF program", True, f"loaded and attached{how}{note}"),
-            resets_result(probe.resets, probe.resets_why))
+            resets_result(probe.resets, probe.resets_why), Result("per-socket state", True, where))
 
 
 def monitor_options(config):
@@ -187,20 +217,20 @@ def run_checks(config=None):
         results.append(check_tracepoint(tp, btf, tp in required))
     results.append(check_ringbuf(lib, opts.buffer))
     results.append(check_log(opts.log_file))
+    results.append(check_cgroup2())
     if config_error:
         results.append(config_error)
     if has_bpf_caps() and lib is not None and btf is not None:
-        load, resets = check_load(opts)
-        results += [resets, load] if resets else [load]
+        load, resets, state = check_load(opts)
+        results += [r for r in (resets, load, state) if r]
     elif lib is not None and btf is not None:
         results.append(check_resets_unprivileged())
     return results
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="socket-snoop check",
-                                description="Check that this host can run the monitor. Exit 0: it can; 1: it cannot.")
-    p.error = lambda message: p.exit(2, f"{p.prog}: {message} (see {p.prog} --help)\n")
+    p = CommandParser(prog="socket-snoop check",
+                      description="Check that this host can run the monitor. Exit 0: it can; 1: it cannot.")
     p.add_argument("--config", metavar="PATH", help="the config file to check with (default: the monitor's)")
     return p
 

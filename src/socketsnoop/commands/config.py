@@ -10,8 +10,9 @@ number for a value, a list (or a single value) for a repeatable option:
     dst = ["10.0.0.0/8"]
     buffer-size = "16M"
 
-Each value goes through the same argparse action and type function as on
-the command line, so validation is the parser's. The command line wins:
+Each value goes through the same type function and choices as on the
+command line: both come from the option's declaration (an Option, see
+cmdline.py), which the parser is built from. The command line wins:
 for a repeatable option, values given there replace the file's.
 """
 
@@ -21,9 +22,8 @@ import re
 import tomllib
 
 from ..errors import SnoopError
+from .cmdline import CONST, LIST, SWITCH
 
-# options that make no sense in the file
-_NOT_IN_FILE = {"help", "version", "config"}
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
@@ -68,61 +68,53 @@ def key_line(text, key):
     return None
 
 
-def _actions(parser):
-    """'--long-name' -> argparse action, for the parser's long options."""
-    return {opt: a for a in parser._actions for opt in a.option_strings if opt.startswith("--")}
-
-
-def _convert_one(action, value, option):
+def _convert_one(opt, value):
     """One scalar through the option's type and choices, as argparse would."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise ValueError("expected a string or a number")
-    if action.type is not None:
+    if opt.type is not None:
         try:
-            value = action.type(value if isinstance(value, str) else str(value))
+            value = opt.type(value if isinstance(value, str) else str(value))
         except (argparse.ArgumentTypeError, TypeError, ValueError) as e:
             raise ValueError(str(e)) from None
     elif not isinstance(value, str):
         raise ValueError("expected a string")
-    if action.choices is not None and value not in action.choices:
-        raise ValueError("expected one of " + ", ".join(map(repr, action.choices)))
+    if opt.choices is not None and value not in opt.choices:
+        raise ValueError("expected one of " + ", ".join(map(repr, opt.choices)))
     return value
 
 
+def _convert_values(opt, flag, key, value):
+    """A LIST or VALUE option's value (a list of them, or one) through _convert_one."""
+    try:
+        if opt.kind == LIST:
+            return [_convert_one(opt, v) for v in (value if isinstance(value, list) else [value])]
+        if isinstance(value, list):
+            raise ValueError("expected one value, got a list")
+        return _convert_one(opt, value)
+    except (ValueError, SnoopError) as e:
+        raise _Bad(key, _strip(str(e), flag)) from None
+
+
 def convert(parser, table):
-    """TOML table -> {dest: value}; a bad key raises _Bad(key, message)."""
-    actions = _actions(parser)
+    """TOML table -> {dest: value}, by the Options the parser was built from (parser.declared, see
+    cmdline.py); a bad key raises _Bad(key, message)."""
     out = {}
     for key, value in table.items():
-        name = key.replace("_", "-")
-        action = actions.get("--" + name)
-        if action is None or name in _NOT_IN_FILE:
+        flag = "--" + key.replace("_", "-")
+        opt = parser.declared.get(flag)
+        if opt is None or not opt.in_file:
             raise _Bad(key, "unknown key (keys are the long command-line options, e.g. log-file, port, json)")
-        option = "--" + name
-        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._StoreConstAction)):
+        if opt.kind in (SWITCH, CONST):
             if not isinstance(value, bool):
                 raise _Bad(key, f"expected true or false, got {_show(value)}")
             if value:
-                out[action.dest] = action.const
-            elif isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
-                out[action.dest] = action.default
-            else:
-                continue  # `json = false`, `no-log-file = false`: nothing to do
-        elif isinstance(action, argparse._AppendAction):
-            items = value if isinstance(value, list) else [value]
-            try:
-                out[action.dest] = [_convert_one(action, v, option) for v in items]
-            except (ValueError, SnoopError) as e:
-                raise _Bad(key, _strip(str(e), option)) from None
-        elif isinstance(action, argparse._StoreAction):
-            if isinstance(value, list):
-                raise _Bad(key, "expected one value, got a list")
-            try:
-                out[action.dest] = _convert_one(action, value, option)
-            except (ValueError, SnoopError) as e:
-                raise _Bad(key, _strip(str(e), option)) from None
+                out[opt.name] = True if opt.kind == SWITCH else opt.const
+            elif opt.kind == SWITCH:
+                out[opt.name] = False
+            # else `json = false`, `no-log-file = false`: nothing to do
         else:
-            raise _Bad(key, "unknown key")
+            out[opt.name] = _convert_values(opt, flag, key, value)
     return out
 
 
@@ -147,7 +139,7 @@ def _strip(message, option):
 
 
 def load(parser, path, explicit):
-    """{dest: value} from the config file at `path`, validated by `parser`'s own actions."""
+    """{dest: value} from the config file at `path`, validated by the Options `parser` was built from."""
     table, text = read(path, explicit)
     try:
         values = convert(parser, table)

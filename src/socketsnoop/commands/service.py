@@ -6,13 +6,14 @@ the unit. logrotate renames the log and sends SIGHUP; the monitor then
 reopens its log file (no copytruncate, no lost lines).
 """
 
-import argparse
+import ipaddress
 import os
 import shutil
 import subprocess
 import sys
 
 from ..errors import SnoopError
+from .cmdline import CommandParser
 from .options import DEFAULT_LOG, options_from_config
 
 UNIT_NAME = "socket-snoop.service"
@@ -71,16 +72,59 @@ def entry_point():
     return [sys.executable, "-m", "socketsnoop"], (None if probe.returncode == 0 else src)
 
 
-def render_unit(command, pythonpath=None, config=None, log_files=()):
-    """The unit file's text. command: argv prefix that runs socket-snoop."""
+def _ip_peers(opts):
+    """Whom the configured outputs talk to over IP, one entry per output that does: an IPAddressAllow= value,
+    or None for any address. [] when none does (the unit then opens no network socket at all)."""
+    peers = []
+    metrics = getattr(opts, "metrics", None) if opts else None
+    if metrics:  # --metrics: scraped over TCP, by localhost only when it listens on loopback
+        peers.append("localhost" if ipaddress.ip_address(metrics[0]).is_loopback else None)
+    syslog = getattr(opts, "syslog", None) if opts else None
+    if syslog is not None:  # --syslog: its collector, by address where the URL gives one (a name needs DNS too)
+        try:
+            peers.append(str(ipaddress.ip_address(syslog.host)))
+        except ValueError:
+            peers.append(None)
+    return peers
+
+
+def _network(opts):
+    """The unit's address families and IP access lines for the configured outputs."""
+    peers = _ip_peers(opts)
+    if not peers:
+        return ("# no socket is opened (libbpf needs netlink only for XDP/TC, not used); AF_UNIX for the journal\n"
+                "RestrictAddressFamilies=AF_UNIX\nIPAddressDeny=any\n")
+    text = ("# the outputs' sockets (--metrics, --syslog); AF_UNIX for the journal\n"
+            "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n")
+    if None in peers:
+        return text + ("# talking to hosts not known here (a metrics scraper, a collector by name): name them here\n"
+                       "# to allow only them, e.g. IPAddressDeny=any and IPAddressAllow=10.0.0.5\n")
+    return text + f"IPAddressDeny=any\nIPAddressAllow={' '.join(dict.fromkeys(peers))}\n"
+
+
+def _outputs_paths(opts):
+    """(under a home directory, under /tmp): where the journal socket or the syslog CA file is, which the
+    sandbox would otherwise hide (ProtectHome=, PrivateTmp=)."""
+    paths = [os.path.abspath(p) for p in (getattr(opts, "journal_socket", None), getattr(opts, "syslog_ca", None))
+             if p] if opts else []
+    return any(p.startswith(HOME_DIRS) for p in paths), any(p.startswith(("/tmp/", "/var/tmp/")) for p in paths)
+
+
+def render_unit(command, pythonpath=None, config=None, log_files=(), opts=None):
+    """The unit file's text. command: argv prefix that runs socket-snoop; opts: the config file's options
+    (for the sandbox: network only for --metrics and --syslog)."""
+    out_home, out_tmp = _outputs_paths(opts)
     args = list(command) + (["--config", config] if config else []) + ["-q", "--no-report"]
     # "-": systemd ignores a missing directory instead of failing to start the unit (the monitor then says
     # it cannot open its log); /var/log is there on any system
     rw = ["/var/log"] + ["-" + d for d in sorted({os.path.dirname(p) for p in log_files
                                                   if not _under_var_log(os.path.dirname(p))})]
-    in_home = any(p.startswith(HOME_DIRS) for p in list(command) + [pythonpath or ""])
+    in_home = out_home or any(p.startswith(HOME_DIRS) for p in list(command) + [pythonpath or ""])
+    private_tmp = ("# the journal socket or the syslog CA is under /tmp: PrivateTmp would hide it\nPrivateTmp=no"
+                   if out_tmp else "PrivateTmp=yes")
     env = f"Environment=PYTHONPATH={_quote(pythonpath)}\n" if pythonpath else ""
-    home = ("# the program lives under a home directory: readable, not writable\nProtectHome=read-only\n"
+    home = ("# the program (or the journal socket, the syslog CA) is under a home directory: readable, not "
+            "writable\nProtectHome=read-only\n"
             if in_home else "ProtectHome=yes\n")
     return f"""\
 # Installed by `socket-snoop service install`; `socket-snoop service uninstall` removes it.
@@ -118,7 +162,7 @@ NoNewPrivileges=yes
 
 ProtectSystem=strict
 ReadWritePaths={" ".join(_quote(p, exec_line=False) for p in rw)}
-{home}PrivateTmp=yes
+{home}{private_tmp}
 PrivateDevices=yes
 PrivateMounts=yes
 ProtectKernelModules=yes
@@ -128,10 +172,7 @@ ProtectControlGroups=yes
 ProtectClock=yes
 ProtectHostname=yes
 # not ProtectProc=invisible / ProcSubset=pid: owners are found in /proc/PID/fd, listeners in /proc/net
-# no socket is opened (libbpf needs netlink only for XDP/TC, not used); AF_UNIX for the journal
-RestrictAddressFamilies=AF_UNIX
-IPAddressDeny=any
-RestrictNamespaces=yes
+{_network(opts)}RestrictNamespaces=yes
 RestrictRealtime=yes
 RestrictSUIDSGID=yes
 LockPersonality=yes
@@ -201,10 +242,11 @@ def _write(path, text):
 
 def install(opts, out):
     files = log_files(opts.config)
+    monitor_opts = options_from_config(opts.config)
     command, pythonpath = entry_point()
     unit_path = os.path.join(opts.unit_dir, UNIT_NAME)
     rot_path = os.path.join(opts.logrotate_dir, LOGROTATE_NAME)
-    unit = render_unit(command, pythonpath, opts.config, files)
+    unit = render_unit(command, pythonpath, opts.config, files, monitor_opts)
     rot = render_logrotate(files)
     if opts.dry_run:
         out.write(f"# {unit_path}\n{unit}\n# {rot_path}\n{rot}")
@@ -245,9 +287,8 @@ def uninstall(opts, out):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="socket-snoop service",
-                                description="Install or remove the systemd unit and the logrotate file.")
-    p.error = lambda message: p.exit(2, f"{p.prog}: {message} (see {p.prog} --help)\n")
+    p = CommandParser(prog="socket-snoop service",
+                      description="Install or remove the systemd unit and the logrotate file.")
     p.add_argument("action", choices=("install", "uninstall"))
     p.add_argument("--dry-run", action="store_true", help="print what would be written or removed")
     p.add_argument("--unit-dir", default=UNIT_DIR, metavar="DIR", help=f"default {UNIT_DIR}")

@@ -18,21 +18,24 @@ MAX_LISTENERS = 8192
 MAX_FILTER_VALUES = 1024
 THREAD_SIZE = 16384
 CONTEXT_LEVELS = 2
+CGROUP_LEVELS = 32
 
 # enum ss_event_type: struct event.type
-EV_STATE, EV_RETRANSMIT, EV_RESET_SENT, EV_RESET_RECEIVED = 1, 2, 3, 4
+EV_STATE, EV_RETRANSMIT, EV_RESET_SENT, EV_RESET_RECEIVED, EV_CONNECTION = 1, 2, 3, 4, 5
 
 # enum ss_owner: struct event.owner, where pid/comm came from
 OWNER_CURRENT, OWNER_SOCKET, OWNER_LISTENER, OWNER_NONE = 0, 1, 2, 3
 
 # struct event.flags
 F_OWNER_UNVERIFIED = 1
+F_CGROUP_IN = 2  # the kernel's own, never in an event user space reads
 
 # enum ss_counter: index into the per-CPU array `counters`
 C_SEEN, C_FILTERED, C_SENT, C_LOST = 0, 1, 2, 3
 C_SEEN_STATE, C_SEEN_RETRANSMIT, C_SEEN_RESET_SENT, C_SEEN_RESET_RECEIVED = 4, 5, 6, 7
 C_RESCUED = 8
-C_MAX = 9
+C_RECORDS, C_RECORDS_LOST, C_RECORDS_FILTERED, C_STORAGE_FAILED = 9, 10, 11, 12
+C_MAX = 13
 
 # enum ss_result: struct conn_record.result
 RESULT_CLOSED, RESULT_RESET_SENT, RESULT_RESET_RECEIVED, RESULT_REFUSED, RESULT_TIMEOUT, RESULT_UNREACHABLE = (
@@ -40,48 +43,69 @@ RESULT_CLOSED, RESULT_RESET_SENT, RESULT_RESET_RECEIVED, RESULT_REFUSED, RESULT_
 # enum ss_direction: struct conn_record.direction
 DIR_UNKNOWN, DIR_OUT, DIR_IN = 0, 1, 2
 # struct conn_record.flags
-R_INCOMPLETE, R_STATES_CUT = 1, 2
+R_INCOMPLETE, R_STATES_CUT, R_OWNER_UNVERIFIED = 1, 2, 4
 MAX_STATES = 16
+MAX_SOCKETS_HASH = 1 << 20
+RECORD_RING_BYTES = 4 << 20
 
 # enum ss_addr_kind: struct filter_key.kind, and the kind in filter_ports' keys
-ADDR_EITHER, ADDR_SRC, ADDR_DST = 1, 2, 3
+ADDR_EITHER, ADDR_SRC, ADDR_DST, ADDR_EXCLUDE = 1, 2, 3, 4
+# the value of an entry of filter_pids, filter_comms, filter_uids, filter_cgroups
+FV_INCLUDE, FV_EXCLUDE = 1, 2
 
 # filter switches (the read-only variable filter_flags)
 FILT_PID, FILT_COMM, FILT_PORT, FILT_SPORT, FILT_DPORT = 1 << 0, 1 << 1, 1 << 2, 1 << 3, 1 << 4
 FILT_ADDR, FILT_SRC, FILT_DST, FILT_STATE = 1 << 5, 1 << 6, 1 << 7, 1 << 8
 FILT_IPV4, FILT_IPV6, FILT_NO_RETRANSMIT, FILT_NO_RESET, FILT_SKIP_UNSPEC = (
     1 << 9, 1 << 10, 1 << 11, 1 << 12, 1 << 13)
+FILT_X_PID, FILT_X_COMM, FILT_X_PORT, FILT_X_ADDR = 1 << 14, 1 << 15, 1 << 16, 1 << 17
+FILT_UID, FILT_X_UID, FILT_CGROUP, FILT_X_CGROUP = 1 << 18, 1 << 19, 1 << 20, 1 << 21
+FILT_FAILED = 1 << 22
+# struct sock_state.flags beyond R_* (the kernel's own)
+S_RESET_SENT, S_RESET_RECEIVED, S_OWNED = 16, 32, 64
 
 # -- struct layouts: (struct, field names in order; pad fields are unnamed 'x') --------------------------
 
-# struct event, 96 bytes
-EVENT_FORMAT = "<QQQIBBBBB3xIHH16s16s16sB3x"
+# struct event, 112 bytes
+EVENT_FORMAT = "<QQQIBBBBB3xIHH16s16s16sB3xI4xQ"
 EVENT = struct.Struct(EVENT_FORMAT)
 Event = namedtuple(
     "Event",
-    "ts_ns skaddr ino netns type oldstate newstate owner flags pid sport dport saddr daddr comm family",
+    "ts_ns skaddr ino netns type oldstate newstate owner flags pid sport dport saddr daddr comm family uid cgroup",
 )
-# struct event as decoded: the identity fields (pid .. family, contiguous in C) left as one bytes object
-ROW_FORMAT = "<QQQIBBBBB3x57s3x"
+# struct event as decoded: the identity fields (pid .. family, contiguous in C) left as one bytes object;
+# the owner's uid and the socket's cgroup after them
+ROW_FORMAT = "<QQQIBBBBB3x57s3xI4xQ"
 ROW = struct.Struct(ROW_FORMAT)
-Row = namedtuple("Row", "ts_ns skaddr ino netns type oldstate newstate owner flags ident")
+Row = namedtuple("Row", "ts_ns skaddr ino netns type oldstate newstate owner flags ident uid cgroup")
 RECORD = struct.Struct("<8x" + ROW_FORMAT[1:])  # behind a ring buffer record's 8-byte header
 IDENT_FORMAT = "<IHH16s16s16sB"
 IDENT_STRUCT = struct.Struct(IDENT_FORMAT)
 Ident = namedtuple("Ident", "pid sport dport saddr daddr comm family")
+IDENT_PID = struct.Struct("<I")  # the first identity field, the pid: read alone from the identity bytes
 
-# struct conn_record, 152 bytes: one connection at its end
-RECORD_FORMAT = "<QQQQQQQQIIIIBBBB4xIHH16s16s16sB7x"
+# struct conn_record, 160 bytes: one connection at its end
+RECORD_FORMAT = "<QQQQQQQQQIIIIBBBBB3xIHH16s16s16sB7x"
 CONN_RECORD = struct.Struct(RECORD_FORMAT)
 ConnRecordFields = namedtuple(
     "ConnRecordFields",
-    "ts_ns skaddr start_ns handshake_ns bytes_sent bytes_received cgroup states netns retransmits rtt_us uid "
-    "result direction nstates flags pid sport dport saddr daddr comm family",
+    "ts_ns skaddr start_ns handshake_ns bytes_sent bytes_received cgroup ino states netns retransmits rtt_us uid "
+    "result direction nstates flags owner pid sport dport saddr daddr comm family",
 )
+
+# struct conn_record as decoded: its identity fields (pid .. family) left as one bytes object, as for events
+RECORD_ROW_FORMAT = "<QQQQQQQQQIIIIBBBBB3x57s7x"
+RECORD_ROW = struct.Struct(RECORD_ROW_FORMAT)
+RecordRow = namedtuple(
+    "RecordRow",
+    "ts_ns skaddr start_ns handshake_ns bytes_sent bytes_received cgroup ino states netns retransmits rtt_us uid "
+    "result direction nstates flags owner ident",
+)
+RECORD_RECORD = struct.Struct("<8x" + RECORD_ROW_FORMAT[1:])  # behind a ring buffer record's 8-byte header
 
 # struct owner
 OWNER_STRUCT = struct.Struct("<II16s")
-OWNER_FIELDS = ("pid", "pad", "comm")
+OWNER_FIELDS = ("pid", "uid", "comm")
 # struct listen_key
 LISTEN_KEY = struct.Struct("<IHBx16s")
 LISTEN_KEY_FIELDS = ("netns", "port", "family", "addr")
@@ -91,7 +115,8 @@ FILTER_KEY_FIELDS = ("prefixlen", "kind", "family", "addr")
 FILTER_KEY_PREFIX_BITS = 16
 # filter_ports' key: (kind << PORT_KEY_KIND_SHIFT) | port; filter_pids' key: a pid
 PORT_KEY_KIND_SHIFT = 16
-U32_KEY = struct.Struct("<I")  # filter_pids, filter_ports, counters
+U32_KEY = struct.Struct("<I")  # filter_pids, filter_uids, filter_ports, counters
+U64_KEY = struct.Struct("<Q")  # filter_cgroups: a cgroup id
 SOCK_KEY = struct.Struct("<Q")  # owners: the socket's kernel address
 
 # struct name -> (struct.Struct, field names): what tests/test_abi.py checks against the BTF
@@ -116,12 +141,21 @@ MAP_FILTER_PIDS = "filter_pids"
 MAP_FILTER_COMMS = "filter_comms"
 MAP_FILTER_PORTS = "filter_ports"
 MAP_FILTER_ADDRS = "filter_addrs"
+MAP_FILTER_UIDS = "filter_uids"
+MAP_FILTER_CGROUPS = "filter_cgroups"
 MAP_CPU_STATES = "cpu_states"  # the kernel's own: user space never touches it
+MAP_RECORDS = "records"
+MAP_RECORDS_SPARE = "records_spare"
+MAP_SOCK_STATES = "sock_states"
+MAP_SOCK_STATES_HASH = "sock_states_hash"
 MAPS = (MAP_EVENTS, MAP_EVENTS_SPARE, MAP_PERF_EVENTS, MAP_COUNTERS, MAP_OWNERS, MAP_LISTENERS,
-        MAP_FILTER_PIDS, MAP_FILTER_COMMS, MAP_FILTER_PORTS, MAP_FILTER_ADDRS, MAP_CPU_STATES)
+        MAP_FILTER_PIDS, MAP_FILTER_COMMS, MAP_FILTER_PORTS, MAP_FILTER_ADDRS, MAP_FILTER_UIDS, MAP_FILTER_CGROUPS,
+        MAP_CPU_STATES, MAP_RECORDS, MAP_RECORDS_SPARE, MAP_SOCK_STATES, MAP_SOCK_STATES_HASH)
 
 # read-only variables set before load: name -> struct format
-RODATA = {"filter_flags": "<I", "filter_states": "<I", "wakeup_bytes": "<Q", "use_perf": "<?"}
+RODATA = {"filter_flags": "<I", "filter_states": "<I", "wakeup_bytes": "<Q", "use_perf": "<?",
+          "use_hash_storage": "<?", "summary_only": "<?", "no_records": "<?", "cgroup_levels": "<I",
+          "want_cgroup": "<?"}
 
 # programs -> tracepoint, in attach order, which matters: on_state_change before on_state_change_missed
 # (the BPF source's RE-ENTRY comment). The first two are required, the others optional (a kernel that
@@ -133,6 +167,7 @@ PROGRAMS = {
     "on_synack_retransmit": "tcp:tcp_retransmit_synack",
     "on_reset_sent": "tcp:tcp_send_reset",
     "on_reset_received": "tcp:tcp_receive_reset",
+    "on_error_report": "sock:inet_sk_error_report",
 }
 REQUIRED = ("on_state_change", "on_state_change_missed")
 

@@ -12,7 +12,7 @@ from importlib import resources
 
 from ..errors import SnoopError
 from . import abi
-from .abi import C_MAX, C_RESCUED, EVENT, FENTRY_PROGRAMS, LISTEN_KEY, OWNER_STRUCT, PROGRAMS, REQUIRED
+from .abi import C_MAX, C_RESCUED, CONN_RECORD, EVENT, FENTRY_PROGRAMS, LISTEN_KEY, OWNER_STRUCT, PROGRAMS, REQUIRED
 from .libbpf import BTF_KIND_FUNC, BpfObject, KernelBtf, Libbpf, PerfBuffer, fentry_works
 from .ringbuf import RingBuffer
 
@@ -117,11 +117,25 @@ def _pow2_at_least(n, floor=4096):
 class Probe:
     """Loaded and attached kernel program; close() detaches it."""
 
-    def __init__(self, filters, buffer="ringbuf", buffer_size=16 << 20, wakeup_bytes=64 << 10, log=None):
+    def __init__(self, filters, buffer="ringbuf", buffer_size=32 << 20, wakeup_bytes=64 << 10, log=None,
+                 records=True, summary_only=False, record_buffer_size=None, want_cgroup=True):
         self.filters = filters
+        self.want_cgroup = want_cgroup  # False: events carry no cgroup id (no output shows it), a few reads less
         self.buffer = buffer
-        self.buffer_size = _pow2_at_least(buffer_size)
+        self.records = records and buffer != "perf"  # the perf buffer carries events only
+        self.summary_only = summary_only
+        records_only = summary_only and self.records
+        size = _pow2_at_least(buffer_size)
+        # --summary-only: the kernel writes no events, so their rings are as small as a ring may be (each
+        # ring's pages are all mapped at start, hence resident: they count in full in the monitor's RSS)
+        self.buffer_size = 1 << 16 if records_only else size
         self.spare_size = max(self.buffer_size // 8, 1 << 16)  # the spare ring: rare events, and rescue
+        # connection records: one per connection against ~5 events, each 168 bytes against 104; when all of
+        # a burst of connections close at once, 2 records against 6 events per connection (sized for it: the
+        # README's Performance, "Bursts"); the whole size when they are all the kernel sends
+        self.record_size = _pow2_at_least(record_buffer_size or (size if records_only else size // 2), 1 << 16)
+        self.record_spare_size = max(self.record_size // 8, 1 << 16)
+        self.hash_storage = False  # socket state in a hash, not socket storage: kernels before 5.11
         # the reader is woken when this much is unread: often enough that each of its turns on a CPU is
         # short (at full churn the workload kept 5% more of its rate at 64K than at 256K, the monitor in
         # a scheduling group of its own, as a service is), seldom enough to read in batches
@@ -130,6 +144,8 @@ class Probe:
         self.obj = None
         self.reader = None
         self.spare_reader = None  # the spare ring (RE-ENTRY, 2 in the BPF source)
+        self.record_reader = None  # connection records, and their spare ring
+        self.record_spare_reader = None
         self.skipped = []  # tracepoints this kernel lacks
         self.resets, self.resets_why = RESETS_TRACEPOINT, ""  # how resets sent are seen (load() finds out)
         self.ncpus = 1
@@ -139,7 +155,9 @@ class Probe:
         obj = BpfObject(object_bytes())
         f = self.filters
         values = {"filter_flags": f.flags(), "filter_states": f.state_mask(), "wakeup_bytes": self.wakeup_bytes,
-                  "use_perf": self.buffer == "perf"}
+                  "use_perf": self.buffer == "perf", "use_hash_storage": self.hash_storage,
+                  "summary_only": self.summary_only, "no_records": not self.records,
+                  "cgroup_levels": f.cgroup_levels(), "want_cgroup": self.want_cgroup}
         obj.set_rodata({name: struct.pack(fmt, values[name]) for name, fmt in abi.RODATA.items()})
         if self.buffer == "perf":
             obj.set_autocreate(abi.MAP_EVENTS, False)  # unused: kernels before 5.8 have no ring buffer
@@ -147,6 +165,12 @@ class Probe:
         else:
             obj.set_max_entries(abi.MAP_EVENTS, self.buffer_size)
             obj.set_max_entries(abi.MAP_EVENTS_SPARE, self.spare_size)
+        if self.records:
+            obj.set_max_entries(abi.MAP_RECORDS, self.record_size)
+            obj.set_max_entries(abi.MAP_RECORDS_SPARE, self.record_spare_size)
+        else:
+            obj.set_autocreate(abi.MAP_RECORDS, False)
+            obj.set_autocreate(abi.MAP_RECORDS_SPARE, False)
         for prog in disabled:
             p = obj.bpf.find_prog(obj.obj, prog.encode())
             if p:  # (an object from SOCKETSNOOP_BPF_OBJECT may lack one)
@@ -173,6 +197,11 @@ class Probe:
             if not code:
                 break
             obj.close()
+            if not self.hash_storage and (any("sk_storage" in m for m in messages) or kernel_version() < (5, 11)):
+                # tracing programs may use socket storage since 5.11 only (the verifier's word for it can be
+                # past what libbpf's message holds: the version decides then)
+                self.hash_storage = True
+                continue
             missing = [m.group(1) for m in map(re.compile(r"find kernel BTF type ID of '(\w+)'").search,
                                                   messages) if m]
             failed = re.search(r"prog '(\w+)': (?:BPF program load failed|failed to find kernel BTF type ID)",
@@ -222,14 +251,15 @@ class Probe:
 
     def seed_listeners(self, listeners, ns):
         """Tell the kernel who owns the listening sockets that predate us (in network namespace ns)."""
-        for family, addr, port, pid, comm in listeners:
+        for family, addr, port, pid, comm, uid in listeners:
             key = LISTEN_KEY.pack(ns, port, family, addr.ljust(16, b"\0"))
-            self.obj.update(abi.MAP_LISTENERS, key, OWNER_STRUCT.pack(pid, 0, comm.ljust(abi.COMM_LEN, b"\0")))
+            self.obj.update(abi.MAP_LISTENERS, key, OWNER_STRUCT.pack(pid, uid, comm.ljust(abi.COMM_LEN, b"\0")))
 
-    def set_owner(self, skaddr, pid, comm):
+    def set_owner(self, skaddr, pid, comm, uid=0):
         """Remember an owner found in /proc, so the kernel attributes the socket's next events."""
         try:
-            self.obj.update(abi.MAP_OWNERS, abi.SOCK_KEY.pack(skaddr), OWNER_STRUCT.pack(pid, 0, comm.ljust(abi.COMM_LEN, b"\0")))
+            self.obj.update(abi.MAP_OWNERS, abi.SOCK_KEY.pack(skaddr),
+                            OWNER_STRUCT.pack(pid, uid, comm.ljust(abi.COMM_LEN, b"\0")))
         except SnoopError:
             pass
 
@@ -266,6 +296,10 @@ class Probe:
         else:
             self.reader = RingBuffer(self.obj.map_fd(abi.MAP_EVENTS), self.buffer_size, EVENT.size)
             self.spare_reader = RingBuffer(self.obj.map_fd(abi.MAP_EVENTS_SPARE), self.spare_size, EVENT.size)
+        if self.records:
+            self.record_reader = RingBuffer(self.obj.map_fd(abi.MAP_RECORDS), self.record_size, CONN_RECORD.size)
+            self.record_spare_reader = RingBuffer(self.obj.map_fd(abi.MAP_RECORDS_SPARE), self.record_spare_size,
+                                                  CONN_RECORD.size)
         return self.reader
 
     def counters(self):
@@ -300,10 +334,10 @@ class Probe:
             self.obj.links = []
 
     def close(self):
-        for reader in (self.reader, self.spare_reader):
+        for reader in (self.reader, self.spare_reader, self.record_reader, self.record_spare_reader):
             if reader:
                 reader.close()
-        self.reader = self.spare_reader = None
+        self.reader = self.spare_reader = self.record_reader = self.record_spare_reader = None
         if self.obj:
             self.obj.close()
             self.obj = None

@@ -41,7 +41,11 @@ def _leading(heads, full):
 
 
 class RingBuffer:
-    def __init__(self, map_fd, size, record_size):
+    """The consumer of one ring: map_fd is the ring's map (or, with wakeups=False, a file laid out as a
+    ring is, which epoll cannot wait on: the tests' rings), size its data bytes, record_size the size of
+    the records our program writes."""
+
+    def __init__(self, map_fd, size, record_size, wakeups=True):
         page = mmap.PAGESIZE
         self.size = size
         self.mask = size - 1
@@ -53,7 +57,8 @@ class RingBuffer:
         self.view = memoryview(self.prod)
         self._full = _U32.pack(record_size) * (size // self.slot + 1)  # the headers of a run of full records
         self.epoll = select.epoll()
-        self.epoll.register(map_fd, select.EPOLLIN)
+        if wakeups:
+            self.epoll.register(map_fd, select.EPOLLIN)
 
     def wait(self, timeout_s):
         """Sleep until the kernel wakes us or timeout_s passes."""
@@ -76,22 +81,33 @@ class RingBuffer:
         prod = _U64.unpack_from(self.prod, 0)[0]
         if cons >= prod:
             return b""
-        view, page, mask, slot, want = self.view, self.page, self.mask, self.slot, self.record_size
         end = min(prod, cons + max_bytes)
-        # The common case, checked at C speed: the run is whole records of our size, all committed,
-        # none of them wrapping past the end of the data pages.
-        n = min(end - cons, self.size - (cons & mask)) // slot
-        if n:
-            off = page + (cons & mask)
-            heads = view[off: off + n * slot].cast("I")[:: slot // 4].tobytes()
-            if heads != self._full[: 4 * n]:  # a record still being written (or discarded) in the run
-                n = _leading(heads, self._full)
-            if n:
-                data = view[off: off + n * slot].tobytes()  # copied before the kernel may reuse the space
-                _U64.pack_into(self.cons, 0, cons + n * slot)  # then handed back
-                return data
-        # Record by record, for a few records: a busy one ends the run, discarded ones are passed over,
-        # and the copy of a stretch that wraps past the end is put together from its two pieces.
+        data, pos = self._whole_records(cons, end) or self._record_by_record(cons, end)
+        _U64.pack_into(self.cons, 0, pos)  # handed back only now that they are copied
+        return data
+
+    def _whole_records(self, cons, end):
+        """The common case, checked at C speed: the records from cons on that are whole ones of our size,
+        all committed, none of them wrapping past the end of the data pages. (their bytes, the position
+        after them), or None if the first record is not one."""
+        slot = self.slot
+        n = min(end - cons, self.size - (cons & self.mask)) // slot
+        if not n:
+            return None
+        view = self.view
+        off = self.page + (cons & self.mask)
+        heads = view[off: off + n * slot].cast("I")[:: slot // 4].tobytes()
+        if heads != self._full[: 4 * n]:  # a record still being written (or discarded) in the run
+            n = _leading(heads, self._full)
+            if not n:
+                return None
+        return view[off: off + n * slot].tobytes(), cons + n * slot  # copied before the kernel may reuse it
+
+    def _record_by_record(self, cons, end):
+        """A few records from cons on, one at a time: a busy one ends the run, discarded ones (and any of
+        another size) are passed over, and the copy of a stretch that wraps past the end of the data pages
+        is put together from its two pieces. (their bytes, the position after them)."""
+        view, page, mask, slot, want = self.view, self.page, self.mask, self.slot, self.record_size
         end = min(end, cons + 64 * slot)
         u32 = _U32.unpack_from
         chunks = []
@@ -109,8 +125,7 @@ class RingBuffer:
             pos += (length + 8 + 7) & ~7
             start = pos
         self._copy(chunks, start, pos)
-        _U64.pack_into(self.cons, 0, pos)
-        return b"".join(chunks) if len(chunks) != 1 else chunks[0]
+        return (b"".join(chunks) if len(chunks) != 1 else chunks[0]), pos
 
     def _copy(self, chunks, start, stop):
         """Append the bytes from position start to stop, which may wrap past the end of the data."""

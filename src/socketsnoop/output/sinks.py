@@ -6,7 +6,9 @@ decoded rows (pipeline/decode.py) and, for a sink that wants them, their lines a
 deliver counts what it drops, and the run command reports those counts on exit.
 """
 
+import errno
 import os
+import stat
 import sys
 
 
@@ -55,6 +57,9 @@ class ConsoleSink(Sink):
         self.stream = stream or sys.stdout
         self.broken = False
 
+    def write_records(self, records, lines):
+        self.write(records, lines)
+
     def write(self, rows, lines):
         if self.broken:
             return
@@ -78,13 +83,66 @@ class ConsoleSink(Sink):
 
 
 
+class UnsafeLogPath(OSError):
+    """The log file's path is not safe to append to as root: a symlink, not a regular file, or in a directory
+    that someone else may write to. str() is the reason."""
+
+
+def insecure_dir(st, euid):
+    """Why a directory is unsafe for a file we append to as root, or None: writable by someone else
+    (others, a group other than root's, an owner other than us or root) unless sticky and root-owned
+    (/tmp), as logrotate judges it."""
+    if stat.S_ISVTX & st.st_mode and st.st_uid == 0:
+        return None
+    if st.st_mode & stat.S_IWOTH:
+        return "it is writable by anyone"
+    if st.st_mode & stat.S_IWGRP and st.st_gid != 0:
+        return f"it is writable by group {st.st_gid}"
+    if st.st_uid not in (0, euid):
+        return f"it belongs to user {st.st_uid}"
+    return None
+
+
+def open_log(path, mode=0o640):
+    """The log file, opened for appending without following a symlink or blocking on a FIFO, in a directory
+    only root (or we) may write to. Raises UnsafeLogPath (with the reason) or OSError."""
+    directory = os.path.dirname(os.path.abspath(path)) or "/"
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        why = insecure_dir(os.fstat(dfd), os.geteuid())
+        if why:
+            raise UnsafeLogPath(f"its directory {directory} is not safe for a root-owned log ({why}; "
+                                "a planted symlink could make it append to any file): use a directory only "
+                                "root can write to, or one that is sticky and root's, like /tmp")
+        try:
+            fd = os.open(os.path.basename(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+                         | os.O_NOFOLLOW | os.O_NOCTTY | os.O_NONBLOCK, mode, dir_fd=dfd)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise UnsafeLogPath("it is a symbolic link (not followed)") from None
+            if e.errno == errno.ENXIO:  # a FIFO with no reader
+                raise UnsafeLogPath("it is not a regular file (a FIFO)") from None
+            raise
+    finally:
+        os.close(dfd)
+    st = os.fstat(fd)
+    why = ("it is not a regular file" if not stat.S_ISREG(st.st_mode)
+           else "it has other hard links" if st.st_nlink > 1 else None)
+    if why:
+        os.close(fd)
+        raise UnsafeLogPath(why)
+    os.set_blocking(fd, True)
+    return fd
+
+
 class LogFileSink(Sink):
-    """Appends to a log file, created mode 0640.
+    """Appends to a log file, created mode 0640, safely (open_log: no symlink followed, a regular file only,
+    in a directory no one else may write to).
 
     reopen() (on SIGHUP) starts writing to a new file at the same path, for
     logrotate without copytruncate. A write that fails (disk full, file
-    removed, directory gone) is reported once on stderr; the monitor goes
-    on, and writing resumes when it works again.
+    removed, directory gone, a symlink or FIFO planted at the path) is reported
+    once on stderr; the monitor goes on, and writing resumes when it works again.
     """
 
     name = "log file"
@@ -99,7 +157,7 @@ class LogFileSink(Sink):
         self.file = self._open()
 
     def _open(self):
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, self.MODE)
+        fd = open_log(self.path, self.MODE)
         return os.fdopen(fd, "a", buffering=1 << 16, encoding="utf-8", errors="backslashreplace")
 
     def reopen(self):
@@ -143,6 +201,9 @@ class LogFileSink(Sink):
 
     def dropped(self):
         return self.lost
+
+    def write_records(self, records, lines):
+        self.write(records, lines)
 
     def check(self):
         """Called about once a second: follow a rotated log file; report and recreate a removed one."""

@@ -29,6 +29,21 @@ from ..pipeline.decode import (
 from .formats import escape_comm, format_addr, format_endpoint
 
 
+class Connection:
+    """One connection's lifecycle: its first event's time, its last event (a row), its steps (its first
+    max_steps rows, kept as they are: nothing is made per event), its retransmissions, and how many
+    steps were not kept."""
+
+    __slots__ = ("first_ns", "last", "steps", "retransmits", "steps_not_kept")
+
+    def __init__(self, row):
+        self.first_ns = row[TS]
+        self.last = row
+        self.steps = [row]
+        self.retransmits = 0
+        self.steps_not_kept = 0
+
+
 class Tracker:
     def __init__(self, max_conns=1000, max_steps=32):
         self.max_conns = max_conns
@@ -46,33 +61,36 @@ class Tracker:
         self.add_all((row,))
 
     def add_all(self, rows):
-        """Events (events.Row tuples). A connection is a list [first time, last row, steps, retransmits,
-        steps not kept]; its steps are its first max_steps rows (kept as they are: nothing is made per event)."""
-        opened, max_conns, max_steps = self.open, self.max_conns, self.max_steps
+        """Events (events.Row tuples), each to its Connection. The hot path: the names it uses are locals."""
+        opened, get, max_conns, max_steps = self.open, self.open.get, self.max_conns, self.max_steps
+        closed, connection, close_state = self.closed, Connection, TCP_CLOSE
+        sk, typ_at, newstate_at, ev_state, ev_retransmit = SK, TYPE, NEWSTATE, EV_STATE, EV_RETRANSMIT
         for row in rows:
-            key = row[SK]
-            c = opened.get(key)
+            key = row[sk]
+            c = get(key)
             if c is None:
-                c = [row[TS], row, [row], 0, 0]
-                if not key or (row[TYPE] != EV_STATE and row[NEWSTATE] in (TCP_TIME_WAIT, TCP_NEW_SYN_RECV)):
+                c = connection(row)
+                if not key or (row[typ_at] != ev_state and row[newstate_at] in (TCP_TIME_WAIT, TCP_NEW_SYN_RECV)):
                     self._close(c)  # no socket, or one that is not a connection we follow
                     continue
                 if len(opened) >= max_conns:
                     self._close(opened.popitem(last=False)[1])
                 opened[key] = c
             else:
-                c[1] = row
-                steps = c[2]
+                c.last = row
+                steps = c.steps
                 if len(steps) < max_steps:
                     steps.append(row)
                 else:
-                    c[4] += 1
-            typ = row[TYPE]
-            if typ == EV_RETRANSMIT:
-                c[3] += 1
-            elif typ == EV_STATE and row[NEWSTATE] == TCP_CLOSE:  # done: the kernel may reuse the address
+                    c.steps_not_kept += 1
+            typ = row[typ_at]
+            if typ == ev_retransmit:
+                c.retransmits += 1
+            elif typ == ev_state and row[newstate_at] == close_state:  # done: the kernel may reuse the address
                 del opened[key]
-                self._close(c)
+                if len(closed) == max_conns:  # self._close(c), inline: once per connection
+                    self.left_out += 1
+                closed.append(c)
 
     def _close(self, c):
         if len(self.closed) == self.max_conns:
@@ -89,7 +107,7 @@ class Tracker:
         """A connection in words: a dict of src, dst, pid, comm (escaped), first_ns, last_ns, retransmits,
         steps [(ts_ns, what)], steps_not_kept. The addresses and owner are the last event's; the local
         port is the last one known (a connecting socket has none yet at SYN_SENT)."""
-        first_ts, last, steps, retransmits, dropped = c
+        last, steps = c.last, c.steps
         who = ident_of(last)
         sport = who.sport
         for row in (reversed(steps) if not sport else ()):
@@ -101,20 +119,21 @@ class Tracker:
             "src": format_endpoint(fam, format_addr(fam, who.saddr), sport),
             "dst": format_endpoint(fam, format_addr(fam, who.daddr), who.dport),
             "pid": who.pid, "comm": escape_comm(who.comm),
-            "first_ns": first_ts, "last_ns": last[TS], "retransmits": retransmits,
+            "first_ns": c.first_ns, "last_ns": last[TS], "retransmits": c.retransmits,
             "steps": [(r[TS], describe_state(r[NEWSTATE]) if r[TYPE] == EV_STATE else EVENT_TITLES[r[TYPE]])
                       for r in steps],
-            "steps_not_kept": dropped,
+            "steps_not_kept": c.steps_not_kept,
         }
 
-    def report(self, stamp):
-        """The seed's 'Connection Lifecycles:' report, lines without newlines; stamp(ts_ns) -> str."""
+    def report(self, stamp, more=None):
+        """The seed's 'Connection Lifecycles:' report, lines without newlines; stamp(ts_ns) -> str; more(c): text
+        (safe) to add to a connection's first line, inside its parentheses, or ''."""
         yield "Connection Lifecycles:"
         for c in self.connections():
             d = self.describe(c)
             secs = (d["last_ns"] - d["first_ns"]) / 1e9
             yield (f"Connection: {d['src']} -> {d['dst']}  (PID={d['pid']} COMM={d['comm']} "
-                   f"duration={secs:.3f}s retransmits={d['retransmits']})")
+                   f"duration={secs:.3f}s retransmits={d['retransmits']}{more(c) if more else ''})")
             for ts, what in d["steps"]:
                 yield f"  {stamp(ts)}: {what}"
             if d["steps_not_kept"]:

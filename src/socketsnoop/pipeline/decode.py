@@ -5,7 +5,6 @@ from operator import itemgetter
 from typing import NamedTuple
 
 from ..kernel.abi import (
-    CONN_RECORD,
     DIR_IN,
     DIR_OUT,
     EV_RESET_RECEIVED,
@@ -25,14 +24,15 @@ from ..kernel.abi import (
     RESULT_RESET_SENT,
     RESULT_TIMEOUT,
     RESULT_UNREACHABLE,
-    ConnRecordFields,
     Ident,
+    RecordRow,
     Row,
 )
 
 # Row positions: a row is struct event decoded with its identity fields (pid .. family: the same for most
-# events of a connection's side) left as one bytes object, which formatters key their caches by.
-TS, SK, INO, NETNS, TYPE, OLDSTATE, NEWSTATE, OWNER, FLAGS, IDENT = range(10)
+# events of a connection's side) left as one bytes object, which formatters key their caches by; then the
+# owner's uid and the socket's cgroup v2 id.
+TS, SK, INO, NETNS, TYPE, OLDSTATE, NEWSTATE, OWNER, FLAGS, IDENT, UID, CGROUP = range(12)
 
 
 def ident_of(row) -> Ident:
@@ -45,10 +45,11 @@ def make_ident(pid, sport, dport, saddr, daddr, comm, family) -> bytes:
 
 
 def make_row(ts_ns=0, skaddr=0, ino=0, netns=0, type=1, oldstate=0, newstate=0, owner=0, flags=0,
-             pid=0, sport=0, dport=0, saddr=bytes(16), daddr=bytes(16), comm=b"", family=4) -> Row:
+             pid=0, sport=0, dport=0, saddr=bytes(16), daddr=bytes(16), comm=b"", family=4, uid=0,
+             cgroup=0) -> Row:
     """A row from named fields (report, tests): what decoding the kernel's event gives."""
     return Row(ts_ns, skaddr, ino, netns, type, oldstate, newstate, owner, flags,
-               make_ident(pid, sport, dport, saddr, daddr, comm, family))
+               make_ident(pid, sport, dport, saddr, daddr, comm, family), uid, cgroup)
 
 
 EVENT_NAMES = {
@@ -148,9 +149,19 @@ RESULT_NAMES = {
 DIRECTION_NAMES = {DIR_OUT: "out", DIR_IN: "in"}
 
 
+# Record row positions: struct conn_record decoded with its identity left as one bytes object (abi.RECORD_ROW)
+(R_TS, R_SK, R_START, R_HANDSHAKE, R_SENT, R_RECEIVED, R_CGROUP, R_INO, R_STATES, R_NETNS, R_RETRANSMITS, R_RTT,
+ R_UID, R_RESULT, R_DIRECTION, R_NSTATES, R_FLAGS, R_OWNER, R_IDENT) = range(19)
+
+
+def states_of(packed, n):
+    """The state numbers of a record's history (4 bits each, the first in the low bits)."""
+    return tuple((packed >> (4 * i)) & 0xF for i in range(n))
+
+
 class ConnRecord(NamedTuple):
-    """One connection at its end, decoded: what every output of a record (text, JSON, journal, syslog,
-    metrics, the exit report) reads. None where the kernel did not know (a connection older than us)."""
+    """One connection at its end, decoded: what an output of records that wants objects reads (metrics, the
+    journal, syslog, the exit report). None where the kernel did not know (a connection older than us)."""
 
     ts_ns: int  # when it ended, CLOCK_MONOTONIC
     skaddr: int
@@ -162,6 +173,7 @@ class ConnRecord(NamedTuple):
     dport: int
     pid: int
     comm: bytes  # raw, NUL-padded
+    owner: int  # how the owner is known: OWNER_NAMES
     uid: int
     cgroup: int  # cgroup v2 id, 0 if none
     direction: str | None  # "in", "out"; None when unknown
@@ -173,17 +185,34 @@ class ConnRecord(NamedTuple):
     handshake_ns: int | None
     duration_ns: int | None
     states: tuple  # state numbers, in order
-    states_cut: bool  # more states than the kernel keeps: the first ones, then CLOSE
+    states_cut: bool  # more states than the kernel keeps: the first ones, then the last
     complete: bool  # False: it began before socket-snoop started
 
 
-def decode_record(raw: bytes, offset=0) -> ConnRecord:
-    """struct conn_record bytes (at offset) -> ConnRecord."""
-    f = ConnRecordFields._make(CONN_RECORD.unpack_from(raw, offset))
-    states = tuple((f.states >> (4 * i)) & 0xF for i in range(f.nstates))
-    complete = not f.flags & R_INCOMPLETE
+def record_of(row) -> ConnRecord:
+    """A record row (abi.RECORD_ROW) -> ConnRecord."""
+    who = ident_of_record(row)
+    flags = row[R_FLAGS]
+    complete = not flags & R_INCOMPLETE
+    start = row[R_START]
     return ConnRecord(
-        f.ts_ns, f.skaddr, f.netns, f.family, f.saddr, f.sport, f.daddr, f.dport, f.pid, f.comm, f.uid, f.cgroup,
-        DIRECTION_NAMES.get(f.direction), RESULT_NAMES.get(f.result, "closed"), f.bytes_sent, f.bytes_received,
-        f.retransmits, f.rtt_us or None, f.handshake_ns or None,
-        f.ts_ns - f.start_ns if complete and f.start_ns else None, states, bool(f.flags & R_STATES_CUT), complete)
+        row[R_TS], row[R_SK], row[R_NETNS], who.family, who.saddr, who.sport, who.daddr, who.dport, who.pid,
+        who.comm, row[R_OWNER], row[R_UID], row[R_CGROUP], DIRECTION_NAMES.get(row[R_DIRECTION]),
+        RESULT_NAMES.get(row[R_RESULT], "closed"), row[R_SENT], row[R_RECEIVED], row[R_RETRANSMITS],
+        row[R_RTT] or None, row[R_HANDSHAKE] or None, row[R_TS] - start if complete and start else None,
+        states_of(row[R_STATES], row[R_NSTATES]), bool(flags & R_STATES_CUT), complete)
+
+
+def ident_of_record(row) -> Ident:
+    return Ident._make(IDENT_STRUCT.unpack(row[R_IDENT]))
+
+
+def make_record_row(ts_ns=0, skaddr=0, start_ns=0, handshake_ns=0, bytes_sent=0, bytes_received=0, cgroup=0, ino=0,
+                    states=(), netns=0, retransmits=0, rtt_us=0, uid=0, result=RESULT_CLOSED, direction=DIR_OUT,
+                    flags=0, owner=OWNER_SOCKET, pid=0, sport=0, dport=0, saddr=bytes(16), daddr=bytes(16),
+                    comm=b"", family=4) -> RecordRow:
+    """A record row from named fields (tests, report): what decoding the kernel's record gives."""
+    packed = sum((s & 0xF) << (4 * i) for i, s in enumerate(states))
+    return RecordRow(ts_ns, skaddr, start_ns, handshake_ns, bytes_sent, bytes_received, cgroup, ino, packed, netns,
+                     retransmits, rtt_us, uid, result, direction, len(states), flags, owner,
+                     make_ident(pid, sport, dport, saddr, daddr, comm, family))

@@ -9,23 +9,46 @@ each drop in `filtered`. The run command calls each enricher in turn.
 from itertools import compress, count
 from operator import itemgetter
 
-from ..kernel.abi import F_OWNER_UNVERIFIED, OWNER_CURRENT
-from .decode import FLAGS, INO, NEWSTATE, OWNER, SK, TCP_CLOSE, Row, ident_of, make_ident, OWNER_PROC
+from ..kernel.abi import F_OWNER_UNVERIFIED, OWNER_CURRENT, R_OWNER_UNVERIFIED
+from .decode import (
+    FLAGS,
+    INO,
+    NEWSTATE,
+    OWNER,
+    OWNER_PROC,
+    R_FLAGS,
+    R_INO,
+    R_OWNER,
+    R_UID,
+    SK,
+    TCP_CLOSE,
+    UID,
+    Row,
+    ident_of,
+    ident_of_record,
+    make_ident,
+)
 
 _sk, _ino, _flags = itemgetter(SK), itemgetter(INO), itemgetter(FLAGS)
+_r_ino, _r_flags = itemgetter(R_INO), itemgetter(R_FLAGS)
 
 
 class Enricher:
     """The interface: pick(rows) -> indexes of the rows to look at; enrich(rows, which) -> None, changing
-    rows in place (a row set to None is dropped). filtered: rows it dropped so far."""
+    rows in place (a row set to None is dropped). enrich_records(rows) -> the connection records (abi.RECORD_ROW
+    tuples) it keeps, changed where needed. filtered, records_filtered: what it dropped so far."""
 
     filtered = 0
+    records_filtered = 0
 
     def pick(self, rows):
         return ()
 
     def enrich(self, rows, which):
         pass
+
+    def enrich_records(self, rows):
+        return rows
 
 
 class ProcOwnerEnricher(Enricher):
@@ -44,6 +67,7 @@ class ProcOwnerEnricher(Enricher):
         self.filters = filters
         self.taught = set()  # sockets whose owner (from /proc) we put in the kernel's map
         self.filtered = 0
+        self.records_filtered = 0
 
     def pick(self, rows):
         which = set(compress(count(), map(_ino, rows)))
@@ -64,7 +88,7 @@ class ProcOwnerEnricher(Enricher):
                 self.probe.forget_owner(row[SK])
             if row[FLAGS] & F_OWNER_UNVERIFIED:
                 who = ident_of(row)
-                if not self.filters.match_owner(who.pid, who.comm):
+                if not self.filters.match_owner(who.pid, who.comm, row[UID]):
                     self.filtered += 1
                     rows[i] = None
 
@@ -73,9 +97,30 @@ class ProcOwnerEnricher(Enricher):
         found = self.owners.lookup(row[INO])
         if found is None:
             return row
-        pid, comm = found
+        pid, comm, uid = found
         if row[NEWSTATE] != TCP_CLOSE:  # the kernel forgets a socket at CLOSE: do not teach it a dead one
-            self.probe.set_owner(row[SK], pid, comm)
+            self.probe.set_owner(row[SK], pid, comm, uid)
             self.taught.add(row[SK])
         who = ident_of(row)._replace(pid=pid, comm=comm)
-        return Row._make(row)._replace(owner=OWNER_PROC, ident=make_ident(*who))
+        return Row._make(row)._replace(owner=OWNER_PROC, ident=make_ident(*who), uid=uid)
+
+    def enrich_records(self, rows):
+        """Records of sockets older than us whose owner the kernel never learned: from /proc, if the process
+        still holds the socket; and the pid/comm filters for owners the kernel could not check."""
+        which = set(compress(count(), map(_r_ino, rows)))
+        which.update(compress(count(), map(_r_flags, rows)))
+        if not which:
+            return rows
+        for i in which:
+            row = rows[i]
+            if row[R_INO] and row[R_OWNER] == OWNER_CURRENT:
+                found = self.owners.lookup(row[R_INO])
+                if found:
+                    who = ident_of_record(row)._replace(pid=found[0], comm=found[1])
+                    row = rows[i] = (*row[:R_UID], found[2], *row[R_UID + 1:R_OWNER], OWNER_PROC, make_ident(*who))
+            if row[R_FLAGS] & R_OWNER_UNVERIFIED:
+                who = ident_of_record(row)
+                if not self.filters.match_owner(who.pid, who.comm):
+                    self.records_filtered += 1
+                    rows[i] = None
+        return [r for r in rows if r is not None]

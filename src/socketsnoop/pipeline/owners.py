@@ -19,8 +19,19 @@ def _read(path, default=b""):
         return default
 
 
-def proc_comm(pid: int) -> bytes:
-    return _read(f"/proc/{pid}/comm").rstrip(b"\n")[:15]
+def proc_comm(pid: int, proc="/proc") -> bytes:
+    return _read(f"{proc}/{pid}/comm").rstrip(b"\n")[:15]
+
+
+def proc_uid(pid: int, proc="/proc") -> int:
+    """The process's real uid (as the kernel program records an owner's), 0 if it is gone."""
+    for line in _read(f"{proc}/{pid}/status").splitlines():
+        if line.startswith(b"Uid:"):
+            try:
+                return int(line.split()[1])
+            except (IndexError, ValueError):
+                return 0
+    return 0
 
 
 def socket_inodes(proc="/proc"):
@@ -65,6 +76,36 @@ def listening_sockets(proc="/proc"):
     return out
 
 
+def tcp_sockets(proc="/proc", states=None):
+    """(family, local address bytes, local port, remote address bytes, remote port, state, inode) of each
+    TCP socket in our network namespace, from /proc/net/tcp and tcp6 (states as the kernel numbers them);
+    only those in `states` if given. Read line by line and told by the state first: under churn the tables
+    hold tens of thousands of TIME_WAIT sockets (80,000 here cost 0.3 s and 50 MB parsed whole)."""
+    out = []
+    for name, family in (("tcp", 4), ("tcp6", 6)):
+        try:
+            f = open(f"{proc}/net/{name}", "rb")
+        except OSError:
+            continue
+        with f:
+            f.readline()  # the header
+            for line in f:
+                parts = line.split(None, 10)
+                if len(parts) < 10:
+                    continue
+                try:
+                    state = int(parts[3], 16)
+                    if states is not None and state not in states:
+                        continue
+                    laddr, lport = parts[1].split(b":")
+                    raddr, rport = parts[2].split(b":")
+                    out.append((family, _hex_addr(laddr.decode("ascii")), int(lport, 16),
+                                _hex_addr(raddr.decode("ascii")), int(rport, 16), state, int(parts[9])))
+                except (ValueError, UnicodeDecodeError):
+                    continue
+    return out
+
+
 def netns_inode(pid="self") -> int:
     try:
         link = os.readlink(f"/proc/{pid}/ns/net")  # 'net:[4026531840]'
@@ -81,36 +122,44 @@ class ProcOwners:
         self.min_interval = min_interval
         self.inodes = {}
         self.comms = {}
+        self.uids = {}
         self.last_scan = 0.0
 
     def scan(self):
         self.inodes = socket_inodes(self.proc)
         self.comms = {}
+        self.uids = {}
         self.last_scan = time.monotonic()
 
     def comm(self, pid):
         c = self.comms.get(pid)
         if c is None:
-            c = self.comms[pid] = proc_comm(pid)
+            c = self.comms[pid] = proc_comm(pid, self.proc)
         return c
 
+    def uid(self, pid):
+        u = self.uids.get(pid)
+        if u is None:
+            u = self.uids[pid] = proc_uid(pid, self.proc)
+        return u
+
     def lookup(self, ino: int):
-        """(pid, comm) holding socket inode `ino`, or None."""
+        """(pid, comm, uid) holding socket inode `ino`, or None."""
         pid = self.inodes.get(ino)
         if pid is None and time.monotonic() - self.last_scan >= self.min_interval:
             self.scan()
             pid = self.inodes.get(ino)
         if pid is None:
             return None
-        return pid, self.comm(pid)
+        return pid, self.comm(pid), self.uid(pid)
 
     def listeners(self):
-        """[(family, addr, port, pid, comm)] of the listening sockets that exist now."""
+        """[(family, addr, port, pid, comm, uid)] of the listening sockets that exist now."""
         if not self.inodes:
             self.scan()
         out = []
         for family, addr, port, ino in listening_sockets(self.proc):
             pid = self.inodes.get(ino)
             if pid is not None:
-                out.append((family, addr, port, pid, self.comm(pid)))
+                out.append((family, addr, port, pid, self.comm(pid), self.uid(pid)))
         return out

@@ -9,9 +9,10 @@
  * resets older kernels do not trace (on_reset_sent_v4/v6, below).
  *
  * Programs: on_state_change and on_state_change_missed (inet_sock_set_state),
- * on_retransmit, on_synack_retransmit, on_reset_sent, on_reset_received;
- * before 6.10, where fentry works, on_reset_sent_v4 and on_reset_sent_v6
- * (fentry on tcp_v4_send_reset / tcp_v6_send_reset).
+ * on_retransmit, on_synack_retransmit, on_reset_sent, on_reset_received,
+ * on_error_report (inet_sk_error_report: why a connect failed); before 6.10,
+ * where fentry works, on_reset_sent_v4 and on_reset_sent_v6 (fentry on
+ * tcp_v4_send_reset / tcp_v6_send_reset).
  *
  * RE-ENTRY (the one place it is explained; comments elsewhere point here).
  * The kernel never runs a tracing program on a CPU where one of ours is
@@ -52,9 +53,14 @@
  *   bpf_get_current_task_btf                                   5.11 (else bpf_get_current_task and a
  *                                                                   probe read: CO-RE guard, context_level())
  *   recursion_misses in bpf_prog_info                          5.12 (else missed= is 0)
+ *   socket storage from tracing programs                       5.11 (else sock_states_hash)
+ *   inet_sk_error_report tracepoint                            5.13 (else a failed connect whose
+ *                                                                  error its owner took shows "closed")
  *   tcp_send_reset for resets without a full socket            6.10 (before: the fentry programs,
  *                                                                   where the kernel allows fentry)
  *   tcp_retransmit_skb's err argument                          newer than 6.12 (CO-RE guard)
+ *   sock_cgroup_data.cgroup (before: a word, val)              5.15 (CO-RE guard: both read)
+ *   cgroup.ancestors[] (before: ancestor_ids[], u64 ids)       6.0 (CO-RE guard: both read)
  * Tested: 5.10, 6.1, 6.1 PREEMPT_RT, 6.12 (tests/kernels/run), 6.18.
  */
 #include "vmlinux.h"
@@ -77,6 +83,7 @@
 #define TCP_SYN_SENT 2
 #define TCP_SYN_RECV 3
 #define TCP_FIN_WAIT1 4
+#define TCP_FIN_WAIT2 5
 #define TCP_CLOSE 7
 #define TCP_CLOSE_WAIT 8
 #define TCP_LAST_ACK 9
@@ -84,11 +91,24 @@
 #define TCP_TIME_WAIT 6
 #define TCP_NEW_SYN_RECV 12
 
+/* errno values (uapi asm-generic/errno.h) a connection can end with, in sk->sk_err */
+#define EPIPE 32
+#define ENETUNREACH 101
+#define ECONNRESET 104
+#define ETIMEDOUT 110
+#define ECONNREFUSED 111
+#define EHOSTUNREACH 113
+
 /* Set by user space before load. */
 const volatile __u32 filter_flags = 0;
 const volatile __u32 filter_states = 0;	 /* bit n: new state n passes */
 const volatile __u64 wakeup_bytes = 0;	 /* 0: wake user space on every event */
 const volatile bool use_perf = false;	 /* perf event array instead of ring buffer */
+const volatile bool use_hash_storage = false; /* sock_states_hash instead of socket storage (before 5.11) */
+const volatile bool summary_only = false;	 /* no per-event records: connection records only (--summary-only) */
+const volatile bool no_records = false;	 /* no connection records (--no-summary) */
+const volatile __u32 cgroup_levels = 0;	 /* bit n: a cgroup filter names a cgroup at depth n (filter_cgroups) */
+const volatile bool want_cgroup = true;	 /* struct event.cgroup wanted (JSON, --context): else left 0 */
 
 /* keep struct event and struct conn_record in the object's BTF, where tests/test_abi.py reads their layout */
 const volatile struct event *unused_event __attribute__((unused));
@@ -104,6 +124,39 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, SS_SPARE_RING_BYTES);
 } events_spare SEC(".maps");
+
+/* connection records (struct conn_record), and those made inside another of our programs: as for events */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, SS_RECORD_RING_BYTES);
+} records SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, SS_SPARE_RING_BYTES);
+} records_spare SEC(".maps");
+
+/*
+ * What we know of each socket (struct sock_state), kept with the socket: it
+ * lives exactly as long as the socket and is never evicted. BPF_F_CLONE: a
+ * socket accepted from a listener starts with a copy of the listener's,
+ * hence its owner.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC | BPF_F_CLONE);
+	__type(key, int);
+	__type(value, struct sock_state);
+} sock_states SEC(".maps");
+
+/* the same before 5.11 (no socket storage for tracing programs): by socket address, deleted at CLOSE */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SS_MAX_SOCKETS_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct sock_state);
+} sock_states_hash SEC(".maps");
 
 /* a hit of inet_sock_set_state, as on_state_change_missed recognizes it */
 struct hit {
@@ -139,7 +192,10 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
-/* socket -> owner, recorded in process context; deleted at CLOSE */
+/*
+ * socket -> owner found in /proc by user space, for a socket older than us;
+ * moved into the socket's state at its next event
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, SS_MAX_OWNERS);
@@ -147,9 +203,15 @@ struct {
 	__type(value, struct owner);
 } owners SEC(".maps");
 
-/* listening socket -> owner, so passively opened sockets get their listener's owner */
+/*
+ * listening socket -> owner, so that passively opened sockets get their
+ * listener's owner where socket storage cannot be cloned (a listener older
+ * than us: seeded from /proc; kernels before 5.11). A plain hash: only
+ * listeners go here, so no other socket can displace one.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, SS_MAX_LISTENERS);
 	__type(key, struct listen_key);
 	__type(value, struct owner);
@@ -177,6 +239,22 @@ struct {
 	__type(key, __u32);
 	__type(value, __u8);
 } filter_ports SEC(".maps");
+
+/* uid -> SS_FV_* */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SS_MAX_FILTER_VALUES);
+	__type(key, __u32);
+	__type(value, __u8);
+} filter_uids SEC(".maps");
+
+/* cgroup v2 id -> SS_FV_*: the socket's cgroup or any of its ancestors */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SS_MAX_FILTER_VALUES);
+	__type(key, __u64);
+	__type(value, __u8);
+} filter_cgroups SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -356,6 +434,104 @@ static __always_inline __u64 inode_of(const struct sock *sk)
 	return so->file->f_inode->i_ino;
 }
 
+/*
+ * The socket's cgroup (cgroup v2), as the kernel recorded it when the socket
+ * was made (an accepted socket: its listener's): right in softirq context
+ * too, where the current task is not the owner. Two layouts (CO-RE):
+ * since 5.15 sock_cgroup_data holds a struct cgroup *; before, one word
+ * (val) that is the pointer, or net_prio/net_cls data when its low bits are
+ * set (then no cgroup is known: 0).
+ */
+struct sock_cgroup_data___old {
+	__u64 val;
+};
+
+struct cgroup___old {
+	int level;
+	__u64 ancestor_ids[];
+};
+
+/* the socket's struct cgroup, as a plain address (0 if none) */
+static __always_inline __u64 sock_cgroup(const struct sock *sk)
+{
+	if (!sk)
+		return 0;
+	if (bpf_core_field_exists(struct sock_cgroup_data, cgroup))
+		return (__u64)BPF_CORE_READ(sk, sk_cgrp_data.cgroup);
+	__u64 v = BPF_CORE_READ((struct sock_cgroup_data___old *)&sk->sk_cgrp_data, val);
+
+	return v & 3 ? 0 : v;
+}
+
+/* cgroup id (kernfs node id, u64 since 5.5: the inode number of its directory on cgroup2) */
+static __always_inline __u64 cgroup_id_at(__u64 cg)
+{
+	return cg ? BPF_CORE_READ((struct cgroup *)cg, kn, id) : 0;
+}
+
+/* the socket's cgroup v2 id, 0 if none: struct event.cgroup, struct conn_record.cgroup */
+static __always_inline __u64 cgroup_of(const struct sock *sk)
+{
+	return cgroup_id_at(sock_cgroup(sk));
+}
+
+/*
+ * The cgroup filters (--cgroup, --unit, --container and their --exclude-):
+ * the socket's cgroup is in a filter cgroup's subtree when its ancestor at
+ * that cgroup's depth is that cgroup. Only the depths a filter names are
+ * looked at (cgroup_levels). Cgroups made after start are judged the same
+ * way: nothing is fixed but the filter cgroups themselves.
+ */
+static __always_inline bool cgroup_passes(__u64 cg, __u32 f)
+{
+	bool included = false;
+	int level;
+	__u64 off;
+
+	if (!cg)
+		return !(f & SS_FILT_CGROUP);
+	if (bpf_core_field_exists(struct cgroup, ancestors)) {
+		level = BPF_CORE_READ((struct cgroup *)cg, level);
+		off = bpf_core_field_offset(struct cgroup, ancestors);
+	} else {
+		level = BPF_CORE_READ((struct cgroup___old *)cg, level);
+		off = bpf_core_field_offset(struct cgroup___old, ancestor_ids);
+	}
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < SS_CGROUP_LEVELS; i++) {
+		__u64 id = 0, anc = 0;
+		__u8 *v;
+
+		if (i > level)
+			break;
+		if (!(cgroup_levels & (1u << i)))
+			continue;
+		if (bpf_core_field_exists(struct cgroup, ancestors)) {
+			bpf_probe_read_kernel(&anc, sizeof(anc), (void *)(cg + off + i * sizeof(anc)));
+			id = cgroup_id_at(anc);
+		} else {
+			bpf_probe_read_kernel(&id, sizeof(id), (void *)(cg + off + i * sizeof(id)));
+		}
+		v = bpf_map_lookup_elem(&filter_cgroups, &id);
+		if (!v)
+			continue;
+		if (*v & SS_FV_EXCLUDE)
+			return false;
+		if (*v & SS_FV_INCLUDE)
+			included = true;
+	}
+	return included || !(f & SS_FILT_CGROUP);
+}
+
+/* struct event.cgroup, and the verdict of the cgroup filters for passes_filters() (SS_F_CGROUP_IN) */
+static __always_inline void fill_cgroup(struct event *e, const struct sock *sk)
+{
+	if (want_cgroup)
+		e->cgroup = cgroup_of(sk);
+	if ((filter_flags & (SS_FILT_CGROUP | SS_FILT_X_CGROUP)) && cgroup_passes(sock_cgroup(sk), filter_flags))
+		e->flags |= SS_F_CGROUP_IN;
+}
+
 static __always_inline void set_current_owner(struct owner *o)
 {
 	/*
@@ -365,6 +541,7 @@ static __always_inline void set_current_owner(struct owner *o)
 	 */
 	__builtin_memset(o, 0, sizeof(*o));
 	o->pid = bpf_get_current_pid_tgid() >> 32;
+	o->uid = (__u32)bpf_get_current_uid_gid();
 	bpf_get_current_comm(o->comm, sizeof(o->comm));
 }
 
@@ -399,20 +576,68 @@ static __always_inline struct owner *listener_owner(const struct sock *sk)
 static __always_inline void copy_owner(struct event *e, const struct owner *o, __u8 how)
 {
 	e->pid = o->pid;
+	e->uid = o->uid;
 	__builtin_memcpy(e->comm, o->comm, SS_COMM_LEN);
 	e->owner = how;
 }
 
-/* pid/comm of the socket's owner where known, else of the current task */
-static __always_inline void fill_owner(struct event *e, const struct sock *sk)
+/*
+ * The state we keep for a full socket (RE: request and timewait sockets are
+ * smaller, and have none), made on its first event when create is set.
+ */
+static __always_inline struct sock_state *state_of(const struct sock *sk, bool create)
 {
-	__u64 key = (__u64)sk;
-	struct owner *o = sk ? bpf_map_lookup_elem(&owners, &key) : NULL;
+	struct sock_state *st;
+
+	if (use_hash_storage) {
+		__u64 key = (__u64)sk;
+
+		st = bpf_map_lookup_elem(&sock_states_hash, &key);
+		if (!st && create) {
+			struct sock_state zero = {};
+
+			bpf_map_update_elem(&sock_states_hash, &key, &zero, BPF_NOEXIST);
+			st = bpf_map_lookup_elem(&sock_states_hash, &key);
+		}
+	} else {
+		st = bpf_sk_storage_get(&sock_states, (void *)sk, NULL, create ? BPF_SK_STORAGE_GET_F_CREATE : 0);
+	}
+	if (!st && create)
+		count(SS_C_STORAGE_FAILED);
+	return st;
+}
+
+static __always_inline void own(struct sock_state *st, const struct owner *o, __u8 how)
+{
+	st->owner = *o;
+	st->how = how;
+	st->flags |= SS_S_OWNED;
+}
+
+/*
+ * pid/comm of the socket's owner where known (its state, or what user space
+ * found in /proc, which moves into its state), else of the current task
+ */
+static __always_inline void fill_owner(struct event *e, const struct sock *sk, struct sock_state *st)
+{
 	struct owner cur;
 
-	if (o) {
-		copy_owner(e, o, SS_OWNER_SOCKET);
+	if (st && (st->flags & SS_S_OWNED)) {
+		copy_owner(e, &st->owner, st->how);
 		return;
+	}
+	if (sk) {
+		__u64 key = (__u64)sk;
+		struct owner *o = bpf_map_lookup_elem(&owners, &key);
+
+		if (o) {
+			copy_owner(e, o, SS_OWNER_SOCKET);
+			if (st) {
+				own(st, o, SS_OWNER_SOCKET);
+				bpf_map_delete_elem(&owners, &key);
+			}
+			return;
+		}
 	}
 	set_current_owner(&cur);
 	copy_owner(e, &cur, SS_OWNER_CURRENT);
@@ -431,7 +656,7 @@ static __always_inline void fill_listener_owner(struct event *e, const struct so
 	if (o)
 		copy_owner(e, o, SS_OWNER_LISTENER);
 	else
-		fill_owner(e, NULL);
+		fill_owner(e, NULL, NULL);
 }
 
 static __always_inline bool addr_unspecified(const __u8 *a, __u8 family)
@@ -461,13 +686,40 @@ static __always_inline bool addr_in(__u8 kind, __u8 family, const __u8 *addr)
 	return bpf_map_lookup_elem(&filter_addrs, &k) != NULL;
 }
 
-/* true: the event passes every filter. Within a kind values are OR-ed, across kinds AND-ed. */
+/* a filter set of values (filter_pids, filter_comms, filter_uids): include and exclude */
+static __always_inline bool value_passes(void *map, const void *key, __u32 f, __u32 inc, __u32 exc)
+{
+	__u8 *v;
+
+	if (!(f & (inc | exc)))
+		return true;
+	v = bpf_map_lookup_elem(map, key);
+	if ((f & inc) && !(v && (*v & SS_FV_INCLUDE)))
+		return false;
+	if ((f & exc) && v && (*v & SS_FV_EXCLUDE))
+		return false;
+	return true;
+}
+
+#define SS_FILT_OWNER (SS_FILT_PID | SS_FILT_COMM | SS_FILT_UID | SS_FILT_X_PID | SS_FILT_X_COMM | SS_FILT_X_UID)
+
+/*
+ * true: the event passes every filter. Within a kind values are OR-ed, across kinds AND-ed; a value in an
+ * exclusion (--exclude-*) drops the event whatever else matches.
+ */
 static __always_inline bool passes_filters(struct event *e)
 {
 	__u32 f = filter_flags;
 
 	if (!f)
 		return true;
+	if (f & (SS_FILT_CGROUP | SS_FILT_X_CGROUP)) {
+		bool in = e->flags & SS_F_CGROUP_IN;
+
+		e->flags &= ~SS_F_CGROUP_IN; /* the kernel's own: user space never sees it */
+		if (!in)
+			return false;
+	}
 	if ((f & SS_FILT_SKIP_UNSPEC) &&
 	    (addr_unspecified(e->saddr, e->family) || addr_unspecified(e->daddr, e->family)))
 		return false;
@@ -480,7 +732,7 @@ static __always_inline bool passes_filters(struct event *e)
 	if ((f & SS_FILT_NO_RESET) &&
 	    (e->type == SS_EV_RESET_SENT || e->type == SS_EV_RESET_RECEIVED))
 		return false;
-	if ((f & SS_FILT_STATE) && !(filter_states & (1u << (e->newstate & 31))))
+	if ((f & SS_FILT_STATE) && e->type != SS_EV_CONNECTION && !(filter_states & (1u << (e->newstate & 31))))
 		return false;
 	if ((f & SS_FILT_PORT) && !port_in(SS_ADDR_EITHER, e->sport) &&
 	    !port_in(SS_ADDR_EITHER, e->dport))
@@ -496,13 +748,16 @@ static __always_inline bool passes_filters(struct event *e)
 		return false;
 	if ((f & SS_FILT_DST) && !addr_in(SS_ADDR_DST, e->family, e->daddr))
 		return false;
-	if (f & (SS_FILT_PID | SS_FILT_COMM)) {
-		bool ok = true;
+	if ((f & SS_FILT_X_PORT) && (port_in(SS_ADDR_EXCLUDE, e->sport) || port_in(SS_ADDR_EXCLUDE, e->dport)))
+		return false;
+	if ((f & SS_FILT_X_ADDR) && (addr_in(SS_ADDR_EXCLUDE, e->family, e->saddr) ||
+				     addr_in(SS_ADDR_EXCLUDE, e->family, e->daddr)))
+		return false;
+	if (f & SS_FILT_OWNER) {
+		bool ok = value_passes(&filter_pids, &e->pid, f, SS_FILT_PID, SS_FILT_X_PID) &&
+			  value_passes(&filter_comms, e->comm, f, SS_FILT_COMM, SS_FILT_X_COMM) &&
+			  value_passes(&filter_uids, &e->uid, f, SS_FILT_UID, SS_FILT_X_UID);
 
-		if ((f & SS_FILT_PID) && !bpf_map_lookup_elem(&filter_pids, &e->pid))
-			ok = false;
-		if (ok && (f & SS_FILT_COMM) && !bpf_map_lookup_elem(&filter_comms, e->comm))
-			ok = false;
 		if (e->owner == SS_OWNER_CURRENT && e->ino) {
 			/* a socket older than us: user space knows its owner from /proc */
 			e->flags |= SS_F_OWNER_UNVERIFIED;
@@ -519,7 +774,7 @@ static __always_inline int emit(void *ctx, struct event *e, const struct cpu_sta
 	long err;
 
 	normalize_family(e);
-	if (!passes_filters(e)) {
+	if (summary_only || !passes_filters(e)) { /* --summary-only: connection records, no events */
 		count(SS_C_FILTERED);
 		return 0;
 	}
@@ -570,59 +825,232 @@ static __always_inline bool by_owner_syscall(int oldstate, int newstate)
 	/* not SYN_SENT -> CLOSE: a refused or timed-out connect ends there in softirq context */
 }
 
-static __always_inline int state_change(void *ctx, const struct sock *sk, const int oldstate, const int newstate,
-				     const struct cpu_state *cs)
+/* A connection's life begins: connect() or listen() on a closed socket, or a socket accepted from a listener. */
+static __always_inline void begin(struct sock_state *st, int oldstate, int newstate, __u64 now)
 {
-	struct event e = {};
-	__u64 key = (__u64)sk;
+	if (oldstate == TCP_CLOSE || oldstate == TCP_LISTEN) {
+		/* an accepted socket starts as a copy of its listener's state (BPF_F_CLONE): keep only the owner */
+		bool child = oldstate == TCP_LISTEN;
+
+		st->flags = child ? st->flags & SS_S_OWNED : 0;
+		st->how = SS_OWNER_LISTENER;
+		st->start_ns = now;
+		st->handshake_ns = 0;
+		st->states = 0;
+		st->nstates = 0;
+		st->seen = 0;
+		st->err = 0;
+		st->direction = newstate == TCP_SYN_SENT ? SS_DIR_OUT : child ? SS_DIR_IN : SS_DIR_UNKNOWN;
+	} else if (!st->start_ns && !st->nstates) {
+		st->flags |= SS_R_INCOMPLETE; /* first seen in the middle of its life: older than us */
+	}
+}
+
+static __always_inline __u32 srtt_us_of(const struct tcp_sock *tp)
+{
+	return BPF_CORE_READ(tp, srtt_us) >> 3;
+}
+
+/* the state's history: the first SS_MAX_STATES - 1 states and the last one */
+static __always_inline void note_state(struct sock_state *st, const struct sock *sk, int newstate, __u64 now)
+{
+	__u8 n = st->nstates;
+	__u64 nib = (__u64)(newstate & 0xf);
+
+	if (n < SS_MAX_STATES) {
+		st->states |= nib << (4 * n);
+		st->nstates = n + 1;
+	} else {
+		st->states = (st->states & ~(0xfULL << (4 * (SS_MAX_STATES - 1)))) | nib << (4 * (SS_MAX_STATES - 1));
+		st->flags |= SS_R_STATES_CUT;
+	}
+	st->seen |= 1 << (newstate & 15);
+	if (newstate == TCP_ESTABLISHED && !st->handshake_ns) {
+		if (st->direction == SS_DIR_OUT)
+			st->handshake_ns = now - st->start_ns; /* SYN sent -> SYN-ACK answered */
+		else if (st->direction == SS_DIR_IN) /* SYN-ACK sent -> its ACK: the first round trip measured */
+			st->handshake_ns = (__u64)srtt_us_of((const struct tcp_sock *)sk) * 1000;
+	}
+}
+
+#define SEEN(state) (1 << (state))
+
+/* Why the connection ended, at its CLOSE. */
+static __always_inline __u8 result_of(const struct sock *sk, const struct sock_state *st, int oldstate)
+{
+	int err = BPF_CORE_READ(sk, sk_err);
+	__u8 f = st ? st->flags : 0;
+
+	/*
+	 * A connect that failed on an ICMP error: the kernel keeps it as a soft
+	 * error, connect() or SO_ERROR takes it (and clears it), then close()
+	 * ends the socket with no error left: on_error_report kept it for us.
+	 */
+	if (!err && oldstate == TCP_SYN_SENT)
+		err = st && st->err ? st->err : BPF_CORE_READ(sk, sk_err_soft);
+	if (err == ECONNREFUSED)
+		return SS_RESULT_REFUSED;
+	if (err == ETIMEDOUT)
+		return SS_RESULT_TIMEOUT;
+	if (err == EHOSTUNREACH || err == ENETUNREACH)
+		return SS_RESULT_UNREACHABLE;
+	if (err == ECONNRESET || err == EPIPE || (f & SS_S_RESET_RECEIVED))
+		return SS_RESULT_RESET_RECEIVED;
+	if (f & SS_S_RESET_SENT)
+		return SS_RESULT_RESET_SENT;
+
+	/*
+	 * An abort: the kernel sends the reset right after this change
+	 * (tcp_disconnect for SO_LINGER 0, tcp_close with unread data,
+	 * tcp_abort, a listener's unaccepted children).
+	 */
+	if (oldstate == TCP_ESTABLISHED || oldstate == TCP_CLOSE_WAIT || oldstate == TCP_FIN_WAIT1 ||
+	    oldstate == TCP_SYN_RECV)
+		return SS_RESULT_RESET_SENT;
+	return SS_RESULT_CLOSED;
+}
+
+/* The connection's record, at its CLOSE. e: its last event (normalized, owner filled). */
+static __always_inline void record(void *ctx, const struct sock *sk, const struct sock_state *st, struct event *e,
+				   int oldstate, const struct cpu_state *cs)
+{
+	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+	struct conn_record r = {};
+	__u64 acked, received;
+	__u16 seen = 0;
+	long err;
+
+	r.result = result_of(sk, st, oldstate);
+	e->type = SS_EV_CONNECTION; /* for the filters */
+	if (filter_flags & (SS_FILT_CGROUP | SS_FILT_X_CGROUP))
+		fill_cgroup(e, sk); /* passes_filters() took the event's verdict */
+	if ((filter_flags & SS_FILT_FAILED) && r.result == SS_RESULT_CLOSED) {
+		count(SS_C_RECORDS_FILTERED);
+		return;
+	}
+	if (!passes_filters(e)) {
+		count(SS_C_RECORDS_FILTERED);
+		return;
+	}
+	r.ts_ns = e->ts_ns;
+	r.skaddr = e->skaddr;
+	r.netns = e->netns;
+	r.ino = e->ino;
+	r.owner = e->owner;
+	r.flags = e->flags & SS_F_OWNER_UNVERIFIED ? SS_R_OWNER_UNVERIFIED : 0;
+	/* identity: pid .. family, the same bytes as the event's */
+	__builtin_memcpy(&r.pid, &e->pid, offsetof(struct event, pad2) - offsetof(struct event, pid));
+	if (st) {
+		r.start_ns = st->start_ns;
+		r.handshake_ns = st->handshake_ns;
+		r.states = st->states;
+		r.nstates = st->nstates;
+		r.direction = st->direction;
+		r.flags |= st->flags & (SS_R_INCOMPLETE | SS_R_STATES_CUT);
+		seen = st->seen;
+	} else {
+		r.flags |= SS_R_INCOMPLETE;
+	}
+	r.uid = e->uid;
+	r.cgroup = cgroup_of(sk);
+	r.retransmits = BPF_CORE_READ(tp, total_retrans);
+	r.rtt_us = srtt_us_of(tp);
+	/*
+	 * Payload bytes: bytes_acked counts our SYN (when we connected) and our
+	 * FIN (once acknowledged) as a byte each, bytes_received the peer's FIN
+	 * (not its SYN: rcv_nxt starts past it).
+	 */
+	acked = BPF_CORE_READ(tp, bytes_acked);
+	received = BPF_CORE_READ(tp, bytes_received);
+	if (r.direction == SS_DIR_OUT && (seen & SEEN(TCP_ESTABLISHED)) && acked)
+		acked--;
+	if ((seen & (SEEN(TCP_FIN_WAIT1) | SEEN(TCP_LAST_ACK))) && acked &&
+	    BPF_CORE_READ(tp, snd_una) == BPF_CORE_READ(tp, write_seq))
+		acked--;
+	/* the peer's FIN came to this socket (tcp_fin() sets SOCK_DONE; an orphan may be in timewait by then) */
+	if (received && (BPF_CORE_READ(sk, __sk_common.skc_flags) & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))))
+		received--;
+	r.bytes_sent = acked;
+	r.bytes_received = received;
+	/*
+	 * No wake-up: the reader waits on `events` (woken at its fill mark) and
+	 * reads the records each time it wakes, or every 0.1 s; a wake-up per
+	 * record would cost the kernel work each time the reader has caught up.
+	 */
+	if (cs && cs->depth > 1) {
+		err = bpf_ringbuf_output(&records_spare, &r, sizeof(r), BPF_RB_NO_WAKEUP);
+		if (err)
+			err = bpf_ringbuf_output(&records, &r, sizeof(r), BPF_RB_NO_WAKEUP);
+	} else {
+		err = bpf_ringbuf_output(&records, &r, sizeof(r), BPF_RB_NO_WAKEUP);
+		if (err) /* RE-ENTRY, 2 */
+			err = bpf_ringbuf_output(&records_spare, &r, sizeof(r), BPF_RB_NO_WAKEUP);
+	}
+	count(err ? SS_C_RECORDS_LOST : SS_C_RECORDS);
+}
+
+/* The socket's owner for a state change, recorded in its state when the owner itself made the change. */
+static __always_inline void state_change_owner(struct event *e, const struct sock *sk, struct sock_state *st,
+					       int oldstate, int newstate)
+{
 	struct owner *o;
 
-	if (sk->sk_protocol != IPPROTO_TCP)
-		return 0;
-	e.ts_ns = bpf_ktime_get_ns(); /* when it happened: a nested event must sort after this one */
-	count(SS_C_SEEN);
-	count(SS_C_SEEN_STATE);
-
-	o = bpf_map_lookup_elem(&owners, &key);
 	if (by_owner_syscall(oldstate, newstate)) {
-		/* the owner itself, in a system call: remember it (the map is written only when it changes) */
 		struct owner cur;
 
 		set_current_owner(&cur);
-		copy_owner(&e, &cur, SS_OWNER_SOCKET);
-		if (newstate != TCP_CLOSE && (!o || o->pid != cur.pid))
-			bpf_map_update_elem(&owners, &key, &cur, BPF_ANY);
+		copy_owner(e, &cur, SS_OWNER_SOCKET);
+		if (st)
+			own(st, &cur, SS_OWNER_SOCKET);
 		if (newstate == TCP_LISTEN) {
 			struct listen_key lk;
 
 			listen_key_of(&lk, sk);
 			bpf_map_update_elem(&listeners, &lk, &cur, BPF_ANY);
 		}
-	} else if (o) {
-		copy_owner(&e, o, SS_OWNER_SOCKET);
+	} else if (st && (st->flags & SS_S_OWNED)) {
+		copy_owner(e, &st->owner, st->how);
 	} else if ((newstate == TCP_SYN_RECV || oldstate == TCP_SYN_RECV) && (o = listener_owner(sk))) {
-		/* a passive open: the clone of the listener, then the handshake's end */
-		copy_owner(&e, o, SS_OWNER_LISTENER);
-		if (newstate != TCP_CLOSE)
-			bpf_map_update_elem(&owners, &key, o, BPF_ANY);
+		/* a passive open whose listener's state could not be cloned (older than us; before 5.11) */
+		copy_owner(e, o, SS_OWNER_LISTENER);
+		if (st)
+			own(st, o, SS_OWNER_LISTENER);
 	} else {
-		/* no owner known: the current task, and the inode for user space to look up */
-		struct owner cur;
-
-		set_current_owner(&cur);
-		copy_owner(&e, &cur, SS_OWNER_CURRENT);
-		e.ino = inode_of(sk);
+		fill_owner(e, sk, st);
 	}
+}
+
+static __always_inline int state_change(void *ctx, const struct sock *sk, const int oldstate, const int newstate,
+					const struct cpu_state *cs)
+{
+	struct event e = {};
+	struct sock_state *st;
+
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	e.ts_ns = bpf_ktime_get_ns(); /* when it happened: an event of a program inside us must sort after it */
+	count(SS_C_SEEN);
+	count(SS_C_SEEN_STATE);
+
+	st = newstate == TCP_NEW_SYN_RECV ? NULL : state_of(sk, true); /* a request socket has none */
+	if (st)
+		begin(st, oldstate, newstate, e.ts_ns);
+	state_change_owner(&e, sk, st, oldstate, newstate);
 
 	e.type = SS_EV_STATE;
 	e.oldstate = oldstate;
 	e.newstate = newstate;
-	e.skaddr = key;
+	e.skaddr = (__u64)sk;
 	e.netns = netns_of(sk);
 	fill_full_sock(&e, sk);
+	fill_cgroup(&e, sk);
+	if (st)
+		note_state(st, sk, newstate, e.ts_ns);
 
+	emit(ctx, &e, cs);
 	if (newstate == TCP_CLOSE) {
-		bpf_map_delete_elem(&owners, &key);
+		__u64 key = (__u64)sk;
+
 		if (oldstate == TCP_LISTEN) {
 			/* SO_REUSEPORT: several listeners share a key; the entry is the last listen()er's */
 			struct listen_key lk;
@@ -632,9 +1060,15 @@ static __always_inline int state_change(void *ctx, const struct sock *sk, const 
 			lo = bpf_map_lookup_elem(&listeners, &lk);
 			if (lo && lo->pid == e.pid)
 				bpf_map_delete_elem(&listeners, &lk);
+		} else if (!no_records && !use_perf) {
+			record(ctx, sk, st, &e, oldstate, cs);
 		}
+		if (!st || !(st->flags & SS_S_OWNED))
+			bpf_map_delete_elem(&owners, &key); /* what user space taught, if the socket had no event since */
+		if (use_hash_storage)
+			bpf_map_delete_elem(&sock_states_hash, &key);
 	}
-	return emit(ctx, &e, cs);
+	return 0;
 }
 
 SEC("tp_btf/inet_sock_set_state")
@@ -677,8 +1111,10 @@ int BPF_PROG(on_state_change_missed, const struct sock *sk, const int oldstate, 
 	return 0;
 }
 
+/* a retransmission or a reset received: sk is a full socket */
 static __always_inline int sock_event(void *ctx, const struct sock *sk, __u8 type, const struct cpu_state *cs)
 {
+	struct sock_state *st = state_of(sk, false);
 	struct event e = {};
 
 	e.ts_ns = bpf_ktime_get_ns();
@@ -686,8 +1122,11 @@ static __always_inline int sock_event(void *ctx, const struct sock *sk, __u8 typ
 	e.skaddr = (__u64)sk;
 	e.newstate = sk->__sk_common.skc_state;
 	e.netns = netns_of(sk);
-	fill_owner(&e, sk);
+	if (st && type == SS_EV_RESET_RECEIVED)
+		st->flags |= SS_S_RESET_RECEIVED;
+	fill_owner(&e, sk, st);
 	fill_full_sock(&e, sk);
+	fill_cgroup(&e, sk);
 	return emit(ctx, &e, cs);
 }
 
@@ -733,6 +1172,7 @@ static __always_inline int synack_retransmit(void *ctx, const struct sock *sk, c
 		return 0;
 	e.sport = req->__req_common.skc_num; /* the listener's port, in host order */
 	fill_listener_owner(&e, sk);
+	fill_cgroup(&e, sk); /* the listener's */
 	return emit(ctx, &e, cs);
 }
 
@@ -743,6 +1183,34 @@ int BPF_PROG(on_synack_retransmit, const struct sock *sk, const struct request_s
 
 	synack_retransmit(ctx, sk, req, cs);
 	leave(cs);
+	return 0;
+}
+
+/*
+ * An error reported to the socket's owner: kept for the connection's record
+ * (see result_of). An ICMP error for a connecting socket that connect() holds
+ * is queued for its owner (this report) before the kernel keeps it as a soft
+ * error, which connect() or SO_ERROR then takes and clears: with neither
+ * error set yet, it is one of those, a destination unreachable.
+ */
+SEC("tp_btf/inet_sk_error_report")
+int BPF_PROG(on_error_report, const struct sock *sk)
+{
+	struct sock_state *st;
+	int err;
+
+	if (sk->sk_protocol != IPPROTO_TCP || no_records)
+		return 0;
+	st = state_of(sk, false);
+	if (!st)
+		return 0;
+	err = BPF_CORE_READ(sk, sk_err);
+	if (!err)
+		err = BPF_CORE_READ(sk, sk_err_soft);
+	if (!err && sk->__sk_common.skc_state == TCP_SYN_SENT)
+		err = EHOSTUNREACH;
+	if (err)
+		st->err = err;
 	return 0;
 }
 
@@ -817,6 +1285,7 @@ static __always_inline int reset_sent(void *ctx, const struct sock *sk, const st
 		e.owner = SS_OWNER_NONE; /* the kernel answered for no process: pid 0, no comm */
 		if (skb && skb->dev)
 			e.netns = skb->dev->nd_net.net->ns.inum;
+		fill_cgroup(&e, NULL);
 		return emit(ctx, &e, cs);
 	}
 	e.newstate = sk->__sk_common.skc_state;
@@ -824,11 +1293,18 @@ static __always_inline int reset_sent(void *ctx, const struct sock *sk, const st
 	if (e.newstate == TCP_TIME_WAIT) {
 		/* a timewait socket: its process has closed it, nobody owns it now */
 		e.owner = SS_OWNER_NONE;
+		fill_cgroup(&e, NULL);
 	} else if (e.newstate == TCP_NEW_SYN_RECV) {
 		fill_listener_owner(&e, sk); /* a request socket (handshake not done) */
+		fill_cgroup(&e, sk->__sk_common.skc_listener);
 	} else {
 		/* a full socket (request and timewait ones are smaller: no sk_socket to read) */
-		fill_owner(&e, sk);
+		struct sock_state *st = state_of(sk, false);
+
+		if (st)
+			st->flags |= SS_S_RESET_SENT;
+		fill_owner(&e, sk, st);
+		fill_cgroup(&e, sk);
 	}
 	return emit(ctx, &e, cs);
 }

@@ -21,6 +21,7 @@
 #define SS_MAX_FILTER_VALUES 1024	/* each filter map: values of one filter kind */
 #define SS_THREAD_SIZE 16384		/* x86-64 task stack (THREAD_SIZE; 32K with KASAN): context_level() */
 #define SS_CONTEXT_LEVELS 2		/* struct cpu_state.taken: 0 a task, 1 a softirq (RE-ENTRY, 1) */
+#define SS_CGROUP_LEVELS 32		/* cgroup filters: a filter cgroup's depth below the v2 root is less than this */
 
 /* struct event.type */
 enum ss_event_type {
@@ -28,6 +29,7 @@ enum ss_event_type {
 	SS_EV_RETRANSMIT = 2,	 /* tcp_retransmit_skb */
 	SS_EV_RESET_SENT = 3,	 /* tcp_send_reset */
 	SS_EV_RESET_RECEIVED = 4, /* tcp_receive_reset */
+	SS_EV_CONNECTION = 5,	 /* a struct conn_record (its own ring; the type is for the filters) */
 };
 
 /* struct event.owner: where pid/comm came from */
@@ -39,7 +41,12 @@ enum ss_owner {
 };
 
 /* struct event.flags */
-#define SS_F_OWNER_UNVERIFIED 1 /* pid/comm filters are on and the owner is a guess: user space re-checks */
+#define SS_F_OWNER_UNVERIFIED 1 /* owner filters (pid, comm, uid) are on and the owner is a guess: user space re-checks */
+/*
+ * In the kernel only: the socket's cgroup passes the cgroup filters (set by fill_cgroup(), cleared by
+ * passes_filters() before output). An event made without fill_cgroup() fails the cgroup filters.
+ */
+#define SS_F_CGROUP_IN 2
 
 /* counters (a per-CPU array, index -> __u64) */
 enum ss_counter {
@@ -52,7 +59,11 @@ enum ss_counter {
 	SS_C_SEEN_RESET_SENT = 6,
 	SS_C_SEEN_RESET_RECEIVED = 7,
 	SS_C_RESCUED = 8,	/* state changes on_state_change_missed took for on_state_change (RE-ENTRY, 1) */
-	SS_C_MAX = 9,
+	SS_C_RECORDS = 9,	/* connection records written */
+	SS_C_RECORDS_LOST = 10,	/* connection records the rings refused */
+	SS_C_RECORDS_FILTERED = 11, /* connection records left out by a filter (--failed included) */
+	SS_C_STORAGE_FAILED = 12, /* per-socket state that could not be made (hash fallback full, or -EBUSY) */
+	SS_C_MAX = 13,
 };
 
 /* struct filter_key.kind (the LPM trie of address filters) */
@@ -60,7 +71,12 @@ enum ss_addr_kind {
 	SS_ADDR_EITHER = 1,
 	SS_ADDR_SRC = 2,
 	SS_ADDR_DST = 3,
+	SS_ADDR_EXCLUDE = 4, /* --exclude-addr, --exclude-port: either end */
 };
+
+/* the value of an entry of filter_pids, filter_comms, filter_uids, filter_cgroups: which filter has it */
+#define SS_FV_INCLUDE 1
+#define SS_FV_EXCLUDE 2
 
 /* filter switches, set in the read-only config before load */
 #define SS_FILT_PID (1u << 0)
@@ -77,9 +93,23 @@ enum ss_addr_kind {
 #define SS_FILT_NO_RETRANSMIT (1u << 11)
 #define SS_FILT_NO_RESET (1u << 12)
 #define SS_FILT_SKIP_UNSPEC (1u << 13) /* skip 0.0.0.0 / :: at either end */
+#define SS_FILT_X_PID (1u << 14)	/* --exclude-pid */
+#define SS_FILT_X_COMM (1u << 15)
+#define SS_FILT_X_PORT (1u << 16)
+#define SS_FILT_X_ADDR (1u << 17)
+#define SS_FILT_UID (1u << 18)
+#define SS_FILT_X_UID (1u << 19)
+#define SS_FILT_CGROUP (1u << 20)	/* --cgroup, --unit, --container: the socket's cgroup or an ancestor */
+#define SS_FILT_X_CGROUP (1u << 21)
+#define SS_FILT_FAILED (1u << 22)      /* connection records: only those whose result is not SS_RESULT_CLOSED */
+
+/* struct sock_state.flags, beyond SS_R_*: what the record needs to know at CLOSE */
+#define SS_S_RESET_SENT 16     /* a reset was sent on this socket */
+#define SS_S_RESET_RECEIVED 32 /* a reset was received on this socket */
+#define SS_S_OWNED 64	       /* .owner is set */
 
 /*
- * One event, 96 bytes. Addresses are in network byte order; IPv4 uses the
+ * One event, 112 bytes. Addresses are in network byte order; IPv4 uses the
  * first 4 bytes. family is 4 or 6; an IPv4-mapped IPv6 connection (a
  * dual-stack socket talking IPv4) is reported as 4. Ports are in host order.
  *
@@ -108,6 +138,10 @@ struct event {
 	char comm[SS_COMM_LEN];
 	__u8 family;
 	__u8 pad2[3];
+	/* the owner's uid and the socket's cgroup: after the identity, which they do not change */
+	__u32 uid;	/* the owner's (real) uid; 0 with SS_OWNER_NONE */
+	__u32 pad3;
+	__u64 cgroup;	/* the socket's cgroup v2 id (sk_cgrp_data: its creator's cgroup), 0 if none */
 };
 
 /* struct conn_record.result: why a connection ended */
@@ -130,12 +164,16 @@ enum ss_direction {
 /* struct conn_record.flags */
 #define SS_R_INCOMPLETE 1 /* began before socket-snoop started: start, handshake and early states unknown */
 #define SS_R_STATES_CUT 2 /* more states than SS_MAX_STATES: the first ones are kept, the last is CLOSE */
+#define SS_R_OWNER_UNVERIFIED 4 /* as SS_F_OWNER_UNVERIFIED for events: user space re-checks pid/comm filters */
 
 #define SS_MAX_STATES 16 /* struct conn_record.states: 4 bits per state */
+#define SS_MAX_SOCKETS_HASH (1 << 20) /* sock_states_hash, kernels without socket storage for tracing (5.10) */
+#define SS_RECORD_RING_BYTES (4 << 20) /* records: placeholder, user space sets it */
+
 
 /*
  * One connection, when its full socket reaches CLOSE (for the side that
- * closes first: when it enters TIME_WAIT). 152 bytes. pid .. family are the
+ * closes first: when it enters TIME_WAIT). 160 bytes. pid .. family are the
  * identity, as in struct event, in the same order.
  */
 struct conn_record {
@@ -146,6 +184,7 @@ struct conn_record {
 	__u64 bytes_sent;     /* payload bytes the peer acknowledged (bytes_acked less SYN and FIN) */
 	__u64 bytes_received; /* payload bytes received (bytes_received less SYN and FIN) */
 	__u64 cgroup;	      /* the socket's cgroup v2 id (sk_cgrp_data), 0 if none */
+	__u64 ino;	      /* socket inode when the owner is not known (SS_OWNER_CURRENT), else 0 */
 	__u64 states;	      /* the new states it went through, 4 bits each, the first in the low bits */
 	__u32 netns;
 	__u32 retransmits;    /* segments retransmitted (total_retrans) */
@@ -155,7 +194,8 @@ struct conn_record {
 	__u8 direction;	      /* enum ss_direction */
 	__u8 nstates;	      /* states recorded in .states */
 	__u8 flags;	      /* SS_R_* */
-	__u8 pad[4];
+	__u8 owner;	      /* enum ss_owner */
+	__u8 pad[3];
 	/* identity */
 	__u32 pid;
 	__u16 sport;
@@ -181,8 +221,27 @@ struct filter_key {
 /* owner of a socket */
 struct owner {
 	__u32 pid;
-	__u32 pad;
+	__u32 uid;
 	char comm[SS_COMM_LEN];
+};
+
+/*
+ * What the kernel keeps with each socket, in socket-local storage
+ * (BPF_MAP_TYPE_SK_STORAGE, 5.11+ for tracing programs; cloned from a
+ * listener into the sockets it accepts) or, before 5.11, in a hash keyed
+ * by the socket's address.
+ */
+struct sock_state {
+	struct owner owner;
+	__u64 start_ns;	    /* this connection's first state change (SYN_SENT: when the SYN left) */
+	__u64 handshake_ns; /* set at ESTABLISHED */
+	__u64 states;	    /* new states, 4 bits each */
+	__u8 nstates;
+	__u8 flags;	    /* SS_R_* and SS_S_* */
+	__u8 direction;	    /* enum ss_direction */
+	__u8 how;	    /* enum ss_owner: how .owner is known */
+	__u16 seen;	    /* bit n: it was in state n */
+	__u16 err;	    /* the last error reported on the socket (sk_err, else sk_err_soft), before user space takes it */
 };
 
 /* a listening socket, by namespace, family, local address and port */

@@ -1,0 +1,256 @@
+"""Metrics: a Prometheus endpoint (`--metrics [ADDR:]PORT`), served by prometheus_client.
+
+The sink only counts. A batch of events is counted at C speed (collections.Counter over the rows' type and
+new state, and with `--metrics-labels comm` the comm bytes too), then the batch's few distinct keys are
+added to running totals: no Python work per event. Connection records (abi.RECORD_ROW rows) add
+connections by direction and result, failed connects by cause, and histograms of duration, handshake time
+and RTT. Nothing is formatted until a scrape: prometheus_client's HTTP thread then calls collect(), which
+turns the totals into metric families (prometheus_client writes the exposition format and escapes label
+values). The kernel's counters and each output's drops come from a callable the run command gives us,
+read in check() (once a second, in the main thread: a scrape never touches the BPF maps).
+
+Label values a process controls (comm) are capped: the first N distinct values are kept, every later one
+is counted as "other" (and in socketsnoop_metrics_label_overflow_total), so a port scan or a fork storm
+cannot grow the number of series without bound.
+"""
+
+from bisect import bisect_left
+from collections import Counter
+from functools import partial
+from itertools import repeat
+from operator import getitem, is_not, itemgetter
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.process_collector import ProcessCollector
+
+from ..kernel.abi import COMM_LEN, EV_RESET_RECEIVED, EV_RESET_SENT, EV_RETRANSMIT, EV_STATE, R_INCOMPLETE
+from ..pipeline.decode import (DIRECTION_NAMES, IDENT, NEWSTATE, R_DIRECTION, R_FLAGS, R_HANDSHAKE, R_IDENT,
+                               R_RESULT, R_RTT, R_START, R_TS, RESULT_NAMES, TYPE, state_name)
+from .metric_labels import DEFAULT_LABEL_LIMIT, LABELS  # noqa: F401 (LABELS: its users import it here)
+from .sinks import Sink
+
+OTHER = "other"
+FAILED = ("refused", "timeout", "unreachable")  # results of a connect that failed: the causes
+
+# the comm in a row's identity bytes (kernel/abi.py IDENT_FORMAT: pid u32, ports 2 x u16, 2 x 16 address bytes)
+_COMM_SLICE = slice(4 + 2 + 2 + 16 + 16, 4 + 2 + 2 + 16 + 16 + COMM_LEN)
+_type_state = itemgetter(TYPE, NEWSTATE)
+_ident = itemgetter(IDENT)
+_rec_key = itemgetter(R_DIRECTION, R_RESULT)
+_rec_ident = itemgetter(R_IDENT)
+_rec_times = itemgetter(R_TS, R_START, R_FLAGS)
+_handshake = itemgetter(R_HANDSHAKE)
+_rtt = itemgetter(R_RTT)
+_not_none = partial(is_not, None)
+
+
+def comm_label(raw: bytes) -> str:
+    """A task name as a label value: its text, with every character that is not printable (control
+    characters, a newline, bidi overrides) as its Python escape, so that reading the endpoint in a terminal
+    is safe; quotes, backslashes and braces are left to prometheus_client's escaping. No process: '-'."""
+    raw = raw.split(b"\0", 1)[0]
+    if not raw:
+        return "-"
+    if raw == b"-":
+        return r"\x2d"  # as in the log: a process named "-" is not "no process"
+    text = raw.decode("utf-8", "backslashreplace")
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+class LabelCap:
+    """The first `limit` distinct values of one label; every later value is OTHER (counted in `folded`)."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.values = set()
+        self.folded = 0
+
+    def __call__(self, value, n=1):
+        if value in self.values:
+            return value
+        if len(self.values) < self.limit:
+            self.values.add(value)
+            return value
+        self.folded += n
+        return OTHER
+
+
+class Histogram:
+    """Bucket counts of values in one unit (ns or us), exposed in seconds."""
+
+    def __init__(self, bounds_s, unit_s):
+        self.bounds_s = bounds_s
+        self.bounds = [round(b / unit_s) for b in bounds_s]
+        self.unit_s = unit_s
+        self.counts = [0] * (len(bounds_s) + 1)  # the last: +Inf
+        self.sum = 0
+
+    def add(self, values):
+        values = list(filter(_not_none, values))
+        if not values:
+            return
+        for i, n in Counter(map(partial(bisect_left, self.bounds), values)).items():
+            self.counts[i] += n
+        self.sum += sum(values)
+
+    def family(self, name, doc):
+        fam = HistogramMetricFamily(name, doc)
+        counts, acc, buckets = list(self.counts), 0, []
+        for bound, n in zip([*map(repr, map(float, self.bounds_s)), "+Inf"], counts):
+            acc += n
+            buckets.append((bound, acc))
+        fam.add_metric([], buckets, self.sum * self.unit_s)
+        return fam
+
+
+class MetricsSink(Sink):
+    """Counts events and connection records, and serves the counts over HTTP; wants no lines."""
+
+    name = "metrics"
+    wants_lines = False
+
+    def __init__(self, addr="127.0.0.1", port=9100, labels=None, stats=None):
+        self.addr, self.port = addr, port
+        self.caps = dict(labels or {})  # label name -> limit, in --metrics-labels order
+        self.label_names = [n for n in LABELS if n in self.caps]
+        self.cap = {n: LabelCap(limit) for n, limit in self.caps.items()}
+        self.by_comm = "comm" in self.caps
+        # the row's fields are comm only: unit/container values come with the identity work (empty until then)
+        self._event_labels = tuple(("" if n != "comm" else None) for n in self.label_names)
+        self.events = Counter()  # (type, state, *label values) -> n
+        self.conns = Counter()  # (direction, result, *label values) -> n
+        self.duration = Histogram((0.001, 0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600), 1e-9)
+        self.handshake = Histogram((0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                    0.25, 0.5, 1, 3), 1e-9)
+        self.rtt = Histogram((0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                              0.1, 0.25, 0.5, 1), 1e-6)
+        self.stats = stats  # () -> {"kernel_ring": n, "kernel_missed": n, <output name>: n, ...}
+        self.lost = {"kernel_ring": 0, "kernel_missed": 0}
+        self._comm_labels = {}  # raw comm -> label value, for the values within the cap
+        self.server = None
+        self.registry = CollectorRegistry(auto_describe=False)
+
+    # -- the Sink interface ---------------------------------------------------------------------------------
+    def open(self):
+        self.registry.register(self)
+        ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, process_resident_memory_bytes
+        self.server, _thread = start_http_server(self.port, addr=self.addr, registry=self.registry)
+        return self
+
+    def write(self, rows, lines):
+        if not self.label_names:
+            self.events.update(map(_type_state, rows))  # C speed: one pass, no Python per event
+            return
+        if not self.by_comm:  # unit, container: empty until events carry them
+            for key, n in Counter(map(_type_state, rows)).items():
+                self.events[(*key, *self._event_labels)] += n
+            return
+        batch = Counter(zip(map(_type_state, rows), map(getitem, map(_ident, rows), repeat(_COMM_SLICE))))
+        events, label = self.events, self._comm
+        extra = self._event_labels
+        for ((typ, state), comm), n in batch.items():
+            events[(typ, state, *(label(comm, n) if v is None else v for v in extra))] += n
+
+    def write_records(self, rows, lines):
+        """Connection records (abi.RECORD_ROW tuples, as handle_records passes them): counted by direction and
+        result at C speed; their duration, handshake and RTT into the histograms (0: not known)."""
+        if not rows:
+            return
+        if not self.label_names:
+            self.conns.update(map(_rec_key, rows))
+        else:
+            # the record's identity bytes have the comm where an event's do; unit and container: not in
+            # records yet (empty, never invented)
+            batch = Counter(zip(map(_rec_key, rows), map(getitem, map(_rec_ident, rows), repeat(_COMM_SLICE))))
+            conns, label, extra = self.conns, self._comm, self._event_labels
+            for (key, comm), n in batch.items():
+                conns[(*key, *(label(comm, n) if v is None else v for v in extra))] += n
+        self.duration.add([ts - start for ts, start, flags in map(_rec_times, rows)
+                           if start and not flags & R_INCOMPLETE])
+        self.handshake.add(filter(None, map(_handshake, rows)))
+        self.rtt.add(filter(None, map(_rtt, rows)))
+
+    def check(self):
+        if self.stats:
+            self.lost = dict(self.stats())
+
+    def close(self):
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+    # -- labels ---------------------------------------------------------------------------------------------
+    def _comm(self, raw, n=1):
+        value = self._comm_labels.get(raw)
+        if value is None:
+            value = self.cap["comm"](comm_label(raw), n)
+            if value != OTHER:
+                self._comm_labels[raw] = value
+        return value
+
+    # -- a scrape (prometheus_client's thread) -----------------------------------------------------------------
+    def collect(self):
+        names = self.label_names
+        events = list(self.events.items())  # a copy: the main thread goes on counting
+        states = CounterMetricFamily("socketsnoop_state_changes", "TCP state changes, by new state",
+                                     labels=["state", *names])
+        per_type = {
+            EV_RETRANSMIT: CounterMetricFamily("socketsnoop_retransmissions", "TCP retransmissions (a SYN-ACK "
+                                               "sent again included)", labels=names),
+            EV_RESET_SENT: CounterMetricFamily("socketsnoop_resets_sent", "TCP resets sent", labels=names),
+            EV_RESET_RECEIVED: CounterMetricFamily("socketsnoop_resets_received", "TCP resets received",
+                                                   labels=names),
+        }
+        sums = {}
+        for (typ, state, *labels), n in events:
+            if typ == EV_STATE:
+                states.add_metric([state_name(state), *labels], n)
+            else:
+                key = (typ, *labels)
+                sums[key] = sums.get(key, 0) + n
+        if not names:
+            for typ in per_type:
+                sums.setdefault((typ,), 0)
+        for (typ, *labels), n in sums.items():
+            if typ in per_type:
+                per_type[typ].add_metric(labels, n)
+        yield states
+        yield from per_type.values()
+
+        conns = CounterMetricFamily("socketsnoop_connections", "TCP connections at their end, by direction "
+                                    "(in, out, unknown) and result", labels=["direction", "result", *names])
+        failed = CounterMetricFamily("socketsnoop_failed_connects", "outgoing connects that failed, by cause "
+                                     "(refused, timeout, unreachable)", labels=["cause", *names])
+        fails = {} if names else {(cause,): 0 for cause in FAILED}
+        by_name = Counter()  # the kernel's numbers as names (two numbers may share one: summed, one series)
+        for (direction, result, *labels), n in list(self.conns.items()):
+            by_name[(DIRECTION_NAMES.get(direction, "unknown"), RESULT_NAMES.get(result, "closed"), *labels)] += n
+        for (direction, result, *labels), n in by_name.items():
+            conns.add_metric([direction, result, *labels], n)
+            if result in FAILED and direction != "in":
+                key = (result, *labels)
+                fails[key] = fails.get(key, 0) + n
+        for key, n in fails.items():
+            failed.add_metric(list(key), n)
+        yield conns
+        yield failed
+        yield self.duration.family("socketsnoop_connection_duration_seconds",
+                                   "connection duration, from the first state change to CLOSE")
+        yield self.handshake.family("socketsnoop_handshake_seconds", "TCP handshake time (SYN to ESTABLISHED)")
+        yield self.rtt.family("socketsnoop_rtt_seconds", "smoothed round-trip time at the connection's end")
+
+        lost = CounterMetricFamily("socketsnoop_events_lost", "events lost, by where: kernel_ring (the buffer "
+                                   "was full), kernel_missed (the kernel skipped our program), or an output "
+                                   "that could not deliver them", labels=["where"])
+        for where, n in dict(self.lost).items():
+            lost.add_metric([where], n)
+        yield lost
+        overflow = CounterMetricFamily("socketsnoop_metrics_label_overflow", "events counted under the label "
+                                       "value 'other': past the cap of distinct values", labels=["label"])
+        for name in names:
+            overflow.add_metric([name], self.cap[name].folded)
+        yield overflow

@@ -1,0 +1,345 @@
+"""--syslog URL: RFC 5424 messages to a remote collector, with the standard library only.
+
+    <PRI>1 TIMESTAMP HOSTNAME socket-snoop PROCID MSGID [socketsnoop@32473 src="..." ...] MSG
+
+PRI is facility * 8 + severity (4 warning: resets, failed connections, lost events; 6 info); TIMESTAMP
+the event's (RFC 3339, UTC, milliseconds); MSGID the event kind (state_change, retransmit, ...); the
+structured data element carries every key of the JSON line as a parameter, its value escaped as
+RFC 5424 6.3.3 says (`"`, `\\` and `]` behind a backslash); MSG is the text log line, which is
+printable ASCII already (COMM escaped), so no BOM.
+
+Transports: udp:// one message per datagram, cut to UDP_MAX bytes if larger (counted); tcp:// and
+tls:// (stdlib ssl, the peer's certificate and host name verified against --syslog-ca or the system's
+CAs) with RFC 6587 octet-counting framing (`LEN SP MSG`), so no byte of a message can end it early.
+A stream that breaks (the collector restarts) is reconnected with backoff; meanwhile messages wait in
+the bounded queue. Messages written but not yet acknowledged by the collector's TCP when the stream
+broke are sent again (at least once: a few may arrive twice, counted as sent again).
+"""
+
+import errno
+import fcntl
+import json
+import os
+import select
+import socket
+import ssl
+import sys
+import termios
+import urllib.parse
+
+from ..pipeline.decode import EVENT_NAMES
+from .formats import FieldsEncoder
+from .queued import BACKOFF_S, EVENTS, QueuedSink, severity
+
+ENTERPRISE_ID = "socketsnoop@32473"  # 32473: the private enterprise number RFC 5612 sets aside for examples
+SD_ID = ENTERPRISE_ID.encode()
+APP_NAME = "socket-snoop"
+CACHE_MAX = 1 << 16
+UDP_MAX = 2048  # RFC 5426: receivers SHOULD take 2048 octets; larger datagrams may be cut or refused
+DEFAULT_PORTS = {"udp": 514, "tcp": 514, "tls": 6514}
+FACILITIES = {name: n for n, name in enumerate(
+    "kern user mail daemon auth syslog lpr news uucp cron authpriv ftp ntp security console solaris-cron".split())}
+FACILITIES.update({f"local{i}": 16 + i for i in range(8)})
+INFLIGHT_MAX = 20000  # messages kept for sending again until the collector's TCP acknowledges them
+_SD_ESCAPE = str.maketrans({"\\": "\\\\", '"': '\\"', "]": "\\]"})
+_POLL_BAD = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP | getattr(select, "POLLRDHUP", 0x2000)
+
+
+class SyslogURL:
+    def __init__(self, text):
+        self.text = text
+        u = urllib.parse.urlsplit(text)
+        if u.scheme not in DEFAULT_PORTS or not u.hostname or u.path not in ("", "/") or u.query:
+            raise ValueError("expected udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT")
+        try:
+            port = u.port
+        except ValueError:
+            raise ValueError("the port is a number from 1 to 65535") from None
+        self.scheme, self.host, self.port = u.scheme, u.hostname, port or DEFAULT_PORTS[u.scheme]
+
+    def __str__(self):
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+def parse_url(text):
+    return SyslogURL(str(text))
+
+
+def sd_value(value):
+    if value is None:
+        return ""
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, (list, dict)):  # as JSON has it (a record's states)
+        value = json.dumps(value, separators=(",", ":"))
+    return str(value).translate(_SD_ESCAPE)
+
+
+def _hostname():
+    """RFC 5424 HOSTNAME: printable ASCII without spaces, at most 255 characters, else '-'."""
+    name = socket.gethostname()  # as configured (no DNS look-up: it could hold up the start)
+    ok = name and len(name) <= 255 and all(33 <= ord(c) <= 126 for c in name)
+    return name if ok else "-"
+
+
+class SyslogSink(QueuedSink):
+    name = "syslog"
+
+    def __init__(self, clock, lines_are_text, url, facility="daemon", ca=None, capacity=10000, warn=None,
+                 json_lines=False):
+        super().__init__(clock, lines_are_text, capacity, warn, json_lines)
+        self.url = url if isinstance(url, SyslogURL) else parse_url(url)
+        self.facility = FACILITIES[facility]
+        self.header_tail = f" {_hostname()} {APP_NAME} {os.getpid()} ".encode()
+        self.heads = {}  # (severity, kind) -> the header's bytes before and after the timestamp
+        self.cache = {}  # (key, value) -> its SD-PARAM bytes
+        self.encoder = FieldsEncoder(clock, self._pair, b" ", with_timestamp=False)
+        self.type_heads = {t: self._head(severity({"event": name}), name) for t, name in EVENT_NAMES.items()}
+        self.sock = None
+        self.inflight = []  # frames written since the collector's TCP last had nothing unacknowledged
+        self.truncated = 0
+        self.sent_again = 0
+        self.problem = None  # the last error said (each distinct one once)
+        self.context = None
+        if self.url.scheme == "tls":
+            self.context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)  # verifies by default
+            self.context.minimum_version = ssl.TLSVersion.TLSv1_2
+
+    # -- the message --------------------------------------------------------------------------------
+    def encode(self, m) -> bytes:
+        """The RFC 5424 message. Each key="value" parameter is made once and remembered (most repeat from
+        event to event), in a bounded cache."""
+        f = m.fields
+        get = self.cache.get
+        sd = []
+        for kv in f.items():
+            try:
+                b = get(kv)
+            except TypeError:  # an unhashable value (a list): not cached
+                b = None
+            if b is None:
+                b = self._param(kv)
+            if b:
+                sd.append(b)
+        head = self.heads.get((m.severity, m.kind)) or self._head(m.severity, m.kind)
+        return b"".join((head[0], (f.get("timestamp") or "-").encode(), head[1], b" ".join(sd), b"] ",
+                         m.text.encode("ascii", "backslashreplace")))
+
+    def _head(self, severity, kind):
+        msgid = kind if kind.isascii() and kind.isprintable() and " " not in kind and kind else "-"
+        head = self.heads[(severity, kind)] = (b"<%d>1 " % (self.facility * 8 + severity),
+                                               self.header_tail + msgid[:32].encode() + b" [" + SD_ID + b" ")
+        return head
+
+    def _pair(self, key, value):
+        return b"" if value is None else f'{key}="{sd_value(value)}"'.encode("utf-8", "backslashreplace")
+
+    def payloads(self, kind, items, lines):
+        """(message, length of its MSG) per event; events' from their rows, each piece encoded once
+        (FieldsEncoder): the same bytes as encode() of their Messages (test_outputs_unit.py checks it)."""
+        if kind != EVENTS or (self.json_lines and lines is not None):  # --json: the lines' keys (with names)
+            return [(self.encode(m), len(m.text)) for m in self._messages(kind, items, lines)]
+        heads, out = self.type_heads, []
+        for t, (typ, ts, body) in zip(self.texts(items, lines), self.encoder.encode(items)):
+            msg = t[:-1].encode("ascii", "backslashreplace")
+            head = heads[typ]
+            out.append((b"".join((head[0], ts.encode(), head[1], body, b"] ", msg)), len(msg)))
+        return out
+
+    def _param(self, kv):
+        key, value = kv
+        b = b"" if value is None or key == "timestamp" else f'{key}="{sd_value(value)}"'.encode("utf-8",
+                                                                                               "backslashreplace")
+        try:
+            if len(self.cache) >= CACHE_MAX:
+                self.cache.clear()
+            self.cache[kv] = b
+        except TypeError:
+            pass
+        return b
+
+    def _fit(self, data, msg_len):
+        """A datagram of at most UDP_MAX bytes: the MSG cut first, then the structured data left out (never
+        cut inside it, which would make it unparsable)."""
+        if len(data) <= UDP_MAX:
+            return data
+        self.truncated += 1
+        head_sd = data[:len(data) - msg_len]
+        if len(head_sd) < UDP_MAX:
+            return data[:UDP_MAX]
+        head = data[:data.index(b" [" + SD_ID)]
+        return (head + b" - " + data[len(data) - msg_len:])[:UDP_MAX]
+
+    # -- the transport -------------------------------------------------------------------------------
+    def _say(self, text):
+        if text != self.problem:
+            self.problem = text
+            self.warn(text)
+
+    def _connect(self):
+        u = self.url
+        if u.scheme == "udp":
+            infos = socket.getaddrinfo(u.host, u.port, type=socket.SOCK_DGRAM)
+            family, kind, proto, _, addr = infos[0]
+            s = socket.socket(family, kind | socket.SOCK_CLOEXEC, proto)
+            s.connect(addr)
+            return s
+        s = socket.create_connection((u.host, u.port), timeout=10)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            if self.context is not None:
+                s = self.context.wrap_socket(s, server_hostname=u.host)
+            s.settimeout(30)
+        except BaseException:
+            s.close()
+            raise
+        return s
+
+    def _disconnect(self):
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+            self.sock = None
+
+    def _alive(self):
+        """The stream is still up; and, if the collector's TCP has acknowledged everything written, the
+        frames in flight are forgotten. A collector never sends us anything: readable means closed."""
+        fd = self.sock.fileno()
+        try:
+            outq = int.from_bytes(fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0"), sys.byteorder)  # SIOCOUTQ: unacked
+        except OSError:
+            return False
+        p = select.poll()
+        p.register(fd, _POLL_BAD)
+        if p.poll(0):
+            if not self._drain_input():
+                return False
+        if outq == 0:  # read before the poll: taken while the stream was up
+            self.inflight.clear()
+        return True
+
+    def _drain_input(self):
+        """Something to read: EOF (the collector closed), an error, or TLS's own records (session tickets).
+        True if the stream is still up."""
+        s = self.sock
+        s.setblocking(False)
+        try:
+            while True:
+                data = s.recv(4096)
+                if not data:
+                    return False
+        except (ssl.SSLWantReadError, BlockingIOError):
+            return True
+        except OSError:
+            return False
+        finally:
+            try:
+                s.settimeout(30)
+            except OSError:
+                pass
+
+    def deliver(self, payloads):
+        udp = self.url.scheme == "udp"
+        fit = self._fit
+        frames = [fit(data, n) for data, n in payloads] if udp else [b"%d %s" % (len(d), d) for d, _ in payloads]
+        return self._send_udp(frames) if udp else self._send_stream(frames)
+
+    def started(self):
+        if self.url.scheme != "udp":
+            self._send_stream([])
+
+    def idle(self):
+        if self.sock is not None and self.url.scheme != "udp" and not self._alive():
+            self._broke("the collector closed the connection")
+
+    def _send_udp(self, frames):
+        lost = 0
+        for data in frames:
+            try:
+                if self.sock is None:
+                    self.sock = self._connect()
+                self.sock.send(data)
+                self.progress += 1
+                self.problem = None
+            except OSError as e:  # ECONNREFUSED: an ICMP port unreachable for an earlier datagram
+                lost += 1
+                self._say(f"socket-snoop: syslog {self.url}: {e.strerror or e} (UDP: lost messages are counted "
+                          "where the kernel reports them)")
+                if e.errno not in (errno.ECONNREFUSED,):
+                    self._disconnect()
+        return lost
+
+    def _send_stream(self, frames):
+        delay = BACKOFF_S[0]
+        pending = frames
+        first = not frames  # started(): connect once, no retry
+        while pending or first:
+            if self.sock is None:
+                if self.closing and self.problem:  # stopping, and the collector is down: do not wait
+                    return self._give_up(pending)
+                try:
+                    self.sock = self._connect()
+                except ssl.SSLCertVerificationError as e:
+                    self._say(f"socket-snoop: syslog {self.url}: refused the collector: its certificate could not be "
+                              f"verified ({e.verify_message}); messages wait in a queue (dropped ones are counted)")
+                    if first:
+                        return 0
+                    delay = self.wait_retry(BACKOFF_S[1] if not self.closing else delay)
+                    continue
+                except (OSError, ssl.SSLError) as e:
+                    self._say(f"socket-snoop: syslog {self.url}: cannot connect: {e.strerror or e}; messages wait "
+                              "in a queue (dropped ones are counted); reconnecting")
+                    if first:
+                        return 0
+                    if self.closing:
+                        return self._give_up(pending)
+                    delay = self.wait_retry(delay)
+                    continue
+                if self.problem:
+                    self.warn(f"socket-snoop: syslog {self.url}: connected again")
+                    self.problem = None
+                delay = BACKOFF_S[0]
+                if first:
+                    return 0
+                if self.inflight:  # written before the stream broke, not acknowledged: again, first
+                    self.sent_again += len(self.inflight)
+                    pending, self.inflight = self.inflight + pending, []
+            if first:
+                return 0
+            if not self._alive():
+                self._broke("the collector closed the connection")
+                continue
+            chunk, pending = pending[:256], pending[256:]
+            try:
+                self.sock.sendall(b"".join(chunk))
+            except (OSError, ssl.SSLError) as e:
+                self.inflight.extend(chunk)  # perhaps partly written: all of it again after reconnecting
+                self._broke(e.strerror or str(e))
+                continue
+            self.inflight.extend(chunk)
+            self.progress = min(self.progress + len(chunk), len(frames))  # (frames sent again count too)
+            if len(self.inflight) > INFLIGHT_MAX:
+                del self.inflight[:len(self.inflight) - INFLIGHT_MAX]
+        return 0
+
+    def _broke(self, why):
+        self._say(f"socket-snoop: syslog {self.url}: the connection broke ({why}); reconnecting, "
+                  "messages wait in a queue")
+        self._disconnect()
+
+    def _give_up(self, pending):
+        """Stopping with the collector down: what is pending, and what was written but not acknowledged."""
+        n = len(pending) + len(self.inflight)
+        self.inflight = []
+        return n
+
+    def details(self):
+        return f" truncated={self.truncated}" * bool(self.truncated) + f" sent_again={self.sent_again}" * bool(
+            self.sent_again)
+
+    def close(self):
+        super().close()
+        self._disconnect()
