@@ -110,23 +110,8 @@ def _outputs_paths(opts):
     return any(p.startswith(HOME_DIRS) for p in paths), any(p.startswith(("/tmp/", "/var/tmp/")) for p in paths)
 
 
-def render_unit(command, pythonpath=None, config=None, log_files=(), opts=None):
-    """The unit file's text. command: argv prefix that runs socket-snoop; opts: the config file's options
-    (for the sandbox: network only for --metrics and --syslog)."""
-    out_home, out_tmp = _outputs_paths(opts)
-    args = list(command) + (["--config", config] if config else []) + ["-q", "--no-report"]
-    # "-": systemd ignores a missing directory instead of failing to start the unit (the monitor then says
-    # it cannot open its log); /var/log is there on any system
-    rw = ["/var/log"] + ["-" + d for d in sorted({os.path.dirname(p) for p in log_files
-                                                  if not _under_var_log(os.path.dirname(p))})]
-    in_home = out_home or any(p.startswith(HOME_DIRS) for p in list(command) + [pythonpath or ""])
-    private_tmp = ("# the journal socket or the syslog CA is under /tmp: PrivateTmp would hide it\nPrivateTmp=no"
-                   if out_tmp else "PrivateTmp=yes")
-    env = f"Environment=PYTHONPATH={_quote(pythonpath)}\n" if pythonpath else ""
-    home = ("# the program (or the journal socket, the syslog CA) is under a home directory: readable, not "
-            "writable\nProtectHome=read-only\n"
-            if in_home else "ProtectHome=yes\n")
-    return f"""\
+# The unit file; each {name} is made by a function below.
+UNIT = """\
 # Installed by `socket-snoop service install`; `socket-snoop service uninstall` removes it.
 # Options: /etc/socket-snoop/config.toml (the command line's long options, e.g.
 #   log-file = "/var/log/socket_monitor.json" / json = true / port = [22, 443]); then
@@ -139,7 +124,7 @@ After=local-fs.target
 Type=simple
 # -q: console lines would only copy the log into the journal; --no-report: the exit report
 # (up to --max-tracked connections) would flood the journal on every stop
-ExecStart={" ".join(_quote(a) for a in args)}
+ExecStart={exec_start}
 ExecReload=/bin/kill -HUP $MAINPID
 {env}Restart=on-failure
 RestartSec=5
@@ -161,7 +146,7 @@ Nice=-10
 NoNewPrivileges=yes
 
 ProtectSystem=strict
-ReadWritePaths={" ".join(_quote(p, exec_line=False) for p in rw)}
+ReadWritePaths={read_write}
 {home}{private_tmp}
 PrivateDevices=yes
 PrivateMounts=yes
@@ -172,7 +157,7 @@ ProtectControlGroups=yes
 ProtectClock=yes
 ProtectHostname=yes
 # not ProtectProc=invisible / ProcSubset=pid: owners are found in /proc/PID/fd, listeners in /proc/net
-{_network(opts)}RestrictNamespaces=yes
+{network}RestrictNamespaces=yes
 RestrictRealtime=yes
 RestrictSUIDSGID=yes
 LockPersonality=yes
@@ -187,6 +172,42 @@ SystemCallErrorNumber=EPERM
 [Install]
 WantedBy=multi-user.target
 """
+
+
+def _exec_start(command, config):
+    """-q: console lines would only copy the log into the journal; --no-report: the exit report would flood
+    the journal on every stop."""
+    args = list(command) + (["--config", config] if config else []) + ["-q", "--no-report"]
+    return " ".join(_quote(a) for a in args)
+
+
+def _read_write(log_files):
+    """/var/log, and the directory of each log file elsewhere. "-": systemd ignores a missing directory instead
+    of failing to start the unit (the monitor then says it cannot open its log)."""
+    rw = ["/var/log"] + ["-" + d for d in sorted({os.path.dirname(p) for p in log_files
+                                                  if not _under_var_log(os.path.dirname(p))})]
+    return " ".join(_quote(p, exec_line=False) for p in rw)
+
+
+def _home_and_tmp(command, pythonpath, opts):
+    """ProtectHome= and PrivateTmp= lines: relaxed only as far as the program or an output's path needs."""
+    out_home, out_tmp = _outputs_paths(opts)
+    in_home = out_home or any(p.startswith(HOME_DIRS) for p in list(command) + [pythonpath or ""])
+    home = ("# the program (or the journal socket, the syslog CA) is under a home directory: readable, not "
+            "writable\nProtectHome=read-only\n"
+            if in_home else "ProtectHome=yes\n")
+    private_tmp = ("# the journal socket or the syslog CA is under /tmp: PrivateTmp would hide it\nPrivateTmp=no"
+                   if out_tmp else "PrivateTmp=yes")
+    return home, private_tmp
+
+
+def render_unit(command, pythonpath=None, config=None, log_files=(), opts=None):
+    """The unit file's text. command: argv prefix that runs socket-snoop; opts: the config file's options
+    (for the sandbox: network only for --metrics and --syslog)."""
+    home, private_tmp = _home_and_tmp(command, pythonpath, opts)
+    return UNIT.format(exec_start=_exec_start(command, config), read_write=_read_write(log_files),
+                       env=f"Environment=PYTHONPATH={_quote(pythonpath)}\n" if pythonpath else "",
+                       home=home, private_tmp=private_tmp, network=_network(opts))
 
 
 def render_logrotate(log_files):
