@@ -134,6 +134,7 @@ class _Formatter:
         # tuple made per event)
         self._ctxs = {}
         self._owners = {}  # (cgroup, uid, pid) -> the text of the owner's names
+        self._unsettled = {}  # the same, while the cgroup is not known yet: (tree walks then, text)
         # address bytes -> text, per family (one address serves many connections)
         self._addrs = {4: _Cache(lambda raw: format_addr(4, raw)), 6: _Cache(lambda raw: format_addr(6, raw))}
 
@@ -156,12 +157,16 @@ class _Formatter:
         text = self._owners.get(key)
         if text is not None:
             return text, True
+        walks = self.identity.walks()
+        unsettled = self._unsettled.get(key)
+        if unsettled is not None and unsettled[0] == walks:  # no walk of the cgroup tree since: the same answer
+            return unsettled[1], False
         owner, final = self.identity.owner(*key)
         text = self._owner_text(owner)
-        if final:
-            if len(self._owners) >= IDENT_CACHE:
-                self._owners.clear()
-            self._owners[key] = text
+        cache = self._owners if final else self._unsettled
+        if len(cache) >= IDENT_CACHE:
+            cache.clear()
+        cache[key] = text if final else (walks, text)
         return text, final
 
     def _owner_text(self, owner):

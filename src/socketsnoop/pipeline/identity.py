@@ -97,6 +97,7 @@ class CgroupTree:
         self.limit = limit  # cgroups remembered; a hierarchy larger than this is walked in part
         self.paths = {}
         self.gone = {}  # ids no walk found (a cgroup removed before we looked): asked once
+        self.pending = set()  # ids asked while a walk was too recent: settled by the next walk
         self.last_walk = None
         self.walks = 0
         self.misses = 0
@@ -147,14 +148,18 @@ class CgroupTree:
         self.misses += 1
         now = time.monotonic()
         if self.last_walk is not None and now - self.last_walk < self.min_interval:
+            if len(self.pending) < 4096:
+                self.pending.add(cid)  # settled by the next walk, with every other id asked meanwhile
             return None, False
         self.walk()
-        path = self.paths.get(cid)
-        if path is None:
-            if len(self.gone) >= 4096:
-                self.gone.clear()
-            self.gone[cid] = True
-        return path, True
+        self.pending.add(cid)
+        for asked in self.pending:  # not in the tree now: gone (or never there), not asked again
+            if asked not in self.paths:
+                if len(self.gone) >= 4096:
+                    self.gone.clear()
+                self.gone[asked] = True
+        self.pending.clear()
+        return self.paths.get(cid), True
 
     # -- for the filters (at start) ---------------------------------------------
     def relative(self, path):
@@ -273,6 +278,10 @@ class Identity:
         info, final = self.cgroup(cgroup)
         path, unit, container, pod = info or (None, None, None, None)
         return Owner(uid, user, path, unit, container, pod, exe), final
+
+    def walks(self):
+        """How many times the cgroup tree was walked: an answer that was not final stays the same until then."""
+        return self.tree.walks if self.tree is not None else 0
 
     def stats(self):
         """Misses per cache (a miss is a lookup made: /proc, the passwd database, a cgroup walk)."""
