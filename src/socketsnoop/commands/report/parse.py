@@ -261,6 +261,21 @@ class Parser:
                       int(m["pid"]), unescape_comm(m["comm"]), state, None, None, _text_name(m["user"]), None,
                       _text_name(m["unit"]), m["container"], _text_name(m["pod"]))
 
+    def _json_common(self, d):
+        """What every JSON line has, checked: (comm text, epoch seconds, milliseconds, socket address or None);
+        ValueError (and the like) when a value is not what the monitor writes."""
+        comm = d["comm"]
+        if not isinstance(comm, str):
+            raise ValueError("bad comm")
+        stamp = d["timestamp"]
+        if not isinstance(stamp, str) or not JSON_TIME.fullmatch(stamp):
+            raise ValueError("bad timestamp")
+        sec = self._seconds(stamp[:19] + "Z", self._json_seconds)
+        frac = stamp[19:].rstrip("Z")
+        ms = int(frac[1:4].ljust(3, "0")) if frac.startswith(".") else 0
+        sock = int(d["sock"], 16) if isinstance(d.get("sock"), str) else None
+        return comm, sec, ms, sock
+
     def parse_json(self, line):
         try:
             d = json.loads(line)
@@ -276,16 +291,7 @@ class Parser:
                     or pid > MAX_PID):
                 raise ValueError("bad number")
             state = STATE_NAMES[d["new_state"]]
-            comm = d["comm"]
-            if not isinstance(comm, str):
-                raise ValueError("bad comm")
-            stamp = d["timestamp"]
-            if not isinstance(stamp, str) or not JSON_TIME.fullmatch(stamp):
-                raise ValueError("bad timestamp")
-            sec = self._seconds(stamp[:19] + "Z", self._json_seconds)
-            frac = stamp[19:].rstrip("Z")
-            ms = int(frac[1:4].ljust(3, "0")) if frac.startswith(".") else 0
-            sock = int(d["sock"], 16) if isinstance(d.get("sock"), str) else None
+            comm, sec, ms, sock = self._json_common(d)
             sock = sock or None
             uid = d.get("uid")
             uid = uid if type(uid) is int and 0 <= uid < 2**32 else None
@@ -352,16 +358,7 @@ class Parser:
             if type(names) is not list or len(names) > 64 or type(cut) is not bool or type(complete) is not bool:
                 raise ValueError("bad states")
             states = _state_names(names)
-            comm = d["comm"]
-            if not isinstance(comm, str):
-                raise ValueError("bad comm")
-            stamp = d["timestamp"]
-            if not isinstance(stamp, str) or not JSON_TIME.fullmatch(stamp):
-                raise ValueError("bad timestamp")
-            sec = self._seconds(stamp[:19] + "Z", self._json_seconds)
-            frac = stamp[19:].rstrip("Z")
-            ms = int(frac[1:4].ljust(3, "0")) if frac.startswith(".") else 0
-            sock = int(d["sock"], 16) if isinstance(d.get("sock"), str) else None
+            comm, sec, ms, sock = self._json_common(d)
             times = [_json_us(d[k]) for k in ("duration_ms", "handshake_ms", "rtt_ms")]
         except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
             raise Malformed("bad JSON summary") from None
