@@ -238,7 +238,8 @@ def test_names_not_known_yet_are_asked_again():
     tree = Tree({}, final=False)
     fmt = JsonFormatter(Clock(), Identity(tree))
     assert "cgroup" not in json.loads(fmt.lines(rows()[:1])[0])
-    tree.paths[7] = "/system.slice/late.service"
+    tree.paths[7] = "/system.slice/late.service"  # as a walk of the tree finds a cgroup made since
+    tree.walks += 1
     assert json.loads(fmt.lines(rows()[:1])[0])["unit"] == "late.service"
 
 

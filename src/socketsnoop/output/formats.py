@@ -157,16 +157,17 @@ class _Formatter:
         text = self._owners.get(key)
         if text is not None:
             return text, True
-        walks = self.identity.walks()
+        walks = self.identity.walks() if hasattr(self.identity, "walks") else None
         unsettled = self._unsettled.get(key)
         if unsettled is not None and unsettled[0] == walks:  # no walk of the cgroup tree since: the same answer
             return unsettled[1], False
         owner, final = self.identity.owner(*key)
         text = self._owner_text(owner)
-        cache = self._owners if final else self._unsettled
-        if len(cache) >= IDENT_CACHE:
-            cache.clear()
-        cache[key] = text if final else (walks, text)
+        if final or walks is not None:
+            cache = self._owners if final else self._unsettled
+            if len(cache) >= IDENT_CACHE:
+                cache.clear()
+            cache[key] = text if final else (walks, text)
         return text, final
 
     def _owner_text(self, owner):

@@ -280,8 +280,9 @@ class Identity:
         return Owner(uid, user, path, unit, container, pod, exe), final
 
     def walks(self):
-        """How many times the cgroup tree was walked: an answer that was not final stays the same until then."""
-        return self.tree.walks if self.tree is not None else 0
+        """How many times the cgroup tree was walked: an answer that was not final stays the same until then
+        (None: a tree that does not count its walks; then nothing not final is kept)."""
+        return getattr(self.tree, "walks", None) if self.tree is not None else 0
 
     def stats(self):
         """Misses per cache (a miss is a lookup made: /proc, the passwd database, a cgroup walk)."""
