@@ -28,7 +28,6 @@ DEFAULT_SOCKET = "/run/systemd/journal/socket"
 _NOT_NAME = re.compile(r"[^A-Z0-9_]")
 # what a datagram too big for the socket says (the journal gone says ENOENT or ECONNREFUSED: wait for it)
 _TOO_BIG = (errno.EMSGSIZE, errno.ENOBUFS)
-CACHE_MAX = 1 << 16
 PRIORITIES = {sev: b"\nPRIORITY=%d\nSYSLOG_IDENTIFIER=socket-snoop\n" % sev for sev in range(8)}
 SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
 
@@ -100,14 +99,7 @@ class JournalSink(QueuedSink):
             name = self.names[key] = field_name(key).encode()
         if value is not None and not isinstance(value, (str, bytes, int)):  # a list (a record's states), a float
             value = json.dumps(value, separators=(",", ":"))
-        b = b"" if value is None else field(name, value)
-        try:
-            if len(self.cache) >= CACHE_MAX:
-                self.cache.clear()
-            self.cache[kv] = b
-        except TypeError:
-            pass
-        return b
+        return self.remember(kv, b"" if value is None else field(name, value))
 
     def _send_memfd(self, data):
         """The protocol's rule for an entry too large for a datagram: a sealed memfd, sent as the only

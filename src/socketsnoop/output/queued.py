@@ -22,6 +22,7 @@ WARNING, INFO = 4, 6  # syslog severities (the journal's PRIORITY too)
 WARN_EVENTS = frozenset(("reset_sent", "reset_received", "lost_events"))
 WARN_RESULTS = frozenset(("refused", "timeout", "unreachable", "reset-sent", "reset-received"))
 IDLE_S = 1.0  # with nothing to send, the writer looks at its receiver this often (idle())
+CACHE_MAX = 1 << 16  # encoded fields an output keeps (journal, syslog)
 CLOSE_WAIT_S = 3.0  # at exit: how long a receiver that is up gets to take what is queued
 BACKOFF_S = (0.2, 10.0)  # first and longest wait between attempts to reach a receiver that is down
 
@@ -174,6 +175,17 @@ class QueuedSink(Sink):
         """What deliver() sends, one per event: encode() of each Message. An output may make the events' more
         cheaply from their rows (output/formats.py: FieldsEncoder)."""
         return [self.encode(m) for m in self._messages(kind, items, lines)]
+
+    def remember(self, kv, encoded):
+        """Keep an encoded field in self.cache (an output's own: (key, value) -> bytes), bounded; a value that
+        cannot be a key (a record's list of states) is not kept. Returns encoded."""
+        try:
+            if len(self.cache) >= CACHE_MAX:
+                self.cache.clear()
+            self.cache[kv] = encoded
+        except TypeError:
+            pass
+        return encoded
 
     def texts(self, rows, lines):
         """The events' text lines, newline included: those handed over, or made here."""

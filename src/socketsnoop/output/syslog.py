@@ -34,7 +34,6 @@ from .queued import BACKOFF_S, EVENTS, QueuedSink, severity
 ENTERPRISE_ID = "socketsnoop@32473"  # 32473: the private enterprise number RFC 5612 sets aside for examples
 SD_ID = ENTERPRISE_ID.encode()
 APP_NAME = "socket-snoop"
-CACHE_MAX = 1 << 16
 UDP_MAX = 2048  # RFC 5426: receivers SHOULD take 2048 octets; larger datagrams may be cut or refused
 DEFAULT_PORTS = {"udp": 514, "tcp": 514, "tls": 6514}
 FACILITIES = {name: n for n, name in enumerate(
@@ -149,15 +148,8 @@ class SyslogSink(QueuedSink):
 
     def _param(self, kv):
         key, value = kv
-        b = b"" if value is None or key == "timestamp" else f'{key}="{sd_value(value)}"'.encode("utf-8",
-                                                                                               "backslashreplace")
-        try:
-            if len(self.cache) >= CACHE_MAX:
-                self.cache.clear()
-            self.cache[kv] = b
-        except TypeError:
-            pass
-        return b
+        return self.remember(kv, b"" if value is None or key == "timestamp" else
+                             f'{key}="{sd_value(value)}"'.encode("utf-8", "backslashreplace"))
 
     def _fit(self, data, msg_len):
         """A datagram of at most UDP_MAX bytes: the MSG cut first, then the structured data left out (never
