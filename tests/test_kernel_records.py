@@ -144,6 +144,15 @@ def has_error_report_tracepoint():
         return b"\0btf_trace_inet_sk_error_report\0" in f.read()
 
 
+def both_ends(m, port, cpid, spid):
+    """The summaries of one loopback connection on port: (the client's, the server's), exactly one each."""
+    recs = summaries(m, cpid, spid)
+    client = [r for r in recs if r["dst"] == ep("127.0.0.1", port)]
+    server = [r for r in recs if r["src"] == ep("127.0.0.1", port)]
+    assert len(client) == 1 and len(server) == 1, recs
+    return client[0], server[0]
+
+
 def ns_inode(netns):
     """The inode of a named network namespace, as the records' netns key shows it."""
     return os.stat(f"/run/netns/{netns}").st_ino
@@ -162,11 +171,7 @@ def test_payload_bytes_both_ways_are_exact(monitor, client_closes_first):
     finish(srv)
     time.sleep(0.3)
     m.stop()
-    recs = summaries(m, cpid, srv.pid)
-    client = [r for r in recs if r["dst"] == ep("127.0.0.1", port)]
-    server = [r for r in recs if r["src"] == ep("127.0.0.1", port)]
-    assert len(client) == 1 and len(server) == 1, recs
-    c, s = client[0], server[0]
+    c, s = both_ends(m, port, cpid, srv.pid)
     assert (c["sent"], c["received"], c["dir"], c["result"]) == ("12345", "678", "out", "closed"), c
     assert (s["sent"], s["received"], s["dir"], s["result"]) == ("678", "12345", "in", "closed"), s
     assert c["pid"] == str(cpid) and c["comm"] == "ss-rcli"
@@ -247,14 +252,11 @@ def test_linger_zero_close_is_reset_sent_and_received(monitor, side):
     finish(srv)
     time.sleep(0.3)
     m.stop()
-    recs = summaries(m, cpid, srv.pid)
-    client = [r for r in recs if r["dst"] == ep("127.0.0.1", port)]
-    server = [r for r in recs if r["src"] == ep("127.0.0.1", port)]
-    assert len(client) == 1 and len(server) == 1, recs
-    sender, receiver = (client[0], server[0]) if side == "client" else (server[0], client[0])
+    client, server = both_ends(m, port, cpid, srv.pid)
+    sender, receiver = (client, server) if side == "client" else (server, client)
     assert sender["result"] == "reset-sent", sender
     assert receiver["result"] == "reset-received", receiver
-    assert client[0]["sent"] == "5" and server[0]["received"] == "5"
+    assert client["sent"] == "5" and server["received"] == "5"
 
 
 def test_retransmits_equal_the_namespace_retranssegs(monitor):
