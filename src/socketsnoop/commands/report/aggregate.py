@@ -177,7 +177,12 @@ class Report:
         self.resets = Counter()  # ResetKey -> count
         self.records = Records(self)  # the connections' summary lines
         self.summaries_read = 0  # summary lines read, before the time bounds and filters
-        self.just_closed = OrderedDict()  # sock or (local, remote) -> the tracker's Connection its CLOSE line ended
+        # The summary line and the CLOSE line of a connection are joined by (sock, local, remote): a freed
+        # socket's address soon serves another connection, and a monitor writes a batch's summary lines
+        # after its state changes, so another connection on that address may close in between. Either
+        # line may come first.
+        self.just_closed = OrderedDict()  # (sock, local, remote) -> the tracker's Connection its CLOSE line ended
+        self.early = OrderedDict()  # (sock, local, remote) -> a Summary that came before its CLOSE line
         self.outcomes = OrderedDict()  # the tracker's Connection -> its Summary, for the lifecycles
 
     def bad(self, where):
@@ -220,11 +225,15 @@ class Report:
             self.last = r.ts_ns
         local, remote = format_endpoint(r.family, r.src, r.sport), format_endpoint(r.family, r.dst, r.dport)
         self.records.add(r, local, remote)
-        conn = self.just_closed.pop(r.sock if r.sock is not None else (local, remote), None)
+        key = (r.sock, local, remote)
+        conn = self.just_closed.pop(key, None)
         if conn is not None:  # its lifecycle shows how it ended
-            if len(self.outcomes) >= self.join_limit:
-                self.outcomes.popitem(last=False)
-            self.outcomes[conn] = r
+            self._outcome(conn, r)
+        else:  # its CLOSE line may follow
+            _bounded_put(self.early, key, r, self.join_limit)
+
+    def _outcome(self, conn, summary):
+        _bounded_put(self.outcomes, conn, summary, self.join_limit)
 
     def _wanted(self, r):
         if (self.since is not None and r.ts_ns < self.since) or (self.until is not None and r.ts_ns > self.until):
@@ -332,11 +341,13 @@ class Report:
         self.tracker.add(make_row(ts_ns=r.ts_ns, skaddr=sk, type=r.kind, newstate=r.newstate, pid=r.pid,
                                   sport=r.sport, dport=r.dport, saddr=_packed(r.src), daddr=_packed(r.dst),
                                   comm=r.comm, family=r.family))
-        if r.newstate == TCP_CLOSE and r.kind == EV_STATE and sk:  # the summary line that may follow joins it
-            closed = self.just_closed
-            if len(closed) >= self.join_limit:  # the oldest: its summary, if any, long gone by
-                closed.popitem(last=False)
-            closed[r.sock if r.sock is not None else (local, remote)] = self.tracker.closed[-1]
+        if r.newstate == TCP_CLOSE and r.kind == EV_STATE and sk:  # joined to its summary line, either first
+            key, conn = (r.sock, local, remote), self.tracker.closed[-1]
+            summary = self.early.pop(key, None)
+            if summary is not None:
+                self._outcome(conn, summary)
+            else:  # the oldest dropped if full: its summary, if any, long gone by
+                _bounded_put(self.just_closed, key, conn, self.join_limit)
 
     def summary(self, top):
         """The counts and the first top rows of each table, as the JSON output has them (times in ns)."""
@@ -409,3 +420,10 @@ class ByHost:
 
 def _packed(ip):
     return ip.packed.ljust(16, b"\0")
+
+
+def _bounded_put(table, key, value, limit):
+    """table[key] = value, the oldest entry dropped first if the table holds limit entries."""
+    if len(table) >= limit:
+        table.popitem(last=False)
+    table[key] = value
