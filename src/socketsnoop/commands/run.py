@@ -307,7 +307,7 @@ class Monitor:
         while not self.stop:
             if perf:
                 reader.poll(int(POLL_S * 1000))  # fills self.samples; drain() handles them
-            else:
+            elif reader.pending() < self.probe.wakeup_bytes:  # past the mark: its wake-up has come and gone
                 reader.wait(POLL_S)
             self.drain()
             now = time.monotonic()

@@ -790,16 +790,19 @@ static __always_inline int emit(void *ctx, struct event *e, const struct cpu_sta
 
 		if (wakeup_bytes) {
 			/*
-			 * Wake the reader once, when the unread data crosses the
-			 * mark: a wake-up is costly, and a reader that is awake
-			 * reads everything anyway. Below the mark the reader finds
-			 * the data on its own within its poll interval.
+			 * Wake the reader when the unread data crosses the mark,
+			 * and each further multiple of it: a wake-up is costly, and
+			 * a reader that is awake reads everything anyway. Below the
+			 * mark the reader finds the data on its own within its poll
+			 * interval. Not the mark alone: two CPUs that read the same
+			 * `avail` just below it both pass it over, and the reader
+			 * would sleep out its poll interval with the ring filling.
 			 */
 			__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
 			__u64 rec = sizeof(*e) + 8; /* + the record header */
 
-			flags = avail < wakeup_bytes && avail + rec >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP
-										 : BPF_RB_NO_WAKEUP;
+			flags = avail / wakeup_bytes != (avail + rec) / wakeup_bytes ? BPF_RB_FORCE_WAKEUP
+										    : BPF_RB_NO_WAKEUP;
 		}
 		err = bpf_ringbuf_output(&events, e, sizeof(*e), flags);
 		/*
