@@ -301,9 +301,8 @@ class Report:
     def _join(self, table, key, cid):
         """table[key] = cid, the oldest entry dropped if the table is full."""
         if len(table) >= self.join_limit:
-            table.popitem(last=False)
             self.left_out["joins"] += 1
-        table[key] = cid
+        _bounded_put(table, key, cid, self.join_limit)
 
     def _conn_id(self, r, local, remote):
         """A made-up socket address for a text line's connection: its 4-tuple, and a SYN_SENT line with
