@@ -68,14 +68,21 @@ def uniq(prefix):
     return f"{prefix}{os.getpid() % 10000}{uuid.uuid4().hex[:4]}"
 
 
+_PORTS_GIVEN = set()
+
+
 def free_port():
-    """A port free for TCP on v4 and v6 loopback, below the ephemeral range so clients never take it."""
+    """A port free for TCP on v4 and v6 loopback, below the ephemeral range so clients never take it, and
+    never one this process handed out before (two calls in one test must not get the same port)."""
     for _ in range(200):
         port = random.randint(10000, 30000)
+        if port in _PORTS_GIVEN:
+            continue
         try:
             for fam, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
                 with socket.socket(fam) as s:
                     s.bind((host, port))
+            _PORTS_GIVEN.add(port)
             return port
         except OSError:
             continue
@@ -229,19 +236,28 @@ def sh(*cmd, check=True, **kw):
 
 
 @contextlib.contextmanager
-def nft_drop(port, percent, table=None, match=""):
+def nft_drop(port, percent, table=None, match="", syn_percent=None):
     """An nftables input rule that drops `percent` % of TCP packets to `port` (netem is not in this kernel),
-    of those that `match` (more nft expressions) picks."""
+    of those that `match` (more nft expressions) picks. With `syn_percent`, SYNs are dropped at that rate
+    instead: before 6.11 a SYN's timeout doubles (1, 3, 7, 15, 31, 63 s), so six SYNs dropped in a row
+    (0.3**6, 1 in 1,400 at 30%) outlast a 60 s connect."""
     table = table or uniq("ssdrop")
-    sample = f"numgen random mod 100 < {percent}" if percent < 100 else ""  # (nft refuses "< 100")
-    rules = textwrap.dedent(f"""
+
+    def sample(pct):
+        return f"numgen random mod 100 < {pct}" if pct < 100 else ""  # (nft refuses "< 100")
+    if syn_percent is None:
+        body = f"tcp dport {port} {match} {sample(percent)} drop"
+    else:
+        body = (f"tcp dport {port} tcp flags & syn == syn {match} {sample(syn_percent)} drop\n"
+                f"tcp dport {port} tcp flags & syn == 0 {match} {sample(percent)} drop")
+    rules = textwrap.dedent("""
         table inet {table} {{
             chain input {{
                 type filter hook input priority -10; policy accept;
-                tcp dport {port} {match} {sample} drop
+                {body}
             }}
         }}
-    """)
+    """).format(table=table, body=body.replace("\n", "\n" + " " * 16))
     sh("nft", "-f", "-", input=rules)
     try:
         yield table
@@ -285,20 +301,28 @@ def trace_count(event, filter_expr, buffer_kb=8192):
         os.rmdir(inst)
 
 
-def wait_port_settled(port, timeout=30):
+def wait_port_settled(port, timeout=30, netns=None):
     """Wait until no TCP socket on port (at either end) is in a state it will still leave: only LISTEN and
-    TIME_WAIT ones remain (a timewait socket makes no more state changes)."""
+    TIME_WAIT ones remain (a timewait socket makes no more state changes). In network namespace `netns`, if
+    given, else in the test's own."""
     hexport = f"{port:04X}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         busy = 0
-        for path in ("/proc/net/tcp", "/proc/net/tcp6"):
-            with open(path) as f:
-                next(f)
-                for line in f:
-                    local, remote, state = line.split()[1:4]
-                    if hexport in (local[-4:], remote[-4:]) and state not in ("06", "0A"):
-                        busy += 1
+        if netns:
+            rows = sh("ip", "netns", "exec", netns, "cat", "/proc/net/tcp", "/proc/net/tcp6").stdout.splitlines()
+        else:
+            rows = []
+            for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+                with open(path) as f:
+                    rows += f.read().splitlines()
+        for line in rows:
+            fields = line.split()
+            if len(fields) < 4 or fields[0] == "sl":
+                continue
+            local, remote, state = fields[1:4]
+            if hexport in (local[-4:], remote[-4:]) and state not in ("06", "0A"):
+                busy += 1
         if not busy:
             return
         time.sleep(0.2)

@@ -49,8 +49,11 @@ def by_socket(rows, local):
     return [r for r in rows if r["src"] == local]
 
 
-def check_conversation(rows, host, port, spid, cpid, scomm, ccomm):
+def check_conversation(all_rows, host, port, spid, cpid, scomm, ccomm):
     ep = (lambda p: f"[{host}]:{p}") if ":" in host else (lambda p: f"{host}:{p}")
+    # The states from the state changes alone: under a slow (emulated) kernel a delayed ACK can draw a
+    # tail-loss probe even on loopback, and a Retransmission line carries the socket's state too.
+    rows = [r for r in all_rows if r["title"] == "State Change"]
     server_rows = by_socket(rows, ep(port))
     assert server_rows, rows
     client_port = int(server_rows[0]["dst"].rsplit(":", 1)[1])
@@ -72,7 +75,7 @@ def check_conversation(rows, host, port, spid, cpid, scomm, ccomm):
     assert "Connection Established" in states and states[-1] == "Connection Closed", states
     assert "Connection Closing (CLOSE_WAIT)" in states and "Connection Closing (LAST_ACK)" in states
     assert {(r["pid"], r["comm"]) for r in server_rows} == {(str(spid), scomm)}, server_rows
-    assert not any(r["comm"].startswith("swapper") or r["pid"] == "0" for r in rows)
+    assert not any(r["comm"].startswith("swapper") or r["pid"] == "0" for r in all_rows)
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
@@ -92,7 +95,7 @@ def test_exact_client_lines(monitor):
     spid, cpid = conversation("127.0.0.1", port, "ss-srv", "ss-cli")
     m.stop()
     lines = m.lines()
-    client = [line for line in lines if f"PID={cpid} " in line]
+    client = [line for line in lines if f"PID={cpid} " in line and " State Change: " in line]
     cport = re.search(r"SRC=127\.0\.0\.1:(\d+) ", client[1]).group(1)
     body = [line[25:] for line in client]  # after the timestamp
     assert [b for i, b in enumerate(body) if i == 0 or body[i - 1] != b] == [
@@ -148,7 +151,7 @@ def test_retransmissions_under_packet_loss(monitor):
     m = monitor("-P", str(port), "--no-report")
     srv = start_server("127.0.0.1", port, "ss-lossy", count=3)
     try:
-        with nft_drop(port, 30):
+        with nft_drop(port, 30, syn_percent=5):
             cpid, _ = run_client("127.0.0.1", port, "ss-retx", count=3, size=100000, timeout=60)
         srv.communicate(timeout=60)
     finally:
@@ -234,11 +237,12 @@ def fin_wait2(s):
     # while the socket is still owned, and the kernel keeps a full socket in FIN_WAIT2 on a timer instead
     # of a timewait one (tcp_rcv_state_process): then the reset below is a full socket's. Seen once under
     # qemu on 6.1. Wait for FIN_WAIT2 first: close() there makes the timewait socket itself (__tcp_close).
-    for _ in range(200):
+    # (The peer's ACK of a FIN may be a delayed one: 40 ms and more.)
+    for _ in range(2000):
         if s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == 5:  # TCP_FIN_WAIT2
             return
         time.sleep(0.01)
-    raise SystemExit('no FIN_WAIT2 after 2 s')
+    raise SystemExit('no FIN_WAIT2 after 20 s')
 
 def pair(host, port):
     srv = socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET)
@@ -335,7 +339,7 @@ def test_comm_cannot_forge_lines_or_drive_the_terminal(monitor):
     m.stop()
     lines = m.lines()
     assert all(LINE.match(line) for line in lines)
-    client = [line for line in lines if f"PID={cpid} " in line]
+    client = [line for line in lines if f"PID={cpid} " in line and " State Change: " in line]
     assert client and all(r"COMM=a\x0ab\x1b[2J\x20c\x5c STATE=" in line for line in client)
     assert "\x1b" not in m.stdout and "\x1b" not in "".join(lines)
 
@@ -411,8 +415,11 @@ def test_exit_report_and_sigterm(monitor):
     assert m.stop(signal.SIGTERM) == 0
     out = m.stdout
     assert "Stopping monitoring...\n\nConnection Lifecycles:\n" in out
-    assert re.search(rf"Connection: 127\.0\.0\.1:\d+ -> 127\.0\.0\.1:{port}  \(PID={cpid} COMM=ss-rcli "
-                     r"duration=\d+\.\d{3}s retransmits=0\)", out), out
+    life = re.search(rf"Connection: 127\.0\.0\.1:\d+ -> 127\.0\.0\.1:{port}  \(PID={cpid} COMM=ss-rcli "
+                     r"duration=\d+\.\d{3}s retransmits=(\d+)\)", out)
+    assert life, out
+    # none on loopback, unless a slow (emulated) kernel's delayed ACK drew a tail-loss probe: as many as logged
+    assert int(life.group(1)) == sum(" Retransmission: " in line and f"PID={cpid} " in line for line in m.lines())
     assert re.search(rf"\n  {TS}: Connection Opening \(SYN_SENT\)\n", out)
     t = m.totals()
     assert t["lost"] == 0 and t["lines"] == len(m.lines()) and t["captured"] >= t["lines"]

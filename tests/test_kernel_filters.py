@@ -99,7 +99,7 @@ def test_state_filter(monitor):
     m = monitor("-P", str(port), "-s", "established", "-s", "CLOSE", "--json", "--no-report")
     conversation("::1", port, "ss-st", "ss-stc")
     m.stop()
-    recs = ours(m)
+    recs = [r for r in ours(m) if r["event"] == "state_change"]  # (a retransmission in ESTABLISHED passes too)
     assert {r["new_state"] for r in m.records()} == {"ESTABLISHED", "CLOSE"}
     assert len(recs) == 4
 
@@ -118,7 +118,7 @@ except ConnectionRefusedError:
     p.communicate(timeout=30)
     srv = start_server("127.0.0.1", lossy, "ss-nlossy", count=2)
     try:
-        with nft_drop(lossy, 30):
+        with nft_drop(lossy, 30, syn_percent=5):
             run_client("127.0.0.1", lossy, "ss-nretx", count=2, size=100000, timeout=60)
         srv.communicate(timeout=60)
     finally:

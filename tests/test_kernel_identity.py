@@ -312,10 +312,11 @@ def test_podman_container(monitor, tmp_path):
         assert srv.stdout.readline().strip() == "listening"
         common = ("-P", str(port), "--json", "--no-report", "--buffer-size", "1M")
         m_all = monitor(*common, log_name="all.log")
-        run = podman_argv() + ["run", "--rm", "--network=host", "--cidfile", str(cidfile),
+        # the container waits for a line on its stdin: it connects only once both filtered monitors run
+        run = podman_argv() + ["run", "-i", "--rm", "--network=host", "--cidfile", str(cidfile),
                                "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", image,
-                               "/bin/sh", "-c", "sleep 2; wget -q -O - http://127.0.0.1:%d/; sleep 1" % port]
-        pod = subprocess.Popen(run, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               "/bin/sh", "-c", "read go; wget -q -O - http://127.0.0.1:%d/; sleep 1" % port]
+        pod = subprocess.Popen(run, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         mount = cgroup2_mount()
         cid = None
         for _ in range(200):  # the id and its cgroup, before the container connects: the filters need them
@@ -329,7 +330,7 @@ def test_podman_container(monitor, tmp_path):
         m_in = monitor("-P", str(port), "--no-report", "--buffer-size", "1M", "--container", cid[:12], "--context",
                        log_name="in.log")
         m_out = monitor(*common, "--exclude-container", cid[:12], log_name="out.log")
-        out, err = pod.communicate(timeout=120)
+        out, err = pod.communicate("go\n", timeout=120)
         assert pod.returncode == 0 and out == "ok", err
         assert srv.stdout.readline().strip() == "served"
         for m in (m_all, m_in, m_out):

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from helpers import free_port, netns_pair, nft_drop, sh, snmp, spawn, start_server, uniq
+from helpers import free_port, netns_pair, nft_drop, sh, snmp, spawn, start_server, uniq, wait_port_settled
 
 pytestmark = pytest.mark.bpf
 
@@ -279,7 +279,9 @@ def test_retransmits_equal_the_namespace_retranssegs(monitor):
         sh("ip", "netns", "exec", b, "nft", "-f", "-", input=rules)  # the server drops a tenth of what it gets
         connect(peer, port, count=3, size=200000, reply=50000, netns=a, timeout=180)
         finish(srv, timeout=120)
-        time.sleep(0.5)
+        # the server closes last: its FIN may be sent again (the client's last ACK dropped) after it exits
+        wait_port_settled(port, timeout=60, netns=a)
+        wait_port_settled(port, timeout=60, netns=b)
         after_a, after_b = snmp(a), snmp(b)
         m.stop()
         recs = [r for r in m.records() if r["event"] == "connection" and r["netns"] in (ns_inode(a), ns_inode(b))]
@@ -378,8 +380,11 @@ sys.stdin.readline()
         holder.communicate()
         finish(srv)
     out = m.stdout
-    assert re.search(rf"Connection: 127\.0\.0\.1:\d+ -> 127\.0\.0\.1:{port}  \(PID=\d+ COMM=ss-done "
-                     r"duration=\d+\.\d{3}s retransmits=0\)\n", out), out
+    life = re.search(rf"Connection: 127\.0\.0\.1:\d+ -> 127\.0\.0\.1:{port}  \(PID=\d+ COMM=ss-done "
+                     r"duration=\d+\.\d{3}s retransmits=(\d+)\)\n", out)
+    assert life, out
+    # none on loopback, unless a slow (emulated) kernel's delayed ACK drew a tail-loss probe: as many as logged
+    assert int(life.group(1)) == sum(" Retransmission: " in line and "COMM=ss-done " in line for line in m.lines())
     assert re.search(r"\n  result=closed direction=out sent=3 received=0 handshake=[\d.]+ms rtt=[\d.]+ms\n"
                      r"  states: SYN_SENT > ESTABLISHED > FIN_WAIT1 > FIN_WAIT2 > CLOSE\n", out), out
     assert re.search(rf"Connection: 127\.0\.0\.1:\d+ -> 127\.0\.0\.1:{port}  \(PID={holder.pid} COMM=ss-holder "

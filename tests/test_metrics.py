@@ -268,7 +268,7 @@ for _ in range(3):
         assert out.count("refused") == 3, err
         srv = start_server(addr, port, "ss-mlossy", count=3)
         try:
-            with nft_drop(port, 30):
+            with nft_drop(port, 30, syn_percent=5):
                 run_client(addr, port, "ss-mretx", count=3, size=100000, timeout=60)
             srv.communicate(timeout=60)
         finally:
