@@ -257,7 +257,7 @@ def nft_drop(port, percent, table=None, match="", syn_percent=None):
                 {body}
             }}
         }}
-    """).format(table=table, body=body.replace("\n", "\n" + " " * 16))
+    """).format(table=table, body=body)
     sh("nft", "-f", "-", input=rules)
     try:
         yield table
