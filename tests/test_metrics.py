@@ -266,10 +266,10 @@ for _ in range(3):
 """, port=closed, addr=addr)
         out, err = p.communicate(timeout=30)
         assert out.count("refused") == 3, err
-        srv = start_server(addr, port, "ss-mlossy", count=3)
+        srv = start_server(addr, port, "ss-mlossy", count=6)  # (6: a retransmission is then all but certain)
         try:
             with nft_drop(port, 30, syn_percent=5):
-                run_client(addr, port, "ss-mretx", count=3, size=100000, timeout=60)
+                run_client(addr, port, "ss-mretx", count=6, size=100000, timeout=60)
             srv.communicate(timeout=60)
         finally:
             srv.kill()
@@ -282,7 +282,7 @@ for _ in range(3):
         assert prom.wait_for("socketsnoop_resets_received_total", 3) == 3
         assert prom.wait_for("socketsnoop_resets_sent_total", counts["Reset Sent"]) == counts["Reset Sent"]
         established = sum(" State Change: " in line and "STATE=Connection Established" in line for line in lines)
-        assert established == 6  # 3 connections, both ends
+        assert established == 12  # 6 connections, both ends
         assert prom.wait_for('socketsnoop_state_changes_total{state="ESTABLISHED"}', established) == established
     m.stop()
 
