@@ -5,7 +5,7 @@ LLVM_STRIP ?= llvm-strip-16
 BPF_DIR := src/socketsnoop/kernel/bpf
 BPF_OBJ := $(BPF_DIR)/socketsnoop.bpf.o
 BPF_CFLAGS := -target bpf -D__TARGET_ARCH_x86 -O2 -g -Wall -Werror -fno-ident
-# the scale tests' reference counter (tests/test_kernel_scale.py), committed as the monitor's object is
+# the scale tests' reference counter (tests/kernel/test_kernel_scale.py), committed as the monitor's object is
 TEST_BPF_DIR := tests/bpf
 TEST_BPF_OBJ := $(TEST_BPF_DIR)/port_counter.bpf.o
 # compile in DIR, with no path of this machine in the object (so CI can rebuild it byte for byte)

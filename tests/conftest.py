@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from helpers import bpf_unavailable_reason
+from support.system import bpf_unavailable_reason
 
 REQUIRE_BPF = os.environ.get("SOCKETSNOOP_REQUIRE_BPF") == "1"
 
@@ -34,8 +34,8 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture
 def monitor(tmp_path):
-    """Start real monitors: monitor(args...) -> helpers.Monitor (stopped at teardown)."""
-    from helpers import Monitor
+    """Start real monitors: monitor(args...) -> support.procs.Monitor (stopped at teardown)."""
+    from support.procs import Monitor
 
     started = []
 

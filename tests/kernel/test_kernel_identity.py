@@ -18,18 +18,10 @@ import uuid
 
 import pytest
 
-from helpers import (
-    _PRELUDE,
-    READY,
-    cgroup2_mount,
-    cgroups,
-    conversation,
-    free_port,
-    run_client,
-    spawn,
-    start_server,
-    uniq,
-)
+from support.cgroups import cgroup2_mount, cgroups
+from support.net import free_port
+from support.procs import _PRELUDE, conversation, run_client, spawn, start_server
+from support.system import READY, uniq
 
 pytestmark = pytest.mark.bpf
 

@@ -23,14 +23,20 @@ import time
 
 import pytest
 
-from scale import Fleet, PortCounter, StateChangeCount, free_high_ports, private_netns
+from support.scale import (
+    Fleet,
+    PortCounter,
+    StateChangeCount,
+    free_high_ports,
+    private_netns,
+)
 
 pytestmark = pytest.mark.bpf
 
 PER_PROCESS = 9000  # sockets per process: 5 servers and 5 clients, 90,000 sockets, 45,000 connections
 PROCESSES = 5
 CONNS = PER_PROCESS * PROCESSES
-# client ports above helpers.free_port's range (10000-30000), where other tests' servers and filters are
+# client ports above support.net.free_port's range (10000-30000), where other tests' servers and filters are
 NETNS_SYSCTLS = {"net.ipv4.ip_local_port_range": "30001 60999", "net.core.somaxconn": "8192"}
 # the most hits the kernel may hide from every BPF program in one test (see the module's comment): at most
 # one in 200 here, in the worst of 30 runs 1,114 of 450,010

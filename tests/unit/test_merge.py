@@ -2,10 +2,10 @@
 rows decoded from records the kernel wrote (captured.py)."""
 
 import pytest
-
-from captured import RING_RECORDS
 from socketsnoop.kernel.abi import RECORD
 from socketsnoop.pipeline.decode import MERGE_SORT_LIMIT, TS, merge_by_time
+
+from support.captured import RING_RECORDS
 
 DECODED = [RECORD.unpack(raw) for raw in RING_RECORDS]
 

@@ -17,8 +17,16 @@ from collections import Counter
 
 import pytest
 
-from helpers import (conversation, free_port, netns_pair, nft_drop, private_netns, run_client, spawn, start_server,
-                     tcp_mib, trace_count, wait_port_settled)
+from support.net import (
+    free_port,
+    netns_pair,
+    nft_drop,
+    private_netns,
+    tcp_mib,
+    trace_count,
+    wait_port_settled,
+)
+from support.procs import conversation, run_client, spawn, start_server
 
 pytestmark = pytest.mark.bpf
 
@@ -501,7 +509,7 @@ def test_full_buffer_read_while_the_kernel_writes(monitor):
 @pytest.fixture(scope="module")
 def loadgen(tmp_path_factory):
     """bench/loadgen.c, built: Python cannot make connections fast enough to load the kernel program."""
-    src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "loadgen.c")
+    src = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "bench", "loadgen.c")
     out = str(tmp_path_factory.mktemp("loadgen") / "loadgen")
     subprocess.run(["cc", "-O2", "-o", out, src], check=True)
     return out

@@ -9,7 +9,9 @@ import time
 
 import pytest
 
-from helpers import conversation, free_port, sh
+from support.net import free_port
+from support.procs import conversation
+from support.system import sh
 
 pytestmark = pytest.mark.bpf
 

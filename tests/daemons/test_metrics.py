@@ -11,14 +11,15 @@ import sys
 import time
 
 import pytest
-
-from helpers import (Prometheus, conversation, free_port, nft_drop, run_client, sample_sum, scrape, spawn,
-                     start_server)
 from socketsnoop.commands.options import metrics_from, monitor_options, parse_listen
 from socketsnoop.errors import SnoopError
-from socketsnoop.output.metrics import MetricsSink, comm_label
 from socketsnoop.kernel.abi import R_INCOMPLETE
+from socketsnoop.output.metrics import MetricsSink, comm_label
 from socketsnoop.pipeline.decode import make_record_row, make_row
+
+from support.net import free_port, nft_drop
+from support.procs import conversation, run_client, spawn, start_server
+from support.prom import Prometheus, sample_sum, scrape
 
 EV_STATE, EV_RETRANSMIT, EV_RESET_SENT, EV_RESET_RECEIVED = 1, 2, 3, 4
 ESTABLISHED, SYN_SENT, CLOSE = 1, 2, 7

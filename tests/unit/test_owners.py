@@ -6,7 +6,14 @@ import ipaddress
 import os
 import socket
 
-from captured import (
+from socketsnoop.pipeline.owners import (
+    ProcOwners,
+    _hex_addr,
+    listening_sockets,
+    socket_inodes,
+)
+
+from support.captured import (
     PROC_FD_LINKS,
     PROC_FD_LINKS_CHILD,
     PROC_FD_LINKS_PARENT,
@@ -14,8 +21,7 @@ from captured import (
     PROC_NET_TCP,
     PROC_NET_TCP6,
 )
-from helpers import free_port
-from socketsnoop.pipeline.owners import ProcOwners, _hex_addr, listening_sockets, socket_inodes
+from support.net import free_port
 
 
 def packed(text):

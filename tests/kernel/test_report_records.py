@@ -10,8 +10,6 @@ import socket
 import time
 
 import pytest
-
-from helpers import conversation, free_port, spawn
 from socketsnoop.commands import report
 from socketsnoop.kernel.abi import (
     DIR_IN,
@@ -29,6 +27,9 @@ from socketsnoop.kernel.abi import (
 from socketsnoop.output.formats import Clock, JsonFormatter, TextFormatter
 from socketsnoop.pipeline.decode import R_SK, STATE_NUMBERS, make_record_row, make_row
 from socketsnoop.pipeline.filters import Filters
+
+from support.net import free_port
+from support.procs import conversation, spawn
 
 T0 = 1_735_596_325_000_000_000  # 2024-12-30 22:05:25 UTC
 MS = 1_000_000

@@ -1,16 +1,16 @@
 """The ring buffer reader (kernel/ringbuf.py: RingBuffer.read) on records the kernel wrote, in a file laid
-out as the ring's map is (helpers.RingFile): whole committed records, one still being written (busy), a
+out as the ring's map is (support.ring.RingFile): whole committed records, one still being written (busy), a
 discarded one, one of another size, and records that wrap past the end of the data pages."""
 
 import struct
 
 import pytest
-
-from captured import RING_RECORD_CGROUP, RING_RECORD_FIELDS, RING_RECORDS
-from helpers import RingFile
 from socketsnoop.kernel.abi import EVENT, RECORD
 from socketsnoop.kernel.ringbuf import BUSY, DISCARD
 from socketsnoop.pipeline.decode import CGROUP, UID, ident_of
+
+from support.captured import RING_RECORD_CGROUP, RING_RECORD_FIELDS, RING_RECORDS
+from support.ring import RingFile
 
 SLOT = 120  # 8 + 112, a multiple of 8
 SIZE = 1 << 16

@@ -5,7 +5,6 @@ import socket
 import time
 
 import pytest
-
 from socketsnoop.kernel import abi
 from socketsnoop.output import formats as fmt
 from socketsnoop.output.connections import ConnectionReport

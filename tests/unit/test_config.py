@@ -1,14 +1,12 @@
 """The config file: values through the parser's own types, command line wins, errors name file/key/line."""
 
 import ipaddress
-import re
 import os
+import re
 import subprocess
 import sys
 
 import pytest
-
-
 from socketsnoop import cli
 from socketsnoop.commands import options
 from socketsnoop.commands.config import key_line, parse_with_config

@@ -14,12 +14,14 @@ import time
 from pathlib import Path
 
 import pytest
-
-from helpers import Monitor, Prometheus, conversation, free_port, run_client, spawn, start_server
 from socketsnoop.commands import report
 from test_metrics import private_loopback
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+from support.net import free_port
+from support.procs import Monitor, conversation, run_client, spawn, start_server
+from support.prom import Prometheus
+
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def readme_block(name):

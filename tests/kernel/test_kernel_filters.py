@@ -6,7 +6,8 @@ filter under test allows it, so other traffic on the host never matters.
 
 import pytest
 
-from helpers import conversation, free_port, netns_pair, nft_drop, run_client, spawn, start_server
+from support.net import free_port, netns_pair, nft_drop
+from support.procs import conversation, run_client, spawn, start_server
 
 pytestmark = pytest.mark.bpf
 

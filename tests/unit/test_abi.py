@@ -11,7 +11,6 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
-
 from socketsnoop.kernel import abi, libbpf
 from socketsnoop.kernel.libbpf import Libbpf
 from socketsnoop.pipeline import decode

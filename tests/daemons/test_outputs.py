@@ -8,11 +8,12 @@ import signal
 import time
 
 import pytest
-
-from collectors import journald, make_ca, make_cert, rsyslogd
-from helpers import CLIENT, SERVER, free_port, sample_sum, scrape, spawn
-
 from socketsnoop.output.formats import comm_text, escape_comm
+
+from support.collectors import journald, make_ca, make_cert, rsyslogd
+from support.net import free_port
+from support.procs import CLIENT, SERVER, spawn
+from support.prom import sample_sum, scrape
 
 pytestmark = pytest.mark.bpf
 

@@ -6,11 +6,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from helpers import unprivileged_command
 from socketsnoop.commands import report, service
 from socketsnoop.commands.options import build_parser, filters_from, parse_size
 from socketsnoop.errors import SnoopError
+
+from support.system import unprivileged_command
 
 
 def run(*args, user=None):
@@ -87,7 +87,7 @@ def test_sizes():
 
 def test_every_long_option_is_in_the_readme():
     """Every option --help shows (the monitor's, report's, service's) is documented in the README."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     missing = [(p.prog, o) for p in (build_parser(), report.build_parser(), service.build_parser())
                for a in p._actions for o in a.option_strings if o.startswith("--") and o not in readme]
     assert not missing

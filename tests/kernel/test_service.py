@@ -11,9 +11,9 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from helpers import READY
-
 from socketsnoop.commands import service
+
+from support.system import READY
 
 ENV = dict(os.environ)
 

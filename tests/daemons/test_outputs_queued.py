@@ -10,8 +10,6 @@ import sys
 import time
 
 import pytest
-
-from collectors import journald
 from socketsnoop.commands import service
 from socketsnoop.commands.options import options_from_config
 from socketsnoop.kernel import abi
@@ -20,6 +18,8 @@ from socketsnoop.output.journal import JournalSink, field, field_name
 from socketsnoop.output.queued import EVENTS, Message
 from socketsnoop.output.syslog import UDP_MAX, SyslogSink, parse_url, sd_value
 from socketsnoop.pipeline import decode
+
+from support.collectors import journald
 
 HOSTILE = [b"audacious", b"\nSOCKETSNOOP_X=", b'a]"\\=\xff\x01z', b"", b"-", "é\u202e".encode()]
 

@@ -12,8 +12,6 @@ import time
 import tracemalloc
 
 import pytest
-
-
 from socketsnoop.commands import report
 from socketsnoop.kernel.abi import EV_RESET_SENT, EV_RETRANSMIT, EV_STATE
 from socketsnoop.output.formats import Clock, JsonFormatter, TextFormatter

@@ -5,9 +5,9 @@ import subprocess
 import sys
 
 import pytest
-
-from helpers import unprivileged_command
 from socketsnoop.commands import check
+
+from support.system import unprivileged_command
 
 ENV = dict(os.environ)
 

@@ -11,7 +11,6 @@ import time
 import uuid
 
 import pytest
-
 from socketsnoop.commands import report
 from socketsnoop.commands.options import build_parser, filters_from, monitor_options
 from socketsnoop.commands.run import Monitor
@@ -19,8 +18,21 @@ from socketsnoop.errors import SnoopError
 from socketsnoop.kernel import abi
 from socketsnoop.output.formats import Clock, JsonFormatter, TextFormatter
 from socketsnoop.pipeline.decode import make_row
-from socketsnoop.pipeline.filters import Filters, parse_cgroup, parse_container, parse_uid, parse_unit
-from socketsnoop.pipeline.identity import CgroupTree, Identity, cgroup2_mount, container_of, pod_of, unit_of
+from socketsnoop.pipeline.filters import (
+    Filters,
+    parse_cgroup,
+    parse_container,
+    parse_uid,
+    parse_unit,
+)
+from socketsnoop.pipeline.identity import (
+    CgroupTree,
+    Identity,
+    cgroup2_mount,
+    container_of,
+    pod_of,
+    unit_of,
+)
 
 ID = "4f1c0b5e" * 8
 ID2 = "9a8b7c6d" * 8

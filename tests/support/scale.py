@@ -14,7 +14,7 @@ import time
 
 from socketsnoop.kernel.libbpf import BpfObject
 
-from helpers import sh, uniq
+from support.system import sh, uniq
 
 TRACEFS = "/sys/kernel/tracing"
 
@@ -207,7 +207,7 @@ class PortCounter:
     """tests/bpf/port_counter.bpf.o attached: the hits of inet_sock_set_state with one of ports at either end
     that a BPF program was run for (count()), and those the kernel skipped it for (misses())."""
 
-    OBJECT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bpf", "port_counter.bpf.o")
+    OBJECT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bpf", "port_counter.bpf.o")
     MAX_PORTS = 8
 
     def __init__(self, ports):

@@ -11,7 +11,8 @@ import socket
 import subprocess
 import time
 
-from helpers import free_port, uniq
+from support.net import free_port
+from support.system import uniq
 
 JOURNALD = "/lib/systemd/systemd-journald"
 

@@ -10,14 +10,14 @@ ActiveOpens, PassiveOpens and AttemptFails.
 import json
 import os
 import re
-import subprocess
-import sys
 import textwrap
 import time
 
 import pytest
 
-from helpers import free_port, netns_pair, nft_drop, sh, snmp, spawn, start_server, uniq, wait_port_settled
+from support.net import free_port, netns_pair, snmp, wait_port_settled
+from support.procs import spawn
+from support.system import sh, uniq
 
 pytestmark = pytest.mark.bpf
 
