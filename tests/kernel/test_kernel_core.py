@@ -582,7 +582,7 @@ def test_no_state_change_missed_or_doubled_under_a_flood(monitor, loadgen):
     elif changes != kernel_hits:
         # Open: on this project's shared 6.18 machine, about one run in two loses a few to a few hundred
         # hits per million that no counter reports (the same with the object before 5.10 support);
-        # never seen in the kernel matrix. Shown, not hidden: see the README's Kernels section.
+        # never seen in the kernel matrix. Shown, not hidden: see docs/kernels.md, "Missed hits".
         warnings.warn(f"{kernel_hits - changes} of {kernel_hits} state changes missing, missed=0")
 
 

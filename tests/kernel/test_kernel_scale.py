@@ -7,7 +7,7 @@ Two counts to check the monitor against, both for the test's ports only:
   - the hits a BPF program was run for (scale.PortCounter: a trivial program on the same tracepoint).
 They differ on this host: the kernel runs no BPF program at all (neither socket-snoop's nor the trivial one,
 nor a classic tracepoint program) for some hits in softirqs that interrupt particular tasks, and counts them
-nowhere (recursion_misses stays 0); see the README, "Nothing missed silently". So the exact checks are against
+nowhere (recursion_misses stays 0); see bench/README.md, "Nothing missed silently". So the exact checks are against
 the hits BPF could see; the difference from the trace event is reported, and bounded.
 
 Each test talks on ports of its own, above every ephemeral range (scale.free_high_ports), and filters the
