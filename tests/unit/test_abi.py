@@ -181,8 +181,28 @@ def test_map_and_program_names_match_the_object():
         assert getattr(abi, "MAP_" + name.upper()) == name
 
 
+def program_sources():
+    """socketsnoop.bpf.c and every header of ours it includes, in the order met (vmlinux.h is not shipped)."""
+    names, todo = [], ["socketsnoop.bpf.c"]
+    while todo:
+        name = todo.pop(0)
+        if name in names or name == "vmlinux.h":
+            continue
+        names.append(name)
+        todo += re.findall(r'^#include "([^"]+)"', BPF.joinpath(name).read_text(), flags=re.M)
+    return names
+
+
+def test_the_package_ships_the_programs_source():
+    """Each header the program includes is in the installed package (pyproject.toml's package-data)."""
+    names = program_sources()
+    assert {"socketsnoop.h", "config.h", "filters.h", "rings.h"} <= set(names)
+    for name in names:
+        assert BPF.joinpath(name).is_file(), name
+
+
 def test_rodata_variables_match_the_source():
-    src = BPF.joinpath("socketsnoop.bpf.c").read_text()
+    src = "\n".join(BPF.joinpath(name).read_text() for name in program_sources())
     sizes = {"__u32": "<I", "__u64": "<Q", "bool": "<?"}
     found = {name: sizes[typ] for typ, name in re.findall(r"^const volatile (\w+) (\w+) = ", src, flags=re.M)}
     assert found == abi.RODATA
