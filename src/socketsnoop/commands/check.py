@@ -6,12 +6,11 @@ tracepoints are looked up in the kernel's BTF, which everyone may read. As
 root it also loads and attaches the BPF program, the only complete test.
 """
 
-import ctypes
 import os
 
 from ..errors import SnoopError
 from ..kernel.abi import MAX_SOCKETS_HASH, PROGRAMS, REQUIRED
-from ..kernel.libbpf import Libbpf
+from ..kernel.libbpf import Libbpf, ringbuf_works
 from ..kernel.loader import (BTF_PATH, RESETS_FENTRY, RESETS_PARTIAL, RESETS_TRACEPOINT, Probe, effective_caps,
                               has_bpf_caps, kernel_version, reset_coverage, reset_coverage_text)
 from ..pipeline.identity import CgroupTree, cgroup2_mount
@@ -26,7 +25,6 @@ MIN_KERNEL = (5, 8)  # with the default ring buffer
 FLOORS = (((5, 5), "tracepoint programs with BTF arguments (tp_btf) need 5.5", ("ringbuf", "perf")),
           ((5, 8), "BPF ring buffer needs 5.8 (--buffer perf: 5.5)", ("ringbuf",)))
 TRACEFS = ("/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events")
-BPF_MAP_TYPE_RINGBUF = 27
 
 
 class Result:
@@ -102,19 +100,8 @@ def check_ringbuf(lib, buffer):
     required = buffer == "ringbuf"
     alt = " (or use --buffer perf)" if required else ""
     if lib is not None and has_bpf_caps():
-        try:
-            create = lib.lib.bpf_map_create
-        except AttributeError:
-            create = None
-        if create is not None:
-            create.restype = ctypes.c_int
-            create.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32,
-                               ctypes.c_void_p]
-            fd = create(BPF_MAP_TYPE_RINGBUF, b"ss_check", 0, 0, 4096, None)
-            if fd >= 0:
-                os.close(fd)
-                return Result("BPF ring buffer", True, "created one", required)
-            return Result("BPF ring buffer", False, f"cannot create one: {os.strerror(-fd)}{alt}", required)
+        ok, why = ringbuf_works()
+        return Result("BPF ring buffer", ok, "created one" if ok else f"cannot create one: {why}{alt}", required)
     ok = kernel_version() >= MIN_KERNEL
     return Result("BPF ring buffer", ok, "Linux 5.8 or newer" if ok else "needs Linux 5.8" + alt, required)
 

@@ -13,7 +13,9 @@ from importlib import resources
 from ..errors import SnoopError
 from . import abi
 from .abi import C_MAX, C_RESCUED, CONN_RECORD, EVENT, FENTRY_PROGRAMS, LISTEN_KEY, OWNER_STRUCT, PROGRAMS, REQUIRED
-from .libbpf import BTF_KIND_FUNC, BpfObject, KernelBtf, Libbpf, PerfBuffer, fentry_works
+from .bpfobject import BpfObject
+from .libbpf import BTF_KIND_FUNC, Btf, Libbpf, fentry_works, possible_cpus
+from .perfbuf import PerfBuffer
 from .ringbuf import RingBuffer
 
 BTF_PATH = "/sys/kernel/btf/vmlinux"
@@ -38,7 +40,7 @@ def reset_coverage():
     (known by its arguments in the kernel's BTF, or else by the version); before, RESETS_FENTRY where the
     kernel has the two send functions in its BTF and lets an fentry program attach (tried for real with an
     empty one: needs privileges), else RESETS_PARTIAL and why."""
-    with KernelBtf() as btf:
+    with Btf() as btf:
         args = btf.tracepoint_args("tcp_send_reset")
         full = args >= RESET_TP_FULL_ARGS if args is not None else kernel_version() >= RESET_TP_FULL_KERNEL
         if full:
@@ -171,10 +173,8 @@ class Probe:
         else:
             obj.set_autocreate(abi.MAP_RECORDS, False)
             obj.set_autocreate(abi.MAP_RECORDS_SPARE, False)
-        for prog in disabled:
-            p = obj.bpf.find_prog(obj.obj, prog.encode())
-            if p:  # (an object from SOCKETSNOOP_BPF_OBJECT may lack one)
-                obj.bpf.prog_set_autoload(p, False)
+        for prog in disabled:  # (an object from SOCKETSNOOP_BPF_OBJECT may lack one)
+            obj.set_autoload(prog, False)
         return obj
 
     def _no_fentry(self, why):
@@ -190,7 +190,7 @@ class Probe:
         disabled = [] if self.resets == RESETS_FENTRY else list(FENTRY_PROGRAMS)
         while True:
             obj = self._open(disabled)
-            if not disabled and not all(obj.bpf.find_prog(obj.obj, p.encode()) for p in FENTRY_PROGRAMS):
+            if not disabled and not all(obj.has_program(p) for p in FENTRY_PROGRAMS):
                 disabled += list(FENTRY_PROGRAMS)
                 self._no_fentry("the BPF object has no fentry programs")
             code, msg, messages = obj.load()
@@ -222,7 +222,7 @@ class Probe:
                 continue
             raise SnoopError(self._load_error(code, msg, messages, missing))
         self.obj = obj
-        self.ncpus = obj.bpf.num_possible_cpus()
+        self.ncpus = possible_cpus()
         for entry in self.filters.map_entries():
             obj.update(*entry)
         return self
@@ -275,13 +275,10 @@ class Probe:
                 self.close()
                 raise SnoopError(f"socket-snoop: {msg} (tracepoint {PROGRAMS[prog]})")
         if self.resets == RESETS_FENTRY:
-            before = len(self.obj.links)
             for prog in FENTRY_PROGRAMS:
                 code, msg = self.obj.attach(prog)
                 if code:  # both or neither: detach the one that may have attached
-                    for link in self.obj.links[before:]:
-                        self.obj.bpf.link_destroy(link)
-                    del self.obj.links[before:]
+                    self.obj.detach(FENTRY_PROGRAMS)
                     self._no_fentry(f"{msg} (fentry on {FENTRY_PROGRAMS[prog]})")
                     break
         return self
@@ -303,7 +300,7 @@ class Probe:
         return self.reader
 
     def counters(self):
-        """Sums over CPUs of the kernel's counters (events.C_*)."""
+        """Sums over CPUs of the kernel's counters (indexed by abi.C_*)."""
         out = [0] * C_MAX
         if not self.obj:
             return out
@@ -329,9 +326,7 @@ class Probe:
 
     def detach(self):
         if self.obj:
-            for link in self.obj.links:
-                self.obj.bpf.link_destroy(link)
-            self.obj.links = []
+            self.obj.detach()
 
     def close(self):
         for reader in (self.reader, self.spare_reader, self.record_reader, self.record_spare_reader):
