@@ -7,12 +7,13 @@ root it also loads and attaches the BPF program, the only complete test.
 """
 
 import os
+import platform
 
 from ..errors import SnoopError
 from ..kernel.abi import MAX_SOCKETS_HASH, PROGRAMS, REQUIRED
 from ..kernel.libbpf import Libbpf, ringbuf_works
-from ..kernel.loader import (BTF_PATH, RESETS_FENTRY, RESETS_PARTIAL, RESETS_TRACEPOINT, Probe, effective_caps,
-                              has_bpf_caps, kernel_version, reset_coverage, reset_coverage_text)
+from ..kernel.loader import (BTF_PATH, RESETS_FENTRY, RESETS_PARTIAL, RESETS_TRACEPOINT, Probe, architecture_problem,
+                              effective_caps, has_bpf_caps, kernel_version, reset_coverage, reset_coverage_text)
 from ..pipeline.identity import CgroupTree, cgroup2_mount
 from ..output.sinks import insecure_dir
 from .cmdline import CommandParser
@@ -34,6 +35,11 @@ class Result:
     def line(self):
         status = "ok" if self.ok else ("MISSING" if self.required else "missing")
         return f"{status:<8} {self.what}: {self.detail}"
+
+
+def check_architecture():
+    problem = architecture_problem()
+    return Result("architecture", not problem, problem or platform.machine())
 
 
 def check_kernel(buffer="ringbuf", release=None):
@@ -196,7 +202,8 @@ def monitor_options(config):
 def run_checks(config=None):
     opts, config_error = monitor_options(config)
     btf = read_btf()
-    results = [check_kernel(opts.buffer), check_btf(btf), check_caps()]
+    arch = check_architecture()
+    results = [arch, check_kernel(opts.buffer), check_btf(btf), check_caps()]
     libbpf_result, lib = check_libbpf()
     results.append(libbpf_result)
     required = {PROGRAMS[p] for p in REQUIRED}
@@ -207,7 +214,7 @@ def run_checks(config=None):
     results.append(check_cgroup2())
     if config_error:
         results.append(config_error)
-    if has_bpf_caps() and lib is not None and btf is not None:
+    if has_bpf_caps() and lib is not None and btf is not None and arch.ok:
         load, resets, state = check_load(opts)
         results += [r for r in (resets, load, state) if r]
     elif lib is not None and btf is not None:

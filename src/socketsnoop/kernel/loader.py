@@ -6,6 +6,7 @@ kernel's BTF.
 """
 
 import os
+import platform
 import re
 import struct
 from importlib import resources
@@ -19,6 +20,10 @@ from .perfbuf import PerfBuffer
 from .ringbuf import RingBuffer
 
 BTF_PATH = "/sys/kernel/btf/vmlinux"
+# The one architecture socket-snoop runs on: its BPF object is built for x86-64 (-D__TARGET_ARCH_x86, and
+# context_level() knows x86-64's stacks), and ringbuf.py reads the rings' positions with plain loads and
+# stores, which x86-64's memory ordering makes safe (arm64 would need acquire/release).
+MACHINE = "x86_64"
 CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
 
 # How the resets this kernel sends are seen (Probe.resets; `socket-snoop check` says which):
@@ -97,8 +102,20 @@ def has_bpf_caps(caps=None) -> bool:
     return bool(caps & (1 << CAP_SYS_ADMIN)) or (bool(caps & (1 << CAP_BPF)) and bool(caps & (1 << CAP_PERFMON)))
 
 
+def architecture_problem():
+    """None on x86-64; else, in one line, why socket-snoop cannot run on this machine."""
+    machine = platform.machine()
+    if machine == MACHINE:
+        return None
+    return (f"this machine is {machine or 'of an unknown architecture'}: socket-snoop runs on {MACHINE} only "
+            "(its BPF program is built for x86-64, and its ring buffer reader relies on x86-64 memory ordering)")
+
+
 def preflight():
     """The checks whose failure a person can fix, each as one clear line."""
+    problem = architecture_problem()
+    if problem:
+        raise SnoopError(f"socket-snoop: {problem}")
     if not has_bpf_caps():
         raise SnoopError("socket-snoop: needs root (or the capabilities CAP_BPF and CAP_PERFMON): "
                          "run it with sudo")
