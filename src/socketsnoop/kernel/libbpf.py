@@ -21,7 +21,6 @@ BTF_KIND_STRUCT = 4
 BTF_KIND_TYPEDEF = 8
 BTF_KIND_FUNC = 12
 BTF_KIND_FUNC_PROTO = 13
-BTF_KIND_VAR = 14
 BTF_KIND_DATASEC = 15
 # struct bpf_prog_info (uapi linux/bpf.h): its size here and where recursion_misses is
 PROG_INFO_SIZE = 232
