@@ -46,13 +46,13 @@ class BpfObject:
                 names.append(self.bpf.map_name(m).decode())
         return names
 
-    def rodata_offsets(self):
+    def _rodata_offsets(self):
         """name -> (offset, size) of each read-only global, from the object's BTF."""
         return Btf(handle=self.bpf.obj_btf(self.obj)).section_vars(".rodata")
 
     def set_rodata(self, values: dict):
         """Set `const volatile` globals before load. values: name -> bytes of the right size."""
-        offsets = self.rodata_offsets()
+        offsets = self._rodata_offsets()
         m = self._map(".rodata")
         size = ctypes.c_size_t()
         base = self.bpf.map_initial_value(m, ctypes.byref(size))
