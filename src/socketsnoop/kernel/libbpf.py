@@ -56,7 +56,10 @@ class _BtfMember(ctypes.Structure):
 
 
 def _proto(lib, name, restype, *argtypes):
-    fn = getattr(lib, name)
+    try:
+        fn = getattr(lib, name)
+    except AttributeError:
+        raise SnoopError(f"{LIBBPF_SONAME} has no function {name}: libbpf 1.0 or newer is needed") from None
     fn.restype = restype
     fn.argtypes = list(argtypes)
     return fn
@@ -125,7 +128,7 @@ class Libbpf:
             major = _proto(self.lib, "libbpf_major_version", ctypes.c_uint32)()
             minor = _proto(self.lib, "libbpf_minor_version", ctypes.c_uint32)()
             return f"{major}.{minor}"
-        except AttributeError:
+        except SnoopError:
             return "unknown"
 
     def _install_printer(self):
