@@ -4,6 +4,8 @@ CLANG ?= clang-16
 LLVM_STRIP ?= llvm-strip-16
 BPF_DIR := src/socketsnoop/kernel/bpf
 BPF_OBJ := $(BPF_DIR)/socketsnoop.bpf.o
+# the program's source: socketsnoop.bpf.c and its headers (vmlinux.h among them)
+BPF_SRC := $(BPF_DIR)/socketsnoop.bpf.c $(wildcard $(BPF_DIR)/*.h)
 BPF_CFLAGS := -target bpf -D__TARGET_ARCH_x86 -O2 -g -Wall -Werror -fno-ident
 # the scale tests' reference counter (tests/kernel/test_kernel_scale.py), committed as the monitor's object is
 TEST_BPF_DIR := tests/bpf
@@ -19,7 +21,7 @@ compile_test = cd $(1)/$(TEST_BPF_DIR) && $(CLANG) $(BPF_CFLAGS) -I ../../$(BPF_
 
 bpf: $(BPF_OBJ) $(TEST_BPF_OBJ)
 
-$(BPF_OBJ): $(BPF_DIR)/socketsnoop.bpf.c $(BPF_DIR)/socketsnoop.h $(BPF_DIR)/vmlinux.h
+$(BPF_OBJ): $(BPF_SRC)
 	$(call compile,$(BPF_DIR))
 
 $(TEST_BPF_OBJ): $(TEST_BPF_DIR)/port_counter.bpf.c $(BPF_DIR)/vmlinux.h
@@ -27,7 +29,7 @@ $(TEST_BPF_OBJ): $(TEST_BPF_DIR)/port_counter.bpf.c $(BPF_DIR)/vmlinux.h
 
 # Fails if the committed object is not what the source builds to.
 bpf-check:
-	@tmp=$$(mktemp -d) && cp $(BPF_DIR)/socketsnoop.bpf.c $(BPF_DIR)/socketsnoop.h $(BPF_DIR)/vmlinux.h $$tmp/ && \
+	@tmp=$$(mktemp -d) && cp $(BPF_SRC) $$tmp/ && \
 	($(call compile,$$tmp)) && \
 	if cmp -s $$tmp/socketsnoop.bpf.o $(BPF_OBJ); then echo "bpf-check: $(BPF_OBJ) matches its source"; rm -rf $$tmp; \
 	else echo "bpf-check: $(BPF_OBJ) is stale: run 'make bpf' and commit it"; rm -rf $$tmp; exit 1; fi

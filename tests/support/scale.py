@@ -12,7 +12,8 @@ import sys
 import textwrap
 import time
 
-from socketsnoop.kernel.libbpf import BpfObject
+from socketsnoop.kernel.bpfobject import BpfObject
+from socketsnoop.kernel.libbpf import possible_cpus
 
 from support.system import sh, uniq
 
@@ -231,7 +232,7 @@ class PortCounter:
         return self
 
     def count(self):
-        ncpus = self.obj.bpf.num_possible_cpus()
+        ncpus = possible_cpus()
         raw = self.obj.lookup("hits", struct.pack("<I", 0), 8 * ncpus)
         return sum(struct.unpack(f"<{ncpus}Q", raw))
 
@@ -239,9 +240,7 @@ class PortCounter:
         return self.obj.recursion_misses("count_ports")
 
     def detach(self):
-        for link in self.obj.links:
-            self.obj.bpf.link_destroy(link)
-        self.obj.links = []
+        self.obj.detach()
 
     def __exit__(self, *exc):
         self.obj.close()

@@ -3,7 +3,6 @@ the same struct layouts (sizes, offsets and member sizes read from the committed
 program and read-only variable names (read from the object). Any difference either way fails here."""
 
 import ast
-import ctypes
 import os
 import re
 import struct
@@ -12,41 +11,23 @@ from pathlib import Path
 
 import pytest
 from socketsnoop.kernel import abi, libbpf
-from socketsnoop.kernel.libbpf import Libbpf
+from socketsnoop.kernel.bpfobject import BpfObject
+from socketsnoop.kernel.libbpf import Btf
 from socketsnoop.pipeline import decode
 
-BTF_KIND_STRUCT = 4
 BPF = resources.files("socketsnoop.kernel").joinpath("bpf")
 OBJ = str(BPF.joinpath("socketsnoop.bpf.o"))
 HEADER = BPF.joinpath("socketsnoop.h").read_text()
 PACKAGE = Path(abi.__file__).resolve().parents[1]
 
 
-class _Member(ctypes.Structure):
-    _fields_ = [("name_off", ctypes.c_uint32), ("type", ctypes.c_uint32), ("offset", ctypes.c_uint32)]
-
-
-def _btf(path):
-    bpf = Libbpf.get()
-    parse = bpf.lib.btf__parse
-    parse.restype, parse.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_void_p]
-    btf = parse(path.encode(), None)
-    assert btf, "cannot read BTF from the object"
-    return bpf, btf
-
-
 def btf_struct(name, path=OBJ):
     """({member: (byte offset, byte size)}, size) of struct `name` in the BTF of `path`."""
-    bpf, btf = _btf(path)
-    resolve = bpf.lib.btf__resolve_size
-    resolve.restype, resolve.argtypes = ctypes.c_long, [ctypes.c_void_p, ctypes.c_uint32]
-    tid = bpf.btf_find(btf, name.encode(), BTF_KIND_STRUCT)
-    assert tid > 0, f"struct {name} not in BTF"
-    t = bpf.btf_type(btf, tid).contents
-    members = ctypes.cast(ctypes.addressof(t) + 12, ctypes.POINTER(_Member))
-    out = {bpf.btf_name(btf, members[i].name_off).decode(): (members[i].offset // 8, resolve(btf, members[i].type))
-           for i in range(t.info & 0xFFFF)}
-    return out, t.size_or_type
+    with Btf(path) as btf:
+        assert btf.btf, f"cannot read BTF from {path}"
+        layout = btf.struct_layout(name)
+    assert layout, f"struct {name} not in BTF"
+    return layout
 
 
 def python_fields(fmt, names):
@@ -147,29 +128,11 @@ def test_make_row_decodes_back():
 
 def _object_names():
     """(maps, programs) of the committed object, as libbpf opens it (no load)."""
-    bpf = Libbpf.get()
-    vp = ctypes.c_void_p
-    fns = {}
-    for name, res, args in (("bpf_object__next_map", vp, [vp, vp]), ("bpf_map__name", ctypes.c_char_p, [vp]),
-                            ("bpf_object__next_program", vp, [vp, vp]),
-                            ("bpf_program__name", ctypes.c_char_p, [vp]), ("bpf_map__is_internal", ctypes.c_bool, [vp])):
-        fn = getattr(bpf.lib, name)
-        fn.restype, fn.argtypes = res, args
-        fns[name] = fn
-    data = open(OBJ, "rb").read()
-    buf = ctypes.create_string_buffer(data, len(data))
-    obj = bpf.open_mem(buf, len(data), None)
-    assert obj
+    obj = BpfObject(open(OBJ, "rb").read())
     try:
-        maps, progs, m, p = [], [], None, None
-        while m := fns["bpf_object__next_map"](obj, m):
-            if not fns["bpf_map__is_internal"](m):
-                maps.append(fns["bpf_map__name"](m).decode())
-        while p := fns["bpf_object__next_program"](obj, p):
-            progs.append(fns["bpf_program__name"](p).decode())
-        return maps, progs
+        return obj.map_names(), obj.program_names()
     finally:
-        bpf.close(obj)
+        obj.close()
 
 
 def test_map_and_program_names_match_the_object():
@@ -181,8 +144,28 @@ def test_map_and_program_names_match_the_object():
         assert getattr(abi, "MAP_" + name.upper()) == name
 
 
+def program_sources():
+    """socketsnoop.bpf.c and every header of ours it includes, in the order met (vmlinux.h is not shipped)."""
+    names, todo = [], ["socketsnoop.bpf.c"]
+    while todo:
+        name = todo.pop(0)
+        if name in names or name == "vmlinux.h":
+            continue
+        names.append(name)
+        todo += re.findall(r'^#include "([^"]+)"', BPF.joinpath(name).read_text(), flags=re.M)
+    return names
+
+
+def test_the_package_ships_the_programs_source():
+    """Each header the program includes is in the installed package (pyproject.toml's package-data)."""
+    names = program_sources()
+    assert {"socketsnoop.h", "config.h", "filters.h", "rings.h"} <= set(names)
+    for name in names:
+        assert BPF.joinpath(name).is_file(), name
+
+
 def test_rodata_variables_match_the_source():
-    src = BPF.joinpath("socketsnoop.bpf.c").read_text()
+    src = "\n".join(BPF.joinpath(name).read_text() for name in program_sources())
     sizes = {"__u32": "<I", "__u64": "<Q", "bool": "<?"}
     found = {name: sizes[typ] for typ, name in re.findall(r"^const volatile (\w+) (\w+) = ", src, flags=re.M)}
     assert found == abi.RODATA

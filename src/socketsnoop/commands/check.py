@@ -6,14 +6,14 @@ tracepoints are looked up in the kernel's BTF, which everyone may read. As
 root it also loads and attaches the BPF program, the only complete test.
 """
 
-import ctypes
 import os
+import platform
 
 from ..errors import SnoopError
 from ..kernel.abi import MAX_SOCKETS_HASH, PROGRAMS, REQUIRED
-from ..kernel.libbpf import Libbpf
-from ..kernel.loader import (BTF_PATH, RESETS_FENTRY, RESETS_PARTIAL, RESETS_TRACEPOINT, Probe, effective_caps,
-                              has_bpf_caps, kernel_version, reset_coverage, reset_coverage_text)
+from ..kernel.libbpf import Libbpf, ringbuf_works
+from ..kernel.loader import (BTF_PATH, RESETS_FENTRY, RESETS_PARTIAL, RESETS_TRACEPOINT, Probe, architecture_problem,
+                              effective_caps, has_bpf_caps, kernel_version, reset_coverage, reset_coverage_text)
 from ..pipeline.identity import CgroupTree, cgroup2_mount
 from ..output.sinks import insecure_dir
 from .cmdline import CommandParser
@@ -26,7 +26,6 @@ MIN_KERNEL = (5, 8)  # with the default ring buffer
 FLOORS = (((5, 5), "tracepoint programs with BTF arguments (tp_btf) need 5.5", ("ringbuf", "perf")),
           ((5, 8), "BPF ring buffer needs 5.8 (--buffer perf: 5.5)", ("ringbuf",)))
 TRACEFS = ("/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events")
-BPF_MAP_TYPE_RINGBUF = 27
 
 
 class Result:
@@ -36,6 +35,11 @@ class Result:
     def line(self):
         status = "ok" if self.ok else ("MISSING" if self.required else "missing")
         return f"{status:<8} {self.what}: {self.detail}"
+
+
+def check_architecture():
+    problem = architecture_problem()
+    return Result("architecture", not problem, problem or platform.machine())
 
 
 def check_kernel(buffer="ringbuf", release=None):
@@ -102,19 +106,8 @@ def check_ringbuf(lib, buffer):
     required = buffer == "ringbuf"
     alt = " (or use --buffer perf)" if required else ""
     if lib is not None and has_bpf_caps():
-        try:
-            create = lib.lib.bpf_map_create
-        except AttributeError:
-            create = None
-        if create is not None:
-            create.restype = ctypes.c_int
-            create.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32,
-                               ctypes.c_void_p]
-            fd = create(BPF_MAP_TYPE_RINGBUF, b"ss_check", 0, 0, 4096, None)
-            if fd >= 0:
-                os.close(fd)
-                return Result("BPF ring buffer", True, "created one", required)
-            return Result("BPF ring buffer", False, f"cannot create one: {os.strerror(-fd)}{alt}", required)
+        ok, why = ringbuf_works()
+        return Result("BPF ring buffer", ok, "created one" if ok else f"cannot create one: {why}{alt}", required)
     ok = kernel_version() >= MIN_KERNEL
     return Result("BPF ring buffer", ok, "Linux 5.8 or newer" if ok else "needs Linux 5.8" + alt, required)
 
@@ -209,7 +202,8 @@ def monitor_options(config):
 def run_checks(config=None):
     opts, config_error = monitor_options(config)
     btf = read_btf()
-    results = [check_kernel(opts.buffer), check_btf(btf), check_caps()]
+    arch = check_architecture()
+    results = [arch, check_kernel(opts.buffer), check_btf(btf), check_caps()]
     libbpf_result, lib = check_libbpf()
     results.append(libbpf_result)
     required = {PROGRAMS[p] for p in REQUIRED}
@@ -220,7 +214,7 @@ def run_checks(config=None):
     results.append(check_cgroup2())
     if config_error:
         results.append(config_error)
-    if has_bpf_caps() and lib is not None and btf is not None:
+    if has_bpf_caps() and lib is not None and btf is not None and arch.ok:
         load, resets, state = check_load(opts)
         results += [r for r in (resets, load, state) if r]
     elif lib is not None and btf is not None:

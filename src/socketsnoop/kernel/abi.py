@@ -1,7 +1,7 @@
 """The Python mirror of bpf/socketsnoop.h: every struct layout, enum and flag value, size, map and program
 name that user space shares with the kernel program, defined here and nowhere else.
 
-Each constant is the header's name without its `SS_` prefix (SS_EV_STATE -> EV_STATE). tests/test_abi.py
+Each constant is the header's name without its `SS_` prefix (SS_EV_STATE -> EV_STATE). tests/unit/test_abi.py
 reads the header and the compiled object's BTF and fails on any difference either way.
 """
 
@@ -119,7 +119,7 @@ U32_KEY = struct.Struct("<I")  # filter_pids, filter_uids, filter_ports, counter
 U64_KEY = struct.Struct("<Q")  # filter_cgroups: a cgroup id
 SOCK_KEY = struct.Struct("<Q")  # owners: the socket's kernel address
 
-# struct name -> (struct.Struct, field names): what tests/test_abi.py checks against the BTF
+# struct name -> (struct.Struct, field names): what tests/unit/test_abi.py checks against the BTF
 STRUCTS = {
     "event": (EVENT, Event._fields),
     "conn_record": (CONN_RECORD, ConnRecordFields._fields),

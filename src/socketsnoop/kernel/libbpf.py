@@ -1,14 +1,13 @@
-"""A thin ctypes binding to the system's libbpf (libbpf.so.1).
+"""The ctypes binding to the system's libbpf (libbpf.so.1): the one place its prototypes are declared.
 
-Only what socket-snoop needs: open an object from memory, set its read-only
-variables, resize maps, load, attach, read and write maps, and a perf buffer.
-The ring buffer is read directly through mmap (see ringbuf.py), which is what
-libbpf's own ring_buffer__poll does, without a Python callback per event.
+Only what socket-snoop and its tests need: open an object from memory, set its read-only variables, resize
+maps, load, attach and detach programs, read and write maps, read BTF (the kernel's, or a file's), and try
+what the kernel allows (fentry programs, ring buffers). The object's wrapper is bpfobject.py's, the perf
+buffer perfbuf.py's; the ring buffer is read directly through mmap (ringbuf.py), which is what libbpf's own
+ring_buffer__poll does, without a Python callback per event.
 """
 
 import ctypes
-import ctypes.util
-import errno
 import os
 from collections import deque
 
@@ -18,10 +17,10 @@ LIBBPF_SONAME = "libbpf.so.1"
 BPF_ANY = 0
 LIBBPF_INFO = 1  # enum libbpf_print_level: WARN 0, INFO 1, DEBUG 2
 BTF_KIND_PTR = 2
+BTF_KIND_STRUCT = 4
 BTF_KIND_TYPEDEF = 8
 BTF_KIND_FUNC = 12
 BTF_KIND_FUNC_PROTO = 13
-BTF_KIND_VAR = 14
 BTF_KIND_DATASEC = 15
 # struct bpf_prog_info (uapi linux/bpf.h): its size here and where recursion_misses is
 PROG_INFO_SIZE = 232
@@ -29,6 +28,7 @@ RECURSION_MISSES_OFF = 208
 # uapi linux/bpf.h: enum bpf_prog_type, enum bpf_attach_type
 BPF_PROG_TYPE_TRACING = 26
 BPF_TRACE_FENTRY = 24
+BPF_MAP_TYPE_RINGBUF = 27
 
 _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 PERF_SAMPLE_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32)
@@ -51,8 +51,15 @@ class _BtfVarSecinfo(ctypes.Structure):
     _fields_ = [("type", ctypes.c_uint32), ("offset", ctypes.c_uint32), ("size", ctypes.c_uint32)]
 
 
+class _BtfMember(ctypes.Structure):
+    _fields_ = [("name_off", ctypes.c_uint32), ("type", ctypes.c_uint32), ("offset", ctypes.c_uint32)]
+
+
 def _proto(lib, name, restype, *argtypes):
-    fn = getattr(lib, name)
+    try:
+        fn = getattr(lib, name)
+    except AttributeError:
+        raise SnoopError(f"{LIBBPF_SONAME} has no function {name}: libbpf 1.0 or newer is needed") from None
     fn.restype = restype
     fn.argtypes = list(argtypes)
     return fn
@@ -79,7 +86,11 @@ class Libbpf:
         self.close = _proto(lib, "bpf_object__close", None, vp)
         self.find_map = _proto(lib, "bpf_object__find_map_by_name", vp, vp, cp)
         self.find_prog = _proto(lib, "bpf_object__find_program_by_name", vp, vp, cp)
+        self.next_map = _proto(lib, "bpf_object__next_map", vp, vp, vp)
+        self.next_prog = _proto(lib, "bpf_object__next_program", vp, vp, vp)
         self.obj_btf = _proto(lib, "bpf_object__btf", vp, vp)
+        self.map_name = _proto(lib, "bpf_map__name", cp, vp)
+        self.map_is_internal = _proto(lib, "bpf_map__is_internal", ctypes.c_bool, vp)
         self.map_fd = _proto(lib, "bpf_map__fd", i, vp)
         self.map_set_max_entries = _proto(lib, "bpf_map__set_max_entries", i, vp, u32)
         self.map_set_autocreate = _proto(lib, "bpf_map__set_autocreate", i, vp, ctypes.c_bool)
@@ -87,16 +98,20 @@ class Libbpf:
         self.prog_attach = _proto(lib, "bpf_program__attach", vp, vp)
         self.prog_set_autoload = _proto(lib, "bpf_program__set_autoload", i, vp, ctypes.c_bool)
         self.prog_fd = _proto(lib, "bpf_program__fd", i, vp)
+        self.prog_name = _proto(lib, "bpf_program__name", cp, vp)
         self.obj_get_info = _proto(lib, "bpf_obj_get_info_by_fd", i, i, vp, ctypes.POINTER(u32))
         self.link_destroy = _proto(lib, "bpf_link__destroy", i, vp)
         self.map_update = _proto(lib, "bpf_map_update_elem", i, i, vp, vp, ctypes.c_uint64)
         self.map_lookup = _proto(lib, "bpf_map_lookup_elem", i, i, vp, vp)
         self.map_delete = _proto(lib, "bpf_map_delete_elem", i, i, vp)
+        self.map_create = _proto(lib, "bpf_map_create", i, i, cp, u32, u32, u32, vp)
         self.num_possible_cpus = _proto(lib, "libbpf_num_possible_cpus", i)
         self.btf_find = _proto(lib, "btf__find_by_name_kind", i, vp, cp, u32)
         self.btf_type = _proto(lib, "btf__type_by_id", ctypes.POINTER(_BtfType), vp, u32)
         self.btf_name = _proto(lib, "btf__name_by_offset", cp, vp, u32)
         self.btf_load_vmlinux = _proto(lib, "btf__load_vmlinux_btf", vp)
+        self.btf_parse = _proto(lib, "btf__parse", vp, cp, vp)
+        self.btf_resolve_size = _proto(lib, "btf__resolve_size", ctypes.c_long, vp, u32)
         self.btf_free = _proto(lib, "btf__free", None, vp)
         self.raw_prog_load = _proto(lib, "bpf_prog_load", i, i, cp, cp, vp, sz, ctypes.POINTER(_ProgLoadOpts))
         self.raw_tracepoint_open = _proto(lib, "bpf_raw_tracepoint_open", i, cp, i)
@@ -113,7 +128,7 @@ class Libbpf:
             major = _proto(self.lib, "libbpf_major_version", ctypes.c_uint32)()
             minor = _proto(self.lib, "libbpf_minor_version", ctypes.c_uint32)()
             return f"{major}.{minor}"
-        except AttributeError:
+        except SnoopError:
             return "unknown"
 
     def _install_printer(self):
@@ -141,20 +156,30 @@ class Libbpf:
         return cls._instance
 
 
-class KernelBtf:
-    """The running kernel's BTF (/sys/kernel/btf/vmlinux), to look up its functions and tracepoints."""
+class Btf:
+    """BTF type information: the running kernel's (Btf()), a file's (Btf(path): an object file, or raw BTF
+    such as /sys/kernel/btf/vmlinux), or an open object's (Btf(handle=...): the object's, never freed here)."""
 
-    def __init__(self):
+    def __init__(self, path=None, handle=None):
         self.bpf = Libbpf.get()
-        self.btf = self.bpf.btf_load_vmlinux()  # NULL where the kernel has no (readable) BTF
+        self.owned = handle is None
+        if handle is not None:
+            self.btf = handle
+        elif path is not None:
+            self.btf = self.bpf.btf_parse(os.fsencode(path), None)  # NULL if unreadable
+        else:
+            self.btf = self.bpf.btf_load_vmlinux()  # NULL where the kernel has no (readable) BTF
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        if self.btf:
+        self.close()
+
+    def close(self):
+        if self.btf and self.owned:
             self.bpf.btf_free(self.btf)
-            self.btf = None
+        self.btf = None
 
     def find(self, name, kind):
         """The type id of name (of that BTF kind), or None."""
@@ -167,6 +192,13 @@ class KernelBtf:
         t = self.bpf.btf_type(self.btf, tid)
         return t.contents if t and (t.contents.info >> 24) & 0x1F == kind else None
 
+    def _entries(self, t, entry):
+        """The vlen entries (members, variables...) that follow the type t in the BTF."""
+        return ctypes.cast(ctypes.addressof(t) + ctypes.sizeof(_BtfType), ctypes.POINTER(entry))[:t.info & 0xFFFF]
+
+    def _name(self, off):
+        return self.bpf.btf_name(self.btf, off).decode()
+
     def tracepoint_args(self, name):
         """How many arguments the tracepoint passes (to a tp_btf program), from its typedef btf_trace_NAME:
         a pointer to a function whose first parameter is the context. None if the BTF has no such tracepoint."""
@@ -177,6 +209,25 @@ class KernelBtf:
         ptr = self._type(typedef.size_or_type, BTF_KIND_PTR)
         proto = ptr and self._type(ptr.size_or_type, BTF_KIND_FUNC_PROTO)
         return (proto.info & 0xFFFF) - 1 if proto else None
+
+    def struct_layout(self, name):
+        """({member: (byte offset, byte size)}, size) of struct name, or None if the BTF has no such struct."""
+        tid = self.find(name, BTF_KIND_STRUCT)
+        if tid is None:
+            return None
+        t = self._type(tid, BTF_KIND_STRUCT)
+        members = {self._name(m.name_off): (m.offset // 8, self.bpf.btf_resolve_size(self.btf, m.type))
+                   for m in self._entries(t, _BtfMember)}
+        return members, t.size_or_type
+
+    def section_vars(self, name):
+        """{variable: (offset, size)} of a data section (.rodata, .bss...), empty if there is none."""
+        tid = self.find(name, BTF_KIND_DATASEC)
+        if tid is None:
+            return {}
+        sec = self._type(tid, BTF_KIND_DATASEC)
+        return {self._name(self.bpf.btf_type(self.btf, v.type).contents.name_off): (v.offset, v.size)
+                for v in self._entries(sec, _BtfVarSecinfo)}
 
 
 def fentry_works(func_btf_id):
@@ -199,166 +250,21 @@ def fentry_works(func_btf_id):
         os.close(fd)
 
 
-def _err(what, rc=None):
+def ringbuf_works():
+    """Create a small BPF ring buffer, then close it: (True, "") or (False, why). Needs privileges."""
+    fd = Libbpf.get().map_create(BPF_MAP_TYPE_RINGBUF, b"ss_check", 0, 0, 4096, None)
+    if fd < 0:
+        return False, os.strerror(-fd)
+    os.close(fd)
+    return True, ""
+
+
+def possible_cpus():
+    """The number of possible CPUs: the length of a per-CPU map's value, one slot each."""
+    return Libbpf.get().num_possible_cpus()
+
+
+def libbpf_error(what, rc=None):
     e = ctypes.get_errno() if rc is None or rc == -1 else -rc
     return e, f"{what}: {os.strerror(e)}" if e else what
 
-
-class BpfObject:
-    """One BPF object file: configure, load, attach, then use its maps."""
-
-    def __init__(self, data: bytes):
-        self.bpf = Libbpf.get()
-        self._data = ctypes.create_string_buffer(data, len(data))  # must outlive the object
-        self.obj = self.bpf.open_mem(self._data, len(data), None)
-        if not self.obj:
-            _, msg = _err("cannot open the BPF object")
-            raise SnoopError(msg)
-        self.links = []
-
-    def _map(self, name):
-        m = self.bpf.find_map(self.obj, name.encode())
-        if not m:
-            raise SnoopError(f"BPF object has no map {name!r}")
-        return m
-
-    def rodata_offsets(self):
-        """name -> (offset, size) of each read-only global, from the object's BTF."""
-        btf = self.bpf.obj_btf(self.obj)
-        sec_id = self.bpf.btf_find(btf, b".rodata", BTF_KIND_DATASEC)
-        if sec_id < 0:
-            return {}
-        sec = self.bpf.btf_type(btf, sec_id)
-        vlen = sec.contents.info & 0xFFFF
-        infos = ctypes.cast(
-            ctypes.addressof(sec.contents) + ctypes.sizeof(_BtfType), ctypes.POINTER(_BtfVarSecinfo)
-        )
-        out = {}
-        for k in range(vlen):
-            var = self.bpf.btf_type(btf, infos[k].type)
-            name = self.bpf.btf_name(btf, var.contents.name_off).decode()
-            out[name] = (infos[k].offset, infos[k].size)
-        return out
-
-    def set_rodata(self, values: dict):
-        """Set `const volatile` globals before load. values: name -> bytes of the right size."""
-        offsets = self.rodata_offsets()
-        m = self._map(".rodata")
-        size = ctypes.c_size_t()
-        base = self.bpf.map_initial_value(m, ctypes.byref(size))
-        if not base:
-            raise SnoopError("cannot set the BPF program's configuration (.rodata)")
-        for name, raw in values.items():
-            off, sz = offsets[name]
-            if len(raw) != sz:
-                raise ValueError(f"{name}: {len(raw)} bytes given, {sz} expected")
-            ctypes.memmove(base + off, raw, sz)
-
-    def set_max_entries(self, name, n):
-        rc = self.bpf.map_set_max_entries(self._map(name), n)
-        if rc:
-            raise SnoopError(_err(f"cannot size map {name}", rc)[1])
-
-    def set_autocreate(self, name, on):
-        self.bpf.map_set_autocreate(self._map(name), on)
-
-    def load(self):
-        self.bpf.messages.clear()
-        rc = self.bpf.load(self.obj)
-        if rc:
-            code, msg = _err("cannot load the BPF program", rc)
-            return code, msg, list(self.bpf.messages)
-        return 0, "", []
-
-    def attach(self, prog_name):
-        p = self.bpf.find_prog(self.obj, prog_name.encode())
-        if not p:
-            raise SnoopError(f"BPF object has no program {prog_name!r}")
-        ctypes.set_errno(0)
-        link = self.bpf.prog_attach(p)
-        if not link:
-            code, msg = _err(f"cannot attach {prog_name}")
-            return code, msg
-        self.links.append(link)
-        return 0, ""
-
-    def recursion_misses(self, prog_name):
-        """Runs the kernel skipped because the program was already running on that CPU
-        (struct bpf_prog_info.recursion_misses, Linux 5.12+; 0 where the kernel has no such field)."""
-        p = self.bpf.find_prog(self.obj, prog_name.encode())
-        fd = self.bpf.prog_fd(p) if p else -1
-        if fd < 0:
-            return 0
-        info = ctypes.create_string_buffer(PROG_INFO_SIZE)
-        size = ctypes.c_uint32(PROG_INFO_SIZE)
-        if self.bpf.obj_get_info(fd, info, ctypes.byref(size)) or size.value < RECURSION_MISSES_OFF + 8:
-            return 0
-        return int.from_bytes(info.raw[RECURSION_MISSES_OFF:RECURSION_MISSES_OFF + 8], "little")
-
-    def map_fd(self, name):
-        return self.bpf.map_fd(self._map(name))
-
-    def update(self, name, key: bytes, value: bytes, flags=BPF_ANY):
-        rc = self.bpf.map_update(self.map_fd(name), key, value, flags)
-        if rc:
-            raise SnoopError(_err(f"cannot fill map {name}", rc)[1])
-
-    def delete(self, name, key: bytes):
-        return self.bpf.map_delete(self.map_fd(name), key) == 0
-
-    def lookup(self, name, key: bytes, value_size: int):
-        buf = ctypes.create_string_buffer(value_size)
-        rc = self.bpf.map_lookup(self.map_fd(name), key, buf)
-        if rc:
-            return None
-        return buf.raw
-
-    def close(self):
-        for link in self.links:
-            self.bpf.link_destroy(link)
-        self.links = []
-        if self.obj:
-            self.bpf.close(self.obj)
-            self.obj = None
-
-
-class PerfBuffer:
-    """libbpf's perf buffer, for kernels without BPF ring buffers (--buffer perf)."""
-
-    def __init__(self, map_fd, page_cnt, on_sample, on_lost):
-        self.bpf = Libbpf.get()
-        self.error = None
-
-        def sample(ctx, cpu, data, size):
-            if self.error is None:
-                try:
-                    on_sample(ctypes.string_at(data, size))
-                except BaseException as e:  # raised again from poll(): never lost inside the C callback
-                    self.error = e
-
-        self._sample = PERF_SAMPLE_FN(sample)
-        self._lost = PERF_LOST_FN(lambda ctx, cpu, n: on_lost(n)) if on_lost else PERF_LOST_FN()  # NULL: none
-        ctypes.set_errno(0)
-        self.pb = self.bpf.perf_new(map_fd, page_cnt, self._sample, self._lost, None, None)
-        if not self.pb:
-            raise SnoopError(_err("cannot create the perf buffer")[1])
-
-    def _raise(self):
-        if self.error is not None:
-            e, self.error = self.error, None
-            raise e
-
-    def poll(self, timeout_ms):
-        rc = self.bpf.perf_poll(self.pb, timeout_ms)
-        self._raise()
-        if rc < 0 and -rc != errno.EINTR:
-            raise SnoopError(_err("perf buffer poll failed", rc)[1])
-
-    def consume(self):
-        self.bpf.perf_consume(self.pb)
-        self._raise()
-
-    def close(self):
-        if self.pb:
-            self.bpf.perf_free(self.pb)
-            self.pb = None

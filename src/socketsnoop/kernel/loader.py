@@ -6,6 +6,7 @@ kernel's BTF.
 """
 
 import os
+import platform
 import re
 import struct
 from importlib import resources
@@ -13,10 +14,16 @@ from importlib import resources
 from ..errors import SnoopError
 from . import abi
 from .abi import C_MAX, C_RESCUED, CONN_RECORD, EVENT, FENTRY_PROGRAMS, LISTEN_KEY, OWNER_STRUCT, PROGRAMS, REQUIRED
-from .libbpf import BTF_KIND_FUNC, BpfObject, KernelBtf, Libbpf, PerfBuffer, fentry_works
+from .bpfobject import BpfObject
+from .libbpf import BTF_KIND_FUNC, Btf, Libbpf, fentry_works, possible_cpus
+from .perfbuf import PerfBuffer
 from .ringbuf import RingBuffer
 
 BTF_PATH = "/sys/kernel/btf/vmlinux"
+# The one architecture socket-snoop runs on: its BPF object is built for x86-64 (-D__TARGET_ARCH_x86, and
+# context_level() knows x86-64's stacks), and ringbuf.py reads the rings' positions with plain loads and
+# stores, which x86-64's memory ordering makes safe (arm64 would need acquire/release).
+MACHINE = "x86_64"
 CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
 
 # How the resets this kernel sends are seen (Probe.resets; `socket-snoop check` says which):
@@ -38,7 +45,7 @@ def reset_coverage():
     (known by its arguments in the kernel's BTF, or else by the version); before, RESETS_FENTRY where the
     kernel has the two send functions in its BTF and lets an fentry program attach (tried for real with an
     empty one: needs privileges), else RESETS_PARTIAL and why."""
-    with KernelBtf() as btf:
+    with Btf() as btf:
         args = btf.tracepoint_args("tcp_send_reset")
         full = args >= RESET_TP_FULL_ARGS if args is not None else kernel_version() >= RESET_TP_FULL_KERNEL
         if full:
@@ -95,8 +102,20 @@ def has_bpf_caps(caps=None) -> bool:
     return bool(caps & (1 << CAP_SYS_ADMIN)) or (bool(caps & (1 << CAP_BPF)) and bool(caps & (1 << CAP_PERFMON)))
 
 
+def architecture_problem():
+    """None on x86-64; else, in one line, why socket-snoop cannot run on this machine."""
+    machine = platform.machine()
+    if machine == MACHINE:
+        return None
+    return (f"this machine is {machine or 'of an unknown architecture'}: socket-snoop runs on {MACHINE} only "
+            "(its BPF program is built for x86-64, and its ring buffer reader relies on x86-64 memory ordering)")
+
+
 def preflight():
     """The checks whose failure a person can fix, each as one clear line."""
+    problem = architecture_problem()
+    if problem:
+        raise SnoopError(f"socket-snoop: {problem}")
     if not has_bpf_caps():
         raise SnoopError("socket-snoop: needs root (or the capabilities CAP_BPF and CAP_PERFMON): "
                          "run it with sudo")
@@ -171,10 +190,8 @@ class Probe:
         else:
             obj.set_autocreate(abi.MAP_RECORDS, False)
             obj.set_autocreate(abi.MAP_RECORDS_SPARE, False)
-        for prog in disabled:
-            p = obj.bpf.find_prog(obj.obj, prog.encode())
-            if p:  # (an object from SOCKETSNOOP_BPF_OBJECT may lack one)
-                obj.bpf.prog_set_autoload(p, False)
+        for prog in disabled:  # (an object from SOCKETSNOOP_BPF_OBJECT may lack one)
+            obj.set_autoload(prog, False)
         return obj
 
     def _no_fentry(self, why):
@@ -190,7 +207,7 @@ class Probe:
         disabled = [] if self.resets == RESETS_FENTRY else list(FENTRY_PROGRAMS)
         while True:
             obj = self._open(disabled)
-            if not disabled and not all(obj.bpf.find_prog(obj.obj, p.encode()) for p in FENTRY_PROGRAMS):
+            if not disabled and not all(obj.has_program(p) for p in FENTRY_PROGRAMS):
                 disabled += list(FENTRY_PROGRAMS)
                 self._no_fentry("the BPF object has no fentry programs")
             code, msg, messages = obj.load()
@@ -222,7 +239,7 @@ class Probe:
                 continue
             raise SnoopError(self._load_error(code, msg, messages, missing))
         self.obj = obj
-        self.ncpus = obj.bpf.num_possible_cpus()
+        self.ncpus = possible_cpus()
         for entry in self.filters.map_entries():
             obj.update(*entry)
         return self
@@ -275,13 +292,10 @@ class Probe:
                 self.close()
                 raise SnoopError(f"socket-snoop: {msg} (tracepoint {PROGRAMS[prog]})")
         if self.resets == RESETS_FENTRY:
-            before = len(self.obj.links)
             for prog in FENTRY_PROGRAMS:
                 code, msg = self.obj.attach(prog)
                 if code:  # both or neither: detach the one that may have attached
-                    for link in self.obj.links[before:]:
-                        self.obj.bpf.link_destroy(link)
-                    del self.obj.links[before:]
+                    self.obj.detach(FENTRY_PROGRAMS)
                     self._no_fentry(f"{msg} (fentry on {FENTRY_PROGRAMS[prog]})")
                     break
         return self
@@ -303,7 +317,7 @@ class Probe:
         return self.reader
 
     def counters(self):
-        """Sums over CPUs of the kernel's counters (events.C_*)."""
+        """Sums over CPUs of the kernel's counters (indexed by abi.C_*)."""
         out = [0] * C_MAX
         if not self.obj:
             return out
@@ -329,9 +343,7 @@ class Probe:
 
     def detach(self):
         if self.obj:
-            for link in self.obj.links:
-                self.obj.bpf.link_destroy(link)
-            self.obj.links = []
+            self.obj.detach()
 
     def close(self):
         for reader in (self.reader, self.spare_reader, self.record_reader, self.record_spare_reader):

@@ -14,7 +14,13 @@ show an administrator.
 
 Reading it here, instead of a ctypes callback per record through
 ring_buffer__poll, lets a whole batch be decoded at once with
-struct.iter_unpack. x86-64 orders loads and stores as this code needs.
+struct.iter_unpack.
+
+Memory ordering: the positions and headers are read and the consumer position written with plain loads and
+stores. x86-64 keeps them in program order (a load is not passed by a later load, a store not by an earlier
+load), which is what the acquire of the producer position and the release of the consumer position need.
+Other architectures (arm64) would need barriers that Python cannot issue: the loader refuses them
+(loader.py: MACHINE).
 """
 
 import mmap

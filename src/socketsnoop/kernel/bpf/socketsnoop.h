@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
- * The one contract between the kernel program (socketsnoop.bpf.c) and
- * user space: every struct, enum, flag and size both sides use. Its Python
- * mirror is socketsnoop/kernel/abi.py; tests/test_abi.py fails on any
- * difference (values parsed from this file, layouts from the object's BTF).
+ * The one contract between the kernel program (socketsnoop.bpf.c and its
+ * headers) and user space: every struct, enum, flag and size both sides use.
+ * Its Python mirror is socketsnoop/kernel/abi.py; tests/unit/test_abi.py
+ * fails on any difference (values parsed from this file, layouts from the
+ * object's BTF).
  */
 #ifndef SOCKETSNOOP_H
 #define SOCKETSNOOP_H
@@ -115,7 +116,7 @@ enum ss_addr_kind {
  *
  * pid .. family are the connection's identity seen from one side, the same
  * bytes for most of its events: they are contiguous, so that user space
- * takes them as one string and makes their text once (events.py: IDENT).
+ * takes them as one string and makes their text once (abi.py: IDENT_FORMAT).
  * The program zeroes the whole struct first: no stray byte in them.
  */
 struct event {

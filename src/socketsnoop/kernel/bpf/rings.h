@@ -1,0 +1,124 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * Sending to user space: the rings (events, records, and their spares:
+ * RE-ENTRY, 2 in socketsnoop.bpf.c), the perf buffer that replaces them on
+ * request (--buffer perf), and when to wake the reader (wakeup_bytes).
+ */
+#ifndef SOCKETSNOOP_RINGS_H
+#define SOCKETSNOOP_RINGS_H
+
+#include "config.h"
+#include "cpu.h"
+#include "sock.h"
+#include "filters.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, SS_RING_BYTES);
+} events SEC(".maps");
+
+/* events made inside another of our programs, and writes `events` refused: RE-ENTRY, 2 */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, SS_SPARE_RING_BYTES);
+} events_spare SEC(".maps");
+
+/* connection records (struct conn_record), and those made inside another of our programs: as for events */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, SS_RECORD_RING_BYTES);
+} records SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, SS_SPARE_RING_BYTES);
+} records_spare SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+} perf_events SEC(".maps");
+
+/*
+ * Write an event for user space: to `events`, or `events_spare` when we run
+ * inside another of our programs (RE-ENTRY, 2), the other ring as a rescue;
+ * or to the perf buffer. 0, or the error of the last write tried.
+ */
+static __always_inline long submit_event(void *ctx, struct event *e, const struct cpu_state *cs)
+{
+	long err;
+
+	if (use_perf) {
+		/* each CPU's perf buffer takes nested writes */
+		err = bpf_perf_event_output(ctx, &perf_events, BPF_F_CURRENT_CPU, e, sizeof(*e));
+	} else if (cs && cs->depth > 1) {
+		err = bpf_ringbuf_output(&events_spare, e, sizeof(*e), BPF_RB_NO_WAKEUP);
+		if (err) /* the other ring as a rescue */
+			err = bpf_ringbuf_output(&events, e, sizeof(*e), 0);
+	} else {
+		__u64 flags = 0;
+
+		if (wakeup_bytes) {
+			/*
+			 * Wake the reader when the unread data crosses the mark,
+			 * and each further multiple of it: a wake-up is costly, and
+			 * a reader that is awake reads everything anyway. Below the
+			 * mark the reader finds the data on its own within its poll
+			 * interval. Not the mark alone: two CPUs that read the same
+			 * `avail` just below it both pass it over, and the reader
+			 * would sleep out its poll interval with the ring filling.
+			 */
+			__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+			__u64 rec = sizeof(*e) + 8; /* + the record header */
+
+			flags = avail / wakeup_bytes != (avail + rec) / wakeup_bytes ? BPF_RB_FORCE_WAKEUP
+										    : BPF_RB_NO_WAKEUP;
+		}
+		err = bpf_ringbuf_output(&events, e, sizeof(*e), flags);
+		/*
+		 * A write can fail with room to spare: the ring's lock (a
+		 * resilient spinlock in recent kernels) gives up rather than
+		 * risk a deadlock. Try the other ring before counting it lost.
+		 */
+		if (err)
+			err = bpf_ringbuf_output(&events_spare, e, sizeof(*e), BPF_RB_NO_WAKEUP);
+	}
+	return err;
+}
+
+/* cs: this CPU's state, from enter(): are we running inside another of our programs? */
+static __always_inline int emit(void *ctx, struct event *e, const struct cpu_state *cs)
+{
+	normalize_family(e);
+	if (summary_only || !passes_filters(e)) { /* --summary-only: connection records, no events */
+		count(SS_C_FILTERED);
+		return 0;
+	}
+	count(submit_event(ctx, e, cs) ? SS_C_LOST : SS_C_SENT);
+	return 0;
+}
+
+/*
+ * Write a connection record for user space, as submit_event() does. No
+ * wake-up: the reader waits on `events` (woken at its fill mark) and reads
+ * the records each time it wakes, or every 0.1 s; a wake-up per record would
+ * cost the kernel work each time the reader has caught up.
+ */
+static __always_inline long submit_record(struct conn_record *r, const struct cpu_state *cs)
+{
+	long err;
+
+	if (cs && cs->depth > 1) {
+		err = bpf_ringbuf_output(&records_spare, r, sizeof(*r), BPF_RB_NO_WAKEUP);
+		if (err)
+			err = bpf_ringbuf_output(&records, r, sizeof(*r), BPF_RB_NO_WAKEUP);
+	} else {
+		err = bpf_ringbuf_output(&records, r, sizeof(*r), BPF_RB_NO_WAKEUP);
+		if (err) /* RE-ENTRY, 2 */
+			err = bpf_ringbuf_output(&records_spare, r, sizeof(*r), BPF_RB_NO_WAKEUP);
+	}
+	return err;
+}
+
+#endif /* SOCKETSNOOP_RINGS_H */
