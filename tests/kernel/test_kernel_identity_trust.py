@@ -155,3 +155,41 @@ def test_exe_follows_an_exec(monitor):
     assert first and second
     assert {r["exe"] for r in first} == {os.path.realpath(sys.executable)}, first
     assert {r["exe"] for r in second} == {bash}, second
+
+
+def test_metrics_unit_and_container_labels(monitor):
+    """--metrics-labels unit,container: a real scrape has the unit and container of the sockets' cgroups (a
+    service's, a Docker scope's), for state changes and connection records, as the JSON shows them; a socket
+    in no container gets the empty value."""
+    svc = f"{uniq('sstest-mx')}.service"
+    cid = hex64()
+    svc_path, dock_path = f"/system.slice/{svc}", f"/system.slice/docker-{cid}.scope"
+    port, mport = free_port(), free_port()
+    with cgroups(svc_path, dock_path) as mount:
+        m = monitor("-P", str(port), "--no-report", "--buffer-size", "1M", "--metrics", f"127.0.0.1:{mport}",
+                    "--metrics-labels", "unit,container", summary=True, log_name="mx.log")
+        mj = monitor("-P", str(port), "--no-report", "--buffer-size", "1M", "--json", log_name="mxj.log")
+        srv = start_server("127.0.0.1", port, "ss-mxsrv", count=3)
+        try:
+            run_client("127.0.0.1", port, "ss-mxsvc", cgroup=mount + svc_path)
+            run_client("127.0.0.1", port, "ss-mxdock", cgroup=mount + dock_path, count=2)
+            srv.communicate(timeout=30)
+        finally:
+            srv.kill()
+        deadline = time.monotonic() + 20
+        while True:
+            got = scrape(mport)
+            conns = sample_sum(got, "socketsnoop_connections_total", unit=f"docker-{cid}.scope", container=cid)
+            if conns >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        m.stop()
+        mj.stop()
+    est = {"state": "ESTABLISHED"}
+    assert sample_sum(got, "socketsnoop_state_changes_total", unit=svc, container="", **est) == 1, got
+    assert sample_sum(got, "socketsnoop_state_changes_total", unit=f"docker-{cid}.scope", container=cid, **est) == 2
+    assert sample_sum(got, "socketsnoop_connections_total", unit=svc, direction="out") == 1
+    assert conns == 2
+    assert sample_sum(got, "socketsnoop_state_changes_total", **est) == 6  # and the server's 3, in its own cgroup
+    units = {r.get("unit") for r in mj.records() if r["comm"] in ("ss-mxsvc", "ss-mxdock")}
+    assert units == {svc, f"docker-{cid}.scope"}
