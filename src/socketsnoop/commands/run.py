@@ -35,7 +35,7 @@ from ..output.syslog import SyslogSink
 from ..pipeline.decode import TS, merge_by_time
 from ..pipeline.enrich import ProcOwnerEnricher
 from ..pipeline.identity import CgroupTree, Identity
-from ..pipeline.owners import ProcOwners, netns_inode, tcp_sockets
+from ..pipeline.owners import ProcOwners, tcp_sockets
 from .options import filters_from, metrics_from, monitor_options
 
 POLL_S = 0.1  # longest wait for a batch: lines reach the log within this, plus the write
@@ -277,7 +277,8 @@ class Monitor:
         try:
             self.probe.load()
             self.owners.scan()
-            self.probe.seed_listeners(self.owners.listeners(), netns_inode())
+            for ns, listeners in self.owners.listeners_by_netns().items():  # every network namespace's
+                self.probe.seed_listeners(listeners, ns)
             self.enrichers.append(ProcOwnerEnricher(self.owners, self.probe, self.filters))
             self.probe.attach()
             self.probe.open_reader(on_sample=self.handle_sample)
