@@ -157,9 +157,17 @@ class MetricsSink(Sink):
             self.events.update(map(_type_state, rows))  # C speed: one pass, no Python per event
             return
         comms = map(getitem, map(_ident, rows), repeat(_COMM_SLICE)) if self.by_comm else repeat(None)
-        batch = Counter(zip(map(_type_state, rows), comms, map(_cgroup, rows) if self.by_cgroup else repeat(0)))
         events, labels = self.events, self._labels
-        for ((typ, state), comm, cgroup), n in batch.items():
+        if self.label_names == ["comm"]:  # the common case, without a call per key
+            comm_label = self._comm
+            for ((typ, state), comm), n in Counter(zip(map(_type_state, rows), comms)).items():
+                events[(typ, state, comm_label(comm, n))] += n
+            return
+        if not self.by_cgroup:
+            for ((typ, state), comm), n in Counter(zip(map(_type_state, rows), comms)).items():
+                events[(typ, state, *labels(comm, 0, n))] += n
+            return
+        for ((typ, state), comm, cgroup), n in Counter(zip(map(_type_state, rows), comms, map(_cgroup, rows))).items():
             events[(typ, state, *labels(comm, cgroup, n))] += n
 
     def write_records(self, rows, lines):
