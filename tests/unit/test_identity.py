@@ -6,6 +6,7 @@ import io
 import ipaddress
 import json
 import os
+import subprocess
 import sys
 import time
 import uuid
@@ -420,7 +421,6 @@ def test_exe_is_read_again_after_an_exec():
     """A real process execs another program: its events before and after carry the same pid and its comm
     (the kernel's, from the event) before and after; the JSON's exe follows the program, not the first one
     read for that pid."""
-    import subprocess
     sleep = os.path.realpath("/bin/sleep")
     p = subprocess.Popen([sys.executable, "-c", "import os, sys; sys.stdin.readline(); "
                           "os.execv('/bin/sleep', ['sleep', '30'])"], stdin=subprocess.PIPE)
