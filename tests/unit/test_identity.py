@@ -444,3 +444,30 @@ def test_exe_is_read_again_after_an_exec():
     finally:
         p.kill()
         p.wait()
+
+
+def test_report_reads_context_lines_with_the_users_own_unit(tmp_path):
+    """A --context line of a cgroup in a user's delegated tree ends in USER_UNIT=: `report` still reads its
+    state, user and unit (the user's manager), and --unit does not take the user's unit for a system one."""
+    (tmp_path / "cg").mkdir()
+    tree = make_tree(tmp_path / "cg", PLANTED)
+    ident = Identity(tree)
+    cid = os.stat(tmp_path / "cg" / PLANTED.strip("/")).st_ino
+    row = make_row(pid=os.getpid(), uid=0, cgroup=cid, owner=abi.OWNER_SOCKET, type=abi.EV_STATE, newstate=1,
+                   comm=b"curl", sport=5, dport=80, saddr=bytes([127, 0, 0, 1]) + bytes(12),
+                   daddr=bytes([127, 0, 0, 1]) + bytes(12))
+    line = TextFormatter(Clock(), ident, context=True).lines([row])[0]
+    assert line.endswith(" UNIT=user@65534.service USER_UNIT=backup.service\n"), line
+    log = tmp_path / "log"
+    log.write_text(line)
+
+    def run(*args):
+        out = io.StringIO()
+        assert report.run(report.build_parser().parse_args([str(log), "--json", "--no-lifecycles", *args]), out) == 0
+        return json.loads(out.getvalue())
+
+    s = run()
+    assert s["events"] == 1 and s["malformed"] == 0, s
+    assert [u["name"] for u in s["units"]] == ["user@65534.service"]
+    assert run("--unit", "backup.service")["events"] == 0
+    assert run("--unit", "user@65534.service")["events"] == 1
