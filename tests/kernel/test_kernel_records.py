@@ -406,7 +406,7 @@ def test_json_record_schema(monitor):
         keys = {"timestamp", "event", "family", "src", "sport", "dst", "dport", "pid", "comm", "owner", "netns",
                 "sock", "uid", "direction", "result", "bytes_sent", "bytes_received", "retransmits", "rtt_ms",
                 "handshake_ms", "duration_ms", "states", "states_truncated", "complete"}
-        names = {"user", "cgroup", "unit", "container", "pod", "exe"}  # the owner's, those known
+        names = {"user", "cgroup", "unit", "container", "pod", "exe", "user_unit"}  # the owner's, those known
         assert keys <= set(r) <= keys | names, r
         assert r["user"] == "root", r  # the test runs as root
         assert r["complete"] is True and r["states_truncated"] is False and r["states"][-1] == "CLOSE"

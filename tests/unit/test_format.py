@@ -236,7 +236,7 @@ def test_exit_report_from_records(clock):
 class _Names:
     """An identity (pipeline.identity.Identity's owner()) that knows one service."""
 
-    def owner(self, cgroup, uid, pid):
+    def owner(self, cgroup, uid, pid, comm=None):
         return Owner(uid, "nobody", "/system.slice/x.service", "x.service", None, None, "/usr/bin/curl"), True
 
 

@@ -6,6 +6,7 @@ import io
 import ipaddress
 import json
 import os
+import subprocess
 import sys
 import time
 import uuid
@@ -30,8 +31,10 @@ from socketsnoop.pipeline.identity import (
     Identity,
     cgroup2_mount,
     container_of,
+    names_of,
     pod_of,
     unit_of,
+    units_of,
 )
 
 ID = "4f1c0b5e" * 8
@@ -42,7 +45,7 @@ POD = "8b9a2c1d-3e4f-4a5b-8c7d-6e5f4a3b2c1d"
 @pytest.mark.parametrize("path,unit,container,pod", [
     ("/system.slice/nginx.service", "nginx.service", None, None),
     ("/user.slice/user-1000.slice/session-3.scope", "session-3.scope", None, None),
-    ("/user.slice/user-1000.slice/user@1000.service/app.slice/foo.service", "foo.service", None, None),
+    ("/user.slice/user-1000.slice/user@1000.service/app.slice/foo.service", "user@1000.service", None, None),
     (f"/system.slice/docker-{ID}.scope", f"docker-{ID}.scope", ID, None),
     (f"/docker/{ID}", None, ID, None),
     (f"/machine.slice/libpod-{ID}.scope", f"libpod-{ID}.scope", ID, None),
@@ -187,6 +190,9 @@ class Tree:
         p = self.paths.get(cid)
         return p, (self.final or p is not None)
 
+    def names(self, path):
+        return names_of(path)  # every directory root's
+
 
 def test_identity_caches_are_bounded_and_count_misses():
     ident = Identity(Tree({7: f"/system.slice/docker-{ID}.scope"}), limit=2)
@@ -198,10 +204,10 @@ def test_identity_caches_are_bounded_and_count_misses():
     assert len(ident.users) <= 2 and ident.stats()["user"] == 5
     owner, final = ident.owner(7, 0, os.getpid())
     assert final and owner == (0, "root", f"/system.slice/docker-{ID}.scope", f"docker-{ID}.scope", ID, None,
-                               os.path.realpath(sys.executable))
+                               os.path.realpath(sys.executable), None)
     ident.owner(7, 0, os.getpid())
     assert ident.tree.misses == 1  # the cgroup's names are cached
-    assert ident.owner(0, 0, 0) == ((None,) * 7, True)  # no cgroup, no process: nothing known
+    assert ident.owner(0, 0, 0) == ((None,) * 8, True)  # no cgroup, no process: nothing known
 
 
 def rows():
@@ -321,3 +327,147 @@ def test_identity_options_in_the_config_file(tmp_path):
     with pytest.raises(SnoopError, match="line 1: exclude-uid: invalid value") as e:
         monitor_options(["--config", str(path)])
     assert e.value.status == 2
+
+
+# -- trust: names recognised only where their makers put them (issue 19.6) -------------------------------
+
+PLANTED = "/user.slice/user-65534.slice/user@65534.service/app.slice/backup.service"
+
+
+@pytest.mark.parametrize("path,names", [
+    (PLANTED, ("user@65534.service", "backup.service", None, None)),
+    (f"/user.slice/user-65534.slice/user@65534.service/docker-{ID}.scope",
+     ("user@65534.service", f"docker-{ID}.scope", None, None)),
+    (f"/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope/container",
+     ("user@1000.service", f"libpod-{ID}.scope", None, None)),  # rootless podman: the user's claim
+    ("/user.slice/user-65534.slice/user@65534.service", ("user@65534.service", None, None, None)),
+    (f"/system.slice/docker-{ID}.scope/backup.service", (f"docker-{ID}.scope", None, ID, None)),
+    (f"/system.slice/x.service/docker-{ID}.scope", ("x.service", None, None, None)),
+    (f"/system.slice/x.service/docker/{ID}", ("x.service", None, None, None)),
+    (f"/system.slice/x.service/kubepods/pod{POD}/{ID}", ("x.service", None, None, None)),
+    (f"/system.slice/x.service/kubepods-pod{POD.replace('-', '_')}.slice", ("x.service", None, None, None)),
+    (f"/docker/{ID}/docker/{ID2}", (None, None, ID, None)),
+    (f"/machine.slice/libpod-{ID}.scope/container", (f"libpod-{ID}.scope", None, ID, None)),
+    (f"/machine.slice/libpod-conmon-{ID}.scope", (f"libpod-conmon-{ID}.scope", None, None, None)),
+    (f"/kubepods/pod{POD}/crio-{ID}", (None, None, ID, POD)),
+    (f"/kubepods/burstable/pod{POD}/{ID}/x/{ID2}", (None, None, ID, POD)),
+    (f"/process_api/{ID}", (None, None, None, None)),
+    ("/init.scope", ("init.scope", None, None, None)),
+])
+def test_names_only_where_their_makers_put_them(path, names):
+    """A unit is the first .service/.scope after the slices (systemd's own reading); below user@UID.service the
+    user's own unit is user_unit, never the unit; a container or pod only in its runtime's or the kubelet's
+    place, not by a name found deeper (a unit's own subtree may be named by anyone it was delegated to)."""
+    assert tuple(names_of(path)) == names
+
+
+def test_names_only_in_the_part_root_named():
+    """`trusted`: the leading components root named; nothing is recognised in the rest."""
+    assert names_of(f"/system.slice/docker-{ID}.scope", 2).container == ID
+    assert tuple(names_of(f"/system.slice/docker-{ID}.scope", 1)) == (None,) * 4
+    assert tuple(names_of(f"/docker/{ID}", 1)) == (None,) * 4
+    assert names_of(f"/kubepods/besteffort/pod{POD}/{ID}", 3) == (None, None, None, POD)
+    # the user's unit is the user's whoever named it: shown as such, below a unit root named
+    assert tuple(names_of(PLANTED, 3)) == ("user@65534.service", "backup.service", None, None)
+    assert units_of(PLANTED) == ["user.slice", "user-65534.slice", "user@65534.service"]
+    assert units_of(f"/system.slice/docker-{ID}.scope/x.service") == ["system.slice", f"docker-{ID}.scope"]
+    assert units_of("/system.slice") == ["system.slice"]
+
+
+def test_a_directory_others_may_write_to_names_nothing_below_it(tmp_path):
+    """The cgroup tree's trust: a directory's name counts when its parent is root's (or the monitor's own
+    user's, here the test's) and writable by no group or other. A directory given to a user (here: made
+    writable by others, as a chown to that user makes it writable by them) names nothing below it: the
+    planted backup.service and docker scope are the user's, and the filters do not find them."""
+    tree = make_tree(tmp_path, PLANTED, f"/user.slice/user-65534.slice/user@65534.service/docker-{ID}.scope",
+                     "/system.slice/backup.service", f"/system.slice/docker-{ID2}.scope", "/open.slice/x.service")
+    for d in ("user.slice/user-65534.slice/user@65534.service", "open.slice"):
+        os.chmod(tmp_path / d, 0o777)
+    assert tree.trusted_depth(PLANTED) == 3 and tree.trusted_depth("/open.slice/x.service") == 1
+    assert tree.trusted_depth("/system.slice/backup.service") == 2
+    assert tuple(tree.names(PLANTED)) == ("user@65534.service", "backup.service", None, None)
+    assert tree.names("/open.slice/x.service").unit is None
+    assert tree.find_unit("backup.service") == ["/system.slice/backup.service"]
+    assert tree.find_unit("x.service") == [] and tree.find_unit("user@65534.service") == [
+        "/user.slice/user-65534.slice/user@65534.service"]
+    assert tree.find_unit("system.slice") == ["/system.slice"]
+    assert tree.find_container(ID[:12]) == {}
+    assert tree.find_container(ID2[:12]) == {ID2: [f"/system.slice/docker-{ID2}.scope"]}
+    with pytest.raises(SnoopError, match="no container"):
+        Filters(exclude_containers=[ID[:12]]).resolve_cgroups(tree)
+    f = Filters(exclude_units=["backup.service"]).resolve_cgroups(tree)
+    assert list(f.cgroup_ids) == [os.stat(tmp_path / "system.slice/backup.service").st_ino]
+    # what the monitor shows for the planted cgroup: the user's manager, and the user's own unit beside it
+    ident = Identity(tree)
+    cid = os.stat(tmp_path / PLANTED.strip("/")).st_ino
+    owner, final = ident.owner(cid, 65534, os.getpid())
+    assert final and (owner.cgroup, owner.unit, owner.user_unit, owner.container) == (
+        PLANTED, "user@65534.service", "backup.service", None)
+    row = make_row(pid=os.getpid(), uid=65534, cgroup=cid, owner=abi.OWNER_SOCKET, type=abi.EV_STATE, newstate=1,
+                   comm=b"curl")
+    line = TextFormatter(Clock(), ident, context=True).lines([row])[0]
+    assert line.endswith(" USER=nobody UNIT=user@65534.service USER_UNIT=backup.service\n"), line
+    rec = json.loads(JsonFormatter(Clock(), ident).lines([row])[0])
+    assert (rec["unit"], rec["user_unit"]) == ("user@65534.service", "backup.service")
+    # and a logged line: report's filters read the path as the monitor does
+    assert Filters(exclude_units=["backup.service"]).match_context(cgroup=PLANTED)
+    assert not Filters(exclude_units=["user@65534.service"]).match_context(cgroup=PLANTED)
+    assert not Filters(units=["backup.service"]).match_context(cgroup=PLANTED)
+
+
+# -- exe after an exec (issue 19.7) ---------------------------------------------------------------------
+
+def test_exe_is_read_again_after_an_exec():
+    """A real process execs another program: its events before and after carry the same pid and its comm
+    (the kernel's, from the event) before and after; the JSON's exe follows the program, not the first one
+    read for that pid."""
+    sleep = os.path.realpath("/bin/sleep")
+    p = subprocess.Popen([sys.executable, "-c", "import os, sys; sys.stdin.readline(); "
+                          "os.execv('/bin/sleep', ['sleep', '30'])"], stdin=subprocess.PIPE)
+    try:
+        fmt = JsonFormatter(Clock(), Identity(Tree({})))
+
+        def exe(comm, sport):
+            row = make_row(pid=p.pid, uid=0, owner=abi.OWNER_SOCKET, type=abi.EV_STATE, newstate=1, sport=sport,
+                           comm=comm)
+            return json.loads(fmt.lines([row])[0])["exe"]
+
+        assert exe(b"python3", 1) == os.path.realpath(sys.executable)
+        p.stdin.write(b"go\n")
+        p.stdin.flush()
+        for _ in range(200):
+            if os.path.realpath(f"/proc/{p.pid}/exe") == sleep:
+                break
+            time.sleep(0.01)
+        assert exe(b"sleep", 2) == sleep
+        assert exe(b"python3", 3) == os.path.realpath(sys.executable)  # an event of the first program, late
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_report_reads_context_lines_with_the_users_own_unit(tmp_path):
+    """A --context line of a cgroup in a user's delegated tree ends in USER_UNIT=: `report` still reads its
+    state, user and unit (the user's manager), and --unit does not take the user's unit for a system one."""
+    (tmp_path / "cg").mkdir()
+    tree = make_tree(tmp_path / "cg", PLANTED)
+    ident = Identity(tree)
+    cid = os.stat(tmp_path / "cg" / PLANTED.strip("/")).st_ino
+    row = make_row(pid=os.getpid(), uid=0, cgroup=cid, owner=abi.OWNER_SOCKET, type=abi.EV_STATE, newstate=1,
+                   comm=b"curl", sport=5, dport=80, saddr=bytes([127, 0, 0, 1]) + bytes(12),
+                   daddr=bytes([127, 0, 0, 1]) + bytes(12))
+    line = TextFormatter(Clock(), ident, context=True).lines([row])[0]
+    assert line.endswith(" UNIT=user@65534.service USER_UNIT=backup.service\n"), line
+    log = tmp_path / "log"
+    log.write_text(line)
+
+    def run(*args):
+        out = io.StringIO()
+        assert report.run(report.build_parser().parse_args([str(log), "--json", "--no-lifecycles", *args]), out) == 0
+        return json.loads(out.getvalue())
+
+    s = run()
+    assert s["events"] == 1 and s["malformed"] == 0, s
+    assert [u["name"] for u in s["units"]] == ["user@65534.service"]
+    assert run("--unit", "backup.service")["events"] == 0
+    assert run("--unit", "user@65534.service")["events"] == 1

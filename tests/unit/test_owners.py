@@ -121,3 +121,21 @@ def test_real_proc_finds_a_socket_this_test_holds():
         assert (6, packed("::1"), port, ino6) in listeners
         assert (4, packed("127.0.0.1"), port, ino4) in listeners
     assert ino6 not in socket_inodes()  # closed: gone
+
+
+def test_listeners_of_every_network_namespace(tmp_path):
+    """Two processes in two network namespaces (PID/ns/net links), each namespace with its own PID/net/tcp: the
+    listeners of each are found from that namespace's view and keyed by its inode; a namespace's listener
+    held by a process of another namespace still gets that process (inodes are global)."""
+    root = proc_tree(tmp_path, net=False, processes={"3902": ("python3", PROC_FD_LINKS),
+                                                      "77": ("nginx", {"3": "socket:[999]"})})
+    for pid, ns, tables in (("3902", 4026531840, ("", "")), ("77", 4026532999, (PROC_NET_TCP, PROC_NET_TCP6))):
+        (tmp_path / pid / "ns").mkdir()
+        os.symlink(f"net:[{ns}]", tmp_path / pid / "ns" / "net")
+        (tmp_path / pid / "net").mkdir()
+        for name, text in zip(("tcp", "tcp6"), tables):
+            (tmp_path / pid / "net" / name).write_text(text)
+    owners = ProcOwners(proc=root)
+    want = [(fam, packed(addr), port, 3902, b"python3", 0) for fam, addr, port, _ in PROC_LISTENERS]
+    assert owners.listeners_by_netns() == {4026532999: want}
+    assert owners.listeners() == []  # the monitor's own namespace (root/net) has none here

@@ -35,7 +35,7 @@ from ..output.syslog import SyslogSink
 from ..pipeline.decode import TS, merge_by_time
 from ..pipeline.enrich import ProcOwnerEnricher
 from ..pipeline.identity import CgroupTree, Identity
-from ..pipeline.owners import ProcOwners, netns_inode, tcp_sockets
+from ..pipeline.owners import ProcOwners, tcp_sockets
 from .options import filters_from, metrics_from, monitor_options
 
 POLL_S = 0.1  # longest wait for a batch: lines reach the log within this, plus the write
@@ -70,8 +70,11 @@ class Monitor:
         self.clock = Clock()
         # the owner's names (user, cgroup, unit, container, pod, exe): only where an output shows them
         context = getattr(opts, "context", False)
-        self.cgroups = CgroupTree() if opts.format == "json" or context or filters.wants_cgroups() else None
-        self.identity = (Identity(self.cgroups, warn=_err) if opts.format == "json" or context else None)
+        self.metrics = metrics_from(opts)  # (address, port, labels) or None; a usage error before anything runs
+        # --metrics-labels unit, container: the same names as the JSON's
+        named = opts.format == "json" or context or bool(self.metrics and {"unit", "container"} & set(self.metrics[2]))
+        self.cgroups = CgroupTree() if named or filters.wants_cgroups() else None
+        self.identity = Identity(self.cgroups, warn=_err) if named else None
         self.text = TextFormatter(self.clock, self.identity, context)
         self.formatter = JsonFormatter(self.clock, self.identity) if opts.format == "json" else self.text
         # the exit report keeps the kernel's connection records (one per connection), not every event
@@ -87,7 +90,6 @@ class Monitor:
         self.samples = []  # perf buffer samples of the current poll
         self.losses = (0, 0)  # lost and missed events the outputs were told of
         self.want_lines = True  # some sink wants lines (set by open_sinks)
-        self.metrics = metrics_from(opts)  # (address, port, labels) or None; a usage error before anything runs
 
     # -- set-up ----------------------------------------------------------------
     def open_sinks(self):
@@ -106,7 +108,7 @@ class Monitor:
         opened = []
         if self.metrics:
             host, port, labels = self.metrics
-            sink = metrics_module().MetricsSink(host, port, labels, stats=self.lost_counts)
+            sink = metrics_module().MetricsSink(host, port, labels, stats=self.lost_counts, identity=self.identity)
             opened.append(sink)
             try:
                 self.sinks.append(sink.open())
@@ -275,7 +277,8 @@ class Monitor:
         try:
             self.probe.load()
             self.owners.scan()
-            self.probe.seed_listeners(self.owners.listeners(), netns_inode())
+            for ns, listeners in self.owners.listeners_by_netns().items():  # every network namespace's
+                self.probe.seed_listeners(listeners, ns)
             self.enrichers.append(ProcOwnerEnricher(self.owners, self.probe, self.filters))
             self.probe.attach()
             self.probe.open_reader(on_sample=self.handle_sample)

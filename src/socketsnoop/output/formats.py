@@ -15,7 +15,7 @@ import ipaddress
 import json
 import time
 
-from ..kernel.abi import IDENT_PID, IDENT_STRUCT, R_INCOMPLETE, R_STATES_CUT
+from ..kernel.abi import IDENT_STRUCT, R_INCOMPLETE, R_STATES_CUT
 from ..pipeline.decode import (
     R_CGROUP,
     R_IDENT,
@@ -29,6 +29,7 @@ from ..pipeline.decode import (
     state_name,
     states_of,
 )
+from ..pipeline.identity import owner_key
 
 _SAFE = frozenset(range(0x21, 0x7F)) - {ord("\\")}
 _ESCAPES = {b: chr(b) if b in _SAFE else f"\\x{b:02x}" for b in range(256)}
@@ -133,7 +134,7 @@ class _Formatter:
         # IDENT -> (uid, cgroup, text with the owner's names): the uid and cgroup are checked (a hit costs no
         # tuple made per event)
         self._ctxs = {}
-        self._owners = {}  # (cgroup, uid, pid) -> the text of the owner's names
+        self._owners = {}  # (cgroup, uid, pid, comm) -> the text of the owner's names
         self._unsettled = {}  # the same, while the cgroup is not known yet: (tree walks then, text)
         # address bytes -> text, per family (one address serves many connections)
         self._addrs = {4: _Cache(lambda raw: format_addr(4, raw)), 6: _Cache(lambda raw: format_addr(6, raw))}
@@ -152,7 +153,7 @@ class _Formatter:
         raise NotImplementedError
 
     def _owner(self, key):
-        """(text of the owner's names, final) for (cgroup, uid, pid): the identity is asked once per such key
+        """(text of the owner's names, final) for (cgroup, uid, pid, comm): the identity is asked once per such key
         (connections of one process share it), and again while its answer is not final."""
         text = self._owners.get(key)
         if text is not None:
@@ -222,12 +223,13 @@ class TextFormatter(_Formatter):
 
     def _owner_text(self, owner):
         return "".join(f" {name}={escape_token(value)}" for name, value in (
-            ("USER", owner.user), ("UNIT", owner.unit), ("CONTAINER", owner.container and owner.container[:12]),
+            ("USER", owner.user), ("UNIT", owner.unit), ("USER_UNIT", owner.user_unit),
+            ("CONTAINER", owner.container and owner.container[:12]),
             ("POD", owner.pod)) if value) + "\n"
 
     def _context(self, who, uid, cgroup):
         """The text after STATE= for identity bytes, uid and cgroup, made and remembered once it is final."""
-        text, final = self._owner((cgroup, uid, IDENT_PID.unpack_from(who)[0]))
+        text, final = self._owner(owner_key(cgroup, uid, who))
         if final:
             if len(self._ctxs) >= IDENT_CACHE:
                 self._ctxs.clear()
@@ -267,8 +269,8 @@ class TextFormatter(_Formatter):
 
     def _record_lines_context(self, rows):
         """Records with the owner's names after STATES= (--context), as the events have them after STATE=."""
-        owner, pid_of = self._owner, IDENT_PID.unpack_from
-        return [line[:-1] + owner((row[R_CGROUP], row[R_UID], pid_of(row[R_IDENT])[0]))[0]
+        owner = self._owner
+        return [line[:-1] + owner(owner_key(row[R_CGROUP], row[R_UID], row[R_IDENT]))[0]
                 for line, row in zip(TextFormatter.record_lines(self, rows), rows)]
 
 
@@ -318,7 +320,7 @@ class JsonFormatter(_Formatter):
     def _ident_identity(self, who, uid, cgroup):
         """The identity text and the owner's names (uid, user, cgroup, unit, container, pod, exe: those
         known) for identity bytes, uid and cgroup, remembered once final."""
-        names, final = self._owner((cgroup, uid, IDENT_PID.unpack_from(who)[0]))
+        names, final = self._owner(owner_key(cgroup, uid, who))
         text = (self._idents.get(who) or self._ident(who)) + names
         if final:
             ctxs = self._ctxs
@@ -368,10 +370,10 @@ class JsonFormatter(_Formatter):
 
     def _record_lines_identity(self, rows):
         """Records with the owner's names (user, cgroup, unit, container, pod, exe: those known) after "uid"."""
-        owner, pid_of = self._owner, IDENT_PID.unpack_from
+        owner = self._owner
         out = []
         for line, row in zip(JsonFormatter.record_lines(self, rows), rows):
-            names = owner((row[R_CGROUP], row[R_UID], pid_of(row[R_IDENT])[0]))[0]
+            names = owner(owner_key(row[R_CGROUP], row[R_UID], row[R_IDENT]))[0]
             uid = f',"uid":{row[R_UID]}'
             # the names' own "uid" key stands where the record's was; the others follow it
             out.append(line.replace(uid, names if names.startswith(uid) else uid + names, 1))

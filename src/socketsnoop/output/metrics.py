@@ -9,9 +9,10 @@ turns the totals into metric families (prometheus_client writes the exposition f
 values). The kernel's counters and each output's drops come from a callable the run command gives us,
 read in check() (once a second, in the main thread: a scrape never touches the BPF maps).
 
-Label values a process controls (comm) are capped: the first N distinct values are kept, every later one
-is counted as "other" (and in socketsnoop_metrics_label_overflow_total), so a port scan or a fork storm
-cannot grow the number of series without bound.
+Label values are capped: the first N distinct values are kept, every later one is counted as "other" (and in
+socketsnoop_metrics_label_overflow_total), so a port scan or a fork storm cannot grow the number of series
+without bound. unit and container are the names of the socket's cgroup (pipeline/identity.Identity, as the
+JSON shows them), looked up once per cgroup: a batch is counted by (type, state, comm, cgroup id).
 """
 
 from bisect import bisect_left
@@ -25,8 +26,8 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.process_collector import ProcessCollector
 
 from ..kernel.abi import COMM_LEN, EV_RESET_RECEIVED, EV_RESET_SENT, EV_RETRANSMIT, EV_STATE, R_INCOMPLETE
-from ..pipeline.decode import (DIRECTION_NAMES, IDENT, NEWSTATE, R_DIRECTION, R_FLAGS, R_HANDSHAKE, R_IDENT,
-                               R_RESULT, R_RTT, R_START, R_TS, RESULT_NAMES, TYPE, state_name)
+from ..pipeline.decode import (CGROUP, DIRECTION_NAMES, IDENT, NEWSTATE, R_CGROUP, R_DIRECTION, R_FLAGS,
+                               R_HANDSHAKE, R_IDENT, R_RESULT, R_RTT, R_START, R_TS, RESULT_NAMES, TYPE, state_name)
 from .metric_labels import DEFAULT_LABEL_LIMIT, LABELS  # noqa: F401 (LABELS: its users import it here)
 from .sinks import Sink
 
@@ -39,6 +40,8 @@ _type_state = itemgetter(TYPE, NEWSTATE)
 _ident = itemgetter(IDENT)
 _rec_key = itemgetter(R_DIRECTION, R_RESULT)
 _rec_ident = itemgetter(R_IDENT)
+_cgroup = itemgetter(CGROUP)
+_rec_cgroup = itemgetter(R_CGROUP)
 _rec_times = itemgetter(R_TS, R_START, R_FLAGS)
 _handshake = itemgetter(R_HANDSHAKE)
 _rtt = itemgetter(R_RTT)
@@ -55,6 +58,13 @@ def comm_label(raw: bytes) -> str:
     if raw == b"-":
         return r"\x2d"  # as in the log: a process named "-" is not "no process"
     text = raw.decode("utf-8", "backslashreplace")
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def name_label(text: str) -> str:
+    """A unit's or container's name (from a cgroup path) as a label value: what is not printable escaped."""
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
@@ -112,14 +122,16 @@ class MetricsSink(Sink):
     name = "metrics"
     wants_lines = False
 
-    def __init__(self, addr="127.0.0.1", port=9100, labels=None, stats=None):
+    def __init__(self, addr="127.0.0.1", port=9100, labels=None, stats=None, identity=None):
         self.addr, self.port = addr, port
         self.caps = dict(labels or {})  # label name -> limit, in --metrics-labels order
         self.label_names = [n for n in LABELS if n in self.caps]
         self.cap = {n: LabelCap(limit) for n, limit in self.caps.items()}
         self.by_comm = "comm" in self.caps
-        # the row's fields are comm only: unit/container values come with the identity work (empty until then)
-        self._event_labels = tuple(("" if n != "comm" else None) for n in self.label_names)
+        # unit, container: the names of the socket's cgroup, as the JSON shows them (pipeline/identity.Identity)
+        self.identity = identity
+        self.by_cgroup = identity is not None and bool({"unit", "container"} & set(self.caps))
+        self._cgroup_labels = {}  # cgroup id -> {label: value}, for the values final and within the cap
         self.events = Counter()  # (type, state, *label values) -> n
         self.conns = Counter()  # (direction, result, *label values) -> n
         self.duration = Histogram((0.001, 0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600), 1e-9)
@@ -144,15 +156,19 @@ class MetricsSink(Sink):
         if not self.label_names:
             self.events.update(map(_type_state, rows))  # C speed: one pass, no Python per event
             return
-        if not self.by_comm:  # unit, container: empty until events carry them
-            for key, n in Counter(map(_type_state, rows)).items():
-                self.events[(*key, *self._event_labels)] += n
+        comms = map(getitem, map(_ident, rows), repeat(_COMM_SLICE)) if self.by_comm else repeat(None)
+        events, labels = self.events, self._labels
+        if self.label_names == ["comm"]:  # the common case, without a call per key
+            comm_label = self._comm
+            for ((typ, state), comm), n in Counter(zip(map(_type_state, rows), comms)).items():
+                events[(typ, state, comm_label(comm, n))] += n
             return
-        batch = Counter(zip(map(_type_state, rows), map(getitem, map(_ident, rows), repeat(_COMM_SLICE))))
-        events, label = self.events, self._comm
-        extra = self._event_labels
-        for ((typ, state), comm), n in batch.items():
-            events[(typ, state, *(label(comm, n) if v is None else v for v in extra))] += n
+        if not self.by_cgroup:
+            for ((typ, state), comm), n in Counter(zip(map(_type_state, rows), comms)).items():
+                events[(typ, state, *labels(comm, 0, n))] += n
+            return
+        for ((typ, state), comm, cgroup), n in Counter(zip(map(_type_state, rows), comms, map(_cgroup, rows))).items():
+            events[(typ, state, *labels(comm, cgroup, n))] += n
 
     def write_records(self, rows, lines):
         """Connection records (abi.RECORD_ROW tuples, as handle_records passes them): counted by direction and
@@ -162,12 +178,13 @@ class MetricsSink(Sink):
         if not self.label_names:
             self.conns.update(map(_rec_key, rows))
         else:
-            # the record's identity bytes have the comm where an event's do; unit and container: not in
-            # records yet (empty, never invented)
-            batch = Counter(zip(map(_rec_key, rows), map(getitem, map(_rec_ident, rows), repeat(_COMM_SLICE))))
-            conns, label, extra = self.conns, self._comm, self._event_labels
-            for (key, comm), n in batch.items():
-                conns[(*key, *(label(comm, n) if v is None else v for v in extra))] += n
+            # the record's identity bytes have the comm where an event's do, and it has the socket's cgroup
+            comms = map(getitem, map(_rec_ident, rows), repeat(_COMM_SLICE)) if self.by_comm else repeat(None)
+            cgroups = map(_rec_cgroup, rows) if self.by_cgroup else repeat(0)
+            batch = Counter(zip(map(_rec_key, rows), comms, cgroups))
+            conns, labels = self.conns, self._labels
+            for (key, comm, cgroup), n in batch.items():
+                conns[(*key, *labels(comm, cgroup, n))] += n
         self.duration.add([ts - start for ts, start, flags in map(_rec_times, rows)
                            if start and not flags & R_INCOMPLETE])
         self.handshake.add(filter(None, map(_handshake, rows)))
@@ -184,6 +201,25 @@ class MetricsSink(Sink):
             self.server = None
 
     # -- labels ---------------------------------------------------------------------------------------------
+    def _labels(self, comm, cgroup, n):
+        """The label values (label_names' order) of a batch's key: n rows with this comm and cgroup."""
+        names = self._cgroup_labels.get(cgroup) or self._names(cgroup, n) if self.by_cgroup else {}
+        return tuple(self._comm(comm, n) if name == "comm" else names.get(name, "") for name in self.label_names)
+
+    def _names(self, cgroup, n):
+        """{unit, container} of a cgroup id, capped; '' where the cgroup has none (or is not known yet)."""
+        info, final = self.identity.cgroup(cgroup)
+        names = info[1] if info else None
+        out = {}
+        for name in ("unit", "container"):
+            value = getattr(names, name, None) if name in self.cap else None
+            out[name] = self.cap[name](name_label(value), n) if value else ""
+        if final and OTHER not in out.values():
+            if len(self._cgroup_labels) >= 65536:
+                self._cgroup_labels.clear()
+            self._cgroup_labels[cgroup] = out
+        return out
+
     def _comm(self, raw, n=1):
         value = self._comm_labels.get(raw)
         if value is None:

@@ -52,7 +52,7 @@ from ..kernel.abi import (
     FV_INCLUDE,
 )
 from .decode import STATE_NUMBERS
-from .identity import container_of, unit_of
+from .identity import container_of, unit_of, units_of
 
 
 def _bad(option, value, why):
@@ -317,7 +317,7 @@ class Filters:
 
         def has_unit(u):
             if cgroup is not None:
-                return u in cgroup.split("/")
+                return u in units_of(cgroup)
             return unit == u
 
         def has_container(prefix):

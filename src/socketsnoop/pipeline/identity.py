@@ -4,7 +4,11 @@ The kernel puts in each event the owner's uid and the socket's cgroup v2 id (ker
 This stage turns them, with the owner's pid, into names: the cgroup's path on the cgroup v2 hierarchy,
 the systemd unit, the container id and the Kubernetes pod uid in that path, the user name, and the
 executable. Each answer is cached (every cache has a limit and counts its misses), so a name is looked
-up once per (cgroup, uid, pid), not per event.
+up once per (cgroup, uid, pid, comm), not per event.
+
+A cgroup's name is only as trustworthy as whoever could make the directory: a unit, container or pod is
+recognised where systemd, the container runtimes and the kubelet put them (names_of()), and only in the
+part of the path root named (CgroupTree.trusted_depth(): a delegated subtree is its user's to name).
 
 The cgroup id is the inode number of the cgroup's directory on the cgroup2 mount (kernfs node id, 64
 bits since Linux 5.5): the mount is walked once and id -> path remembered; an id not found is looked for
@@ -18,15 +22,21 @@ import time
 from collections import Counter
 from typing import NamedTuple
 
+from ..kernel.abi import COMM_LEN, IDENT_PID, IDENT_STRUCT
+# container_of, pod_of, unit_of, units_of: the filters and the tests read the names of a path here
+from .cgroup_names import (NO_NAMES, Names, container_of, names_of, pod_of, raw_container,  # noqa: F401
+                           unit_of, units_of)
+
 MOUNTINFO = "/proc/self/mountinfo"
-# container ids in a cgroup's name: systemd's driver (docker-, libpod-, cri-containerd-, crio-<id>.scope),
-# cgroupfs' (/docker/<id>, /kubepods/<qos>/pod<uid>/<id>, podman's /libpod_parent/libpod-<id>)
-_CONTAINER_SCOPE = re.compile(r"(?:docker|libpod|cri-containerd|crio)-([0-9a-f]{64})(?:\.scope)?", re.ASCII)
-_HEX64 = re.compile(r"[0-9a-f]{64}", re.ASCII)
-_POD_SLICE = re.compile(r"kubepods(?:-[a-z]+)*-pod([0-9a-f]{8}_[0-9a-f]{4}_[0-9a-f]{4}_[0-9a-f]{4}_[0-9a-f]{12})"
-                        r"\.slice", re.ASCII)
-_POD_DIR = re.compile(r"pod([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})", re.ASCII)
 _MOUNT_ESCAPE = re.compile(r"\\([0-7]{3})")
+# where the comm is in an event's identity bytes (kernel/abi.py IDENT_FORMAT: ..., comm, family u8)
+_COMM_AT = IDENT_STRUCT.size - 1 - COMM_LEN
+
+
+def owner_key(cgroup, uid, who):
+    """(cgroup id, uid, pid, comm) of an event's (or record's) identity bytes: what Identity.owner() takes. The
+    comm is in the key because an exec changes it: the program after an exec is a new owner."""
+    return cgroup, uid, IDENT_PID.unpack_from(who)[0], who[_COMM_AT:_COMM_AT + COMM_LEN]
 
 
 def cgroup2_mount(mountinfo=MOUNTINFO):
@@ -50,38 +60,6 @@ def cgroup2_mount(mountinfo=MOUNTINFO):
     return None
 
 
-def unit_of(path):
-    """The systemd unit of a cgroup path: its last .service or .scope ('nginx.service'), or None."""
-    for part in reversed(path.split("/")):
-        if part.endswith((".service", ".scope")) and len(part) > 6:
-            return part
-    return None
-
-
-def container_of(path):
-    """The container id (64 hex) in a cgroup path, the innermost one, or None."""
-    for part in reversed(path.split("/")):
-        m = _CONTAINER_SCOPE.fullmatch(part)
-        if m:
-            return m.group(1)
-        if _HEX64.fullmatch(part):
-            return part
-    return None
-
-
-def pod_of(path):
-    """The Kubernetes pod uid in a cgroup path (systemd's kubepods-...-pod<uid>.slice, with '_' back to '-';
-    cgroupfs' /kubepods/.../pod<uid>/), or None."""
-    for part in reversed(path.split("/")):
-        m = _POD_SLICE.fullmatch(part)
-        if m:
-            return m.group(1).replace("_", "-")
-        m = _POD_DIR.fullmatch(part)
-        if m:
-            return m.group(1)
-    return None
-
-
 def _depth(path):
     return len([p for p in path.split("/") if p])
 
@@ -102,6 +80,7 @@ class CgroupTree:
         self.walks = 0
         self.misses = 0
         self.truncated = False
+        self.trusted_uids = {0, os.geteuid()}
 
     def walk(self):
         """Every cgroup directory under the mount: id (its inode number) -> relative path."""
@@ -182,20 +161,51 @@ class CgroupTree:
         mount = self.mount.rstrip("/")
         return os.stat(mount + rel).st_ino, _depth(self.root or "/") + _depth(rel)
 
+    # -- who named a cgroup --------------------------------------------------------
+    def trusted_depth(self, rel):
+        """How many leading components of a relative path root named: a directory's name is chosen by whoever
+        may write to its parent, so it is trusted when the parent is owned by root (or by the monitor's own
+        user) and writable by no group or other. systemd delegates user@UID.service (and a Delegate= unit's
+        cgroup) by giving the directory to the user: that directory's name is root's, everything below it the
+        user's. A directory gone meanwhile ends the trusted part."""
+        parts = [p for p in rel.split("/") if p]
+        top = self.mount.rstrip("/")
+        for k, part in enumerate(parts):
+            try:
+                st = os.stat(top)
+            except OSError:
+                return k
+            if st.st_uid not in self.trusted_uids or st.st_mode & 0o022:
+                return k
+            top = f"{top}/{part}"
+        return len(parts)
+
+    def names(self, rel):
+        """The Names of an existing cgroup's relative path, as far as root named it."""
+        return names_of(rel, self.trusted_depth(rel))
+
+    # -- for the filters (at start) ---------------------------------------------
     def find_unit(self, name):
-        """Relative paths of the cgroups named `name` (a unit's: 'nginx.service')."""
+        """Relative paths of the cgroups of the systemd unit (or slice) `name` ('nginx.service'), where systemd
+        puts it: below slices only, every component named by root."""
         self.walk()
-        return sorted(p for p in self.paths.values() if p.rsplit("/", 1)[-1] == name)
+        out = []
+        for path in self.paths.values():
+            parts = path.split("/")[1:]
+            if parts[-1] != name or not all(p.endswith(".slice") for p in parts[:-1]):
+                continue
+            if self.trusted_depth(path) == len(parts) and (name.endswith(".slice") or self.names(path).unit == name):
+                out.append(path)
+        return sorted(out)
 
     def find_container(self, prefix):
-        """container id -> [relative paths of the cgroups that carry it in their own name], for the ids that
-        begin with prefix."""
+        """container id -> [relative paths of the cgroups that carry it in their own name, where a runtime puts
+        a container], for the ids that begin with prefix."""
         self.walk()
         out = {}
         for path in self.paths.values():
-            last = path.rsplit("/", 1)[-1]
-            cid = container_of(last)
-            if cid and cid.startswith(prefix):
+            cid = raw_container(path.rsplit("/", 1)[-1])
+            if cid and cid.startswith(prefix) and self.names(path).container == cid:
                 out.setdefault(cid, []).append(path)
         return out
 
@@ -210,18 +220,19 @@ class Owner(NamedTuple):
     container: str | None
     pod: str | None
     exe: str | None
+    user_unit: str | None = None  # below user@UID.service: the user's own unit (cgroup_names.Names)
 
 
 class Identity:
-    """(cgroup id, uid, pid) -> Owner, each part cached and bounded (misses counted: stats())."""
+    """(cgroup id, uid, pid, comm) -> Owner, each part cached and bounded (misses counted: stats())."""
 
     def __init__(self, tree: CgroupTree, proc="/proc", limit=4096, warn=None):
         self.tree = tree
         self.proc = proc
         self.limit = limit
         self.users = {}
-        self.exes = {}
-        self.cgroups = {}  # id -> (path, unit, container, pod)
+        self.exes = {}  # (pid, comm) -> path
+        self.cgroups = {}  # id -> (path, Names)
         self.misses = Counter()
         if tree.mount is None and warn:
             warn("socket-snoop: warning: no cgroup v2 mount on this host (/proc/self/mountinfo): the cgroup, "
@@ -243,20 +254,24 @@ class Identity:
             self.users[uid] = name
         return name
 
-    def exe(self, pid):
-        """The executable's path, read once per process; '-' when the process is gone (or has none)."""
-        path = self.exes.get(pid)
+    def exe(self, pid, comm=None):
+        """The executable's path, read once per (process, comm): an exec gives the task the new program's
+        name, so the event's comm tells the program before and after an exec apart (a program that execs one
+        of the same name, or renames itself, is read again only under a new comm). '-' when the process is
+        gone (or has none)."""
+        key = (pid, comm)
+        path = self.exes.get(key)
         if path is None:
             self._bounded(self.exes, "exe")
             try:
                 path = os.readlink(f"{self.proc}/{pid}/exe")
             except OSError:
                 path = "-"
-            self.exes[pid] = path
+            self.exes[key] = path
         return path
 
     def cgroup(self, cid):
-        """((path, unit, container, pod) or None, final)."""
+        """((path, Names) or None, final)."""
         info = self.cgroups.get(cid)
         if info is not None:
             return info, True
@@ -266,18 +281,19 @@ class Identity:
         if path is None:
             return None, final
         self._bounded(self.cgroups, "cgroup")
-        info = self.cgroups[cid] = (path, unit_of(path), container_of(path), pod_of(path))
+        info = self.cgroups[cid] = (path, self.tree.names(path))
         return info, True
 
-    def owner(self, cgroup, uid, pid):
-        """(Owner, final): final is False while the cgroup is not known yet (ask again later)."""
+    def owner(self, cgroup, uid, pid, comm=None):
+        """(Owner, final): final is False while the cgroup is not known yet (ask again later). comm: the raw
+        name from the event (owner_key()), which an exec changes."""
         if pid:
-            user, exe = self.user(uid), self.exe(pid)
+            user, exe = self.user(uid), self.exe(pid, comm)
         else:  # no process (a reset for no socket): no uid, user or exe
             uid = user = exe = None
         info, final = self.cgroup(cgroup)
-        path, unit, container, pod = info or (None, None, None, None)
-        return Owner(uid, user, path, unit, container, pod, exe), final
+        path, names = info or (None, NO_NAMES)
+        return Owner(uid, user, path, names.unit, names.container, names.pod, exe, names.user_unit), final
 
     def walks(self):
         """How many times the cgroup tree was walked: an answer that was not final stays the same until then

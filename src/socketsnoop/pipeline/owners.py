@@ -4,11 +4,14 @@ The kernel program learns a socket's owner when the owner makes a system
 call on it (connect, listen, close). For sockets older than the monitor it
 sends the socket's inode; this module finds the process holding that inode
 the way `ss -p` does (/proc/PID/fd links 'socket:[INODE]'), and lists the
-listening sockets so that connections they accept get their owner.
+listening sockets, in every network namespace, so that connections they
+accept get their owner.
 """
 
 import os
 import time
+
+TCP_LISTEN = 10  # the kernel's TCP_LISTEN (0A in /proc/net/tcp)
 
 
 def _read(path, default=b""):
@@ -62,29 +65,24 @@ def _hex_addr(text: str) -> bytes:
     return b"".join(raw[i: i + 4][::-1] for i in range(0, len(raw), 4))
 
 
-def listening_sockets(proc="/proc"):
-    """(family, local address bytes, port, inode) of each TCP listener in our network namespace."""
-    out = []
-    for name, family in (("tcp", 4), ("tcp6", 6)):
-        text = _read(f"{proc}/net/{name}").decode("ascii", "replace")
-        for line in text.splitlines()[1:]:
-            parts = line.split()
-            if len(parts) < 10 or parts[3] != "0A":  # 0A: LISTEN
-                continue
-            addr, port = parts[1].split(":")
-            out.append((family, _hex_addr(addr), int(port, 16), int(parts[9])))
-    return out
+def listening_sockets(proc="/proc", pid=None):
+    """(family, local address bytes, port, inode) of each TCP listener in our network namespace, or in the
+    network namespace of process `pid` (its /proc/PID/net/tcp: that namespace's view, as `ss` has in it)."""
+    return [(family, laddr, lport, ino) for family, laddr, lport, _ra, _rp, _st, ino in
+            tcp_sockets(proc, states={TCP_LISTEN}, pid=pid)]
 
 
-def tcp_sockets(proc="/proc", states=None):
+def tcp_sockets(proc="/proc", states=None, pid=None):
     """(family, local address bytes, local port, remote address bytes, remote port, state, inode) of each
     TCP socket in our network namespace, from /proc/net/tcp and tcp6 (states as the kernel numbers them);
     only those in `states` if given. Read line by line and told by the state first: under churn the tables
-    hold tens of thousands of TIME_WAIT sockets (80,000 here cost 0.3 s and 50 MB parsed whole)."""
+    hold tens of thousands of TIME_WAIT sockets (80,000 here cost 0.3 s and 50 MB parsed whole). With `pid`,
+    in that process's network namespace."""
     out = []
+    net = f"{proc}/net" if pid is None else f"{proc}/{pid}/net"
     for name, family in (("tcp", 4), ("tcp6", 6)):
         try:
-            f = open(f"{proc}/net/{name}", "rb")
+            f = open(f"{net}/{name}", "rb")
         except OSError:
             continue
         with f:
@@ -106,12 +104,22 @@ def tcp_sockets(proc="/proc", states=None):
     return out
 
 
-def netns_inode(pid="self") -> int:
+def netns_inode(pid="self", proc="/proc") -> int:
     try:
-        link = os.readlink(f"/proc/{pid}/ns/net")  # 'net:[4026531840]'
+        link = os.readlink(f"{proc}/{pid}/ns/net")  # 'net:[4026531840]'
         return int(link[5:-1])
     except (OSError, ValueError):
         return 0
+
+
+def netns_pids(pids, proc="/proc"):
+    """network namespace inode -> one of `pids` in it (the first), for every namespace they are in."""
+    out = {}
+    for pid in pids:
+        ns = netns_inode(pid, proc)
+        if ns and ns not in out:
+            out[ns] = pid
+    return out
 
 
 class ProcOwners:
@@ -153,13 +161,27 @@ class ProcOwners:
             return None
         return pid, self.comm(pid), self.uid(pid)
 
-    def listeners(self):
-        """[(family, addr, port, pid, comm, uid)] of the listening sockets that exist now."""
+    def listeners(self, pid=None):
+        """[(family, addr, port, pid, comm, uid)] of the listening sockets that exist now, in our network
+        namespace (or in that of process `pid`)."""
         if not self.inodes:
             self.scan()
         out = []
-        for family, addr, port, ino in listening_sockets(self.proc):
-            pid = self.inodes.get(ino)
-            if pid is not None:
-                out.append((family, addr, port, pid, self.comm(pid), self.uid(pid)))
+        for family, addr, port, ino in listening_sockets(self.proc, pid):
+            owner = self.inodes.get(ino)
+            if owner is not None:
+                out.append((family, addr, port, owner, self.comm(owner), self.uid(owner)))
+        return out
+
+    def listeners_by_netns(self):
+        """{network namespace inode: listeners()} for every network namespace a process holding a socket is
+        in: a container's listener older than us is found from its namespace's view, as `ss -p` run in it
+        finds it (a namespace no such process is in holds no socket a process could accept on)."""
+        if not self.inodes:
+            self.scan()
+        out = {}
+        for ns, pid in netns_pids(sorted(set(self.inodes.values())), self.proc).items():
+            found = self.listeners(pid)
+            if found:
+                out[ns] = found
         return out

@@ -27,7 +27,7 @@ TEXT_LINE = re.compile(
     r"(?P<ts>[A-Z][a-z]{2} \d{2} \d{4} \d{2}:\d{2}:\d{2})\.(?P<ms>\d{3}) "
     r"(?P<title>State Change|Retransmission|Reset Sent|Reset Received): "
     r"SRC=(?P<src>\S+) DST=(?P<dst>\S+) PID=(?P<pid>\d{1,10}) COMM=(?P<comm>\S+) STATE=(?P<state>.+?)"
-    r"(?: USER=(?P<user>\S+))?(?: UNIT=(?P<unit>\S+))?(?: CONTAINER=(?P<container>[0-9a-f]{12}))?"
+    r"(?: USER=(?P<user>\S+))?(?: UNIT=(?P<unit>\S+))?(?: USER_UNIT=\S+)?(?: CONTAINER=(?P<container>[0-9a-f]{12}))?"
     r"(?: POD=(?P<pod>\S+))?\s*$",  # --context's names
     re.ASCII,
 )
