@@ -21,15 +21,14 @@ from ..pipeline.decode import (
     R_START,
     R_STATES,
     R_TS,
-    DIRECTION_NAMES,
-    RESULT_NAMES,
     TCP_ESTABLISHED,
-    describe_state,
     ident_of_record,
     states_of,
 )
 from ..kernel.abi import EV_STATE, R_INCOMPLETE
-from .formats import escape_comm, format_addr, format_endpoint, history, millis
+from ..logformat.base import history, millis
+from ..logformat.escape import escape_comm, format_addr, format_endpoint
+from ..logformat.words import DIRECTION_NAMES, RESULT_NAMES, describe_state
 
 # states of a socket that is a connection still open (not LISTEN, TIME_WAIT, CLOSE, NEW_SYN_RECV)
 OPEN_STATES = frozenset((1, 2, 3, 4, 5, 8, 9, 11))

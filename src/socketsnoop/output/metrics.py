@@ -25,8 +25,9 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.process_collector import ProcessCollector
 
 from ..kernel.abi import COMM_LEN, EV_RESET_RECEIVED, EV_RESET_SENT, EV_RETRANSMIT, EV_STATE, R_INCOMPLETE
-from ..pipeline.decode import (DIRECTION_NAMES, IDENT, NEWSTATE, R_DIRECTION, R_FLAGS, R_HANDSHAKE, R_IDENT,
-                               R_RESULT, R_RTT, R_START, R_TS, RESULT_NAMES, TYPE, state_name)
+from ..logformat.words import DIRECTION_NAMES, RESULT_NAMES, state_name
+from ..pipeline.decode import (IDENT, NEWSTATE, R_DIRECTION, R_FLAGS, R_HANDSHAKE, R_IDENT, R_RESULT, R_RTT, R_START,
+                               R_TS, TYPE)
 from .metric_labels import DEFAULT_LABEL_LIMIT, LABELS  # noqa: F401 (LABELS: its users import it here)
 from .sinks import Sink
 
