@@ -32,7 +32,10 @@ def escape_comm(raw: bytes, pid=0) -> str:
 
 
 def escape_token(text: str) -> str:
-    """A name from outside (a user, a unit, a cgroup's) as one safe token of a text line, as COMM is."""
+    """A name from outside (a user, a unit, a cgroup's) as one safe token of a text line, as COMM is ('-' is
+    the empty name, '\\x2d' the name '-')."""
+    if text == "-":
+        return r"\x2d"
     return "".join(_ESCAPES[b] for b in text.encode("utf-8", "surrogateescape")) or "-"
 
 

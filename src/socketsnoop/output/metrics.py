@@ -10,7 +10,7 @@ values). The kernel's counters and each output's drops come from a callable the 
 read in check() (once a second, in the main thread: a scrape never touches the BPF maps).
 
 Label values a process controls (comm) are capped: the first N distinct values are kept, every later one
-is counted as "other" (and in socketsnoop_metrics_label_overflow_total), so a port scan or a fork storm
+is counted as OTHER (and in socketsnoop_metrics_label_overflow_total), so a port scan or a fork storm
 cannot grow the number of series without bound.
 """
 
@@ -31,7 +31,9 @@ from ..pipeline.decode import (IDENT, NEWSTATE, R_DIRECTION, R_FLAGS, R_HANDSHAK
 from .metric_labels import DEFAULT_LABEL_LIMIT, LABELS  # noqa: F401 (LABELS: its users import it here)
 from .sinks import Sink
 
-OTHER = "other"
+# the value of the label past its cap: no process can have it (comm_label gives at most COMM_LEN - 1 characters
+# unless it holds a '\\', an escape's)
+OTHER = "other (past the cap)"
 FAILED = ("refused", "timeout", "unreachable")  # results of a connect that failed: the causes
 
 # the comm in a row's identity bytes (kernel/abi.py IDENT_FORMAT: pid u32, ports 2 x u16, 2 x 16 address bytes)
@@ -47,18 +49,25 @@ _not_none = partial(is_not, None)
 
 
 def comm_label(raw: bytes) -> str:
-    """A task name as a label value: its text, with every character that is not printable (control
-    characters, a newline, bidi overrides) as its Python escape, so that reading the endpoint in a terminal
-    is safe; quotes, backslashes and braces are left to prometheus_client's escaping. No process: '-'."""
+    """A task name as a label value: its text, '\\' doubled, a byte that is not UTF-8 as \\xNN and every
+    character that is not printable (control characters, a newline, bidi overrides) as its Python escape
+    (\\n, \\u00NN, \\u202e), so that reading the endpoint in a terminal is safe and two names never give the
+    same value; quotes and braces are left to prometheus_client's escaping. No process: '-'."""
     raw = raw.split(b"\0", 1)[0]
     if not raw:
         return "-"
     if raw == b"-":
         return r"\x2d"  # as in the log: a process named "-" is not "no process"
-    text = raw.decode("utf-8", "backslashreplace")
+    text = raw.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
     if text.isprintable():
         return text
-    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    return "".join(c if c.isprintable() else _escape_char(c) for c in text)
+
+
+def _escape_char(c):
+    """A character that is not printable as its Python escape, never \\xNN (a byte that is not UTF-8's)."""
+    e = ascii(c)[1:-1]
+    return "\\u00" + e[2:] if e.startswith("\\x") else e
 
 
 class LabelCap:
@@ -251,7 +260,7 @@ class MetricsSink(Sink):
             lost.add_metric([where], n)
         yield lost
         overflow = CounterMetricFamily("socketsnoop_metrics_label_overflow", "events counted under the label "
-                                       "value 'other': past the cap of distinct values", labels=["label"])
+                                       f"value {OTHER!r}: past the cap of distinct values", labels=["label"])
         for name in names:
             overflow.add_metric([name], self.cap[name].folded)
         yield overflow
