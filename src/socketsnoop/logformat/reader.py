@@ -39,6 +39,7 @@ STAMP_LEN = 25
 TEXT_MS = re.compile(r"\d{1,14}\.\d{3}ms", re.ASCII)  # DURATION, HANDSHAKE, RTT
 STATES_TEXT = re.compile(r"[A-Z0-9_.>]{0,400}", re.ASCII)
 TRAILING = " \t\n\r\f\v"  # what may end a text line (ASCII whitespace)
+_OTHER_SPACE = re.compile(r"[\t\n\r\f\v]")  # ASCII whitespace but the space, which split() has taken
 # a central rsyslog's file: the host and program before our line. RFC 3164 as rsyslog's default file format
 # writes it (`Dec  1 21:05:58 host1 socket-snoop[123]: LINE`; RSYSLOG_FileFormat has an RFC 3339 time; of a
 # message that came in as RFC 5424 the tag has no colon: `socket-snoop[123] LINE`), and
@@ -74,10 +75,11 @@ def _number(text, most, limit):
 
 
 def _value(token, key):
-    """'KEY=value' -> value, else Malformed. A value is printable, and not empty but for STATES (a record
-    without states)."""
+    """'KEY=value' -> value, else Malformed. A value has no ASCII whitespace but STATE's spaces (other
+    characters that are not ours, e.g. a control character in COMM, are read: the report escapes what it
+    shows), and is not empty but for STATES (a record without states)."""
     k, sep, value = token.partition("=")
-    if k != key or not sep or not value.isprintable() or not value and key != "STATES":
+    if k != key or not sep or _OTHER_SPACE.search(value) or not value and key != "STATES":
         raise Malformed(f"no {key}")
     return value
 
