@@ -19,6 +19,7 @@ from socketsnoop.logformat.jsonline import CONNECTION_KEYS, EVENT_KEYS, JsonForm
 from socketsnoop.logformat.reader import Parser
 from socketsnoop.logformat.text import TextFormatter
 from socketsnoop.logformat.words import DIRECTION_NAMES, RESULT_NAMES
+from socketsnoop.output.metrics import OTHER, comm_label
 from socketsnoop.pipeline.decode import make_record_row, make_row, states_of
 from socketsnoop.pipeline.identity import Owner
 
@@ -208,3 +209,15 @@ def test_the_round_trip_finds_a_broken_escape(clock, monkeypatch):
     broken[0x20] = " "
     monkeypatch.setattr(escape, "_ESCAPES", broken)
     assert mismatches(clock, Names())
+
+
+def test_metric_labels_are_injective_and_other_is_no_name():
+    """Issue 19.12 in the metrics: two names never share a comm label, and the overflow value is none's."""
+    names = [b"\\xff", b"\xff", b"\\", b"\\\\", b"\x85", b"\xc2\x85", b"\\u0085", b"\n", b"\\n", b"other", b"-",
+             b"\\x2d", b"other (past the", b"", "\u202e".encode()]
+    labels = [comm_label(n) for n in names]
+    assert len(set(labels)) == len(names), labels
+    assert OTHER not in labels
+    # a label without an escape ('\\') has at most COMM_LEN - 1 characters (one per byte at most): OTHER has more
+    assert "\\" not in OTHER and len(OTHER) > abi.COMM_LEN - 1
+    assert all(c.isprintable() for label in labels for c in label)
