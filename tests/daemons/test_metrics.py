@@ -14,7 +14,7 @@ import pytest
 from socketsnoop.commands.options import metrics_from, monitor_options, parse_listen
 from socketsnoop.errors import SnoopError
 from socketsnoop.kernel.abi import R_INCOMPLETE
-from socketsnoop.output.metrics import MetricsSink, comm_label
+from socketsnoop.output.metrics import OTHER, MetricsSink, comm_label
 from socketsnoop.pipeline.decode import make_record_row, make_row
 
 from support.net import free_port, nft_drop
@@ -111,9 +111,9 @@ def test_label_cap_folds_the_rest_into_other(sink):
     for name in ("socketsnoop_state_changes_total", "socketsnoop_connections_total",
                  "socketsnoop_failed_connects_total"):
         comms = {dict(ls)["comm"] for n, ls in m if n == name}
-        assert len(comms) == 21 and "other" in comms, (name, comms)
+        assert len(comms) == 21 and OTHER in comms, (name, comms)
         assert sample_sum(m, name) == 1000
-    assert sample_sum(m, "socketsnoop_state_changes_total", comm="other") == 980
+    assert sample_sum(m, "socketsnoop_state_changes_total", comm=OTHER) == 980
     assert sample_sum(m, "socketsnoop_metrics_label_overflow_total", label="comm") == 980 + 980
 
 
@@ -127,7 +127,7 @@ def test_hostile_comm_cannot_break_the_exposition(sink):
     assert all(n.startswith(("socketsnoop_", "process_")) for n in names), names
     comms = {dict(ls)["comm"]: v for (n, ls), v in m.items() if n == "socketsnoop_state_changes_total"}
     assert comms == {comm_label(HOSTILE): 1, comm_label(b"\x1b[2J\xff"): 1, r"\x2d": 1}, comms
-    assert comm_label(HOSTILE) == 'q"\\\\n}{=,x'  # the newline as the two characters \n; the rest as it is
+    assert comm_label(HOSTILE) == 'q"\\\\\\n}{=,x'  # '\\' doubled, the newline as the two characters \n
     assert all(c.isprintable() for c in comms), comms  # nothing that drives a terminal
     # unit: accepted, empty until the identity of a connection's unit is resolved (no invented values)
     assert {dict(ls).get("unit") for n, ls in m if n == "socketsnoop_state_changes_total"} == {""}
@@ -364,7 +364,7 @@ def test_port_scan_keeps_series_under_the_cap(monitor, tmp_path):
         # the cap is on the distinct values of the label, in all metrics together: 50 (49 scanners and '-',
         # no process, of the resets the kernel sent for closed ports) and 'other'
         comms = {dict(ls)["comm"] for n, ls in samples if "comm" in dict(ls)}
-        assert "other" in comms and "-" in comms and len(comms) == 51, comms
+        assert OTHER in comms and "-" in comms and len(comms) == 51, comms
         assert sample_sum(samples, "socketsnoop_metrics_label_overflow_total", label="comm") > 0
         # and prometheus holds no more series than that
         expr = 'count(count by (comm) ({__name__=~"socketsnoop_.*", comm!=""}))'

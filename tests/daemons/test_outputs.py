@@ -8,7 +8,7 @@ import signal
 import time
 
 import pytest
-from socketsnoop.output.formats import comm_text, escape_comm
+from socketsnoop.logformat.escape import comm_text, escape_comm
 
 from support.collectors import journald, make_ca, make_cert, rsyslogd
 from support.net import free_port

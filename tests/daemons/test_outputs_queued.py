@@ -13,7 +13,10 @@ import pytest
 from socketsnoop.commands import service
 from socketsnoop.commands.options import options_from_config
 from socketsnoop.kernel import abi
-from socketsnoop.output import formats as fmt
+from socketsnoop.logformat.base import Clock
+from socketsnoop.logformat.fields import FieldsFormatter
+from socketsnoop.logformat.jsonline import JsonFormatter
+from socketsnoop.logformat.text import TextFormatter
 from socketsnoop.output.journal import JournalSink, field, field_name
 from socketsnoop.output.queued import EVENTS, Message
 from socketsnoop.output.syslog import UDP_MAX, SyslogSink, parse_url, sd_value
@@ -39,9 +42,9 @@ def rows():
 
 
 def test_fields_are_the_json_lines_keys_and_values():
-    clock = fmt.Clock()
-    lines = fmt.JsonFormatter(clock).lines(rows())
-    fields = fmt.FieldsFormatter(clock).fields(rows())
+    clock = Clock()
+    lines = JsonFormatter(clock).lines(rows())
+    fields = FieldsFormatter(clock).fields(rows())
     assert fields == [json.loads(line) for line in lines]
     assert [list(f) for f in fields] == [list(json.loads(line)) for line in lines]  # the same order
 
@@ -50,10 +53,10 @@ def test_fields_are_the_json_lines_keys_and_values():
 def test_outputs_encode_rows_as_they_encode_messages(lines_are_text):
     """The outputs' fast path (FieldsEncoder, from the rows) gives the bytes of the general one (a Message
     per event: the text line and FieldsFormatter's dict)."""
-    clock = fmt.Clock()
-    lines = (fmt.TextFormatter(clock) if lines_are_text else fmt.JsonFormatter(clock)).lines(rows())
-    texts = fmt.TextFormatter(clock).lines(rows())
-    messages = [Message(t[:-1], f) for t, f in zip(texts, fmt.FieldsFormatter(clock).fields(rows()))]
+    clock = Clock()
+    lines = (TextFormatter(clock) if lines_are_text else JsonFormatter(clock)).lines(rows())
+    texts = TextFormatter(clock).lines(rows())
+    messages = [Message(t[:-1], f) for t, f in zip(texts, FieldsFormatter(clock).fields(rows()))]
     for sink in (JournalSink(clock, lines_are_text, path="/nonexistent", warn=lambda m: None),
                  SyslogSink(clock, lines_are_text, "tcp://127.0.0.1:1", warn=lambda m: None)):
         fast = sink.payloads(EVENTS, rows(), lines)
@@ -76,7 +79,7 @@ def _msg(fields, text="Dec 01 2026 00:00:00.000 State Change: SRC=..."):
 
 
 def test_syslog_message():
-    s = SyslogSink(fmt.Clock(), True, "tcp://127.0.0.1:1", warn=lambda m: None)
+    s = SyslogSink(Clock(), True, "tcp://127.0.0.1:1", warn=lambda m: None)
     m = _msg({"timestamp": "2026-12-01T00:00:00.000Z", "event": "reset_sent", "comm": 'a]"\\b', "old_state": None,
               "pid": 7})
     data = s.encode(m)
@@ -91,7 +94,7 @@ def test_syslog_message():
 
 
 def test_syslog_udp_cut_keeps_structured_data_whole():
-    s = SyslogSink(fmt.Clock(), True, "udp://127.0.0.1:1", warn=lambda m: None)
+    s = SyslogSink(Clock(), True, "udp://127.0.0.1:1", warn=lambda m: None)
     long_text = "x" * 5000
     m = _msg({"event": "state_change", "comm": "c"}, long_text)
     cut = s._fit(s.encode(m), len(m.text))
@@ -176,7 +179,7 @@ def test_unit_keeps_a_journal_socket_under_tmp_visible(tmp_path):
                     reason="needs root and systemd-journald")
 def test_journal_large_entry_goes_through_a_memfd():
     with journald() as j:
-        sink = JournalSink(fmt.Clock(), True, path=j.socket, warn=lambda m: None).open()
+        sink = JournalSink(Clock(), True, path=j.socket, warn=lambda m: None).open()
         big = "y" * (1 << 20)  # more than a datagram can hold (the socket's send buffer)
         sink.notice("Lost Events: a test", {"event": "lost_events", "note": big, "comm": "a\nb"})
         sink.notice("small", {"event": "state_change"})
@@ -203,9 +206,9 @@ def conn_record(comm=b"\nSOCKETSNOOP_X=", result=abi.RESULT_REFUSED):
                     reason="needs root and systemd-journald")
 def test_journal_connection_records_are_queryable_by_result():
     with journald() as j:
-        sink = JournalSink(fmt.Clock(), True, path=j.socket, warn=lambda m: None).open()
+        sink = JournalSink(Clock(), True, path=j.socket, warn=lambda m: None).open()
         recs = [conn_record(), conn_record(b"ok", abi.RESULT_CLOSED)]
-        sink.write_records(recs, fmt.TextFormatter(sink.clock).record_lines(recs))
+        sink.write_records(recs, TextFormatter(sink.clock).record_lines(recs))
         sink.close()
         for _ in range(100):
             if len(j.entries()) == 2:

@@ -24,7 +24,9 @@ from socketsnoop.kernel.abi import (
     RESULT_RESET_SENT,
     RESULT_TIMEOUT,
 )
-from socketsnoop.output.formats import Clock, JsonFormatter, TextFormatter
+from socketsnoop.logformat.base import Clock
+from socketsnoop.logformat.jsonline import JsonFormatter
+from socketsnoop.logformat.text import TextFormatter
 from socketsnoop.pipeline.decode import R_SK, STATE_NUMBERS, make_record_row, make_row
 from socketsnoop.pipeline.filters import Filters
 

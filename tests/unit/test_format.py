@@ -6,7 +6,11 @@ import time
 
 import pytest
 from socketsnoop.kernel import abi
-from socketsnoop.output import formats as fmt
+from socketsnoop.logformat.base import Clock
+from socketsnoop.logformat.escape import escape_comm, format_addr
+from socketsnoop.logformat.jsonline import JsonFormatter
+from socketsnoop.logformat.text import TextFormatter
+from socketsnoop.logformat.words import describe_state
 from socketsnoop.output.connections import ConnectionReport
 from socketsnoop.output.tracker import Tracker
 from socketsnoop.pipeline import decode
@@ -26,7 +30,7 @@ def ev(**kw):
 def clock(monkeypatch):
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
-    c = fmt.Clock()
+    c = Clock()
     # 2024-12-30 22:05:25.454 UTC at monotonic 0
     c.offset_ns = 1735596325454000000
     yield c
@@ -35,7 +39,7 @@ def clock(monkeypatch):
 
 
 def test_seed_line_exactly(clock):
-    line = fmt.TextFormatter(clock).format(ev())
+    line = TextFormatter(clock).format(ev())
     assert line == ("Dec 30 2024 22:05:25.454 State Change: SRC=10.100.10.150:39134 DST=10.100.10.202:8000 "
                     "PID=30512 COMM=audacious STATE=Connection Closing (FIN_WAIT1)\n")
 
@@ -43,7 +47,7 @@ def test_seed_line_exactly(clock):
 def test_ipv6_line(clock):
     a = socket.inet_pton(socket.AF_INET6, "2001:db8::1")
     b = socket.inet_pton(socket.AF_INET6, "2001:db8::2")
-    line = fmt.TextFormatter(clock).format(ev(family=6, saddr=a, daddr=b, sport=443, dport=51000, pid=812,
+    line = TextFormatter(clock).format(ev(family=6, saddr=a, daddr=b, sport=443, dport=51000, pid=812,
                                               comm=b"nginx\0", newstate=1))
     assert line.endswith("State Change: SRC=[2001:db8::1]:443 DST=[2001:db8::2]:51000 PID=812 COMM=nginx "
                          "STATE=Connection Established\n")
@@ -52,7 +56,7 @@ def test_ipv6_line(clock):
 @pytest.mark.parametrize("etype,title", [(abi.EV_RETRANSMIT, "Retransmission"), (abi.EV_RESET_SENT, "Reset Sent"),
                                          (abi.EV_RESET_RECEIVED, "Reset Received")])
 def test_other_titles(clock, etype, title):
-    line = fmt.TextFormatter(clock).format(ev(type=etype, newstate=1))
+    line = TextFormatter(clock).format(ev(type=etype, newstate=1))
     assert f".454 {title}: SRC=10.100.10.150:39134 " in line and line.endswith("STATE=Connection Established\n")
 
 
@@ -64,7 +68,7 @@ def test_other_titles(clock, etype, title):
     (7, "Connection Closed"), (10, "Listening (LISTEN)"),
 ])
 def test_state_words(num, words):
-    assert decode.describe_state(num) == words
+    assert describe_state(num) == words
 
 
 @pytest.mark.parametrize("raw,text", [
@@ -79,11 +83,11 @@ def test_state_words(num, words):
     (b"a STATE=Connection Closed", r"a\x20STATE=Connection\x20Closed"),
 ])
 def test_escape_comm(raw, text):
-    assert fmt.escape_comm(raw) == text
+    assert escape_comm(raw) == text
 
 
 def test_forged_comm_stays_one_line(clock):
-    line = fmt.TextFormatter(clock).format(ev(comm=b"x\nDec 30 2024 "))
+    line = TextFormatter(clock).format(ev(comm=b"x\nDec 30 2024 "))
     assert line.count("\n") == 1 and line.endswith("\n")
 
 
@@ -93,11 +97,11 @@ def test_forged_comm_stays_one_line(clock):
     (6, socket.inet_pton(socket.AF_INET6, "fe80::1:2"), "fe80::1:2"),
 ])
 def test_addresses(family, raw, text):
-    assert fmt.format_addr(family, raw) == text
+    assert format_addr(family, raw) == text
 
 
 def test_json_record(clock):
-    j = fmt.JsonFormatter(clock)
+    j = JsonFormatter(clock)
     line = j.format(ev(comm=b"a\nb\x1b\0", oldstate=2, newstate=1, owner=abi.OWNER_LISTENER))
     assert line.endswith("\n") and line.count("\n") == 1 and "\x1b" not in line
     r = json.loads(line)
@@ -110,7 +114,7 @@ def test_json_record(clock):
 
 
 def test_time_prefix_cache_changes_with_the_second(clock):
-    t = fmt.TextFormatter(clock)
+    t = TextFormatter(clock)
     assert t.stamp(0) == "Dec 30 2024 22:05:25.454"
     assert t.stamp(600_000_000) == "Dec 30 2024 22:05:26.054"
     assert t.stamp(500_000_000) == "Dec 30 2024 22:05:25.954"
@@ -181,7 +185,7 @@ def record_row(**kw):
 
 
 def test_connection_summary_line_exact(clock):
-    line = fmt.TextFormatter(clock).record_lines([record_row()])[0]
+    line = TextFormatter(clock).record_lines([record_row()])[0]
     assert line == ("Dec 30 2024 22:05:26.466 Connection Summary: SRC=10.100.10.150:40000 DST=10.100.10.202:8000 PID=5 COMM=curl "
                     "RESULT=closed DIR=out DURATION=12.346ms HANDSHAKE=0.041ms SENT=10 RECEIVED=20 RETRANSMITS=0 "
                     "RTT=0.030ms UID=1000 STATES=SYN_SENT>ESTABLISHED>FIN_WAIT1>FIN_WAIT2>CLOSE\n")
@@ -196,14 +200,14 @@ def test_connection_summary_line_exact(clock):
     (dict(result=abi.RESULT_RESET_RECEIVED, direction=abi.DIR_IN, comm=b"a b\n"), ["COMM=a\\x20b\\x0a RESULT=reset-received DIR=in "]),
 ])
 def test_connection_summary_variants(clock, kw, parts):
-    line = fmt.TextFormatter(clock).record_lines([record_row(**kw)])[0]
+    line = TextFormatter(clock).record_lines([record_row(**kw)])[0]
     for part in parts:
         assert part in line, (part, line)
     assert line.count("\n") == 1
 
 
 def test_connection_record_json(clock):
-    j = fmt.JsonFormatter(clock)
+    j = JsonFormatter(clock)
     rec = json.loads(j.record_lines([record_row(comm=b'x"\n')])[0])
     assert rec == {"timestamp": "2024-12-30T22:05:26.466Z", "event": "connection", "family": 4, "src": "10.100.10.150", "sport": 40000,
                    "dst": "10.100.10.202", "dport": 8000, "pid": 5, "comm": 'x"\n', "owner": "socket",
@@ -220,7 +224,7 @@ def test_connection_record_json(clock):
 def test_exit_report_from_records(clock):
     rep = ConnectionReport(max_conns=2)
     rep.add([record_row(sport=1), record_row(sport=2), record_row(sport=3, result=abi.RESULT_TIMEOUT)])
-    t = fmt.TextFormatter(clock)
+    t = TextFormatter(clock)
     lines = list(rep.lines(t.stamp))
     assert lines[0] == "Connection Lifecycles:"
     assert lines[1] == "Connection: 10.100.10.150:2 -> 10.100.10.202:8000  (PID=5 COMM=curl duration=0.012s retransmits=0)"
@@ -242,10 +246,10 @@ class _Names:
 
 def test_connection_record_carries_the_owners_names(clock):
     row = record_row(uid=65534, cgroup=9)
-    text = fmt.TextFormatter(clock, _Names(), context=True).record_lines([row])[0]
+    text = TextFormatter(clock, _Names(), context=True).record_lines([row])[0]
     assert text.endswith(" UID=65534 STATES=SYN_SENT>ESTABLISHED>FIN_WAIT1>FIN_WAIT2>CLOSE USER=nobody UNIT=x.service\n")
-    assert fmt.TextFormatter(clock, _Names()).record_lines([row])[0].endswith(">CLOSE\n")  # no --context: none
-    rec = json.loads(fmt.JsonFormatter(clock, _Names()).record_lines([row])[0])
+    assert TextFormatter(clock, _Names()).record_lines([row])[0].endswith(">CLOSE\n")  # no --context: none
+    rec = json.loads(JsonFormatter(clock, _Names()).record_lines([row])[0])
     assert (rec["uid"], rec["user"], rec["cgroup"], rec["unit"], rec["exe"]) == (
         65534, "nobody", "/system.slice/x.service", "x.service", "/usr/bin/curl")
     assert "container" not in rec and "pod" not in rec

@@ -17,7 +17,9 @@ from socketsnoop.commands.options import build_parser, filters_from, monitor_opt
 from socketsnoop.commands.run import Monitor
 from socketsnoop.errors import SnoopError
 from socketsnoop.kernel import abi
-from socketsnoop.output.formats import Clock, JsonFormatter, TextFormatter
+from socketsnoop.logformat.base import Clock
+from socketsnoop.logformat.jsonline import JsonFormatter
+from socketsnoop.logformat.text import TextFormatter
 from socketsnoop.pipeline.decode import make_row
 from socketsnoop.pipeline.filters import (
     Filters,

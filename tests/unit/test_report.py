@@ -14,7 +14,11 @@ import tracemalloc
 import pytest
 from socketsnoop.commands import report
 from socketsnoop.kernel.abi import EV_RESET_SENT, EV_RETRANSMIT, EV_STATE
-from socketsnoop.output.formats import Clock, JsonFormatter, TextFormatter
+from socketsnoop.logformat.base import Clock
+from socketsnoop.logformat.entries import parse_addr, parse_endpoint
+from socketsnoop.logformat.escape import unescape_comm
+from socketsnoop.logformat.jsonline import JsonFormatter
+from socketsnoop.logformat.text import TextFormatter
 from socketsnoop.pipeline.decode import make_row
 from socketsnoop.pipeline.filters import Filters, parse_cidr
 
@@ -171,9 +175,9 @@ def test_filters_match():
 
 
 def test_unescape():
-    assert report.parse.unescape_comm("my\\x20app\\x0a") == b"my app\n"
-    assert report.parse.unescape_comm("-") == b""
-    assert report.parse.unescape_comm("a\\x5cb") == b"a\\b"
+    assert unescape_comm("my\\x20app\\x0a") == b"my app\n"
+    assert unescape_comm("-") == b""
+    assert unescape_comm("a\\x5cb") == b"a\\b"
 
 
 @pytest.mark.parametrize("argv, words", [
@@ -241,15 +245,15 @@ def test_nothing_from_the_log_reaches_the_output_raw(tmp_path, capsys, fmt):
 def test_addresses_are_checked():
     for bad in ("::1%eth0", "::1%\x1b]0;x\x07", "1.2.3.4 ", "\u0661.2.3.4", "", "::g"):
         with pytest.raises(report.parse.Malformed):
-            report.parse.parse_addr(6 if ":" in bad or not bad else 4, bad)
+            parse_addr(6 if ":" in bad or not bad else 4, bad)
     for bad in (16909060, b"\x01\x02\x03\x04", None):
         with pytest.raises(report.parse.Malformed):
-            report.parse.parse_addr(4, bad)
-    assert str(report.parse.parse_addr(6, "::ffff:1.2.3.4")) == "::ffff:102:304"
-    assert report.parse.parse_endpoint("[2001:db8::1]:443")[2] == 443
+            parse_addr(4, bad)
+    assert str(parse_addr(6, "::ffff:1.2.3.4")) == "::ffff:102:304"
+    assert parse_endpoint("[2001:db8::1]:443")[2] == 443
     for bad in ("1.2.3.4:\u00b2", "1.2.3.4:000080", "[::1%x]:1", "[::1]:65536"):
         with pytest.raises(report.parse.Malformed):
-            report.parse.parse_endpoint(bad)
+            parse_endpoint(bad)
 
 
 def test_file_names_are_escaped_in_messages(tmp_path, capsys):

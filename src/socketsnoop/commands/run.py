@@ -26,7 +26,9 @@ from ..kernel.abi import (
     ROW,
 )
 from ..kernel.loader import Probe, preflight
-from ..output.formats import Clock, JsonFormatter, TextFormatter
+from ..logformat.base import Clock
+from ..logformat.jsonline import JsonFormatter
+from ..logformat.text import TextFormatter
 from ..output.connections import OPEN_STATES, ConnectionReport
 from ..output.journal import DEFAULT_SOCKET, JournalSink
 from ..output.queued import QueuedSink

@@ -21,15 +21,14 @@ from ..pipeline.decode import (
     R_START,
     R_STATES,
     R_TS,
-    DIRECTION_NAMES,
-    RESULT_NAMES,
     TCP_ESTABLISHED,
-    describe_state,
     ident_of_record,
     states_of,
 )
 from ..kernel.abi import EV_STATE, R_INCOMPLETE
-from .formats import escape_comm, format_addr, format_endpoint, history, millis
+from ..logformat.base import history, millis
+from ..logformat.escape import escape_comm, format_addr, format_endpoint
+from ..logformat.words import DIRECTION_NAMES, RESULT_NAMES, describe_state
 
 # states of a socket that is a connection still open (not LISTEN, TIME_WAIT, CLOSE, NEW_SYN_RECV)
 OPEN_STATES = frozenset((1, 2, 3, 4, 5, 8, 9, 11))
@@ -68,7 +67,7 @@ class ConnectionReport:
             shown_open += 1
             yield (f"Connection: {format_endpoint(family, format_addr(family, laddr), lport)} -> "
                    f"{format_endpoint(family, format_addr(family, raddr), rport)}  (PID={pid} "
-                   f"COMM={escape_comm(comm)} open at exit: {describe_state(state)})")
+                   f"COMM={escape_comm(comm, pid)} open at exit: {describe_state(state)})")
         if self.left_out:
             yield (f"({self.left_out} connections not shown: the report keeps the {self.max_conns} most "
                    "recently closed)")
@@ -84,7 +83,7 @@ class ConnectionReport:
         handshake, rtt = row[R_HANDSHAKE], row[R_RTT]
         yield (f"Connection: {format_endpoint(fam, format_addr(fam, who.saddr), who.sport)} -> "
                f"{format_endpoint(fam, format_addr(fam, who.daddr), who.dport)}  (PID={who.pid} "
-               f"COMM={escape_comm(who.comm)} duration={secs:.3f}s retransmits={row[R_RETRANSMITS]})")
+               f"COMM={escape_comm(who.comm, who.pid)} duration={secs:.3f}s retransmits={row[R_RETRANSMITS]})")
         states = states_of(row[R_STATES], row[R_NSTATES])
         if complete and states:
             yield f"  {stamp(start)}: {describe_state(states[0])}"

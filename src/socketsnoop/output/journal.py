@@ -20,8 +20,8 @@ import os
 import re
 import socket
 
-from ..pipeline.decode import EVENT_NAMES
-from .formats import FieldsEncoder
+from ..logformat.fields import FieldsEncoder
+from ..logformat.words import EVENT_NAMES
 from .queued import BACKOFF_S, EVENTS, QueuedSink, severity
 
 DEFAULT_SOCKET = "/run/systemd/journal/socket"
@@ -85,7 +85,7 @@ class JournalSink(QueuedSink):
 
     def payloads(self, kind, items, lines):
         """Events: their entries from the rows, each piece encoded once (FieldsEncoder); the same bytes as
-        encode() of their Messages (test_outputs_unit.py checks it)."""
+        encode() of their Messages (tests/daemons/test_outputs_queued.py checks it)."""
         if kind != EVENTS or (self.json_lines and lines is not None):  # --json: the lines' keys (with names)
             return super().payloads(kind, items, lines)
         pri = self.priorities

@@ -9,7 +9,7 @@ turns the totals into metric families (prometheus_client writes the exposition f
 values). The kernel's counters and each output's drops come from a callable the run command gives us,
 read in check() (once a second, in the main thread: a scrape never touches the BPF maps).
 
-Label values are capped: the first N distinct values are kept, every later one is counted as "other" (and in
+Label values are capped: the first N distinct values are kept, every later one is counted as OTHER (and in
 socketsnoop_metrics_label_overflow_total), so a port scan or a fork storm cannot grow the number of series
 without bound. unit and container are the names of the socket's cgroup (pipeline/identity.Identity, as the
 JSON shows them), looked up once per cgroup: a batch is counted by (type, state, comm, cgroup id).
@@ -26,12 +26,15 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.process_collector import ProcessCollector
 
 from ..kernel.abi import COMM_LEN, EV_RESET_RECEIVED, EV_RESET_SENT, EV_RETRANSMIT, EV_STATE, R_INCOMPLETE
-from ..pipeline.decode import (CGROUP, DIRECTION_NAMES, IDENT, NEWSTATE, R_CGROUP, R_DIRECTION, R_FLAGS,
-                               R_HANDSHAKE, R_IDENT, R_RESULT, R_RTT, R_START, R_TS, RESULT_NAMES, TYPE, state_name)
+from ..logformat.words import DIRECTION_NAMES, RESULT_NAMES, state_name
+from ..pipeline.decode import (CGROUP, IDENT, NEWSTATE, R_CGROUP, R_DIRECTION, R_FLAGS, R_HANDSHAKE, R_IDENT, R_RESULT,
+                               R_RTT, R_START, R_TS, TYPE)
 from .metric_labels import DEFAULT_LABEL_LIMIT, LABELS  # noqa: F401 (LABELS: its users import it here)
 from .sinks import Sink
 
-OTHER = "other"
+# the value of the label past its cap: no process can have it (comm_label gives at most COMM_LEN - 1 characters
+# unless it holds a '\\', an escape's)
+OTHER = "other (past the cap)"
 FAILED = ("refused", "timeout", "unreachable")  # results of a connect that failed: the causes
 
 # the comm in a row's identity bytes (kernel/abi.py IDENT_FORMAT: pid u32, ports 2 x u16, 2 x 16 address bytes)
@@ -49,25 +52,32 @@ _not_none = partial(is_not, None)
 
 
 def comm_label(raw: bytes) -> str:
-    """A task name as a label value: its text, with every character that is not printable (control
-    characters, a newline, bidi overrides) as its Python escape, so that reading the endpoint in a terminal
-    is safe; quotes, backslashes and braces are left to prometheus_client's escaping. No process: '-'."""
+    """A task name as a label value: its text, '\\' doubled, a byte that is not UTF-8 as \\xNN and every
+    character that is not printable (control characters, a newline, bidi overrides) as its Python escape
+    (\\n, \\u00NN, \\u202e), so that reading the endpoint in a terminal is safe and two names never give the
+    same value; quotes and braces are left to prometheus_client's escaping. No process: '-'."""
     raw = raw.split(b"\0", 1)[0]
     if not raw:
         return "-"
     if raw == b"-":
         return r"\x2d"  # as in the log: a process named "-" is not "no process"
-    text = raw.decode("utf-8", "backslashreplace")
+    text = raw.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
     if text.isprintable():
         return text
-    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    return "".join(c if c.isprintable() else _escape_char(c) for c in text)
+
+
+def _escape_char(c):
+    """A character that is not printable as its Python escape, never \\xNN (a byte that is not UTF-8's)."""
+    e = ascii(c)[1:-1]
+    return "\\u00" + e[2:] if e.startswith("\\x") else e
 
 
 def name_label(text: str) -> str:
     """A unit's or container's name (from a cgroup path) as a label value: what is not printable escaped."""
     if text.isprintable():
         return text
-    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    return "".join(c if c.isprintable() else _escape_char(c) for c in text)
 
 
 class LabelCap:
@@ -286,7 +296,7 @@ class MetricsSink(Sink):
             lost.add_metric([where], n)
         yield lost
         overflow = CounterMetricFamily("socketsnoop_metrics_label_overflow", "events counted under the label "
-                                       "value 'other': past the cap of distinct values", labels=["label"])
+                                       f"value {OTHER!r}: past the cap of distinct values", labels=["label"])
         for name in names:
             overflow.add_metric([name], self.cap[name].folded)
         yield overflow

@@ -15,7 +15,8 @@ import json
 import sys
 import threading
 
-from .formats import FieldsFormatter, TextFormatter
+from ..logformat.fields import FieldsFormatter
+from ..logformat.text import TextFormatter
 from .sinks import Sink
 
 WARNING, INFO = 4, 6  # syslog severities (the journal's PRIORITY too)
@@ -130,10 +131,11 @@ class QueuedSink(Sink):
     def _messages(self, kind, items, lines):
         if kind == NOTICE:
             return [Message(text, fields) for text, fields in items]
-        if kind == RECORDS:  # connection records (abi.RECORD_ROW tuples): the formats' own lines
-            jsons = lines if self.json_lines and lines is not None else self.fields.record_lines(items)
+        if kind == RECORDS:  # connection records (abi.RECORD_ROW tuples): the JSON line's keys and values
             texts = lines if self.lines_are_text and lines is not None else self.text.record_lines(items)
-            return [Message(t[:-1], json.loads(j)) for t, j in zip(texts, jsons)]
+            if self.json_lines and lines is not None:  # --json: the lines the monitor made, the owner's names included
+                return [Message(t[:-1], json.loads(j)) for t, j in zip(texts, lines)]
+            return [Message(t[:-1], f) for t, f in zip(texts, self.fields.record_fields(items))]
         if self.json_lines and lines is not None:  # --json: the lines' own keys, the owner's names included
             return [Message(t[:-1], json.loads(j)) for t, j in zip(self.text.lines(items), lines)]
         fields = self.fields.fields(items)
@@ -173,7 +175,7 @@ class QueuedSink(Sink):
 
     def payloads(self, kind, items, lines):
         """What deliver() sends, one per event: encode() of each Message. An output may make the events' more
-        cheaply from their rows (output/formats.py: FieldsEncoder)."""
+        cheaply from their rows (logformat/fields.py: FieldsEncoder)."""
         return [self.encode(m) for m in self._messages(kind, items, lines)]
 
     def remember(self, kv, encoded):

@@ -2,7 +2,7 @@
 
 The run command composes a list of sinks and hands each batch of events to every one of them: the
 decoded rows (pipeline/decode.py) and, for a sink that wants them, their lines already formatted
-(output/formats.py: text or JSON, as chosen). A sink never blocks reading the kernel: one that cannot
+(logformat/: text or JSON, as chosen). A sink never blocks reading the kernel: one that cannot
 deliver counts what it drops, and the run command reports those counts on exit.
 """
 
@@ -29,7 +29,7 @@ class Sink:
         raise NotImplementedError
 
     def write_records(self, records, lines):
-        """Finished connections (pipeline.decode.ConnRecord), and their lines as write() gets them. A sink
+        """Finished connections (abi.RECORD_ROW tuples), and their lines as write() gets them. A sink
         that has nothing to do with them keeps this default."""
 
     def flush(self):

@@ -27,8 +27,8 @@ import sys
 import termios
 import urllib.parse
 
-from ..pipeline.decode import EVENT_NAMES
-from .formats import FieldsEncoder
+from ..logformat.fields import FieldsEncoder
+from ..logformat.words import EVENT_NAMES
 from .queued import BACKOFF_S, EVENTS, QueuedSink, severity
 
 ENTERPRISE_ID = "socketsnoop@32473"  # 32473: the private enterprise number RFC 5612 sets aside for examples
@@ -136,7 +136,7 @@ class SyslogSink(QueuedSink):
 
     def payloads(self, kind, items, lines):
         """(message, length of its MSG) per event; events' from their rows, each piece encoded once
-        (FieldsEncoder): the same bytes as encode() of their Messages (test_outputs_unit.py checks it)."""
+        (FieldsEncoder): the same bytes as encode() of their Messages (tests/daemons/test_outputs_queued.py checks it)."""
         if kind != EVENTS or (self.json_lines and lines is not None):  # --json: the lines' keys (with names)
             return [(self.encode(m), len(m.text)) for m in self._messages(kind, items, lines)]
         heads, out = self.type_heads, []

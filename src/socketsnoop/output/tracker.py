@@ -14,8 +14,9 @@ at once.
 from collections import OrderedDict, deque
 
 from ..kernel.abi import EV_RETRANSMIT, EV_STATE
+from ..logformat.escape import escape_comm, format_addr, format_endpoint
+from ..logformat.words import EVENT_TITLES, describe_state
 from ..pipeline.decode import (
-    EVENT_TITLES,
     NEWSTATE,
     SK,
     TCP_CLOSE,
@@ -23,10 +24,8 @@ from ..pipeline.decode import (
     TCP_TIME_WAIT,
     TS,
     TYPE,
-    describe_state,
     ident_of,
 )
-from .formats import escape_comm, format_addr, format_endpoint
 
 
 class Connection:

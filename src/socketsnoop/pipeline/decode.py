@@ -1,33 +1,10 @@
-"""Decode: rows of the kernel's struct event (layout: kernel/abi.py), and TCP state names."""
+"""Decode: rows of the kernel's struct event and struct conn_record (layout: kernel/abi.py), and the kernel's
+numbers for TCP states. Their words in the log (titles, descriptions, result names) are logformat/words.py's."""
 
 from bisect import bisect_right
 from operator import itemgetter
-from typing import NamedTuple
 
-from ..kernel.abi import (
-    DIR_IN,
-    DIR_OUT,
-    EV_RESET_RECEIVED,
-    EV_RESET_SENT,
-    EV_RETRANSMIT,
-    EV_STATE,
-    IDENT_STRUCT,
-    OWNER_CURRENT,
-    OWNER_LISTENER,
-    OWNER_NONE,
-    OWNER_SOCKET,
-    R_INCOMPLETE,
-    R_STATES_CUT,
-    RESULT_CLOSED,
-    RESULT_REFUSED,
-    RESULT_RESET_RECEIVED,
-    RESULT_RESET_SENT,
-    RESULT_TIMEOUT,
-    RESULT_UNREACHABLE,
-    Ident,
-    RecordRow,
-    Row,
-)
+from ..kernel.abi import DIR_OUT, IDENT_STRUCT, OWNER_SOCKET, RESULT_CLOSED, Ident, RecordRow, Row
 
 # Row positions: a row is struct event decoded with its identity fields (pid .. family: the same for most
 # events of a connection's side) left as one bytes object, which formatters key their caches by; then the
@@ -52,29 +29,10 @@ def make_row(ts_ns=0, skaddr=0, ino=0, netns=0, type=1, oldstate=0, newstate=0, 
                make_ident(pid, sport, dport, saddr, daddr, comm, family), uid, cgroup)
 
 
-EVENT_NAMES = {
-    EV_STATE: "state_change",
-    EV_RETRANSMIT: "retransmit",
-    EV_RESET_SENT: "reset_sent",
-    EV_RESET_RECEIVED: "reset_received",
-}
-EVENT_TITLES = {
-    EV_STATE: "State Change",
-    EV_RETRANSMIT: "Retransmission",
-    EV_RESET_SENT: "Reset Sent",
-    EV_RESET_RECEIVED: "Reset Received",
-}
-
 # what user space adds to enum ss_owner
 OWNER_PROC = 4
-OWNER_NAMES = {
-    OWNER_CURRENT: "current",  # no owner known: the task the kernel ran the event in
-    OWNER_SOCKET: "socket",  # the process that made a system call on the socket
-    OWNER_LISTENER: "listener",  # passive open: the listening socket's owner
-    OWNER_NONE: "none",  # no socket at all (reset to a closed port): pid 0
-    OWNER_PROC: "proc",  # found in /proc (the socket predates the monitor)
-}
-# include/net/tcp_states.h
+
+# include/net/tcp_states.h: the kernel's names (the -s option takes them)
 TCP_STATES = {
     1: "ESTABLISHED",
     2: "SYN_SENT",
@@ -92,29 +50,6 @@ TCP_STATES = {
 }
 STATE_NUMBERS = {name: num for num, name in TCP_STATES.items()}
 TCP_ESTABLISHED, TCP_TIME_WAIT, TCP_CLOSE, TCP_NEW_SYN_RECV = 1, 6, 7, 12
-
-
-def state_name(num):
-    return TCP_STATES.get(num, "NONE" if num == 0 else f"STATE_{num}")
-
-
-def describe_state(num):
-    """The seed's words for a state, e.g. 'Connection Closing (FIN_WAIT1)'."""
-    name = state_name(num)
-    if num == 1:
-        return "Connection Established"
-    if num == 7:
-        return "Connection Closed"
-    if num in (2, 3, 12):
-        return f"Connection Opening ({name})"
-    if num in (4, 5, 6, 8, 9, 11):
-        return f"Connection Closing ({name})"
-    if num == 10:
-        return "Listening (LISTEN)"
-    if num == 0:
-        return "No Socket"
-    return f"Unknown ({name})"
-
 
 _ts = itemgetter(TS)
 # more rows than this in the spare ring at once: it is rescuing a full main ring (RE-ENTRY, 2 in the BPF source)
@@ -138,17 +73,6 @@ def merge_by_time(rows, extra):
 
 # -- connection records (struct conn_record) ------------------------------------------------------------------
 
-RESULT_NAMES = {
-    RESULT_CLOSED: "closed",
-    RESULT_RESET_SENT: "reset-sent",
-    RESULT_RESET_RECEIVED: "reset-received",
-    RESULT_REFUSED: "refused",
-    RESULT_TIMEOUT: "timeout",
-    RESULT_UNREACHABLE: "unreachable",
-}
-DIRECTION_NAMES = {DIR_OUT: "out", DIR_IN: "in"}
-
-
 # Record row positions: struct conn_record decoded with its identity left as one bytes object (abi.RECORD_ROW)
 (R_TS, R_SK, R_START, R_HANDSHAKE, R_SENT, R_RECEIVED, R_CGROUP, R_INO, R_STATES, R_NETNS, R_RETRANSMITS, R_RTT,
  R_UID, R_RESULT, R_DIRECTION, R_NSTATES, R_FLAGS, R_OWNER, R_IDENT) = range(19)
@@ -157,50 +81,6 @@ DIRECTION_NAMES = {DIR_OUT: "out", DIR_IN: "in"}
 def states_of(packed, n):
     """The state numbers of a record's history (4 bits each, the first in the low bits)."""
     return tuple((packed >> (4 * i)) & 0xF for i in range(n))
-
-
-class ConnRecord(NamedTuple):
-    """One connection at its end, decoded: what an output of records that wants objects reads (metrics, the
-    journal, syslog, the exit report). None where the kernel did not know (a connection older than us)."""
-
-    ts_ns: int  # when it ended, CLOCK_MONOTONIC
-    skaddr: int
-    netns: int
-    family: int
-    saddr: bytes  # 16 bytes, IPv4 in the first 4
-    sport: int
-    daddr: bytes
-    dport: int
-    pid: int
-    comm: bytes  # raw, NUL-padded
-    owner: int  # how the owner is known: OWNER_NAMES
-    uid: int
-    cgroup: int  # cgroup v2 id, 0 if none
-    direction: str | None  # "in", "out"; None when unknown
-    result: str  # RESULT_NAMES
-    bytes_sent: int
-    bytes_received: int
-    retransmits: int
-    rtt_us: int | None
-    handshake_ns: int | None
-    duration_ns: int | None
-    states: tuple  # state numbers, in order
-    states_cut: bool  # more states than the kernel keeps: the first ones, then the last
-    complete: bool  # False: it began before socket-snoop started
-
-
-def record_of(row) -> ConnRecord:
-    """A record row (abi.RECORD_ROW) -> ConnRecord."""
-    who = ident_of_record(row)
-    flags = row[R_FLAGS]
-    complete = not flags & R_INCOMPLETE
-    start = row[R_START]
-    return ConnRecord(
-        row[R_TS], row[R_SK], row[R_NETNS], who.family, who.saddr, who.sport, who.daddr, who.dport, who.pid,
-        who.comm, row[R_OWNER], row[R_UID], row[R_CGROUP], DIRECTION_NAMES.get(row[R_DIRECTION]),
-        RESULT_NAMES.get(row[R_RESULT], "closed"), row[R_SENT], row[R_RECEIVED], row[R_RETRANSMITS],
-        row[R_RTT] or None, row[R_HANDSHAKE] or None, row[R_TS] - start if complete and start else None,
-        states_of(row[R_STATES], row[R_NSTATES]), bool(flags & R_STATES_CUT), complete)
 
 
 def ident_of_record(row) -> Ident:

@@ -9,9 +9,10 @@ from collections import Counter, OrderedDict
 from typing import NamedTuple
 
 from ...kernel.abi import EV_CONNECTION, EV_RETRANSMIT, EV_STATE
-from ...output.formats import escape_comm, escape_token, format_endpoint
+from ...logformat.escape import escape_comm, escape_token, format_endpoint
+from ...logformat.words import EVENT_NAMES, state_name
 from ...output.tracker import Tracker
-from ...pipeline.decode import EVENT_NAMES, TCP_CLOSE, TCP_ESTABLISHED, make_row, state_name
+from ...pipeline.decode import TCP_CLOSE, TCP_ESTABLISHED, make_row
 from .parse import Summary
 
 TABLE_LIMIT = 100_000  # distinct keys per summary table and per join map

@@ -3,9 +3,11 @@
 import json
 
 from ...kernel.abi import EV_RESET_RECEIVED, EV_RESET_SENT
-from ...output.formats import Clock, JsonFormatter, TextFormatter
+from ...logformat.base import Clock
+from ...logformat.jsonline import JsonFormatter
+from ...logformat.text import TextFormatter
+from ...logformat.words import EVENT_TITLES
 from ...output.tracker import Tracker
-from ...pipeline.decode import EVENT_TITLES
 from .parse import NAME_KINDS
 
 

@@ -1,0 +1,130 @@
+"""What every line kind shares: the clock, the time as text (made once per millisecond), the text of a
+connection's identity (addresses, ports, owner: made once per connection side) and of a record's states.
+
+Work that repeats is done once: the caches are plain dicts, read with .get() (the fastest lookup there is)
+and filled on a miss, which also keeps them bounded. The identity bytes (kernel/abi.py IDENT_STRUCT: pid,
+ports, addresses, comm, family) are what most events of a connection's side share, so they are the key.
+"""
+
+import time
+
+from ..kernel.abi import R_INCOMPLETE, R_STATES_CUT
+from ..pipeline.decode import states_of
+from .escape import format_addr
+from .words import state_name
+
+
+class Cache(dict):
+    """A dict that makes a missing value with make(key), and forgets everything past a bound."""
+
+    def __init__(self, make, limit=65536):
+        super().__init__()
+        self.make = make
+        self.limit = limit
+
+    def __missing__(self, key):
+        if len(self) >= self.limit:
+            self.clear()
+        value = self[key] = self.make(key)
+        return value
+
+
+class Clock:
+    """Kernel CLOCK_MONOTONIC nanoseconds to wall-clock seconds: one offset, taken once per run."""
+
+    def __init__(self):
+        self.offset_ns = time.time_ns() - time.monotonic_ns()
+
+
+STATES = [state_name(n) for n in range(256)]
+HISTORY_FLAGS = R_INCOMPLETE | R_STATES_CUT
+assert (R_INCOMPLETE, HISTORY_FLAGS) == (1, 3)  # the record lines test them as literals: the fastest
+
+
+def history(packed, n, flags):
+    """A record's states as names: a leading '...' when it began before us, '...' before the last when cut."""
+    names = [STATES[s] for s in states_of(packed, n)]
+    if flags & R_STATES_CUT and len(names) > 1:
+        names.insert(len(names) - 1, "...")
+    if flags & R_INCOMPLETE:
+        names.insert(0, "...")
+    return names
+
+
+def millis(ns):
+    """Nanoseconds as milliseconds with microsecond precision: 1.234."""
+    return f"{ns / 1e6:.3f}"
+
+
+# text per connection side (identity bytes): bounded, a few MB at most; under churn each entry
+# serves the several events of one side of a connection, and a miss only costs making it again
+IDENT_CACHE = 16384
+
+
+class LineFormatter:
+    """What both formats share: the time as text, made once per millisecond, and the text of a
+    connection's identity (addresses, ports, owner), made once per connection side.
+
+    lines(rows) takes decoded events (abi.Row tuples) and returns their lines, newline included;
+    format(row) one line. Only COMM comes from outside, and it is escaped when its text is made.
+    The two caches are plain dicts, read with .get() (the fastest lookup there is) and filled by
+    _stamp() and _ident() on a miss, which also keep them bounded.
+    """
+
+    millis = [".%03d" % i for i in range(1000)]
+
+    def __init__(self, clock: Clock):
+        self._offset = clock.offset_ns
+        self._stamps = {}  # wall-clock milliseconds -> text
+        self._idents = {}  # identity bytes -> text
+        self._histories = {}  # a record's (states, nstates, flags) -> text
+        # IDENT -> (uid, cgroup, text with the owner's names): the uid and cgroup are checked (a hit costs no
+        # tuple made per event)
+        self._ctxs = {}
+        self._owners = {}  # (cgroup, uid, pid, comm) -> the text of the owner's names
+        self._unsettled = {}  # the same, while the cgroup is not known yet: (tree walks then, text)
+        # address bytes -> text, per family (one address serves many connections)
+        self._addrs = {4: Cache(lambda raw: format_addr(4, raw)), 6: Cache(lambda raw: format_addr(6, raw))}
+
+    def _second(self, sec):
+        raise NotImplementedError
+
+    def _stamp(self, ms):
+        if len(self._stamps) >= 4096:
+            self._stamps.clear()
+        text = self._stamps[ms] = self._second(ms // 1000) + self.millis[ms % 1000]
+        return text
+
+    def _ident(self, ident):
+        """The text of identity bytes, made and remembered (one function: a miss is common)."""
+        raise NotImplementedError
+
+    def _owner(self, key):
+        """(text of the owner's names, final) for (cgroup, uid, pid, comm): the identity is asked once per such key
+        (connections of one process share it), and again while its answer is not final."""
+        text = self._owners.get(key)
+        if text is not None:
+            return text, True
+        walks = self.identity.walks() if hasattr(self.identity, "walks") else None
+        unsettled = self._unsettled.get(key)
+        if unsettled is not None and unsettled[0] == walks:  # no walk of the cgroup tree since: the same answer
+            return unsettled[1], False
+        owner, final = self.identity.owner(*key)
+        text = self._owner_text(owner)
+        if final or walks is not None:
+            cache = self._owners if final else self._unsettled
+            if len(cache) >= IDENT_CACHE:
+                cache.clear()
+            cache[key] = text if final else (walks, text)
+        return text, final
+
+    def _owner_text(self, owner):
+        raise NotImplementedError
+
+    def stamp(self, ts_ns: int) -> str:
+        ms = (ts_ns + self._offset) // 1_000_000
+        return self._stamps.get(ms) or self._stamp(ms)
+
+    def format(self, row) -> str:
+        return self.lines((row,))[0]
+

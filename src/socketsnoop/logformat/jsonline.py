@@ -1,0 +1,129 @@
+"""The JSON line: one object per line, its keys in the order of EVENT_KEYS (events) and CONNECTION_KEYS
+(connection summaries), the owner's names (pipeline.identity.Owner's fields, those known) after "comm" of an
+event and in place of "uid" of a connection. Time: RFC 3339, UTC, milliseconds.
+
+Built from cached, already-safe pieces: only COMM and the owner's names come from outside, and they go
+through json.dumps (escape.comm_text first for COMM). fields.py gives the same keys and values as dicts;
+reader.py reads the lines back.
+"""
+
+import datetime
+import json
+
+from ..kernel.abi import IDENT_STRUCT
+from ..pipeline.decode import R_CGROUP, R_IDENT, R_UID, states_of
+from ..pipeline.identity import owner_key
+from .base import STATES, Cache, Clock, LineFormatter, IDENT_CACHE
+from .escape import comm_text
+from .words import CONNECTION_NAME, DIRECTION_NAMES, EVENT_NAMES, OWNER_NAMES, RESULT_NAMES, describe_state
+
+IDENT_KEYS = ("family", "src", "sport", "dst", "dport", "pid", "comm")
+EVENT_KEYS = ("timestamp", "event", *IDENT_KEYS, "owner", "old_state", "new_state", "description", "netns", "sock")
+CONNECTION_KEYS = ("timestamp", "event", *IDENT_KEYS, "owner", "direction", "result", "netns", "sock", "uid",
+                   "bytes_sent", "bytes_received", "retransmits", "rtt_ms", "handshake_ms", "duration_ms", "states",
+                   "states_truncated", "complete")
+_JSON_DIRECTIONS = {n: f'"{name}"' for n, name in DIRECTION_NAMES.items()}
+
+
+class JsonFormatter(LineFormatter):
+    """One JSON object per line; the schema is in the README. Built from cached, already-safe pieces:
+    only COMM comes from outside, and it goes through json.dumps. Time: RFC 3339, UTC, milliseconds."""
+
+    millis = [".%03dZ" % i for i in range(1000)]
+
+    def __init__(self, clock: Clock, identity=None):
+        super().__init__(clock)
+        self.identity = identity
+        if identity is not None:
+            self.lines = self._lines_identity
+            self.record_lines = self._record_lines_identity
+        self.comms = Cache(lambda raw: json.dumps(comm_text(raw), ensure_ascii=True), 4096)
+        self.events = {t: f'","event":"{name}","family":' for t, name in EVENT_NAMES.items()}
+        self._connection = f'","event":"{CONNECTION_NAME}","family":'
+        self.olds = ["null"] + [f'"{STATES[n]}"' for n in range(1, 256)]
+        self.news = [f',"new_state":"{STATES[n]}","description":"{describe_state(n)}","netns":'
+                     for n in range(256)]
+        self.owners = [f',"owner":"{OWNER_NAMES.get(n, "current")}","old_state":' for n in range(256)]
+        # ',"owner":"socket","direction":"out","result":"closed","netns":' by owner, result, direction
+        self._record_mids = [[[f',"owner":"{OWNER_NAMES.get(o, "current")}","direction":{_JSON_DIRECTIONS.get(d, "null")},'
+                               f'"result":"{RESULT_NAMES.get(r, "closed")}","netns":' for d in range(4)]
+                              for r in range(8)] for o in range(8)]
+
+    def _second(self, sec):
+        return datetime.datetime.fromtimestamp(sec, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+
+    def _ident(self, ident):
+        idents = self._idents
+        if len(idents) >= IDENT_CACHE:
+            idents.clear()
+        pid, sport, dport, saddr, daddr, comm, family = IDENT_STRUCT.unpack(ident)
+        addrs = self._addrs[family]
+        text = idents[ident] = (f'{family},"src":"{addrs[saddr]}","sport":{sport},"dst":"{addrs[daddr]}",'
+                                f'"dport":{dport},"pid":{pid},"comm":{self.comms[comm]}')
+        return text
+
+    def lines(self, rows):
+        stamps, stamp, idents, ident = self._stamps.get, self._stamp, self._idents.get, self._ident
+        events, owners, olds, news, off = self.events, self.owners, self.olds, self.news, self._offset
+        return [f'{{"timestamp":"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{events[typ]}'
+                f'{idents(who) or ident(who)}{owners[own]}{olds[old]}{news[new]}{ns},"sock":"0x{sk:x}"}}\n'
+                for ts, sk, _ino, ns, typ, old, new, own, _fl, who, _uid, _cg in rows]
+
+    def _ident_identity(self, who, uid, cgroup):
+        """The identity text and the owner's names (uid, user, cgroup, unit, container, pod, exe: those
+        known) for identity bytes, uid and cgroup, remembered once final."""
+        names, final = self._owner(owner_key(cgroup, uid, who))
+        text = (self._idents.get(who) or self._ident(who)) + names
+        if final:
+            ctxs = self._ctxs
+            if len(ctxs) >= IDENT_CACHE:
+                ctxs.clear()
+            ctxs[who] = (uid, cgroup, text)
+        return text
+
+    def _owner_text(self, owner):
+        return "".join(f',"{name}":{json.dumps(value, ensure_ascii=True)}'
+                       for name, value in zip(owner._fields, owner) if value is not None)
+
+    def _lines_identity(self, rows):
+        stamps, stamp, idents, ident = self._stamps.get, self._stamp, self._ctxs.get, self._ident_identity
+        events, owners, olds, news, off = self.events, self.owners, self.olds, self.news, self._offset
+        return [f'{{"timestamp":"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{events[typ]}'
+                f'{(c := idents(who)) and c[0] == uid and c[1] == cg and c[2] or ident(who, uid, cg)}'
+                f'{owners[own]}{olds[old]}{news[new]}{ns},'
+                f'"sock":"0x{sk:x}"}}\n'
+                for ts, sk, _ino, ns, typ, old, new, own, _fl, who, uid, cg in rows]
+
+    def _history(self, key):
+        states, n, _flags = key  # "complete" and "states_truncated" say what the text's '...' says
+        text = self._histories[key] = json.dumps([STATES[s] for s in states_of(states, n)], separators=(",", ":"))
+        return text
+
+    def record_lines(self, rows):
+        """Connection records (abi.RECORD_ROW tuples) as JSON objects with "event": "connection"."""
+        stamps, stamp, idents, ident = self._stamps.get, self._stamp, self._idents.get, self._ident
+        histories, mids, off, connection = self._histories, self._record_mids, self._offset, self._connection
+        if len(histories) > 4096:
+            histories.clear()
+        return [
+            f'{{"timestamp":"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{connection}'
+            f'{idents(who) or ident(who)}{mids[own & 7][result & 7][direction & 3]}{ns},"sock":"0x{sk:x}","uid":{uid},'
+            f'"bytes_sent":{sent},"bytes_received":{received},"retransmits":{retrans},'
+            f'"rtt_ms":{f"{rtt / 1e3:.3f}" if rtt else "null"},'
+            f'"handshake_ms":{f"{handshake / 1e6:.3f}" if handshake else "null"},'
+            f'"duration_ms":{f"{(ts - start) / 1e6:.3f}" if start and not flags & 1 else "null"},'
+            f'"states":{histories.get(key := (states, nstates, flags & 3)) or self._history(key)},'
+            f'"states_truncated":{"true" if flags & 2 else "false"},"complete":{"false" if flags & 1 else "true"}}}\n'
+            for (ts, sk, start, handshake, sent, received, _cg, _ino, states, ns, retrans, rtt, uid, result, direction,
+                 nstates, flags, own, who) in rows]
+
+    def _record_lines_identity(self, rows):
+        """Records with the owner's names (user, cgroup, unit, container, pod, exe: those known) after "uid"."""
+        owner = self._owner
+        out = []
+        for line, row in zip(JsonFormatter.record_lines(self, rows), rows):
+            names = owner(owner_key(row[R_CGROUP], row[R_UID], row[R_IDENT]))[0]
+            uid = f',"uid":{row[R_UID]}'
+            # the names' own "uid" key stands where the record's was; the others follow it
+            out.append(line.replace(uid, names if names.startswith(uid) else uid + names, 1))
+        return out
