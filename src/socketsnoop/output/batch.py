@@ -2,6 +2,7 @@
 write_batch() gets, and the two ways it can take them in time order (all lines at once, or runs of each kind)."""
 
 from bisect import bisect_right
+from itertools import repeat
 from operator import itemgetter
 
 _ts = itemgetter(0)  # the time: an event's (TS) and a record's end (R_TS) are both at position 0
@@ -9,41 +10,38 @@ _ts = itemgetter(0)  # the time: an event's (TS) and a record's end (R_TS) are b
 
 class Batch:
     """rows: events (decoded rows, in time order), lines their lines; records: connection records (in time
-    order, near enough), record_lines theirs. lines and record_lines are None when no sink wants lines."""
+    order), record_lines theirs. lines and record_lines are None when no sink wants lines."""
 
-    __slots__ = ("rows", "lines", "records", "record_lines", "_at")
+    __slots__ = ("rows", "lines", "records", "record_lines", "_at", "_merged")
 
     def __init__(self, rows, lines, records, record_lines):
         self.rows, self.lines = rows, lines
         self.records, self.record_lines = records, record_lines
-        self._at = None
+        self._at = self._merged = None
 
     def places(self):
-        """Where each record goes among the events (after those of the same time): non-decreasing indexes."""
+        """Where each record goes among the events (after those of the same time): non-decreasing indexes,
+        the records being in time order."""
         if self._at is None:
             rows, records = self.rows, self.records
-            if _ts(records[0]) >= _ts(rows[-1]):  # the common case: the records close the batch
+            if _ts(records[0]) >= _ts(rows[-1]):  # every record after every event: no search
                 self._at = [len(rows)] * len(records)
             else:
-                times = list(map(_ts, rows))
-                at, last = [], 0
-                for r in records:
-                    last = max(last, bisect_right(times, _ts(r)))
-                    at.append(last)
-                self._at = at
+                self._at = list(map(bisect_right, repeat(list(map(_ts, rows))), map(_ts, records)))
         return self._at
 
     def merged(self):
-        """Every line, events' and records', in time order (for a sink that writes lines only)."""
-        lines, record_lines = self.lines, self.record_lines
-        out, prev = [], 0
-        for at, line in zip(self.places(), record_lines):
-            if at != prev:
-                out += lines[prev:at]
-                prev = at
-            out.append(line)
-        out += lines[prev:]
-        return out
+        """Every line, events' and records', in time order (for a sink that writes lines only); made once."""
+        if self._merged is None:
+            lines, out, prev = self.lines, [], 0
+            for at, line in zip(self.places(), self.record_lines):
+                if at != prev:
+                    out += lines[prev:at]
+                    prev = at
+                out.append(line)
+            out += lines[prev:]
+            self._merged = out
+        return self._merged
 
     def runs(self, with_lines=True):
         """(is_records, rows, lines) in time order: runs of events and runs of records (lines None without)."""

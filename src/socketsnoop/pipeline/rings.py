@@ -35,8 +35,8 @@ class RingReader:
             self.samples.append(ROW.unpack_from(raw))
 
     def read(self):
-        """One batch: (events, records), lists of decoded rows, each in time order; both empty when nothing
-        is ready. The records are read first: an event older than one of them is then already in its ring."""
+        """One batch: (events, records), lists of decoded rows, the records in time order, the events too (near
+        enough: as the kernel wrote them); both empty when nothing is ready. The records are read first: an event older than one of them is then already in its ring."""
         records = _merged(RECORD_RECORD, self.records, self.records_spare) if self.records else []
         if self.perf:
             # a perf buffer is one ring per CPU, read one CPU after the other: put the batch back in time
@@ -54,10 +54,8 @@ class RingReader:
         """The records to write with these events: all of them when the event rings are empty now, else those
         no newer than the last event (the rest wait for the next batch)."""
         if self.held:
-            records = self.held + records
-            if len(records) > len(self.held) and records[len(self.held) - 1][TS] > records[len(self.held)][TS]:
-                records.sort(key=_ts)
-            self.held = []
+            records, self.held = self.held + records, []
+        records.sort(key=_ts)  # a ring's are in the order they were written: a CPU may have been a little late
         if self.perf or not (self.events.pending() or self.spare.pending()):
             return records
         last = events[-1][TS] if events else -1
