@@ -90,9 +90,12 @@ class ConsoleSink(Sink):
         with self.cond:
             if self.closed:
                 return  # the reader has gone: nothing is owed to it
-            if self.ended or self.queued + n > self.capacity:
-                self.lost += n
-                return
+            room = 0 if self.ended else self.capacity - self.queued
+            if n > room:
+                self.lost += n - max(room, 0)
+                if room <= 0:
+                    return
+                lines, n = lines[:room], room
             self.queue.append(lines)
             self.queued += n
             self.cond.notify()
@@ -127,35 +130,29 @@ class ConsoleSink(Sink):
 
     # -- the writer thread ---------------------------------------------------------------------------
     def _run(self):
+        try:  # a pipe or FIFO: its reader's going is seen with nothing to write too (POLLERR)
+            watch = stat.S_ISFIFO(os.fstat(self.fd).st_mode)
+        except OSError:
+            watch = False
         poll = select.poll()
-        poll.register(self.fd, 0)  # POLLERR and POLLHUP only: a pipe's reader gone
-        watch = stat.S_ISFIFO(os.fstat(self.fd).st_mode) if self._valid() else False
+        poll.register(self.fd, 0)  # POLLERR and POLLHUP only
         while True:
             with self.cond:
                 if not self.queue and not self.stopping:
                     self.cond.wait(self.IDLE_S)
-                if self.ended:
+                if self.ended or not self.queue and self.stopping:
                     return
                 lines = self.queue.popleft() if self.queue else None
-                if lines is None and self.stopping:
-                    return
             if lines is None:
-                if watch and poll.poll(0) and self._gone(None):
-                    return
+                if watch and poll.poll(0):
+                    return self._end(None)
                 continue
             error = self._send("".join(lines).encode(self.encoding, "backslashreplace"))
             with self.cond:
                 if not self.ended:
                     self.queued -= len(lines)
-            if error and self._gone(error):
-                return
-
-    def _valid(self):
-        try:
-            os.fstat(self.fd)
-            return True
-        except OSError:
-            return False
+            if error:
+                return self._end(error)
 
     def _send(self, data):
         view = memoryview(data)
@@ -168,7 +165,7 @@ class ConsoleSink(Sink):
                 return e
         return None
 
-    def _gone(self, error):
+    def _end(self, error):
         """The end of console output: the reader gone (error None or EPIPE), or another write error (said)."""
         with self.cond:
             self.ended = True
@@ -185,7 +182,6 @@ class ConsoleSink(Sink):
             os.close(devnull)
         except OSError:
             pass
-        return True
 
 
 class UnsafeLogPath(OSError):
