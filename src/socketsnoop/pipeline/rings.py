@@ -36,7 +36,8 @@ class RingReader:
 
     def read(self):
         """One batch: (events, records), lists of decoded rows, the records in time order, the events too (near
-        enough: as the kernel wrote them); both empty when nothing is ready. The records are read first: an event older than one of them is then already in its ring."""
+        enough: as the kernel wrote them); both empty when nothing is ready. The records are read first: an
+        event older than one of them is then already in its ring."""
         records = _merged(RECORD_RECORD, self.records, self.records_spare) if self.records else []
         if self.perf:
             # a perf buffer is one ring per CPU, read one CPU after the other: put the batch back in time
