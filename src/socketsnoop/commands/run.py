@@ -5,7 +5,6 @@ monitor says on exit is output/exit_summary.py's, on stderr (standard output car
 import signal
 import time
 
-from ..kernel.abi import C_LOST
 from ..kernel.loader import Probe, preflight
 from ..output import exit_summary
 from ..output.exit_summary import say
@@ -82,7 +81,7 @@ class Monitor:
             self.loop()
             p.detach()
             self.drain(until_empty=True)  # what was written before detaching
-            self.notice_losses()
+            self.out.notice_losses(p)
             self.out.close_queues()  # their last lines out (or counted) before the summary
             return self.finish()
         finally:
@@ -113,21 +112,17 @@ class Monitor:
                 next_check = now + 1.0
                 for sink in self.sinks:
                     sink.check()
-                self.notice_losses()
+                self.out.notice_losses(self.probe)
             if next_stats and now >= next_stats:
-                c = self.probe.counters()
-                say(exit_summary.stats_line(last[1], c, now - last[0], self.probe.missed(c), self.identity, self.sinks))
-                next_stats, last = now + opts.stats, (now, c)
+                next_stats, before, last = now + opts.stats, last, (now, self.probe.counters())
+                say(exit_summary.stats_line(before, last, self.probe.missed(last[1]), self.identity, self.sinks))
             if deadline and now >= deadline:
                 break
 
-    def notice_losses(self):
-        c = self.probe.counters()
-        self.out.notice_losses(c[C_LOST], self.probe.missed(c))
-
     def finish(self):
-        report = self.report and exit_summary.report_lines(self.report, self.text.stamp, self.filters, self.owners)
-        exit_summary.say_exit(self.probe, self.out, self.sinks, report or ())
+        report = () if self.report is None else exit_summary.report_lines(self.report, self.text.stamp,
+                                                                           self.filters, self.owners)
+        exit_summary.say_exit(self.probe, self.out, self.sinks, report)
         return 0
 
 

@@ -2,6 +2,7 @@
 rows they need, the lines are made once (output/formats.py) and handed to every sink, and the exit report
 keeps the connection records. Each call takes a whole batch: nothing here is done per row in Python."""
 
+from ..kernel.abi import C_LOST
 from .batch import Batch
 from .queued import QueuedSink
 from .sinks import ConsoleSink
@@ -89,9 +90,11 @@ class Dispatch:
             if summary or not sink.wants_lines:  # metrics count records with --no-summary too
                 sink.write_records(rows, lines if sink.wants_lines else None)
 
-    def notice_losses(self, lost, missed):
-        """The kernel's lost and missed events so far: what is new since the last call, as a warning entry to
-        the outputs that carry fields."""
+    def notice_losses(self, probe):
+        """The events the kernel lost or missed (kernel/loader.py: Probe's counts) since the last call, as a
+        warning entry to the outputs that carry fields."""
+        counters = probe.counters()
+        lost, missed = counters[C_LOST], probe.missed(counters)
         dl, dm = lost - self.losses[0], missed - self.losses[1]
         if dl or dm:
             for s in self.sinks:

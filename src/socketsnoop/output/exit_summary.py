@@ -95,8 +95,10 @@ def warnings(probe, sinks):
     return out
 
 
-def stats_line(c0, c, seconds, missed, identity, sinks):
-    """--stats: the rates since the last line (counters c0 then c, seconds apart)."""
+def stats_line(before, after, missed, identity, sinks):
+    """--stats: the rates between before and after, each (monotonic time, counters)."""
+    (t0, c0), (t, c) = before, after
+    seconds = t - t0
     d = {k: c[k] - c0[k] for k in (C_SENT, C_SEEN_STATE, C_SEEN_RETRANSMIT, C_SEEN_RESET_SENT,
                                     C_SEEN_RESET_RECEIVED, C_FILTERED, C_RECORDS)}
     text = (f"stats: {d[C_SENT] / max(seconds, 1e-9):.0f} events/s; state {d[C_SEEN_STATE]}, retransmit "
