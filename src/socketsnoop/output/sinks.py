@@ -1,9 +1,9 @@
 """Sinks: where the monitor's output goes. Each is a small class with one job, on one interface (Sink).
 
-The run command composes a list of sinks and hands each batch of events to every one of them: the
-decoded rows (pipeline/decode.py) and, for a sink that wants them, their lines already formatted
+output/build.py opens the sinks the options ask for; output/dispatch.py hands each batch to every one of
+them: the decoded rows (pipeline/decode.py) and, for a sink that wants them, their lines already formatted
 (output/formats.py: text or JSON, as chosen). A sink never blocks reading the kernel: one that cannot
-deliver counts what it drops, and the run command reports those counts on exit.
+deliver counts what it drops, and the exit summary (output/exit_summary.py) reports those counts.
 """
 
 import collections
