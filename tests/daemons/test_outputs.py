@@ -104,7 +104,7 @@ def test_journal_gets_every_event_with_its_fields(monitor):
         resets = j.entries("SOCKETSNOOP_EVENT=reset_received")
         assert len(resets) == sum(r["event"] == "reset_received" for r in records) >= 2
         assert len(j.entries(f"SOCKETSNOOP_DPORT={closed}")) == sum(r["dport"] == closed for r in records)
-        assert outputs_line(m.stdout) == "Outputs: journal dropped=0"
+        assert outputs_line(m.stderr) == "Outputs: journal dropped=0"
 
 
 def test_journal_down_is_counted_not_blocking(monitor, tmp_path):
@@ -115,7 +115,7 @@ def test_journal_down_is_counted_not_blocking(monitor, tmp_path):
     assert m.stop() == 0, m.stderr
     n = len(m.lines())
     assert n >= 8 and m.totals()["lines"] == n
-    assert outputs_line(m.stdout) == f"Outputs: journal dropped={n}"
+    assert outputs_line(m.stderr) == f"Outputs: journal dropped={n}"
     assert m.stderr.count("no journal at") + m.stderr.count("cannot write to the journal") == 1, m.stderr
     assert f"{n} events could not be written to the journal" in m.stderr
 
@@ -154,7 +154,7 @@ def test_syslog_gets_every_event(monitor, tmp_path, transport):
                                "new_state", "description", "netns", "sock"}
         assert msg.endswith(f"STATE={params['description']}")
     assert sum(int(p["pid"]) in by_pid for _, _, _, (_, p), _ in got) >= 28
-    assert outputs_line(m.stdout) == "Outputs: syslog dropped=0"
+    assert outputs_line(m.stderr) == "Outputs: syslog dropped=0"
 
 
 def _round(port, closed, n):
@@ -184,7 +184,7 @@ def test_syslog_collector_restart_loses_nothing_uncounted(monitor, tmp_path, tra
         got = collections.Counter(msg for *_, msg in r.messages(transport))
     sent = collections.Counter(lines)
     missing = sum((sent - got).values())
-    dropped = int(re.search(r"syslog dropped=(\d+)", outputs_line(m.stdout)).group(1))
+    dropped = int(re.search(r"syslog dropped=(\d+)", outputs_line(m.stderr)).group(1))
     assert missing <= dropped, (missing, dropped, m.stderr)
     assert dropped == 0, m.stderr  # the queue (10000) holds a few seconds' outage of this traffic
     assert "connected again" in m.stderr, m.stderr
@@ -209,7 +209,7 @@ def test_tls_collector_that_fails_verification_is_refused(monitor, tmp_path, wro
     refusals = [line for line in m.stderr.splitlines() if "refused the collector" in line]
     assert len(refusals) == 1, m.stderr
     assert "certificate" in refusals[0] and ("mismatch" in refusals[0]) == (wrong == "host name")
-    assert outputs_line(m.stdout) == f"Outputs: syslog dropped={n}"
+    assert outputs_line(m.stderr) == f"Outputs: syslog dropped={n}"
 
 
 def test_every_output_at_once(monitor, tmp_path):
@@ -226,7 +226,7 @@ def test_every_output_at_once(monitor, tmp_path):
         assert r.wait_for("tcp", n) and _wait(lambda: len(j.entries()) >= n)
         assert [e["MESSAGE"] for e in j.entries()] == lines
         assert [msg for *_, msg in r.messages("tcp")] == lines
-    assert outputs_line(m.stdout) == "Outputs: journal dropped=0 syslog dropped=0"
+    assert outputs_line(m.stderr) == "Outputs: journal dropped=0 syslog dropped=0"
 
 
 def test_lost_events_are_a_warning_in_the_journal(monitor):
@@ -247,7 +247,7 @@ def test_lost_events_are_a_warning_in_the_journal(monitor):
         assert m.stop(settle=1) == 0, m.stderr
         t = m.totals()
         assert t["lost"] > 0, t
-        dropped = int(re.search(r"journal dropped=(\d+)", outputs_line(m.stdout)).group(1))
+        dropped = int(re.search(r"journal dropped=(\d+)", outputs_line(m.stderr)).group(1))
         assert _wait(lambda: len(j.entries()) >= t["lines"] - dropped + 1)
         time.sleep(0.5)
         notices = j.entries("SOCKETSNOOP_EVENT=lost_events")
@@ -275,7 +275,7 @@ def test_syslog_queue_overflow_is_counted(monitor, tmp_path):
         assert sum("COMM=ss-restart" in x for x in lines) == 105  # (and any other process's on the same port)
         time.sleep(1.0)
         got = collections.Counter(msg for *_, msg in r.messages("tcp"))
-    dropped = int(re.search(r"syslog dropped=(\d+)", outputs_line(m.stdout)).group(1))
+    dropped = int(re.search(r"syslog dropped=(\d+)", outputs_line(m.stderr)).group(1))
     missing = sum((collections.Counter(lines) - got).values())
     assert 50 <= dropped < len(lines) - 40 and missing <= dropped, (missing, dropped)
     assert f"warning: {dropped} events could not be written to the syslog" in m.stderr
@@ -296,7 +296,7 @@ def test_a_frozen_journal_blocks_nothing(monitor):
             assert time.monotonic() - t0 < 15
         finally:
             j.proc.send_signal(signal.SIGCONT)
-        dropped = int(re.search(r"journal dropped=(\d+)", outputs_line(m.stdout)).group(1))
+        dropped = int(re.search(r"journal dropped=(\d+)", outputs_line(m.stderr)).group(1))
         n = m.totals()["lines"]
         assert n == len(m.lines()) >= 1200
         assert dropped >= n - 100 - 1024, dropped  # at most the socket's queue and ours were taken
@@ -335,7 +335,7 @@ def test_connection_records_reach_the_journal_and_syslog(monitor, tmp_path, fmt_
     assert sorted(p["result"] for _, _, _, (_, p), _ in got) == ["closed"] * 6 + ["refused"] * 3
     assert all(sev == ("warning" if p["result"] == "refused" else "info") for sev, _, _, (_, p), _ in got)
     assert all(" Connection Summary: " in msg for *_, msg in got)
-    assert outputs_line(m.stdout) == "Outputs: journal dropped=0 syslog dropped=0"
+    assert outputs_line(m.stderr) == "Outputs: journal dropped=0 syslog dropped=0"
 
 
 def test_output_drops_are_exported_as_a_metric(monitor):
@@ -348,5 +348,5 @@ def test_output_drops_are_exported_as_a_metric(monitor):
     time.sleep(2)  # the metrics read the counts once a second
     exported = sample_sum(scrape(mport), "socketsnoop_events_lost_total", where="syslog")
     assert m.stop() == 0, m.stderr
-    dropped = int(re.search(r"syslog dropped=(\d+)", outputs_line(m.stdout)).group(1))
+    dropped = int(re.search(r"syslog dropped=(\d+)", outputs_line(m.stderr)).group(1))
     assert len(m.lines()) - 10 <= exported <= dropped == len(m.lines()), (exported, dropped, len(m.lines()))

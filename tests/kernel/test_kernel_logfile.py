@@ -49,7 +49,7 @@ def test_full_disk_is_reported_once_and_console_goes_on(monitor, tmp_path):
         assert m.stop() == 0
         assert m.stderr.count("cannot write the log file") == 1, m.stderr
         assert "ss-full2" in m.stdout  # the console kept every line
-        assert "Totals: " in m.stdout
+        assert "Totals: " in m.stderr
     finally:
         sh("umount", "-l", str(mnt), check=False)
 

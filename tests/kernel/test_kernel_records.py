@@ -379,7 +379,7 @@ sys.stdin.readline()
         holder.kill()
         holder.communicate()
         finish(srv)
-    out = m.stdout
+    out = m.stderr  # the exit report
     life = re.search(rf"Connection: 127\.0\.0\.1:\d+ -> 127\.0\.0\.1:{port}  \(PID=\d+ COMM=ss-done "
                      r"duration=\d+\.\d{3}s retransmits=(\d+)\)\n", out)
     assert life, out

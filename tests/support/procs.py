@@ -57,11 +57,11 @@ class Monitor:
         return [json.loads(line) for line in self.lines()]
 
     def totals(self):
-        """The 'Totals: seen=.. captured=..' line of the exit report, as a dict of ints."""
-        for line in self.stdout.splitlines():
+        """The 'Totals: seen=.. captured=..' line of the exit summary (on stderr), as a dict of ints."""
+        for line in self.stderr.splitlines():
             if line.startswith("Totals: "):
                 return {k: int(v) for k, v in (kv.split("=") for kv in line[8:].split())}
-        raise AssertionError(f"no Totals line in:\n{self.stdout}")
+        raise AssertionError(f"no Totals line in:\n{self.stderr}")
 
 
 # --- traffic: small Python programs that name themselves (prctl PR_SET_NAME) --------------

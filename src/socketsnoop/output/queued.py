@@ -101,6 +101,10 @@ class QueuedSink(Sink):
     def write_records(self, records, lines):
         self._put(RECORDS, records, lines)
 
+    def write_batch(self, batch):
+        for is_records, items, lines in batch.runs():  # in time order
+            self._put(RECORDS if is_records else EVENTS, items, lines)
+
     def notice(self, text, fields):
         """A message of the monitor's own (e.g. events lost), with its fields."""
         self._put(NOTICE, [(text, fields)], None)

@@ -1,23 +1,26 @@
 """Sinks: where the monitor's output goes. Each is a small class with one job, on one interface (Sink).
 
-The run command composes a list of sinks and hands each batch of events to every one of them: the
-decoded rows (pipeline/decode.py) and, for a sink that wants them, their lines already formatted
+output/build.py opens the sinks the options ask for; output/dispatch.py hands each batch to every one of
+them: the decoded rows (pipeline/decode.py) and, for a sink that wants them, their lines already formatted
 (logformat/: text or JSON, as chosen). A sink never blocks reading the kernel: one that cannot
-deliver counts what it drops, and the run command reports those counts on exit.
+deliver counts what it drops, and the exit summary (output/exit_summary.py) reports those counts.
 """
 
+import collections
 import errno
 import os
+import select
 import stat
 import sys
+import threading
 
 
 class Sink:
     """The interface. open() is called once before the first batch; write(rows, lines) once per batch of
     events, write_records(records, lines) once per batch of connection records (lines is None for a sink
-    whose wants_lines is False); flush() after write when the sink buffers;
-    reopen() on SIGHUP (logrotate); check() about once a second; close() at exit, once. dropped() is
-    how many events it could not deliver, for the exit summary (0: none lost)."""
+    whose wants_lines is False), write_batch(batch) for events and records read together (output/batch.py);
+    reopen() on SIGHUP (logrotate); check() about once a second; close() at exit (it may be called again).
+    dropped() is how many events it could not deliver, for the exit summary (0: none lost)."""
 
     name = "sink"
     wants_lines = True
@@ -32,8 +35,12 @@ class Sink:
         """Finished connections (abi.RECORD_ROW tuples), and their lines as write() gets them. A sink
         that has nothing to do with them keeps this default."""
 
-    def flush(self):
-        pass
+    def write_batch(self, batch):
+        """Events and connection records read together, lines made for both. This default hands on the events,
+        then the records: for a sink to which their order does not matter (metrics). A sink of lines takes
+        batch.merged(), one of rows and lines batch.runs(): both in time order."""
+        self.write(batch.rows, batch.lines if self.wants_lines else None)
+        self.write_records(batch.records, batch.record_lines if self.wants_lines else None)
 
     def reopen(self):
         pass
@@ -49,38 +56,132 @@ class Sink:
 
 
 class ConsoleSink(Sink):
-    """Standard output. A closed pipe (socket-snoop | head) ends console output, not the monitor."""
+    """Standard output, written by a thread of its own from a bounded queue (capacity lines), so that a slow or
+    stalled reader (a terminal on a slow link, a FIFO nobody reads) never blocks the monitor: what does not fit
+    is dropped and counted, and so is what is still queued when close() has waited CLOSE_WAIT_S. A closed pipe
+    (socket-snoop | head) sets `closed`, on which the monitor stops; another error (a hung-up terminal, a full
+    disk) ends console output only, said once on stderr."""
 
     name = "console"
+    CLOSE_WAIT_S = 0.5
+    IDLE_S = 0.25  # with nothing to write, the writer looks this often for a pipe whose reader has gone
 
-    def __init__(self, stream=None):
-        self.stream = stream or sys.stdout
-        self.broken = False
+    def __init__(self, capacity=10000, fd=1, warn=None):
+        self.capacity = capacity
+        self.fd = fd
+        self.encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+        self.warn = warn or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.cond = threading.Condition()
+        self.queue = collections.deque()
+        self.queued = 0  # lines in the queue and in the writer's hands
+        self.lost = 0  # lines dropped: queue full, not written at exit, or after a write error
+        self.ended = False  # no more output: the reader has gone, or a write failed
+        self.closed = False  # the reader has gone (EPIPE): the monitor stops
+        self.stopping = False
+        self.thread = None
+
+    def open(self):
+        self.thread = threading.Thread(target=self._run, name="socket-snoop console", daemon=True)
+        self.thread.start()
+        return self
+
+    def write(self, rows, lines):
+        n = len(lines)
+        with self.cond:
+            if self.closed:
+                return  # the reader has gone: nothing is owed to it
+            room = 0 if self.ended else self.capacity - self.queued
+            if n > room:
+                self.lost += n - max(room, 0)
+                if room <= 0:
+                    return
+                lines, n = lines[:room], room
+            self.queue.append(lines)
+            self.queued += n
+            self.cond.notify()
 
     def write_records(self, records, lines):
         self.write(records, lines)
 
-    def write(self, rows, lines):
-        if self.broken:
-            return
-        try:
-            self.stream.write("".join(lines))
-            self.stream.flush()
-        except OSError as e:  # a closed pipe (socket-snoop | head), a hung-up terminal, a full disk
-            self.broken = True
-            if not isinstance(e, BrokenPipeError):
-                try:
-                    sys.stderr.write(f"socket-snoop: console output stopped: {e.strerror or e}; "
-                                     "the log file goes on\n")
-                except OSError:
-                    pass
-            try:
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, self.stream.fileno())  # so the interpreter's final flush stays quiet
-                os.close(devnull)
-            except (OSError, ValueError):
-                pass
+    def write_batch(self, batch):
+        self.write(batch.rows, batch.merged())
 
+    def dropped(self):
+        return self.lost
+
+    def details(self):
+        return ""
+
+    def close(self):
+        """Let the writer finish what is queued for up to CLOSE_WAIT_S, then count the rest as dropped."""
+        if self.thread is None:
+            return
+        with self.cond:
+            self.stopping = True
+            self.cond.notify_all()
+        self.thread.join(self.CLOSE_WAIT_S)
+        with self.cond:
+            self.ended = True  # a writer still stuck in a write counts nothing more
+            if not self.closed:
+                self.lost += self.queued
+            self.queued = 0
+            self.queue.clear()
+        self.thread = None
+
+    # -- the writer thread ---------------------------------------------------------------------------
+    def _run(self):
+        try:  # a pipe or FIFO: its reader's going is seen with nothing to write too (POLLERR)
+            watch = stat.S_ISFIFO(os.fstat(self.fd).st_mode)
+        except OSError:
+            watch = False
+        poll = select.poll()
+        poll.register(self.fd, 0)  # POLLERR and POLLHUP only
+        while True:
+            with self.cond:
+                if not self.queue and not self.stopping:
+                    self.cond.wait(self.IDLE_S)
+                if self.ended or not self.queue and self.stopping:
+                    return
+                lines = self.queue.popleft() if self.queue else None
+            if lines is None:
+                if watch and poll.poll(0):
+                    return self._end(None)
+                continue
+            error = self._send("".join(lines).encode(self.encoding, "backslashreplace"))
+            with self.cond:
+                if not self.ended:
+                    self.queued -= len(lines)
+            if error:
+                return self._end(error)
+
+    def _send(self, data):
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self.fd, view):]
+            except BlockingIOError:  # a descriptor left non-blocking by whoever gave it to us
+                select.select([], [self.fd], [], self.IDLE_S)
+            except OSError as e:
+                return e
+        return None
+
+    def _end(self, error):
+        """The end of console output: the reader gone (error None or EPIPE), or another write error (said)."""
+        with self.cond:
+            self.ended = True
+            self.closed = error is None or isinstance(error, BrokenPipeError)
+            if not self.closed:
+                self.lost += self.queued
+            self.queued = 0
+            self.queue.clear()
+        if not self.closed:
+            self.warn(f"socket-snoop: console output stopped: {error.strerror or error}; the log file goes on")
+        try:  # later writes to it (the interpreter's final flush) go nowhere, quietly
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.fd)
+            os.close(devnull)
+        except OSError:
+            pass
 
 
 class UnsafeLogPath(OSError):
@@ -204,6 +305,9 @@ class LogFileSink(Sink):
 
     def write_records(self, records, lines):
         self.write(records, lines)
+
+    def write_batch(self, batch):
+        self.write(batch.rows, batch.merged())
 
     def check(self):
         """Called about once a second: follow a rotated log file; report and recreate a removed one."""

@@ -1,0 +1,86 @@
+"""The outputs a monitor's options ask for, built and opened: each a Sink (output/sinks.py), in the order they
+are written to (the console first, the log file, the journal, syslog, the metrics endpoint)."""
+
+import importlib
+
+from ..errors import SnoopError
+from ..pipeline.identity import CgroupTree, Identity
+from ..logformat.jsonline import JsonFormatter
+from ..logformat.text import TextFormatter
+from .journal import DEFAULT_SOCKET, JournalSink
+from .sinks import ConsoleSink, LogFileSink, UnsafeLogPath
+from .syslog import SyslogSink
+
+
+def metrics_module():
+    """output/metrics.py, imported only for --metrics: prometheus_client costs about 9 MB and 50 ms at start,
+    and a host may run the monitor without it (a one-line error then, only where --metrics asks for it)."""
+    try:
+        return importlib.import_module(".metrics", __package__)
+    except ModuleNotFoundError as e:
+        raise SnoopError(f"socket-snoop: --metrics needs the Python package prometheus-client ({e.name} is "
+                         "missing): install.sh installs it, or pip install prometheus-client") from None
+
+
+def formatters(opts, filters, clock, warn, metrics=None):
+    """(cgroups, identity, text formatter, the lines' formatter): the owner's names (user, cgroup, unit,
+    container, pod, exe) are looked up only where an output shows them (JSON, --context, and the metrics'
+    unit and container labels, the same names as the JSON's); the cgroup tree also where a filter names
+    cgroups (CgroupTree, Identity: pipeline/identity.py; None where not needed). metrics: as open_sinks takes it."""
+    names = opts.format == "json" or opts.context or bool(metrics and {"unit", "container"} & set(metrics[2]))
+    cgroups = CgroupTree() if names or filters.wants_cgroups() else None
+    identity = Identity(cgroups, warn=warn) if names else None
+    text = TextFormatter(clock, identity, opts.context)
+    return cgroups, identity, text, JsonFormatter(clock, identity) if opts.format == "json" else text
+
+
+def open_sinks(opts, clock, metrics, lost_counts, warn, identity=None):
+    """The sinks, opened. metrics: (address, port, labels) or None; lost_counts() -> {where: count}, what
+    the metrics endpoint shows as lost; warn(text) says a problem on stderr; identity: the names for the
+    metrics' unit and container labels. A usage problem raises SnoopError."""
+    sinks = []
+    if not opts.quiet:
+        sinks.append(ConsoleSink(capacity=opts.output_queue, warn=warn))
+    if opts.log_file:
+        sinks.append(log_file_sink(opts.log_file, warn))
+    sinks += queued_sinks(opts, clock, warn)
+    if metrics:  # opened first: a port in use is said before any output's thread starts
+        host, port, labels = metrics
+        try:
+            metrics_sink = metrics_module().MetricsSink(host, port, labels, stats=lost_counts, identity=identity).open()
+        except OSError as e:
+            raise SnoopError(f"socket-snoop: --metrics: cannot listen on {host}:{port}: "
+                             f"{e.strerror or e}") from None
+    for sink in sinks:
+        sink.open()
+    if metrics:
+        sinks.append(metrics_sink)
+    return sinks
+
+
+def log_file_sink(path, warn):
+    try:
+        return LogFileSink(path, warn=warn)
+    except UnsafeLogPath as e:
+        raise SnoopError(f"socket-snoop: refusing the log file {path}: {e}", 2) from None
+    except OSError as e:
+        raise SnoopError(f"socket-snoop: cannot write the log file {path}: "
+                         f"{e.strerror} (use --log-file PATH or --no-log-file)") from None
+
+
+def queued_sinks(opts, clock, warn):
+    """--journal, --syslog: each a QueuedSink (a bounded queue and a writer thread of its own)."""
+    o, out = opts, []
+    text = o.format != "json"
+    kw = dict(capacity=o.output_queue, warn=warn, json_lines=not text)
+    if o.journal or o.journal_socket:
+        out.append(JournalSink(clock, text, path=o.journal_socket or DEFAULT_SOCKET, **kw))
+    if o.syslog:
+        if o.syslog_ca and o.syslog.scheme != "tls":
+            warn(f"socket-snoop: warning: --syslog-ca is for tls:// collectors; {o.syslog} does not use it")
+        try:
+            out.append(SyslogSink(clock, text, o.syslog, facility=o.syslog_facility, ca=o.syslog_ca, **kw))
+        except (OSError, ValueError) as e:  # ssl: the CA file missing or not PEM
+            raise SnoopError(f"socket-snoop: --syslog-ca {o.syslog_ca}: cannot use it: "
+                             f"{getattr(e, 'strerror', None) or e}", 2) from None
+    return out

@@ -1,0 +1,110 @@
+"""The monitor's hot path, from decoded rows to the outputs: the enrichers (pipeline/enrich.py) look at the few
+rows they need, the lines are made once (logformat/) and handed to every sink, and the exit report
+keeps the connection records. Each call takes a whole batch: nothing here is done per row in Python."""
+
+from ..kernel.abi import C_LOST
+from .batch import Batch
+from .queued import QueuedSink
+from .sinks import ConsoleSink
+
+
+class Dispatch:
+    """formatter: logformat's TextFormatter or JsonFormatter; sinks: opened Sinks; enrichers: a list
+    (the monitor adds its own once the kernel side is loaded); report: a ConnectionReport or None; summary:
+    connection records are written as lines (not --no-summary). lines counts the lines made (or counted)."""
+
+    def __init__(self, formatter, sinks, enrichers, report=None, summary=True):
+        self.formatter = formatter
+        self.sinks = sinks
+        self.enrichers = enrichers
+        self.report = report
+        self.summary = summary
+        self.want_lines = any(sink.wants_lines for sink in sinks)  # none: only counts (--metrics)
+        self.lines = 0
+        self.losses = (0, 0)  # lost and missed events the outputs were told of
+
+    def events(self, rows):
+        """Decoded events (abi.ROW tuples, or an iterator of them) to every sink."""
+        rows = self._enriched(rows)
+        if rows:
+            self._write(rows)
+
+    def records(self, rows):
+        """Connection records (abi.RECORD_ROW tuples) to the report and the sinks."""
+        rows = self._enriched_records(rows)
+        if rows:
+            self._write_records(rows)
+
+    def batch(self, events, records):
+        """Events and records read together (pipeline/rings.py): to every sink in time order."""
+        events = self._enriched(events) if events else events
+        records = self._enriched_records(records) if records else records
+        if events and records and self.summary and self.want_lines:
+            fmt = self.formatter
+            batch = Batch(events, fmt.lines(events), records, fmt.record_lines(records))
+            self.lines += len(events) + len(records)
+            for sink in self.sinks:
+                sink.write_batch(batch)
+            return
+        if events:
+            self._write(events)
+        if records:
+            self._write_records(records)
+
+    def _enriched(self, rows):
+        """The rows after every enricher (most need nothing: the few an enricher must look at are found at
+        C speed); the rows an enricher drops (a filter only /proc could decide) are left out."""
+        rows = rows if isinstance(rows, list) else list(rows)
+        for enricher in self.enrichers:
+            which = enricher.pick(rows)
+            if which:
+                enricher.enrich(rows, sorted(which))
+                if None in rows:
+                    rows = [r for r in rows if r is not None]
+                    if not rows:
+                        return rows
+        return rows
+
+    def _enriched_records(self, rows):
+        for enricher in self.enrichers:
+            rows = enricher.enrich_records(rows)
+            if not rows:
+                return rows
+        if self.report is not None:
+            self.report.add(rows)
+        return rows
+
+    def _write(self, rows):
+        lines = self.formatter.lines(rows) if self.want_lines else None
+        self.lines += len(rows)
+        for sink in self.sinks:
+            sink.write(rows, lines if sink.wants_lines else None)
+
+    def _write_records(self, rows):
+        summary = self.summary
+        lines = None
+        if summary:  # the summary lines; with no output of lines (--metrics only), counted
+            lines = self.formatter.record_lines(rows) if self.want_lines else None
+            self.lines += len(rows)
+        for sink in self.sinks:
+            if summary or not sink.wants_lines:  # metrics count records with --no-summary too
+                sink.write_records(rows, lines if sink.wants_lines else None)
+
+    def notice_losses(self, probe):
+        """The events the kernel lost or missed (kernel/loader.py: Probe's counts) since the last call, as a
+        warning entry to the outputs that carry fields."""
+        counters = probe.counters()
+        lost, missed = counters[C_LOST], probe.missed(counters)
+        dl, dm = lost - self.losses[0], missed - self.losses[1]
+        if dl or dm:
+            for s in self.sinks:
+                if isinstance(s, QueuedSink):
+                    s.notice(f"Lost Events: {dl} lost (the buffer was full), {dm} missed (the kernel skipped our "
+                             "programs)", {"event": "lost_events", "lost": dl, "missed": dm})
+        self.losses = (lost, missed)
+
+    def close_queues(self):
+        """The outputs with a queue of their own: what they hold out (or counted as dropped), at exit."""
+        for sink in self.sinks:
+            if isinstance(sink, (QueuedSink, ConsoleSink)):
+                sink.close()
