@@ -234,6 +234,47 @@ def peak(results, title, ref="A", **labels):
                 for _, v in r["values"] if math.isfinite(float(v))), default=0)
 
 
+def show_the_traffic(results, ia, ib):
+    """The panels the test's traffic is about show it (ia: the monitor with comm labels, ib: the lossy one)."""
+    results_seen = {r["metric"]["result"] for r in results[("Connections by result", "A", True)]}
+    assert {"closed", "refused", "reset-sent", "reset-received"} <= results_seen, results_seen
+    assert peak(results, "Failed connects by cause", cause="refused") > 0
+    rows = {(r["metric"]["instance"], r["metric"].get("comm"), r["metric"]["cause"])
+            for r in results[("Failed connects by host, process and cause", "A", False)]}
+    assert {(ia, "ss-drefuse", "refused"), (ib, None, "refused")} <= rows, rows
+    assert peak(results, "Resets", "A") > 0 and peak(results, "Resets", "B") > 0
+    assert peak(results, "Retransmissions") > 0
+    assert peak(results, "Events lost by where", instance=ib, where="kernel_ring") > 0
+    assert float(results[("Events lost", "A", False)][0]["value"][1]) > 0
+    assert {r["metric"]["instance"] for r in results[("Connections by host", "A", True)]} == {ia, ib}
+    for title in ("Handshake time", "Round-trip time", "Connection duration"):
+        for ref in "ABC":
+            assert peak(results, title, ref) > 0, (title, ref)
+
+
+def variables_list_and_filter(prom, dash, ia, ib, start, end):
+    """label_values(metric{...}, label), as Grafana asks prometheus for a variable's values, lists the job and
+    both monitors; one instance picked filters a panel to it."""
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    for name, want in (("job", ["socket-snoop"]), ("instance", sorted([ia, ib]))):
+        m = re.fullmatch(r"label_values\((.*), (\w+)\)", variables[name]["query"]["query"])
+        series = m.group(1).replace("$job", "socket-snoop")
+        assert prom.api(f"label/{m.group(2)}/values", **{"match[]": series}) == want
+    expr = expand(next(t["expr"] for p, t in queries(dash) if p["title"] == "Connections by host"), 60, ia)
+    assert {r["metric"]["instance"] for r in run_query(prom, expr, start, end, True)[0]} == {ia}, expr
+
+
+def broken_queries_are_caught(prom, dash, start, end):
+    """A misspelled metric (no series) and an expression prometheus cannot parse are each reported."""
+    broken = json.loads(json.dumps(dash).replace("socketsnoop_connections_total", "socketsnoop_conections_total")
+                        .replace("process_resident_memory_bytes{", "process_resident_memory_bytes{{"))
+    wrong, _ = problems(prom, broken, start, end)
+    assert {k[0] for k in wrong} == {"Connections / s", "Connections by result", "Connections by host",
+                                     "Monitor memory"}, wrong
+    assert all("no series" in v for k, v in wrong.items() if k[0] != "Monitor memory"), wrong
+    assert "prometheus refused it" in wrong[("Monitor memory", "A", "instant")], wrong
+
+
 @pytest.mark.bpf
 def test_every_panel_query_returns_data(monitor, tmp_path):
     """Two monitors (one with --metrics-labels comm; one with a tiny buffer, stopped during a flood, so it loses
@@ -260,39 +301,9 @@ def test_every_panel_query_returns_data(monitor, tmp_path):
         end = time.time()
         wrong, results = problems(prom, dash, start, end)
         assert not wrong, "\n".join(f"{k}: {v}" for k, v in wrong.items())
-
-        results_seen = {r["metric"]["result"] for r in results[("Connections by result", "A", True)]}
-        assert {"closed", "refused", "reset-sent", "reset-received"} <= results_seen, results_seen
-        assert peak(results, "Failed connects by cause", cause="refused") > 0
-        rows = {(r["metric"]["instance"], r["metric"].get("comm"), r["metric"]["cause"])
-                for r in results[("Failed connects by host, process and cause", "A", False)]}
-        assert {(ia, "ss-drefuse", "refused"), (ib, None, "refused")} <= rows, rows
-        assert peak(results, "Resets", "A") > 0 and peak(results, "Resets", "B") > 0
-        assert peak(results, "Retransmissions") > 0
-        assert peak(results, "Events lost by where", instance=ib, where="kernel_ring") > 0
-        assert float(results[("Events lost", "A", False)][0]["value"][1]) > 0
-        assert {r["metric"]["instance"] for r in results[("Connections by host", "A", True)]} == {ia, ib}
-        for title in ("Handshake time", "Round-trip time", "Connection duration"):
-            for ref in "ABC":
-                assert peak(results, title, ref) > 0, (title, ref)
-
-        # the variables: label_values(metric{...}, label), as Grafana asks prometheus for them
-        variables = {v["name"]: v for v in dash["templating"]["list"]}
-        for name, want in (("job", ["socket-snoop"]), ("instance", sorted([ia, ib]))):
-            m = re.fullmatch(r"label_values\((.*), (\w+)\)", variables[name]["query"]["query"])
-            series = m.group(1).replace("$job", "socket-snoop")
-            assert prom.api(f"label/{m.group(2)}/values", **{"match[]": series}) == want
-        expr = expand(next(t["expr"] for p, t in queries(dash) if p["title"] == "Connections by host"), 60, ia)
-        assert {r["metric"]["instance"] for r in run_query(prom, expr, start, end, True)[0]} == {ia}, expr
-
-        # and a query that is wrong is said to be
-        broken = json.loads(json.dumps(dash).replace("socketsnoop_connections_total", "socketsnoop_conections_total")
-                            .replace("process_resident_memory_bytes{", "process_resident_memory_bytes{{"))
-        wrong, _ = problems(prom, broken, start, end)
-        assert {k[0] for k in wrong} == {"Connections / s", "Connections by result", "Connections by host",
-                                         "Monitor memory"}, wrong
-        assert all("no series" in v for k, v in wrong.items() if k[0] != "Monitor memory"), wrong
-        assert "prometheus refused it" in wrong[("Monitor memory", "A", "instant")], wrong
+        show_the_traffic(results, ia, ib)
+        variables_list_and_filter(prom, dash, ia, ib, start, end)
+        broken_queries_are_caught(prom, dash, start, end)
     a.stop()
     b.stop()
     assert b.totals()["lost"] > 0
