@@ -31,7 +31,7 @@ from ..output.connections import OPEN_STATES, ConnectionReport
 from ..output.journal import DEFAULT_SOCKET, JournalSink
 from ..output.queued import QueuedSink
 from ..output.sinks import ConsoleSink, LogFileSink, UnsafeLogPath
-from ..output.syslog import SyslogSink
+from ..output.relp import syslog_sink
 from ..pipeline.decode import TS, merge_by_time
 from ..pipeline.enrich import ProcOwnerEnricher
 from ..pipeline.identity import CgroupTree, Identity
@@ -142,7 +142,7 @@ class Monitor:
             if o.syslog_ca and o.syslog.scheme != "tls":
                 _err(f"socket-snoop: warning: --syslog-ca is for tls:// collectors; {o.syslog} does not use it")
             try:
-                out.append(SyslogSink(self.clock, text, o.syslog, facility=o.syslog_facility, ca=o.syslog_ca, **kw))
+                out.append(syslog_sink(self.clock, text, o.syslog, facility=o.syslog_facility, ca=o.syslog_ca, **kw))
             except (OSError, ValueError) as e:  # ssl: the CA file missing or not PEM
                 raise SnoopError(f"socket-snoop: --syslog-ca {o.syslog_ca}: cannot use it: "
                                  f"{getattr(e, 'strerror', None) or e}", 2) from None

@@ -33,8 +33,10 @@ _POLL_BAD = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP | g
 
 class StreamSink(QueuedSink):
     """A QueuedSink over a reconnecting stream. Subclasses give connect() (a connected socket, raising
-    OSError or ssl.SSLError), frame(payloads) (the bytes of each message), and say what they send to in
-    str(self.url)."""
+    OSError or ssl.SSLError) and self.url (what they send to, for messages), and call send_stream() with
+    each message's bytes."""
+
+    window = INFLIGHT_MAX
 
     def __init__(self, *args, **kw):
         super().__init__(*args, **kw)
@@ -173,16 +175,27 @@ class StreamSink(QueuedSink):
             self.inflight_n -= n
             self.recovered()
 
-    def _take_inflight(self):
+    # -- what is in flight (a subclass may keep it otherwise: RELP, by transaction number) ------------------
+    def hold(self, chunk):
+        """Keep a chunk of messages as in flight; the bytes to write for them."""
+        self.inflight.append((time.monotonic(), chunk))
+        self.inflight_n += len(chunk)
+        return b"".join(chunk)
+
+    def take_inflight(self):
+        """The messages in flight on a connection that broke, to be sent again; none left in flight."""
         frames = [f for _, chunk in self.inflight for f in chunk]
+        self.forget_inflight()
+        return frames
+
+    def forget_inflight(self):
         self.inflight.clear()
         self.inflight_n = 0
-        self.sent_again += len(frames)
-        return self.reframe(frames)
 
-    def reframe(self, frames):
-        """Frames in flight on a connection that broke, as they are sent again on a new one."""
-        return frames
+    def wait_confirmations(self):
+        """A moment for confirmations to come (the writer has nothing else to do)."""
+        with self.cond:
+            self.cond.wait(CONFIRM_S / 4)
 
     # -- sending -----------------------------------------------------------------------------------------
     def send_stream(self, frames):
@@ -192,8 +205,9 @@ class StreamSink(QueuedSink):
             if self.sock is None:
                 if not self._reconnect():
                     return self._give_up(pending)
-                if self.inflight:  # written before the stream broke, not confirmed: again, first
-                    resend = self._take_inflight()
+                if self.inflight_n:  # written before the stream broke, not confirmed: again, first
+                    resend = self.take_inflight()
+                    self.sent_again += len(resend)
                     self.limbo += len(resend)
                     pending = resend + pending
             if not pending:
@@ -201,25 +215,24 @@ class StreamSink(QueuedSink):
             if not self.alive():
                 self.broke("the collector closed the connection")
                 continue
-            if self.inflight_n >= INFLIGHT_MAX:  # wait for confirmations rather than forget frames
-                with self.cond:
-                    self.cond.wait(CONFIRM_S / 4)
+            if self.inflight_n >= self.window:  # wait for confirmations rather than forget frames
+                self.wait_confirmations()
                 continue
-            chunk, pending = pending[:CHUNK], pending[CHUNK:]
-            self.inflight.append((time.monotonic(), chunk))
-            self.inflight_n += len(chunk)
+            k = min(CHUNK, self.window - self.inflight_n)
+            chunk, pending = pending[:k], pending[k:]
+            data = self.hold(chunk)
             self.limbo = max(self.limbo - len(chunk), 0)
             self.progress = min(max(len(frames) - len(pending) + self.limbo, 0), len(frames))  # (out of pending)
             try:
-                self.sock.sendall(b"".join(chunk))
+                self.sock.sendall(data)
             except (OSError, ssl.SSLError) as e:  # perhaps partly written: all of it again after reconnecting
                 self.broke(e.strerror or str(e))
 
     def _give_up(self, pending):
         """Stopping with the collector down: what is pending, and what was written but not confirmed."""
         n = len(pending) + self.inflight_n
-        self.inflight.clear()
-        self.inflight_n = self.limbo = 0
+        self.forget_inflight()
+        self.limbo = 0
         return n
 
     def idle(self):
@@ -231,8 +244,7 @@ class StreamSink(QueuedSink):
         end = time.monotonic() + CLOSE_WAIT_S * 2 / 3
         while self.inflight_n and time.monotonic() < end:
             if self.sock is not None and self.alive():
-                with self.cond:
-                    self.cond.wait(CONFIRM_S / 4)
+                self.wait_confirmations()
                 continue
             if self.sock is not None:
                 self.broke("the collector closed the connection")
@@ -248,6 +260,6 @@ class StreamSink(QueuedSink):
         super().close()
         with self.cond:  # a writer abandoned in the middle: what it had in flight is dropped too
             self.lost += self.inflight_n + self.limbo
-            self.inflight.clear()
-            self.inflight_n = self.limbo = 0
+            self.forget_inflight()
+            self.limbo = 0
         self.disconnect()

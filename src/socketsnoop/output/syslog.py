@@ -33,7 +33,7 @@ ENTERPRISE_ID = "socketsnoop@32473"  # 32473: the private enterprise number RFC 
 SD_ID = ENTERPRISE_ID.encode()
 APP_NAME = "socket-snoop"
 UDP_MAX = 2048  # RFC 5426: receivers SHOULD take 2048 octets; larger datagrams may be cut or refused
-DEFAULT_PORTS = {"udp": 514, "tcp": 514, "tls": 6514}
+DEFAULT_PORTS = {"udp": 514, "tcp": 514, "tls": 6514, "relp": 2514}
 FACILITIES = {name: n for n, name in enumerate(
     "kern user mail daemon auth syslog lpr news uucp cron authpriv ftp ntp security console solaris-cron".split())}
 FACILITIES.update({f"local{i}": 16 + i for i in range(8)})
@@ -45,7 +45,7 @@ class SyslogURL:
         self.text = text
         u = urllib.parse.urlsplit(text)
         if u.scheme not in DEFAULT_PORTS or not u.hostname or u.path not in ("", "/") or u.query:
-            raise ValueError("expected udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT")
+            raise ValueError("expected udp://HOST:PORT, tcp://HOST:PORT, tls://HOST:PORT or relp://HOST:PORT")
         try:
             port = u.port
         except ValueError:
