@@ -1,7 +1,7 @@
 """--syslog relp://: RELP to the real rsyslogd's imrelp (Debian's rsyslog-relp), restarted mid-run: every
 message arrives (duplicates allowed, none lost), and the exit's Outputs line says so."""
 
-import collections
+import os
 import re
 import signal
 import socket
@@ -17,7 +17,7 @@ from support.net import free_port
 from support.procs import spawn
 
 IMRELP = "/usr/lib/x86_64-linux-gnu/rsyslog/imrelp.so"
-needs_rsyslog = pytest.mark.skipif(not __import__("os").path.exists(IMRELP), reason="needs rsyslog-relp (imrelp)")
+needs_rsyslog = pytest.mark.skipif(not os.path.exists(IMRELP), reason="needs rsyslog-relp (imrelp)")
 
 REFUSER = """
 import ctypes, socket
@@ -130,7 +130,7 @@ def test_relp_every_message_arrives_across_a_restart(relp):
     time.sleep(1)
     sink.close()
     assert sink.dropped() == 0, (sink.dropped(), said)
-    got = collections.Counter(relp.messages())
+    assert sink.sent_again or sink.connects >= 2  # (it did reconnect)
     assert _wait(lambda: not set(sent) - set(relp.messages()), 10), set(sent) - set(relp.messages())
     assert any("connected again" in s for s in said), said
 

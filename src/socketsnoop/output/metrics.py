@@ -6,8 +6,9 @@ added to running totals: no Python work per event. Connection records (abi.RECOR
 connections by direction and result, failed connects by cause, and histograms of duration, handshake time
 and RTT. Nothing is formatted until a scrape: the endpoint's thread (output/metrics_server.py: bounded in
 connections, time and descriptors, whatever local users do) then calls collect() through
-prometheus_client's generate_latest, which writes the exposition format and escapes label values. The kernel's counters and each output's drops come from a callable the run command gives us,
-read in check() (once a second, in the main thread: a scrape never touches the BPF maps).
+prometheus_client's generate_latest, which writes the exposition format and escapes label values. The
+kernel's counters and each output's drops come from a callable the run command gives us, read in check()
+(once a second, in the main thread: a scrape never touches the BPF maps).
 
 Label values a process controls (comm) are capped: the first N distinct values are kept, every later one
 is counted as "other" (and in socketsnoop_metrics_label_overflow_total), so a port scan or a fork storm

@@ -15,7 +15,7 @@ import socket
 import time
 
 from .. import __version__
-from .stream import CHUNK, StreamSink
+from .stream import CHUNK
 from .syslog import SyslogSink
 
 WINDOW = 1024  # messages sent and not yet acknowledged, at most

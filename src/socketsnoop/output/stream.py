@@ -41,7 +41,8 @@ class StreamSink(QueuedSink):
     def __init__(self, *args, **kw):
         super().__init__(*args, **kw)
         self.sock = None
-        self.inflight = collections.deque()  # (time written, [frames]) oldest first, not confirmed yet
+        self.inflight = collections.deque()  # (time written, [frames], sent_bytes after them), oldest first
+        self.sent_bytes = 0  # written on this connection
         self.inflight_n = 0
         self.limbo = 0  # frames taken from a broken connection's flight, not written again yet
         self.sent_again = 0
@@ -71,6 +72,7 @@ class StreamSink(QueuedSink):
         try:
             self.sock = self.connect()
             self.connects += 1
+            self.sent_bytes = 0
         except ssl.SSLCertVerificationError as e:
             self._refused(e)
         except (OSError, ssl.SSLError) as e:
@@ -103,6 +105,7 @@ class StreamSink(QueuedSink):
             try:
                 self.sock = self.connect()
                 self.connects += 1
+                self.sent_bytes = 0
                 return True
             except ssl.SSLCertVerificationError as e:
                 self._refused(e)
@@ -164,12 +167,11 @@ class StreamSink(QueuedSink):
         """Bytes from the collector (plain syslog: none expected, ignored)."""
 
     def confirm(self, outq):
-        """Everything written is acknowledged by the collector's TCP (outq 0): the frames written at least
-        CONFIRM_S ago, on this connection that is still up, are delivered."""
-        if outq or not self.inflight:
-            return
-        limit, n = time.monotonic() - CONFIRM_S, 0
-        while self.inflight and self.inflight[0][0] <= limit:
+        """outq bytes written are not yet acknowledged by the collector's TCP: the chunks before them, written
+        at least CONFIRM_S ago on this connection that is still up, are delivered. (Over TLS outq counts
+        the records' bytes, more than ours: this errs on the side of not confirming.)"""
+        acked, limit, n = self.sent_bytes - outq, time.monotonic() - CONFIRM_S, 0
+        while self.inflight and self.inflight[0][0] <= limit and self.inflight[0][2] <= acked:
             n += len(self.inflight.popleft()[1])
         if n:
             self.inflight_n -= n
@@ -178,13 +180,15 @@ class StreamSink(QueuedSink):
     # -- what is in flight (a subclass may keep it otherwise: RELP, by transaction number) ------------------
     def hold(self, chunk):
         """Keep a chunk of messages as in flight; the bytes to write for them."""
-        self.inflight.append((time.monotonic(), chunk))
+        data = b"".join(chunk)
+        self.sent_bytes += len(data)
+        self.inflight.append((time.monotonic(), chunk, self.sent_bytes))
         self.inflight_n += len(chunk)
-        return b"".join(chunk)
+        return data
 
     def take_inflight(self):
         """The messages in flight on a connection that broke, to be sent again; none left in flight."""
-        frames = [f for _, chunk in self.inflight for f in chunk]
+        frames = [f for _, chunk, _ in self.inflight for f in chunk]
         self.forget_inflight()
         return frames
 
