@@ -257,3 +257,15 @@ def test_a_root_symlink_on_the_path_is_followed(shared_tmp):
     r = _run("--log-file", str(shared_tmp / "link" / "x.log"))
     assert r.returncode == 0, r.stderr
     assert (real / "x.log").is_file()
+
+
+def test_a_symlink_of_another_user_on_the_path_is_not_followed(shared_tmp):
+    """In a sticky directory (/tmp), `nobody` plants a symlink to a directory only root can write to, named
+    as the log's directory: not followed (before: the log went into root's directory)."""
+    sticky, private = shared_tmp / "sticky", shared_tmp / "rootonly"
+    sticky.mkdir()
+    os.chmod(sticky, 0o1777)
+    private.mkdir(mode=0o700)
+    as_nobody("ln", "-s", str(private), str(sticky / "logs"))
+    _refused(_run("--log-file", str(sticky / "logs" / "x.log")), "symbolic link of user 65534")
+    assert os.listdir(private) == []
