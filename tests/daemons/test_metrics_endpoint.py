@@ -133,6 +133,9 @@ def test_connections_are_capped_and_idle_ones_closed(sink):
         assert sample_sum(scrape(sink.port), "socketsnoop_build_info") == 1
         assert time.monotonic() - t0 < 2
         time.sleep(IDLE_S + 1)
+        m = scrape(sink.port)
+        assert sample_sum(m, "socketsnoop_metrics_connections_closed_total", why="evicted") >= 300 - MAX_CONNECTIONS
+        assert sample_sum(m, "socketsnoop_metrics_connections_closed_total", why="idle") >= 1
         for s in idle + [slow]:
             s.settimeout(5)
             try:

@@ -265,3 +265,10 @@ class MetricsSink(Sink):
         for name in names:
             overflow.add_metric([name], self.cap[name].folded)
         yield overflow
+        if self.server is not None:
+            cut = CounterMetricFamily("socketsnoop_metrics_connections_closed", "connections to this endpoint "
+                                      "closed by it before an answer: idle (no request within the time "
+                                      "allowed) or evicted (at the cap, to make room)", labels=["why"])
+            cut.add_metric(["idle"], self.server.expired)
+            cut.add_metric(["evicted"], self.server.evicted)
+            yield cut

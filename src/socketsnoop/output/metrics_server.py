@@ -90,10 +90,14 @@ class MetricsServer:
                     return
                 if key.data is None:
                     self._accept()
-                elif events & selectors.EVENT_READ:
-                    self._read(key.data)
-                else:
-                    self._write(key.data)
+                    continue
+                try:
+                    if events & selectors.EVENT_READ:
+                        self._read(key.data)
+                    else:
+                        self._write(key.data)
+                except Exception:  # a bug costs that one connection, never the endpoint
+                    self._drop(key.data)
             self._expire()
 
     def _timeout(self):
