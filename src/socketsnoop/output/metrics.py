@@ -201,10 +201,7 @@ class MetricsSink(Sink):
 
     # -- a scrape (the endpoint's thread) ----------------------------------------------------------------------
     def collect(self):
-        info = GaugeMetricFamily("socketsnoop_build_info", "always 1: the monitor's version, its Python and "
-                                 "the running kernel, as labels", labels=["version", "python", "kernel"])
-        info.add_metric([__version__, platform.python_version(), os.uname().release], 1)
-        yield info
+        yield from self._own_families()
         names = self.label_names
         events = list(self.events.items())  # a copy: the main thread goes on counting
         states = CounterMetricFamily("socketsnoop_state_changes", "TCP state changes, by new state",
@@ -265,6 +262,13 @@ class MetricsSink(Sink):
         for name in names:
             overflow.add_metric([name], self.cap[name].folded)
         yield overflow
+
+    def _own_families(self):
+        """The monitor's build, and what the endpoint's own limits cut."""
+        info = GaugeMetricFamily("socketsnoop_build_info", "always 1: the monitor's version, its Python and "
+                                 "the running kernel, as labels", labels=["version", "python", "kernel"])
+        info.add_metric([__version__, platform.python_version(), os.uname().release], 1)
+        yield info
         if self.server is not None:
             cut = CounterMetricFamily("socketsnoop_metrics_connections_closed", "connections to this endpoint "
                                       "closed by it before an answer: idle (no request within the time "
