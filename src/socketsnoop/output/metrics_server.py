@@ -1,11 +1,12 @@
 """The metrics endpoint's HTTP server: one thread, one selector, a bounded number of connections.
 
 Any local user can connect to the endpoint, so what it may cost the monitor is bounded whatever clients
-do: at most `max_connections` descriptors (at the cap, a new connection takes the place of the oldest one),
-each connection `idle_s` seconds to send its request and take the answer (then it is closed: no slowloris),
-a request of at most REQUEST_MAX bytes, one request per connection (`Connection: close`). No thread per
-connection, and no busy loop: when accept() finds no descriptor left (EMFILE), the listener rests for
-PAUSE_S before it is tried again, and the pending connections wait in the kernel's backlog.
+do: at most `max_connections` descriptors (at the cap, a new connection takes the place of the oldest one
+that has not sent its request yet), each connection `idle_s` seconds to send its request and take the
+answer (then it is closed: no slowloris), a request of at most REQUEST_MAX bytes, one request per
+connection (`Connection: close`). No thread per connection, and no busy loop: when accept() finds no
+descriptor left (EMFILE), the listener rests for PAUSE_S before it is tried again, and the pending
+connections wait in the kernel's backlog.
 
 The exposition itself is rendered by a callable the metrics sink gives (prometheus_client's
 generate_latest), in this thread, only when scraped.
@@ -131,9 +132,10 @@ class MetricsServer:
                     self.paused_until = time.monotonic() + PAUSE_S
                     return
                 continue  # ECONNABORTED and the like: that one connection
-            if len(self.conns) >= self.max_connections:
+            if len(self.conns) >= self.max_connections:  # the oldest still without a request makes room
                 self.evicted += 1
-                self._drop(next(iter(self.conns.values())))
+                conns = self.conns.values()
+                self._drop(next((c for c in conns if c.answer is None), next(iter(conns))))
             sock.setblocking(False)
             conn = self.conns[sock] = _Conn(sock, time.monotonic() + self.idle_s)
             self.selector.register(sock, selectors.EVENT_READ, conn)
