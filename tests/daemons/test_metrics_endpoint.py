@@ -7,6 +7,7 @@ import platform
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 
@@ -175,3 +176,42 @@ def test_build_info(sink):
     with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{sink.port}/metrics", method="HEAD"),
                                 timeout=10) as r:
         assert r.status == 200 and r.read() == b"" and r.headers["Content-Type"].startswith("text/plain")
+
+
+OUT_OF_FDS = """
+import os, resource, socket, sys, time, urllib.request
+from socketsnoop.output.metrics import MetricsSink
+sink = MetricsSink("127.0.0.1", {port}).open()
+clients = [socket.socket() for _ in range(5)]  # made before every descriptor is taken
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+fill = []
+try:
+    while True:
+        fill.append(os.open("/dev/null", os.O_RDONLY))
+except OSError:
+    pass
+for c in clients:
+    c.connect(("127.0.0.1", {port}))
+t0 = time.process_time()
+time.sleep(2)  # the listener readable, accept() failing with EMFILE
+print("cpu", time.process_time() - t0, flush=True)
+for fd in fill:
+    os.close(fd)
+for c in clients:
+    c.close()
+with urllib.request.urlopen("http://127.0.0.1:{port}/metrics", timeout=10) as r:
+    print("scrape", r.status, flush=True)
+sink.close()
+"""
+
+
+def test_out_of_descriptors_the_endpoint_rests_and_recovers():
+    """accept() fails with EMFILE (every descriptor of the process taken): the endpoint does not spin on its
+    readable listener, and answers again once descriptors are free."""
+    port = free_port()
+    p = subprocess.run([sys.executable, "-c", OUT_OF_FDS.format(port=port)], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    cpu = float(p.stdout.split("cpu ")[1].split()[0])
+    assert cpu < 0.3, f"{cpu} s of CPU in 2 s out of descriptors"
+    assert "scrape 200" in p.stdout, p.stdout
