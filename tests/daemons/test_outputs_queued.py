@@ -17,7 +17,7 @@ from socketsnoop.logformat.base import Clock
 from socketsnoop.logformat.fields import FieldsFormatter
 from socketsnoop.logformat.jsonline import JsonFormatter
 from socketsnoop.logformat.text import TextFormatter
-from socketsnoop.output.journal import JournalSink, field, field_name
+from socketsnoop.output.journal import MESSAGE_IDS, JournalSink, field, field_name
 from socketsnoop.output.queued import EVENTS, Message
 from socketsnoop.output.syslog import UDP_MAX, SyslogSink, parse_url, sd_value
 from socketsnoop.pipeline import decode
@@ -221,3 +221,33 @@ def test_journal_connection_records_are_queryable_by_result():
         assert "Connection Summary: SRC=127.0.0.1:40000" in refused[0]["MESSAGE"]
         assert refused[0]["SOCKETSNOOP_STATES"] == '["CLOSE","SYN_SENT","CLOSE"]', refused[0]
         assert [e["PRIORITY"] for e in j.entries("SOCKETSNOOP_RESULT=closed")] == ["6"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/lib/systemd/systemd-journald"),
+                    reason="needs root and systemd-journald")
+@pytest.mark.parametrize("json_lines", [False, True])
+def test_journal_entries_have_a_message_id_per_kind(json_lines):
+    """`journalctl MESSAGE_ID=...` finds exactly the entries of one event kind: state changes, retransmits,
+    resets both ways, connection records and lost events each have their own fixed 128-bit id."""
+    ids = list(MESSAGE_IDS.values())
+    assert len(set(ids)) == len(ids) == 6 and all(len(i) == 32 and int(i, 16) >= 0 and i == i.lower() for i in ids)
+    clock = Clock()
+    with journald() as j:
+        sink = JournalSink(clock, not json_lines, path=j.socket, warn=lambda m: None, json_lines=json_lines).open()
+        events = rows()
+        sink.write(events, (JsonFormatter(clock) if json_lines else TextFormatter(clock)).lines(events))
+        recs = [conn_record(), conn_record(b"ok", abi.RESULT_CLOSED)]
+        sink.write_records(recs, (JsonFormatter(clock) if json_lines else TextFormatter(clock))
+                           .record_lines(recs))
+        sink.notice("Lost Events: 3", {"event": "lost_events", "lost": 3, "missed": 0})
+        sink.close()
+        total = len(events) + len(recs) + 1
+        for _ in range(100):
+            if len(j.entries()) == total:
+                break
+            time.sleep(0.1)
+        assert len(j.entries()) == total
+        for kind, mid in MESSAGE_IDS.items():
+            got = j.entries(f"MESSAGE_ID={mid}")
+            assert got and {e["SOCKETSNOOP_EVENT"] for e in got} == {kind}, (kind, got[:1])
+        assert sum(len(j.entries(f"MESSAGE_ID={mid}")) for mid in ids) == total

@@ -1,10 +1,13 @@
 """The log file under trouble: removed, disk full, and the --stats line. Real monitor, real kernel."""
 
 import os
+import pathlib
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -159,3 +162,110 @@ def _wait_for(pred, timeout=10.0):
             return True
         time.sleep(0.05)
     return False
+
+
+# -- a user who can write somewhere on the log's path ------------------------------------------------------------
+NOBODY = 65534
+
+
+def as_nobody(*cmd):
+    subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *cmd], check=True,
+                   capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def shared_tmp():
+    """A directory under /tmp that `nobody` can reach (pytest's own tmp_path is root's, mode 0700)."""
+    d = tempfile.mkdtemp(prefix="ss-logpath-", dir="/tmp")
+    os.chmod(d, 0o755)
+    try:
+        yield pathlib.Path(d)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_a_directory_writable_by_others_higher_on_the_path_is_refused(shared_tmp):
+    """.../ww2/sub/x.log, where ww2 is writable by anyone: `nobody` could swap sub for a symlink. Refused at
+    start (only sub, the parent, was checked before)."""
+    ww2 = shared_tmp / "ww2"
+    ww2.mkdir()
+    os.chmod(ww2, 0o777)
+    (ww2 / "sub").mkdir()
+    _refused(_run("--log-file", str(ww2 / "sub" / "x.log")), f"the directory {ww2} on its path")
+    assert not (ww2 / "sub" / "x.log").exists()
+
+
+def test_a_directory_swapped_for_a_symlink_before_a_reopen_is_refused(monitor, shared_tmp):
+    """The path was safe at start; then ww2 became writable by anyone and `nobody` swapped sub for a symlink
+    to a directory only root can write to. At the reopen (logrotate, SIGHUP) the monitor refuses the path,
+    says so once, and writes nothing into root's directory (before: every later line went there)."""
+    ww2, private = shared_tmp / "ww2", shared_tmp / "rootonly"
+    ww2.mkdir()
+    (ww2 / "sub").mkdir()
+    private.mkdir(mode=0o700)
+    log = ww2 / "sub" / "x.log"
+    port = free_port()
+    m = monitor("-P", str(port), "--no-report", "--log-file", str(log))
+    conversation("127.0.0.1", port, "ss-swap1", "ss-swap1c")
+    assert _wait_for(lambda: "ss-swap1" in log.read_text())
+    os.chmod(ww2, 0o777)
+    as_nobody("mv", str(ww2 / "sub"), str(ww2 / "old"))
+    as_nobody("ln", "-s", str(private), str(ww2 / "sub"))
+    m.proc.send_signal(signal.SIGHUP)
+    time.sleep(1.5)
+    conversation("127.0.0.1", port, "ss-swap2", "ss-swap2c")
+    assert m.stop() == 0, m.stderr
+    assert os.listdir(private) == [], os.listdir(private)
+    assert m.stderr.count("cannot write the log file") == 1 and f"the directory {ww2} on its path" in m.stderr, \
+        m.stderr
+    assert "ss-swap2" in m.stdout and re.search(r"warning: \d+ events could not be written to the log file", m.stderr)
+
+
+@pytest.mark.parametrize("when", ["start", "reopen"])
+def test_a_file_of_another_user_is_refused(monitor, shared_tmp, when):
+    """In a sticky directory (as /tmp is), `nobody` pre-creates the log as a 0666 file of its own: it could read,
+    truncate and rewrite what the monitor appends. Refused, at start and at a reopen (fs.protected_regular=0
+    lets root open it with O_CREAT: the check is ours)."""
+    sticky = shared_tmp / "sticky"
+    sticky.mkdir()
+    os.chmod(sticky, 0o1777)
+    log = sticky / "x.log"
+    if when == "start":
+        as_nobody("sh", "-c", f"umask 0; : > {log}")
+        _refused(_run("--log-file", str(log)), "belongs to user 65534")
+        assert log.read_text() == ""
+        return
+    port = free_port()
+    m = monitor("-P", str(port), "--no-report", "--log-file", str(log))
+    conversation("127.0.0.1", port, "ss-own1", "ss-own1c")
+    assert _wait_for(lambda: "ss-own1" in log.read_text())
+    os.rename(log, str(log) + ".1")
+    as_nobody("sh", "-c", f"umask 0; : > {log}")
+    m.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    conversation("127.0.0.1", port, "ss-own2", "ss-own2c")
+    assert m.stop() == 0, m.stderr
+    assert log.read_text() == "" and "ss-own2" in m.stdout
+    assert m.stderr.count("cannot write the log file") == 1 and "belongs to user 65534" in m.stderr, m.stderr
+
+
+def test_a_root_symlink_on_the_path_is_followed(shared_tmp):
+    """A symlink root made, in a directory only root can write to (as /var/run -> /run): followed."""
+    real = shared_tmp / "real"
+    real.mkdir()
+    (shared_tmp / "link").symlink_to(real)
+    r = _run("--log-file", str(shared_tmp / "link" / "x.log"))
+    assert r.returncode == 0, r.stderr
+    assert (real / "x.log").is_file()
+
+
+def test_a_symlink_of_another_user_on_the_path_is_not_followed(shared_tmp):
+    """In a sticky directory (/tmp), `nobody` plants a symlink to a directory only root can write to, named
+    as the log's directory: not followed (before: the log went into root's directory)."""
+    sticky, private = shared_tmp / "sticky", shared_tmp / "rootonly"
+    sticky.mkdir()
+    os.chmod(sticky, 0o1777)
+    private.mkdir(mode=0o700)
+    as_nobody("ln", "-s", str(private), str(sticky / "logs"))
+    _refused(_run("--log-file", str(sticky / "logs" / "x.log")), "symbolic link of user 65534")
+    assert os.listdir(private) == []

@@ -9,7 +9,7 @@ from ..logformat.jsonline import JsonFormatter
 from ..logformat.text import TextFormatter
 from .journal import DEFAULT_SOCKET, JournalSink
 from .sinks import ConsoleSink, LogFileSink, UnsafeLogPath
-from .syslog import SyslogSink
+from .relp import syslog_sink
 
 
 def metrics_module():
@@ -79,7 +79,7 @@ def queued_sinks(opts, clock, warn):
         if o.syslog_ca and o.syslog.scheme != "tls":
             warn(f"socket-snoop: warning: --syslog-ca is for tls:// collectors; {o.syslog} does not use it")
         try:
-            out.append(SyslogSink(clock, text, o.syslog, facility=o.syslog_facility, ca=o.syslog_ca, **kw))
+            out.append(syslog_sink(clock, text, o.syslog, facility=o.syslog_facility, ca=o.syslog_ca, **kw))
         except (OSError, ValueError) as e:  # ssl: the CA file missing or not PEM
             raise SnoopError(f"socket-snoop: --syslog-ca {o.syslog_ca}: cannot use it: "
                              f"{getattr(e, 'strerror', None) or e}", 2) from None

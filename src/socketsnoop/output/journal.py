@@ -8,8 +8,9 @@ such as "a\\nSOCKETSNOOP_RESULT=x" is one value and never a field of its own; na
 entry too large for a datagram goes in a sealed memfd whose descriptor is sent instead (SCM_RIGHTS).
 
 Fields: MESSAGE (the text log line), PRIORITY (4 warning: resets, failed connections, lost events;
-6 info), SYSLOG_IDENTIFIER=socket-snoop, and SOCKETSNOOP_<KEY> for each key of the JSON line
-(SOCKETSNOOP_SRC, SOCKETSNOOP_DPORT, SOCKETSNOOP_COMM, ...); a null value is left out.
+6 info), SYSLOG_IDENTIFIER=socket-snoop, MESSAGE_ID (one fixed 128-bit id per event kind: MESSAGE_IDS),
+and SOCKETSNOOP_<KEY> for each key of the JSON line (SOCKETSNOOP_SRC, SOCKETSNOOP_DPORT,
+SOCKETSNOOP_COMM, ...); a null value is left out.
 """
 
 import array
@@ -28,8 +29,24 @@ DEFAULT_SOCKET = "/run/systemd/journal/socket"
 _NOT_NAME = re.compile(r"[^A-Z0-9_]")
 # what a datagram too big for the socket says (the journal gone says ENOENT or ECONNREFUSED: wait for it)
 _TOO_BIG = (errno.EMSGSIZE, errno.ENOBUFS)
-PRIORITIES = {sev: b"\nPRIORITY=%d\nSYSLOG_IDENTIFIER=socket-snoop\n" % sev for sev in range(8)}
+# MESSAGE_ID per event kind (the JSON "event" key): fixed for good, as journalctl's catalog and
+# `journalctl MESSAGE_ID=...` rely on; a new kind gets a new random id, an id is never reused
+MESSAGE_IDS = {
+    "state_change": "376b1841519b47aba8cf036d607f6268",
+    "retransmit": "ec8bf9c4cdee4e5c9f3ad567c8c63311",
+    "reset_sent": "b6510ac867734b3885009c338dbe045e",
+    "reset_received": "5f34c9065645486d8c318bcf53ed983c",
+    "connection": "1bce853c9a644386be667cae04220c0c",
+    "lost_events": "853d88cec31d42f69451e45777cd3f1f",
+}
 SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
+
+
+def entry_head(severity, kind) -> bytes:
+    """The fields after MESSAGE that depend only on the severity and the event kind."""
+    msgid = MESSAGE_IDS.get(kind)
+    return (b"\nPRIORITY=%d\nSYSLOG_IDENTIFIER=socket-snoop\n" % severity
+            + (b"MESSAGE_ID=%s\n" % msgid.encode() if msgid else b""))
 
 
 def field_name(key):
@@ -58,7 +75,8 @@ class JournalSink(QueuedSink):
         self.names = {}  # JSON key -> field name bytes
         self.cache = {}  # (key, value) -> encoded field
         self.encoder = FieldsEncoder(clock, self._pair)
-        self.priorities = {t: PRIORITIES[severity({"event": name})] for t, name in EVENT_NAMES.items()}
+        self.heads = {}  # (severity, kind) -> entry_head()
+        self.type_heads = {t: entry_head(severity({"event": name}), name) for t, name in EVENT_NAMES.items()}
         self.down = False  # the journal could not be reached (said once until it works again)
         self.large = 0  # entries sent through a memfd
 
@@ -66,7 +84,10 @@ class JournalSink(QueuedSink):
         """The entry's datagram. Each (key, value) field is encoded once and remembered (most repeat from
         event to event: names, states, addresses, the owner), in a bounded cache."""
         get = self.cache.get
-        parts = [field(b"MESSAGE", m.text)[:-1], PRIORITIES[m.severity]]  # (a newline only in the binary form)
+        head = self.heads.get((m.severity, m.kind))
+        if head is None:
+            head = self.heads[(m.severity, m.kind)] = entry_head(m.severity, m.kind)
+        parts = [field(b"MESSAGE", m.text)[:-1], head]  # (a newline only in the binary form)
         for kv in m.fields.items():
             try:
                 b = get(kv)
@@ -88,8 +109,8 @@ class JournalSink(QueuedSink):
         encode() of their Messages (tests/daemons/test_outputs_queued.py checks it)."""
         if kind != EVENTS or (self.json_lines and lines is not None):  # --json: the lines' keys (with names)
             return super().payloads(kind, items, lines)
-        pri = self.priorities
-        return [b"".join((field(b"MESSAGE", t[:-1])[:-1], pri[typ], body))
+        heads = self.type_heads
+        return [b"".join((field(b"MESSAGE", t[:-1])[:-1], heads[typ], body))
                 for t, (typ, _ts, body) in zip(self.texts(items, lines), self.encoder.encode(items))]
 
     def _field(self, kv):

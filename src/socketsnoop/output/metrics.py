@@ -1,13 +1,14 @@
-"""Metrics: a Prometheus endpoint (`--metrics [ADDR:]PORT`), served by prometheus_client.
+"""Metrics: a Prometheus endpoint (`--metrics [ADDR:]PORT`), rendered by prometheus_client.
 
 The sink only counts. A batch of events is counted at C speed (collections.Counter over the rows' type and
 new state, and with `--metrics-labels comm` the comm bytes too), then the batch's few distinct keys are
 added to running totals: no Python work per event. Connection records (abi.RECORD_ROW rows) add
 connections by direction and result, failed connects by cause, and histograms of duration, handshake time
-and RTT. Nothing is formatted until a scrape: prometheus_client's HTTP thread then calls collect(), which
-turns the totals into metric families (prometheus_client writes the exposition format and escapes label
-values). The kernel's counters and each output's drops come from a callable the run command gives us,
-read in check() (once a second, in the main thread: a scrape never touches the BPF maps).
+and RTT. Nothing is formatted until a scrape: the endpoint's thread (output/metrics_server.py: bounded in
+connections, time and descriptors, whatever local users do) then calls collect() through
+prometheus_client's generate_latest, which writes the exposition format and escapes label values. The
+kernel's counters and each output's drops come from a callable the run command gives us, read in check()
+(once a second, in the main thread: a scrape never touches the BPF maps).
 
 Label values are capped: the first N distinct values are kept, every later one is counted as OTHER (and in
 socketsnoop_metrics_label_overflow_total), so a port scan or a fork storm cannot grow the number of series
@@ -15,21 +16,25 @@ without bound. unit and container are the names of the socket's cgroup (pipeline
 JSON shows them), looked up once per cgroup: a batch is counted by (type, state, comm, cgroup id).
 """
 
+import os
+import platform
 from bisect import bisect_left
 from collections import Counter
 from functools import partial
 from itertools import repeat
 from operator import getitem, is_not, itemgetter
 
-from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.process_collector import ProcessCollector
 
+from .. import __version__
 from ..kernel.abi import COMM_LEN, EV_RESET_RECEIVED, EV_RESET_SENT, EV_RETRANSMIT, EV_STATE, R_INCOMPLETE
 from ..logformat.words import DIRECTION_NAMES, RESULT_NAMES, state_name
 from ..pipeline.decode import (CGROUP, IDENT, NEWSTATE, R_CGROUP, R_DIRECTION, R_FLAGS, R_HANDSHAKE, R_IDENT, R_RESULT,
                                R_RTT, R_START, R_TS, TYPE)
 from .metric_labels import DEFAULT_LABEL_LIMIT, LABELS  # noqa: F401 (LABELS: its users import it here)
+from .metrics_server import MetricsServer
 from .sinks import Sink
 
 # the value of the label past its cap: no process can have it (comm_label gives at most COMM_LEN - 1 characters
@@ -159,8 +164,11 @@ class MetricsSink(Sink):
     def open(self):
         self.registry.register(self)
         ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, process_resident_memory_bytes
-        self.server, _thread = start_http_server(self.port, addr=self.addr, registry=self.registry)
+        self.server = MetricsServer(self.addr, self.port, self._render).start()
         return self
+
+    def _render(self):
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
     def write(self, rows, lines):
         if not self.label_names:
@@ -206,8 +214,7 @@ class MetricsSink(Sink):
 
     def close(self):
         if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+            self.server.close()
             self.server = None
 
     # -- labels ---------------------------------------------------------------------------------------------
@@ -238,8 +245,9 @@ class MetricsSink(Sink):
                 self._comm_labels[raw] = value
         return value
 
-    # -- a scrape (prometheus_client's thread) -----------------------------------------------------------------
+    # -- a scrape (the endpoint's thread) ----------------------------------------------------------------------
     def collect(self):
+        yield from self._own_families()
         names = self.label_names
         events = list(self.events.items())  # a copy: the main thread goes on counting
         states = CounterMetricFamily("socketsnoop_state_changes", "TCP state changes, by new state",
@@ -300,3 +308,17 @@ class MetricsSink(Sink):
         for name in names:
             overflow.add_metric([name], self.cap[name].folded)
         yield overflow
+
+    def _own_families(self):
+        """The monitor's build, and what the endpoint's own limits cut."""
+        info = GaugeMetricFamily("socketsnoop_build_info", "always 1: the monitor's version, its Python and "
+                                 "the running kernel, as labels", labels=["version", "python", "kernel"])
+        info.add_metric([__version__, platform.python_version(), os.uname().release], 1)
+        yield info
+        if self.server is not None:
+            cut = CounterMetricFamily("socketsnoop_metrics_connections_closed", "connections to this endpoint "
+                                      "closed by it before an answer: idle (no request within the time "
+                                      "allowed) or evicted (at the cap, to make room)", labels=["why"])
+            cut.add_metric(["idle"], self.server.expired)
+            cut.add_metric(["evicted"], self.server.evicted)
+            yield cut

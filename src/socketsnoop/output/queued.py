@@ -155,7 +155,7 @@ class QueuedSink(Sink):
                         self.cond.wait(IDLE_S)
                     if not self.queue:
                         if self.closing:
-                            return
+                            break
                         item = None
                     else:
                         item = self.queue.popleft()
@@ -172,6 +172,10 @@ class QueuedSink(Sink):
                     self.queued -= len(items)
                     self.lost += undelivered
                     self.progress = 0
+            undelivered = self.finish()
+            with self.cond:
+                if not self.abandoned:
+                    self.lost += undelivered
         except Exception as e:  # a bug must not pass unseen: say it, and count the rest as dropped
             self.warn(f"socket-snoop: the {self.name} output stopped: {type(e).__name__}: {e}")
             with self.cond:
@@ -211,6 +215,11 @@ class QueuedSink(Sink):
 
     def idle(self):
         """Nothing to send for IDLE_S: e.g. notice a connection the receiver closed, and close our end."""
+
+    def finish(self):
+        """Stopping, the queue empty: make sure of what was sent (within CLOSE_WAIT_S, with the rest of the
+        close); return how many of the messages sent could not be confirmed as received."""
+        return 0
 
     def wait_retry(self, delay):
         """Sleep before the next attempt (shorter if the monitor is stopping); the next, longer, delay."""

@@ -185,8 +185,13 @@ class ConsoleSink(Sink):
 
 
 class UnsafeLogPath(OSError):
-    """The log file's path is not safe to append to as root: a symlink, not a regular file, or in a directory
-    that someone else may write to. str() is the reason."""
+    """The log file's path is not safe to append to as root: a symlink, not a regular file, someone else's
+    file, or under a directory that someone else may write to. str() is the reason."""
+
+
+MAX_SYMLINKS = 40  # as the kernel's path walk allows
+_DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC  # (O_PATH: no read permission needed)
+_FILE_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NOCTTY | os.O_NONBLOCK
 
 
 def insecure_dir(st, euid):
@@ -204,31 +209,95 @@ def insecure_dir(st, euid):
     return None
 
 
-def open_log(path, mode=0o640):
-    """The log file, opened for appending without following a symlink or blocking on a FIFO, in a directory
-    only root (or we) may write to. Raises UnsafeLogPath (with the reason) or OSError."""
-    directory = os.path.dirname(os.path.abspath(path)) or "/"
-    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+def insecure_file(st, euid):
+    """Why an existing file is unsafe to append to as root, or None: not a regular file, other hard links,
+    someone else's (who could read, truncate or replace what we write), or writable by someone else."""
+    if not stat.S_ISREG(st.st_mode):
+        return "it is not a regular file"
+    if st.st_nlink > 1:
+        return "it has other hard links"
+    if st.st_uid not in (0, euid):
+        return f"it belongs to user {st.st_uid}, who could read, truncate or rewrite the log"
+    if st.st_mode & stat.S_IWOTH:
+        return "it is writable by anyone"
+    if st.st_mode & stat.S_IWGRP and st.st_gid != 0:
+        return f"it is writable by group {st.st_gid}"
+    return None
+
+
+def _unsafe_dir(where, why):
+    return UnsafeLogPath(f"the directory {where} on its path is not safe for a root-owned log ({why}; someone "
+                         "else could put a symlink in it and send the log anywhere): use a path whose every "
+                         "directory only root can write to, or is sticky and root's, like /tmp")
+
+
+def open_log_dir(path, euid):
+    """(descriptor of the log file's directory, the file's name). The path is walked from / one name at a
+    time (openat, O_NOFOLLOW), each directory checked (insecure_dir) as it is opened, so what is opened is
+    what was checked: a directory swapped for a symlink meanwhile is not followed. A symlink on the way
+    is followed only if root (or we) made it, in a directory already found safe. Raises UnsafeLogPath."""
+    *todo, name = os.path.abspath(path).split("/")[1:]
+    if not name:
+        raise UnsafeLogPath("it names a directory")
+    dfd, where, links = os.open("/", _DIR_FLAGS), "/", 0
     try:
-        why = insecure_dir(os.fstat(dfd), os.geteuid())
+        why = insecure_dir(os.fstat(dfd), euid)
         if why:
-            raise UnsafeLogPath(f"its directory {directory} is not safe for a root-owned log ({why}; "
-                                "a planted symlink could make it append to any file): use a directory only "
-                                "root can write to, or one that is sticky and root's, like /tmp")
-        try:
-            fd = os.open(os.path.basename(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-                         | os.O_NOFOLLOW | os.O_NOCTTY | os.O_NONBLOCK, mode, dir_fd=dfd)
-        except OSError as e:
-            if e.errno == errno.ELOOP:
-                raise UnsafeLogPath("it is a symbolic link (not followed)") from None
-            if e.errno == errno.ENXIO:  # a FIFO with no reader
-                raise UnsafeLogPath("it is not a regular file (a FIFO)") from None
-            raise
+            raise _unsafe_dir(where, why)
+        while todo:
+            part = todo.pop(0)
+            if part in ("", "."):
+                continue
+            try:
+                fd = os.open(part, _DIR_FLAGS, dir_fd=dfd)
+            except OSError as e:
+                if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                st = os.stat(part, dir_fd=dfd, follow_symlinks=False)
+                if not stat.S_ISLNK(st.st_mode):
+                    raise
+                full = os.path.join(where, part)
+                if st.st_uid not in (0, euid):
+                    raise UnsafeLogPath(f"{full} on its path is a symbolic link of user {st.st_uid} (not followed)")
+                links += 1
+                if links > MAX_SYMLINKS:
+                    raise UnsafeLogPath(f"{full}: too many levels of symbolic links") from None
+                target = os.readlink(part, dir_fd=dfd)
+                todo[:0] = target.split("/")
+                if target.startswith("/"):
+                    fd, where = os.open("/", _DIR_FLAGS), ""
+                else:
+                    continue
+            else:
+                where = os.path.normpath(os.path.join(where, part))
+            os.close(dfd)
+            dfd, where = fd, where or "/"
+            why = insecure_dir(os.fstat(dfd), euid)
+            if why:
+                raise _unsafe_dir(where, why)
+    except BaseException:
+        os.close(dfd)
+        raise
+    return dfd, name
+
+
+def open_log(path, mode=0o640):
+    """The log file, opened for appending without following a symlink or blocking on a FIFO, under
+    directories only root (or we) may write to (open_log_dir); an existing file only if it is root's (or
+    ours) and no one else may write to it. Raises UnsafeLogPath (with the reason) or OSError."""
+    euid = os.geteuid()
+    dfd, name = open_log_dir(path, euid)
+    try:
+        fd = os.open(name, _FILE_FLAGS, mode, dir_fd=dfd)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UnsafeLogPath("it is a symbolic link (not followed)") from None
+        if e.errno == errno.ENXIO:  # a FIFO with no reader
+            raise UnsafeLogPath("it is not a regular file (a FIFO)") from None
+        raise
     finally:
         os.close(dfd)
-    st = os.fstat(fd)
-    why = ("it is not a regular file" if not stat.S_ISREG(st.st_mode)
-           else "it has other hard links" if st.st_nlink > 1 else None)
+    why = insecure_file(os.fstat(fd), euid)
     if why:
         os.close(fd)
         raise UnsafeLogPath(why)
@@ -237,8 +306,8 @@ def open_log(path, mode=0o640):
 
 
 class LogFileSink(Sink):
-    """Appends to a log file, created mode 0640, safely (open_log: no symlink followed, a regular file only,
-    in a directory no one else may write to).
+    """Appends to a log file, created mode 0640, safely (open_log: no symlink followed, a regular file of root's
+    or ours only, under directories no one else may write to; checked again at every reopen).
 
     reopen() (on SIGHUP) starts writing to a new file at the same path, for
     logrotate without copytruncate. A write that fails (disk full, file

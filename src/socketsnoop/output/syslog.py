@@ -11,37 +11,33 @@ printable ASCII already (COMM escaped), so no BOM.
 Transports: udp:// one message per datagram, cut to UDP_MAX bytes if larger (counted); tcp:// and
 tls:// (stdlib ssl, the peer's certificate and host name verified against --syslog-ca or the system's
 CAs) with RFC 6587 octet-counting framing (`LEN SP MSG`), so no byte of a message can end it early.
-A stream that breaks (the collector restarts) is reconnected with backoff; meanwhile messages wait in
-the bounded queue. Messages written but not yet acknowledged by the collector's TCP when the stream
-broke are sent again (at least once: a few may arrive twice, counted as sent again).
+The stream's delivery (output/stream.py): reconnecting with a backoff that grows while connections keep
+failing, and a message counted as delivered only once confirmed (the collector's TCP acknowledged it and
+the connection stayed up); what was in flight when a stream broke is sent again (a few may arrive twice,
+counted as sent again), what cannot be confirmed at exit is counted as dropped.
 """
 
 import errno
-import fcntl
 import json
 import os
-import select
 import socket
 import ssl
-import sys
-import termios
 import urllib.parse
 
 from ..logformat.fields import FieldsEncoder
 from ..logformat.words import EVENT_NAMES
-from .queued import BACKOFF_S, EVENTS, QueuedSink, severity
+from .queued import EVENTS, severity
+from .stream import StreamSink
 
 ENTERPRISE_ID = "socketsnoop@32473"  # 32473: the private enterprise number RFC 5612 sets aside for examples
 SD_ID = ENTERPRISE_ID.encode()
 APP_NAME = "socket-snoop"
 UDP_MAX = 2048  # RFC 5426: receivers SHOULD take 2048 octets; larger datagrams may be cut or refused
-DEFAULT_PORTS = {"udp": 514, "tcp": 514, "tls": 6514}
+DEFAULT_PORTS = {"udp": 514, "tcp": 514, "tls": 6514, "relp": 2514}
 FACILITIES = {name: n for n, name in enumerate(
     "kern user mail daemon auth syslog lpr news uucp cron authpriv ftp ntp security console solaris-cron".split())}
 FACILITIES.update({f"local{i}": 16 + i for i in range(8)})
-INFLIGHT_MAX = 20000  # messages kept for sending again until the collector's TCP acknowledges them
 _SD_ESCAPE = str.maketrans({"\\": "\\\\", '"': '\\"', "]": "\\]"})
-_POLL_BAD = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP | getattr(select, "POLLRDHUP", 0x2000)
 
 
 class SyslogURL:
@@ -49,7 +45,7 @@ class SyslogURL:
         self.text = text
         u = urllib.parse.urlsplit(text)
         if u.scheme not in DEFAULT_PORTS or not u.hostname or u.path not in ("", "/") or u.query:
-            raise ValueError("expected udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT")
+            raise ValueError("expected udp://HOST:PORT, tcp://HOST:PORT, tls://HOST:PORT or relp://HOST:PORT")
         try:
             port = u.port
         except ValueError:
@@ -82,7 +78,7 @@ def _hostname():
     return name if ok else "-"
 
 
-class SyslogSink(QueuedSink):
+class SyslogSink(StreamSink):
     name = "syslog"
 
     def __init__(self, clock, lines_are_text, url, facility="daemon", ca=None, capacity=10000, warn=None,
@@ -95,11 +91,7 @@ class SyslogSink(QueuedSink):
         self.cache = {}  # (key, value) -> its SD-PARAM bytes
         self.encoder = FieldsEncoder(clock, self._pair, b" ", with_timestamp=False)
         self.type_heads = {t: self._head(severity({"event": name}), name) for t, name in EVENT_NAMES.items()}
-        self.sock = None
-        self.inflight = []  # frames written since the collector's TCP last had nothing unacknowledged
         self.truncated = 0
-        self.sent_again = 0
-        self.problem = None  # the last error said (each distinct one once)
         self.context = None
         if self.url.scheme == "tls":
             self.context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)  # verifies by default
@@ -164,12 +156,7 @@ class SyslogSink(QueuedSink):
         return (head + b" - " + data[len(data) - msg_len:])[:UDP_MAX]
 
     # -- the transport -------------------------------------------------------------------------------
-    def _say(self, text):
-        if text != self.problem:
-            self.problem = text
-            self.warn(text)
-
-    def _connect(self):
+    def connect(self):
         u = self.url
         if u.scheme == "udp":
             infos = socket.getaddrinfo(u.host, u.port, type=socket.SOCK_DGRAM)
@@ -188,150 +175,37 @@ class SyslogSink(QueuedSink):
             raise
         return s
 
-    def _disconnect(self):
-        if self.sock is not None:
-            try:
-                self.sock.close()
-            except OSError:
-                pass
-            self.sock = None
-
-    def _alive(self):
-        """The stream is still up; and, if the collector's TCP has acknowledged everything written, the
-        frames in flight are forgotten. A collector never sends us anything: readable means closed."""
-        fd = self.sock.fileno()
-        try:
-            outq = int.from_bytes(fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0"), sys.byteorder)  # SIOCOUTQ: unacked
-        except OSError:
-            return False
-        p = select.poll()
-        p.register(fd, _POLL_BAD)
-        if p.poll(0):
-            if not self._drain_input():
-                return False
-        if outq == 0:  # read before the poll: taken while the stream was up
-            self.inflight.clear()
-        return True
-
-    def _drain_input(self):
-        """Something to read: EOF (the collector closed), an error, or TLS's own records (session tickets).
-        True if the stream is still up."""
-        s = self.sock
-        s.setblocking(False)
-        try:
-            while True:
-                data = s.recv(4096)
-                if not data:
-                    return False
-        except (ssl.SSLWantReadError, BlockingIOError):
-            return True
-        except OSError:
-            return False
-        finally:
-            try:
-                s.settimeout(30)
-            except OSError:
-                pass
-
     def deliver(self, payloads):
-        udp = self.url.scheme == "udp"
+        if self.url.scheme != "udp":
+            return self.send_stream([b"%d %s" % (len(d), d) for d, _ in payloads])
         fit = self._fit
-        frames = [fit(data, n) for data, n in payloads] if udp else [b"%d %s" % (len(d), d) for d, _ in payloads]
-        return self._send_udp(frames) if udp else self._send_stream(frames)
+        return self._send_udp([fit(data, n) for data, n in payloads])
 
     def started(self):
         if self.url.scheme != "udp":
-            self._send_stream([])
-
-    def idle(self):
-        if self.sock is not None and self.url.scheme != "udp" and not self._alive():
-            self._broke("the collector closed the connection")
+            super().started()
 
     def _send_udp(self, frames):
         lost = 0
         for data in frames:
             try:
                 if self.sock is None:
-                    self.sock = self._connect()
+                    self.sock = self.connect()
                 self.sock.send(data)
                 self.progress += 1
                 self.problem = None
+                self.said.clear()
             except OSError as e:  # ECONNREFUSED: an ICMP port unreachable for an earlier datagram
                 lost += 1
-                self._say(f"socket-snoop: syslog {self.url}: {e.strerror or e} (UDP: lost messages are counted "
-                          "where the kernel reports them)")
+                self.say(f"socket-snoop: syslog {self.url}: {e.strerror or e} (UDP: lost messages are counted "
+                         "where the kernel reports them)")
                 if e.errno not in (errno.ECONNREFUSED,):
-                    self._disconnect()
+                    self.disconnect()
         return lost
 
-    def _send_stream(self, frames):
-        delay = BACKOFF_S[0]
-        pending = frames
-        first = not frames  # started(): connect once, no retry
-        while pending or first:
-            if self.sock is None:
-                if self.closing and self.problem:  # stopping, and the collector is down: do not wait
-                    return self._give_up(pending)
-                try:
-                    self.sock = self._connect()
-                except ssl.SSLCertVerificationError as e:
-                    self._say(f"socket-snoop: syslog {self.url}: refused the collector: its certificate could not be "
-                              f"verified ({e.verify_message}); messages wait in a queue (dropped ones are counted)")
-                    if first:
-                        return 0
-                    delay = self.wait_retry(BACKOFF_S[1] if not self.closing else delay)
-                    continue
-                except (OSError, ssl.SSLError) as e:
-                    self._say(f"socket-snoop: syslog {self.url}: cannot connect: {e.strerror or e}; messages wait "
-                              "in a queue (dropped ones are counted); reconnecting")
-                    if first:
-                        return 0
-                    if self.closing:
-                        return self._give_up(pending)
-                    delay = self.wait_retry(delay)
-                    continue
-                if self.problem:
-                    self.warn(f"socket-snoop: syslog {self.url}: connected again")
-                    self.problem = None
-                delay = BACKOFF_S[0]
-                if first:
-                    return 0
-                if self.inflight:  # written before the stream broke, not acknowledged: again, first
-                    self.sent_again += len(self.inflight)
-                    pending, self.inflight = self.inflight + pending, []
-            if first:
-                return 0
-            if not self._alive():
-                self._broke("the collector closed the connection")
-                continue
-            chunk, pending = pending[:256], pending[256:]
-            try:
-                self.sock.sendall(b"".join(chunk))
-            except (OSError, ssl.SSLError) as e:
-                self.inflight.extend(chunk)  # perhaps partly written: all of it again after reconnecting
-                self._broke(e.strerror or str(e))
-                continue
-            self.inflight.extend(chunk)
-            self.progress = min(self.progress + len(chunk), len(frames))  # (frames sent again count too)
-            if len(self.inflight) > INFLIGHT_MAX:
-                del self.inflight[:len(self.inflight) - INFLIGHT_MAX]
-        return 0
-
-    def _broke(self, why):
-        self._say(f"socket-snoop: syslog {self.url}: the connection broke ({why}); reconnecting, "
-                  "messages wait in a queue")
-        self._disconnect()
-
-    def _give_up(self, pending):
-        """Stopping with the collector down: what is pending, and what was written but not acknowledged."""
-        n = len(pending) + len(self.inflight)
-        self.inflight = []
-        return n
+    def idle(self):
+        if self.url.scheme != "udp":
+            super().idle()
 
     def details(self):
-        return f" truncated={self.truncated}" * bool(self.truncated) + f" sent_again={self.sent_again}" * bool(
-            self.sent_again)
-
-    def close(self):
-        super().close()
-        self._disconnect()
+        return f" truncated={self.truncated}" * bool(self.truncated) + super().details()
