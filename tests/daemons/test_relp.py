@@ -10,12 +10,12 @@ import threading
 import time
 
 import pytest
-from socketsnoop.output import formats as fmt
-from socketsnoop.output.relp import RelpSink, frame, parse_frames, syslog_sink
-from socketsnoop.output.syslog import SyslogSink, parse_url
-
 from support.net import free_port
 from support.procs import spawn
+
+from socketsnoop.logformat.base import Clock
+from socketsnoop.output.relp import RelpSink, frame, parse_frames, syslog_sink
+from socketsnoop.output.syslog import SyslogSink, parse_url
 
 IMRELP = "/usr/lib/x86_64-linux-gnu/rsyslog/imrelp.so"
 needs_rsyslog = pytest.mark.skipif(not os.path.exists(IMRELP), reason="needs rsyslog-relp (imrelp)")
@@ -104,8 +104,8 @@ def test_frames():
     data = b"1 rsp 21 200 OK\nrelp_version=0\n2 rsp 6 200 OK\n0 serverclose 0\n3 rsp 6 20"
     assert parse_frames(data) == ([(1, b"rsp", b"200 OK\nrelp_version=0"), (2, b"rsp", b"200 OK"),
                                    (0, b"serverclose", b"")], b"3 rsp 6 20")
-    assert isinstance(syslog_sink(fmt.Clock(), True, parse_url("relp://h")), RelpSink)
-    assert type(syslog_sink(fmt.Clock(), True, parse_url("tcp://h"))) is SyslogSink
+    assert isinstance(syslog_sink(Clock(), True, parse_url("relp://h")), RelpSink)
+    assert type(syslog_sink(Clock(), True, parse_url("tcp://h"))) is SyslogSink
     assert str(parse_url("relp://logs")) == "relp://logs:2514"
 
 
@@ -114,7 +114,7 @@ def test_relp_every_message_arrives_across_a_restart(relp):
     """Messages stream in while rsyslogd is stopped and started again (so some are in the window, sent and
     not acknowledged, when it goes): every one arrives, none is counted as dropped."""
     said = []
-    sink = RelpSink(fmt.Clock(), True, relp.url, warn=said.append).open()
+    sink = RelpSink(Clock(), True, relp.url, warn=said.append).open()
     sent = []
 
     def stream(n, pause=0.002):
@@ -161,5 +161,5 @@ def test_monitor_relp_with_rsyslogd_restarted(monitor, relp):
     lines = m.lines()
     assert len(lines) >= 3 * 60
     assert _wait(lambda: not set(lines) - set(relp.messages()), 10), len(set(lines) - set(relp.messages()))
-    out = next(x for x in m.stdout.splitlines() if x.startswith("Outputs: "))
+    out = next(x for x in m.stderr.splitlines() if x.startswith("Outputs: "))
     assert re.match(r"Outputs: syslog dropped=0( sent_again=\d+)?$", out), out

@@ -8,11 +8,11 @@ import threading
 import time
 
 import pytest
-from socketsnoop.output import formats as fmt
-from socketsnoop.output.syslog import SyslogSink
-
 from support.net import free_port
 from support.procs import spawn
+
+from socketsnoop.logformat.base import Clock
+from socketsnoop.output.syslog import SyslogSink
 
 REFUSER = """
 import ctypes, socket
@@ -88,7 +88,7 @@ def test_a_collector_that_closes_every_connection(read_s):
     message not confirmed is counted as dropped: what counts as delivered was received."""
     c = Collector(read_s)
     said = []
-    sink = SyslogSink(fmt.Clock(), True, f"tcp://127.0.0.1:{c.port}", warn=said.append).open()
+    sink = SyslogSink(Clock(), True, f"tcp://127.0.0.1:{c.port}", warn=said.append).open()
     n = 0
     try:
         end = time.monotonic() + 8
@@ -113,7 +113,7 @@ def test_a_collector_that_stays_up_confirms_everything():
     dropped, nothing said."""
     c = Collector(60)
     said = []
-    sink = SyslogSink(fmt.Clock(), True, f"tcp://127.0.0.1:{c.port}", warn=said.append).open()
+    sink = SyslogSink(Clock(), True, f"tcp://127.0.0.1:{c.port}", warn=said.append).open()
     try:
         for n in range(300):
             sink.notice(f"Lost Events: test {n}", {"event": "lost_events", "lost": n})
@@ -141,6 +141,6 @@ def test_monitor_counts_what_a_closing_collector_never_got(monitor):
         c.stop()
     n = len(m.lines())
     assert n >= 80 and c.frames == 0
-    dropped = int(re.search(r"syslog dropped=(\d+)", m.stdout).group(1))
+    dropped = int(re.search(r"syslog dropped=(\d+)", m.stderr).group(1))
     assert dropped == n, (dropped, n, c.bytes)
     assert sum("syslog tcp://" in line for line in m.stderr.splitlines()) <= 3, m.stderr
