@@ -1,5 +1,6 @@
-"""Command line: `socket-snoop [options]` runs the monitor; `check`, `service` and `report` are subcommands.
-This module only dispatches: each command is a module of commands/ with main(argv)."""
+"""Command line: `socket-snoop [options]` runs the monitor; `check`, `service` and `report` are commands
+(settings/monitor.py lists them for --help; a mistyped one gets a suggestion there). This module only
+dispatches: each command is a module of commands/ with main(argv)."""
 
 import sys
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 from socketsnoop.commands import service
-from socketsnoop.commands.options import options_from_config
+from socketsnoop.settings.monitor import options_from_config
 from socketsnoop.kernel import abi
 from socketsnoop.output import formats as fmt
 from socketsnoop.output.journal import JournalSink, field, field_name

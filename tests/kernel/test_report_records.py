@@ -404,7 +404,7 @@ def test_malformed_summary_lines_are_counted_and_skipped(tmp_path, capsys):
 
 def test_tables_are_bounded(tmp_path):
     parser = report.parse.Parser()
-    rep = report.aggregate.Report(Filters(include_unspecified=True), table_limit=3)
+    rep = report.aggregate.Report(Filters(), table_limit=3)
     for i in range(10):
         for result in ("reset-sent", "reset-received"):
             rep.add(parser.parse(GOOD_TEXT.replace("PID=5", f"PID={100 + i}").replace("RESULT=closed",
@@ -460,7 +460,7 @@ def test_lifecycle_joins_are_bounded():
     """CLOSE lines that no summary follows (an old log), summaries that join, and summaries that no CLOSE
     line follows: each map keeps join_limit."""
     parser = report.parse.Parser()
-    rep = report.aggregate.Report(Filters(include_unspecified=True), max_conns=5, table_limit=5)
+    rep = report.aggregate.Report(Filters(), max_conns=5, table_limit=5)
     for i in range(40):
         close = (f"Dec 30 2024 22:05:25.000 State Change: SRC=10.0.0.1:{1000 + i} DST=10.0.0.2:2 PID=5 COMM=x "
                  "STATE=Connection Closed")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 from socketsnoop.commands import report, service
-from socketsnoop.commands.options import build_parser, filters_from, parse_size
+from socketsnoop.settings.monitor import build_parser, filters_from
+from socketsnoop.settings.values import parse_size
 from socketsnoop.errors import SnoopError
 
 from support.system import unprivileged_command
@@ -68,7 +69,7 @@ def test_filters_are_or_within_and_across():
     opts = build_parser().parse_args(["-P", "22", "-P", "443", "--dst", "10.0.0.0/8", "-s", "established",
                                       "-c", "sshd", "--no-log-file"])
     f = filters_from(opts)
-    assert f.ports == {22, 443} and f.states == {1} and f.comms == {b"sshd"}
+    assert f.include["port"] == {22, 443} and f.include["state"] == {1} and f.include["comm"] == {b"sshd"}
     keys = list(f.map_entries())
     assert len([k for k in keys if k[0] == "filter_ports"]) == 2
     assert [k for k in keys if k[0] == "filter_addrs"][0][1][:4] == (16 + 8).to_bytes(4, "little")
@@ -76,7 +77,7 @@ def test_filters_are_or_within_and_across():
 
 def test_ipv4_mapped_cidr_becomes_ipv4():
     opts = build_parser().parse_args(["--src", "::ffff:10.0.0.0/104", "--no-log-file"])
-    assert str(filters_from(opts).srcs[0]) == "10.0.0.0/8"
+    assert [str(n) for n in filters_from(opts).include["src"]] == ["10.0.0.0/8"]
 
 
 def test_sizes():

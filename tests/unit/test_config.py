@@ -8,8 +8,8 @@ import sys
 
 import pytest
 from socketsnoop import cli
-from socketsnoop.commands import options
-from socketsnoop.commands.config import key_line, parse_with_config
+from socketsnoop.settings import monitor as options
+from socketsnoop.settings.file import key_line, parse_with_config
 
 GOOD = """\
 # socket-snoop options
@@ -160,7 +160,7 @@ def test_config_path_escaped_in_messages(tmp_path, capsys):
 
 
 def test_escape_helpers():
-    from socketsnoop.commands.config import escape, show_key
+    from socketsnoop.settings.file import escape, show_key
     assert escape("plain text, é") == "plain text, é"
     assert escape("a\x1bb\n\u202e\udcff") == "a\\x1bb\\n\\u202e\\udcff"
     assert show_key("log-file") == "log-file" and show_key("a b") == '"a b"' and show_key('q"') == '"q\\""'

@@ -1,5 +1,5 @@
 """The package's import graph: no cycles, no imports inside functions, and layers that only look down:
-kernel <- pipeline <- output <- commands <- cli (a module may import from its own layer or below)."""
+kernel <- pipeline <- output <- settings <- commands <- cli (a module may import from its own layer or below)."""
 
 import ast
 from pathlib import Path
@@ -7,8 +7,8 @@ from pathlib import Path
 import socketsnoop
 
 PACKAGE = Path(socketsnoop.__file__).resolve().parent
-LAYERS = {"errors": 0, "__init__": 0, "kernel": 1, "pipeline": 2, "output": 3, "commands": 4, "cli": 5,
-          "__main__": 6}
+LAYERS = {"errors": 0, "__init__": 0, "kernel": 1, "pipeline": 2, "output": 3, "settings": 4, "commands": 5,
+          "cli": 6, "__main__": 7}
 
 
 def module_name(path):

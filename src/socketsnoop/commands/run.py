@@ -36,7 +36,7 @@ from ..pipeline.decode import TS, merge_by_time
 from ..pipeline.enrich import ProcOwnerEnricher
 from ..pipeline.identity import CgroupTree, Identity
 from ..pipeline.owners import ProcOwners, netns_inode, tcp_sockets
-from .options import filters_from, metrics_from, monitor_options
+from ..settings.monitor import filters_from, metrics_from, monitor_options
 
 POLL_S = 0.1  # longest wait for a batch: lines reach the log within this, plus the write
 DRAIN_S = 0.25  # longest stretch of reading before the main loop looks at signals and timers
@@ -69,7 +69,7 @@ class Monitor:
         self.filters = filters
         self.clock = Clock()
         # the owner's names (user, cgroup, unit, container, pod, exe): only where an output shows them
-        context = getattr(opts, "context", False)
+        context = opts.context
         self.cgroups = CgroupTree() if opts.format == "json" or context or filters.wants_cgroups() else None
         self.identity = (Identity(self.cgroups, warn=_err) if opts.format == "json" or context else None)
         self.text = TextFormatter(self.clock, self.identity, context)

@@ -12,17 +12,24 @@ number for a value, a list (or a single value) for a repeatable option:
 
 Each value goes through the same type function and choices as on the
 command line: both come from the option's declaration (an Option, see
-cmdline.py), which the parser is built from. The command line wins:
+option.py), which the parser is built from. The command line wins:
 for a repeatable option, values given there replace the file's.
+
+The file is read only if it can be trusted (trust.py): owned by root (or
+the user running us) and writable by no one else, with every directory
+above it and every symbolic link on the way; else one line, exit 2.
 """
 
 import argparse
 import json
+import os
 import re
+import stat
 import tomllib
 
 from ..errors import SnoopError
-from .cmdline import CONST, LIST, SWITCH
+from .option import CONST, LIST, SWITCH
+from .trust import is_dev_null, walk
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -43,20 +50,31 @@ def show_key(key):
 
 def read(path, explicit):
     """The file's table; {} when the default file is absent. Errors: one line, status 2."""
+    where = f"socket-snoop: config file {escape(path)}"
     try:
-        with open(path, "rb") as f:
+        why, real, st = walk(path)
+        if is_dev_null(st):
+            return {}, ""
+        if why:
+            raise SnoopError(f"{where}: refused: {escape(why)}; it must be owned by root and writable by no one "
+                             "else, as must every directory above it", 2)
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as f:
+            now = os.fstat(f.fileno())
+            if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) or not stat.S_ISREG(now.st_mode):
+                raise SnoopError(f"{where}: refused: not a regular file, or changed while it was checked", 2)
             raw = f.read()
     except FileNotFoundError:
         if not explicit:
             return {}, ""
-        raise SnoopError(f"socket-snoop: config file {escape(path)}: not found", 2) from None
+        raise SnoopError(f"{where}: not found", 2) from None
     except OSError as e:
-        raise SnoopError(f"socket-snoop: config file {escape(path)}: cannot read it: {e.strerror}", 2) from None
+        raise SnoopError(f"{where}: cannot read it: {e.strerror}", 2) from None
     text = raw.decode("utf-8", "replace")
     try:
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as e:
-        raise SnoopError(f"socket-snoop: config file {escape(path)}: not valid TOML: {escape(e)}", 2) from None
+        raise SnoopError(f"{where}: not valid TOML: {escape(e)}", 2) from None
 
 
 def key_line(text, key):
@@ -98,7 +116,7 @@ def _convert_values(opt, flag, key, value):
 
 def convert(parser, table):
     """TOML table -> {dest: value}, by the Options the parser was built from (parser.declared, see
-    cmdline.py); a bad key raises _Bad(key, message)."""
+    option.py); a bad key raises _Bad(key, message)."""
     out = {}
     for key, value in table.items():
         flag = "--" + key.replace("_", "-")
