@@ -316,8 +316,10 @@ def test_filters_and_time_bounds(tmp_path):
         {"remote": "[2001:db8::2]:443", "failed": 1, "causes": {"refused": 1}}]
     assert summaries("--dst", "203.0.113.0/24")[0]["connections"] == 4
     assert summaries("--src", "2001:db8::/32")[0]["connections"] == 1
-    r, filtered = summaries("-s", "ESTABLISHED")  # a summary's state is CLOSE, as in the kernel's filter
-    assert r["connections"] == 0 and r["top_connections_by_bytes"] == [] and filtered == 8
+    # the state filter is for events: the kernel's lets every connection record pass (the differential test,
+    # tests/kernel/test_filter_differential.py, holds the two to the same verdict)
+    r, filtered = summaries("-s", "ESTABLISHED")
+    assert r["connections"] == 8 and filtered == 0
     assert summaries("-s", "CLOSE")[0]["connections"] == 8
     assert summaries("--no-resets", "--no-retransmits")[0]["connections"] == 8  # they drop events, not summaries
     r, filtered = summaries("--since", "2024-12-30T22:05:29Z", "--until", "2024-12-30T22:05:34.200Z")
