@@ -149,11 +149,12 @@ def test_filters_resolve_to_kernel_entries(tmp_path):
     assert (abi.MAP_FILTER_CGROUPS, abi.U64_KEY.pack(ino("/kubepods.slice")), bytes((abi.FV_INCLUDE,))) in entries
     with pytest.raises(SnoopError, match=f"more than one container: {ID[:12]}.*, {ID}|{ID}, "):
         Filters(include={"container": [ID[:12]]}).resolve_cgroups(tree)
-    with pytest.raises(SnoopError, match="no unit nope.service") as e:
-        Filters(exclude={"unit": ["nope.service"]}).resolve_cgroups(tree)
-    assert e.value.status == 2
-    with pytest.raises(SnoopError, match="no cgroup /nope"):
-        Filters(include={"cgroup": ["/nope"]}).resolve_cgroups(tree)
+    # a name not there yet: waited for, with a warning; every depth looked at meanwhile
+    warned = []
+    f = Filters(exclude={"unit": ["nope.service"]}, include={"cgroup": ["/nope"]}).resolve_cgroups(tree, warned.append)
+    assert f.cgroups_missing == [("--cgroup", "/nope"), ("--exclude-unit", "nope.service")]
+    assert len(warned) == 2 and "--exclude-unit nope.service: no such cgroup" in warned[1]
+    assert f.cgroup_levels() == (1 << abi.CGROUP_LEVELS) - 1 and f.flags() & abi.FILT_CGROUP
     with pytest.raises(SnoopError, match="no cgroup2 mount"):
         Filters(include={"unit": ["x.service"]}).resolve_cgroups(CgroupTree(found=False))
     assert Filters(include={"pid": {1}}).resolve_cgroups(CgroupTree(found=False)).flags() & abi.FILT_CGROUP == 0

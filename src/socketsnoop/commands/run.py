@@ -34,6 +34,8 @@ from ..output.sinks import ConsoleSink, LogFileSink, UnsafeLogPath
 from ..output.syslog import SyslogSink
 from ..pipeline.decode import TS, merge_by_time
 from ..pipeline.enrich import ProcOwnerEnricher
+from ..pipeline.filter_cgroups import CgroupWatch
+from ..pipeline.filters import CGROUP_KINDS
 from ..pipeline.identity import CgroupTree, Identity
 from ..pipeline.owners import ProcOwners, netns_inode, tcp_sockets
 from ..settings.monitor import filters_from, metrics_from, monitor_options
@@ -84,6 +86,7 @@ class Monitor:
         self.stop = False
         self.hup = False
         self.probe = None
+        self.cgroup_watch = None  # the cgroup filters' names, looked for again while we run
         self.samples = []  # perf buffer samples of the current poll
         self.losses = (0, 0)  # lost and missed events the outputs were told of
         self.want_lines = True  # some sink wants lines (set by open_sinks)
@@ -267,13 +270,15 @@ class Monitor:
             signal.signal(sig, self._on_signal)
         preflight()  # "needs root" comes before "cannot write /var/log/...", which follows from it
         if self.cgroups is not None:
-            self.filters.resolve_cgroups(self.cgroups)  # a unit, container or cgroup that is not there: exit 2
+            self.filters.resolve_cgroups(self.cgroups, warn=_err)  # one not there yet: waited for
         self.open_sinks()
         self.probe = Probe(self.filters, buffer=opts.buffer, buffer_size=opts.buffer_size, log=_err,
                            records=self.summary or self.report is not None or self.metrics is not None,
                            summary_only=opts.summary_only, want_cgroup=self.identity is not None)
         try:
             self.probe.load()
+            if self.filters.wants_cgroups():
+                self.cgroup_watch = CgroupWatch(self.filters, self.cgroups, self.probe, CGROUP_KINDS, warn=_err)
             self.owners.scan()
             self.probe.seed_listeners(self.owners.listeners(), netns_inode())
             self.enrichers.append(ProcOwnerEnricher(self.owners, self.probe, self.filters))
@@ -319,6 +324,8 @@ class Monitor:
                 next_check = now + 1.0
                 for sink in self.sinks:
                     sink.check()
+                if self.cgroup_watch is not None:
+                    self.cgroup_watch.tick(now)
                 if self.queued_sinks:
                     self.notice_losses(self.probe.counters())
             if next_stats and now >= next_stats:

@@ -20,7 +20,6 @@ from ..kernel.abi import (
     ADDR_EITHER,
     ADDR_EXCLUDE,
     ADDR_SRC,
-    CGROUP_LEVELS,
     COMM_LEN,
     EV_CONNECTION,
     EV_RESET_RECEIVED,
@@ -66,6 +65,7 @@ from .filter_values import (
     parse_unit,
     uid_of_name,
 )
+from .filter_cgroups import ALL_LEVELS, resolve
 from .identity import container_of
 
 RUN_AND_REPORT = ("run", "report")
@@ -292,6 +292,7 @@ class Filters:
         self.switches = dict(switches or {})
         # resolve_cgroups(): cgroup id -> (depth below the v2 root, FV_INCLUDE | FV_EXCLUDE)
         self.cgroup_ids = {}
+        self.cgroups_missing = []  # (option, value) of the cgroup names not in the hierarchy (yet)
         self._tests = self._compile(FILTERS)
         self._owner_tests = self._compile([k for k in FILTERS if isinstance(k, OwnerKind)], switches=False)
 
@@ -342,7 +343,10 @@ class Filters:
         return mask
 
     def cgroup_levels(self):
-        """The depths a cgroup filter names: the kernel looks only there (rodata cgroup_levels)."""
+        """The depths a cgroup filter names: the kernel looks only there (rodata cgroup_levels, fixed at load).
+        Every depth while a name is waited for: it may appear anywhere."""
+        if self.cgroups_missing:
+            return ALL_LEVELS
         mask = 0
         for level, _bits in self.cgroup_ids.values():
             mask |= 1 << level
@@ -356,25 +360,18 @@ class Filters:
         for cid, (_level, bits) in self.cgroup_ids.items():
             yield abi.MAP_FILTER_CGROUPS, abi.U64_KEY.pack(cid), bytes((bits,))
 
-    def resolve_cgroups(self, tree):
+    def resolve_cgroups(self, tree, warn=None):
         """--cgroup, --unit, --container and their exclusions as cgroup ids, from the cgroup v2 hierarchy
-        (pipeline/identity.CgroupTree). Anything not found is a one-line error (exit 2)."""
+        (pipeline/identity.CgroupTree). A name not there yet is waited for (filter_cgroups.CgroupWatch), with
+        a warning; no cgroup v2, or a container prefix that names two, is a one-line error (exit 2)."""
         if not self.wants_cgroups():
             return self
-        if tree.mount is None:
-            raise SnoopError("socket-snoop: --cgroup, --unit and --container need cgroup v2, and this host has "
-                             "no cgroup2 mount (/proc/self/mountinfo)", status=2)
-        ids = {}
-        for bit, values, pre in ((FV_INCLUDE, self.include, "--"), (FV_EXCLUDE, self.exclude, "--exclude-")):
-            for kind in CGROUP_KINDS:
-                for value in sorted(values.get(kind.name, ())):
-                    for path in _cgroup_paths(tree, kind.name, value, pre):
-                        cid, level = tree.id_of(path)
-                        if level >= CGROUP_LEVELS:
-                            raise SnoopError(f"socket-snoop: cgroup {path} is {level} levels deep: at most "
-                                             f"{CGROUP_LEVELS - 1} are supported", status=2)
-                        ids[cid] = (level, ids.get(cid, (level, 0))[1] | bit)
-        self.cgroup_ids = ids
+        self.cgroup_ids, missing = resolve(self, tree, CGROUP_KINDS)
+        self.cgroups_missing = missing
+        for option, value in missing:
+            if warn:
+                warn(f"socket-snoop: warning: {option} {value}: no such cgroup (under {tree.mount}) yet: "
+                     "filtered in the kernel as soon as it appears")
         return self
 
     # -- the user space's side ----------------------------------------------------
@@ -394,25 +391,3 @@ class Filters:
             return True
         ev = Event(0, 0, None, 0, None, 0, pid, comm.split(b"\0", 1)[0], 0, uid, user)
         return all(test(ev) for test in self._owner_tests)
-
-
-def _cgroup_paths(tree, kind, value, pre):
-    """The relative paths of the cgroups a --cgroup, --unit or --container value names."""
-    if kind == "cgroup":
-        rel = tree.relative(value)
-        if rel is None:
-            raise SnoopError(f"socket-snoop: {pre}cgroup: no cgroup {value} (under {tree.mount})", status=2)
-        return [rel]
-    if kind == "unit":
-        found = tree.find_unit(value)
-        if not found:
-            raise SnoopError(f"socket-snoop: {pre}unit: no unit {value} in the cgroup tree ({tree.mount})", status=2)
-        return found
-    found = tree.find_container(value)
-    if not found:
-        raise SnoopError(f"socket-snoop: {pre}container: no container {value} in the cgroup tree ({tree.mount})",
-                         status=2)
-    if len(found) > 1:
-        raise SnoopError(f"socket-snoop: {pre}container: {value} matches more than one container: "
-                         + ", ".join(sorted(found)), status=2)
-    return next(iter(found.values()))
