@@ -65,6 +65,7 @@ from .filter_values import (
     parse_unit,
     uid_of_name,
 )
+from .decode import TCP_STATES
 from .filter_cgroups import ALL_LEVELS, resolve
 from .identity import container_of
 
@@ -99,8 +100,9 @@ class Kind:
     group = None  # kinds of one group are OR-ed as one kind (the cgroup's names); None: its own
 
     def __init__(self, name, flags, parse, help, bit, exclude=None, exclude_bit=0, metavar=None,
-                 exclude_metavar=None):
+                 exclude_metavar=None, example=None, show=None):
         self.name, self.flags, self.parse, self.help, self.metavar = name, flags, parse, help, metavar
+        self.example, self.show = example, show  # a value for the example config; value -> its text (None: as is)
         self.bit, self.exclude, self.exclude_bit = bit, exclude, exclude_bit
         self.exclude_metavar = exclude_metavar
         self.exclude_name = "exclude_" + name if exclude else None
@@ -220,35 +222,40 @@ def _in_container(ev, prefix):
 FILTERS = (
     OwnerKind("pid", ("-p", "--pid"), parse_pid, "owning process id (repeatable)", FILT_PID,
               "leave out this owning process id (repeatable)", FILT_X_PID, exclude_metavar="PID",
-              map_name=abi.MAP_FILTER_PIDS, pack=abi.U32_KEY.pack, value_of=lambda ev: ev.pid),
+              map_name=abi.MAP_FILTER_PIDS, pack=abi.U32_KEY.pack, value_of=lambda ev: ev.pid, example=1234),
     OwnerKind("comm", ("-c", "--comm"), parse_comm, "owning command name, exact (repeatable)", FILT_COMM,
               "leave out this owning command name", FILT_X_COMM, exclude_metavar="NAME",
-              map_name=abi.MAP_FILTER_COMMS, pack=lambda c: c.ljust(COMM_LEN, b"\0"), value_of=lambda ev: ev.comm),
+              map_name=abi.MAP_FILTER_COMMS, pack=lambda c: c.ljust(COMM_LEN, b"\0"), value_of=lambda ev: ev.comm,
+              example="nginx", show=lambda c: c.decode("utf-8", "surrogateescape")),
     PortKind("port", ("-P", "--port"), parse_port, "port at either end (repeatable)", FILT_PORT,
              "leave out this port, at either end", FILT_X_PORT, exclude_metavar="PORT", ends=_either,
-             code=ADDR_EITHER),
-    PortKind("src_port", ("--src-port",), parse_port, "local port (SRC)", FILT_SPORT, ends=_local, code=ADDR_SRC),
+             code=ADDR_EITHER, example=443),
+    PortKind("src_port", ("--src-port",), parse_port, "local port (SRC)", FILT_SPORT, ends=_local, code=ADDR_SRC,
+             example=22),
     PortKind("dst_port", ("--dst-port",), parse_port, "remote port (DST)", FILT_DPORT, ends=_remote,
-             code=ADDR_DST),
+             code=ADDR_DST, example=443),
     AddrKind("addr", ("-a", "--addr"), parse_cidr, "address or CIDR at either end, IPv4 or IPv6", FILT_ADDR,
              "leave out this address or CIDR, at either end", FILT_X_ADDR, exclude_metavar="CIDR", ends=_either,
-             code=ADDR_EITHER),
-    AddrKind("src", ("--src",), parse_cidr, "local address or CIDR", FILT_SRC, ends=_local, code=ADDR_SRC),
-    AddrKind("dst", ("--dst",), parse_cidr, "remote address or CIDR", FILT_DST, ends=_remote, code=ADDR_DST),
+             code=ADDR_EITHER, example="10.0.0.0/8"),
+    AddrKind("src", ("--src",), parse_cidr, "local address or CIDR", FILT_SRC, ends=_local, code=ADDR_SRC,
+             example="192.0.2.0/24"),
+    AddrKind("dst", ("--dst",), parse_cidr, "remote address or CIDR", FILT_DST, ends=_remote, code=ADDR_DST,
+             example="2001:db8::/32"),
     StateKind("state", ("-s", "--state"), parse_state, "new state, e.g. ESTABLISHED, SYN_SENT, CLOSE (repeatable)",
-              FILT_STATE),
+              FILT_STATE, example="ESTABLISHED", show=lambda n: TCP_STATES[n]),
     OwnerKind("uid", ("--uid",), parse_uid, "owner's uid or user name (repeatable)", FILT_UID,
               "leave out this uid or user name", FILT_X_UID, metavar="UID", exclude_metavar="UID",
-              map_name=abi.MAP_FILTER_UIDS, pack=abi.U32_KEY.pack, value_of=_uid),
+              map_name=abi.MAP_FILTER_UIDS, pack=abi.U32_KEY.pack, value_of=_uid, example=1000),
     CgroupKind("cgroup", ("--cgroup",), parse_cgroup,
                "socket's cgroup v2 PATH or below, e.g. /system.slice/nginx.service",
                exclude="leave out this cgroup and everything below it", metavar="PATH", exclude_metavar="PATH",
-               test=_under),
+               test=_under, example="/system.slice/nginx.service"),
     CgroupKind("unit", ("--unit",), parse_unit, "systemd unit (its cgroup and below), e.g. nginx.service",
-               exclude="leave out this systemd unit", metavar="NAME", exclude_metavar="NAME", test=_in_unit),
+               exclude="leave out this systemd unit", metavar="NAME", exclude_metavar="NAME", test=_in_unit,
+               example="backup.service"),
     CgroupKind("container", ("--container",), parse_container,
                "container id, a unique prefix of at least 12 hex digits", exclude="leave out this container",
-               metavar="ID", exclude_metavar="ID", test=_in_container),
+               metavar="ID", exclude_metavar="ID", test=_in_container, example="0123456789ab"),
 )
 CGROUP_KINDS = tuple(k for k in FILTERS if k.group == "cgroup")
 

@@ -13,7 +13,7 @@ from ..pipeline.filters import FILTERS, SWITCHES, Filters
 from .file import parse_with_config
 from .sandbox import conflict_line
 from .option import CONST, LIST, SWITCH, VALUE, CommandParser, Option, freeze, settings_class
-from .values import metrics_labels, parse_listen, parse_size, positive, syslog_url
+from .values import metrics_labels, parse_listen, parse_size, positive, show_listen, syslog_url
 
 DEFAULT_LOG = "/var/log/socket_monitor.log"
 DEFAULT_CONFIG = "/etc/socket-snoop/config.toml"
@@ -23,6 +23,7 @@ COMMANDS = (
     ("check", "can this host run the monitor? (one line per need, then a verdict)"),
     ("service", "install or remove the systemd unit and the logrotate file"),
     ("report", "lifecycles and a summary from the logs the monitor wrote"),
+    ("config", "the effective configuration, as a config file; the example config, the man page, bash completion"),
 )
 
 EXAMPLES = """\
@@ -43,6 +44,7 @@ examples:
   socket-snoop check                   # can this host run the monitor?
   socket-snoop service install         # systemd unit + logrotate, hardened
   socket-snoop report /var/log/socket_monitor.log*   # lifecycles and summary from logs
+  socket-snoop config --json -P 443    # the configuration it would run with, as a config file
 """
 
 OUTPUT = (
@@ -62,29 +64,30 @@ OUTPUT = (
     Option(("--max-tracked",), VALUE, "connections the exit report keeps, the most recent (default 1000)",
            type=positive("--max-tracked", int, 10**7), default=1000, metavar="N", value_type=int),
     Option(("--stats",), VALUE, "print a one-line summary on stderr every SECONDS", type=positive("--stats"),
-           metavar="SECONDS", value_type=float | None),
+           metavar="SECONDS", value_type=float | None, example=10),
 )
 
 OUTPUTS = (
     Option(("--metrics",), VALUE, "serve Prometheus metrics on ADDR:PORT (default address 127.0.0.1)",
-           type=parse_listen, metavar="[ADDR:]PORT", value_type=tuple | None),
+           type=parse_listen, metavar="[ADDR:]PORT", value_type=tuple | None, example="9100", show=show_listen),
     Option(("--metrics-labels",), LIST, "label the counts by comm, unit and/or container (comma-separated; "
-           "NAME:N caps NAME at N distinct values, the rest are 'other')", type=metrics_labels, metavar="LIST"),
+           "NAME:N caps NAME at N distinct values, the rest are 'other')", type=metrics_labels, metavar="LIST",
+           example="comm:50"),
     Option(("--metrics-label-limit",), VALUE, f"distinct values kept per label (default {DEFAULT_LABEL_LIMIT})",
            type=positive("--metrics-label-limit", int, 100000), default=DEFAULT_LABEL_LIMIT, metavar="N",
            value_type=int),
     Option(("--journal",), SWITCH, "each event to the systemd journal (native protocol)"),
     Option(("--journal-socket",), VALUE,
            "the journal's socket (implies --journal; default /run/systemd/journal/socket)", metavar="PATH",
-           value_type=str | None),
+           value_type=str | None, example="/run/systemd/journal/socket"),
     Option(("--syslog",), VALUE,
            "RFC 5424 messages to a collector: udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT",
-           type=syslog_url, metavar="URL"),
+           type=syslog_url, metavar="URL", example="tcp://192.0.2.10:514"),
     Option(("--syslog-facility",), VALUE, "syslog facility (default daemon; kern, user, ..., local0 to local7)",
            choices=tuple(FACILITIES), default="daemon", metavar="NAME", value_type=str),
     Option(("--syslog-ca",), VALUE,
            "CA certificates (PEM) that sign the tls:// collector's certificate (default: the system's)",
-           metavar="FILE", value_type=str | None),
+           metavar="FILE", value_type=str | None, example="/etc/ssl/logs-ca.pem"),
     Option(("--output-queue",), VALUE, "events the journal and syslog outputs each hold while the receiver "
            "is slow or down (default 10000); what does not fit is dropped and counted",
            type=positive("--output-queue", int, 10**7), default=10000, metavar="N", value_type=int),
@@ -95,7 +98,7 @@ CONFIG = Option(("--config",), VALUE, f"config file (default {DEFAULT_CONFIG} if
 
 RUNNING = (
     Option(("--duration",), VALUE, "stop after SECONDS", type=positive("--duration"), metavar="SECONDS",
-           value_type=float | None),
+           value_type=float | None, example=60),
     Option(("--buffer",), VALUE, "kernel-to-user buffer: BPF ring buffer (default, Linux 5.8+) or perf buffer",
            choices=("ringbuf", "perf"), default="ringbuf", value_type=str),
     Option(("--buffer-size",), VALUE, "buffer size, e.g. 32M (default), rounded up to a power of two",
@@ -112,9 +115,10 @@ def _filter_options():
     """The filters' options, from their declarations (pipeline/filters.py): each kind's, then the
     exclusions, then the switches."""
     kinds = [Option(k.flags, LIST, k.help, type=_kind_type(k, k.flags[-1]), metavar=k.metavar, dest=k.name,
-                    commands=("run", "report")) for k in FILTERS]
+                    commands=("run", "report"), example=k.example, show=k.show) for k in FILTERS]
     exclusions = [Option((k.exclude_flag,), LIST, k.exclude, type=_kind_type(k, k.exclude_flag),
-                         metavar=k.exclude_metavar, dest=k.exclude_name, commands=("run", "report"))
+                         metavar=k.exclude_metavar, dest=k.exclude_name, commands=("run", "report"),
+                         example=k.example, show=k.show)
                   for k in FILTERS if k.exclude]
     switches = [Option(s.flags, SWITCH, s.help, dest=s.name, commands=s.commands) for s in SWITCHES]
     return tuple(kinds + exclusions + switches)

@@ -40,6 +40,8 @@ class Option:
     in_file: bool = True  # False: not a key of the config file (e.g. --config)
     commands: tuple = ("run",)  # the commands that take it
     value_type: Any = None  # the settings field's type (None: from the kind and the default)
+    example: Any = None  # a value for the example config (None: its default)
+    show: Callable | None = None  # a value -> its text as given (None: str)
 
     @property
     def long_flags(self):
@@ -102,6 +104,7 @@ class CommandParser(argparse.ArgumentParser):
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("allow_abbrev", False)
+        self.passes_unknown = kwargs.pop("passes_unknown", False)  # parse_known_args leaves them to another
         self.declared = {}  # '--long-flag' -> Option, of the options added by add_group
         self.flags = []  # every option string, for suggestions
         self.value_flags = set()  # the option strings that take a value
@@ -136,7 +139,8 @@ class CommandParser(argparse.ArgumentParser):
     def parse_known_args(self, args=None, namespace=None):
         self.given = {}
         args = self._negatives(args)
-        self._unknown(args)
+        if not self.passes_unknown:
+            self._unknown(args)
         return super().parse_known_args(args, namespace)
 
     def _unknown(self, args):

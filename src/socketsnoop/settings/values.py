@@ -64,6 +64,12 @@ def parse_listen(value, option="--metrics"):
     return host, number
 
 
+def show_listen(value):
+    """(address, port) -> the text parse_listen takes."""
+    host, port = value
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def metrics_labels(value):
     try:
         parse_labels([value])
