@@ -72,9 +72,14 @@ class CgroupWatch:
                       + str(e).removeprefix("socket-snoop: "))
             return
         old = self.filters.cgroup_ids
-        for cid, (_level, bits) in ids.items():
-            if old.get(cid, (None, None))[1] != bits:
-                self.probe.set_cgroup_filter(cid, bits)
+        try:
+            for cid, (_level, bits) in ids.items():
+                if old.get(cid, (None, None))[1] != bits:
+                    self.probe.set_cgroup_filter(cid, bits)
+        except SnoopError as e:  # the map is full: tried again at the next look
+            self.warn("socket-snoop: warning: the cgroup filters were not updated: "
+                      + str(e).removeprefix("socket-snoop: "))
+            return
         for cid in old.keys() - ids.keys():
             self.probe.drop_cgroup_filter(cid)
         for option, value in sorted(self.missing - set(missing)):

@@ -387,6 +387,8 @@ class Filters:
         """The kernel's verdict (bpf: passes_filters()) in Python, for a logged event or record: `kind` an
         events type number (EV_CONNECTION for a record, with its result's word), src/dst ipaddress objects
         (IPv4-mapped IPv6 counts as IPv4), comm the raw name; the identity fields as far as the log has them."""
+        if not self._tests:
+            return True
         ev = Event(kind, family, src, sport, dst, dport, pid, comm.split(b"\0", 1)[0], newstate, uid, user,
                    cgroup, unit, container, result)
         return all(test(ev) for test in self._tests)
