@@ -17,7 +17,7 @@ from ..kernel.loader import (BTF_PATH, RESETS_FENTRY, RESETS_PARTIAL, RESETS_TRA
 from ..pipeline.identity import CgroupTree, cgroup2_mount
 from ..output.sinks import insecure_dir
 from ..settings.monitor import CONFIG, RunSettings, filters_from, options_from_config
-from ..settings.option import CommandParser
+from ..settings.option import CommandParser, freeze, settings_class
 
 MIN_KERNEL = (5, 8)  # with the default ring buffer
 # what the object needs, oldest first: (kernel, what needs it, for which --buffer); see the feature list
@@ -235,8 +235,11 @@ def build_parser():
     return p
 
 
+CheckSettings = settings_class("CheckSettings", [CONFIG], "`socket-snoop check`'s settings.")
+
+
 def main(argv):
-    opts = build_parser().parse_args(argv)
+    opts = freeze(CheckSettings, build_parser().parse_args(argv))
     results = run_checks(opts.config)
     for r in results:
         print(r.line())

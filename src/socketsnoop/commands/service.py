@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from ..errors import SnoopError
 from ..settings.monitor import CONFIG, DEFAULT_LOG, RunSettings, options_from_config
-from ..settings.option import CommandParser
+from ..settings.option import SWITCH, VALUE, CommandParser, Option, freeze, settings_class
 from ..settings.sandbox import ANY, ENV as SANDBOX_ENV, LOG_DIR, needed
 
 UNIT_NAME = "socket-snoop.service"
@@ -293,19 +293,29 @@ def uninstall(opts, out):
     return 0
 
 
+SERVICE_OPTIONS = (
+    Option(("--dry-run",), SWITCH, "print what would be written or removed", in_file=False, commands=("service",)),
+    Option(("--unit-dir",), VALUE, f"default {UNIT_DIR}", default=UNIT_DIR, metavar="DIR", in_file=False,
+           commands=("service",), value_type=str),
+    Option(("--logrotate-dir",), VALUE, f"default {LOGROTATE_DIR}", default=LOGROTATE_DIR, metavar="DIR",
+           in_file=False, commands=("service",), value_type=str),
+    CONFIG,
+)
+ServiceSettings = settings_class("ServiceSettings", SERVICE_OPTIONS, "`socket-snoop service`'s settings.",
+                                 positionals=[("action", str)])
+
+
 def build_parser():
     p = CommandParser(prog="socket-snoop service",
                       description="Install or remove the systemd unit and the logrotate file.")
     p.add_argument("action", choices=("install", "uninstall"))
-    p.add_argument("--dry-run", action="store_true", help="print what would be written or removed")
-    p.add_argument("--unit-dir", default=UNIT_DIR, metavar="DIR", help=f"default {UNIT_DIR}")
-    p.add_argument("--logrotate-dir", default=LOGROTATE_DIR, metavar="DIR", help=f"default {LOGROTATE_DIR}")
-    p.add_group("options", [CONFIG])
+    p.add_group("options", SERVICE_OPTIONS)
     return p
 
 
 def main(argv):
-    opts = build_parser().parse_args(argv)
-    if opts.config:
-        opts.config = os.path.abspath(opts.config)
+    ns = build_parser().parse_args(argv)
+    if ns.config:
+        ns.config = os.path.abspath(ns.config)
+    opts = freeze(ServiceSettings, ns)
     return (install if opts.action == "install" else uninstall)(opts, sys.stdout)

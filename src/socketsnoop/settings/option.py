@@ -191,9 +191,10 @@ def _shown(flag, opt, value):
     return flag if opt.kind in (SWITCH, CONST) else f"{flag} {value}"
 
 
-def settings_class(name, options, doc):
-    """A frozen dataclass with one field per option (the CONST ones set another's field), in order."""
-    fields, seen = [], set()
+def settings_class(name, options, doc, positionals=()):
+    """A frozen dataclass with one field per option (the CONST ones set another's field), in order, after
+    the (name, type) of each positional argument."""
+    fields, seen = list(positionals), set()
     for opt in options:
         if opt.kind == CONST or opt.name in seen:
             continue
