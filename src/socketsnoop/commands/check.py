@@ -231,7 +231,7 @@ def run_checks(config=None):
 def build_parser():
     p = CommandParser(prog="socket-snoop check",
                       description="Check that this host can run the monitor. Exit 0: it can; 1: it cannot.")
-    p.add_group("options", [CONFIG])
+    p.add_group("the configuration checked with", [CONFIG])
     return p
 
 

@@ -309,7 +309,7 @@ def build_parser():
     p = CommandParser(prog="socket-snoop service",
                       description="Install or remove the systemd unit and the logrotate file.")
     p.add_argument("action", choices=("install", "uninstall"))
-    p.add_group("options", SERVICE_OPTIONS)
+    p.add_group("install and uninstall", SERVICE_OPTIONS)
     return p
 
 
