@@ -78,6 +78,7 @@ def test_man_page_renders_with_every_option(tmp_path):
     (["report", "f", "--si"], {"--since"}),
     (["-P", "22", "--exclude-u"], {"--exclude-uid", "--exclude-unit"}),
     (["--buffer", ""], {"ringbuf", "perf"}),
+    (["service", "un"], {"uninstall"}),
 ])
 def test_bash_completion(tmp_path, words, expected):
     script = tmp_path / "completion.bash"

@@ -150,7 +150,7 @@ def bash_completion(parsers):
             else:
                 reply = "COMPREPLY=()"
             values.append(f'        "{name} {flag}") {reply}; return ;;')
-        words = " ".join(f for f in parser.flags if f.startswith("--"))
+        words = " ".join(parser.words + [f for f in parser.flags if f.startswith("--")])
         files = ' $(compgen -f -- "$cur")' if name == "report" else ""
         flags.append(f'        "{name}") COMPREPLY=($(compgen -W "{words}" -- "$cur"){files}) ;;')
     return _COMPLETION.format(commands=commands, names=" ".join(n for n in parsers if n), values="\n".join(values),

@@ -108,12 +108,15 @@ class CommandParser(argparse.ArgumentParser):
         self.declared = {}  # '--long-flag' -> Option, of the options added by add_group
         self.flags = []  # every option string, for suggestions
         self.value_flags = set()  # the option strings that take a value
+        self.words = []  # the choices of its positional arguments (for completion)
         self.given = {}  # dest -> (Option, the flag given, value): conflicts (see note)
         super().__init__(*args, **kwargs)
 
     def add_argument(self, *args, **kwargs):
         action = super().add_argument(*args, **kwargs)
         self.flags += action.option_strings
+        if not action.option_strings and action.choices:
+            self.words += list(action.choices)
         if action.nargs != 0:
             self.value_flags.update(action.option_strings)
         return action
