@@ -77,7 +77,8 @@ def test_false_switches(tmp_path):
 
 
 @pytest.mark.parametrize("text, line, words", [
-    ("# c\n\nquiet = true\nportz = 22\n", 4, ["portz", "unknown key"]),
+    ("# c\n\nquiet = true\nportz = 22\n", 4, ["portz", "unknown key (did you mean port?)"]),
+    ("exclude_unti = 1\n", 1, ["exclude_unti", "unknown key (did you mean exclude-unit?)"]),
     ("quiet = \"yes\"\n", 1, ["quiet", "expected true or false"]),
     ("json = true\nport = [22, \"ssh\"]\n", 2, ["port", "'ssh'", "whole number"]),
     ("port = 70000\n", 1, ["port", "between 0 and 65535"]),

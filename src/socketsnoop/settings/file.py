@@ -21,6 +21,7 @@ above it and every symbolic link on the way; else one line, exit 2.
 """
 
 import argparse
+import difflib
 import json
 import os
 import re
@@ -122,7 +123,10 @@ def convert(parser, table):
         flag = "--" + key.replace("_", "-")
         opt = parser.declared.get(flag)
         if opt is None or not opt.in_file:
-            raise _Bad(key, "unknown key (keys are the long command-line options, e.g. log-file, port, json)")
+            keys = [f[2:] for f, o in parser.declared.items() if o.in_file]
+            close = difflib.get_close_matches(key.replace("_", "-"), keys, n=1)
+            raise _Bad(key, "unknown key " + (f"(did you mean {close[0]}?)" if close else
+                                              "(keys are the long command-line options, e.g. log-file, port, json)"))
         if opt.kind in (SWITCH, CONST):
             if not isinstance(value, bool):
                 raise _Bad(key, f"expected true or false, got {_show(value)}")
