@@ -17,7 +17,7 @@ compile = cd $(1) && $(CLANG) $(BPF_CFLAGS) -ffile-prefix-map=$$(pwd)=. -c socke
 compile_test = cd $(1)/$(TEST_BPF_DIR) && $(CLANG) $(BPF_CFLAGS) -I ../../$(BPF_DIR) -ffile-prefix-map=$$(pwd)=. \
 	-c port_counter.bpf.c -o port_counter.bpf.o && $(LLVM_STRIP) -g port_counter.bpf.o
 
-.PHONY: bpf bpf-check test install vmlinux
+.PHONY: bpf bpf-check test install vmlinux man completion
 
 bpf: $(BPF_OBJ) $(TEST_BPF_OBJ)
 
@@ -48,3 +48,10 @@ test:
 
 install:
 	./install.sh
+
+# the man page and bash completion, made from the option declarations (man ./socket-snoop.1)
+man:
+	PYTHONPATH=src python3 -m socketsnoop config --man > socket-snoop.1
+
+completion:
+	PYTHONPATH=src python3 -m socketsnoop config --bash-completion > socket-snoop.bash

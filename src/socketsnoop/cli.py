@@ -1,12 +1,13 @@
-"""Command line: `socket-snoop [options]` runs the monitor; `check`, `service` and `report` are subcommands.
-This module only dispatches: each command is a module of commands/ with main(argv)."""
+"""Command line: `socket-snoop [options]` runs the monitor; `check`, `service`, `report` and `config` are commands
+(settings/monitor.py lists them for --help; a mistyped one gets a suggestion there). This module only
+dispatches: each command is a module of commands/ with main(argv)."""
 
 import sys
 
-from .commands import check, report, run, service
+from .commands import check, config, report, run, service
 from .errors import SnoopError
 
-COMMANDS = {"check": check.main, "service": service.main, "report": report.main}
+COMMANDS = {"check": check.main, "service": service.main, "report": report.main, "config": config.main}
 
 
 def main(argv=None):

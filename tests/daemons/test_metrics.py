@@ -11,7 +11,8 @@ import sys
 import time
 
 import pytest
-from socketsnoop.commands.options import metrics_from, monitor_options, parse_listen
+from socketsnoop.settings.monitor import metrics_from, monitor_options
+from socketsnoop.settings.values import parse_listen
 from socketsnoop.errors import SnoopError
 from socketsnoop.kernel.abi import R_INCOMPLETE
 from socketsnoop.output.metrics import OTHER, MetricsSink, comm_label

@@ -1,12 +1,14 @@
 """`socket-snoop service`: the unit and logrotate file, verified by systemd and logrotate; SIGHUP reopening."""
 
 import io
+import shlex
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from types import SimpleNamespace
 
@@ -155,7 +157,7 @@ def test_render_unit_from_source_tree_sets_pythonpath():
     text = service.render_unit(["/usr/bin/python3", "-m", "socketsnoop"], "/opt/src", None, ["/var/log/a.log"])
     assert "Environment=PYTHONPATH=/opt/src" in text and "ProtectHome=yes" in text
     text = service.render_unit(["/root/.venv/bin/socket-snoop"], None, None, ["/var/log/a.log"])
-    assert "ProtectHome=read-only" in text and "Environment=" not in text
+    assert "ProtectHome=read-only" in text and "Environment=PYTHONPATH" not in text
 
 
 def test_main_dry_run_in_process(tmp_path):
@@ -238,7 +240,8 @@ def test_metrics_in_the_config_opens_the_network_and_still_verifies(tmp_path, me
     assert cli("install", "--config", str(conf), *dirs(tmp_path)).returncode == 0
     unit = tmp_path / "units" / "socket-snoop.service"
     lines = unit.read_text().splitlines()
-    assert "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6" in lines
+    assert "RestrictAddressFamilies=AF_UNIX AF_INET" in lines  # the metrics address's family only
+    assert "SocketBindAllow=tcp:9464" in lines and "SocketBindDeny=any" in lines and "LimitNOFILE=65536" in lines
     assert any(line.startswith("ExecStart=") and f"--config {conf}" in line for line in lines)
     if allow:
         assert allow in lines and "IPAddressDeny=any" in lines
@@ -250,3 +253,105 @@ def test_metrics_in_the_config_opens_the_network_and_still_verifies(tmp_path, me
     r = cli("install", "--dry-run", "--config", str(conf), *dirs(tmp_path))
     assert "RestrictAddressFamilies=AF_UNIX\n" in r.stdout and "IPAddressDeny=any\n" in r.stdout
     assert "AF_INET" not in r.stdout
+
+
+# -- the unit follows the config (issue 19.10) ------------------------------------------------------
+def _unit_for(tmp_path, config_text, conf=None):
+    conf = conf or tmp_path / "config.toml"
+    conf.write_text(config_text)
+    r = cli("install", "--config", str(conf), *dirs(tmp_path))
+    assert r.returncode == 0, r.stderr
+    return tmp_path / "units" / "socket-snoop.service"
+
+
+def _systemd_accepts(unit):
+    r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "socket-snoop.service" not in r.stderr, r.stderr
+    r = subprocess.run(["systemd-analyze", "security", "--offline=true", str(unit)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and "Overall exposure level" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="needs systemd-analyze")
+@pytest.mark.parametrize("config_text, present, absent", [
+    # a collector by address: its family and that address only
+    ('syslog = "udp://[2001:db8::5]:514"\n', ["RestrictAddressFamilies=AF_UNIX AF_INET6", "IPAddressDeny=any",
+                                             "IPAddressAllow=2001:db8::5"], ["SocketBindDeny=any"]),
+    ('syslog = "tcp://192.0.2.7:514"\n', ["RestrictAddressFamilies=AF_UNIX AF_INET", "IPAddressAllow=192.0.2.7"],
+     []),
+    # by name: whatever DNS answers, so both families and no address restriction
+    ('syslog = "tcp://logs.example.org:514"\n', ["RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6"],
+     ["IPAddressDeny=any"]),
+    ('metrics = "[::1]:9464"\n', ["RestrictAddressFamilies=AF_UNIX AF_INET6", "SocketBindAllow=tcp:9464",
+                                  "IPAddressAllow=localhost"], []),
+])
+def test_the_unit_opens_what_the_outputs_need(tmp_path, config_text, present, absent):
+    unit = _unit_for(tmp_path, config_text)
+    lines = unit.read_text().splitlines()
+    for line in present:
+        assert line in lines, (line, unit.read_text())
+    for line in absent:
+        assert line not in lines, line
+    _systemd_accepts(unit)
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="needs systemd-analyze")
+def test_paths_under_tmp_and_home_stay_visible(tmp_path):
+    """A log under /tmp: the host's /tmp (logrotate rotates the file the monitor writes), not a private one;
+    a config under /tmp (tmp_path is there) too; a config under /root: readable."""
+    unit = _unit_for(tmp_path, f'log-file = "{tmp_path}/logs/x.log"\n')
+    text = unit.read_text()
+    assert "PrivateTmp=no" in text.splitlines() and "PrivateTmp=yes" not in text
+    assert f"ReadWritePaths=/var/log -{tmp_path}/logs\n" in text
+    _systemd_accepts(unit)
+    home = tempfile.mkdtemp(prefix="ss-svc-", dir="/root")
+    try:
+        conf = os.path.join(home, "config.toml")
+        with open(conf, "w") as f:
+            f.write("json = true\n")
+        os.chmod(conf, 0o644)
+        r = cli("install", "--dry-run", "--config", conf, *dirs(tmp_path))
+        assert r.returncode == 0, r.stderr
+        assert "ProtectHome=read-only" in r.stdout.splitlines() and "ProtectHome=yes" not in r.stdout
+    finally:
+        shutil.rmtree(home)
+    r = cli("install", "--dry-run", *dirs(tmp_path))  # the defaults: the strictest
+    assert "PrivateTmp=yes" in r.stdout.splitlines() and "ProtectHome=yes" in r.stdout.splitlines()
+
+
+def _unit_environment(unit):
+    """The environment the unit gives the monitor (its Environment= lines, as systemd unquotes them)."""
+    env = {}
+    for line in unit.read_text().splitlines():
+        if line.startswith("Environment="):
+            for word in shlex.split(line[len("Environment="):]):
+                k, _, v = word.partition("=")
+                env[k] = v.replace("%%", "%")
+    return env
+
+
+@pytest.mark.bpf
+def test_the_monitor_says_what_the_unit_forbids(tmp_path):
+    """The config gains metrics after the unit was installed: the monitor, run with the unit's environment,
+    says in one line what the unit forbids; with the config the unit was made for, nothing."""
+    conf = tmp_path / "config.toml"
+    unit = _unit_for(tmp_path, "json = true\nno-log-file = true\n", conf)
+    env = dict(ENV, **_unit_environment(unit))
+    assert "SOCKETSNOOP_SANDBOX" in env
+    port = socket.socket()
+    port.bind(("127.0.0.1", 0))
+    free = port.getsockname()[1]
+    port.close()
+
+    def run_monitor():
+        return subprocess.run([sys.executable, "-m", "socketsnoop", "--config", str(conf), "-q", "--no-report",
+                               "-P", str(free), "--duration", "0.5"], capture_output=True, text=True, env=env,
+                              timeout=60)
+
+    r = run_monitor()
+    assert r.returncode == 0 and "forbids" not in r.stderr, r.stderr
+    conf.write_text(f'json = true\nno-log-file = true\nmetrics = "127.0.0.1:{free}"\n')
+    r = run_monitor()
+    warnings = [line for line in r.stderr.splitlines() if "forbids" in line]
+    assert len(warnings) == 1, r.stderr
+    assert "AF_INET sockets" in warnings[0] and f"listening on port {free}" in warnings[0], warnings

@@ -1,5 +1,6 @@
 """The command line: bad input is one clear line and a non-zero exit, never a traceback."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -7,7 +8,8 @@ from pathlib import Path
 
 import pytest
 from socketsnoop.commands import report, service
-from socketsnoop.commands.options import build_parser, filters_from, parse_size
+from socketsnoop.settings.monitor import RunSettings, build_parser, filters_from, monitor_options
+from socketsnoop.settings.values import parse_size
 from socketsnoop.errors import SnoopError
 
 from support.system import unprivileged_command
@@ -68,7 +70,7 @@ def test_filters_are_or_within_and_across():
     opts = build_parser().parse_args(["-P", "22", "-P", "443", "--dst", "10.0.0.0/8", "-s", "established",
                                       "-c", "sshd", "--no-log-file"])
     f = filters_from(opts)
-    assert f.ports == {22, 443} and f.states == {1} and f.comms == {b"sshd"}
+    assert f.include["port"] == {22, 443} and f.include["state"] == {1} and f.include["comm"] == {b"sshd"}
     keys = list(f.map_entries())
     assert len([k for k in keys if k[0] == "filter_ports"]) == 2
     assert [k for k in keys if k[0] == "filter_addrs"][0][1][:4] == (16 + 8).to_bytes(4, "little")
@@ -76,7 +78,7 @@ def test_filters_are_or_within_and_across():
 
 def test_ipv4_mapped_cidr_becomes_ipv4():
     opts = build_parser().parse_args(["--src", "::ffff:10.0.0.0/104", "--no-log-file"])
-    assert str(filters_from(opts).srcs[0]) == "10.0.0.0/8"
+    assert [str(n) for n in filters_from(opts).include["src"]] == ["10.0.0.0/8"]
 
 
 def test_sizes():
@@ -91,3 +93,67 @@ def test_every_long_option_is_in_the_readme():
     missing = [(p.prog, o) for p in (build_parser(), report.build_parser(), service.build_parser())
                for a in p._actions for o in a.option_strings if o.startswith("--") and o not in readme]
     assert not missing
+
+
+# -- a conventional command line (issue 20.7) ------------------------------------------------------
+def test_commands_in_usage_and_help():
+    p = run("--help")
+    usage = p.stdout.split("\n\n", 1)[0]
+    for name in ("check", "service", "report"):
+        assert name in usage, usage
+        assert any(line.split()[:1] == [name] for line in p.stdout.splitlines()), name  # listed with its help
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["chek"], "did you mean check?"),
+    (["--prot", "80"], "did you mean --port?"),
+    (["--exclude-prot", "80"], "did you mean --exclude-port?"),
+    (["report", "f", "--sinse", "x"], "did you mean --since?"),
+    (["service", "instal"], "did you mean install?"),
+])
+def test_a_mistyped_command_or_option_gets_a_suggestion(args, needle):
+    p = run(*args)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and needle in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("args", [["--por", "80"], ["--no-log", "-P", "1"], ["--js"], ["report", "f", "--no-life"]])
+def test_no_abbreviations(args):
+    p = run(*args)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "unrecognized arguments" in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--json", "--format", "text"], "--json and --format text conflict"),
+    (["--format", "text", "--json"], "--format text and --json conflict"),
+    (["--log-file", "/x.log", "--no-log-file"], "--log-file /x.log and --no-log-file conflict"),
+])
+def test_conflicting_options_are_refused(args, needle):
+    p = run(*args)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and needle in p.stderr, p.stderr
+
+
+def test_agreeing_options_are_not_a_conflict():
+    opts = build_parser().parse_args(["--json", "--format", "json", "--no-log-file"])
+    assert opts.format == "json" and opts.log_file is None
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--duration", "-5"], "--duration: invalid value '-5': a positive number"),
+    (["--stats", "-1.5"], "--stats: invalid value '-1.5': a positive number"),
+    (["--max-tracked", "-3"], "--max-tracked: invalid value '-3'"),
+])
+def test_negative_values_get_a_clear_message(args, needle):
+    p = run(*args, "--no-log-file")
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and needle in p.stderr, p.stderr
+
+
+def test_a_command_comes_first():
+    p = run("-q", "check")
+    assert p.returncode == 2 and "a command comes first" in p.stderr and p.stderr.count("\n") == 1, p.stderr
+
+
+def test_settings_are_typed_and_frozen():
+    s = monitor_options(["-P", "22", "--duration", "5", "--config", os.devnull])
+    assert isinstance(s, RunSettings) and s.port == (22,) and s.duration == 5.0 and s.log_file is not None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.quiet = True

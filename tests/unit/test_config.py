@@ -8,8 +8,8 @@ import sys
 
 import pytest
 from socketsnoop import cli
-from socketsnoop.commands import options
-from socketsnoop.commands.config import key_line, parse_with_config
+from socketsnoop.settings import monitor as options
+from socketsnoop.settings.file import key_line, parse_with_config
 
 GOOD = """\
 # socket-snoop options
@@ -77,7 +77,8 @@ def test_false_switches(tmp_path):
 
 
 @pytest.mark.parametrize("text, line, words", [
-    ("# c\n\nquiet = true\nportz = 22\n", 4, ["portz", "unknown key"]),
+    ("# c\n\nquiet = true\nportz = 22\n", 4, ["portz", "unknown key (did you mean port?)"]),
+    ("exclude_unti = 1\n", 1, ["exclude_unti", "unknown key (did you mean exclude-unit?)"]),
     ("quiet = \"yes\"\n", 1, ["quiet", "expected true or false"]),
     ("json = true\nport = [22, \"ssh\"]\n", 2, ["port", "'ssh'", "whole number"]),
     ("port = 70000\n", 1, ["port", "between 0 and 65535"]),
@@ -160,7 +161,7 @@ def test_config_path_escaped_in_messages(tmp_path, capsys):
 
 
 def test_escape_helpers():
-    from socketsnoop.commands.config import escape, show_key
+    from socketsnoop.settings.file import escape, show_key
     assert escape("plain text, é") == "plain text, é"
     assert escape("a\x1bb\n\u202e\udcff") == "a\\x1bb\\n\\u202e\\udcff"
     assert show_key("log-file") == "log-file" and show_key("a b") == '"a b"' and show_key('q"') == '"q\\""'
@@ -192,3 +193,33 @@ def test_parsers_of_every_command_print_one_line_errors(capsys):
         err = capsys.readouterr().err
         assert e.value.code == 2 and err.count("\n") == 1 and err.startswith(f"{prog}: "), (argv, err)
         assert err.endswith(f" (see {prog} --help)\n"), err
+
+
+# -- trusted only as sshd's StrictModes trusts a file (issue 19.11) -------------------------------------
+def test_untrusted_paths_are_refused_in_one_line(tmp_path, capsys):
+    good = write(tmp_path, "no-log-file = true\n")
+    os.chmod(good, 0o644)
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    os.chmod(open_dir, 0o777)
+    in_open = write(open_dir, "no-log-file = true\n")
+    writable = write(tmp_path, "no-log-file = true\n", name="w.toml")
+    os.chmod(writable, 0o666)
+    link_in_open = open_dir / "link.toml"
+    link_in_open.symlink_to(good)  # a good file, but the link can be swapped by anyone
+    loop = tmp_path / "loop.toml"
+    loop.symlink_to(loop)
+    a_dir = tmp_path / "adir"
+    a_dir.mkdir()
+    for path, words in ((in_open, f"directory {open_dir} is writable by group and others (mode 0777)"),
+                        (writable, "w.toml is writable by group and others (mode 0666)"),
+                        (str(link_in_open), f"directory {open_dir} is writable"),
+                        (str(loop), "cannot read it: Too many levels of symbolic links"),
+                        (str(a_dir), "cannot read it: Is a directory")):
+        assert cli.main(["--config", path, "--no-log-file"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and words in err, (path, err)
+    os.chmod(open_dir, 0o1777)  # sticky, as /tmp: its entries cannot be swapped by others
+    assert parse(["--config", str(link_in_open)]).log_file is None
+    assert parse(["--config", good]).log_file is None
+    assert parse(["--config", os.devnull]).log_file == options.DEFAULT_LOG  # no configuration at all

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 from socketsnoop.commands import report
-from socketsnoop.commands.options import build_parser, filters_from, monitor_options
+from socketsnoop.settings.monitor import build_parser, filters_from, monitor_options
 from socketsnoop.commands.run import Monitor
 from socketsnoop.errors import SnoopError
 from socketsnoop.kernel import abi
@@ -130,10 +130,10 @@ def test_cgroup_tree_for_filters(tmp_path):
 def test_filters_resolve_to_kernel_entries(tmp_path):
     tree = make_tree(tmp_path, "/system.slice/nginx.service", f"/system.slice/docker-{ID}.scope",
                      f"/system.slice/docker-{ID[:12]}{ID2[12:]}.scope", "/kubepods.slice")
-    f = Filters(cgroups=["/kubepods.slice"], units=["nginx.service"], exclude_containers=[ID[:13]],
-                exclude_cgroups=[str(tmp_path) + "/system.slice/nginx.service"], pids={5}, exclude_pids={5, 6},
-                exclude_ports={22}, exclude_addrs=[ipaddress.ip_network("10.0.0.0/8")], uids={0},
-                exclude_uids={1000}, exclude_comms={b"backup"}).resolve_cgroups(tree)
+    f = Filters(include={"cgroup": ["/kubepods.slice"], "unit": ["nginx.service"], "pid": {5}, "uid": {0}},
+                exclude={"container": [ID[:13]], "cgroup": [str(tmp_path) + "/system.slice/nginx.service"],
+                         "pid": {5, 6}, "port": {22}, "addr": [ipaddress.ip_network("10.0.0.0/8")], "uid": {1000},
+                         "comm": {b"backup"}}).resolve_cgroups(tree)
     ino = lambda p: os.stat(tmp_path / p.strip("/")).st_ino  # noqa: E731
     assert f.cgroup_ids == {ino("/kubepods.slice"): (1, abi.FV_INCLUDE),
                             ino("/system.slice/nginx.service"): (2, abi.FV_INCLUDE | abi.FV_EXCLUDE),
@@ -153,15 +153,16 @@ def test_filters_resolve_to_kernel_entries(tmp_path):
                                                       bytes([10]).ljust(16, b"\0")), b"\x01") in entries
     assert (abi.MAP_FILTER_CGROUPS, abi.U64_KEY.pack(ino("/kubepods.slice")), bytes((abi.FV_INCLUDE,))) in entries
     with pytest.raises(SnoopError, match=f"more than one container: {ID[:12]}.*, {ID}|{ID}, "):
-        Filters(containers=[ID[:12]]).resolve_cgroups(tree)
-    with pytest.raises(SnoopError, match="no unit nope.service") as e:
-        Filters(exclude_units=["nope.service"]).resolve_cgroups(tree)
-    assert e.value.status == 2
-    with pytest.raises(SnoopError, match="no cgroup /nope"):
-        Filters(cgroups=["/nope"]).resolve_cgroups(tree)
+        Filters(include={"container": [ID[:12]]}).resolve_cgroups(tree)
+    # a name not there yet: waited for, with a warning; every depth looked at meanwhile
+    warned = []
+    f = Filters(exclude={"unit": ["nope.service"]}, include={"cgroup": ["/nope"]}).resolve_cgroups(tree, warned.append)
+    assert f.cgroups_missing == [("--cgroup", "/nope"), ("--exclude-unit", "nope.service")]
+    assert len(warned) == 2 and "--exclude-unit nope.service: no such cgroup" in warned[1]
+    assert f.cgroup_levels() == (1 << abi.CGROUP_LEVELS) - 1 and f.flags() & abi.FILT_CGROUP
     with pytest.raises(SnoopError, match="no cgroup2 mount"):
-        Filters(units=["x.service"]).resolve_cgroups(CgroupTree(found=False))
-    assert Filters(pids={1}).resolve_cgroups(CgroupTree(found=False)).flags() & abi.FILT_CGROUP == 0
+        Filters(include={"unit": ["x.service"]}).resolve_cgroups(CgroupTree(found=False))
+    assert Filters(include={"pid": {1}}).resolve_cgroups(CgroupTree(found=False)).flags() & abi.FILT_CGROUP == 0
 
 
 def test_option_values():
@@ -323,8 +324,8 @@ def test_identity_options_in_the_config_file(tmp_path):
                     f'container = "{ID[:12]}"\nexclude-cgroup = ["/user.slice/"]\nexclude-port = [22]\n')
     opts = monitor_options(["--config", str(path)])
     f = filters_from(opts)
-    assert opts.context and f.uids == {0, 65534} and f.exclude_units == ["backup.service"]
-    assert f.containers == [ID[:12]] and f.exclude_cgroups == ["/user.slice"] and f.exclude_ports == {22}
+    assert opts.context and f.include["uid"] == {0, 65534} and f.exclude["unit"] == {"backup.service"}
+    assert f.include["container"] == {ID[:12]} and f.exclude["cgroup"] == {"/user.slice"} and f.exclude["port"] == {22}
     path.write_text('exclude-uid = ["no-such-user-here"]\n')
     with pytest.raises(SnoopError, match="line 1: exclude-uid: invalid value") as e:
         monitor_options(["--config", str(path)])
@@ -395,9 +396,10 @@ def test_a_directory_others_may_write_to_names_nothing_below_it(tmp_path):
     assert tree.find_unit("system.slice") == ["/system.slice"]
     assert tree.find_container(ID[:12]) == {}
     assert tree.find_container(ID2[:12]) == {ID2: [f"/system.slice/docker-{ID2}.scope"]}
-    with pytest.raises(SnoopError, match="no container"):
-        Filters(exclude_containers=[ID[:12]]).resolve_cgroups(tree)
-    f = Filters(exclude_units=["backup.service"]).resolve_cgroups(tree)
+    warned = []  # the planted container is none: waited for, as a name not there yet is
+    f = Filters(exclude={"container": [ID[:12]]}).resolve_cgroups(tree, warned.append)
+    assert f.cgroups_missing == [("--exclude-container", ID[:12])] and len(warned) == 1 and not f.cgroup_ids
+    f = Filters(exclude={"unit": ["backup.service"]}).resolve_cgroups(tree)
     assert list(f.cgroup_ids) == [os.stat(tmp_path / "system.slice/backup.service").st_ino]
     # what the monitor shows for the planted cgroup: the user's manager, and the user's own unit beside it
     ident = Identity(tree)
@@ -412,9 +414,12 @@ def test_a_directory_others_may_write_to_names_nothing_below_it(tmp_path):
     rec = json.loads(JsonFormatter(Clock(), ident).lines([row])[0])
     assert (rec["unit"], rec["user_unit"]) == ("user@65534.service", "backup.service")
     # and a logged line: report's filters read the path as the monitor does
-    assert Filters(exclude_units=["backup.service"]).match_context(cgroup=PLANTED)
-    assert not Filters(exclude_units=["user@65534.service"]).match_context(cgroup=PLANTED)
-    assert not Filters(units=["backup.service"]).match_context(cgroup=PLANTED)
+    def logged(f):
+        return f.match(abi.EV_STATE, 4, ipaddress.ip_address("10.0.0.1"), 1, ipaddress.ip_address("10.0.0.2"), 2,
+                       1, b"curl", 1, cgroup=PLANTED)
+    assert logged(Filters(exclude={"unit": ["backup.service"]}))
+    assert not logged(Filters(exclude={"unit": ["user@65534.service"]}))
+    assert not logged(Filters(include={"unit": ["backup.service"]}))
 
 
 # -- exe after an exec (issue 19.7) ---------------------------------------------------------------------

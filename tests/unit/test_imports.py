@@ -1,5 +1,6 @@
 """The package's import graph: no cycles, no imports inside functions, and layers that only look down:
-kernel <- pipeline <- logformat <- output <- commands <- cli (a module may import from its own layer or below)."""
+kernel <- pipeline <- logformat <- output <- settings <- commands <- cli (a module may import from its own layer or
+below)."""
 
 import ast
 from pathlib import Path
@@ -7,8 +8,8 @@ from pathlib import Path
 import socketsnoop
 
 PACKAGE = Path(socketsnoop.__file__).resolve().parent
-LAYERS = {"errors": 0, "__init__": 0, "kernel": 1, "pipeline": 2, "logformat": 3, "output": 4, "commands": 5,
-          "cli": 6, "__main__": 7}
+LAYERS = {"errors": 0, "__init__": 0, "kernel": 1, "pipeline": 2, "logformat": 3, "output": 4, "settings": 5,
+          "commands": 6, "cli": 7, "__main__": 8}
 
 
 def module_name(path):

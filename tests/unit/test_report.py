@@ -164,14 +164,17 @@ def test_binary_and_truncated_files(tmp_path, capsys):
 
 
 def test_filters_match():
-    f = Filters(dsts=[parse_cidr("10.0.0.0/8")])
+    f = Filters(include={"dst": [parse_cidr("10.0.0.0/8")]})
     ip = ipaddress.ip_address
     assert f.match(EV_STATE, 6, ip("::ffff:192.0.2.1"), 1, ip("::ffff:10.1.2.3"), 2, 5, b"x", 1)
     assert not f.match(EV_STATE, 4, ip("192.0.2.1"), 1, ip("11.1.2.3"), 2, 5, b"x", 1)
-    assert not Filters().match(EV_STATE, 4, ip("0.0.0.0"), 1, ip("1.2.3.4"), 2, 5, b"x", 10)
-    assert Filters(include_unspecified=True).match(EV_STATE, 4, ip("0.0.0.0"), 1, ip("1.2.3.4"), 2, 5, b"x", 10)
-    assert not Filters(no_resets=True).match(EV_RESET_SENT, 4, ip("1.1.1.1"), 1, ip("1.2.3.4"), 2, 0, b"", 0)
-    assert not Filters(comms={b"nginx"}).match(EV_STATE, 4, ip("1.1.1.1"), 1, ip("1.2.3.4"), 2, 5, b"ngin", 1)
+    skip = Filters(switches={"include_unspecified": False})
+    assert not skip.match(EV_STATE, 4, ip("0.0.0.0"), 1, ip("1.2.3.4"), 2, 5, b"x", 10)
+    assert Filters().match(EV_STATE, 4, ip("0.0.0.0"), 1, ip("1.2.3.4"), 2, 5, b"x", 10)
+    assert not Filters(switches={"no_resets": True}).match(EV_RESET_SENT, 4, ip("1.1.1.1"), 1, ip("1.2.3.4"), 2, 0,
+                                                           b"", 0)
+    assert not Filters(include={"comm": {b"nginx"}}).match(EV_STATE, 4, ip("1.1.1.1"), 1, ip("1.2.3.4"), 2, 5,
+                                                           b"ngin", 1)
 
 
 def test_unescape():
@@ -325,7 +328,7 @@ def test_tables_are_bounded(tmp_path):
         rows.append(f"Dec 30 2024 22:05:25.455 Reset Received: SRC=192.0.2.1:{1000 + i} DST={a}:80 PID={i} "
                     f"COMM=p{i} STATE=Connection Established\n")
     parser = report.parse.Parser()
-    rep = report.aggregate.Report(Filters(include_unspecified=True), max_conns=5, table_limit=10)
+    rep = report.aggregate.Report(Filters(), max_conns=5, table_limit=10)
     for line in rows:
         rep.add(parser.parse(line))
     assert len(rep.procs) == len(rep.remotes) == len(rep.resets) == 10

@@ -16,9 +16,8 @@ from ..kernel.loader import (BTF_PATH, RESETS_FENTRY, RESETS_PARTIAL, RESETS_TRA
                               effective_caps, has_bpf_caps, kernel_version, reset_coverage, reset_coverage_text)
 from ..pipeline.identity import CgroupTree, cgroup2_mount
 from ..output.sinks import insecure_dir
-from .cmdline import CommandParser
-from .options import build_parser as monitor_parser
-from .options import filters_from, options_from_config
+from ..settings.monitor import CONFIG, RunSettings, filters_from, options_from_config
+from ..settings.option import CommandParser, freeze, settings_class
 
 MIN_KERNEL = (5, 8)  # with the default ring buffer
 # what the object needs, oldest first: (kernel, what needs it, for which --buffer); see the feature list
@@ -191,16 +190,17 @@ def check_load(opts):
             resets_result(probe.resets, probe.resets_why), Result("per-socket state", True, where))
 
 
-def monitor_options(config):
-    """The monitor's options from the config file, as `socket-snoop` would run; (opts, error Result)."""
+def config_settings(config):
+    """(the RunSettings `socket-snoop` would run with from the config file, a Result if the file is refused):
+    the defaults then, so that every other check still runs."""
     try:
         return options_from_config(config), None
     except SnoopError as e:
-        return monitor_parser().parse_args([]), Result("config file", False, str(e).removeprefix("socket-snoop: "))
+        return RunSettings(), Result("config file", False, str(e).removeprefix("socket-snoop: "))
 
 
 def run_checks(config=None):
-    opts, config_error = monitor_options(config)
+    opts, config_error = config_settings(config)
     btf = read_btf()
     arch = check_architecture()
     results = [arch, check_kernel(opts.buffer), check_btf(btf), check_caps()]
@@ -225,12 +225,15 @@ def run_checks(config=None):
 def build_parser():
     p = CommandParser(prog="socket-snoop check",
                       description="Check that this host can run the monitor. Exit 0: it can; 1: it cannot.")
-    p.add_argument("--config", metavar="PATH", help="the config file to check with (default: the monitor's)")
+    p.add_group("the configuration checked with", [CONFIG])
     return p
 
 
+CheckSettings = settings_class("CheckSettings", [CONFIG], "`socket-snoop check`'s settings.")
+
+
 def main(argv):
-    opts = build_parser().parse_args(argv)
+    opts = freeze(CheckSettings, build_parser().parse_args(argv))
     results = run_checks(opts.config)
     for r in results:
         print(r.line())

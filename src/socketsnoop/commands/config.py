@@ -1,167 +1,47 @@
-"""The config file: /etc/socket-snoop/config.toml holds the monitor's command-line options.
+"""`socket-snoop config [OPTIONS]`: the effective configuration, the config file's and then the options given
+here, as the monitor would run with them, printed as a config file; or, made from the same option
+declarations, the example config file, the man page or bash completion."""
 
-Keys are the long option names, with '-' or '_' (`log-file`, `log_file`);
-values are what the option takes: true/false for a switch, a string or a
-number for a value, a list (or a single value) for a repeatable option:
+import sys
 
-    log-file = "/var/log/socket_monitor.json"
-    json = true
-    port = [22, 443]
-    dst = ["10.0.0.0/8"]
-    buffer-size = "16M"
-
-Each value goes through the same type function and choices as on the
-command line: both come from the option's declaration (an Option, see
-cmdline.py), which the parser is built from. The command line wins:
-for a repeatable option, values given there replace the file's.
-"""
-
-import argparse
-import json
-import re
-import tomllib
-
-from ..errors import SnoopError
-from .cmdline import CONST, LIST, SWITCH
-
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+from ..settings import docs
+from ..settings.monitor import build_parser as monitor_parser
+from ..settings.monitor import options_from_config
+from ..settings.monitor import monitor_options
+from ..settings.option import CommandParser
+from . import check, report, service
 
 
-def escape(text):
-    """Text for a message: each character that is not printable (control characters, bidi overrides, a
-    surrogate from an undecodable file name) as its Python escape; nothing in a file can drive a terminal."""
-    text = str(text)
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+def build_parser():
+    p = CommandParser(prog="socket-snoop config", passes_unknown=True,
+                      description="Print the effective configuration (the config file's, then the monitor's options "
+                                  "given here) as a config file; or one of the files made from the options.")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--example", action="store_true", help="an example config file: every key, commented out")
+    what.add_argument("--man", action="store_true", help="the man page (roff): socket-snoop config --man > "
+                                                         "socket-snoop.1; man ./socket-snoop.1")
+    what.add_argument("--bash-completion", action="store_true",
+                      help="bash completion, e.g. > /etc/bash_completion.d/socket-snoop")
+    return p
 
 
-def show_key(key):
-    """A TOML key for a message: as is if bare, else quoted and escaped as TOML's basic strings are."""
-    return key if _BARE_KEY.fullmatch(key) else json.dumps(key)
-
-
-def read(path, explicit):
-    """The file's table; {} when the default file is absent. Errors: one line, status 2."""
+def main(argv):
+    opts, rest = build_parser().parse_known_args(argv)
+    if (opts.example or opts.man or opts.bash_completion) and rest:
+        build_parser().error(f"unrecognized arguments: {' '.join(rest)}")
+    if opts.example:
+        text = docs.example()
+    elif opts.man:
+        text = docs.man_page()
+    elif opts.bash_completion:
+        text = docs.bash_completion({"": monitor_parser(), "check": check.build_parser(),
+                                     "service": service.build_parser(), "report": report.build_parser(),
+                                     "config": build_parser()})
+    else:
+        text = docs.effective(monitor_options(rest) if rest else options_from_config())
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        if not explicit:
-            return {}, ""
-        raise SnoopError(f"socket-snoop: config file {escape(path)}: not found", 2) from None
-    except OSError as e:
-        raise SnoopError(f"socket-snoop: config file {escape(path)}: cannot read it: {e.strerror}", 2) from None
-    text = raw.decode("utf-8", "replace")
-    try:
-        return tomllib.loads(text), text
-    except tomllib.TOMLDecodeError as e:
-        raise SnoopError(f"socket-snoop: config file {escape(path)}: not valid TOML: {escape(e)}", 2) from None
-
-
-def key_line(text, key):
-    """The line number (1-based) where `key` is set, found by scanning the text; None if not found."""
-    pat = re.compile(r"""^\s*(\[+\s*)?(["']?)%s\2\s*[=.\]]""" % re.escape(key))
-    for n, line in enumerate(text.splitlines(), 1):
-        if pat.match(line):
-            return n
-    return None
-
-
-def _convert_one(opt, value):
-    """One scalar through the option's type and choices, as argparse would."""
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ValueError("expected a string or a number")
-    if opt.type is not None:
-        try:
-            value = opt.type(value if isinstance(value, str) else str(value))
-        except (argparse.ArgumentTypeError, TypeError, ValueError) as e:
-            raise ValueError(str(e)) from None
-    elif not isinstance(value, str):
-        raise ValueError("expected a string")
-    if opt.choices is not None and value not in opt.choices:
-        raise ValueError("expected one of " + ", ".join(map(repr, opt.choices)))
-    return value
-
-
-def _convert_values(opt, flag, key, value):
-    """A LIST or VALUE option's value (a list of them, or one) through _convert_one."""
-    try:
-        if opt.kind == LIST:
-            return [_convert_one(opt, v) for v in (value if isinstance(value, list) else [value])]
-        if isinstance(value, list):
-            raise ValueError("expected one value, got a list")
-        return _convert_one(opt, value)
-    except (ValueError, SnoopError) as e:
-        raise _Bad(key, _strip(str(e), flag)) from None
-
-
-def convert(parser, table):
-    """TOML table -> {dest: value}, by the Options the parser was built from (parser.declared, see
-    cmdline.py); a bad key raises _Bad(key, message)."""
-    out = {}
-    for key, value in table.items():
-        flag = "--" + key.replace("_", "-")
-        opt = parser.declared.get(flag)
-        if opt is None or not opt.in_file:
-            raise _Bad(key, "unknown key (keys are the long command-line options, e.g. log-file, port, json)")
-        if opt.kind in (SWITCH, CONST):
-            if not isinstance(value, bool):
-                raise _Bad(key, f"expected true or false, got {_show(value)}")
-            if value:
-                out[opt.name] = True if opt.kind == SWITCH else opt.const
-            elif opt.kind == SWITCH:
-                out[opt.name] = False
-            # else `json = false`, `no-log-file = false`: nothing to do
-        else:
-            out[opt.name] = _convert_values(opt, flag, key, value)
-    return out
-
-
-class _Bad(Exception):
-    def __init__(self, key, message):
-        super().__init__(message)
-        self.key = key
-        self.message = message
-
-
-def _show(value):
-    return {str: "a string", int: "a number", float: "a number", list: "a list", dict: "a table"}.get(
-        type(value), type(value).__name__) + (f" ({value!r})" if isinstance(value, (str, int, float)) else "")
-
-
-def _strip(message, option):
-    """'socket-snoop: --port: invalid value ...' -> 'invalid value ...' (the key is named anyway)."""
-    for prefix in ("socket-snoop: ", f"{option}: "):
-        if message.startswith(prefix):
-            message = message[len(prefix):]
-    return message
-
-
-def load(parser, path, explicit):
-    """{dest: value} from the config file at `path`, validated by the Options `parser` was built from."""
-    table, text = read(path, explicit)
-    try:
-        values = convert(parser, table)
-    except _Bad as e:
-        line = key_line(text, e.key)
-        where = f"{path}, line {line}" if line else path
-        raise SnoopError(f"socket-snoop: config file {escape(where)}: {show_key(e.key)}: {escape(e.message)}",
-                         2) from None
-    return values
-
-
-def parse_with_config(parser, argv, default_path):
-    """Parse argv over the config file's values: the command line wins, and its list values replace the file's."""
-    first = parser.parse_args(argv)
-    explicit = first.config is not None
-    path = first.config if explicit else default_path
-    values = load(parser, path, explicit)
-    if not values:
-        return first
-    parser.set_defaults(**values)
-    opts = parser.parse_args(argv)
-    for dest, value in values.items():
-        if isinstance(value, list) and getattr(first, dest):  # given on the command line: replaces the file's
-            setattr(opts, dest, getattr(first, dest))
-    return opts
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        pass
+    return 0

@@ -14,9 +14,11 @@ from ..output.connections import ConnectionReport
 from ..output.dispatch import Dispatch
 from ..output.sinks import ConsoleSink
 from ..pipeline.enrich import ProcOwnerEnricher
+from ..pipeline.filter_cgroups import CgroupWatch
+from ..pipeline.filters import CGROUP_KINDS
 from ..pipeline.owners import ProcOwners
 from ..pipeline.rings import RingReader
-from .options import filters_from, metrics_from, monitor_options
+from ..settings.monitor import filters_from, metrics_from, monitor_options
 
 POLL_S = 0.1  # longest wait for a batch: lines reach the log within this, plus the write
 DRAIN_S = 0.25  # longest stretch of reading before the main loop looks at signals and timers
@@ -32,7 +34,7 @@ class Monitor:
         self.report = None if opts.no_report else ConnectionReport(max_conns=opts.max_tracked)
         self.owners, self.enrichers, self.sinks = ProcOwners(), [], []
         self.stop = self.hup = False
-        self.probe = self.out = None
+        self.probe = self.out = self.cgroup_watch = None  # cgroup_watch: the cgroup filters' names, looked for again
         self.rings = RingReader(perf=opts.buffer == "perf")
 
     def open_sinks(self):
@@ -64,13 +66,15 @@ class Monitor:
             signal.signal(sig, self._on_signal)
         preflight()  # "needs root" comes before "cannot write /var/log/...", which follows from it
         if self.cgroups is not None:
-            self.filters.resolve_cgroups(self.cgroups)  # a unit, container or cgroup that is not there: exit 2
+            self.filters.resolve_cgroups(self.cgroups, warn=say)  # one not there yet: waited for
         self.open_sinks()
         self.probe = p = Probe(self.filters, buffer=self.opts.buffer, buffer_size=self.opts.buffer_size, log=say,
                                records=not self.opts.no_summary or self.report is not None or bool(self.metrics),
                                summary_only=self.opts.summary_only, want_cgroup=self.identity is not None)
         try:
             p.load()
+            if self.filters.wants_cgroups():
+                self.cgroup_watch = CgroupWatch(self.filters, self.cgroups, p, CGROUP_KINDS, warn=say)
             self.owners.scan()
             for ns, listeners in self.owners.listeners_by_netns().items():  # every network namespace's
                 p.seed_listeners(listeners, ns)
@@ -114,6 +118,8 @@ class Monitor:
                 next_check = now + 1.0
                 for sink in self.sinks:
                     sink.check()
+                if self.cgroup_watch is not None:
+                    self.cgroup_watch.tick(now)
                 self.out.notice_losses(self.probe)
             if next_stats and now >= next_stats:
                 next_stats, before, last = now + opts.stats, last, (now, self.probe.counters())

@@ -6,21 +6,22 @@ the unit. logrotate renames the log and sends SIGHUP; the monitor then
 reopens its log file (no copytruncate, no lost lines).
 """
 
-import ipaddress
 import os
 import shutil
 import subprocess
 import sys
 
+from dataclasses import replace
+
 from ..errors import SnoopError
-from .cmdline import CommandParser
-from .options import DEFAULT_LOG, options_from_config
+from ..settings.monitor import CONFIG, DEFAULT_LOG, RunSettings, options_from_config
+from ..settings.option import SWITCH, VALUE, CommandParser, Option, freeze, settings_class
+from ..settings.sandbox import ANY, ENV as SANDBOX_ENV, LOG_DIR, needed
 
 UNIT_NAME = "socket-snoop.service"
 UNIT_DIR = "/etc/systemd/system"
 LOGROTATE_NAME = "socket-snoop"
 LOGROTATE_DIR = "/etc/logrotate.d"
-HOME_DIRS = ("/home/", "/root/", "/run/user/")
 
 
 def _check(text, what):
@@ -72,42 +73,20 @@ def entry_point():
     return [sys.executable, "-m", "socketsnoop"], (None if probe.returncode == 0 else src)
 
 
-def _ip_peers(opts):
-    """Whom the configured outputs talk to over IP, one entry per output that does: an IPAddressAllow= value,
-    or None for any address. [] when none does (the unit then opens no network socket at all)."""
-    peers = []
-    metrics = getattr(opts, "metrics", None) if opts else None
-    if metrics:  # --metrics: scraped over TCP, by localhost only when it listens on loopback
-        peers.append("localhost" if ipaddress.ip_address(metrics[0]).is_loopback else None)
-    syslog = getattr(opts, "syslog", None) if opts else None
-    if syslog is not None:  # --syslog: its collector, by address where the URL gives one (a name needs DNS too)
-        try:
-            peers.append(str(ipaddress.ip_address(syslog.host)))
-        except ValueError:
-            peers.append(None)
-    return peers
-
-
-def _network(opts):
-    """The unit's address families and IP access lines for the configured outputs."""
-    peers = _ip_peers(opts)
-    if not peers:
+def _network(box):
+    """The unit's address families, IP access and bind lines for the configured outputs (settings/sandbox.py)."""
+    families = " ".join(f for f in ("AF_UNIX", "AF_INET", "AF_INET6") if f in box.families)
+    if families == "AF_UNIX":
         return ("# no socket is opened (libbpf needs netlink only for XDP/TC, not used); AF_UNIX for the journal\n"
                 "RestrictAddressFamilies=AF_UNIX\nIPAddressDeny=any\n")
-    text = ("# the outputs' sockets (--metrics, --syslog); AF_UNIX for the journal\n"
-            "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n")
-    if None in peers:
+    text = f"# the outputs' sockets (metrics, syslog); AF_UNIX for the journal\nRestrictAddressFamilies={families}\n"
+    if box.listen_ports:
+        text += ("# the metrics endpoint's port, and no other\n"
+                 + "".join(f"SocketBindAllow=tcp:{p}\n" for p in sorted(box.listen_ports)) + "SocketBindDeny=any\n")
+    if ANY in box.peers:
         return text + ("# talking to hosts not known here (a metrics scraper, a collector by name): name them here\n"
                        "# to allow only them, e.g. IPAddressDeny=any and IPAddressAllow=10.0.0.5\n")
-    return text + f"IPAddressDeny=any\nIPAddressAllow={' '.join(dict.fromkeys(peers))}\n"
-
-
-def _outputs_paths(opts):
-    """(under a home directory, under /tmp): where the journal socket or the syslog CA file is, which the
-    sandbox would otherwise hide (ProtectHome=, PrivateTmp=)."""
-    paths = [os.path.abspath(p) for p in (getattr(opts, "journal_socket", None), getattr(opts, "syslog_ca", None))
-             if p] if opts else []
-    return any(p.startswith(HOME_DIRS) for p in paths), any(p.startswith(("/tmp/", "/var/tmp/")) for p in paths)
+    return text + f"IPAddressDeny=any\nIPAddressAllow={' '.join(sorted(box.peers))}\n"
 
 
 # The unit file; each {name} is made by a function below.
@@ -126,7 +105,9 @@ Type=simple
 # (up to --max-tracked connections) would flood the journal on every stop
 ExecStart={exec_start}
 ExecReload=/bin/kill -HUP $MAINPID
-{env}Restart=on-failure
+{env}# what this unit allows, for the monitor to say at start what a changed config asks for beyond it
+Environment={sandbox}
+Restart=on-failure
 RestartSec=5
 User=root
 UMask=0027
@@ -139,6 +120,8 @@ UMask=0027
 CapabilityBoundingSet=CAP_BPF CAP_PERFMON CAP_DAC_READ_SEARCH CAP_SYS_PTRACE
 AmbientCapabilities=CAP_BPF CAP_PERFMON CAP_DAC_READ_SEARCH CAP_SYS_PTRACE
 LimitMEMLOCK=infinity
+# the metrics endpoint's connections must never take the descriptors the log and the rings need
+LimitNOFILE=65536
 # A flood of connections must not starve the monitor watching it: on a busy host it would
 # otherwise get only its fair share of CPU against the processes making the flood, fall
 # behind and lose events (counted, but lost).
@@ -181,33 +164,37 @@ def _exec_start(command, config):
     return " ".join(_quote(a) for a in args)
 
 
-def _read_write(log_files):
-    """/var/log, and the directory of each log file elsewhere. "-": systemd ignores a missing directory instead
-    of failing to start the unit (the monitor then says it cannot open its log)."""
-    rw = ["/var/log"] + ["-" + d for d in sorted({os.path.dirname(p) for p in log_files
-                                                  if not _under_var_log(os.path.dirname(p))})]
+def _read_write(write_dirs):
+    """/var/log, and each other directory a log is in. "-": systemd ignores a missing directory instead of
+    failing to start the unit (the monitor then says it cannot open its log)."""
+    rw = [LOG_DIR] + ["-" + d for d in sorted(set(write_dirs) - {LOG_DIR})]
     return " ".join(_quote(p, exec_line=False) for p in rw)
 
 
-def _home_and_tmp(command, pythonpath, opts):
-    """ProtectHome= and PrivateTmp= lines: relaxed only as far as the program or an output's path needs."""
-    out_home, out_tmp = _outputs_paths(opts)
-    in_home = out_home or any(p.startswith(HOME_DIRS) for p in list(command) + [pythonpath or ""])
-    home = ("# the program (or the journal socket, the syslog CA) is under a home directory: readable, not "
-            "writable\nProtectHome=read-only\n"
-            if in_home else "ProtectHome=yes\n")
-    private_tmp = ("# the journal socket or the syslog CA is under /tmp: PrivateTmp would hide it\nPrivateTmp=no"
-                   if out_tmp else "PrivateTmp=yes")
+def _home_and_tmp(box):
+    """ProtectHome= and PrivateTmp= lines: relaxed only as far as the config, the program or a path needs."""
+    home = {"no": "ProtectHome=yes\n",
+            "read-only": "# the program, the config or an output's file is under a home directory: readable, not "
+                         "writable\nProtectHome=read-only\n",
+            "read-write": "# a log is under a home directory: writable there (ReadWritePaths=), read-only "
+                          "elsewhere\nProtectHome=read-only\n"}[box.home]
+    private_tmp = ("# the config, a log or an output's file is under /tmp: PrivateTmp would hide it (or give the "
+                   "log to a private /tmp that logrotate never sees)\nPrivateTmp=no" if box.real_tmp
+                   else "PrivateTmp=yes")
     return home, private_tmp
 
 
 def render_unit(command, pythonpath=None, config=None, log_files=(), opts=None):
-    """The unit file's text. command: argv prefix that runs socket-snoop; opts: the config file's options
-    (for the sandbox: network only for --metrics and --syslog)."""
-    home, private_tmp = _home_and_tmp(command, pythonpath, opts)
-    return UNIT.format(exec_start=_exec_start(command, config), read_write=_read_write(log_files),
+    """The unit file's text. command: argv prefix that runs socket-snoop; opts: the config file's RunSettings
+    (None: the defaults), from which the sandbox is derived (settings/sandbox.py)."""
+    box = needed(opts or RunSettings(), config, [*command, pythonpath or ""])
+    box = replace(box, write_dirs=box.write_dirs | {os.path.dirname(os.path.abspath(p)) for p in log_files
+                                                    if not _under_var_log(os.path.dirname(os.path.abspath(p)))})
+    home, private_tmp = _home_and_tmp(box)
+    return UNIT.format(exec_start=_exec_start(command, config), read_write=_read_write(box.write_dirs),
                        env=f"Environment=PYTHONPATH={_quote(pythonpath)}\n" if pythonpath else "",
-                       home=home, private_tmp=private_tmp, network=_network(opts))
+                       sandbox=_quote(f"{SANDBOX_ENV}={box.encode()}", exec_line=False),
+                       home=home, private_tmp=private_tmp, network=_network(box))
 
 
 def render_logrotate(log_files):
@@ -232,9 +219,8 @@ def render_logrotate(log_files):
 """
 
 
-def log_files(config):
-    """The log files to rotate: the default one, and the configured one if it differs."""
-    opts = options_from_config(config)
+def log_files(opts):
+    """The log files to rotate: the default one, and the configured one (RunSettings) if it differs."""
     files = [DEFAULT_LOG]
     if opts.log_file and os.path.abspath(opts.log_file) != DEFAULT_LOG:
         files.append(os.path.abspath(opts.log_file))
@@ -262,8 +248,8 @@ def _write(path, text):
 
 
 def install(opts, out):
-    files = log_files(opts.config)
     monitor_opts = options_from_config(opts.config)
+    files = log_files(monitor_opts)
     command, pythonpath = entry_point()
     unit_path = os.path.join(opts.unit_dir, UNIT_NAME)
     rot_path = os.path.join(opts.logrotate_dir, LOGROTATE_NAME)
@@ -307,20 +293,29 @@ def uninstall(opts, out):
     return 0
 
 
+SERVICE_OPTIONS = (
+    Option(("--dry-run",), SWITCH, "print what would be written or removed", in_file=False, commands=("service",)),
+    Option(("--unit-dir",), VALUE, f"default {UNIT_DIR}", default=UNIT_DIR, metavar="DIR", in_file=False,
+           commands=("service",), value_type=str),
+    Option(("--logrotate-dir",), VALUE, f"default {LOGROTATE_DIR}", default=LOGROTATE_DIR, metavar="DIR",
+           in_file=False, commands=("service",), value_type=str),
+    CONFIG,
+)
+ServiceSettings = settings_class("ServiceSettings", SERVICE_OPTIONS, "`socket-snoop service`'s settings.",
+                                 positionals=[("action", str)])
+
+
 def build_parser():
     p = CommandParser(prog="socket-snoop service",
                       description="Install or remove the systemd unit and the logrotate file.")
     p.add_argument("action", choices=("install", "uninstall"))
-    p.add_argument("--dry-run", action="store_true", help="print what would be written or removed")
-    p.add_argument("--unit-dir", default=UNIT_DIR, metavar="DIR", help=f"default {UNIT_DIR}")
-    p.add_argument("--logrotate-dir", default=LOGROTATE_DIR, metavar="DIR", help=f"default {LOGROTATE_DIR}")
-    p.add_argument("--config", metavar="PATH",
-                   help="a config file other than /etc/socket-snoop/config.toml, for the unit to use")
+    p.add_group("install and uninstall", SERVICE_OPTIONS)
     return p
 
 
 def main(argv):
-    opts = build_parser().parse_args(argv)
-    if opts.config:
-        opts.config = os.path.abspath(opts.config)
+    ns = build_parser().parse_args(argv)
+    if ns.config:
+        ns.config = os.path.abspath(ns.config)
+    opts = freeze(ServiceSettings, ns)
     return (install if opts.action == "install" else uninstall)(opts, sys.stdout)

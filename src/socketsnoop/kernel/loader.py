@@ -266,6 +266,13 @@ class Probe:
         tail = " | ".join(m.strip() for m in messages[-3:] if m.strip())
         return f"socket-snoop: {msg}" + (f" ({tail})" if tail else "")
 
+    def set_cgroup_filter(self, cid, bits):
+        """A cgroup filter's cgroup that appeared (or changed) while we run (pipeline/filter_cgroups.py)."""
+        self.obj.update(abi.MAP_FILTER_CGROUPS, abi.U64_KEY.pack(cid), bytes((bits,)))
+
+    def drop_cgroup_filter(self, cid):
+        self.obj.delete(abi.MAP_FILTER_CGROUPS, abi.U64_KEY.pack(cid))
+
     def seed_listeners(self, listeners, ns):
         """Tell the kernel who owns the listening sockets that predate us (in network namespace ns)."""
         for family, addr, port, pid, comm, uid in listeners:

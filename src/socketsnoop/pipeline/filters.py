@@ -1,15 +1,17 @@
-"""Filters: validated from the command line or config file, applied in the kernel.
+"""Filters, each kind declared once (FILTERS, SWITCHES): its command-line option and its exclusion, how its
+values reach the kernel (the maps and flags bpf/socketsnoop.bpf.c's passes_filters() reads), and its
+user-space match. The user-space match judges what the kernel could not (the owner of a socket older than the
+monitor, known only from /proc) and logged events (`report`); tests/kernel/test_filter_differential.py holds
+it to the kernel's verdict on the same real events, kind by kind.
 
-Within one kind the values are OR-ed, across kinds AND-ed. The kernel program
-reads them from maps filled once before attaching (hash sets for pids, comms
-and ports, an LPM trie for address prefixes) and from read-only switches, so
-an event filtered out costs no buffer space and no Python time.
+Within one kind the values are OR-ed, across kinds AND-ed; an exclusion (--exclude-*) drops an event
+whatever else matches. The three ways to name a cgroup (--cgroup, --unit, --container) are one kind for the
+kernel: a socket in any of them passes. The maps are filled once before attaching (hash sets for pids, comms,
+uids, ports and cgroup ids, an LPM trie for address prefixes), the switches are read-only data: an event
+filtered out costs no buffer space and no Python time.
 """
 
-import ipaddress
-import pwd
-import re
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ..errors import SnoopError
 from ..kernel import abi
@@ -18,8 +20,8 @@ from ..kernel.abi import (
     ADDR_EITHER,
     ADDR_EXCLUDE,
     ADDR_SRC,
-    CGROUP_LEVELS,
     COMM_LEN,
+    EV_CONNECTION,
     EV_RESET_RECEIVED,
     EV_RESET_SENT,
     EV_RETRANSMIT,
@@ -51,330 +53,350 @@ from ..kernel.abi import (
     FV_EXCLUDE,
     FV_INCLUDE,
 )
-from .decode import STATE_NUMBERS
-from .identity import container_of, unit_of, units_of
+from .filter_values import (
+    parse_cgroup,
+    parse_cidr,
+    parse_comm,
+    parse_container,
+    parse_pid,
+    parse_port,
+    parse_state,
+    parse_uid,
+    parse_unit,
+    uid_of_name,
+)
+from .decode import TCP_STATES
+from .filter_cgroups import ALL_LEVELS, resolve
+from .identity import container_of, units_of
+
+RUN_AND_REPORT = ("run", "report")
+RUN = ("run",)
+_ONE = b"\x01"
 
 
-def _bad(option, value, why):
-    return SnoopError(f"socket-snoop: {option}: invalid value {value!r}: {why}", status=2)
+class Event(NamedTuple):
+    """What a filter looks at: an event or a connection record (kind EV_CONNECTION, its result's word),
+    src/dst ipaddress objects, comm the raw name, the identity fields as far as they are known."""
+    kind: int
+    family: int
+    src: object
+    sport: int
+    dst: object
+    dport: int
+    pid: int
+    comm: bytes
+    newstate: int
+    uid: int | None = None
+    user: str | None = None
+    cgroup: str | None = None
+    unit: str | None = None
+    container: str | None = None
+    result: str | None = None
 
 
-def parse_pid(value, option="--pid"):
-    try:
-        pid = int(str(value), 10)
-    except ValueError:
-        raise _bad(option, value, "a process id is a whole number") from None
-    if not 0 < pid < 2**22 + 1:
-        raise _bad(option, value, "a process id is between 1 and 4194304")
-    return pid
+class Kind:
+    """A filter on values: NAME's flags take a value (repeatable); `--exclude-NAME` too where `exclude` (its
+    help) is given. bit, exclude_bit: the kernel's filter_flags bits."""
+    group = None  # kinds of one group are OR-ed as one kind (the cgroup's names); None: its own
+
+    def __init__(self, name, flags, parse, help, bit, exclude=None, exclude_bit=0, metavar=None,
+                 exclude_metavar=None, example=None, show=None):
+        self.name, self.flags, self.parse, self.help, self.metavar = name, flags, parse, help, metavar
+        self.example, self.show = example, show  # a value for the example config; value -> its text (None: as is)
+        self.bit, self.exclude, self.exclude_bit = bit, exclude, exclude_bit
+        self.exclude_metavar = exclude_metavar
+        self.exclude_name = "exclude_" + name if exclude else None
+        self.exclude_flag = "--exclude-" + name.replace("_", "-") if exclude else None
+
+    def entries(self, include, exclude):
+        """(map name, key bytes, value bytes) for the kernel."""
+        return ()
+
+    def hits(self, ev, values):
+        """The user-space match: does the event have one of `values`?"""
+        raise NotImplementedError
 
 
-def parse_port(value, option="--port"):
-    try:
-        port = int(str(value), 10)
-    except ValueError:
-        raise _bad(option, value, "a port is a whole number") from None
-    if not 0 <= port <= 65535:
-        raise _bad(option, value, "a port is between 0 and 65535")
-    return port
+class OwnerKind(Kind):
+    """The owner's pid, comm or uid: a hash set whose values say include (FV_INCLUDE), exclude, or both."""
 
+    def __init__(self, *args, map_name, pack, value_of, **kw):
+        super().__init__(*args, **kw)
+        self.map_name, self.pack, self.value_of = map_name, pack, value_of
 
-def parse_cidr(value, option="--addr"):
-    """'10.0.0.0/8', '2001:db8::/32', or a bare address (/32 or /128)."""
-    try:
-        net = ipaddress.ip_network(str(value).strip("[]"), strict=False)
-    except ValueError:
-        raise _bad(option, value, "expected an IPv4 or IPv6 address or CIDR, e.g. 10.0.0.0/8") from None
-    if isinstance(net, ipaddress.IPv6Network) and net.network_address.ipv4_mapped and net.prefixlen >= 96:
-        net = ipaddress.ip_network(f"{net.network_address.ipv4_mapped}/{net.prefixlen - 96}")
-    return net
+    def entries(self, include, exclude):
+        for value in include | exclude:
+            bits = (FV_INCLUDE if value in include else 0) | (FV_EXCLUDE if value in exclude else 0)
+            yield self.map_name, self.pack(value), bytes((bits,))
 
-
-def parse_state(value, option="--state"):
-    name = str(value).upper().replace("-", "_")
-    if name == "CLOSED":
-        name = "CLOSE"
-    if name not in STATE_NUMBERS:
-        raise _bad(option, value, "known states: " + ", ".join(STATE_NUMBERS))
-    return STATE_NUMBERS[name]
-
-
-def parse_comm(value, option="--comm"):
-    raw = str(value).encode()
-    if not raw or len(raw) > COMM_LEN - 1:
-        raise _bad(option, value, "a command name is 1 to 15 bytes (the kernel's limit)")
-    return raw
-
-
-def parse_uid(value, option="--uid"):
-    """A uid, or a user name of this host's (resolved now: a name that does not exist is an error)."""
-    text = str(value)
-    if text.isascii() and text.isdigit():
-        uid = int(text)
-        if uid >= 2**32 - 1:
-            raise _bad(option, value, "a uid is below 4294967295")
-        return uid
-    try:
-        return pwd.getpwnam(text).pw_uid
-    except (KeyError, ValueError):
-        raise _bad(option, value, "no such user on this host (give a uid or a user name)") from None
-
-
-def parse_cgroup(value, option="--cgroup"):
-    """A cgroup v2 path as the `cgroup` key shows it ('/system.slice/nginx.service'), or its full path under
-    the cgroup2 mount (kept as given: resolve_cgroups() tells them apart)."""
-    text = str(value).strip()
-    if not text.startswith("/") or "\0" in text or any(p in (".", "..") for p in text.split("/")):
-        raise _bad(option, value, "a cgroup path begins with '/', e.g. /system.slice/nginx.service")
-    return "/" + "/".join(p for p in text.split("/") if p)
-
-
-_UNIT = re.compile(r"[A-Za-z0-9:_.@\\-]+", re.ASCII)
-
-
-def parse_unit(value, option="--unit"):
-    """A systemd unit's name; without a suffix, '.service' (as systemctl takes it)."""
-    text = str(value)
-    if not _UNIT.fullmatch(text) or text in (".", ".."):
-        raise _bad(option, value, "a systemd unit name, e.g. nginx.service or session-3.scope")
-    return text if "." in text else text + ".service"
-
-
-def parse_container(value, option="--container"):
-    """A container id, or a prefix of it of at least 12 hex digits."""
-    text = str(value).lower()
-    if not re.fullmatch(r"[0-9a-f]{12,64}", text):
-        raise _bad(option, value, "a container id: 12 to 64 hex digits (a unique prefix of the id)")
-    return text
-
-
-@dataclass
-class Filters:
-    pids: set = field(default_factory=set)
-    comms: set = field(default_factory=set)
-    ports: set = field(default_factory=set)
-    src_ports: set = field(default_factory=set)
-    dst_ports: set = field(default_factory=set)
-    addrs: list = field(default_factory=list)
-    srcs: list = field(default_factory=list)
-    dsts: list = field(default_factory=list)
-    states: set = field(default_factory=set)
-    ipv4_only: bool = False
-    ipv6_only: bool = False
-    no_retransmits: bool = False
-    no_resets: bool = False
-    include_unspecified: bool = False
-    failed: bool = False  # connection records whose result is not "closed"
-    exclude_pids: set = field(default_factory=set)
-    exclude_comms: set = field(default_factory=set)
-    exclude_ports: set = field(default_factory=set)
-    exclude_addrs: list = field(default_factory=list)
-    uids: set = field(default_factory=set)
-    exclude_uids: set = field(default_factory=set)
-    cgroups: list = field(default_factory=list)  # paths as given (parse_cgroup)
-    exclude_cgroups: list = field(default_factory=list)
-    units: list = field(default_factory=list)
-    exclude_units: list = field(default_factory=list)
-    containers: list = field(default_factory=list)  # id prefixes
-    exclude_containers: list = field(default_factory=list)
-    # resolve_cgroups(): cgroup id -> (depth below the v2 root, FV_INCLUDE | FV_EXCLUDE)
-    cgroup_ids: dict = field(default_factory=dict)
-
-    def wants_cgroups(self):
-        return bool(self.cgroups or self.units or self.containers or self.exclude_cgroups or self.exclude_units
-                    or self.exclude_containers)
-
-    def resolve_cgroups(self, tree):
-        """--cgroup, --unit, --container and their exclusions as cgroup ids, from the cgroup v2 hierarchy
-        (pipeline/identity.CgroupTree). Anything not found is a one-line error (exit 2)."""
-        if not self.wants_cgroups():
-            return self
-        if tree.mount is None:
-            raise SnoopError("socket-snoop: --cgroup, --unit and --container need cgroup v2, and this host has "
-                             "no cgroup2 mount (/proc/self/mountinfo)", status=2)
-        ids = {}
-
-        def add(paths, bit):
-            for path in paths:
-                cid, level = tree.id_of(path)
-                if level >= CGROUP_LEVELS:
-                    raise SnoopError(f"socket-snoop: cgroup {path} is {level} levels deep: at most "
-                                     f"{CGROUP_LEVELS - 1} are supported", status=2)
-                ids[cid] = (level, ids.get(cid, (level, 0))[1] | bit)
-
-        for bit, cgroups, units, containers, pre in (
-                (FV_INCLUDE, self.cgroups, self.units, self.containers, "--"),
-                (FV_EXCLUDE, self.exclude_cgroups, self.exclude_units, self.exclude_containers, "--exclude-")):
-            paths = []
-            for path in cgroups:
-                rel = tree.relative(path)
-                if rel is None:
-                    raise SnoopError(f"socket-snoop: {pre}cgroup: no cgroup {path} (under {tree.mount})", status=2)
-                paths.append(rel)
-            for unit in units:
-                found = tree.find_unit(unit)
-                if not found:
-                    raise SnoopError(f"socket-snoop: {pre}unit: no unit {unit} in the cgroup tree "
-                                     f"({tree.mount})", status=2)
-                paths += found
-            for prefix in containers:
-                found = tree.find_container(prefix)
-                if not found:
-                    raise SnoopError(f"socket-snoop: {pre}container: no container {prefix} in the cgroup tree "
-                                     f"({tree.mount})", status=2)
-                if len(found) > 1:
-                    raise SnoopError(f"socket-snoop: {pre}container: {prefix} matches more than one container: "
-                                     + ", ".join(sorted(found)), status=2)
-                paths += next(iter(found.values()))
-            add(paths, bit)
-        self.cgroup_ids = ids
-        return self
-
-    def cgroup_levels(self):
-        """The depths a cgroup filter names: the kernel looks only there (rodata cgroup_levels)."""
-        mask = 0
-        for level, _bits in self.cgroup_ids.values():
-            mask |= 1 << level
-        return mask
-
-    def flags(self):
-        f = 0
-        include_cg = any(bits & FV_INCLUDE for _l, bits in self.cgroup_ids.values())
-        exclude_cg = any(bits & FV_EXCLUDE for _l, bits in self.cgroup_ids.values())
-        for on, bit in (
-            (self.exclude_pids, FILT_X_PID), (self.exclude_comms, FILT_X_COMM), (self.exclude_ports, FILT_X_PORT),
-            (self.exclude_addrs, FILT_X_ADDR), (self.uids, FILT_UID), (self.exclude_uids, FILT_X_UID),
-            (include_cg, FILT_CGROUP), (exclude_cg, FILT_X_CGROUP),
-            (self.pids, FILT_PID), (self.comms, FILT_COMM), (self.ports, FILT_PORT),
-            (self.src_ports, FILT_SPORT), (self.dst_ports, FILT_DPORT), (self.addrs, FILT_ADDR),
-            (self.srcs, FILT_SRC), (self.dsts, FILT_DST), (self.states, FILT_STATE),
-            (self.ipv4_only, FILT_IPV4), (self.ipv6_only, FILT_IPV6),
-            (self.no_retransmits, FILT_NO_RETRANSMIT), (self.no_resets, FILT_NO_RESET),
-            (not self.include_unspecified, FILT_SKIP_UNSPEC), (self.failed, FILT_FAILED),
-        ):
-            if on:
-                f |= bit
-        return f
-
-    def state_mask(self):
-        mask = 0
-        for s in self.states:
-            mask |= 1 << s
-        return mask
-
-    def check(self):
-        if self.ipv4_only and self.ipv6_only:
-            raise SnoopError("socket-snoop: -4/--ipv4 and -6/--ipv6 exclude each other: give neither for both",
-                             status=2)
-        return self
-
-    def map_entries(self):
-        """(map name, key bytes, value bytes) for every filter value."""
-        one = b"\x01"
-        for name, key, inc, exc in ((abi.MAP_FILTER_PIDS, abi.U32_KEY.pack, self.pids, self.exclude_pids),
-                                    (abi.MAP_FILTER_COMMS, lambda c: c.ljust(COMM_LEN, b"\0"), self.comms,
-                                     self.exclude_comms),
-                                    (abi.MAP_FILTER_UIDS, abi.U32_KEY.pack, self.uids, self.exclude_uids)):
-            for value in inc | exc:
-                bits = (FV_INCLUDE if value in inc else 0) | (FV_EXCLUDE if value in exc else 0)
-                yield name, key(value), bytes((bits,))
-        for cid, (_level, bits) in self.cgroup_ids.items():
-            yield abi.MAP_FILTER_CGROUPS, abi.U64_KEY.pack(cid), bytes((bits,))
-        for kind, ports in ((ADDR_EITHER, self.ports), (ADDR_SRC, self.src_ports), (ADDR_DST, self.dst_ports),
-                            (ADDR_EXCLUDE, self.exclude_ports)):
-            for port in ports:
-                yield abi.MAP_FILTER_PORTS, abi.U32_KEY.pack(kind << abi.PORT_KEY_KIND_SHIFT | port), one
-        for kind, nets in ((ADDR_EITHER, self.addrs), (ADDR_SRC, self.srcs), (ADDR_DST, self.dsts),
-                           (ADDR_EXCLUDE, self.exclude_addrs)):
-            for net in nets:
-                family = net.version
-                yield abi.MAP_FILTER_ADDRS, FILTER_KEY.pack(
-                    FILTER_KEY_PREFIX_BITS + net.prefixlen, kind, family, net.network_address.packed.ljust(16, b"\0")), one
-
-    def match_owner(self, pid, comm: bytes, uid=None, user=None):
-        """The owner filters (pid, comm, uid, and their exclusions), for an owner that only user space could
-        resolve, or a logged event (which may carry a uid, or only a user name, or neither)."""
-        if (self.pids and pid not in self.pids) or pid in self.exclude_pids:
-            return False
-        name = comm.split(b"\0", 1)[0]
-        if (self.comms and name not in self.comms) or name in self.exclude_comms:
-            return False
-        if self.uids or self.exclude_uids:
-            if uid is None and user is not None:
-                uid = _uid_of_name(user)
-            if (self.uids and uid not in self.uids) or (uid is not None and uid in self.exclude_uids):
-                return False
-        return True
-
-    def match_context(self, cgroup=None, unit=None, container=None):
-        """The cgroup filters for a logged event: its cgroup path (JSON), else its unit and container
-        (the text log's --context). --cgroup matches the path or a path below it."""
-        if not self.wants_cgroups():
-            return True
-
-        def under(path, parent):
-            return path is not None and (path == parent or path.startswith(parent.rstrip("/") + "/"))
-
-        def has_unit(u):
-            if cgroup is not None:
-                return u in units_of(cgroup)
-            return unit == u
-
-        def has_container(prefix):
-            c = container if container is not None else (container_of(cgroup) if cgroup else None)
-            return c is not None and (c.startswith(prefix) or (len(c) < len(prefix) and prefix.startswith(c)))
-
-        if unit is None and cgroup is not None:
-            unit = unit_of(cgroup)
-        if any(under(cgroup, p) for p in self.exclude_cgroups) or any(map(has_unit, self.exclude_units)) or \
-                any(map(has_container, self.exclude_containers)):
-            return False
-        if self.cgroups or self.units or self.containers:
-            return (any(under(cgroup, p) for p in self.cgroups) or any(map(has_unit, self.units))
-                    or any(map(has_container, self.containers)))
-        return True
-
-    def match(self, kind, family, src, sport, dst, dport, pid, comm: bytes, newstate, uid=None, user=None,
-              cgroup=None, unit=None, container=None):
-        """The kernel's test (bpf: passes_filters()), in Python, for a logged event: `kind` an events type
-        number, src/dst ipaddress objects (IPv4-mapped IPv6 counts as IPv4), comm the raw name; the
-        identity fields as far as the log has them."""
-        if not self.include_unspecified and (src.is_unspecified or dst.is_unspecified):
-            return False
-        if (self.ipv4_only and family != 4) or (self.ipv6_only and family != 6):
-            return False
-        if self.no_retransmits and kind == EV_RETRANSMIT:
-            return False
-        if self.no_resets and kind in (EV_RESET_SENT, EV_RESET_RECEIVED):
-            return False
-        if self.states and newstate not in self.states:
-            return False
-        if self.ports and sport not in self.ports and dport not in self.ports:
-            return False
-        if (self.src_ports and sport not in self.src_ports) or (self.dst_ports and dport not in self.dst_ports):
-            return False
-        src, dst = _plain(src), _plain(dst)
-        if self.addrs and not (_in(src, self.addrs) or _in(dst, self.addrs)):
-            return False
-        if (self.srcs and not _in(src, self.srcs)) or (self.dsts and not _in(dst, self.dsts)):
-            return False
-        if self.exclude_ports and (sport in self.exclude_ports or dport in self.exclude_ports):
-            return False
-        if self.exclude_addrs and (_in(src, self.exclude_addrs) or _in(dst, self.exclude_addrs)):
-            return False
-        return self.match_owner(pid, comm, uid, user) and self.match_context(cgroup, unit, container)
+    def hits(self, ev, values):
+        value = self.value_of(ev)
+        return value is not None and value in values
 
 
 def _plain(ip):
     return ip.ipv4_mapped or ip if ip.version == 6 else ip
 
 
-def _in(ip, nets):
-    return any(ip.version == n.version and ip in n for n in nets)
+class EndsKind(Kind):
+    """Ports or addresses at an end of the connection: `ends` picks them from an event (either end, local
+    only, remote only); `code` is the kind in the map's key (ADDR_EITHER, ...; exclusions: ADDR_EXCLUDE)."""
+
+    def __init__(self, *args, ends, code, **kw):
+        super().__init__(*args, **kw)
+        self.ends, self.code = ends, code
 
 
-def _uid_of_name(name):
-    try:
-        return pwd.getpwnam(name).pw_uid
-    except (KeyError, ValueError):
-        return None
+class PortKind(EndsKind):
+    def entries(self, include, exclude):
+        for code, ports in ((self.code, include), (ADDR_EXCLUDE, exclude)):
+            for port in ports:
+                yield abi.MAP_FILTER_PORTS, abi.U32_KEY.pack(code << abi.PORT_KEY_KIND_SHIFT | port), _ONE
+
+    def hits(self, ev, values):
+        return any(port in values for port in self.ends(ev, "port"))
+
+
+class AddrKind(EndsKind):
+    def entries(self, include, exclude):
+        for code, nets in ((self.code, include), (ADDR_EXCLUDE, exclude)):
+            for net in nets:
+                yield abi.MAP_FILTER_ADDRS, FILTER_KEY.pack(FILTER_KEY_PREFIX_BITS + net.prefixlen, code, net.version,
+                                                            net.network_address.packed.ljust(16, b"\0")), _ONE
+
+    def hits(self, ev, values):
+        return any(ip.version == net.version and ip in net for ip in map(_plain, self.ends(ev, "addr"))
+                   for net in values)
+
+
+class StateKind(Kind):
+    """The new state: a bit mask in read-only data (Filters.state_mask). A connection record has no new
+    state of its own: the kernel lets it pass (the state filter is for events)."""
+
+    def hits(self, ev, values):
+        return ev.kind == EV_CONNECTION or ev.newstate in values
+
+
+class CgroupKind(Kind):
+    """A cgroup named by its path, a unit or a container: resolved to cgroup ids (Filters.resolve_cgroups),
+    a socket passes when a filter cgroup is it or one of its ancestors."""
+    group = "cgroup"
+
+    def __init__(self, *args, test, **kw):
+        super().__init__(*args, bit=FILT_CGROUP, exclude_bit=FILT_X_CGROUP, **kw)
+        self.test = test
+
+    def hits(self, ev, values):
+        return any(self.test(ev, value) for value in values)
+
+
+def _either(ev, what):
+    return (ev.sport, ev.dport) if what == "port" else (ev.src, ev.dst)
+
+
+def _local(ev, what):
+    return (ev.sport,) if what == "port" else (ev.src,)
+
+
+def _remote(ev, what):
+    return (ev.dport,) if what == "port" else (ev.dst,)
+
+
+def _uid(ev):
+    return ev.uid if ev.uid is not None else (uid_of_name(ev.user) if ev.user is not None else None)
+
+
+def _under(ev, path):
+    return ev.cgroup is not None and (ev.cgroup == path or ev.cgroup.startswith(path.rstrip("/") + "/"))
+
+
+def _in_unit(ev, unit):
+    return unit in units_of(ev.cgroup) if ev.cgroup is not None else ev.unit == unit
+
+
+def _in_container(ev, prefix):
+    c = ev.container if ev.container is not None else (container_of(ev.cgroup) if ev.cgroup else None)
+    return c is not None and (c.startswith(prefix) or (len(c) < len(prefix) and prefix.startswith(c)))
+
+
+FILTERS = (
+    OwnerKind("pid", ("-p", "--pid"), parse_pid, "owning process id (repeatable)", FILT_PID,
+              "leave out this owning process id (repeatable)", FILT_X_PID, exclude_metavar="PID",
+              map_name=abi.MAP_FILTER_PIDS, pack=abi.U32_KEY.pack, value_of=lambda ev: ev.pid, example=1234),
+    OwnerKind("comm", ("-c", "--comm"), parse_comm, "owning command name, exact (repeatable)", FILT_COMM,
+              "leave out this owning command name", FILT_X_COMM, exclude_metavar="NAME",
+              map_name=abi.MAP_FILTER_COMMS, pack=lambda c: c.ljust(COMM_LEN, b"\0"), value_of=lambda ev: ev.comm,
+              example="nginx", show=lambda c: c.decode("utf-8", "surrogateescape")),
+    PortKind("port", ("-P", "--port"), parse_port, "port at either end (repeatable)", FILT_PORT,
+             "leave out this port, at either end", FILT_X_PORT, exclude_metavar="PORT", ends=_either,
+             code=ADDR_EITHER, example=443),
+    PortKind("src_port", ("--src-port",), parse_port, "local port (SRC)", FILT_SPORT, ends=_local, code=ADDR_SRC,
+             example=22),
+    PortKind("dst_port", ("--dst-port",), parse_port, "remote port (DST)", FILT_DPORT, ends=_remote,
+             code=ADDR_DST, example=443),
+    AddrKind("addr", ("-a", "--addr"), parse_cidr, "address or CIDR at either end, IPv4 or IPv6", FILT_ADDR,
+             "leave out this address or CIDR, at either end", FILT_X_ADDR, exclude_metavar="CIDR", ends=_either,
+             code=ADDR_EITHER, example="10.0.0.0/8"),
+    AddrKind("src", ("--src",), parse_cidr, "local address or CIDR", FILT_SRC, ends=_local, code=ADDR_SRC,
+             example="192.0.2.0/24"),
+    AddrKind("dst", ("--dst",), parse_cidr, "remote address or CIDR", FILT_DST, ends=_remote, code=ADDR_DST,
+             example="2001:db8::/32"),
+    StateKind("state", ("-s", "--state"), parse_state, "new state, e.g. ESTABLISHED, SYN_SENT, CLOSE (repeatable)",
+              FILT_STATE, example="ESTABLISHED", show=lambda n: TCP_STATES[n]),
+    OwnerKind("uid", ("--uid",), parse_uid, "owner's uid or user name (repeatable)", FILT_UID,
+              "leave out this uid or user name", FILT_X_UID, metavar="UID", exclude_metavar="UID",
+              map_name=abi.MAP_FILTER_UIDS, pack=abi.U32_KEY.pack, value_of=_uid, example=1000),
+    CgroupKind("cgroup", ("--cgroup",), parse_cgroup,
+               "socket's cgroup v2 PATH or below, e.g. /system.slice/nginx.service",
+               exclude="leave out this cgroup and everything below it", metavar="PATH", exclude_metavar="PATH",
+               test=_under, example="/system.slice/nginx.service"),
+    CgroupKind("unit", ("--unit",), parse_unit, "systemd unit (its cgroup and below), e.g. nginx.service",
+               exclude="leave out this systemd unit", metavar="NAME", exclude_metavar="NAME", test=_in_unit,
+               example="backup.service"),
+    CgroupKind("container", ("--container",), parse_container,
+               "container id, a unique prefix of at least 12 hex digits", exclude="leave out this container",
+               metavar="ID", exclude_metavar="ID", test=_in_container, example="0123456789ab"),
+)
+CGROUP_KINDS = tuple(k for k in FILTERS if k.group == "cgroup")
+
+
+class Switch(NamedTuple):
+    """A filter without values: on when its option's value is `when` (the kernel's `bit` is then set, and
+    `test` must hold in user space). commands: which commands take the option (elsewhere it does not filter)."""
+    name: str
+    flags: tuple
+    help: str
+    bit: int
+    test: object
+    when: bool = True
+    commands: tuple = RUN_AND_REPORT
+
+
+SWITCHES = (
+    Switch("ipv4", ("-4", "--ipv4"), "IPv4 only", FILT_IPV4, lambda ev: ev.family == 4),
+    Switch("ipv6", ("-6", "--ipv6"), "IPv6 only", FILT_IPV6, lambda ev: ev.family == 6),
+    Switch("no_retransmits", ("--no-retransmits",), "no retransmission events", FILT_NO_RETRANSMIT,
+           lambda ev: ev.kind != EV_RETRANSMIT),
+    Switch("no_resets", ("--no-resets",), "no reset events", FILT_NO_RESET,
+           lambda ev: ev.kind not in (EV_RESET_SENT, EV_RESET_RECEIVED)),
+    Switch("include_unspecified", ("--include-unspecified",),
+           "also show events with an unspecified address (0.0.0.0, ::), e.g. listening sockets", FILT_SKIP_UNSPEC,
+           lambda ev: not (ev.src.is_unspecified or ev.dst.is_unspecified), when=False, commands=RUN),
+    Switch("failed", ("--failed",), "only the summaries of connections that did not end in an orderly close "
+           "(refused, timeout, unreachable, reset), filtered in the kernel", FILT_FAILED,
+           lambda ev: ev.kind != EV_CONNECTION or ev.result is None or ev.result != "closed", commands=RUN),
+)
+
+
+class Filters:
+    """The filters of one run: include/exclude values by kind name, the switches the command has (name ->
+    the option's value). The kernel's side: flags(), state_mask(), cgroup_levels(), map_entries(); the user
+    space's: match(), match_owner()."""
+
+    def __init__(self, include=None, exclude=None, switches=None):
+        self.include = {k: frozenset(v) for k, v in (include or {}).items() if v}
+        self.exclude = {k: frozenset(v) for k, v in (exclude or {}).items() if v}
+        self.switches = dict(switches or {})
+        # resolve_cgroups(): cgroup id -> (depth below the v2 root, FV_INCLUDE | FV_EXCLUDE)
+        self.cgroup_ids = {}
+        self.cgroups_missing = []  # (option, value) of the cgroup names not in the hierarchy (yet)
+        self._tests = self._compile(FILTERS)
+        self._owner_tests = self._compile([k for k in FILTERS if isinstance(k, OwnerKind)], switches=False)
+
+    def _compile(self, kinds, switches=True):
+        """The user-space tests of the filters given, each ev -> bool."""
+        tests = [s.test for s in SWITCHES if switches and self.switch_on(s)]
+        groups = {}
+        for kind in kinds:
+            groups.setdefault(kind.group or kind.name, []).append(kind)
+        for members in groups.values():
+            inc = [(k, self.include[k.name]) for k in members if k.name in self.include]
+            exc = [(k, self.exclude[k.name]) for k in members if k.name in self.exclude]
+            if inc:
+                tests.append(lambda ev, inc=inc: any(k.hits(ev, values) for k, values in inc))
+            if exc:
+                tests.append(lambda ev, exc=exc: not any(k.hits(ev, values) for k, values in exc))
+        return tests
+
+    def switch_on(self, switch):
+        return switch.name in self.switches and bool(self.switches[switch.name]) == switch.when
+
+    def check(self):
+        if self.switches.get("ipv4") and self.switches.get("ipv6"):
+            raise SnoopError("socket-snoop: -4/--ipv4 and -6/--ipv6 exclude each other: give neither for both",
+                             status=2)
+        return self
+
+    # -- the kernel's side ------------------------------------------------------
+    def wants_cgroups(self):
+        return any(k.name in self.include or k.name in self.exclude for k in CGROUP_KINDS)
+
+    def flags(self):
+        f = 0
+        for kind in FILTERS:
+            if kind.name in self.include:
+                f |= kind.bit
+            if kind.name in self.exclude:
+                f |= kind.exclude_bit
+        for switch in SWITCHES:
+            if self.switch_on(switch):
+                f |= switch.bit
+        return f
+
+    def state_mask(self):
+        mask = 0
+        for s in self.include.get("state", ()):
+            mask |= 1 << s
+        return mask
+
+    def cgroup_levels(self):
+        """The depths a cgroup filter names: the kernel looks only there (rodata cgroup_levels, fixed at load).
+        Every depth while a name is waited for: it may appear anywhere."""
+        if self.cgroups_missing:
+            return ALL_LEVELS
+        mask = 0
+        for level, _bits in self.cgroup_ids.values():
+            mask |= 1 << level
+        return mask
+
+    def map_entries(self):
+        """(map name, key bytes, value bytes) for every filter value."""
+        empty = frozenset()
+        for kind in FILTERS:
+            yield from kind.entries(self.include.get(kind.name, empty), self.exclude.get(kind.name, empty))
+        for cid, (_level, bits) in self.cgroup_ids.items():
+            yield abi.MAP_FILTER_CGROUPS, abi.U64_KEY.pack(cid), bytes((bits,))
+
+    def resolve_cgroups(self, tree, warn=None):
+        """--cgroup, --unit, --container and their exclusions as cgroup ids, from the cgroup v2 hierarchy
+        (pipeline/identity.CgroupTree). A name not there yet is waited for (filter_cgroups.CgroupWatch), with
+        a warning; no cgroup v2, or a container prefix that names two, is a one-line error (exit 2)."""
+        if not self.wants_cgroups():
+            return self
+        self.cgroup_ids, missing = resolve(self, tree, CGROUP_KINDS)
+        self.cgroups_missing = missing
+        for option, value in missing:
+            if warn:
+                warn(f"socket-snoop: warning: {option} {value}: no such cgroup (under {tree.mount}) yet: "
+                     "filtered in the kernel as soon as it appears")
+        return self
+
+    # -- the user space's side ----------------------------------------------------
+    def match(self, kind, family, src, sport, dst, dport, pid, comm: bytes, newstate, uid=None, user=None,
+              cgroup=None, unit=None, container=None, result=None):
+        """The kernel's verdict (bpf: passes_filters()) in Python, for a logged event or record: `kind` an
+        events type number (EV_CONNECTION for a record, with its result's word), src/dst ipaddress objects
+        (IPv4-mapped IPv6 counts as IPv4), comm the raw name; the identity fields as far as the log has them."""
+        if not self._tests:
+            return True
+        ev = Event(kind, family, src, sport, dst, dport, pid, comm.split(b"\0", 1)[0], newstate, uid, user,
+                   cgroup, unit, container, result)
+        return all(test(ev) for test in self._tests)
+
+    def match_owner(self, pid, comm: bytes, uid=None, user=None):
+        """The owner filters (pid, comm, uid, and their exclusions), for an owner that only user space could
+        resolve, or a logged event (which may carry a uid, or only a user name, or neither)."""
+        if not self._owner_tests:
+            return True
+        ev = Event(0, 0, None, 0, None, 0, pid, comm.split(b"\0", 1)[0], 0, uid, user)
+        return all(test(ev) for test in self._owner_tests)

@@ -24,8 +24,8 @@ import datetime
 import sys
 
 from ...errors import SnoopError
-from ..cmdline import CommandParser
-from ..options import FILTER_OPTIONS, filters_from
+from ...settings.monitor import REPORT_FILTER_OPTIONS, filters_from
+from ...settings.option import CommandParser
 from . import render
 from .aggregate import ByHost, Report
 from .parse import Parser, Unreadable, check_readable, in_time_order, read_log
@@ -78,7 +78,7 @@ def build_parser():
     p.add_argument("--no-lifecycles", action="store_true", help="the summary only")
     p.add_argument("--max-tracked", type=count_option("--max-tracked"), default=100000, metavar="N",
                    help=f"connections kept for the lifecycles, the most recent (default 100000, at most {MAX_COUNT})")
-    p.add_group("filters (as the monitor's: values of one kind OR-ed, kinds AND-ed)", FILTER_OPTIONS)
+    p.add_group("filters (as the monitor's: values of one kind OR-ed, kinds AND-ed)", REPORT_FILTER_OPTIONS)
     p.set_defaults(include_unspecified=True)  # the log has what the monitor was told to log
     return p
 
@@ -88,7 +88,7 @@ def run(opts, out):
     could not be read to its end, else 0."""
     for option, value in (("--top", opts.top), ("--max-tracked", opts.max_tracked)):
         count_option(option)(value)  # also when opts were made without the parser
-    filters = filters_from(opts)
+    filters = filters_from(opts, "report")
     report = ByHost(lambda: Report(filters, opts.since, opts.until, opts.max_tracked))  # a central log: by host
     parser = Parser()
     check_readable(opts.files)
