@@ -1,63 +1,116 @@
-"""`socket-snoop report FILE...`: lifecycles and a summary from logs the monitor wrote.
+"""`socket-snoop report FILE...`: a summary and lifecycles from logs the monitor wrote.
 
-Reads text lines (the seed format) and JSON lines, plain or gzip-compressed
-(rotated files), in any mix. Files are read in the order of their first
-timestamp, so `report /var/log/socket_monitor.log*` works whatever order the
-shell gives. A line that is not one of ours is counted and skipped.
+Reads text lines (the seed format) and JSON lines, plain or gzip-compressed (rotated files), in any mix, or
+standard input ('-'). Files are read in the order of their first timestamp (from a bounded head of each), so
+`report /var/log/socket_monitor.log*` works whatever order the shell gives. A line that is not one of ours is
+counted and skipped.
 
-Nothing read from a file reaches the output as it was read: addresses are
-checked (digits, hex, ':' and '.', no IPv6 scope id), COMM is printed in the
-monitor's escaped form, and file names are escaped. Memory is bounded
-whatever the input: lines over MAX_LINE characters are skipped without being
-held whole, and each table keeps at most TABLE_LIMIT keys (what it leaves
-out is counted and reported).
+Nothing read from a file reaches the output as it was read: addresses are checked (digits, hex, ':' and '.',
+no IPv6 scope id), COMM is printed in the monitor's escaped form, and file names are escaped. Time and memory
+are bounded whatever the input: lines over files.MAX_LINE bytes are cut, blank lines skipped a block at a time
+(both counted), names cut to a length, and every table draws on a byte budget shared by all hosts (bounds.py).
 
-Connection summary lines ('Connection Summary:', JSON "event": "connection") become Summary records with
-tables of their own (failed connections by cause and destination, bytes, handshakes, resets by who sent
-them), shown only when the logs have such lines: an older log gives the report it always gave.
-
-parse.py reads the files into Records (and Summaries), aggregate.py counts them (Report, and Records for the
-summaries), render.py writes the result.
+files.py reads the files, parse.py parses each line into a Record (an event line) or a Summary (a connection's
+summary line), aggregate.py counts them (its Report, with summaries.py's tables, histograms.py's distributions
+and lifecycles.py's lifecycles), text.py and render.py write the result.
 """
 
 import datetime
+import re
 import sys
+import time
 
 from ...errors import SnoopError
 from ..cmdline import CommandParser
 from ..options import FILTER_OPTIONS, filters_from
 from . import render
-from .aggregate import ByHost, Report
-from .parse import Parser, Unreadable, check_readable, in_time_order, read_log
+from .aggregate import ByHost, Report, Shared
+from .files import LineCounts, Unreadable, check_readable, in_time_order, read_log
+from .parse import Parser
 
-MAX_COUNT = 10_000_000  # --top, --max-tracked
+MAX_COUNT = 10_000_000  # --top, --max-tracked, --lifecycles
+LIFECYCLES = 10  # the text report's lifecycles unless told (JSON: all kept)
+TIME_FORMS = ("accepted: 'YYYY-MM-DD', 'YYYY-MM-DD HH:MM[:SS]', 'HH:MM[:SS]' (local time), ISO 8601 with a zone "
+              "(e.g. 2024-12-30T21:05:25Z), 'now', 'today', 'yesterday', 'tomorrow', '@EPOCH', or a time span "
+              "before or after now: '-1h', '+30min', '2 days ago', '1h 30min ago'")
+SPAN_UNITS = {
+    **dict.fromkeys(("us", "usec", "usecs"), 1e-6), **dict.fromkeys(("ms", "msec", "msecs"), 1e-3),
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1),
+    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), 60),
+    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), 3600), **dict.fromkeys(("d", "day", "days"), 86400),
+    **dict.fromkeys(("w", "week", "weeks"), 604800), **dict.fromkeys(("M", "month", "months"), 2629800),
+    **dict.fromkeys(("y", "year", "years"), 31557600),
+}
+SPAN_PART = re.compile(r"(\d{1,12}(?:\.\d{1,9})?)\s*([a-zA-Z]{1,8})\s*", re.ASCII)
+CLOCK = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2}))?", re.ASCII)
 
 
-def parse_time(value, option):
-    """'YYYY-MM-DD HH:MM[:SS]' (local time) or ISO 8601 -> epoch nanoseconds."""
+def parse_time(value, option, now=None):
+    """A time as journalctl takes it (systemd.time(7)) -> epoch nanoseconds. now: epoch seconds (tests)."""
     text = value.strip()
-    formats = ("accepted: 'YYYY-MM-DD', 'YYYY-MM-DD HH:MM[:SS]' (local time) or ISO 8601 with a zone "
-               "(e.g. 2024-12-30T21:05:25Z)")
+    now = time.time() if now is None else now
     try:
-        dt = datetime.datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
-    except ValueError:
-        raise SnoopError(f"socket-snoop report: {option}: invalid time {value!r}: {formats}", 2) from None
-    try:
-        return int(dt.timestamp() * 1e9)  # naive: local time
+        sec = _seconds(text, now)
     except (ValueError, OverflowError, OSError):  # e.g. 0001-01-01 in local time: before year 1 in UTC
-        raise SnoopError(f"socket-snoop report: {option}: time {value!r} out of range; {formats}", 2) from None
+        raise SnoopError(f"socket-snoop report: {option}: time {value!r} out of range; {TIME_FORMS}", 2) from None
+    if sec is None:
+        raise SnoopError(f"socket-snoop report: {option}: invalid time {value!r}: {TIME_FORMS}", 2)
+    return int(sec * 1e9)
 
 
-def count_option(option):
-    """--top, --max-tracked: a whole number from 1 to MAX_COUNT."""
+def _seconds(text, now):
+    """Epoch seconds of text, or None if it is none of TIME_FORMS; ValueError if out of range."""
+    midnight = datetime.datetime.combine(datetime.date.fromtimestamp(now), datetime.time())
+    days = {"today": 0, "yesterday": -1, "tomorrow": 1}
+    if text == "now":
+        return now
+    if text in days:
+        return (midnight + datetime.timedelta(days=days[text])).timestamp()
+    if text.startswith("@") and text[1:].isascii() and text[1:].isdigit():
+        return int(text[1:])
+    m = CLOCK.fullmatch(text)
+    if m:
+        h, mi, sec = int(m[1]), int(m[2]), int(m[3] or 0)
+        return midnight.replace(hour=h, minute=mi, second=sec).timestamp()
+    span = _span(text)
+    if span is not None:
+        return now + span
+    try:
+        dt = datetime.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    except ValueError:
+        return None
+    return dt.timestamp()  # naive: local time
+
+
+def _span(text):
+    """'-1h', '+5min', '1 hour ago', '1h 30min ago' -> signed seconds; None if text is not a span."""
+    sign = 1
+    if text.endswith(" ago"):
+        text, sign = text[:-4].rstrip(), -1
+    elif text[:1] in "+-" and text[1:2].isdigit():
+        text, sign = text[1:], (-1 if text[0] == "-" else 1)
+    else:
+        return None
+    total, pos = 0.0, 0
+    while pos < len(text):
+        m = SPAN_PART.match(text, pos)
+        if not m or m[2] not in SPAN_UNITS:
+            return None
+        total += float(m[1]) * SPAN_UNITS[m[2]]
+        pos = m.end()
+    return sign * total if pos else None
+
+
+def count_option(option, least=1):
+    """--top, --max-tracked, --lifecycles: a whole number from least to MAX_COUNT."""
     def conv(value):
         try:
             n = int(value)
         except ValueError:
             n = None
-        if n is None or not 1 <= n <= MAX_COUNT:
-            raise SnoopError(f"socket-snoop report: {option}: invalid value {value!r}: a positive whole number "
-                             f"up to {MAX_COUNT}", 2)
+        if n is None or not least <= n <= MAX_COUNT:
+            what = "a positive whole number" if least else "a whole number from 0"
+            raise SnoopError(f"socket-snoop report: {option}: invalid value {value!r}: {what} up to {MAX_COUNT}", 2)
         return n
     return conv
 
@@ -65,17 +118,23 @@ def count_option(option):
 def build_parser():
     p = CommandParser(
         prog="socket-snoop report",
-        description="Connection lifecycles and a summary from socket-snoop logs (text or JSON lines, "
-                    "rotated .gz files too). Malformed lines are counted and skipped.",
+        description="A summary and connection lifecycles from socket-snoop logs (text or JSON lines, "
+                    "rotated .gz files too, '-' for standard input). Malformed lines are counted and skipped.",
     )
-    p.add_argument("files", nargs="+", metavar="FILE", help="log files, e.g. /var/log/socket_monitor.log*")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="log files, e.g. /var/log/socket_monitor.log*; '-' reads standard input")
     p.add_argument("--since", type=lambda v: parse_time(v, "--since"), metavar="TIME",
-                   help="events at or after TIME: 'YYYY-MM-DD HH:MM[:SS]' local time, or ISO 8601")
-    p.add_argument("--until", type=lambda v: parse_time(v, "--until"), metavar="TIME", help="events at or before TIME")
+                   help="events at or after TIME, in the forms journalctl takes: '2024-12-30 22:05[:25]', "
+                        "'15:27', 'today', 'yesterday', '-1h', '2 hours ago', ISO 8601 with a zone")
+    p.add_argument("--until", type=lambda v: parse_time(v, "--until"), metavar="TIME",
+                   help="events at or before TIME (as --since)")
     p.add_argument("--json", action="store_true", help="one JSON document instead of text")
     p.add_argument("--top", type=count_option("--top"), default=10, metavar="N",
                    help="rows in each summary table (default 10)")
-    p.add_argument("--no-lifecycles", action="store_true", help="the summary only")
+    p.add_argument("--lifecycles", type=count_option("--lifecycles", least=0), metavar="N",
+                   help=f"the lifecycles of the N most recent connections, after the summary (default {LIFECYCLES}; "
+                        "with --json every one kept; 0: none)")
+    p.add_argument("--no-lifecycles", action="store_true", help="the summary only (as --lifecycles 0)")
     p.add_argument("--max-tracked", type=count_option("--max-tracked"), default=100000, metavar="N",
                    help=f"connections kept for the lifecycles, the most recent (default 100000, at most {MAX_COUNT})")
     p.add_group("filters (as the monitor's: values of one kind OR-ed, kinds AND-ed)", FILTER_OPTIONS)
@@ -84,22 +143,28 @@ def build_parser():
 
 
 def run(opts, out):
-    """Reads opts.files (all checked readable first) in time order, writes the report to out; 1 if a file
-    could not be read to its end, else 0."""
+    """Reads opts.files (all checked readable first) in time order, each once, writes the report to out; 1 if
+    a file could not be read to its end, else 0."""
     for option, value in (("--top", opts.top), ("--max-tracked", opts.max_tracked)):
         count_option(option)(value)  # also when opts were made without the parser
     filters = filters_from(opts)
-    report = ByHost(lambda: Report(filters, opts.since, opts.until, opts.max_tracked))  # a central log: by host
+    shared, lines = Shared(), LineCounts()
+    report = ByHost(lambda: Report(filters, opts.since, opts.until, opts.max_tracked, shared=shared), lines,
+                    shared.names)  # a central log: by host
     parser = Parser()
     check_readable(opts.files)
     status = 0
     for path in in_time_order(opts.files, parser):
         try:
-            read_log(path, parser, report.add, report.bad)
+            read_log(path, parser, report.add, report.bad, lines)
         except Unreadable as e:
             print(f"socket-snoop report: {e}", file=sys.stderr)
             status = 1
-    render.write(out, report, opts.top, not opts.no_lifecycles, opts.json)
+    if opts.no_lifecycles:
+        lifecycles = 0
+    else:
+        lifecycles = opts.lifecycles if opts.lifecycles is not None else None if opts.json else LIFECYCLES
+    render.write(out, report, opts.top, lifecycles, opts.json)
     if report.malformed:
         print(f"socket-snoop report: {report.malformed} malformed lines skipped (the first at "
               f"{report.first_malformed})", file=sys.stderr)

@@ -1,20 +1,15 @@
-"""Reading the logs: plain or gzip-compressed files, lines read with a bound on their length, each file's first
-time (to order them), and text and JSON lines parsed into Records.
+"""Text and JSON lines of the logs parsed into Records (files.py reads the files).
 
-Nothing read from a file is trusted: addresses are checked (digits, hex, ':' and '.', no IPv6 scope id), COMM
-is kept raw (the output escapes it as the monitor does), and file names are escaped for messages. A line over
-MAX_LINE characters is skipped without being held whole.
+Nothing read from a line is trusted: addresses are checked (digits, hex, ':' and '.', no IPv6 scope id), COMM
+is kept raw (the output escapes it as the monitor does).
 """
 
 import datetime
-import gzip
 import ipaddress
 import json
 import re
-import zlib
 from typing import NamedTuple
 
-from ...errors import SnoopError
 from ...pipeline.decode import DIRECTION_NAMES, EVENT_NAMES, EVENT_TITLES, RESULT_NAMES, describe_state, state_name
 
 MONTHS = {m: i for i, m in enumerate(
@@ -61,14 +56,10 @@ JSON_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z", re.ASCII)
 _ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
 _JSON_BYTE = re.compile(rb"\\x([89a-fA-F][0-9a-fA-F])")  # what comm_text's backslashreplace makes of a non-UTF-8 byte
 ADDR_CHARS = re.compile(r"[0-9a-fA-F:.]{1,45}", re.ASCII)  # no scope id ('%...'), nothing to drive a terminal
-MAX_LINE = 64 * 1024  # characters; a longer line is malformed
 MAX_PID = 2**32 - 1
 # times a line may have: years 2 to 9998, so that every time zone can print them (local text, UTC JSON)
 MIN_SEC = int(datetime.datetime(2, 1, 1, tzinfo=datetime.timezone.utc).timestamp())
 MAX_SEC = int(datetime.datetime(9999, 1, 1, tzinfo=datetime.timezone.utc).timestamp()) - 1
-
-# what a damaged file raises while it is read (zlib.error: a corrupted .gz)
-READ_ERRORS = (OSError, EOFError, gzip.BadGzipFile, zlib.error)
 
 
 class Record(NamedTuple):
@@ -138,10 +129,6 @@ class Endpoint(NamedTuple):
 
 class Malformed(ValueError):
     pass
-
-
-class Unreadable(Exception):
-    """A file that could not be read to its end; str() is the message after 'socket-snoop report: '."""
 
 
 def unescape_comm(text):
@@ -390,97 +377,3 @@ def _json_us(value):
     if type(value) not in (int, float) or not 0 <= value <= MAX_MS:  # NaN fails too
         raise ValueError("bad time")
     return round(value * 1000)
-
-
-def show_path(path):
-    """A file name for a message: as it is if printable, else quoted with its non-printables escaped."""
-    return path if path.isprintable() else ascii(path)
-
-
-# -- files --------------------------------------------------------------------
-def open_log(path):
-    """Text lines of a log, gunzipped if it is gzip (by its magic bytes, whatever its name)."""
-    with open(path, "rb") as f:
-        magic = f.read(2)
-    if magic == b"\x1f\x8b":
-        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")
-
-
-def read_lines(f, max_line=MAX_LINE, max_chars=None):
-    """The file's lines; a line over max_line characters (its newline not counted) comes as None, read in
-    pieces of at most max_line + 1 characters dropped as they come: a file without newlines takes no memory.
-    max_chars: stop after about that many characters."""
-    readline = f.readline
-    size = max_line + 1
-    total = 0
-    while max_chars is None or total < max_chars:
-        line = readline(size)
-        if not line:
-            return
-        total += len(line)
-        if len(line) < size or line.endswith("\n"):
-            yield line
-            continue
-        while line and not line.endswith("\n"):  # the rest of the long line, dropped
-            if max_chars is not None and total >= max_chars:
-                return
-            line = readline(size)
-            total += len(line)
-        yield None
-
-
-def first_timestamp(path, parser, limit=1000):
-    """The first parsable line's time, to order the files; None if there is none near the start."""
-    try:
-        with open_log(path) as f:
-            for n, line in enumerate(read_lines(f, max_chars=limit * 1024)):
-                if n >= limit:
-                    break
-                if line is None:
-                    continue
-                try:
-                    return parser.parse(line).ts_ns
-                except Malformed:
-                    continue
-    except (*READ_ERRORS, ValueError):
-        pass
-    return None
-
-
-def check_readable(paths):
-    """Every file can be opened (before any work), else a SnoopError (status 2) naming the first that cannot."""
-    for path in paths:
-        try:
-            open(path, "rb").close()
-        except OSError as e:
-            raise SnoopError(f"socket-snoop report: {show_path(path)}: {e.strerror}", 2) from None
-
-
-def in_time_order(paths, parser):
-    """The files in the order of their first times; those without one last; ties in the order given."""
-    firsts = [first_timestamp(path, parser) for path in paths]
-    order = sorted(range(len(paths)), key=lambda i: (firsts[i] is None, firsts[i] or 0, i))
-    return [paths[i] for i in order]
-
-
-def read_log(path, parser, add, bad):
-    """Each line of one log: add(Record) for a line of ours, bad('FILE:LINE') for any other line but a blank
-    one (and for one too long). Unreadable if the file cannot be read to its end (after the lines before)."""
-    n = 0
-    try:
-        with open_log(path) as f:
-            for n, line in enumerate(read_lines(f), 1):
-                if line is None:  # too long
-                    bad(f"{show_path(path)}:{n}")
-                    continue
-                try:
-                    r = parser.parse(line)
-                except Malformed:
-                    if line.strip():
-                        bad(f"{show_path(path)}:{n}")
-                    continue
-                add(r)
-    except READ_ERRORS as e:
-        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
-        raise Unreadable(f"{show_path(path)}: unreadable after line {n}: {ascii(why)[1:-1]}") from None
