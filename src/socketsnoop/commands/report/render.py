@@ -4,6 +4,8 @@
 import json
 
 from ...output.formats import Clock, JsonFormatter, TextFormatter
+from .bounds import MAX_COMM, MAX_NAME
+from .files import MAX_LINE
 from .text import text_lines
 
 
@@ -40,8 +42,10 @@ def write(out, by_host, top, lifecycles, as_json):
         out.write("\n")
     named = [h for h, _ in hosts if h is not None]
     lines = by_host.lines
-    extra = (f" ({lines.too_long} over the length limit)" if lines.too_long else "") + (
-        f"; {lines.blank} blank lines" if lines.blank else "")
+    extra = (f" ({lines.too_long} over {MAX_LINE} bytes)" if lines.too_long else "") + (
+        f"; {lines.blank} blank lines" if lines.blank else "") + (
+        f"; {by_host.names.cut} names cut (COMM over {MAX_COMM} bytes, others over {MAX_NAME} characters)"
+        if by_host.names.cut else "")
     out.write(f"Hosts: {len(named)} ({', '.join(named)}); {by_host.malformed} malformed lines skipped{extra}\n")
 
 
@@ -87,14 +91,16 @@ class Stream:
 def write_json(out, obj, level=0):
     """json.dump(obj, out, indent=2), byte for byte, but a Stream's items are made one at a time."""
     pad = "  " * (level + 1)
-    if isinstance(obj, dict) and obj:
+    if level > 2 and not isinstance(obj, Stream):  # below a host's report: nothing streamed
+        out.write(json.dumps(obj, indent=2).replace("\n", "\n" + "  " * level))
+    elif isinstance(obj, dict) and obj:
         sep = "{\n"
         for k, v in obj.items():
             out.write(f"{sep}{pad}{json.dumps(str(k))}: ")
             write_json(out, v, level + 1)
             sep = ",\n"
         out.write("\n" + "  " * level + "}")
-    elif isinstance(obj, Stream):
+    elif isinstance(obj, (list, Stream)):
         sep = "["
         for v in obj:
             out.write(f"{sep}\n{pad}")

@@ -146,8 +146,9 @@ def left_out_lines(report):
         budget = f", all tables together {human_bytes(report.budget.limit)}" if report.budget.refused else ""
         parts[0] = parts[0] + f" (each table keeps its first {report.table_limit} keys{budget})"
     if lo["joins"]:
+        budget = " or no room in the tables' memory" if report.budget.refused else ""
         parts.append(f"{lo['joins']} of the oldest unclosed connections forgotten for joining lines "
-                     f"(more than {report.join_limit} at once): their later lines start new connections")
+                     f"(more than {report.join_limit} at once{budget}): their later lines start new connections")
     yield "Left out: " + "; ".join(parts)
 
 
