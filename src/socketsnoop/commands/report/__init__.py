@@ -115,8 +115,25 @@ def count_option(option, least=1):
     return conv
 
 
+class ReportParser(CommandParser):
+    """report's parser: a --since or --until value may start with '-' ('-1h', as journalctl takes it)."""
+
+    def parse_args(self, args=None, namespace=None):
+        out, rest = [], iter(sys.argv[1:] if args is None else args)
+        for arg in rest:
+            if arg == "--":
+                out += [arg, *rest]
+                break
+            value = next(rest, None) if arg in ("--since", "--until") else None
+            if value is not None and value.startswith("-"):
+                out.append(f"{arg}={value}")
+            else:
+                out += [arg] if value is None else [arg, value]
+        return super().parse_args(out, namespace)
+
+
 def build_parser():
-    p = CommandParser(
+    p = ReportParser(
         prog="socket-snoop report",
         description="A summary and connection lifecycles from socket-snoop logs (text or JSON lines, "
                     "rotated .gz files too, '-' for standard input). Malformed lines are counted and skipped.",
