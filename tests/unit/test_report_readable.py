@@ -163,3 +163,62 @@ def test_since_relative_on_a_log(tmp_path):
     r = subprocess.run([sys.executable, "-m", "socketsnoop", "report", str(path), "--until", "-1h", "--json"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and json.loads(r.stdout)["events"] == 1, r.stderr
+
+
+def documents(text):
+    """The JSON documents written one after another."""
+    dec, pos, out = json.JSONDecoder(), 0, []
+    while text[pos:].strip():
+        doc, end = dec.raw_decode(text, pos + len(text[pos:]) - len(text[pos:].lstrip()))
+        out.append(doc)
+        pos = end
+    return out
+
+
+def wait_for(pred, timeout=20):
+    end = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.05)
+
+
+def test_follow_a_growing_and_rotated_log(tmp_path):
+    """--follow: the newest file read, then followed as it grows, through its rotation (the lines written to
+    the old file after the rename too), a report every --interval, and the last one at SIGTERM."""
+    log = tmp_path / "m.log"
+    older = tmp_path / "m.log.1.gz"
+    ev = lambda s, port: line(5, s, 0, "State Change", f"10.0.0.1:{port}", "10.0.0.2:80", 1, "x",  # noqa: E731
+                              "Connection Established")
+    older.write_bytes(gzip.compress(ev(0, 1000).encode()))
+    log.write_text(ev(1, 1001))
+    outf = open(tmp_path / "out", "w+")
+    p = subprocess.Popen([sys.executable, "-m", "socketsnoop", "report", str(log), str(older), "--follow",
+                          "--interval", "0.2", "--json", "--lifecycles", "0"], stdout=outf, stderr=subprocess.PIPE)
+    try:
+        read = lambda: documents((tmp_path / "out").read_text())  # noqa: E731
+        wait_for(lambda: read() and read()[-1]["events"] == 2)
+        with open(log, "a") as f:
+            f.write(ev(2, 1002) + ev(3, 1003)[:40])  # a line not yet whole
+        wait_for(lambda: read()[-1]["events"] == 3)
+        with open(log, "a") as f:
+            f.write(ev(3, 1003)[40:])
+        wait_for(lambda: read()[-1]["events"] == 4)
+        log.rename(tmp_path / "m.log.1")
+        with open(tmp_path / "m.log.1", "a") as f:
+            f.write(ev(4, 1004))  # the writer not yet told
+        log.write_text(ev(5, 1005) + ev(6, 1006))
+        wait_for(lambda: read()[-1]["events"] == 7)
+        p.terminate()
+        assert p.wait(timeout=10) == 0, p.stderr.read()
+        last = read()[-1]
+        assert last["events"] == 7 and last["malformed"] == 0
+        assert [r["remote"] for r in last["remotes"]] == ["10.0.0.2:80"]
+    finally:
+        p.kill()
+        outf.close()
+    r = subprocess.run([sys.executable, "-m", "socketsnoop", "report", str(older), "--follow"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--follow: the newest file must be a plain file" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "socketsnoop", "report", str(older), "--interval", "1"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--interval applies to --follow only" in r.stderr

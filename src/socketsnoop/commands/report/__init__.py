@@ -17,6 +17,7 @@ and lifecycles.py's lifecycles), text.py and render.py write the result.
 
 import datetime
 import re
+import signal
 import sys
 import time
 
@@ -25,10 +26,11 @@ from ..cmdline import CommandParser
 from ..options import FILTER_OPTIONS, filters_from
 from . import render
 from .aggregate import ByHost, Report, Shared
-from .files import LineCounts, Unreadable, check_readable, in_time_order, read_log
+from .files import STDIN, LineCounts, Unreadable, check_readable, follow_log, in_time_order, is_gzip, read_log
 from .parse import Parser
 
 MAX_COUNT = 10_000_000  # --top, --max-tracked, --lifecycles
+INTERVAL = 10  # --follow: seconds between reports
 LIFECYCLES = 10  # the text report's lifecycles unless told (JSON: all kept)
 TIME_FORMS = ("accepted: 'YYYY-MM-DD', 'YYYY-MM-DD HH:MM[:SS]', 'HH:MM[:SS]' (local time), ISO 8601 with a zone "
               "(e.g. 2024-12-30T21:05:25Z), 'now', 'today', 'yesterday', 'tomorrow', '@EPOCH', or a time span "
@@ -132,6 +134,17 @@ class ReportParser(CommandParser):
         return super().parse_args(out, namespace)
 
 
+def interval(value):
+    """--interval: seconds, from 0.1 to a day."""
+    try:
+        n = float(value)
+    except ValueError:
+        n = None
+    if n is None or not 0.1 <= n <= 86400:
+        raise SnoopError(f"socket-snoop report: --interval: invalid value {value!r}: seconds from 0.1 to 86400", 2)
+    return n
+
+
 def build_parser():
     p = ReportParser(
         prog="socket-snoop report",
@@ -152,6 +165,12 @@ def build_parser():
                    help=f"the lifecycles of the N most recent connections, after the summary (default {LIFECYCLES}; "
                         "with --json every one kept; 0: none)")
     p.add_argument("--no-lifecycles", action="store_true", help="the summary only (as --lifecycles 0)")
+    p.add_argument("--follow", action="store_true",
+                   help="after the files, follow the newest one (a plain file) as it grows and is rotated, as "
+                        "tail -F does, writing the report every --interval seconds when new lines came, and at the "
+                        "end (Ctrl-C, SIGTERM)")
+    p.add_argument("--interval", type=interval, metavar="SECONDS",
+                   help=f"with --follow: seconds between reports (default {INTERVAL})")
     p.add_argument("--max-tracked", type=count_option("--max-tracked"), default=100000, metavar="N",
                    help=f"connections kept for the lifecycles, the most recent (default 100000, at most {MAX_COUNT})")
     p.add_group("filters (as the monitor's: values of one kind OR-ed, kinds AND-ed)", FILTER_OPTIONS)
@@ -161,31 +180,74 @@ def build_parser():
 
 def run(opts, out):
     """Reads opts.files (all checked readable first) in time order, each once, writes the report to out; 1 if
-    a file could not be read to its end, else 0."""
+    a file could not be read to its end, else 0. With opts.follow, follows the newest file, writing the report
+    every opts.interval seconds, until SIGINT or SIGTERM."""
     for option, value in (("--top", opts.top), ("--max-tracked", opts.max_tracked)):
         count_option(option)(value)  # also when opts were made without the parser
+    if opts.interval is not None and not opts.follow:
+        raise SnoopError("socket-snoop report: --interval applies to --follow only", 2)
     filters = filters_from(opts)
     shared, lines = Shared(), LineCounts()
     report = ByHost(lambda: Report(filters, opts.since, opts.until, opts.max_tracked, shared=shared), lines,
                     shared.names)  # a central log: by host
     parser = Parser()
     check_readable(opts.files)
+    paths = in_time_order(opts.files, parser)
+    if opts.follow and (paths[-1] == STDIN or is_gzip(paths[-1])):
+        raise SnoopError("socket-snoop report: --follow: the newest file must be a plain file (not '-' or .gz)", 2)
     status = 0
-    for path in in_time_order(opts.files, parser):
+    for i, path in enumerate(paths):
         try:
-            read_log(path, parser, report.add, report.bad, lines)
+            if opts.follow and i == len(paths) - 1:
+                follow(path, parser, report, lines, opts, out)
+            else:
+                read_log(path, parser, report.add, report.bad, lines)
         except Unreadable as e:
             print(f"socket-snoop report: {e}", file=sys.stderr)
             status = 1
+    write(out, report, opts)
+    if report.malformed:
+        print(f"socket-snoop report: {report.malformed} malformed lines skipped (the first at "
+              f"{report.first_malformed})", file=sys.stderr)
+    return status
+
+
+def write(out, report, opts):
     if opts.no_lifecycles:
         lifecycles = 0
     else:
         lifecycles = opts.lifecycles if opts.lifecycles is not None else None if opts.json else LIFECYCLES
     render.write(out, report, opts.top, lifecycles, opts.json)
-    if report.malformed:
-        print(f"socket-snoop report: {report.malformed} malformed lines skipped (the first at "
-              f"{report.first_malformed})", file=sys.stderr)
-    return status
+    out.flush()
+
+
+def follow(path, parser, report, lines, opts, out):
+    """The newest file, followed (files.follow_log) until SIGINT or SIGTERM; the report written every
+    opts.interval seconds when new lines came."""
+    every = opts.interval or INTERVAL
+    state = {"next": time.monotonic() + every, "seen": -1, "stop": False}
+
+    def stop(*_):
+        state["stop"] = True
+
+    def idle():
+        now = time.monotonic()
+        if now >= state["next"]:
+            state["next"] = now + every
+            seen = (lines.blank, report.malformed, sum(r.events + r.summaries_read + r.filtered
+                                                       for r in report.reports.values()))
+            if seen != state["seen"]:
+                state["seen"] = seen
+                write(out, report, opts)
+        return state["stop"]
+
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        follow_log(path, parser, report.add, report.bad, lines, idle)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def main(argv):

@@ -8,8 +8,10 @@ reads only a bounded head of each. File names are escaped for messages.
 """
 
 import gzip
+import os
 import re
 import sys
+import time
 import zlib
 
 from ...errors import SnoopError
@@ -67,55 +69,80 @@ class open_log:
             self.raw.close()
 
 
-def read_lines(f, counts, max_line=MAX_LINE, limit=None):
-    """(line number, text) of each line that is not blank; text None for a line over max_line bytes (its
-    newline not counted), cut. limit: stop after about that many bytes. Blank lines are counted in counts."""
-    counts.line = n = 0
-    rest, skipping, total = b"", False, 0
-    while limit is None or total < limit:
-        data = f.read(BLOCK if limit is None else min(BLOCK, limit - total))
-        if not data:
-            break
-        total += len(data)
-        if skipping:  # the rest of a line too long, dropped up to its newline
+class LineSplitter:
+    """Blocks of bytes -> (line number, text) of each line that is not blank; text None for a line over max_line
+    bytes (its newline not counted), cut as it comes. Blank lines are counted in counts, and counts.line is the
+    number of the last line seen."""
+
+    def __init__(self, counts, max_line=MAX_LINE):
+        self.counts, self.max_line = counts, max_line
+        self.rest, self.skipping = b"", False  # skipping: in a line too long, dropped up to its newline
+        counts.line = 0
+
+    def feed(self, data):
+        counts = self.counts
+        if self.skipping:
             nl = data.find(b"\n")
             if nl < 0:
-                continue
-            skipping, data = False, data[nl + 1:]
-            counts.line = n = n + 1
+                return
+            self.skipping, data = False, data[nl + 1:]
+            counts.line += 1
             counts.too_long += 1
-            yield n, None
-        buf = rest + data if rest else data
+            yield counts.line, None
+        buf = self.rest + data if self.rest else data
         pos, end = 0, len(buf)
         while pos < end:
             if buf[pos] in BLANK_START and (m := BLANK_RUN.match(buf, pos)):
                 k = buf.count(b"\n", pos, m.end())
-                counts.line = n = n + k
+                counts.line += k
                 counts.blank += k
                 pos = m.end()
                 continue
             nl = buf.find(b"\n", pos)
             if nl < 0:
                 break
-            counts.line = n = n + 1
-            if nl - pos > max_line:
+            counts.line += 1
+            if nl - pos > self.max_line:
                 counts.too_long += 1
-                yield n, None
+                yield counts.line, None
             else:
-                yield n, buf[pos:nl].decode("utf-8", "replace")
+                yield counts.line, buf[pos:nl].decode("utf-8", "replace")
             pos = nl + 1
-        rest = buf[pos:]
-        if len(rest) > max_line:
-            rest, skipping = b"", True
-    if limit is not None and total >= limit:
-        return  # a head only: the last line may be incomplete
-    if skipping or rest.strip():  # the last line, without a newline
-        counts.line = n = n + 1
-        counts.too_long += skipping
-        yield n, None if skipping else rest.decode("utf-8", "replace")
-    elif rest:
-        counts.line += 1
-        counts.blank += 1
+        self.rest = buf[pos:]
+        if len(self.rest) > self.max_line:
+            self.rest, self.skipping = b"", True
+
+    def end(self):
+        """The last line, if it has no newline."""
+        counts = self.counts
+        if self.skipping or self.rest.strip():
+            counts.line += 1
+            counts.too_long += self.skipping
+            yield counts.line, None if self.skipping else self.rest.decode("utf-8", "replace")
+        elif self.rest:
+            counts.line += 1
+            counts.blank += 1
+        self.rest, self.skipping = b"", False
+
+
+def is_gzip(path):
+    """True if the file starts with gzip's magic bytes."""
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+def read_lines(f, counts, max_line=MAX_LINE, limit=None):
+    """LineSplitter's lines of a file; limit: stop after about that many bytes (a head: its last line, maybe
+    incomplete, left out)."""
+    split = LineSplitter(counts, max_line)
+    total = 0
+    while limit is None or total < limit:
+        data = f.read(BLOCK if limit is None else min(BLOCK, limit - total))
+        if not data:
+            yield from split.end()
+            return
+        total += len(data)
+        yield from split.feed(data)
 
 
 def first_timestamp(path, parser):
@@ -163,16 +190,65 @@ def read_log(path, parser, add, bad, counts):
     to its end (after the lines before)."""
     try:
         with open_log(path) as f:
-            for n, line in read_lines(f, counts):
-                if line is None:  # too long
-                    bad(f"{show_path(path)}:{n}")
-                    continue
-                try:
-                    r = parser.parse(line)
-                except Malformed:
-                    bad(f"{show_path(path)}:{n}")
-                    continue
-                add(r)
+            take(read_lines(f, counts), show_path(path), parser, add, bad)
     except READ_ERRORS as e:
-        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
-        raise Unreadable(f"{show_path(path)}: unreadable after line {counts.line}: {ascii(why)[1:-1]}") from None
+        raise unreadable(path, e, counts) from None
+
+
+def take(lines, where, parser, add, bad):
+    """Each of the lines parsed: add(entry), or bad('FILE:LINE')."""
+    for n, line in lines:
+        if line is None:  # too long
+            bad(f"{where}:{n}")
+            continue
+        try:
+            r = parser.parse(line)
+        except Malformed:
+            bad(f"{where}:{n}")
+            continue
+        add(r)
+
+
+def unreadable(path, e, counts):
+    why = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
+    return Unreadable(f"{show_path(path)}: unreadable after line {counts.line}: {ascii(why)[1:-1]}")
+
+
+def follow_log(path, parser, add, bad, counts, idle, poll=0.5):
+    """path (a plain file) read from its start and then followed as it grows and is rotated, as `tail -F`
+    does: when a new file takes its name (or it is truncated), the rest of the old one is read, then the new
+    one from its start. idle() is called whenever there is nothing new; it returns True to stop."""
+    where = show_path(path)
+    f = open(path, "rb")
+    try:
+        split = LineSplitter(counts)
+        while True:
+            data = f.read(BLOCK)
+            if data:
+                take(split.feed(data), where, parser, add, bad)
+                continue
+            if idle():
+                break
+            if _replaced(path, f):
+                while data := f.read(BLOCK):  # what was written to the old file before its writer let it go
+                    take(split.feed(data), where, parser, add, bad)
+                take(split.end(), where, parser, add, bad)
+                f.close()
+                f = open(path, "rb")
+                split = LineSplitter(counts)
+                continue
+            time.sleep(poll)
+        take(split.end(), where, parser, add, bad)
+    except READ_ERRORS as e:
+        raise unreadable(path, e, counts) from None
+    finally:
+        f.close()
+
+
+def _replaced(path, f):
+    """True if path now names another file than f (rotated), or f was truncated."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:  # rotated, the new file not there yet
+        return False
+    return st.st_ino != os.fstat(f.fileno()).st_ino or st.st_size < f.tell()
