@@ -112,5 +112,5 @@ def test_memory_bounded_in_bytes_across_hosts(tmp_path):
     assert r["maxrss"] < 300 * MIB, r["maxrss"]
     out = r["stdout"]
     assert "Hosts: 10 (host0, " in out
-    assert "all tables together 128.0 MiB)" in out and "events not counted in Processes" in out
+    assert "all tables together 112.0 MiB)" in out and "events not counted in Processes" in out
     assert "; 240000 names cut" in out  # the user and the unit of each line

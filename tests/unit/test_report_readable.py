@@ -222,3 +222,15 @@ def test_follow_a_growing_and_rotated_log(tmp_path):
     r = subprocess.run([sys.executable, "-m", "socketsnoop", "report", str(older), "--interval", "1"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--interval applies to --follow only" in r.stderr
+
+
+def test_json_is_written_as_json_dumps_writes_it():
+    """render.write_json streams the lifecycles and writes what json.dumps(indent=2) would, byte for byte."""
+    from socketsnoop.commands.report import render
+    items = [{"s": [1, 2], "t": {}}, {"u": "\n\x1b"}]
+    doc = {"a": 1, "hosts": [{"host": "h", "x": [1, {"y": []}], "connections": render.Stream(iter(items))},
+                             {"host": "g", "connections": render.Stream(iter([]))}], "z": {}}
+    out = io.StringIO()
+    render.write_json(out, doc)
+    doc["hosts"][0]["connections"], doc["hosts"][1]["connections"] = items, []
+    assert out.getvalue() == json.dumps(doc, indent=2)

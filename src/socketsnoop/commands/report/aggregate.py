@@ -127,7 +127,7 @@ class Report:
         self.records.add(r, local, remote, comm)
         self.per_minute.add(r.ts_ns)
         if len(r.comm) > 16:
-            r = r._replace(comm=r.comm[:16])  # kept for a lifecycle's first line, which shows its numbers only
+            r = r._replace(comm=r.comm[:16])  # kept for its numbers only: a forged long name would cost memory
         key = (r.sock, local, remote)
         conn = self.just_closed.pop(key, None)
         if conn is not None:  # its lifecycle shows how it ended

@@ -13,16 +13,16 @@ MAX_COMM = 64
 MAX_NAME = 256  # characters of a user, unit, container or pod name the tables keep (systemd: 255 for a unit)
 CUT = "\\..."  # what a cut name ends with: escape_comm and escape_token never write a backslash but as \xNN
 
-TABLE_BYTES = 128 << 20  # the summary tables and the joins of all hosts together
-LIFECYCLE_BYTES = 48 << 20  # the lifecycles of all hosts together
+TABLE_BYTES = 112 << 20  # the summary tables and the joins of all hosts together
+LIFECYCLE_BYTES = 72 << 20  # the lifecycles of all hosts together: 100,000 connections of 4 steps
 
 # estimated bytes of an entry, beyond the text it holds (measured with tracemalloc on CPython 3.11, rounded up)
 ENTRY_BYTES = 400  # a key of a counting table with its counters
 TOP_BYTES = 450  # a row of a top-N heap (a Conn and its endpoints)
 JOIN_BYTES = 400  # a join map's key and value (a connection id, or a lifecycle already counted)
 SUMMARY_BYTES = 1600 + MAX_COMM  # a joined summary line: its fields and up to 64 state names
-CONN_BYTES = 600  # a lifecycle's connection: its identity, its first step, its map entry
-STEP_BYTES = 130  # one more step of a lifecycle
+CONN_BYTES = 520  # a lifecycle's connection: its identity (addresses not shared), first step, map entry
+STEP_BYTES = 32  # one more step of a lifecycle (16 bytes in an array that grows by steps)
 
 
 class Budget:

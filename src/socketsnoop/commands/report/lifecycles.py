@@ -9,6 +9,7 @@ What is let go is counted. An entry that belongs to no connection followed (a re
 a timewait or request socket) is a connection of its own, closed at once.
 """
 
+from array import array
 from collections import OrderedDict, deque
 
 from ...kernel.abi import EV_RETRANSMIT, EV_STATE
@@ -21,9 +22,9 @@ TCP_SYN_SENT, TCP_SYN_RECV = STATE_NUMBERS["SYN_SENT"], STATE_NUMBERS["SYN_RECV"
 
 class Connection:
     """One connection's lifecycle: the identity of its last entry (the local port the last one known: a
-    connecting socket has none yet at SYN_SENT), its first max_steps steps as (ts_ns, kind, new state), its
-    retransmissions, the steps not kept, and its side: "client" if its first step is SYN_SENT, "server" if it
-    is SYN_RECV, else None."""
+    connecting socket has none yet at SYN_SENT), its first max_steps steps (an array of ts_ns, kind << 8 |
+    new state: 16 bytes a step), its retransmissions, the steps not kept, and its side: "client" if its first
+    step is SYN_SENT, "server" if it is SYN_RECV, else None."""
 
     __slots__ = ("first_ns", "last_ns", "family", "src", "sport", "dst", "dport", "pid", "comm", "steps",
                  "retransmits", "steps_not_kept", "side", "cost")
@@ -31,7 +32,7 @@ class Connection:
     def __init__(self, entry, comm):
         self.first_ns = entry.ts_ns
         self.sport = 0
-        self.steps = [(entry.ts_ns, entry.kind, entry.newstate)]
+        self.steps = array("q", (entry.ts_ns, entry.kind << 8 | entry.newstate))
         self.retransmits = self.steps_not_kept = 0
         first = entry.newstate if entry.kind == EV_STATE else None
         self.side = "client" if first == TCP_SYN_SENT else "server" if first in (TCP_SYN_RECV, TCP_NEW_SYN_RECV) \
@@ -46,6 +47,11 @@ class Connection:
         if entry.sport:
             self.sport = entry.sport
 
+    def step_list(self):
+        """[(ts_ns, kind, new state)] of the steps kept."""
+        steps = self.steps
+        return [(steps[i], steps[i + 1] >> 8, steps[i + 1] & 255) for i in range(0, len(steps), 2)]
+
     def describe(self):
         """In words: a dict of src, dst, pid, comm (escaped), first_ns, last_ns, retransmits, steps
         [(ts_ns, what)], steps_not_kept."""
@@ -55,7 +61,7 @@ class Connection:
             "pid": self.pid, "comm": self.comm, "first_ns": self.first_ns, "last_ns": self.last_ns,
             "retransmits": self.retransmits,
             "steps": [(ts, describe_state(new) if kind == EV_STATE else EVENT_TITLES[kind]) for ts, kind, new in
-                      self.steps],
+                      self.step_list()],
             "steps_not_kept": self.steps_not_kept,
         }
 
@@ -80,8 +86,8 @@ class Lifecycles:
         if c is None:
             return self._new(key, entry, comm)
         c.update(entry, comm)
-        if len(c.steps) < self.max_steps and (self.budget.take(STEP_BYTES) or self._room_for_step()):
-            c.steps.append((entry.ts_ns, entry.kind, entry.newstate))
+        if len(c.steps) < 2 * self.max_steps and (self.budget.take(STEP_BYTES) or self._room_for_step()):
+            c.steps.extend((entry.ts_ns, entry.kind << 8 | entry.newstate))
             c.cost += STEP_BYTES
         else:
             c.steps_not_kept += 1

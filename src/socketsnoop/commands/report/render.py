@@ -91,24 +91,34 @@ class Stream:
 def write_json(out, obj, level=0):
     """json.dump(obj, out, indent=2), byte for byte, but a Stream's items are made one at a time."""
     pad = "  " * (level + 1)
-    if level > 2 and not isinstance(obj, Stream):  # below a host's report: nothing streamed
-        out.write(json.dumps(obj, indent=2).replace("\n", "\n" + "  " * level))
-    elif isinstance(obj, dict) and obj:
+    if isinstance(obj, dict) and _holds_stream(obj):
         sep = "{\n"
         for k, v in obj.items():
             out.write(f"{sep}{pad}{json.dumps(str(k))}: ")
             write_json(out, v, level + 1)
             sep = ",\n"
         out.write("\n" + "  " * level + "}")
-    elif isinstance(obj, (list, Stream)):
-        sep = "["
+    elif isinstance(obj, Stream) or isinstance(obj, list) and _holds_stream(obj):
+        sep, stream = "[", isinstance(obj, Stream)  # a Stream's items hold none
         for v in obj:
             out.write(f"{sep}\n{pad}")
-            write_json(out, v, level + 1)
+            if stream:
+                out.write(json.dumps(v, indent=2).replace("\n", "\n" + pad))
+            else:
+                write_json(out, v, level + 1)
             sep = ","
         out.write("[]" if sep == "[" else "\n" + "  " * level + "]")
     else:
         out.write(json.dumps(obj, indent=2).replace("\n", "\n" + "  " * level))
+
+
+def _holds_stream(obj, depth=3):
+    """True if obj is a Stream or holds one (a document, or the hosts' list of them), depth levels down."""
+    if isinstance(obj, Stream):
+        return True
+    if not depth or not isinstance(obj, (dict, list)):
+        return False
+    return any(_holds_stream(v, depth - 1) for v in (obj.values() if isinstance(obj, dict) else obj))
 
 
 def _connection(c, stamp, outcome=None):
