@@ -11,6 +11,7 @@ import time
 
 import pytest
 from socketsnoop.commands import report
+from socketsnoop.commands.report import render
 from socketsnoop.errors import SnoopError
 
 T = "Dec 30 2024 22:{m:02d}:{s:02d}.{ms:03d}"
@@ -55,6 +56,8 @@ def test_summary_first_and_a_few_lifecycles(tmp_path):
     assert out.count("\nConnection: ") == 2
     _, out = run([str(path), "--lifecycles", "0"])
     assert "Connection Lifecycles:" not in out
+    with pytest.raises(SnoopError, match="--lifecycles and --no-lifecycles exclude each other"):
+        run([str(path), "--lifecycles", "3", "--no-lifecycles"])
     d = json.loads(run([str(path), "--json"])[1])  # JSON: every one kept, as before
     assert len(d["connections"]) == 31 and d["connections_not_shown"] == 0
     d = json.loads(run([str(path), "--json", "--lifecycles", "3"])[1])
@@ -226,7 +229,6 @@ def test_follow_a_growing_and_rotated_log(tmp_path):
 
 def test_json_is_written_as_json_dumps_writes_it():
     """render.write_json streams the lifecycles and writes what json.dumps(indent=2) would, byte for byte."""
-    from socketsnoop.commands.report import render
     items = [{"s": [1, 2], "t": {}}, {"u": "\n\x1b"}]
     doc = {"a": 1, "hosts": [{"host": "h", "x": [1, {"y": []}], "connections": render.Stream(iter(items))},
                              {"host": "g", "connections": render.Stream(iter([]))}], "z": {}}

@@ -186,6 +186,8 @@ def run(opts, out):
         count_option(option)(value)  # also when opts were made without the parser
     if opts.interval is not None and not opts.follow:
         raise SnoopError("socket-snoop report: --interval applies to --follow only", 2)
+    if opts.no_lifecycles and opts.lifecycles is not None:
+        raise SnoopError("socket-snoop report: --lifecycles and --no-lifecycles exclude each other", 2)
     filters = filters_from(opts)
     shared, lines = Shared(), LineCounts()
     report = ByHost(lambda: Report(filters, opts.since, opts.until, opts.max_tracked, shared=shared), lines,
