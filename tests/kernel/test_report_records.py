@@ -143,24 +143,24 @@ EXPECTED = {
 }
 
 EXPECTED_TEXT = f"""\
-Connections (from the summary lines): 8, 6 failed; 1340 bytes sent, 50240 received
+Connections (from the summary lines): 8, 6 failed; 1.3 KiB sent, 49.1 KiB received
   failed by cause: refused 2, reset-sent 2, reset-received 1, timeout 1
 Failed connections by destination (top 3): failed (by cause)
   198.51.100.7:443: 2 (refused 1, timeout 1)
   203.0.113.5:40000: 1 (reset-sent 1)
   203.0.113.5:40001: 1 (reset-sent 1)
 Top connections by bytes (top 3): sent, received (result, duration)
-  192.0.2.1:50000 -> 198.51.100.7:443 PID=42 COMM=curl: 1000 sent, 50000 received (closed, 2000.000ms)
-  192.0.2.1:80 -> 203.0.113.5:40000 PID=7 COMM={HOSTILE_ESC}: 300 sent, 200 received (reset-sent, 200.000ms)
-  192.0.2.1:80 -> 203.0.113.5:40001 PID=7 COMM={HOSTILE_ESC}: 30 sent, 20 received (reset-sent, 300.000ms)
+  192.0.2.1:50000 -> 198.51.100.7:443 PID=42 COMM=curl: 1000 B sent, 48.8 KiB received (closed, 2.00 s)
+  192.0.2.1:80 -> 203.0.113.5:40000 PID=7 COMM={HOSTILE_ESC}: 300 B sent, 200 B received (reset-sent, 200 ms)
+  192.0.2.1:80 -> 203.0.113.5:40001 PID=7 COMM={HOSTILE_ESC}: 30 B sent, 20 B received (reset-sent, 300 ms)
 Top processes by bytes (top 3): sent, received, connections
-  PID=42 COMM=curl: 1000 sent, 50000 received, 4 connections
-  PID=7 COMM={HOSTILE_ESC}: 330 sent, 220 received, 2 connections
-  PID=9 COMM=sshd: 10 sent, 20 received, 2 connections
+  PID=42 COMM=curl: 1000 B sent, 48.8 KiB received, 4 connections
+  PID=7 COMM={HOSTILE_ESC}: 330 B sent, 220 B received, 2 connections
+  PID=9 COMM=sshd: 10 B sent, 20 B received, 2 connections
 Slowest handshakes (top 3): handshake (direction, result)
-  192.0.2.1:22 -> 203.0.113.7:6000 PID=9 COMM=sshd: 40.000ms (in, closed)
-  192.0.2.1:50000 -> 198.51.100.7:443 PID=42 COMM=curl: 12.500ms (out, closed)
-  192.0.2.1:80 -> 203.0.113.5:40001 PID=7 COMM={HOSTILE_ESC}: 0.300ms (in, reset-sent)
+  192.0.2.1:22 -> 203.0.113.7:6000 PID=9 COMM=sshd: 40.0 ms (in, closed)
+  192.0.2.1:50000 -> 198.51.100.7:443 PID=42 COMM=curl: 12.5 ms (out, closed)
+  192.0.2.1:80 -> 203.0.113.5:40001 PID=7 COMM={HOSTILE_ESC}: 300 us (in, reset-sent)
 Resets by who sent them (top 3): 2 sent by us, 1 by the peer
   sent by PID=7 COMM={HOSTILE_ESC}: 2 connections
   received from 203.0.113.6:5555: 1 connections
@@ -184,8 +184,9 @@ def write(tmp_path, name, text, gz=False):
 
 
 def records_section(out):
-    """The text output's lines from the summary lines' tables on."""
-    return out[out.index("Connections (from the summary lines):"):]
+    """The text output's lines of the summary lines' tables (up to the distributions)."""
+    out = out[out.index("Connections (from the summary lines):"):]
+    return out[:out.index("Connection duration (")]
 
 
 @pytest.mark.parametrize("fmt, gz", [("text", False), ("json", False), ("text", True), ("json", True)])
@@ -246,7 +247,10 @@ def test_mixed_old_and_new_lines(tmp_path):
     assert status == 0
     keep = lambda text: [ln for ln in text.splitlines() if not ln.startswith("Summary: ")]  # noqa: E731
     head = out[:out.index("Connections (from the summary lines):")]
-    assert keep(head) == keep(out_old)  # lifecycles and the events' tables unchanged
+    tables_old = out_old[:out_old.index("Connections per minute")]
+    assert keep(head) == keep(tables_old)  # the events' tables unchanged
+    life = out[out.index("Connection Lifecycles:"):]
+    assert life == out_old[out_old.index("Connection Lifecycles:"):]  # the lifecycles unchanged
     assert "Summary: 4 events and 16 connection summaries (" in out and "0 malformed" in out
     d = json.loads(run([str(tmp_path / "mixed.log.gz"), "--json", "--top", "3"])[1])
     r = d["connection_summaries"]
@@ -294,7 +298,7 @@ def test_lifecycles_show_how_a_connection_ended(tmp_path, fmt):
     path = write(tmp_path, "l.log", log)
     _, out = run([path])
     assert ("Connection: 192.0.2.1:50000 -> 198.51.100.7:443  (PID=42 COMM=curl duration=2.000s retransmits=0; "
-            "closed, 1000 sent, 50000 received, 2000.000ms)") in out
+            "closed, 1000 B sent, 48.8 KiB received, 2.00 s)") in out
     assert out.count("Connection: ") == 1
     conns = json.loads(run([path, "--json"])[1])["connections"]
     assert len(conns) == 1 and conns[0]["result"] == "closed" and conns[0]["duration_ms"] == 2000.0
@@ -455,9 +459,9 @@ def test_lifecycles_join_their_own_summaries_on_a_reused_socket(tmp_path, fmt):
         heads = sorted(line for line in out.splitlines() if line.startswith("Connection: "))
         assert len(heads) == 2, out
         assert heads[0].startswith("Connection: 192.0.2.1:50000 -> 198.51.100.7:443 ") and \
-            heads[0].endswith("; closed, 1000 sent, 50000 received, 2000.000ms)"), heads
+            heads[0].endswith("; closed, 1000 B sent, 48.8 KiB received, 2.00 s)"), heads
         assert heads[1].startswith("Connection: 192.0.2.1:50001 -> 198.51.100.7:443 ") and \
-            heads[1].endswith("; refused, 0 sent, 0 received, 1.000ms)"), heads
+            heads[1].endswith("; refused, 0 B sent, 0 B received, 1.00 ms)"), heads
 
 
 def test_lifecycle_joins_are_bounded():
@@ -552,12 +556,12 @@ def test_report_on_the_log_a_real_monitor_wrote(monitor):
         heads = [line for line in out.splitlines() if line.startswith("Connection: ")]
         assert len(heads) == 3, heads
         refused = [h for h in heads if f"127.0.0.1:{closed}  (PID={refuser.pid} COMM=ss-rprefused" in h]
-        assert len(refused) == 1 and re.search(r"; refused, 0 sent, 0 received, [^,]+$", refused[0]), heads
-        assert any(f"(PID={cli_pid} COMM=ss-rpcli" in h and "; closed, 1234 sent, 7 received, " in h for h in heads)
-        assert any(f"(PID={srv_pid} COMM=ss-rpsrv" in h and "; closed, 7 sent, 1234 received, " in h for h in heads)
+        assert len(refused) == 1 and re.search(r"; refused, 0 B sent, 0 B received, [^,]+$", refused[0]), heads
+        assert any(f"(PID={cli_pid} COMM=ss-rpcli" in h and "; closed, 1.2 KiB sent, 7 B received, " in h for h in heads)
+        assert any(f"(PID={srv_pid} COMM=ss-rpsrv" in h and "; closed, 7 B sent, 1.2 KiB received, " in h for h in heads)
         conns = json.loads(run([str(m.log), "--json", *ours])[1])["connections"]
         assert sorted((c["comm"], c["result"], c["bytes_sent"], c["bytes_received"]) for c in conns) == [
             ("ss-rpcli", "closed", 1234, 7), ("ss-rprefused", "refused", 0, 0), ("ss-rpsrv", "closed", 7, 1234)]
     _, out = run([str(mt.log), "--no-lifecycles", *ours])
     assert f"  127.0.0.1:{closed}: 1 (refused 1)" in out
-    assert f"  PID={cli_pid} COMM=ss-rpcli: 1234 sent, 7 received, 1 connections" in out
+    assert f"  PID={cli_pid} COMM=ss-rpcli: 1.2 KiB sent, 7 B received, 1 connections" in out

@@ -1,4 +1,4 @@
-"""Formatting, state names, escaping, addresses, JSON, the tracker: pure user space."""
+"""Formatting, state names, escaping, addresses, JSON: pure user space."""
 
 import json
 import socket
@@ -12,7 +12,6 @@ from socketsnoop.logformat.jsonline import JsonFormatter
 from socketsnoop.logformat.text import TextFormatter
 from socketsnoop.logformat.words import describe_state
 from socketsnoop.output.connections import ConnectionReport
-from socketsnoop.output.tracker import Tracker
 from socketsnoop.pipeline import decode
 from socketsnoop.pipeline.identity import Owner
 
@@ -118,62 +117,6 @@ def test_time_prefix_cache_changes_with_the_second(clock):
     assert t.stamp(0) == "Dec 30 2024 22:05:25.454"
     assert t.stamp(600_000_000) == "Dec 30 2024 22:05:26.054"
     assert t.stamp(500_000_000) == "Dec 30 2024 22:05:25.954"
-
-
-def row(key, ts, typ=abi.EV_STATE, new=1, sport=1, pid=5, comm=b"c"):
-    return ev(skaddr=key, ts_ns=ts, type=typ, newstate=new, sport=sport, pid=pid, comm=comm)
-
-
-def test_tracker_lifecycle_and_bound():
-    t = Tracker(max_conns=2)
-    for key in (2, 1, 3):  # the third open connection is over the bound: the oldest (2) is closed early
-        t.add(row(key, 0, sport=key))
-    assert t.left_out == 0 and len(t) == 3 and list(t.open) == [1, 3]
-    t.open[2] = t.closed.pop()  # put it back, to follow it on
-    t.add(row(2, 10**9, typ=abi.EV_RETRANSMIT))
-    t.add(row(2, 2 * 10**9, sport=2, new=7))
-    # the socket address may be reused by a new connection: a new entry
-    t.add(row(2, 3 * 10**9, sport=0, new=2, pid=6, comm=b"d"))
-    lines = list(t.report(lambda ns: str(ns // 10**9)))
-    assert ("Connection: 10.100.10.150:2 -> 10.100.10.202:8000  (PID=5 COMM=c duration=2.000s retransmits=1)"
-            in lines)
-    assert "  1: Retransmission" in lines and "  2: Connection Closed" in lines
-    assert "Connection: 10.100.10.150:0 -> 10.100.10.202:8000  (PID=6 COMM=d duration=0.000s retransmits=0)" in lines
-    assert len(t.closed) == 2 and t.left_out == 0
-
-
-def test_tracker_keeps_closed_connections_bounded():
-    t = Tracker(max_conns=3)
-    for key in range(10):
-        t.add(row(key, key, new=7))
-    assert len(t) == 3 and t.left_out == 7
-    assert [c.last.skaddr for c in t.connections()] == [7, 8, 9]
-
-
-def test_tracker_keeps_bound_on_steps():
-    t = Tracker(max_steps=3)
-    for i in range(10):
-        t.add(row(1, i, typ=abi.EV_RETRANSMIT))
-    c = t.open[1]
-    assert len(c.steps) == 3 and c.steps_not_kept == 7 and c.retransmits == 10
-    assert c.first_ns == 0 and c.last.ts_ns == 9 and [r.ts_ns for r in c.steps] == [0, 1, 2]
-
-
-def test_tracker_one_shot_events_do_not_stay_open():
-    t = Tracker(max_conns=5)
-    t.add(row(0, 1, typ=abi.EV_RESET_SENT, new=0))  # a closed port: no socket
-    t.add(row(9, 2, typ=abi.EV_RESET_SENT, new=6))  # a timewait socket
-    assert not t.open and len(t.closed) == 2
-    lines = list(t.report(str))
-    assert "  1: Reset Sent" in lines and "  2: Reset Sent" in lines
-
-
-def test_tracker_keeps_local_port_once_known():
-    t = Tracker()
-    t.add(row(1, 0, new=2, sport=0))
-    t.add(row(1, 1, new=1, sport=5555))
-    t.add(row(1, 2, typ=abi.EV_RESET_SENT, sport=0))
-    assert Tracker.describe(t.open[1])["src"] == "10.100.10.150:5555"
 
 
 def record_row(**kw):

@@ -185,7 +185,8 @@ def test_unescape():
 
 @pytest.mark.parametrize("argv, words", [
     (["/nonexistent/log"], "No such file"),
-    (["{log}", "--since", "yesterday"], "--since: invalid time"),
+    (["{log}", "--since", "next tuesday"], "--since: invalid time"),
+    (["{log}", "--until", "-5 fortnights"], "--until: invalid time"),
     (["{log}", "-P", "99999"], "between 0 and 65535"),
     (["{log}", "-4", "-6"], "exclude each other"),
     (["{log}", "--top", "0"], "positive"),
@@ -291,8 +292,8 @@ def test_long_lines_are_malformed_and_take_no_memory(tmp_path):
         f.write(lines[0])
         f.write("x" * (8 << 20) + "\n")  # 8 MiB in one line
         f.write("".join(lines[1:3]))
-        f.write("y" * (report.parse.MAX_LINE + 1) + "\n")  # just over
-        f.write("z" * report.parse.MAX_LINE + "\n")  # at the limit: an ordinary malformed line
+        f.write("y" * (report.files.MAX_LINE + 1) + "\n")  # just over
+        f.write("z" * report.files.MAX_LINE + "\n")  # at the limit: an ordinary malformed line
         f.write("y" * (4 << 20))  # no newline at the end
     tracemalloc.start()
     try:
@@ -300,21 +301,24 @@ def test_long_lines_are_malformed_and_take_no_memory(tmp_path):
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert d["events"] == 3 and d["malformed"] == 4
+    assert d["events"] == 3 and d["malformed"] == 4 and d["lines_too_long"] == 3
     assert peak < 2 << 20, peak
 
 
 def test_read_lines():
-    f = io.StringIO("ab\n" + "c" * 10 + "\nde\n" + "f" * 4 + "\n" + "g" * 5)
-    assert list(report.parse.read_lines(f, max_line=4)) == ["ab\n", None, "de\n", "ffff\n", None]
-    f = io.StringIO("h" * 100)
-    assert list(report.parse.read_lines(f, max_line=4, max_chars=20)) == []  # stops: never reaches the end
+    counts = report.files.LineCounts()
+    f = io.BytesIO(b"ab\n" + b"c" * 10 + b"\n\n \t\r\nde\n" + b"f" * 4 + b"\n" + b"g" * 5)
+    assert list(report.files.read_lines(f, counts, max_line=4)) == [
+        (1, "ab"), (2, None), (5, "de"), (6, "ffff"), (7, None)]
+    assert (counts.blank, counts.too_long, counts.line) == (2, 2, 7)
+    f = io.BytesIO(b"h" * 100)
+    assert list(report.files.read_lines(f, counts, max_line=4, limit=20)) == []  # stops: never reaches the end
 
 
 def test_first_timestamp_of_an_endless_file_returns():
     # in a child with 1 GiB of address space: reading /dev/zero by lines would take all the memory there is
     code = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30)); from socketsnoop.commands import "
-            "report; print(report.parse.first_timestamp('/dev/zero', report.parse.Parser()))")
+            "report; print(report.files.first_timestamp('/dev/zero', report.parse.Parser()))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout == "None\n", r.stderr[-500:]
 
@@ -333,13 +337,13 @@ def test_tables_are_bounded(tmp_path):
         rep.add(parser.parse(line))
     assert len(rep.procs) == len(rep.remotes) == len(rep.resets) == 10
     assert len(rep.remote_established) <= 10 and len(rep.ids) <= 10 and len(rep.pending) <= 10
-    assert len(rep.tracker) <= 10
+    assert len(rep.lifecycles) <= 10
     assert rep.left_out == {"processes": 80, "remotes": 80, "resets": 40, "joins": 40}
     assert rep.events == 100
     text = "\n".join(report.render.text_lines(rep, 3, True, TextFormatter(Clock()).stamp))
     assert ("Left out: 80 events not counted in Processes (each table keeps its first 10 keys); "
             "80 events not counted in Remote endpoints; 40 events not counted in Resets; 40 of the oldest") in text
-    d = json.loads(report.render.json_document(rep, 3, False, JsonFormatter(Clock()).stamp))
+    d = report.render.json_document(rep, 3, 0, JsonFormatter(Clock()).stamp)
     assert d["left_out"] == {"joins": 40, "processes": 80, "remotes": 80, "resets": 40}
     # defaults: a large bound, nothing left out in an ordinary log
     assert report.aggregate.Report(Filters()).table_limit == report.aggregate.TABLE_LIMIT == 100_000

@@ -1,81 +1,176 @@
-"""`socket-snoop report FILE...`: lifecycles and a summary from logs the monitor wrote.
+"""`socket-snoop report FILE...`: a summary and lifecycles from logs the monitor wrote.
 
-Reads text lines (the seed format) and JSON lines, plain or gzip-compressed
-(rotated files), in any mix. Files are read in the order of their first
-timestamp, so `report /var/log/socket_monitor.log*` works whatever order the
-shell gives. A line that is not one of ours is counted and skipped.
+Reads text lines (the seed format) and JSON lines, plain or gzip-compressed (rotated files), in any mix, or
+standard input ('-'). Files are read in the order of their first timestamp (from a bounded head of each), so
+`report /var/log/socket_monitor.log*` works whatever order the shell gives. A line that is not one of ours is
+counted and skipped.
 
-Nothing read from a file reaches the output as it was read: addresses are
-checked (digits, hex, ':' and '.', no IPv6 scope id), COMM is printed in the
-monitor's escaped form, and file names are escaped. Memory is bounded
-whatever the input: lines over MAX_LINE characters are skipped without being
-held whole, and each table keeps at most TABLE_LIMIT keys (what it leaves
-out is counted and reported).
+Nothing read from a file reaches the output as it was read: addresses are checked (digits, hex, ':' and '.',
+no IPv6 scope id), COMM is printed in the monitor's escaped form, and file names are escaped. Time and memory
+are bounded whatever the input: lines over files.MAX_LINE bytes are cut, blank lines skipped a block at a time
+(both counted), names cut to a length, and every table draws on a byte budget shared by all hosts (bounds.py).
 
-Connection summary lines ('Connection Summary:', JSON "event": "connection") become Summary records with
-tables of their own (failed connections by cause and destination, bytes, handshakes, resets by who sent
-them), shown only when the logs have such lines: an older log gives the report it always gave.
-
-parse.py reads the files into Records (and Summaries), aggregate.py counts them (Report, and Records for the
-summaries), render.py writes the result.
+files.py reads the files, parse.py parses each line into a Record (an event line) or a Summary (a connection's
+summary line), aggregate.py counts them (its Report, with summaries.py's tables, histograms.py's distributions
+and lifecycles.py's lifecycles), text.py and render.py write the result.
 """
 
 import datetime
+import re
+import signal
 import sys
+import time
 
 from ...errors import SnoopError
 from ...settings.monitor import REPORT_FILTER_OPTIONS, filters_from
 from ...settings.option import CommandParser
 from . import render
-from .aggregate import ByHost, Report
-from .parse import Parser, Unreadable, check_readable, in_time_order, read_log
+from .aggregate import ByHost, Report, Shared
+from .files import STDIN, LineCounts, Unreadable, check_readable, follow_log, in_time_order, is_gzip, read_log
+from .parse import Parser
 
-MAX_COUNT = 10_000_000  # --top, --max-tracked
+MAX_COUNT = 10_000_000  # --top, --max-tracked, --lifecycles
+INTERVAL = 10  # --follow: seconds between reports
+LIFECYCLES = 10  # the text report's lifecycles unless told (JSON: all kept)
+TIME_FORMS = ("accepted: 'YYYY-MM-DD', 'YYYY-MM-DD HH:MM[:SS]', 'HH:MM[:SS]' (local time), ISO 8601 with a zone "
+              "(e.g. 2024-12-30T21:05:25Z), 'now', 'today', 'yesterday', 'tomorrow', '@EPOCH', or a time span "
+              "before or after now: '-1h', '+30min', '2 days ago', '1h 30min ago'")
+SPAN_UNITS = {
+    **dict.fromkeys(("us", "usec", "usecs"), 1e-6), **dict.fromkeys(("ms", "msec", "msecs"), 1e-3),
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1),
+    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), 60),
+    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), 3600), **dict.fromkeys(("d", "day", "days"), 86400),
+    **dict.fromkeys(("w", "week", "weeks"), 604800), **dict.fromkeys(("M", "month", "months"), 2629800),
+    **dict.fromkeys(("y", "year", "years"), 31557600),
+}
+SPAN_PART = re.compile(r"(\d{1,12}(?:\.\d{1,9})?)\s*([a-zA-Z]{1,8})\s*", re.ASCII)
+CLOCK = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2}))?", re.ASCII)
 
 
-def parse_time(value, option):
-    """'YYYY-MM-DD HH:MM[:SS]' (local time) or ISO 8601 -> epoch nanoseconds."""
+def parse_time(value, option, now=None):
+    """A time as journalctl takes it (systemd.time(7)) -> epoch nanoseconds. now: epoch seconds (tests)."""
     text = value.strip()
-    formats = ("accepted: 'YYYY-MM-DD', 'YYYY-MM-DD HH:MM[:SS]' (local time) or ISO 8601 with a zone "
-               "(e.g. 2024-12-30T21:05:25Z)")
+    now = time.time() if now is None else now
     try:
-        dt = datetime.datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
-    except ValueError:
-        raise SnoopError(f"socket-snoop report: {option}: invalid time {value!r}: {formats}", 2) from None
-    try:
-        return int(dt.timestamp() * 1e9)  # naive: local time
+        sec = _seconds(text, now)
     except (ValueError, OverflowError, OSError):  # e.g. 0001-01-01 in local time: before year 1 in UTC
-        raise SnoopError(f"socket-snoop report: {option}: time {value!r} out of range; {formats}", 2) from None
+        raise SnoopError(f"socket-snoop report: {option}: time {value!r} out of range; {TIME_FORMS}", 2) from None
+    if sec is None:
+        raise SnoopError(f"socket-snoop report: {option}: invalid time {value!r}: {TIME_FORMS}", 2)
+    return int(sec * 1e9)
 
 
-def count_option(option):
-    """--top, --max-tracked: a whole number from 1 to MAX_COUNT."""
+def _seconds(text, now):
+    """Epoch seconds of text, or None if it is none of TIME_FORMS; ValueError if out of range."""
+    midnight = datetime.datetime.combine(datetime.date.fromtimestamp(now), datetime.time())
+    days = {"today": 0, "yesterday": -1, "tomorrow": 1}
+    if text == "now":
+        return now
+    if text in days:
+        return (midnight + datetime.timedelta(days=days[text])).timestamp()
+    if text.startswith("@") and text[1:].isascii() and text[1:].isdigit():
+        return int(text[1:])
+    m = CLOCK.fullmatch(text)
+    if m:
+        h, mi, sec = int(m[1]), int(m[2]), int(m[3] or 0)
+        return midnight.replace(hour=h, minute=mi, second=sec).timestamp()
+    span = _span(text)
+    if span is not None:
+        return now + span
+    try:
+        dt = datetime.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    except ValueError:
+        return None
+    return dt.timestamp()  # naive: local time
+
+
+def _span(text):
+    """'-1h', '+5min', '1 hour ago', '1h 30min ago' -> signed seconds; None if text is not a span."""
+    sign = 1
+    if text.endswith(" ago"):
+        text, sign = text[:-4].rstrip(), -1
+    elif text[:1] in "+-" and text[1:2].isdigit():
+        text, sign = text[1:], (-1 if text[0] == "-" else 1)
+    else:
+        return None
+    total, pos = 0.0, 0
+    while pos < len(text):
+        m = SPAN_PART.match(text, pos)
+        if not m or m[2] not in SPAN_UNITS:
+            return None
+        total += float(m[1]) * SPAN_UNITS[m[2]]
+        pos = m.end()
+    return sign * total if pos else None
+
+
+def count_option(option, least=1):
+    """--top, --max-tracked, --lifecycles: a whole number from least to MAX_COUNT."""
     def conv(value):
         try:
             n = int(value)
         except ValueError:
             n = None
-        if n is None or not 1 <= n <= MAX_COUNT:
-            raise SnoopError(f"socket-snoop report: {option}: invalid value {value!r}: a positive whole number "
-                             f"up to {MAX_COUNT}", 2)
+        if n is None or not least <= n <= MAX_COUNT:
+            what = "a positive whole number" if least else "a whole number from 0"
+            raise SnoopError(f"socket-snoop report: {option}: invalid value {value!r}: {what} up to {MAX_COUNT}", 2)
         return n
     return conv
 
 
+class ReportParser(CommandParser):
+    """report's parser: a --since or --until value may start with '-' ('-1h', as journalctl takes it)."""
+
+    def parse_args(self, args=None, namespace=None):
+        out, rest = [], iter(sys.argv[1:] if args is None else args)
+        for arg in rest:
+            if arg == "--":
+                out += [arg, *rest]
+                break
+            value = next(rest, None) if arg in ("--since", "--until") else None
+            if value is not None and value.startswith("-"):
+                out.append(f"{arg}={value}")
+            else:
+                out += [arg] if value is None else [arg, value]
+        return super().parse_args(out, namespace)
+
+
+def interval(value):
+    """--interval: seconds, from 0.1 to a day."""
+    try:
+        n = float(value)
+    except ValueError:
+        n = None
+    if n is None or not 0.1 <= n <= 86400:
+        raise SnoopError(f"socket-snoop report: --interval: invalid value {value!r}: seconds from 0.1 to 86400", 2)
+    return n
+
+
 def build_parser():
-    p = CommandParser(
+    p = ReportParser(
         prog="socket-snoop report",
-        description="Connection lifecycles and a summary from socket-snoop logs (text or JSON lines, "
-                    "rotated .gz files too). Malformed lines are counted and skipped.",
+        description="A summary and connection lifecycles from socket-snoop logs (text or JSON lines, "
+                    "rotated .gz files too, '-' for standard input). Malformed lines are counted and skipped.",
     )
-    p.add_argument("files", nargs="+", metavar="FILE", help="log files, e.g. /var/log/socket_monitor.log*")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="log files, e.g. /var/log/socket_monitor.log*; '-' reads standard input")
     p.add_argument("--since", type=lambda v: parse_time(v, "--since"), metavar="TIME",
-                   help="events at or after TIME: 'YYYY-MM-DD HH:MM[:SS]' local time, or ISO 8601")
-    p.add_argument("--until", type=lambda v: parse_time(v, "--until"), metavar="TIME", help="events at or before TIME")
+                   help="events at or after TIME, in the forms journalctl takes: '2024-12-30 22:05[:25]', "
+                        "'15:27', 'today', 'yesterday', '-1h', '2 hours ago', ISO 8601 with a zone")
+    p.add_argument("--until", type=lambda v: parse_time(v, "--until"), metavar="TIME",
+                   help="events at or before TIME (as --since)")
     p.add_argument("--json", action="store_true", help="one JSON document instead of text")
     p.add_argument("--top", type=count_option("--top"), default=10, metavar="N",
                    help="rows in each summary table (default 10)")
-    p.add_argument("--no-lifecycles", action="store_true", help="the summary only")
+    p.add_argument("--lifecycles", type=count_option("--lifecycles", least=0), metavar="N",
+                   help=f"the lifecycles of the N most recent connections, after the summary (default {LIFECYCLES}; "
+                        "with --json every one kept; 0: none)")
+    p.add_argument("--no-lifecycles", action="store_true", help="the summary only (as --lifecycles 0)")
+    p.add_argument("--follow", action="store_true",
+                   help="after the files, follow the newest one (a plain file) as it grows and is rotated, as "
+                        "tail -F does, writing the report every --interval seconds when new lines came, and at the "
+                        "end (Ctrl-C, SIGTERM)")
+    p.add_argument("--interval", type=interval, metavar="SECONDS",
+                   help=f"with --follow: seconds between reports (default {INTERVAL})")
     p.add_argument("--max-tracked", type=count_option("--max-tracked"), default=100000, metavar="N",
                    help=f"connections kept for the lifecycles, the most recent (default 100000, at most {MAX_COUNT})")
     p.add_group("filters (as the monitor's: values of one kind OR-ed, kinds AND-ed)", REPORT_FILTER_OPTIONS)
@@ -84,26 +179,77 @@ def build_parser():
 
 
 def run(opts, out):
-    """Reads opts.files (all checked readable first) in time order, writes the report to out; 1 if a file
-    could not be read to its end, else 0."""
+    """Reads opts.files (all checked readable first) in time order, each once, writes the report to out; 1 if
+    a file could not be read to its end, else 0. With opts.follow, follows the newest file, writing the report
+    every opts.interval seconds, until SIGINT or SIGTERM."""
     for option, value in (("--top", opts.top), ("--max-tracked", opts.max_tracked)):
         count_option(option)(value)  # also when opts were made without the parser
+    if opts.interval is not None and not opts.follow:
+        raise SnoopError("socket-snoop report: --interval applies to --follow only", 2)
+    if opts.no_lifecycles and opts.lifecycles is not None:
+        raise SnoopError("socket-snoop report: --lifecycles and --no-lifecycles exclude each other", 2)
     filters = filters_from(opts, "report")
-    report = ByHost(lambda: Report(filters, opts.since, opts.until, opts.max_tracked))  # a central log: by host
+    shared, lines = Shared(), LineCounts()
+    report = ByHost(lambda: Report(filters, opts.since, opts.until, opts.max_tracked, shared=shared), lines,
+                    shared.names)  # a central log: by host
     parser = Parser()
     check_readable(opts.files)
+    paths = in_time_order(opts.files, parser)
+    if opts.follow and (paths[-1] == STDIN or is_gzip(paths[-1])):
+        raise SnoopError("socket-snoop report: --follow: the newest file must be a plain file (not '-' or .gz)", 2)
     status = 0
-    for path in in_time_order(opts.files, parser):
+    for i, path in enumerate(paths):
         try:
-            read_log(path, parser, report.add, report.bad)
+            if opts.follow and i == len(paths) - 1:
+                follow(path, parser, report, lines, opts, out)
+            else:
+                read_log(path, parser, report.add, report.bad, lines)
         except Unreadable as e:
             print(f"socket-snoop report: {e}", file=sys.stderr)
             status = 1
-    render.write(out, report, opts.top, not opts.no_lifecycles, opts.json)
+    write(out, report, opts)
     if report.malformed:
         print(f"socket-snoop report: {report.malformed} malformed lines skipped (the first at "
               f"{report.first_malformed})", file=sys.stderr)
     return status
+
+
+def write(out, report, opts):
+    if opts.no_lifecycles:
+        lifecycles = 0
+    else:
+        lifecycles = opts.lifecycles if opts.lifecycles is not None else None if opts.json else LIFECYCLES
+    render.write(out, report, opts.top, lifecycles, opts.json)
+    out.flush()
+
+
+def follow(path, parser, report, lines, opts, out):
+    """The newest file, followed (files.follow_log) until SIGINT or SIGTERM; the report written every
+    opts.interval seconds when new lines came."""
+    every = opts.interval or INTERVAL
+    state = {"next": time.monotonic() + every, "seen": -1, "stop": False}
+
+    def stop(*_):
+        state["stop"] = True
+
+    def idle():
+        now = time.monotonic()
+        if now >= state["next"]:
+            state["next"] = now + every
+            seen = (lines.blank, report.malformed, sum(r.events + r.summaries_read + r.filtered
+                                                       for r in report.reports.values()))
+            if seen != state["seen"]:
+                state["seen"] = seen
+                write(out, report, opts)
+        return state["stop"]
+
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        follow_log(path, parser, report.add, report.bad, lines, idle)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def main(argv):

@@ -1,27 +1,26 @@
-"""The analysis: Records -> counts, the summary tables, and the lifecycles (through output/tracker.py's Tracker).
+"""The analysis: parsed log entries -> counts, the summary tables, the distributions and the lifecycles.
 
-Bounded whatever the input: each table keeps at most TABLE_LIMIT keys (what it leaves out is counted and
-reported), the maps that join a text log's lines into connections at most max(TABLE_LIMIT, max_conns).
+Bounded whatever the input: each table keeps at most TABLE_LIMIT keys, the maps that join a text log's lines
+into connections at most max(TABLE_LIMIT, max_conns), and all of them, for every host, draw on one byte
+budget (bounds.py); names are cut to a length. What a table leaves out is counted and reported.
 """
 
-import heapq
 from collections import Counter, OrderedDict
 from typing import NamedTuple
 
 from ...kernel.abi import EV_CONNECTION, EV_RETRANSMIT, EV_STATE
-from ...logformat.escape import escape_comm, escape_token, format_endpoint
+from ...logformat.escape import format_endpoint
 from ...logformat.words import EVENT_NAMES, state_name
-from ...output.tracker import Tracker
-from ...pipeline.decode import TCP_CLOSE, TCP_ESTABLISHED, make_row
+from ...pipeline.decode import TCP_CLOSE, TCP_ESTABLISHED
+from .bounds import ENTRY_BYTES, JOIN_BYTES, LIFECYCLE_BYTES, SUMMARY_BYTES, TABLE_BYTES, Budget, Names, \
+    bounded_put
+from .histograms import PerMinute
+from .lifecycles import Lifecycles
 from .parse import Summary
+from .summaries import Process, Records
 
 TABLE_LIMIT = 100_000  # distinct keys per summary table and per join map
-
-
-class Process(NamedTuple):
-    """A key of the Processes table."""
-    pid: int
-    comm: str  # escaped
+EPHEMERAL = 32768  # Linux's first ephemeral port by default (net.ipv4.ip_local_port_range)
 
 
 class ResetKey(NamedTuple):
@@ -33,130 +32,26 @@ class ResetKey(NamedTuple):
     comm: str  # escaped
 
 
-class Conn(NamedTuple):
-    """A connection of a summary line, as the tables of connections show it."""
-    local: str  # endpoint
-    remote: str
-    pid: int
-    comm: str  # escaped
-    direction: str | None
-    result: str
-    sent: int
-    received: int
-    handshake_us: int | None
-    duration_us: int | None
-    ts_ns: int
+class Shared:
+    """What every host's report shares: the tables' and the lifecycles' byte budgets, and the names cut."""
 
-
-class Records:
-    """The tables of the connections' summary lines: failed connections by cause and by destination, the top
-    connections and processes by bytes, the slowest handshakes, resets by who sent them. Bounded as the
-    Report's tables (table_limit keys each; a top-N heap keeps table_limit entries, which is exact for any
-    --top up to table_limit)."""
-
-    def __init__(self, report):
-        self.report = report
-        self.count = 0  # summary lines counted (passed the filters)
-        self.seq = 0
-        self.sent = self.received = 0
-        self.causes = Counter()  # result -> failed connections (result is not "closed")
-        self.failed_dst = {}  # remote endpoint -> Counter(result)
-        self.by_bytes = []  # min-heap of (bytes, -seq, Conn)
-        self.handshakes = []  # min-heap of (handshake_us, -seq, Conn)
-        self.proc_bytes = {}  # Process -> [sent, received, connections]
-        self.resets_sent = Counter()  # Process -> connections ended by a reset we sent
-        self.resets_received = Counter()  # remote endpoint -> connections ended by a reset the peer sent
-
-    def add(self, r, local, remote):
-        rep = self.report
-        self.count += 1
-        self.seq += 1
-        self.sent += r.sent
-        self.received += r.received
-        comm = escape_comm(r.comm)
-        conn = Conn(local, remote, r.pid, comm, r.direction, r.result, r.sent, r.received, r.handshake_us,
-                    r.duration_us, r.ts_ns)
-        self._top(self.by_bytes, (r.sent + r.received, -self.seq, conn))
-        if r.handshake_us is not None:
-            self._top(self.handshakes, (r.handshake_us, -self.seq, conn))
-        proc = self.proc_bytes.get((r.pid, comm))
-        if proc is None and rep._room(self.proc_bytes, "process_bytes"):
-            proc = self.proc_bytes[Process(r.pid, comm)] = [0, 0, 0]
-        if proc is not None:
-            proc[0] += r.sent
-            proc[1] += r.received
-            proc[2] += 1
-        if r.result == "closed":
-            return
-        self.causes[r.result] += 1
-        causes = self.failed_dst.get(remote)
-        if causes is None and rep._room(self.failed_dst, "failed_destinations"):
-            causes = self.failed_dst[remote] = Counter()
-        if causes is not None:
-            causes[r.result] += 1
-        if r.result == "reset-sent":
-            key = (r.pid, comm)
-            if key in self.resets_sent:
-                self.resets_sent[key] += 1  # the key stays the Process it was added as
-            elif rep._room(self.resets_sent, "resets_sent"):
-                self.resets_sent[Process(*key)] = 1
-        elif r.result == "reset-received":
-            if remote in self.resets_received or rep._room(self.resets_received, "resets_received"):
-                self.resets_received[remote] += 1
-
-    def _top(self, heap, entry):
-        if len(heap) < self.report.table_limit:
-            heapq.heappush(heap, entry)
-        elif entry > heap[0]:
-            heapq.heapreplace(heap, entry)
-
-    def summary(self, top):
-        """The counts and the first top rows of each table, as the JSON output has them."""
-        failed = sorted(self.failed_dst.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))
-        procs = sorted(self.proc_bytes.items(), key=lambda kv: (-(kv[1][0] + kv[1][1]), -kv[1][2], kv[0]))
-        return {
-            "connections": self.count,
-            "failed": sum(self.causes.values()),
-            "bytes_sent": self.sent,
-            "bytes_received": self.received,
-            "failed_by_cause": dict(sorted(self.causes.items(), key=lambda kv: (-kv[1], kv[0]))),
-            "failed_by_destination": [{"remote": ep, "failed": sum(c.values()),
-                                       "causes": dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))}
-                                      for ep, c in failed[:top]],
-            "top_connections_by_bytes": [_conn(c) for _, _, c in heapq.nlargest(top, self.by_bytes)],
-            "top_processes_by_bytes": [{"pid": p.pid, "comm": p.comm, "bytes_sent": v[0], "bytes_received": v[1],
-                                        "connections": v[2]} for p, v in procs[:top]],
-            "slowest_handshakes": [_conn(c) for _, _, c in heapq.nlargest(top, self.handshakes)],
-            "resets_sent_by_process": [{"pid": p.pid, "comm": p.comm, "connections": n}
-                                       for p, n in sorted(self.resets_sent.items(), key=_by_count)[:top]],
-            "resets_received_by_remote": [{"remote": ep, "connections": n}
-                                          for ep, n in sorted(self.resets_received.items(), key=_by_count)[:top]],
-        }
-
-
-def _by_count(kv):
-    return -kv[1], kv[0]
-
-
-def _ms(us):
-    return None if us is None else round(us / 1000, 3)
-
-
-def _conn(c):
-    return {"src": c.local, "dst": c.remote, "pid": c.pid, "comm": c.comm, "direction": c.direction,
-            "result": c.result, "bytes_sent": c.sent, "bytes_received": c.received,
-            "handshake_ms": _ms(c.handshake_us), "duration_ms": _ms(c.duration_us), "end_ns": c.ts_ns}
+    def __init__(self, table_bytes=TABLE_BYTES, lifecycle_bytes=LIFECYCLE_BYTES):
+        self.tables = Budget(table_bytes)
+        self.lifecycles = Budget(lifecycle_bytes)
+        self.names = Names()
 
 
 class Report:
     """Bounded: each summary table keeps at most table_limit keys (the first ones seen; the events of the
     others are counted in left_out), the join maps at most max(table_limit, max_conns) (the oldest entry goes),
-    and the tracker at most max_conns connections closed and as many open."""
+    and the lifecycles at most max_conns connections closed and as many open; all within shared's budgets."""
 
-    def __init__(self, filters, since=None, until=None, max_conns=100000, table_limit=TABLE_LIMIT):
+    def __init__(self, filters, since=None, until=None, max_conns=100000, table_limit=TABLE_LIMIT, shared=None):
         self.filters = filters
         self.since, self.until = since, until
-        self.tracker = Tracker(max_conns=max_conns)
+        self.shared = shared = shared or Shared()
+        self.budget, self.names = shared.tables, shared.names
+        self.lifecycles = Lifecycles(shared.lifecycles, max_conns=max_conns)
         self.table_limit = table_limit
         self.join_limit = max(table_limit, max_conns)
         self.left_out = Counter()  # table -> events it did not count (it was full); "joins" -> entries dropped
@@ -165,16 +60,19 @@ class Report:
         self.seq = 0
         self.events = 0
         self.filtered = 0
-        self.malformed = 0
+        self.malformed = 0  # None in a host's report: ByHost counts the lines set aside, once for all hosts
         self.first_malformed = None
+        self.blank = self.too_long = 0
         self.first = self.last = None
         self.kinds = Counter()
         self.states = Counter()
         self.procs = {}  # Process -> Counter
         # the owner's names, where the logs carry them: unit, container (12 hex), user -> Counter
         self.owners = {"units": {}, "containers": {}, "users": {}}
-        self.remotes = Counter()
+        self.remotes = Counter()  # _service's keys
         self.remote_established = Counter()
+        # connections a minute: summary lines, and ESTABLISHED lines (shown for a log without summary lines)
+        self.per_minute, self.established_per_minute = PerMinute(self.budget), PerMinute(self.budget)
         self.resets = Counter()  # ResetKey -> count
         self.records = Records(self)  # the connections' summary lines
         self.summaries_read = 0  # summary lines read, before the time bounds and filters
@@ -182,9 +80,9 @@ class Report:
         # socket's address soon serves another connection, and a monitor writes a batch's summary lines
         # after its state changes, so another connection on that address may close in between. Either
         # line may come first.
-        self.just_closed = OrderedDict()  # (sock, local, remote) -> the tracker's Connection its CLOSE line ended
+        self.just_closed = OrderedDict()  # (sock, local, remote) -> the lifecycle its CLOSE line ended
         self.early = OrderedDict()  # (sock, local, remote) -> a Summary that came before its CLOSE line
-        self.outcomes = OrderedDict()  # the tracker's Connection -> its Summary, for the lifecycles
+        self.outcomes = OrderedDict()  # a lifecycle's Connection -> its Summary
 
     def bad(self, where):
         """A malformed line at where ('FILE:LINE')."""
@@ -193,8 +91,8 @@ class Report:
             self.first_malformed = where
 
     def add(self, r):
-        """One Record: counted if it passes the time bounds and the filters, and tracked. A Summary goes to
-        add_summary."""
+        """One log entry (parse.Record): counted if it passes the time bounds and the filters, and followed in
+        its lifecycle. A Summary goes to add_summary."""
         if r.__class__ is Summary:
             return self.add_summary(r)
         if not self._wanted(r):
@@ -207,8 +105,9 @@ class Report:
             self.last = r.ts_ns
         local = format_endpoint(r.family, r.src, r.sport)
         remote = format_endpoint(r.family, r.dst, r.dport)
-        self._count(r, local, remote)
-        self.track(r, local, remote)
+        comm = self.names.comm(r.comm, r.pid)
+        conn = self.track(r, local, remote, comm)
+        self._count(r, local, comm, self._service(r, remote, conn))
 
     def add_summary(self, r):
         """One Summary: to the tables of records (not to the events' tables nor the lifecycles) if it passes
@@ -225,16 +124,21 @@ class Report:
         if self.last is None or r.ts_ns > self.last:
             self.last = r.ts_ns
         local, remote = format_endpoint(r.family, r.src, r.sport), format_endpoint(r.family, r.dst, r.dport)
-        self.records.add(r, local, remote)
+        comm = self.names.comm(r.comm, r.pid)
+        self.records.add(r, local, remote, comm)
+        self.per_minute.add(r.ts_ns)
+        if len(r.comm) > 16:
+            r = r._replace(comm=r.comm[:16])  # kept for its numbers only: a forged long name would cost memory
         key = (r.sock, local, remote)
         conn = self.just_closed.pop(key, None)
         if conn is not None:  # its lifecycle shows how it ended
+            self.budget.give(JOIN_BYTES)
             self._outcome(conn, r)
         else:  # its CLOSE line may follow
-            _bounded_put(self.early, key, r, self.join_limit)
+            bounded_put(self.early, key, r, self.join_limit, self.budget, SUMMARY_BYTES)
 
     def _outcome(self, conn, summary):
-        _bounded_put(self.outcomes, conn, summary, self.join_limit)
+        bounded_put(self.outcomes, conn, summary, self.join_limit, self.budget, SUMMARY_BYTES)
 
     def _wanted(self, r):
         if (self.since is not None and r.ts_ns < self.since) or (self.until is not None and r.ts_ns > self.until):
@@ -242,21 +146,34 @@ class Report:
         return self.filters.match(r.kind, r.family, r.src, r.sport, r.dst, r.dport, r.pid, r.comm, r.newstate,
                                   r.uid, r.user, r.cgroup, r.unit, r.container)
 
-    def _count(self, r, local, remote):
-        """The record in the tables: by event, states, processes, units, containers, users, remote endpoints,
+    def _service(self, r, remote, conn):
+        """The Remote endpoints table's key of an entry: (remote, "remote", port) if the service is the remote's
+        port, else (we serve it: the remote's port is a client's) (its address with ':*', "local", our port).
+        The side is the lifecycle's (from its first state); unknown, ours if our port is not ephemeral and the
+        remote's is, or ours is privileged and the remote's is not."""
+        side = conn.side if conn is not None else None
+        if side is None:
+            side = "server" if 0 < r.sport < EPHEMERAL <= r.dport or 0 < r.sport < 1024 <= r.dport else "client"
+        if side == "client":
+            return remote, "remote", r.dport
+        return remote[:remote.rindex(":")] + ":*", "local", r.sport
+
+    def _count(self, r, local, comm, service):
+        """The entry in the tables: by event, states, processes, units, containers, users, remote endpoints,
         resets."""
-        comm = escape_comm(r.comm)
         self.kinds[r.kind] += 1
         proc = self.procs.get((r.pid, comm))  # a plain tuple finds a named key (equal hash and ==)
-        if proc is None and self._room(self.procs, "processes"):
+        if proc is None and self._room(self.procs, "processes", ENTRY_BYTES + len(comm)):
             proc = self.procs[Process(r.pid, comm)] = Counter()
         groups = [proc] + self._owner_counts(r)
-        count_remote = remote in self.remotes or self._room(self.remotes, "remotes")
+        remote = service
+        count_remote = remote in self.remotes or self._room(self.remotes, "remotes", ENTRY_BYTES + len(remote[0]))
         if count_remote:
             self.remotes[remote] += 1
         if r.kind == EV_STATE:
             self.states[r.newstate] += 1
             if r.newstate == TCP_ESTABLISHED:
+                self.established_per_minute.add(r.ts_ns)
                 for g in groups:
                     if g is not None:
                         g["established"] += 1
@@ -273,37 +190,37 @@ class Report:
             reset = (r.kind, local, str(r.dst), r.pid, comm)
             if reset in self.resets:
                 self.resets[reset] += 1  # the key stays the ResetKey it was added as
-            elif self._room(self.resets, "resets"):
+            elif self._room(self.resets, "resets", ENTRY_BYTES + len(local) + len(comm)):
                 self.resets[ResetKey(*reset)] = 1
 
     def _owner_counts(self, r):
-        """The record's rows of the units, containers and users tables (each counts its events), those the
+        """The entry's rows of the units, containers and users tables (each counts its events), those the
         line names."""
         out = []
         user = r.user if r.user is not None else (str(r.uid) if r.uid is not None else None)
         for table, key in (("units", r.unit), ("containers", r.container and r.container[:12]), ("users", user)):
             if key is not None:
-                key = escape_token(key)
+                key = self.names.name(key)
                 counts = self.owners[table].get(key)
-                if counts is None and self._room(self.owners[table], table):
+                if counts is None and self._room(self.owners[table], table, ENTRY_BYTES + len(key)):
                     counts = self.owners[table][key] = Counter()
                 if counts is not None:
                     counts["events"] += 1
                     out.append(counts)
         return out
 
-    def _room(self, table, name):
-        """True if the table can take one more key; else the event is counted as left out of it."""
-        if len(table) < self.table_limit:
+    def _room(self, table, name, cost):
+        """True if the table can take one more key of cost bytes; else the event is counted as left out of it."""
+        if len(table) < self.table_limit and self.budget.take(cost):
             return True
         self.left_out[name] += 1
         return False
 
     def _join(self, table, key, cid):
         """table[key] = cid, the oldest entry dropped if the table is full."""
-        if len(table) >= self.join_limit:
+        if len(table) >= self.join_limit or self.budget.used + JOIN_BYTES > self.budget.limit:
             self.left_out["joins"] += 1
-        _bounded_put(table, key, cid, self.join_limit)
+        bounded_put(table, key, cid, self.join_limit, self.budget, JOIN_BYTES)
 
     def _conn_id(self, r, local, remote):
         """A made-up socket address for a text line's connection: its 4-tuple, and a SYN_SENT line with
@@ -319,35 +236,43 @@ class Report:
         else:
             cid = self.ids.get(tup)
             if cid is None:
-                cid = self.pending.pop((remote, r.pid), None)
+                cid = self._unjoin(self.pending, (remote, r.pid))
                 if cid is None:
                     self.seq += 1
                     cid = self.seq
                 self._join(self.ids, tup, cid)
         if r.kind == EV_STATE and r.newstate == TCP_CLOSE:  # the next one of this 4-tuple is new
-            self.ids.pop(tup, None)
+            self._unjoin(self.ids, tup)
             if r.sport == 0:
-                self.pending.pop((remote, r.pid), None)
+                self._unjoin(self.pending, (remote, r.pid))
         return cid
 
-    def track(self, r, local, remote):
-        """The record to the tracker, as a row of the connection its socket address (or a made-up one) names."""
+    def _unjoin(self, table, key):
+        """table.pop(key, None), its bytes given back."""
+        cid = table.pop(key, None)
+        if cid is not None:
+            self.budget.give(JOIN_BYTES)
+        return cid
+
+    def track(self, r, local, remote, comm):
+        """The entry to the lifecycle of the connection its socket address (or a made-up one) names; that
+        lifecycle's Connection, or None if none was kept."""
         if r.sock is not None:
             sk = r.sock
-        elif r.newstate == 0:  # a reset answering no socket: the tracker keys it by its addresses
+        elif r.newstate == 0:  # a reset answering no socket: a connection of its own
             sk = 0
         else:
             sk = self._conn_id(r, local, remote)
-        self.tracker.add(make_row(ts_ns=r.ts_ns, skaddr=sk, type=r.kind, newstate=r.newstate, pid=r.pid,
-                                  sport=r.sport, dport=r.dport, saddr=_packed(r.src), daddr=_packed(r.dst),
-                                  comm=r.comm, family=r.family))
-        if r.newstate == TCP_CLOSE and r.kind == EV_STATE and sk:  # joined to its summary line, either first
-            key, conn = (r.sock, local, remote), self.tracker.closed[-1]
+        conn = self.lifecycles.add(sk, r, comm)
+        if conn is not None and r.newstate == TCP_CLOSE and r.kind == EV_STATE and sk:  # joined to its summary
+            key = (r.sock, local, remote)
             summary = self.early.pop(key, None)
             if summary is not None:
+                self.budget.give(SUMMARY_BYTES)
                 self._outcome(conn, summary)
             else:  # the oldest dropped if full: its summary, if any, long gone by
-                _bounded_put(self.just_closed, key, conn, self.join_limit)
+                bounded_put(self.just_closed, key, conn, self.join_limit, self.budget, JOIN_BYTES)
+        return conn
 
     def summary(self, top):
         """The counts and the first top rows of each table, as the JSON output has them (times in ns)."""
@@ -367,14 +292,30 @@ class Report:
                         "retransmits": c["retransmits"], "resets": c["resets"]}
                        for name, c in sorted(rows.items(), key=lambda kv: (-kv[1]["events"], kv[0]))[:top]]
                for table, rows in self.owners.items()},
-            "remotes": [{"remote": ep, "events": n, "established": self.remote_established[ep]}
-                        for ep, n in self.remotes.most_common(top)],
+            "remotes": [{"remote": ep, "events": n, "established": self.remote_established[key], "service": side,
+                         "service_port": port} for key, n in self.remotes.most_common(top) for ep, side, port in (key,)],
             "resets": [{"event": EVENT_NAMES[k.kind], "local": k.local, "remote_addr": k.remote_addr, "pid": k.pid,
                         "comm": k.comm, "count": n}
                        for k, n in self.resets.most_common(top)],
             **({"connection_summaries": self.records.summary(top)} if self.summaries_read else {}),
             "table_limit": self.table_limit,
             "left_out": dict(sorted(self.left_out.items())),
+            "distributions": self.distributions(),
+        }
+
+    def minutes(self):
+        """Connections a minute: from the summary lines if the logs have them, else from ESTABLISHED lines."""
+        return self.per_minute if self.summaries_read else self.established_per_minute
+
+    def distributions(self):
+        """The log2 histograms of the summary lines' times (microseconds) and the connections per minute."""
+        r = self.records
+        return {
+            **{name: [{"low": lo, "high": hi, "count": n} for lo, hi, n in h.rows()] for name, h in (
+                ("duration_us", r.durations), ("handshake_us", r.handshake_times), ("rtt_us", r.rtts))},
+            "connections_per_minute": [{"minute_ns": m * 60_000_000_000, "minutes": step, "count": n}
+                                       for m, step, n in self.minutes().rows()],
+            "connections_per_minute_from": "summary lines" if self.summaries_read else "ESTABLISHED lines",
         }
 
 
@@ -384,10 +325,13 @@ OTHER_HOSTS = "(other hosts)"
 
 class ByHost:
     """A Report per host, for the files of a central syslog (the host in each line's syslog prefix); lines
-    without a prefix (the monitor's own logs) are host None. Malformed lines are counted here, once."""
+    without a prefix (the monitor's own logs) are host None. Malformed lines are counted here, once, and
+    the reader's blank and cut lines (lines: files.LineCounts)."""
 
-    def __init__(self, make, max_hosts=MAX_HOSTS):
+    def __init__(self, make, lines, names, max_hosts=MAX_HOSTS):
         self.make = make
+        self.lines = lines
+        self.names = names
         self.max_hosts = max_hosts
         self.reports = {}
         self.malformed = 0
@@ -414,16 +358,6 @@ class ByHost:
         if set(self.reports) <= {None}:
             report = self.reports.get(None) or self.make()
             report.malformed, report.first_malformed = self.malformed, self.first_malformed
+            report.blank, report.too_long = self.lines.blank, self.lines.too_long
             return [(None, report)]
         return sorted(self.reports.items(), key=lambda kv: (kv[0] is not None, kv[0] or ""))
-
-
-def _packed(ip):
-    return ip.packed.ljust(16, b"\0")
-
-
-def _bounded_put(table, key, value, limit):
-    """table[key] = value, the oldest entry dropped first if the table holds limit entries."""
-    if len(table) >= limit:
-        table.popitem(last=False)
-    table[key] = value

@@ -1,166 +1,131 @@
-"""The report's output: the lifecycles and the summary of a Report, as text lines or one JSON document."""
+"""The report's output: a ByHost's reports as text (text.py) or one JSON document, written as it is made
+(the lifecycles are not held twice, as dicts and as text)."""
 
 import json
 
-from ...kernel.abi import EV_RESET_RECEIVED, EV_RESET_SENT
 from ...logformat.base import Clock
 from ...logformat.jsonline import JsonFormatter
 from ...logformat.text import TextFormatter
-from ...logformat.words import EVENT_TITLES
-from ...output.tracker import Tracker
-from .parse import NAME_KINDS
+from .bounds import MAX_COMM, MAX_NAME
+from .files import MAX_LINE
+from .text import text_lines
 
 
 def write(out, by_host, top, lifecycles, as_json):
     """The report to out: JSON (times in RFC 3339 UTC, as the monitor's JSON lines) or text (local time).
     by_host: aggregate.ByHost. Without hosts (the monitor's own logs) one report, as it always was; with
-    them (a central syslog's files) one section per host, then the malformed lines once."""
+    them (a central syslog's files) one section per host, then the lines set aside once. lifecycles: how
+    many of the most recent connections' lifecycles each report shows (None: all it kept)."""
     clock = Clock()
     clock.offset_ns = 0  # the times here are epoch nanoseconds already
     hosts = by_host.hosts()
+    local_only = hosts[0][0] is None and len(hosts) == 1
     if as_json:
         stamp = JsonFormatter(clock).stamp
-        if hosts[0][0] is None and len(hosts) == 1:
-            out.write(json_document(hosts[0][1], top, lifecycles, stamp) + "\n")
-            return
-        doc = {"hosts": [{"host": host, **json.loads(json_document(r, top, lifecycles, stamp))} for host, r in hosts],
-               "malformed": by_host.malformed}
-        out.write(json.dumps(doc, indent=2) + "\n")
+        if local_only:
+            doc = json_document(hosts[0][1], top, lifecycles, stamp)
+        else:
+            doc = {"hosts": [{"host": host, **json_document(r, top, lifecycles, stamp)} for host, r in hosts],
+                   **line_counts(by_host)}
+        write_json(out, doc)
+        out.write("\n")
         return
     stamp = TextFormatter(clock).stamp
-    if hosts[0][0] is None and len(hosts) == 1:
-        out.write("\n".join(text_lines(hosts[0][1], top, lifecycles, stamp)) + "\n")
+    if lifecycles is None:
+        lifecycles = 1 << 62
+    if local_only:
+        for line in text_lines(hosts[0][1], top, lifecycles, stamp):
+            out.write(line + "\n")
         return
-    lines = []
     for host, r in hosts:
-        lines += [f"Host {host if host is not None else '(lines without a host: the local log)'}"]
-        lines += ["  " + line if line else "" for line in text_lines(r, top, lifecycles, stamp)]
-        lines.append("")
+        out.write(f"Host {host if host is not None else '(lines without a host: the local log)'}\n")
+        for line in text_lines(r, top, lifecycles, stamp):
+            out.write(f"  {line}\n" if line else "\n")
+        out.write("\n")
     named = [h for h, _ in hosts if h is not None]
-    lines.append(f"Hosts: {len(named)} ({', '.join(named)}); {by_host.malformed} malformed lines skipped")
-    out.write("\n".join(lines) + "\n")
+    lines = by_host.lines
+    extra = (f" ({lines.too_long} over {MAX_LINE} bytes)" if lines.too_long else "") + (
+        f"; {lines.blank} blank lines" if lines.blank else "") + (
+        f"; {by_host.names.cut} names cut (COMM over {MAX_COMM} bytes, others over {MAX_NAME} characters)"
+        if by_host.names.cut else "")
+    out.write(f"Hosts: {len(named)} ({', '.join(named)}); {by_host.malformed} malformed lines skipped{extra}\n")
 
 
-def text_lines(report, top, lifecycles, stamp):
-    out = []
-    if lifecycles:
-        out += list(report.tracker.report(stamp, lambda c: _outcome_text(report.outcomes.get(c))))
-        out.append("")
-    s = report.summary(top)
-    span = (f"{stamp(report.first)} to {stamp(report.last)}" if report.first is not None else "no events")
-    malformed = f"; {report.malformed} malformed lines skipped" if report.malformed is not None else ""
-    summaries = f" and {report.records.count} connection summaries" if report.summaries_read else ""
-    out.append(f"Summary: {report.events} events{summaries} ({span}); {report.filtered} filtered out{malformed}")
-    out.append("  by event: " + (", ".join(f"{EVENT_TITLES[NAME_KINDS[k]]} {n}"
-                                           for k, n in s["by_event"].items()) or "none"))
-    out.append("  states reached: " + (", ".join(f"{k} {n}" for k, n in s["states"].items()) or "none"))
-    out.append(f"Processes (top {top}): established, retransmits, resets")
-    for p in s["processes"]:
-        out.append(f"  PID={p['pid']} COMM={p['comm']}: {p['established']} established, "
-                   f"{p['retransmits']} retransmits, {p['resets']} resets")
-    for table, title in (("units", "Units"), ("containers", "Containers"), ("users", "Users")):
-        if s[table]:  # only when the logs carry them (JSON, or text written with --context)
-            out.append(f"{title} (top {top}): events, established, retransmits, resets")
-            for g in s[table]:
-                out.append(f"  {g['name']}: {g['events']} events, {g['established']} established, "
-                           f"{g['retransmits']} retransmits, {g['resets']} resets")
-    out.append(f"Remote endpoints (top {top}): events, established")
-    for r in s["remotes"]:
-        out.append(f"  {r['remote']}: {r['events']} events, {r['established']} established")
-    out.append(f"Resets (top {top}): {report.kinds[EV_RESET_SENT]} sent, "
-               f"{report.kinds[EV_RESET_RECEIVED]} received")
-    for r in s["resets"]:
-        out.append(f"  {EVENT_TITLES[NAME_KINDS[r['event']]]}: {r['local']} <-> {r['remote_addr']} "
-                   f"PID={r['pid']} COMM={r['comm']}: {r['count']}")
-    if report.summaries_read:
-        out += record_lines(s["connection_summaries"], top)
-    out += left_out_lines(report)
-    return out
-
-
-def _outcome_text(r):
-    """How a lifecycle's connection ended, from its summary line: '; closed, 100 sent, 7 received, 40.638ms'."""
-    if r is None:
-        return ""
-    duration = "" if r.duration_us is None else f", {r.duration_us / 1000:.3f}ms"
-    return f"; {r.result}, {r.sent} sent, {r.received} received{duration}"
-
-
-def _ms(value):
-    return "-" if value is None else f"{value:.3f}ms"
-
-
-def _conn_text(c):
-    return f"{c['src']} -> {c['dst']} PID={c['pid']} COMM={c['comm']}"
-
-
-def record_lines(r, top):
-    """The tables of the connections' summary lines (Records.summary), as text."""
-    out = [f"Connections (from the summary lines): {r['connections']}, {r['failed']} failed; "
-           f"{r['bytes_sent']} bytes sent, {r['bytes_received']} received",
-           "  failed by cause: " + (", ".join(f"{k} {n}" for k, n in r["failed_by_cause"].items()) or "none"),
-           f"Failed connections by destination (top {top}): failed (by cause)"]
-    for f in r["failed_by_destination"]:
-        out.append(f"  {f['remote']}: {f['failed']} (" + ", ".join(f"{k} {n}" for k, n in f["causes"].items()) + ")")
-    out.append(f"Top connections by bytes (top {top}): sent, received (result, duration)")
-    for c in r["top_connections_by_bytes"]:
-        out.append(f"  {_conn_text(c)}: {c['bytes_sent']} sent, {c['bytes_received']} received "
-                   f"({c['result']}, {_ms(c['duration_ms'])})")
-    out.append(f"Top processes by bytes (top {top}): sent, received, connections")
-    for p in r["top_processes_by_bytes"]:
-        out.append(f"  PID={p['pid']} COMM={p['comm']}: {p['bytes_sent']} sent, {p['bytes_received']} received, "
-                   f"{p['connections']} connections")
-    out.append(f"Slowest handshakes (top {top}): handshake (direction, result)")
-    for c in r["slowest_handshakes"]:
-        out.append(f"  {_conn_text(c)}: {_ms(c['handshake_ms'])} ({c['direction'] or '-'}, {c['result']})")
-    out.append(f"Resets by who sent them (top {top}): {r['failed_by_cause'].get('reset-sent', 0)} sent by us, "
-               f"{r['failed_by_cause'].get('reset-received', 0)} by the peer")
-    for p in r["resets_sent_by_process"]:
-        out.append(f"  sent by PID={p['pid']} COMM={p['comm']}: {p['connections']} connections")
-    for e in r["resets_received_by_remote"]:
-        out.append(f"  received from {e['remote']}: {e['connections']} connections")
-    return out
-
-
-RECORD_TABLES = (("failed_destinations", "Failed connections by destination"),
-                 ("process_bytes", "Top processes by bytes"), ("resets_sent", "Resets sent by process"),
-                 ("resets_received", "Resets received by remote"))
-
-
-def left_out_lines(report):
-    """What the bounded tables let go, in words; [] if nothing."""
-    lo = report.left_out
-    if not lo:
-        return []
-    parts = [f"{lo[k]} events not counted in {what}" for k, what in
-             (("processes", "Processes"), ("units", "Units"), ("containers", "Containers"), ("users", "Users"),
-              ("remotes", "Remote endpoints"), ("resets", "Resets")) if lo[k]]
-    parts += [f"{lo[k]} connections not counted in {what}" for k, what in RECORD_TABLES if lo[k]]
-    if parts:
-        parts[0] = parts[0] + f" (each table keeps its first {report.table_limit} keys)"
-    if lo["joins"]:
-        parts.append(f"{lo['joins']} of the oldest unclosed connections forgotten for joining lines "
-                     f"(more than {report.join_limit} at once): their later lines start new connections")
-    return ["Left out: " + "; ".join(parts)]
+def line_counts(by_host):
+    """What the reader set aside, for every host at once."""
+    return {"malformed": by_host.malformed, "lines_too_long": by_host.lines.too_long,
+            "blank_lines": by_host.lines.blank, "names_cut": by_host.names.cut}
 
 
 def json_document(report, top, lifecycles, stamp):
-    """stamp: RFC 3339 UTC, as the monitor's JSON lines."""
+    """The report as a dict for JSON; stamp: RFC 3339 UTC, as the monitor's JSON lines. Its "connections" (the
+    lifecycles) is a Stream: write_json makes each one's dict as it writes it."""
     s = report.summary(top)
     for k in ("first_ns", "last_ns"):
         s[k.replace("_ns", "")] = stamp(s.pop(k)) if s[k] is not None else None
     for table in ("top_connections_by_bytes", "slowest_handshakes"):
         for c in s.get("connection_summaries", {}).get(table, ()):
             c["end"] = stamp(c.pop("end_ns"))
-    if lifecycles:
-        s["connections"] = [_connection(c, stamp, report.outcomes.get(c)) for c in report.tracker.connections()]
-        s["connections_not_kept"] = report.tracker.left_out
-    return json.dumps(s, indent=2)
+    for row in s["distributions"]["connections_per_minute"]:
+        row["minute"] = stamp(row.pop("minute_ns"))
+    if report.malformed is not None:  # the local log's report: the reader's counts are its own
+        s.update({"lines_too_long": report.too_long, "blank_lines": report.blank,
+                  "names_cut": report.shared.names.cut})
+    if lifecycles != 0:
+        life = report.lifecycles
+        shown = life.recent(len(life) if lifecycles is None else lifecycles)
+        s["connections"] = Stream(_connection(c, stamp, report.outcomes.get(c)) for c in shown)
+        s["connections_not_kept"] = life.left_out
+        s["connections_not_shown"] = len(life) - len(shown)
+    return s
+
+
+class Stream:
+    """A JSON array whose items are made as they are written."""
+
+    def __init__(self, items):
+        self.items = items
+
+    def __iter__(self):
+        return iter(self.items)
+
+
+def write_json(out, obj, level=0):
+    """json.dump(obj, out, indent=2), byte for byte, but a Stream's items are made one at a time."""
+    pad = "  " * (level + 1)
+    if isinstance(obj, dict) and _holds_stream(obj):
+        sep = "{\n"
+        for k, v in obj.items():
+            out.write(f"{sep}{pad}{json.dumps(str(k))}: ")
+            write_json(out, v, level + 1)
+            sep = ",\n"
+        out.write("\n" + "  " * level + "}")
+    elif isinstance(obj, Stream) or isinstance(obj, list) and _holds_stream(obj):
+        sep, stream = "[", isinstance(obj, Stream)  # a Stream's items hold none
+        for v in obj:
+            out.write(f"{sep}\n{pad}")
+            if stream:
+                out.write(json.dumps(v, indent=2).replace("\n", "\n" + pad))
+            else:
+                write_json(out, v, level + 1)
+            sep = ","
+        out.write("[]" if sep == "[" else "\n" + "  " * level + "]")
+    else:
+        out.write(json.dumps(obj, indent=2).replace("\n", "\n" + "  " * level))
+
+
+def _holds_stream(obj, depth=3):
+    """True if obj is a Stream or holds one (a document, or the hosts' list of them), depth levels down."""
+    if isinstance(obj, Stream):
+        return True
+    if not depth or not isinstance(obj, (dict, list)):
+        return False
+    return any(_holds_stream(v, depth - 1) for v in (obj.values() if isinstance(obj, dict) else obj))
 
 
 def _connection(c, stamp, outcome=None):
-    """One of tracker.connections() as a dict for --json; outcome: its Summary, if a summary line joined it."""
-    d = Tracker.describe(c)
+    """A lifecycle's Connection as a dict for --json; outcome: its Summary, if a summary line joined it."""
+    d = c.describe()
     more = {} if outcome is None else {
         "result": outcome.result, "bytes_sent": outcome.sent, "bytes_received": outcome.received,
         "duration_ms": None if outcome.duration_us is None else round(outcome.duration_us / 1000, 3)}
