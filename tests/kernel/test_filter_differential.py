@@ -13,14 +13,15 @@ import uuid
 from collections import Counter
 
 import pytest
-from socketsnoop.kernel.abi import EV_CONNECTION
-from socketsnoop.pipeline.decode import EVENT_NAMES, STATE_NUMBERS
-from socketsnoop.settings.monitor import filters_from, monitor_options
-
 from support.cgroups import cgroups
 from support.net import free_port
 from support.procs import _PRELUDE, spawn, start_server
 from support.system import uniq
+
+from socketsnoop.kernel.abi import EV_CONNECTION
+from socketsnoop.logformat.words import EVENT_NAMES
+from socketsnoop.pipeline.decode import STATE_NUMBERS
+from socketsnoop.settings.monitor import filters_from, monitor_options
 
 pytestmark = pytest.mark.bpf
 
