@@ -90,7 +90,7 @@ class Monitor:
         self.hup = False
         self.probe = None
         self.samples = []  # perf buffer samples of the current poll
-        self.losses = (0, 0)  # lost and missed events the outputs were told of
+        self.losses = (0, 0, {})  # lost, missed and shed (by kind) events the outputs were told of
         self.want_lines = True  # some sink wants lines (set by open_sinks)
 
     # -- set-up ----------------------------------------------------------------
@@ -127,7 +127,7 @@ class Monitor:
         out = {}
         if self.probe is not None:
             c = self.probe.counters()
-            out = {"kernel_ring": c[C_LOST], "kernel_missed": self.probe.missed(c)}
+            out = {"kernel_ring": c[C_LOST], "kernel_missed": self.probe.missed(c), "shed": self.probe.shed(c)}
             if self.probe.records:
                 out["kernel_records"] = c[C_RECORDS_LOST]  # connection records: their ring was full
         for sink in self.sinks:
@@ -163,13 +163,16 @@ class Monitor:
 
     def notice_losses(self, counters):
         """Lost or missed events since the last call, as a warning entry to the outputs that carry fields."""
-        lost, missed = counters[C_LOST], self.probe.missed(counters)
+        lost, missed, shed = counters[C_LOST], self.probe.missed(counters), self.probe.shed(counters)
         dl, dm = lost - self.losses[0], missed - self.losses[1]
         if dl or dm:
+            ds = {kind: n - self.losses[2].get(kind, 0) for kind, n in shed.items()}
+            by_kind = ", ".join(f"{n} {kind}" for kind, n in ds.items() if n)
             for s in self.queued_sinks:
-                s.notice(f"Lost Events: {dl} lost (the buffer was full), {dm} missed (the kernel skipped our "
-                         "programs)", {"event": "lost_events", "lost": dl, "missed": dm})
-        self.losses = (lost, missed)
+                s.notice(f"Lost Events: {dl} lost (the buffer was full{': shed ' + by_kind if by_kind else ''}), "
+                         f"{dm} missed (the kernel skipped our programs)",
+                         {"event": "lost_events", "lost": dl, "missed": dm, **{f"shed_{k}": n for k, n in ds.items()}})
+        self.losses = (lost, missed, shed)
 
     @property
     def user_filtered(self):
@@ -368,6 +371,7 @@ class Monitor:
         if self.probe.records:
             totals += (f" records={c[C_RECORDS]} records_filtered={c[C_RECORDS_FILTERED] + self.records_filtered}"
                        f" records_lost={c[C_RECORDS_LOST]}")
+        totals += "".join(f" shed_{kind}={n}" for kind, n in self.probe.shed(c).items())
         lines.append(totals)
         if self.queued_sinks:
             lines.append(self.outputs_line())
@@ -377,8 +381,9 @@ class Monitor:
         except OSError:  # a closed pipe, a hung-up terminal: the totals are lost with the console
             pass
         if c[C_LOST]:
-            _err(f"socket-snoop: warning: {c[C_LOST]} events were lost (the buffer was full): "
-                 "raise --buffer-size, or filter more")
+            by_kind = ", ".join(f"{n} {kind}" for kind, n in self.probe.shed(c).items() if n)
+            _err(f"socket-snoop: warning: {c[C_LOST]} events were lost (the buffer was full; the kernel sheds "
+                 f"event lines first, never a connection record: {by_kind}): raise --buffer-size, or filter more")
         if c[C_STORAGE_FAILED]:
             _err(f"socket-snoop: warning: {c[C_STORAGE_FAILED]} times the kernel had no room for a socket's state "
                  "(more sockets at once than its table holds): their owners may show as the task the kernel "

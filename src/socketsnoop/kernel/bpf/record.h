@@ -102,7 +102,7 @@ static __always_inline __u8 result_of(const struct sock *sk, const struct sock_s
 
 /* The connection's record, at its CLOSE. e: its last event (normalized, owner filled). */
 static __always_inline void record(void *ctx, const struct sock *sk, const struct sock_state *st, struct event *e,
-				   int oldstate, const struct cpu_state *cs)
+				   int oldstate, struct cpu_state *cs)
 {
 	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
 	struct conn_record r = {};

@@ -97,7 +97,7 @@ const volatile struct event *unused_event __attribute__((unused));
 const volatile struct conn_record *unused_record __attribute__((unused));
 
 static __always_inline int state_change(void *ctx, const struct sock *sk, const int oldstate, const int newstate,
-					const struct cpu_state *cs)
+					struct cpu_state *cs)
 {
 	struct event e = {};
 	struct sock_state *st;
@@ -188,7 +188,7 @@ int BPF_PROG(on_state_change_missed, const struct sock *sk, const int oldstate, 
 }
 
 /* a retransmission or a reset received: sk is a full socket */
-static __always_inline int sock_event(void *ctx, const struct sock *sk, __u8 type, const struct cpu_state *cs)
+static __always_inline int sock_event(void *ctx, const struct sock *sk, __u8 type, struct cpu_state *cs)
 {
 	struct sock_state *st = state_of(sk, false);
 	struct event e = {};
@@ -233,7 +233,7 @@ int BPF_PROG(on_retransmit, const struct sock *sk, const struct sk_buff *skb)
  * addresses. Its owner is the listener's.
  */
 static __always_inline int synack_retransmit(void *ctx, const struct sock *sk, const struct request_sock *req,
-					     const struct cpu_state *cs)
+					     struct cpu_state *cs)
 {
 	struct event e = {};
 
@@ -342,7 +342,7 @@ static __always_inline bool fill_from_packet(struct event *e, const struct sk_bu
 }
 
 static __always_inline int reset_sent(void *ctx, const struct sock *sk, const struct sk_buff *skb,
-				      const struct cpu_state *cs)
+				      struct cpu_state *cs)
 {
 	struct event e = {};
 

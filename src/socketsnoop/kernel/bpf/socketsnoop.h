@@ -64,7 +64,12 @@ enum ss_counter {
 	SS_C_RECORDS_LOST = 10,	/* connection records the rings refused */
 	SS_C_RECORDS_FILTERED = 11, /* connection records left out by a filter (--failed included) */
 	SS_C_STORAGE_FAILED = 12, /* per-socket state that could not be made (hash fallback full, or -EBUSY) */
-	SS_C_MAX = 13,
+	/* SS_C_LOST by kind (SS_C_SHED + type - SS_EV_STATE): the events shed when the reader fell behind */
+	SS_C_SHED_STATE = 13,
+	SS_C_SHED_RETRANSMIT = 14,
+	SS_C_SHED_RESET_SENT = 15,
+	SS_C_SHED_RESET_RECEIVED = 16,
+	SS_C_MAX = 17,
 };
 
 /* struct filter_key.kind (the LPM trie of address filters) */
