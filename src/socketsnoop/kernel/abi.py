@@ -118,8 +118,9 @@ LISTEN_KEY_FIELDS = ("netns", "port", "family", "addr")
 FILTER_KEY = struct.Struct("<IBB16s2x")
 FILTER_KEY_FIELDS = ("prefixlen", "kind", "family", "addr")
 FILTER_KEY_PREFIX_BITS = 16
-# filter_ports' key: (kind << PORT_KEY_KIND_SHIFT) | port; filter_pids' key: a pid
+# filter_ports: a bitmap in u64 words (an array), bit (kind << PORT_KEY_KIND_SHIFT) | port; filter_pids' key: a pid
 PORT_KEY_KIND_SHIFT = 16
+PORT_BITMAP_WORDS = 5 << 10  # (ADDR_EXCLUDE + 1) << (PORT_KEY_KIND_SHIFT - 6)
 U32_KEY = struct.Struct("<I")  # filter_pids, filter_uids, filter_ports, counters
 U64_KEY = struct.Struct("<Q")  # filter_cgroups: a cgroup id
 SOCK_KEY = struct.Struct("<Q")  # owners: the socket's kernel address

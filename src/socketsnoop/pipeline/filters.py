@@ -280,10 +280,14 @@ class Filters:
                 yield name, key(value), bytes((bits,))
         for cid, (_level, bits) in self.cgroup_ids.items():
             yield abi.MAP_FILTER_CGROUPS, abi.U64_KEY.pack(cid), bytes((bits,))
+        words = {}  # filter_ports: the bitmap's words that have a bit set
         for kind, ports in ((ADDR_EITHER, self.ports), (ADDR_SRC, self.src_ports), (ADDR_DST, self.dst_ports),
                             (ADDR_EXCLUDE, self.exclude_ports)):
             for port in ports:
-                yield abi.MAP_FILTER_PORTS, abi.U32_KEY.pack(kind << abi.PORT_KEY_KIND_SHIFT | port), one
+                bit = kind << abi.PORT_KEY_KIND_SHIFT | port
+                words[bit >> 6] = words.get(bit >> 6, 0) | 1 << (bit & 63)
+        for word, bits in sorted(words.items()):
+            yield abi.MAP_FILTER_PORTS, abi.U32_KEY.pack(word), abi.U64_KEY.pack(bits)
         for kind, nets in ((ADDR_EITHER, self.addrs), (ADDR_SRC, self.srcs), (ADDR_DST, self.dsts),
                            (ADDR_EXCLUDE, self.exclude_addrs)):
             for net in nets:

@@ -215,8 +215,12 @@ struct conn_record {
 
 /* key of the LPM trie of address filters: prefixlen counts kind+family (SS_FILTER_KEY_PREFIX_BITS) + address bits */
 #define SS_FILTER_KEY_PREFIX_BITS 16
-/* key of filter_ports: (kind << SS_PORT_KEY_KIND_SHIFT) | port, kind as in enum ss_addr_kind */
+/*
+ * filter_ports: a bitmap, bit (kind << SS_PORT_KEY_KIND_SHIFT) | port, kind as in enum ss_addr_kind, in
+ * 64-bit words (an array: its lookups are inlined, a hash's cost a call and a hash on every event)
+ */
 #define SS_PORT_KEY_KIND_SHIFT 16
+#define SS_PORT_BITMAP_WORDS (5 << 10) /* (SS_ADDR_EXCLUDE + 1) << (SS_PORT_KEY_KIND_SHIFT - 6) */
 struct filter_key {
 	__u32 prefixlen;
 	__u8 kind;
