@@ -174,8 +174,10 @@ class Probe:
     def _open(self, disabled):
         obj = BpfObject(object_bytes())
         f = self.filters
-        # the kernel counts the mark per CPU (what each wrote since it last woke the reader): a share each
-        per_cpu_mark = max(self.wakeup_bytes // (os.cpu_count() or 1), 1) if self.wakeup_bytes else 0
+        # the kernel counts the mark per CPU (what each wrote since it last woke the reader): as many wake-ups
+        # as one mark for all (each costs the writer an interrupt), while all CPUs' marks fit in a quarter
+        # of the ring, which the reader then finds unread at worst
+        per_cpu_mark = min(self.wakeup_bytes, max(self.buffer_size // 4 // (os.cpu_count() or 1), 1))
         values = {"filter_flags": f.flags(), "filter_states": f.state_mask(), "wakeup_bytes": per_cpu_mark,
                   "use_perf": self.buffer == "perf", "use_hash_storage": self.hash_storage,
                   "summary_only": self.summary_only, "no_records": not self.records,
