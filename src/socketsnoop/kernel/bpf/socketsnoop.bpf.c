@@ -112,6 +112,13 @@ static __always_inline int state_change(void *ctx, const struct sock *sk, const 
 	if (st)
 		begin(st, oldstate, newstate, e.ts_ns);
 	state_change_owner(&e, sk, st, oldstate, newstate);
+	if (summary_only && newstate != TCP_CLOSE) {
+		/* no event leaves (--summary-only): only the record, at CLOSE, needs the event's fields */
+		if (st)
+			note_state(st, sk, newstate, e.ts_ns);
+		count(SS_C_FILTERED);
+		return 0;
+	}
 
 	e.type = SS_EV_STATE;
 	e.oldstate = oldstate;
