@@ -382,8 +382,9 @@ class Monitor:
             pass
         if c[C_LOST]:
             by_kind = ", ".join(f"{n} {kind}" for kind, n in self.probe.shed(c).items() if n)
-            _err(f"socket-snoop: warning: {c[C_LOST]} events were lost (the buffer was full; the kernel sheds "
-                 f"event lines first, never a connection record: {by_kind}): raise --buffer-size, or filter more")
+            _err(f"socket-snoop: warning: {c[C_LOST]} events were lost (the buffer was full: the kernel shed "
+                 f"event lines, {by_kind}; connection records have a ring of their own): raise --buffer-size, "
+                 "or filter more")
         if c[C_STORAGE_FAILED]:
             _err(f"socket-snoop: warning: {c[C_STORAGE_FAILED]} times the kernel had no room for a socket's state "
                  "(more sockets at once than its table holds): their owners may show as the task the kernel "
