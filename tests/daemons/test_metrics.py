@@ -395,6 +395,30 @@ def test_events_lost_in_the_kernel_ring_are_exported(monitor):
 
 
 @pytest.mark.bpf
+def test_events_shed_by_kind_are_exported(monitor):
+    """The overload policy as a metric: what the kernel shed with the reader stopped, by kind, equal to the
+    exit totals (loopback: all state changes)."""
+    port, mport = free_port(), free_port()
+    m = monitor("--metrics", str(mport), "-P", str(port), "--no-report", "--buffer-size", "64K", "-q",
+                "--no-log-file")
+    srv = start_server("127.0.0.1", port, "ss-mshed", count=400)
+    m.proc.send_signal(signal.SIGSTOP)
+    try:
+        run_client("127.0.0.1", port, "ss-mshedder", count=400, size=1)
+        srv.communicate(timeout=60)
+    finally:
+        m.proc.send_signal(signal.SIGCONT)
+        srv.kill()
+    time.sleep(2)  # the main loop reads the kernel's counters once a second
+    text = scrape(mport)
+    shed = sample_sum(text, "socketsnoop_events_shed_total", kind="state_change")
+    retransmit = sample_sum(text, "socketsnoop_events_shed_total", kind="retransmit")
+    m.stop()
+    t = m.totals()
+    assert shed > 0 and shed == t["shed_state_change"] == t["lost"] and retransmit == 0, (shed, t)
+
+
+@pytest.mark.bpf
 def test_metrics_port_in_use_is_one_line(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -253,6 +253,7 @@ def test_lost_events_are_a_warning_in_the_journal(monitor):
         notices = j.entries("SOCKETSNOOP_EVENT=lost_events")
         assert notices and all(e["PRIORITY"] == "4" for e in notices)
         assert sum(int(e["SOCKETSNOOP_LOST"]) for e in notices) == t["lost"]
+        assert sum(int(e["SOCKETSNOOP_SHED_STATE_CHANGE"]) for e in notices) == t["shed_state_change"] == t["lost"]
         assert len(j.entries()) - len(notices) == t["lines"] - dropped
 
 

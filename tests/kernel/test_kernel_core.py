@@ -462,6 +462,32 @@ def test_lost_events_are_counted_never_silent(monitor):
     assert "events were lost" in m.stderr
 
 
+def test_a_reader_behind_sheds_event_lines_never_records(monitor):
+    """The overload policy: with the reader stopped, the events' ring fills and sheds event lines, counted by
+    kind (Totals, stderr), while every connection record still fits in a ring of its own, sized to fill last:
+    700 connections are 7,000 events (840K for a 256K ring) and 1,400 records (235K: before, the records'
+    rings were half the events' size, 128K and a spare of 64K, and lost some)."""
+    port = free_port()
+    m = monitor("-P", str(port), "--no-report", "--buffer-size", "256K", "-q", summary=True)
+    srv = start_server("127.0.0.1", port, "ss-shed", count=700)
+    m.proc.send_signal(signal.SIGSTOP)
+    try:
+        run_client("127.0.0.1", port, "ss-shedder", count=700, size=1)
+        srv.communicate(timeout=60)
+    finally:
+        m.proc.send_signal(signal.SIGCONT)
+        srv.kill()
+    m.stop(settle=1)
+    t = m.totals()
+    assert t["lost"] > 0, t
+    assert t["records_lost"] == 0 and t["records"] == 1400, t
+    assert t["shed_state_change"] == t["lost"], t  # loopback, no retransmission or reset: all state changes
+    assert t["shed_retransmit"] == t["shed_reset_sent"] == t["shed_reset_received"] == 0, t
+    assert f"{t['lost']} state_change" in m.stderr
+    summaries = [x for x in m.lines() if "Connection Summary" in x]
+    assert len(summaries) == 1400
+
+
 CHURN = """
 import socket, time
 srv = socket.socket()

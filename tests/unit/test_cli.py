@@ -72,7 +72,7 @@ def test_filters_are_or_within_and_across():
     f = filters_from(opts)
     assert f.include["port"] == {22, 443} and f.include["state"] == {1} and f.include["comm"] == {b"sshd"}
     keys = list(f.map_entries())
-    assert len([k for k in keys if k[0] == "filter_ports"]) == 2
+    assert len([k for k in keys if k[0] == "filter_ports"]) == 2  # 22 and 443: two words of the bitmap
     assert [k for k in keys if k[0] == "filter_addrs"][0][1][:4] == (16 + 8).to_bytes(4, "little")
 
 

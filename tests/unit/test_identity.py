@@ -148,7 +148,8 @@ def test_filters_resolve_to_kernel_entries(tmp_path):
     assert (abi.MAP_FILTER_PIDS, abi.U32_KEY.pack(6), bytes((abi.FV_EXCLUDE,))) in entries
     assert (abi.MAP_FILTER_UIDS, abi.U32_KEY.pack(1000), bytes((abi.FV_EXCLUDE,))) in entries
     assert (abi.MAP_FILTER_COMMS, b"backup".ljust(16, b"\0"), bytes((abi.FV_EXCLUDE,))) in entries
-    assert (abi.MAP_FILTER_PORTS, abi.U32_KEY.pack(abi.ADDR_EXCLUDE << abi.PORT_KEY_KIND_SHIFT | 22), b"\x01") in entries
+    bit = abi.ADDR_EXCLUDE << abi.PORT_KEY_KIND_SHIFT | 22  # filter_ports: a bitmap of 64-bit words
+    assert (abi.MAP_FILTER_PORTS, abi.U32_KEY.pack(bit >> 6), abi.U64_KEY.pack(1 << (bit & 63))) in entries
     assert (abi.MAP_FILTER_ADDRS, abi.FILTER_KEY.pack(abi.FILTER_KEY_PREFIX_BITS + 8, abi.ADDR_EXCLUDE, 4,
                                                       bytes([10]).ljust(16, b"\0")), b"\x01") in entries
     assert (abi.MAP_FILTER_CGROUPS, abi.U64_KEY.pack(ino("/kubepods.slice")), bytes((abi.FV_INCLUDE,))) in entries

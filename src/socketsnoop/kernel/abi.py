@@ -35,7 +35,12 @@ C_SEEN, C_FILTERED, C_SENT, C_LOST = 0, 1, 2, 3
 C_SEEN_STATE, C_SEEN_RETRANSMIT, C_SEEN_RESET_SENT, C_SEEN_RESET_RECEIVED = 4, 5, 6, 7
 C_RESCUED = 8
 C_RECORDS, C_RECORDS_LOST, C_RECORDS_FILTERED, C_STORAGE_FAILED = 9, 10, 11, 12
-C_MAX = 13
+C_SHED_STATE, C_SHED_RETRANSMIT, C_SHED_RESET_SENT, C_SHED_RESET_RECEIVED = 13, 14, 15, 16
+C_MAX = 17
+# the events shed (C_LOST) by kind: the name each kind has in the Totals line (shed_NAME=), the outputs' notice
+# and the metric, as JSON names the event ("event")
+SHED_KINDS = (("state_change", C_SHED_STATE), ("retransmit", C_SHED_RETRANSMIT), ("reset_sent", C_SHED_RESET_SENT),
+              ("reset_received", C_SHED_RESET_RECEIVED))
 
 # enum ss_result: struct conn_record.result
 RESULT_CLOSED, RESULT_RESET_SENT, RESULT_RESET_RECEIVED, RESULT_REFUSED, RESULT_TIMEOUT, RESULT_UNREACHABLE = (
@@ -113,8 +118,9 @@ LISTEN_KEY_FIELDS = ("netns", "port", "family", "addr")
 FILTER_KEY = struct.Struct("<IBB16s2x")
 FILTER_KEY_FIELDS = ("prefixlen", "kind", "family", "addr")
 FILTER_KEY_PREFIX_BITS = 16
-# filter_ports' key: (kind << PORT_KEY_KIND_SHIFT) | port; filter_pids' key: a pid
+# filter_ports: a bitmap in u64 words (an array), bit (kind << PORT_KEY_KIND_SHIFT) | port; filter_pids' key: a pid
 PORT_KEY_KIND_SHIFT = 16
+PORT_BITMAP_WORDS = 5 << 10  # (ADDR_EXCLUDE + 1) << (PORT_KEY_KIND_SHIFT - 6)
 U32_KEY = struct.Struct("<I")  # filter_pids, filter_uids, filter_ports, counters
 U64_KEY = struct.Struct("<Q")  # filter_cgroups: a cgroup id
 SOCK_KEY = struct.Struct("<Q")  # owners: the socket's kernel address

@@ -149,10 +149,11 @@ class Probe:
         # ring's pages are all mapped at start, hence resident: they count in full in the monitor's RSS)
         self.buffer_size = 1 << 16 if records_only else size
         self.spare_size = max(self.buffer_size // 8, 1 << 16)  # the spare ring: rare events, and rescue
-        # connection records: one per connection against ~5 events, each 168 bytes against 104; when all of
-        # a burst of connections close at once, 2 records against 6 events per connection (sized for it: the
-        # README's Performance, "Bursts"); the whole size when they are all the kernel sends
-        self.record_size = _pow2_at_least(record_buffer_size or (size if records_only else size // 2), 1 << 16)
+        # connection records: one per connection against ~5 events, each 168 bytes against 104; 2 records
+        # against 6 events per connection when a burst of them close at once, 1 against 2 for a refused
+        # connect. The overload policy (a reader behind sheds event lines first, never a record) needs the
+        # records' ring to fill last whatever the mix: as large as the events' ring
+        self.record_size = _pow2_at_least(record_buffer_size or size, 1 << 16)
         self.record_spare_size = max(self.record_size // 8, 1 << 16)
         self.hash_storage = False  # socket state in a hash, not socket storage: kernels before 5.11
         # the reader is woken when this much is unread: often enough that each of its turns on a CPU is
@@ -173,7 +174,11 @@ class Probe:
     def _open(self, disabled):
         obj = BpfObject(object_bytes())
         f = self.filters
-        values = {"filter_flags": f.flags(), "filter_states": f.state_mask(), "wakeup_bytes": self.wakeup_bytes,
+        # the kernel counts the mark per CPU (what each wrote since it last woke the reader): as many wake-ups
+        # as one mark for all (each costs the writer an interrupt), while all CPUs' marks fit in a quarter
+        # of the ring, which the reader then finds unread at worst
+        per_cpu_mark = min(self.wakeup_bytes, max(self.buffer_size // 4 // (os.cpu_count() or 1), 1))
+        values = {"filter_flags": f.flags(), "filter_states": f.state_mask(), "wakeup_bytes": per_cpu_mark,
                   "use_perf": self.buffer == "perf", "use_hash_storage": self.hash_storage,
                   "summary_only": self.summary_only, "no_records": not self.records,
                   "cgroup_levels": f.cgroup_levels(), "want_cgroup": self.want_cgroup}
@@ -333,6 +338,11 @@ class Probe:
             if raw:
                 out[idx] = sum(struct.unpack(f"<{self.ncpus}Q", raw))
         return out
+
+    @staticmethod
+    def shed(counters):
+        """The events shed when the reader fell behind (counted in C_LOST), by kind: {name: n}."""
+        return {name: counters[idx] for name, idx in abi.SHED_KINDS}
 
     def missed(self, counters):
         """Tracepoint hits none of our programs ran for (a softirq hit the tracepoint while the program

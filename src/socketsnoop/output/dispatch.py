@@ -21,7 +21,7 @@ class Dispatch:
         self.summary = summary
         self.want_lines = any(sink.wants_lines for sink in sinks)  # none: only counts (--metrics)
         self.lines = 0
-        self.losses = (0, 0)  # lost and missed events the outputs were told of
+        self.losses = (0, 0, {})  # lost, missed and shed (by kind) events the outputs were told of
 
     def events(self, rows):
         """Decoded events (abi.ROW tuples, or an iterator of them) to every sink."""
@@ -94,14 +94,17 @@ class Dispatch:
         """The events the kernel lost or missed (kernel/loader.py: Probe's counts) since the last call, as a
         warning entry to the outputs that carry fields."""
         counters = probe.counters()
-        lost, missed = counters[C_LOST], probe.missed(counters)
+        lost, missed, shed = counters[C_LOST], probe.missed(counters), probe.shed(counters)
         dl, dm = lost - self.losses[0], missed - self.losses[1]
         if dl or dm:
+            ds = {kind: n - self.losses[2].get(kind, 0) for kind, n in shed.items()}
+            by_kind = ", ".join(f"{n} {kind}" for kind, n in ds.items() if n)
+            fields = {"event": "lost_events", "lost": dl, "missed": dm, **{f"shed_{k}": n for k, n in ds.items()}}
             for s in self.sinks:
                 if isinstance(s, QueuedSink):
-                    s.notice(f"Lost Events: {dl} lost (the buffer was full), {dm} missed (the kernel skipped our "
-                             "programs)", {"event": "lost_events", "lost": dl, "missed": dm})
-        self.losses = (lost, missed)
+                    s.notice(f"Lost Events: {dl} lost (the buffer was full{': shed ' + by_kind if by_kind else ''}), "
+                             f"{dm} missed (the kernel skipped our programs)", fields)
+        self.losses = (lost, missed, shed)
 
     def close_queues(self):
         """The outputs with a queue of their own: what they hold out (or counted as dropped), at exit."""

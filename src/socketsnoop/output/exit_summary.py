@@ -53,6 +53,7 @@ def exit_lines(probe, dispatch, sinks, report_lines=()):
         records_filtered = sum(e.records_filtered for e in dispatch.enrichers)
         totals += (f" records={c[C_RECORDS]} records_filtered={c[C_RECORDS_FILTERED] + records_filtered}"
                    f" records_lost={c[C_RECORDS_LOST]}")
+    totals += "".join(f" shed_{kind}={n}" for kind, n in probe.shed(c).items())
     lines = ["Stopping monitoring...", "", *report_lines, totals]
     outputs = outputs_line(sinks)
     return lines + [outputs] if outputs else lines
@@ -78,8 +79,10 @@ def warnings(probe, sinks):
     missed = probe.missed(c)
     out = []
     if c[C_LOST]:
-        out.append(f"socket-snoop: warning: {c[C_LOST]} events were lost (the buffer was full): "
-                   "raise --buffer-size, or filter more")
+        by_kind = ", ".join(f"{n} {kind}" for kind, n in probe.shed(c).items() if n)
+        out.append(f"socket-snoop: warning: {c[C_LOST]} events were lost (the buffer was full: the kernel shed "
+                   f"event lines, {by_kind}; connection records have a ring of their own): raise --buffer-size, "
+                   "or filter more")
     if c[C_STORAGE_FAILED]:
         out.append(f"socket-snoop: warning: {c[C_STORAGE_FAILED]} times the kernel had no room for a socket's state "
                    "(more sockets at once than its table holds): their owners may show as the task the kernel "
@@ -117,7 +120,7 @@ def lost_counts(probe, sinks):
     out = {}
     if probe is not None:
         c = probe.counters()
-        out = {"kernel_ring": c[C_LOST], "kernel_missed": probe.missed(c)}
+        out = {"kernel_ring": c[C_LOST], "kernel_missed": probe.missed(c), "shed": probe.shed(c)}
         if probe.records:
             out["kernel_records"] = c[C_RECORDS_LOST]  # connection records: their ring was full
     for sink in sinks:

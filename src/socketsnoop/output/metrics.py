@@ -156,6 +156,7 @@ class MetricsSink(Sink):
                               0.1, 0.25, 0.5, 1), 1e-6)
         self.stats = stats  # () -> {"kernel_ring": n, "kernel_missed": n, <output name>: n, ...}
         self.lost = {"kernel_ring": 0, "kernel_missed": 0}
+        self.shed = {}  # kernel_ring by the kind of event shed: {"state_change": n, ...}
         self._comm_labels = {}  # raw comm -> label value, for the values within the cap
         self.server = None
         self.registry = CollectorRegistry(auto_describe=False)
@@ -210,7 +211,9 @@ class MetricsSink(Sink):
 
     def check(self):
         if self.stats:
-            self.lost = dict(self.stats())
+            lost = dict(self.stats())
+            self.shed = lost.pop("shed", {})
+            self.lost = lost
 
     def close(self):
         if self.server is not None:
@@ -303,6 +306,12 @@ class MetricsSink(Sink):
         for where, n in dict(self.lost).items():
             lost.add_metric([where], n)
         yield lost
+        shed = CounterMetricFamily("socketsnoop_events_shed", "events the kernel shed when the reader fell behind "
+                                   "(kernel_ring lost), by kind: event lines are shed, connection records never",
+                                   labels=["kind"])
+        for kind, n in dict(self.shed).items():
+            shed.add_metric([kind], n)
+        yield shed
         overflow = CounterMetricFamily("socketsnoop_metrics_label_overflow", "events counted under the label "
                                        f"value {OTHER!r}: past the cap of distinct values", labels=["label"])
         for name in names:

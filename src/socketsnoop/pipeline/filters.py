@@ -149,9 +149,15 @@ class EndsKind(Kind):
 
 class PortKind(EndsKind):
     def entries(self, include, exclude):
+        """filter_ports is a bitmap (an array the verifier inlines): each kind's ports as bits of 64-bit words,
+        the words that have a bit set. Several kinds share words: Filters.map_entries ORs them together."""
+        words = {}
         for code, ports in ((self.code, include), (ADDR_EXCLUDE, exclude)):
             for port in ports:
-                yield abi.MAP_FILTER_PORTS, abi.U32_KEY.pack(code << abi.PORT_KEY_KIND_SHIFT | port), _ONE
+                bit = code << abi.PORT_KEY_KIND_SHIFT | port
+                words[bit >> 6] = words.get(bit >> 6, 0) | 1 << (bit & 63)
+        for word, bits in sorted(words.items()):
+            yield abi.MAP_FILTER_PORTS, abi.U32_KEY.pack(word), abi.U64_KEY.pack(bits)
 
     def hits(self, ev, values):
         return any(port in values for port in self.ends(ev, "port"))
@@ -362,8 +368,15 @@ class Filters:
     def map_entries(self):
         """(map name, key bytes, value bytes) for every filter value."""
         empty = frozenset()
+        port_words = {}  # the port kinds' bitmap words, ORed: two kinds may set bits of one word
         for kind in FILTERS:
-            yield from kind.entries(self.include.get(kind.name, empty), self.exclude.get(kind.name, empty))
+            for name, key, value in kind.entries(self.include.get(kind.name, empty), self.exclude.get(kind.name, empty)):
+                if name == abi.MAP_FILTER_PORTS:
+                    port_words[key] = port_words.get(key, 0) | abi.U64_KEY.unpack(value)[0]
+                else:
+                    yield name, key, value
+        for key, bits in sorted(port_words.items()):
+            yield abi.MAP_FILTER_PORTS, key, abi.U64_KEY.pack(bits)
         for cid, (_level, bits) in self.cgroup_ids.items():
             yield abi.MAP_FILTER_CGROUPS, abi.U64_KEY.pack(cid), bytes((bits,))
 

@@ -20,6 +20,7 @@ struct hit {
 struct cpu_state {
 	__u32 depth;
 	__u32 pad;
+	__u64 unannounced; /* bytes this CPU wrote to `events` since its last wake-up of the reader (rings.h) */
 	struct hit taken[SS_CONTEXT_LEVELS];
 };
 

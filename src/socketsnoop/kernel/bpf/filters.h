@@ -26,12 +26,12 @@ struct {
 	__type(value, __u8);
 } filter_comms SEC(".maps");
 
-/* key: see SS_PORT_KEY_KIND_SHIFT */
+/* a bitmap of ports by kind: see SS_PORT_KEY_KIND_SHIFT */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, SS_MAX_FILTER_VALUES);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SS_PORT_BITMAP_WORDS);
 	__type(key, __u32);
-	__type(value, __u8);
+	__type(value, __u64);
 } filter_ports SEC(".maps");
 
 /* uid -> SS_FV_* */
@@ -126,9 +126,11 @@ static __always_inline bool addr_unspecified(const __u8 *a, __u8 family)
 
 static __always_inline bool port_in(__u32 kind, __u16 port)
 {
-	__u32 k = (kind << SS_PORT_KEY_KIND_SHIFT) | port;
+	__u32 bit = (kind << SS_PORT_KEY_KIND_SHIFT) | port;
+	__u32 word = bit >> 6;
+	__u64 *w = bpf_map_lookup_elem(&filter_ports, &word);
 
-	return bpf_map_lookup_elem(&filter_ports, &k) != NULL;
+	return w && (*w >> (bit & 63)) & 1;
 }
 
 static __always_inline bool addr_in(__u8 kind, __u8 family, const __u8 *addr)

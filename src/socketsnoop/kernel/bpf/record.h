@@ -36,9 +36,9 @@ static __always_inline void begin(struct sock_state *st, int oldstate, int newst
 	}
 }
 
-static __always_inline __u32 srtt_us_of(const struct tcp_sock *tp)
+static __always_inline __u32 srtt_us_of(const struct tcp_sock *tp, const struct sock *sk)
 {
-	return BPF_CORE_READ(tp, srtt_us) >> 3;
+	return TCP_READ(tp, sk, srtt_us) >> 3;
 }
 
 /* the state's history: the first SS_MAX_STATES - 1 states and the last one */
@@ -59,7 +59,7 @@ static __always_inline void note_state(struct sock_state *st, const struct sock 
 		if (st->direction == SS_DIR_OUT)
 			st->handshake_ns = now - st->start_ns; /* SYN sent -> SYN-ACK answered */
 		else if (st->direction == SS_DIR_IN) /* SYN-ACK sent -> its ACK: the first round trip measured */
-			st->handshake_ns = (__u64)srtt_us_of((const struct tcp_sock *)sk) * 1000;
+			st->handshake_ns = (__u64)srtt_us_of(tcp_sock_of(sk), sk) * 1000;
 	}
 }
 
@@ -68,7 +68,7 @@ static __always_inline void note_state(struct sock_state *st, const struct sock 
 /* Why the connection ended, at its CLOSE. */
 static __always_inline __u8 result_of(const struct sock *sk, const struct sock_state *st, int oldstate)
 {
-	int err = BPF_CORE_READ(sk, sk_err);
+	int err = sk->sk_err;
 	__u8 f = st ? st->flags : 0;
 
 	/*
@@ -77,7 +77,7 @@ static __always_inline __u8 result_of(const struct sock *sk, const struct sock_s
 	 * ends the socket with no error left: on_error_report kept it for us.
 	 */
 	if (!err && oldstate == TCP_SYN_SENT)
-		err = st && st->err ? st->err : BPF_CORE_READ(sk, sk_err_soft);
+		err = st && st->err ? st->err : sk->sk_err_soft;
 	if (err == ECONNREFUSED)
 		return SS_RESULT_REFUSED;
 	if (err == ETIMEDOUT)
@@ -102,9 +102,9 @@ static __always_inline __u8 result_of(const struct sock *sk, const struct sock_s
 
 /* The connection's record, at its CLOSE. e: its last event (normalized, owner filled). */
 static __always_inline void record(void *ctx, const struct sock *sk, const struct sock_state *st, struct event *e,
-				   int oldstate, const struct cpu_state *cs)
+				   int oldstate, struct cpu_state *cs)
 {
-	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+	const struct tcp_sock *tp = tcp_sock_of(sk);
 	struct conn_record r = {};
 	__u64 acked, received;
 	__u16 seen = 0;
@@ -142,22 +142,22 @@ static __always_inline void record(void *ctx, const struct sock *sk, const struc
 	}
 	r.uid = e->uid;
 	r.cgroup = cgroup_of(sk);
-	r.retransmits = BPF_CORE_READ(tp, total_retrans);
-	r.rtt_us = srtt_us_of(tp);
+	r.retransmits = TCP_READ(tp, sk, total_retrans);
+	r.rtt_us = srtt_us_of(tp, sk);
 	/*
 	 * Payload bytes: bytes_acked counts our SYN (when we connected) and our
 	 * FIN (once acknowledged) as a byte each, bytes_received the peer's FIN
 	 * (not its SYN: rcv_nxt starts past it).
 	 */
-	acked = BPF_CORE_READ(tp, bytes_acked);
-	received = BPF_CORE_READ(tp, bytes_received);
+	acked = TCP_READ(tp, sk, bytes_acked);
+	received = TCP_READ(tp, sk, bytes_received);
 	if (r.direction == SS_DIR_OUT && (seen & SEEN(TCP_ESTABLISHED)) && acked)
 		acked--;
 	if ((seen & (SEEN(TCP_FIN_WAIT1) | SEEN(TCP_LAST_ACK))) && acked &&
-	    BPF_CORE_READ(tp, snd_una) == BPF_CORE_READ(tp, write_seq))
+	    TCP_READ(tp, sk, snd_una) == TCP_READ(tp, sk, write_seq))
 		acked--;
 	/* the peer's FIN came to this socket (tcp_fin() sets SOCK_DONE; an orphan may be in timewait by then) */
-	if (received && (BPF_CORE_READ(sk, __sk_common.skc_flags) & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))))
+	if (received && (sk->__sk_common.skc_flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))))
 		received--;
 	r.bytes_sent = acked;
 	r.bytes_received = received;

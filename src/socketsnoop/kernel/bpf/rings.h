@@ -45,7 +45,7 @@ struct {
  * inside another of our programs (RE-ENTRY, 2), the other ring as a rescue;
  * or to the perf buffer. 0, or the error of the last write tried.
  */
-static __always_inline long submit_event(void *ctx, struct event *e, const struct cpu_state *cs)
+static __always_inline long submit_event(void *ctx, struct event *e, struct cpu_state *cs)
 {
 	long err;
 
@@ -59,21 +59,26 @@ static __always_inline long submit_event(void *ctx, struct event *e, const struc
 	} else {
 		__u64 flags = 0;
 
-		if (wakeup_bytes) {
+		if (wakeup_bytes && cs) {
 			/*
-			 * Wake the reader when the unread data crosses the mark,
-			 * and each further multiple of it: a wake-up is costly, and
-			 * a reader that is awake reads everything anyway. Below the
-			 * mark the reader finds the data on its own within its poll
-			 * interval. Not the mark alone: two CPUs that read the same
-			 * `avail` just below it both pass it over, and the reader
-			 * would sleep out its poll interval with the ring filling.
+			 * Wake the reader once this CPU has written a mark's worth
+			 * since it last did: a wake-up is costly, and a reader that
+			 * is awake reads everything anyway. Below the mark the
+			 * reader finds the data on its own within its poll interval.
+			 * Counted per CPU, not read from the ring
+			 * (bpf_ringbuf_query): the ring's positions are cache lines
+			 * the reader and every CPU write, and reading them cost a
+			 * tenth of the program. Each CPU wakes the reader at least
+			 * every mark's worth, so it never sleeps out its poll
+			 * interval with more than a mark per CPU unread.
 			 */
-			__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-			__u64 rec = sizeof(*e) + 8; /* + the record header */
-
-			flags = avail / wakeup_bytes != (avail + rec) / wakeup_bytes ? BPF_RB_FORCE_WAKEUP
-										    : BPF_RB_NO_WAKEUP;
+			cs->unannounced += sizeof(*e) + 8; /* + the record header */
+			if (cs->unannounced >= wakeup_bytes) {
+				cs->unannounced = 0;
+				flags = BPF_RB_FORCE_WAKEUP;
+			} else {
+				flags = BPF_RB_NO_WAKEUP;
+			}
 		}
 		err = bpf_ringbuf_output(&events, e, sizeof(*e), flags);
 		/*
@@ -88,14 +93,23 @@ static __always_inline long submit_event(void *ctx, struct event *e, const struc
 }
 
 /* cs: this CPU's state, from enter(): are we running inside another of our programs? */
-static __always_inline int emit(void *ctx, struct event *e, const struct cpu_state *cs)
+static __always_inline int emit(void *ctx, struct event *e, struct cpu_state *cs)
 {
 	normalize_family(e);
 	if (summary_only || !passes_filters(e)) { /* --summary-only: connection records, no events */
 		count(SS_C_FILTERED);
 		return 0;
 	}
-	count(submit_event(ctx, e, cs) ? SS_C_LOST : SS_C_SENT);
+	if (submit_event(ctx, e, cs)) {
+		/*
+		 * The overload policy: a full `events` ring sheds this line, counted by kind. It never
+		 * costs a connection record: those have rings of their own, sized to fill last.
+		 */
+		count(SS_C_LOST);
+		count(SS_C_SHED_STATE + e->type - SS_EV_STATE);
+	} else {
+		count(SS_C_SENT);
+	}
 	return 0;
 }
 
@@ -105,7 +119,7 @@ static __always_inline int emit(void *ctx, struct event *e, const struct cpu_sta
  * the records each time it wakes, or every 0.1 s; a wake-up per record would
  * cost the kernel work each time the reader has caught up.
  */
-static __always_inline long submit_record(struct conn_record *r, const struct cpu_state *cs)
+static __always_inline long submit_record(struct conn_record *r, struct cpu_state *cs)
 {
 	long err;
 

@@ -107,6 +107,20 @@ static __always_inline bool fill_full_sock(struct event *e, const struct sock *s
 	return true;
 }
 
+/*
+ * The socket as a tcp_sock that plain loads may read (a BTF pointer, 5.9+), else NULL: then
+ * TCP_READ() falls back to probe reads (twice the cost each; a connection's record reads ten fields).
+ */
+static __always_inline const struct tcp_sock *tcp_sock_of(const struct sock *sk)
+{
+	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_skc_to_tcp_sock))
+		return bpf_skc_to_tcp_sock((void *)sk);
+	return NULL;
+}
+
+/* a field of the tcp_sock sk: through tp (tcp_sock_of(sk)) when there is one */
+#define TCP_READ(tp, sk, field) ((tp) ? (tp)->field : BPF_CORE_READ((const struct tcp_sock *)(sk), field))
+
 /* Socket inode, for user space to find the owner of a socket that predates us. */
 static __always_inline __u64 inode_of(const struct sock *sk)
 {

@@ -97,7 +97,7 @@ const volatile struct event *unused_event __attribute__((unused));
 const volatile struct conn_record *unused_record __attribute__((unused));
 
 static __always_inline int state_change(void *ctx, const struct sock *sk, const int oldstate, const int newstate,
-					const struct cpu_state *cs)
+					struct cpu_state *cs)
 {
 	struct event e = {};
 	struct sock_state *st;
@@ -112,6 +112,13 @@ static __always_inline int state_change(void *ctx, const struct sock *sk, const 
 	if (st)
 		begin(st, oldstate, newstate, e.ts_ns);
 	state_change_owner(&e, sk, st, oldstate, newstate);
+	if (summary_only && newstate != TCP_CLOSE) {
+		/* no event leaves (--summary-only): only the record, at CLOSE, needs the event's fields */
+		if (st)
+			note_state(st, sk, newstate, e.ts_ns);
+		count(SS_C_FILTERED);
+		return 0;
+	}
 
 	e.type = SS_EV_STATE;
 	e.oldstate = oldstate;
@@ -188,7 +195,7 @@ int BPF_PROG(on_state_change_missed, const struct sock *sk, const int oldstate, 
 }
 
 /* a retransmission or a reset received: sk is a full socket */
-static __always_inline int sock_event(void *ctx, const struct sock *sk, __u8 type, const struct cpu_state *cs)
+static __always_inline int sock_event(void *ctx, const struct sock *sk, __u8 type, struct cpu_state *cs)
 {
 	struct sock_state *st = state_of(sk, false);
 	struct event e = {};
@@ -233,7 +240,7 @@ int BPF_PROG(on_retransmit, const struct sock *sk, const struct sk_buff *skb)
  * addresses. Its owner is the listener's.
  */
 static __always_inline int synack_retransmit(void *ctx, const struct sock *sk, const struct request_sock *req,
-					     const struct cpu_state *cs)
+					     struct cpu_state *cs)
 {
 	struct event e = {};
 
@@ -342,7 +349,7 @@ static __always_inline bool fill_from_packet(struct event *e, const struct sk_bu
 }
 
 static __always_inline int reset_sent(void *ctx, const struct sock *sk, const struct sk_buff *skb,
-				      const struct cpu_state *cs)
+				      struct cpu_state *cs)
 {
 	struct event e = {};
 

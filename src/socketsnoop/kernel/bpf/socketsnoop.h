@@ -64,7 +64,12 @@ enum ss_counter {
 	SS_C_RECORDS_LOST = 10,	/* connection records the rings refused */
 	SS_C_RECORDS_FILTERED = 11, /* connection records left out by a filter (--failed included) */
 	SS_C_STORAGE_FAILED = 12, /* per-socket state that could not be made (hash fallback full, or -EBUSY) */
-	SS_C_MAX = 13,
+	/* SS_C_LOST by kind (SS_C_SHED + type - SS_EV_STATE): the events shed when the reader fell behind */
+	SS_C_SHED_STATE = 13,
+	SS_C_SHED_RETRANSMIT = 14,
+	SS_C_SHED_RESET_SENT = 15,
+	SS_C_SHED_RESET_RECEIVED = 16,
+	SS_C_MAX = 17,
 };
 
 /* struct filter_key.kind (the LPM trie of address filters) */
@@ -210,8 +215,12 @@ struct conn_record {
 
 /* key of the LPM trie of address filters: prefixlen counts kind+family (SS_FILTER_KEY_PREFIX_BITS) + address bits */
 #define SS_FILTER_KEY_PREFIX_BITS 16
-/* key of filter_ports: (kind << SS_PORT_KEY_KIND_SHIFT) | port, kind as in enum ss_addr_kind */
+/*
+ * filter_ports: a bitmap, bit (kind << SS_PORT_KEY_KIND_SHIFT) | port, kind as in enum ss_addr_kind, in
+ * 64-bit words (an array: its lookups are inlined, a hash's cost a call and a hash on every event)
+ */
 #define SS_PORT_KEY_KIND_SHIFT 16
+#define SS_PORT_BITMAP_WORDS (5 << 10) /* (SS_ADDR_EXCLUDE + 1) << (SS_PORT_KEY_KIND_SHIFT - 6) */
 struct filter_key {
 	__u32 prefixlen;
 	__u8 kind;
