@@ -55,7 +55,7 @@ OUTPUT = (
     Option(("--format",), VALUE, "line format (default text)", choices=("text", "json"), default="text",
            value_type=str),
     Option(("--json",), CONST, "same as --format json", dest="format", const="json"),
-    Option(("--context",), SWITCH, "text lines: append USER=, UNIT=, CONTAINER=, POD= (those known) after STATE="),
+    Option(("--context",), SWITCH, "text lines: append USER=, UNIT=, USER_UNIT=, CONTAINER=, POD= (those known) after STATE="),
     Option(("--no-report",), SWITCH, "no connection lifecycle report on exit"),
     Option(("--no-summary",), SWITCH,
            "no 'Connection Summary' line (JSON: \"event\": \"connection\") when a connection ends"),
@@ -71,7 +71,7 @@ OUTPUTS = (
     Option(("--metrics",), VALUE, "serve Prometheus metrics on ADDR:PORT (default address 127.0.0.1)",
            type=parse_listen, metavar="[ADDR:]PORT", value_type=tuple | None, example="9100", show=show_listen),
     Option(("--metrics-labels",), LIST, "label the counts by comm, unit and/or container (comma-separated; "
-           "NAME:N caps NAME at N distinct values, the rest are 'other')", type=metrics_labels, metavar="LIST",
+           "NAME:N caps NAME at N distinct values, the rest are 'other (past the cap)')", type=metrics_labels, metavar="LIST",
            example="comm:50"),
     Option(("--metrics-label-limit",), VALUE, f"distinct values kept per label (default {DEFAULT_LABEL_LIMIT})",
            type=positive("--metrics-label-limit", int, 100000), default=DEFAULT_LABEL_LIMIT, metavar="N",
@@ -81,15 +81,15 @@ OUTPUTS = (
            "the journal's socket (implies --journal; default /run/systemd/journal/socket)", metavar="PATH",
            value_type=str | None, example="/run/systemd/journal/socket"),
     Option(("--syslog",), VALUE,
-           "RFC 5424 messages to a collector: udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT",
+           "RFC 5424 messages to a collector: udp://HOST:PORT, tcp://HOST:PORT, tls://HOST:PORT or relp://HOST[:PORT]",
            type=syslog_url, metavar="URL", example="tcp://192.0.2.10:514"),
     Option(("--syslog-facility",), VALUE, "syslog facility (default daemon; kern, user, ..., local0 to local7)",
            choices=tuple(FACILITIES), default="daemon", metavar="NAME", value_type=str),
     Option(("--syslog-ca",), VALUE,
            "CA certificates (PEM) that sign the tls:// collector's certificate (default: the system's)",
            metavar="FILE", value_type=str | None, example="/etc/ssl/logs-ca.pem"),
-    Option(("--output-queue",), VALUE, "events the journal and syslog outputs each hold while the receiver "
-           "is slow or down (default 10000); what does not fit is dropped and counted",
+    Option(("--output-queue",), VALUE, "lines the console, and events the journal and syslog outputs, each hold "
+           "while their reader is slow or down (default 10000); what does not fit is dropped and counted",
            type=positive("--output-queue", int, 10**7), default=10000, metavar="N", value_type=int),
 )
 
