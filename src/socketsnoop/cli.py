@@ -1,12 +1,12 @@
-"""Command line: `socket-snoop [options]` runs the monitor; `check`, `service` and `report` are subcommands.
+"""Command line: `socket-snoop [options]` runs the monitor; `check`, `service`, `report` and `top` are subcommands.
 This module only dispatches: each command is a module of commands/ with main(argv)."""
 
 import sys
 
-from .commands import check, report, run, service
+from .commands import check, report, run, service, top
 from .errors import SnoopError
 
-COMMANDS = {"check": check.main, "service": service.main, "report": report.main}
+COMMANDS = {"check": check.main, "service": service.main, "report": report.main, "top": top.main}
 
 
 def main(argv=None):
