@@ -267,3 +267,89 @@ def test_json_snapshots_equal_the_traffic_and_the_monitors_records(tmp_path):
     assert seen >= 5
     for doc in docs:
         assert doc["totals"]["lost"] == 0 and doc["totals"]["missed"] == 0, doc["totals"]
+
+
+# -- the screen, in tmux ---------------------------------------------------------------------------------------
+
+class Tmux:
+    """A detached tmux session of 120x30 running one command; its screen read as a person sees it."""
+
+    def __init__(self, command, env=""):
+        self.name = uniq("sstop")
+        sh("tmux", "new-session", "-d", "-s", self.name, "-x", "120", "-y", "30", f"{env} {command}")
+
+    def screen(self, colours=False):
+        return sh("tmux", "capture-pane", "-p", *(["-e"] if colours else []), "-t", self.name).stdout
+
+    def keys(self, *keys):
+        sh("tmux", "send-keys", "-t", self.name, *keys)
+
+    def wait_for(self, pred, timeout=40, what="screen"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.screen()
+            if pred(text):
+                return text
+            time.sleep(0.2)
+        raise AssertionError(f"no {what} in {timeout}s:\n{self.screen()}")
+
+    def kill(self):
+        sh("tmux", "kill-session", "-t", self.name, check=False)
+
+
+def title(text):
+    return next((line for line in text.splitlines() if line.startswith("socket-snoop top ")), None)
+
+
+def table(text, label_words):
+    """{label: {column header: text}} of the table on the screen; the title's 'every N.Ns' seconds."""
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith(("PID COMM", "UNIT", "REMOTE HOST")))
+    heads = [h.rstrip("*") for h in lines[at].split()[label_words:]]
+    rows = {}
+    for line in lines[at + 1:]:
+        words = line.split()
+        if len(words) == label_words + len(heads):
+            rows[" ".join(words[:label_words])] = dict(zip(heads, words[label_words:]))
+    seconds = float(title(text).split(" every ")[1].split("s ")[0])
+    return rows, seconds
+
+
+def test_screen_in_tmux_shows_what_the_test_made_and_q_leaves_the_terminal_clean(tmp_path):
+    with ExitStack() as stack:
+        scene = Scene(stack)
+        args = " ".join(scene.filters())
+        tmux = Tmux(f"{sys.executable} -m socketsnoop top --interval 12 {args}; echo TOP-EXIT=$?; sleep 120",
+                    env="NO_COLOR=1")
+        stack.callback(tmux.kill)
+        first = title(tmux.wait_for(lambda s: "host:" in s, what="first snapshot"))
+        made = make_traffic(scene.ports, scene.cgroup, scene.netns, scene.peer)
+        text = tmux.wait_for(lambda s: title(s) != first, what="second snapshot")
+        rows, seconds = table(text, 2)
+        by_comm = {label.split()[1]: row for label, row in rows.items()}
+        for comm, want in made.items():
+            row = by_comm[comm]
+            assert round(float(row["OPEN/s"]) * seconds) == want["opened"], (comm, row, seconds)
+            shown = {"ACTIVE": 0, "REFUSED": want["refused"], "TIMEOUT": want["timeout"],
+                     "RST-TX": want["resets_sent"], "RST-RX": want["resets_received"],
+                     "SENT": want["bytes_sent"], "RECV": want["bytes_received"]}
+            assert {k: int(row[k]) for k in shown} == shown, (comm, row)
+        assert "\x1b[33m" not in tmux.screen(colours=True)  # NO_COLOR: the failures are not in yellow
+
+        tmux.keys("n")  # by unit: the client in the unit-shaped cgroup has a row of its own
+        text = tmux.wait_for(lambda s: " by unit " in title(s), what="grouping by unit")
+        rows, seconds = table(text, 1)
+        assert round(float(rows[scene.unit]["OPEN/s"]) * seconds) == 3, rows
+
+        tmux.keys("p")
+        for _ in range(2):  # OPEN/s -> ACTIVE -> REFUSED
+            tmux.keys(">")
+        text = tmux.wait_for(lambda s: " by process  sort REFUSED" in title(s), what="sort by REFUSED")
+        rows, _ = table(text, 2)
+        assert list(rows)[0].split()[1] == "ss-toprefuse", text
+
+        tmux.keys("q")
+        text = tmux.wait_for(lambda s: "TOP-EXIT=0" in s, what="exit")
+        assert "host:" not in text and "PID COMM" not in text, text  # the alternate screen is gone
+        mode = sh("tmux", "display-message", "-p", "-t", tmux.name, "#{alternate_on} #{cursor_flag}").stdout.split()
+        assert mode == ["0", "1"], mode  # out of the alternate screen, the cursor shown

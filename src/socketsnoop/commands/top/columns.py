@@ -113,7 +113,7 @@ def _count(v):
 
 
 def _rate(v):
-    return f"{v:.1f}" if v < 100 else f"{v:.0f}"
+    return f"{v:.2f}" if v < 10 else f"{v:.1f}" if v < 100 else f"{v:.0f}"
 
 
 def _bytes(v):
@@ -145,10 +145,10 @@ COLUMNS = (
     Column("resets_sent", "RST-TX", _count),
     Column("resets_received", "RST-RX", _count),
     Column("retransmits", "RETRANS", _count),
-    Column("handshake_p50_ms", "HS-50ms", _ms),
-    Column("handshake_p99_ms", "HS-99ms", _ms),
     Column("bytes_sent", "SENT", _bytes),
     Column("bytes_received", "RECV", _bytes),
+    Column("handshake_p50_ms", "HS-50ms", _ms),
+    Column("handshake_p99_ms", "HS-99ms", _ms),
     Column("rtt_p50_ms", "RTT-50ms", _ms),
     Column("rtt_p99_ms", "RTT-99ms", _ms),
 )

@@ -95,6 +95,10 @@ class Screen:
 
     # -- drawing ---------------------------------------------------------------
     def render(self):
+        try:  # the terminal's size now, not COLUMNS and LINES from the environment (Rich's first choice)
+            self.console.size = os.get_terminal_size(sys.stdout.fileno())
+        except OSError:
+            pass
         width, height = self.console.size
         if self.last is None:
             return Text(f"socket-snoop top: the first numbers in {self.interval:g} s ...\n{HELP}")
