@@ -22,6 +22,7 @@ from .tally import (
     RETRANSMITS,
     TIMEOUT,
     UNREACHABLE,
+    flow_fields,
 )
 
 NONE = "-"
@@ -183,13 +184,17 @@ def _row(grouping, key, label, counts, active, handshakes, rtts, seconds):
 def rollup(interval, active, by, names, seconds):
     """The rows of an interval (tally.Interval) and the open connections ({flow: n}), grouped by `by`."""
     of = GROUPINGS[by].of
-    groups = {}  # key -> [JSON key, label, counts, active, handshakes, rtts]
+    groups = {}  # key -> [JSON key, label, counts, active, handshakes (ms), RTTs (ms)]
+    seen = {}  # flow -> its group
 
     def group(flow):
-        key, jkey, label = of(flow, names)
-        g = groups.get(key)
+        g = seen.get(flow)
         if g is None:
-            g = groups[key] = [jkey, label, [0] * NCOUNTS, 0, [], []]
+            key, jkey, label = of(flow_fields(flow), names)
+            g = groups.get(key)
+            if g is None:
+                g = groups[key] = [jkey, label, [0] * NCOUNTS, 0, [], []]
+            seen[flow] = g
         return g
 
     for flow, counts in interval.counts.items():
@@ -197,9 +202,9 @@ def rollup(interval, active, by, names, seconds):
         g[2] = [a + b for a, b in zip(g[2], counts)]
     for flow, n in active.items():
         group(flow)[3] += n
-    for table, at in ((interval.handshakes, 4), (interval.rtts, 5)):
-        for flow, samples in table.items():
-            group(flow)[at].extend(samples.values)
+    for table, at, unit in ((interval.handshakes, 4, 1e6), (interval.rtts, 5, 1e3)):  # ns, us -> ms
+        for flow, values in table.items():
+            group(flow)[at].extend(v / unit for v in values)
     return [_row(by, *g, seconds) for g in groups.values()]
 
 

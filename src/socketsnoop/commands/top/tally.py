@@ -61,61 +61,64 @@ MAX_SAMPLES = 4096  # handshake and RTT samples kept per flow per interval: past
 EARLY_NS = 5 * 10**9  # how long a record that came before its opening event is remembered
 
 
-def flow_key(ident, uid, cgroup, direction):
-    """(pid, comm, uid, cgroup, direction, family, local address, local port, remote address, remote port),
-    with the ephemeral side's port and a connect's local address left out (0 and b""): an outgoing
-    connection is keyed by its peer's listening endpoint, an accepted one by our listener and its peer's
-    address; one whose direction is unknown (older than top) by the peer's address alone."""
-    pid, sport, dport, saddr, daddr, comm, family = IDENT_STRUCT.unpack(ident)
+# a flow: (direction, uid, cgroup id, the identity bytes that name it). The identity (kernel/abi.py IDENT_FORMAT:
+# pid 0:4, sport 4:6, dport 6:8, saddr 8:24, daddr 24:40, comm 40:56, family 56) without the ephemeral side's
+# port: an outgoing connection is named by pid, the peer's listening endpoint, comm, family; an accepted one by
+# pid, our listening endpoint, the peer's address, comm, family; one older than top by pid, peer, comm, family.
+# Slices, not a decoding per connection: flow_fields() decodes a flow once, when the rows are made.
+_NO_PORT, _NO_ADDR = bytes(2), bytes(16)
+
+
+def flow_of(ident, uid, cgroup, direction):
     if direction == DIR_OUT:
-        return pid, comm, uid, cgroup, direction, family, b"", 0, daddr, dport
+        return direction, uid, cgroup, ident[:4] + ident[6:8] + ident[24:]
+    if direction == DIR_IN:
+        return direction, uid, cgroup, ident[:6] + ident[8:]
+    return direction, uid, cgroup, ident[:4] + ident[24:]
+
+
+def flow_fields(flow):
+    """(pid, comm, uid, cgroup, direction, family, local address, local port, remote address, remote port) of
+    a flow: b"" and 0 for what does not name it (a connect's local end, an accepted connection's peer port)."""
+    direction, uid, cgroup, key = flow
+    if direction == DIR_OUT:
+        ident = key[:4] + _NO_PORT + key[4:6] + _NO_ADDR + key[6:]
+    elif direction == DIR_IN:
+        ident = key[:6] + _NO_PORT + key[6:]
+    else:
+        ident = key[:4] + _NO_PORT + _NO_PORT + _NO_ADDR + key[4:]
+    pid, sport, dport, saddr, daddr, comm, family = IDENT_STRUCT.unpack(ident)
     if direction == DIR_IN:
         return pid, comm, uid, cgroup, direction, family, saddr, sport, daddr, 0
-    return pid, comm, uid, cgroup, direction, family, b"", 0, daddr, 0
-
-
-class Samples:
-    """Up to MAX_SAMPLES values; past that a uniform sample of all those added (reservoir sampling)."""
-
-    __slots__ = ("values", "seen")
-
-    def __init__(self):
-        self.values = []
-        self.seen = 0
-
-    def add(self, value):
-        self.seen += 1
-        if len(self.values) < MAX_SAMPLES:
-            self.values.append(value)
-        else:
-            i = random.randrange(self.seen)
-            if i < MAX_SAMPLES:
-                self.values[i] = value
+    return pid, comm, uid, cgroup, direction, family, b"", 0, daddr, dport
 
 
 class Interval:
-    """One interval's counts per flow: counts[flow] (NCOUNTS ints), handshakes and RTTs (ms) per flow."""
+    """One interval's counts per flow: counts[flow] (NCOUNTS ints); handshake times (ns) and RTTs (us) per flow,
+    at most MAX_SAMPLES each, past which a uniform sample of all of them (reservoir sampling)."""
 
     def __init__(self):
         self.counts = {}
         self.handshakes = {}
         self.rtts = {}
+        self.sampled = {}  # (table id, flow) -> values offered, once a flow's samples are full
         self.untracked = 0  # connections whose counts did not fit (MAX_FLOWS)
 
-    def of(self, flow):
-        c = self.counts.get(flow)
-        if c is None:
-            if len(self.counts) >= MAX_FLOWS:
-                self.untracked += 1
-                return None
-            c = self.counts[flow] = [0] * NCOUNTS
+    def new(self, flow):
+        """A flow's counts, new in this interval (None past MAX_FLOWS: counted as untracked)."""
+        if len(self.counts) >= MAX_FLOWS:
+            self.untracked += 1
+            return None
+        c = self.counts[flow] = [0] * NCOUNTS
         return c
 
-    def sample(self, table, flow, value):
-        s = table.get(flow)
-        if s is None:
-            s = table[flow] = Samples()
-        s.add(value)
+    def full(self, table, flow, value):
+        """A sample for a flow that has MAX_SAMPLES: it replaces one at random, with the right odds."""
+        key = (id(table), flow)
+        seen = self.sampled[key] = self.sampled.get(key, MAX_SAMPLES) + 1
+        i = random.randrange(seen)
+        if i < MAX_SAMPLES:
+            table[flow][i] = value
 
 
 class Tally:
@@ -134,12 +137,17 @@ class Tally:
     def opens(self, rows):
         """Opening events (decoded event rows whose new state is SYN_SENT or SYN_RECV)."""
         now, active, flows, early = self.now, self.active, self.active_flows, self.early
+        counts = now.counts
         for row in rows:
             state = row[NEWSTATE]
-            if state not in OPEN_STATES:
+            ident = row[IDENT]
+            if state == TCP_SYN_SENT:
+                flow = (DIR_OUT, row[UID], row[CGROUP], ident[:4] + ident[6:8] + ident[24:])
+            elif state == TCP_SYN_RECV:
+                flow = (DIR_IN, row[UID], row[CGROUP], ident[:6] + ident[8:])
+            else:
                 continue
-            flow = flow_key(row[IDENT], row[UID], row[CGROUP], DIR_OUT if state == TCP_SYN_SENT else DIR_IN)
-            c = now.of(flow)
+            c = counts.get(flow) or now.new(flow)
             if c is not None:
                 c[OPENED] += 1
             sk = row[SK]
@@ -163,15 +171,17 @@ class Tally:
 
     def records(self, rows):
         """Connection records (decoded record rows)."""
-        now, active = self.now, self.active
+        now, active, early = self.now, self.active, self.early
+        counts, handshakes, rtts = now.counts, now.handshakes, now.rtts
         for row in rows:
-            flow = flow_key(row[R_IDENT], row[R_UID], row[R_CGROUP], row[R_DIRECTION])
+            direction = row[R_DIRECTION]
+            flow = flow_of(row[R_IDENT], row[R_UID], row[R_CGROUP], direction)
             opened = active.pop(row[R_SK], None)
             if opened is not None:
                 self._drop_active(opened)
-            elif row[R_DIRECTION] in (DIR_IN, DIR_OUT) and len(self.early) < MAX_ACTIVE:
-                self.early[row[R_SK]] = row[R_TS]  # its opening event may not have been read yet
-            c = now.of(flow)
+            elif direction and len(early) < MAX_ACTIVE:
+                early[row[R_SK]] = row[R_TS]  # its opening event may not have been read yet
+            c = counts.get(flow) or now.new(flow)
             if c is None:
                 continue
             c[ENDED] += 1
@@ -181,10 +191,24 @@ class Tally:
             c[RETRANSMITS] += row[R_RETRANSMITS]
             c[BYTES_SENT] += row[R_SENT]
             c[BYTES_RECEIVED] += row[R_RECEIVED]
-            if row[R_HANDSHAKE]:
-                now.sample(now.handshakes, flow, row[R_HANDSHAKE] / 1e6)
-            if row[R_RTT]:
-                now.sample(now.rtts, flow, row[R_RTT] / 1e3)
+            value = row[R_HANDSHAKE]
+            if value:
+                kept = handshakes.get(flow)
+                if kept is None:
+                    handshakes[flow] = [value]
+                elif len(kept) < MAX_SAMPLES:
+                    kept.append(value)
+                else:
+                    now.full(handshakes, flow, value)
+            value = row[R_RTT]
+            if value:
+                kept = rtts.get(flow)
+                if kept is None:
+                    rtts[flow] = [value]
+                elif len(kept) < MAX_SAMPLES:
+                    kept.append(value)
+                else:
+                    now.full(rtts, flow, value)
 
     def take(self, now_ns):
         """The interval that ends now: (Interval, {flow: open connections}); a new interval begins.
