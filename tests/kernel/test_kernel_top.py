@@ -348,6 +348,15 @@ def test_screen_in_tmux_shows_what_the_test_made_and_q_leaves_the_terminal_clean
         rows, _ = table(text, 2)
         assert list(rows)[0].split()[1] == "ss-toprefuse", text
 
+        # a resize redraws: wider, the columns 120 could not hold; then 80x24, fewer, the sort column kept
+        sh("tmux", "resize-window", "-t", tmux.name, "-x", "160", "-y", "30")
+        tmux.wait_for(lambda s: "RTT-99ms" in s, what="all the columns at 160")
+        sh("tmux", "resize-window", "-t", tmux.name, "-x", "80", "-y", "24")
+        text = tmux.wait_for(lambda s: "RTT-99ms" not in s and "PID COMM" in s, what="80 columns")
+        rows, _ = table(text, 2)
+        heads = text.splitlines()[next(i for i, line in enumerate(text.splitlines()) if line.startswith("PID COMM"))]
+        assert "REFUSED*" in heads and len(heads) <= 80 and len(rows) == len(made), text
+
         tmux.keys("q")
         text = tmux.wait_for(lambda s: "TOP-EXIT=0" in s, what="exit")
         assert "host:" not in text and "PID COMM" not in text, text  # the alternate screen is gone
