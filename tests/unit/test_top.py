@@ -120,3 +120,10 @@ def test_json_rows_are_plain_json():
     t.opens([opening(1, 1)])
     (row,) = rows_of(t).values()
     assert json.loads(json.dumps(row)) == row and row["key"] == {"pid": 10, "comm": "curl"}
+
+
+def test_a_connection_whose_record_was_filtered_out_is_no_longer_open():
+    t = Tally()
+    t.opens([opening(1, 1), opening(2, 2)])
+    t.forget({1})
+    assert rows_of(t)["10 curl"]["active"] == 1

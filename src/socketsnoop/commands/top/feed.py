@@ -12,6 +12,7 @@ import time
 
 from ...kernel.abi import C_LOST, C_RECORDS_LOST, C_SEEN, RECORD, RECORD_RECORD
 from ...kernel.loader import Probe, preflight
+from ...pipeline.decode import R_SK
 from ...pipeline.enrich import ProcOwnerEnricher
 from ...pipeline.identity import CgroupTree, Identity
 from ...pipeline.owners import ProcOwners
@@ -82,7 +83,11 @@ class Feed:
                 blob = reader.read(READ_BYTES)
                 if blob:
                     found = True
-                    tally.records(self.enricher.enrich_records(list(RECORD_RECORD.iter_unpack(blob))))
+                    rows = list(RECORD_RECORD.iter_unpack(blob))
+                    kept = self.enricher.enrich_records(rows)
+                    if len(kept) != len(rows):
+                        tally.forget({r[R_SK] for r in rows} - {r[R_SK] for r in kept})
+                    tally.records(kept)
             if not found or (not until_empty and time.monotonic() >= deadline):
                 return
 

@@ -162,6 +162,14 @@ class Tally:
             active[sk] = flow
             flows[flow] = flows.get(flow, 0) + 1
 
+    def forget(self, sks):
+        """Connections that ended, whose records the filters left out (an owner only user space could check):
+        no longer open."""
+        for sk in sks:
+            flow = self.active.pop(sk, None)
+            if flow is not None:
+                self._drop_active(flow)
+
     def _drop_active(self, flow):
         n = self.active_flows[flow] - 1
         if n:
