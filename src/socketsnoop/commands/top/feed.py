@@ -37,7 +37,7 @@ class Feed:
         self.buffer_size = buffer_size
         self.warn = warn
         self.cgroups = CgroupTree()
-        self.identity = Identity(self.cgroups, warn=warn) if self.cgroups.mount else None
+        self.identity = Identity(self.cgroups, warn=warn)  # without cgroup v2: user names, no unit or container
         self.owners = ProcOwners()
         self.tally = Tally()
         self.probe = None
