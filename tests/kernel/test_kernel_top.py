@@ -98,8 +98,10 @@ class Top:
     def __init__(self, *args):
         self.proc = subprocess.Popen([sys.executable, "-m", "socketsnoop", "top", *args], stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
-        line = self.proc.stderr.readline()
-        assert line.startswith("socket-snoop top: watching"), line + self.proc.stderr.read()
+        head = []
+        while not head or not head[-1].startswith("socket-snoop top: watching"):  # after any warning
+            head.append(self.proc.stderr.readline())
+            assert head[-1], "".join(head) + self.proc.stderr.read()
         self.docs = []
 
     def next(self):
