@@ -18,7 +18,7 @@ if [ -n "$missing" ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing
 fi
 /usr/bin/python3 -m venv "$prefix"
-# the package and its one dependency from PyPI, prometheus-client (--metrics; see the README)
+# the package and its dependencies from PyPI: prometheus-client (--metrics) and rich (socket-snoop top)
 "$prefix/bin/pip" install -q --upgrade "$here"
 ln -sf "$prefix/bin/socket-snoop" /usr/local/bin/socket-snoop
 echo "installed: /usr/local/bin/socket-snoop -> $prefix/bin/socket-snoop"

@@ -1,13 +1,14 @@
-"""Command line: `socket-snoop [options]` runs the monitor; `check`, `service`, `report` and `config` are commands
-(settings/monitor.py lists them for --help; a mistyped one gets a suggestion there). This module only
+"""Command line: `socket-snoop [options]` runs the monitor; `check`, `service`, `report`, `config` and `top` are
+commands (settings/monitor.py lists them for --help; a mistyped one gets a suggestion there). This module only
 dispatches: each command is a module of commands/ with main(argv)."""
 
 import sys
 
-from .commands import check, config, report, run, service
+from .commands import check, config, report, run, service, top
 from .errors import SnoopError
 
-COMMANDS = {"check": check.main, "service": service.main, "report": report.main, "config": config.main}
+COMMANDS = {"check": check.main, "service": service.main, "report": report.main, "config": config.main,
+            "top": top.main}
 
 
 def main(argv=None):

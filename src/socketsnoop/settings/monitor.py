@@ -24,6 +24,7 @@ COMMANDS = (
     ("service", "install or remove the systemd unit and the logrotate file"),
     ("report", "lifecycles and a summary from the logs the monitor wrote"),
     ("config", "the effective configuration, as a config file; the example config, the man page, bash completion"),
+    ("top", "live view of connections per process, unit, container, remote...: opened, failed, resets, latency"),
 )
 
 EXAMPLES = """\
