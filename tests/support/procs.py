@@ -18,7 +18,8 @@ class Monitor:
         """summary: keep the Connection Summary lines (tests of the per-event lines leave them out: --no-summary)."""
         self.log = tmp_path / log_name
         quiet = [] if summary or {"--summary-only", "--failed", "--no-summary"} & set(args) else ["--no-summary"]
-        self.args = [sys.executable, "-m", "socketsnoop", "--log-file", str(self.log), *quiet, *args]
+        log = [] if "--no-log-file" in args else ["--log-file", str(self.log)]
+        self.args = [sys.executable, "-m", "socketsnoop", *log, *quiet, *args]
         self.ready_timeout = ready_timeout
         self.proc = None
         self.stdout = self.stderr = ""

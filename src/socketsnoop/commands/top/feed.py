@@ -7,13 +7,13 @@ connect; SYN_RECV: an accepted connection), about 2 of a connection's 10: what `
 Everything else comes from the connection records, one per connection at its end.
 """
 
-import dataclasses
 import time
 
 from ...kernel.abi import C_LOST, C_RECORDS_LOST, C_SEEN, RECORD, RECORD_RECORD
 from ...kernel.loader import Probe, preflight
 from ...pipeline.decode import R_SK
 from ...pipeline.enrich import ProcOwnerEnricher
+from ...pipeline.filters import Filters
 from ...pipeline.identity import CgroupTree, Identity
 from ...pipeline.owners import ProcOwners
 from .tally import OPEN_STATES, Tally
@@ -26,7 +26,8 @@ def top_filters(filters):
     """The monitor's filters, with top's own on events: the opening states, no retransmission or reset
     events (the records count those). The filters on owners, addresses, ports and cgroups stay as given:
     the kernel applies them to events and records alike."""
-    return dataclasses.replace(filters, states=set(OPEN_STATES), no_retransmits=True, no_resets=True)
+    include = dict(filters.include, state=set(OPEN_STATES))
+    return Filters(include, filters.exclude, dict(filters.switches, no_retransmits=True, no_resets=True))
 
 
 class Feed:
