@@ -137,7 +137,10 @@ class MetricsSink(Sink):
     def open(self):
         self.registry.register(self)
         ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, process_resident_memory_bytes
-        self.server, _thread = start_http_server(self.port, addr=self.addr, registry=self.registry)
+        started = start_http_server(self.port, addr=self.addr, registry=self.registry)
+        # (server, thread) from prometheus-client 0.17 on; 0.16 (Debian 12's) returns None: its daemon thread
+        # then serves until the process ends
+        self.server = started[0] if started else None
         return self
 
     def write(self, rows, lines):
