@@ -65,3 +65,7 @@ deb:
 	cd $(DEB_TREE) && env PATH=$(DEB_PATH) dpkg-buildpackage -us -uc -b
 	mv build/deb/socket-snoop_$(VERSION)_*.deb dist/
 	@echo "make deb: dist/$$(cd dist && ls socket-snoop_$(VERSION)_*.deb)"
+
+# socket-snoop:VERSION in the local podman storage (deploy/image/build: mmdebstrap, then podman import)
+image: deb
+	deploy/image/build dist/socket-snoop_$(VERSION)_amd64.deb $(VERSION)
