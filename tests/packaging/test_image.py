@@ -16,6 +16,7 @@ import pytest
 
 from debroot import ROOT, pyproject_version, tools_missing
 from podrun import MANIFEST, SECCOMP, container, load_manifest, podman_base, run_options
+from support.cgroups import cgroup2_mount
 from support.net import free_port
 from support.procs import CLIENT, run_client, start_server
 from support.system import READY
@@ -79,13 +80,25 @@ def test_seccomp_profile_is_podmans_plus_bpf():
 
 def _pod_client(image, port, cidfile):
     """A client in a container of its own (the image's python3), named ss-podcli; it waits for a line on
-    stdin, and stays a second past its connection (a cgroup removed before the monitor reads its first
+    stdin, and stays a second past its connection (a cgroup removed before the monitor has read its first
     event cannot be named)."""
     code = CLIENT.format(comm=b"ss-podcli", host="127.0.0.1", port=port, count=1, size=10, timeout=20)
     code = "import sys; sys.stdin.readline()\n" + code + "time.sleep(1)\n"
     argv = podman_base() + ["run", "-i", "--rm", "--network=host", "--cidfile", str(cidfile), *ULIMITS,
                             "--entrypoint", "/usr/bin/python3", image, "-c", code]
     return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_cgroup(pod, cidfile):
+    """The container's id, once its cgroup exists."""
+    mount = cgroup2_mount()
+    for _ in range(600):
+        cid = cidfile.read_text().strip() if cidfile.exists() else ""
+        if len(cid) == 64 and any(cid in d for _top, dirs, _files in os.walk(mount) for d in dirs):
+            return cid
+        assert pod.poll() is None, pod.communicate()
+        time.sleep(0.05)
+    raise AssertionError(f"no cgroup for container {cid!r}")
 
 
 def _start(argv):
@@ -121,12 +134,10 @@ def test_image_as_the_daemonset_runs_it(image, tmp_path):
         assert "ok:" in out
         cidfile = tmp_path / "cid"
         pod = _pod_client(image, port, cidfile)
-        for _ in range(400):  # its id, before it connects
-            if cidfile.exists() and len(cidfile.read_text().strip()) == 64:
-                break
-            assert pod.poll() is None, pod.communicate()
-            time.sleep(0.05)
-        cid = cidfile.read_text().strip()
+        cid = _wait_cgroup(pod, cidfile)
+        # the monitor walks the cgroup tree for an unknown id at most once a second: a connection within a
+        # second of a walk made before the container's cgroup existed would not be named (identity.py)
+        time.sleep(1.2)
         pod_out, pod_err = pod.communicate("go\n", timeout=120)
         assert pod.returncode == 0 and "ok:" in pod_out, pod_err
         srv.communicate(timeout=30)
@@ -146,4 +157,5 @@ def test_image_as_the_daemonset_runs_it(image, tmp_path):
     served = [r for r in records if r["sport"] == port]
     assert served and all(r["pid"] == srv.pid and r["comm"] == "ss-imgsrv" for r in served), records
     in_pod = [r for r in records if r["comm"] == "ss-podcli"]
-    assert in_pod and all(r.get("container") == cid for r in in_pod), (cid, in_pod)
+    assert in_pod and all(r.get("container") == cid for r in in_pod), (cid, [(r["new_state"], r.get("cgroup"),
+                                                                              r.get("container")) for r in in_pod])
