@@ -9,9 +9,11 @@ import subprocess
 import pytest
 
 from debroot import ROOT, chroot_argv, in_chroot, unpack
+from socketsnoop.commands import service
 from support.net import free_port
 from support.procs import Monitor, conversation
 
+PROGRAM = "/usr/bin/socket-snoop"
 UNIT = "lib/systemd/system/socket-snoop.service"
 INSTALLED = ("usr/bin/socket-snoop", UNIT, "etc/logrotate.d/socket-snoop", "usr/share/man/man1/socket-snoop.1.gz",
              "usr/share/bash-completion/completions/socket-snoop", "usr/share/doc/socket-snoop/examples/config.toml",
@@ -42,6 +44,10 @@ def files(root):
     return {f for f in found if f not in BOOKKEEPING}
 
 
+def _without_comments(unit):
+    return [line for line in unit.splitlines() if not line.startswith("#")]
+
+
 def test_lintian(deb):
     """No lintian error or warning (the one override: the BPF object is eBPF code, not amd64's)."""
     p = subprocess.run(["lintian", "--fail-on", "error,warning", deb], capture_output=True, text=True, timeout=600)
@@ -57,7 +63,10 @@ def test_contents(deb):
     assert depends(deb) == ["libbpf1", "procps", "python3", "python3-prometheus-client"]
     unit = subprocess.run(f"dpkg-deb --fsys-tarfile {deb} | tar -xOf - ./{UNIT}", shell=True, capture_output=True,
                           text=True, check=True).stdout
-    assert "\nExecStart=/usr/bin/socket-snoop -q --no-report\n" in unit and "CapabilityBoundingSet=" in unit
+    # the unit `socket-snoop service install` writes for /usr/bin/socket-snoop and the default options, but for
+    # the comment that says who installed it
+    expected = service.render_unit([PROGRAM], log_files=[service.DEFAULT_LOG])
+    assert _without_comments(unit) == _without_comments(expected) and f"\nExecStart={PROGRAM} -q" in unit
     obj = subprocess.run(f"dpkg-deb --fsys-tarfile {deb} | tar -xOf - ./{INSTALLED[-1]}", shell=True,
                          capture_output=True, check=True).stdout
     with open(os.path.join(ROOT, "src", INSTALLED[-1].split("dist-packages/")[1]), "rb") as f:
