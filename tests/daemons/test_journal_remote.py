@@ -19,8 +19,9 @@ from support.procs import conversation
 REMOTE = "/lib/systemd/systemd-journal-remote"
 UPLOAD = "/lib/systemd/systemd-journal-upload"
 
-pytestmark = [pytest.mark.bpf, pytest.mark.skipif(not os.path.exists(REMOTE) or not os.path.exists(UPLOAD),
-                                                  reason="systemd-journal-remote is not installed (tests/run installs it)")]
+pytestmark = [pytest.mark.bpf,
+              pytest.mark.skipif(not os.path.exists(REMOTE) or not os.path.exists(UPLOAD),
+                                 reason="systemd-journal-remote is not installed (tests/run installs it)")]
 
 
 def client_cert(d, ca, name):

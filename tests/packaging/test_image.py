@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 
 from debroot import ROOT, pyproject_version, tools_missing
-from podrun import MANIFEST, SECCOMP, container, load_manifest, podman_base, run_options
+from podrun import SECCOMP, container, load_manifest, podman_base, run_options
 from support.cgroups import cgroup2_mount
 from support.net import free_port
 from support.procs import CLIENT, run_client, start_server
