@@ -20,6 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "src"))
 
 from socketsnoop import __version__ as VERSION  # noqa: E402
+from socketsnoop.cli import COMMANDS  # noqa: E402
 from socketsnoop.commands import service  # noqa: E402
 
 PROGRAM = "/usr/bin/socket-snoop"
@@ -30,7 +31,7 @@ TREE_NAMES = {
     "socket-snoop": ("socket-snoop.bash", "socket-snoop.bash-completion", "socket-snoop-completion.bash"),
     "config.toml": ("config.toml.example", "config.example.toml", "example-config.toml", "socket-snoop.toml"),
 }
-SUBCOMMANDS = ("check", "service", "report")
+SUBCOMMANDS = tuple(COMMANDS)
 OPTION_LINE = re.compile(r"^  (-\S.*?)(?:\s{2,}(\S.*))?$")
 
 
