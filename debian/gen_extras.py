@@ -5,8 +5,9 @@
   `socket-snoop service install` (commands/service.py), for the default log file and /usr/bin/socket-snoop,
   so the unit's contract is written once;
 - OUT/socket-snoop.1, OUT/socket-snoop (bash completion), OUT/config.toml (example config): the tree's own
-  when it has one (a generated man page, completion or example config committed elsewhere in the tree),
-  else made here from the program's --help.
+  when it has one (a man page, completion or example config committed elsewhere in the tree), else the
+  program's (`socket-snoop config --man`, `--bash-completion`, `--example`, made from the option
+  declarations) where it has that option, else made here from the program's --help.
 
 Runs the source tree's code (src/ on sys.path) with Debian's python3: nothing is downloaded.
 """
@@ -32,6 +33,8 @@ TREE_NAMES = {
     "config.toml": ("config.toml.example", "config.example.toml", "example-config.toml", "socket-snoop.toml"),
 }
 SUBCOMMANDS = tuple(COMMANDS)
+# the program's own makers of these files, where it has them (socket-snoop config --help)
+PROGRAM_FLAGS = {"socket-snoop.1": "--man", "socket-snoop": "--bash-completion", "config.toml": "--example"}
 OPTION_LINE = re.compile(r"^  (-\S.*?)(?:\s{2,}(\S.*))?$")
 
 
@@ -50,6 +53,18 @@ def in_tree(name):
             if f in TREE_NAMES[name] or (name == "socket-snoop" and f == name and "completion" in top):
                 return os.path.join(top, f)
     return None
+
+
+def from_program(name):
+    """(text, source) from `socket-snoop config --man`, `--bash-completion` or `--example` where the program
+    has that option (the files made from the option declarations themselves), else None."""
+    flag = PROGRAM_FLAGS[name]
+    if "config" not in COMMANDS or flag not in helptext("config"):
+        return None
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
+    p = subprocess.run([sys.executable, "-m", "socketsnoop", "config", flag], env=env, cwd="/", capture_output=True,
+                       text=True)
+    return (p.stdout, f"socket-snoop config {flag}") if p.returncode == 0 and p.stdout.strip() else None
 
 
 def sections(text):
@@ -187,10 +202,15 @@ def main(out_dir):
     write(os.path.join(ROOT, "debian", "socket-snoop.logrotate"), service.render_logrotate([service.DEFAULT_LOG]))
     makers = {"socket-snoop.1": man_page, "socket-snoop": completion, "config.toml": example_config}
     for name, make in makers.items():
-        found = in_tree(name)
-        text = open(found).read() if found else make()
+        found, by_program = in_tree(name), from_program(name)
+        if found:
+            text, source = open(found).read(), f"the tree's {os.path.relpath(found, ROOT)}"
+        elif by_program:
+            text, source = by_program
+        else:
+            text, source = make(), "made from --help"
         write(os.path.join(out_dir, name), text)
-        print(f"gen_extras: {name}: " + (f"the tree's {os.path.relpath(found, ROOT)}" if found else "made from --help"))
+        print(f"gen_extras: {name}: {source}")
 
 
 if __name__ == "__main__":
