@@ -55,3 +55,26 @@ man:
 
 completion:
 	PYTHONPATH=src python3 -m socketsnoop config --bash-completion > socket-snoop.bash
+
+# -- packages (docs/packaging.md) ------------------------------------------------------------------------------
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+DEB_TREE := build/deb/socket-snoop-$(VERSION)
+# Debian's own tools only: PATH without a user's Python (pyenv, a venv) that pybuild would otherwise find
+DEB_PATH := /usr/sbin:/usr/bin:/sbin:/bin
+
+.PHONY: deb image
+
+# dist/socket-snoop_VERSION_amd64.deb, built from a copy of the tree (dpkg-buildpackage writes beside it)
+deb:
+	@v=$$(dpkg-parsechangelog -l debian/changelog -S Version) && [ "$$v" = "$(VERSION)" ] || \
+	{ echo "make deb: debian/changelog is at $$v, pyproject.toml at $(VERSION): add a changelog entry"; exit 1; }
+	rm -rf build/deb && mkdir -p $(DEB_TREE) dist
+	tar -cf - --exclude=./.git --exclude=./.venv --exclude=./build --exclude=./dist --exclude=__pycache__ \
+		--exclude=./tests/packaging/cache --exclude=./tests/kernels/cache . | tar -xf - -C $(DEB_TREE)
+	cd $(DEB_TREE) && env PATH=$(DEB_PATH) dpkg-buildpackage -us -uc -b
+	mv build/deb/socket-snoop_$(VERSION)_*.deb dist/
+	@echo "make deb: dist/$$(cd dist && ls socket-snoop_$(VERSION)_*.deb)"
+
+# socket-snoop:VERSION in the local podman storage (deploy/image/build: mmdebstrap, then podman import)
+image: deb
+	deploy/image/build dist/socket-snoop_$(VERSION)_amd64.deb $(VERSION)
