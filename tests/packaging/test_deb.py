@@ -60,7 +60,7 @@ def test_contents(deb):
     listing = subprocess.run(["dpkg-deb", "-c", deb], capture_output=True, text=True, check=True).stdout
     paths = {line.split()[-1].removeprefix("./") for line in listing.splitlines()}
     assert set(INSTALLED) <= paths, set(INSTALLED) - paths
-    assert depends(deb) == ["libbpf1", "procps", "python3", "python3-prometheus-client"]
+    assert depends(deb) == ["libbpf1", "procps", "python3", "python3-prometheus-client", "python3-rich"]
     unit = subprocess.run(f"dpkg-deb --fsys-tarfile {deb} | tar -xOf - ./{UNIT}", shell=True, capture_output=True,
                           text=True, check=True).stdout
     # the unit `socket-snoop service install` writes for /usr/bin/socket-snoop and the default options, but for
