@@ -13,10 +13,11 @@ def boost(decrement, say):
     value per thread: called before any thread starts, so that every thread (the reader first) has it."""
     if decrement <= 0:
         return
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    if current <= -decrement:
+        return
     try:
-        current = os.getpriority(os.PRIO_PROCESS, 0)
-        if current > -decrement:
-            os.setpriority(os.PRIO_PROCESS, 0, -decrement)
+        os.setpriority(os.PRIO_PROCESS, 0, -decrement)
     except PermissionError:
         say(f"socket-snoop: cannot raise its priority to nice -{decrement} (needs CAP_SYS_NICE): running at "
             f"nice {current}; under a flood of connections it may shed events (--priority-boost 0 says this "
