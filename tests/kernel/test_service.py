@@ -153,6 +153,20 @@ def test_logrotate_accepts_and_rotates(tmp_path):
         assert (log.stat().st_mode & 0o777) == 0o640
 
 
+def test_the_units_nice_is_the_configs_priority_boost(tmp_path):
+    """Nice= is the config's priority-boost, as the monitor run by hand sets it; 0: no Nice= line."""
+    def unit(config_text):
+        config = tmp_path / "c.toml"
+        config.write_text(config_text)
+        os.chmod(config, 0o600)
+        p = cli("install", "--dry-run", "--config", str(config), *dirs(tmp_path))
+        assert p.returncode == 0, p.stderr
+        return [line for line in p.stdout.splitlines() if line.startswith("Nice=")]
+    assert unit("") == ["Nice=-10"]
+    assert unit("priority-boost = 4\n") == ["Nice=-4"]
+    assert unit("priority-boost = 0\n") == []
+
+
 def test_render_unit_from_source_tree_sets_pythonpath():
     text = service.render_unit(["/usr/bin/python3", "-m", "socketsnoop"], "/opt/src", None, ["/var/log/a.log"])
     assert "Environment=PYTHONPATH=/opt/src" in text and "ProtectHome=yes" in text

@@ -39,6 +39,9 @@ def run(*args, user=None):
     (["-4", "-6"], "-4/--ipv4"),
     (["--bogus"], "unrecognized arguments"),
     (["--format", "xml"], "--format"),
+    (["--priority-boost", "21"], "--priority-boost"),
+    (["--priority-boost", "-1"], "--priority-boost"),
+    (["--priority-boost", "high"], "--priority-boost"),
 ])
 def test_bad_values_one_line_exit_2(args, needle):
     p = run(*args, "--no-log-file")

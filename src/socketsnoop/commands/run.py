@@ -5,6 +5,7 @@ monitor says on exit is output/exit_summary.py's, on stderr (standard output car
 import signal
 import time
 
+from . import priority
 from ..kernel.loader import Probe, preflight
 from ..logformat.base import Clock
 from ..output import exit_summary
@@ -65,6 +66,7 @@ class Monitor:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
         preflight()  # "needs root" comes before "cannot write /var/log/...", which follows from it
+        priority.boost(self.opts.priority_boost, say)  # before any thread starts: they inherit it
         if self.cgroups is not None:
             self.filters.resolve_cgroups(self.cgroups, warn=say)  # one not there yet: waited for
         self.open_sinks()

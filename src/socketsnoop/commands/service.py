@@ -122,11 +122,7 @@ AmbientCapabilities=CAP_BPF CAP_PERFMON CAP_DAC_READ_SEARCH CAP_SYS_PTRACE
 LimitMEMLOCK=infinity
 # the metrics endpoint's connections must never take the descriptors the log and the rings need
 LimitNOFILE=65536
-# A flood of connections must not starve the monitor watching it: on a busy host it would
-# otherwise get only its fair share of CPU against the processes making the flood, fall
-# behind and lose events (counted, but lost).
-Nice=-10
-NoNewPrivileges=yes
+{nice}NoNewPrivileges=yes
 
 ProtectSystem=strict
 ReadWritePaths={read_write}
@@ -164,6 +160,17 @@ def _exec_start(command, config):
     return " ".join(_quote(a) for a in args)
 
 
+def _nice(boost):
+    """The config's priority-boost as Nice=: systemd sets it before the monitor starts, which then finds
+    itself there and needs no CAP_SYS_NICE (the unit does not grant it)."""
+    if not boost:
+        return "# priority-boost = 0: the monitor runs at the nice value it is given\n"
+    return ("# A flood of connections must not starve the monitor watching it: at its fair share of CPU\n"
+            "# against the processes making the flood it would fall behind and shed events (counted, but\n"
+            f"# lost). The config's priority-boost ({boost}), as the monitor started by hand sets it.\n"
+            f"Nice=-{boost}\n")
+
+
 def _read_write(write_dirs):
     """/var/log, and each other directory a log is in. "-": systemd ignores a missing directory instead of
     failing to start the unit (the monitor then says it cannot open its log)."""
@@ -187,14 +194,15 @@ def _home_and_tmp(box):
 def render_unit(command, pythonpath=None, config=None, log_files=(), opts=None):
     """The unit file's text. command: argv prefix that runs socket-snoop; opts: the config file's RunSettings
     (None: the defaults), from which the sandbox is derived (settings/sandbox.py)."""
-    box = needed(opts or RunSettings(), config, [*command, pythonpath or ""])
+    opts = opts or RunSettings()
+    box = needed(opts, config, [*command, pythonpath or ""])
     box = replace(box, write_dirs=box.write_dirs | {os.path.dirname(os.path.abspath(p)) for p in log_files
                                                     if not _under_var_log(os.path.dirname(os.path.abspath(p)))})
     home, private_tmp = _home_and_tmp(box)
     return UNIT.format(exec_start=_exec_start(command, config), read_write=_read_write(box.write_dirs),
                        env=f"Environment=PYTHONPATH={_quote(pythonpath)}\n" if pythonpath else "",
                        sandbox=_quote(f"{SANDBOX_ENV}={box.encode()}", exec_line=False),
-                       home=home, private_tmp=private_tmp, network=_network(box))
+                       home=home, private_tmp=private_tmp, network=_network(box), nice=_nice(opts.priority_boost))
 
 
 def render_logrotate(log_files):

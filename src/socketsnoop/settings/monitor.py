@@ -13,7 +13,7 @@ from ..pipeline.filters import FILTERS, SWITCHES, Filters
 from .file import parse_with_config
 from .sandbox import conflict_line
 from .option import CONST, LIST, SWITCH, VALUE, CommandParser, Option, freeze, settings_class
-from .values import metrics_labels, parse_listen, parse_size, positive, show_listen, syslog_url
+from .values import metrics_labels, nice_decrement, parse_listen, parse_size, positive, show_listen, syslog_url
 
 DEFAULT_LOG = "/var/log/socket_monitor.log"
 DEFAULT_CONFIG = "/etc/socket-snoop/config.toml"
@@ -97,6 +97,13 @@ OUTPUTS = (
 CONFIG = Option(("--config",), VALUE, f"config file (default {DEFAULT_CONFIG} if it exists)", metavar="PATH",
                 in_file=False, commands=("run", "check", "service"), value_type=str | None)
 
+# the monitor's scheduling priority (commands/priority.py; the service unit's Nice= says the same)
+DEFAULT_PRIORITY_BOOST = 10
+PRIORITY_BOOST = Option(("--priority-boost",), VALUE,
+                        f"run at nice -N at least, when root (default {DEFAULT_PRIORITY_BOOST}; 0: as started): "
+                        "under a flood the monitor keeps up with the processes of its own group",
+                        type=nice_decrement, default=DEFAULT_PRIORITY_BOOST, metavar="N", value_type=int)
+
 RUNNING = (
     Option(("--duration",), VALUE, "stop after SECONDS", type=positive("--duration"), metavar="SECONDS",
            value_type=float | None, example=60),
@@ -104,6 +111,7 @@ RUNNING = (
            choices=("ringbuf", "perf"), default="ringbuf", value_type=str),
     Option(("--buffer-size",), VALUE, "buffer size, e.g. 32M (default), rounded up to a power of two",
            type=parse_size, default=32 << 20, metavar="SIZE", value_type=int),
+    PRIORITY_BOOST,
     CONFIG,
 )
 

@@ -43,6 +43,17 @@ def positive(option, cast=float, maximum=10**9):
     return conv
 
 
+def nice_decrement(value):
+    """--priority-boost: an integer from 0 (no boost) to 20 (nice -20)."""
+    try:
+        v = int(value)
+    except ValueError:
+        v = None
+    if v is None or not 0 <= v <= 20:
+        raise SnoopError(f"socket-snoop: --priority-boost: invalid value {value!r}: 0 (none) to 20", 2)
+    return v
+
+
 def parse_listen(value, option="--metrics"):
     """'9100', '0.0.0.0:9100', '[::1]:9100' -> (address, port); 127.0.0.1 unless an address is given."""
     text = str(value).strip()
