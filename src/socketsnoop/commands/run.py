@@ -12,7 +12,7 @@ from ..output.exit_summary import say
 from ..output.build import formatters, open_sinks
 from ..output.connections import ConnectionReport
 from ..output.dispatch import Dispatch
-from ..output.sinks import ConsoleSink
+from ..output.console import ConsoleSink
 from ..pipeline.enrich import ProcOwnerEnricher
 from ..pipeline.filter_cgroups import CgroupWatch
 from ..pipeline.filters import CGROUP_KINDS

@@ -22,7 +22,7 @@ from ..kernel.abi import (
 from ..pipeline.owners import tcp_sockets
 from .connections import OPEN_STATES
 from .queued import QueuedSink
-from .sinks import ConsoleSink
+from .console import ConsoleSink
 
 QUEUES = (QueuedSink, ConsoleSink)  # the outputs with a queue of their own, that may drop what does not fit
 
