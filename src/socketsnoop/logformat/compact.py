@@ -42,13 +42,17 @@ def human_bytes(n):
 
 
 def human_duration(ns):
-    """A duration in at most 9 characters: 0.041ms, 40.638ms, 12.345s, 4321.1s, 98765h."""
+    """A duration in at most 9 characters, cut (not rounded, so that no unit overflows its digits): 0.041ms,
+    40.638ms, 12.345s, 4321.1s, 98765h."""
     if ns < 1_000_000_000:
-        return f"{ns / 1e6:.3f}ms"
+        us = ns // 1000
+        return f"{us // 1000}.{us % 1000:03d}ms"
     if ns < 1000 * 1_000_000_000:
-        return f"{ns / 1e9:.3f}s"
+        ms = ns // 1_000_000
+        return f"{ms // 1000}.{ms % 1000:03d}s"
     if ns < 10000 * 1_000_000_000:
-        return f"{ns / 1e9:.1f}s"
+        ds = ns // 100_000_000
+        return f"{ds // 10}.{ds % 10}s"
     return f"{ns // 3_600_000_000_000}h"
 
 
