@@ -4,6 +4,7 @@ escaped token; an IPv4 line fits in 120 columns; the colour codes are ours, arou
 asked."""
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -198,3 +199,12 @@ def test_console_options_that_cannot_apply_are_refused(args, needle):
     p = subprocess.run([sys.executable, "-m", "socketsnoop", *args, "--no-log-file"], capture_output=True, text=True,
                        timeout=60, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)), cwd="/")
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and needle in p.stderr, p.stderr
+
+
+def test_lost_events_notice_on_the_compact_console_only(clock):
+    """Dispatch's lost-events notice: a line of its own (coloured when asked) on the compact console; the text
+    console carries the events alone."""
+    text = "Lost Events: 3 lost (the buffer was full), 0 missed (the kernel skipped our programs)"
+    out = console_output(dict(formatter=CompactFormatter(clock), colour=True), lambda c: c.notice(text, {}))
+    assert re.fullmatch(r"\x1b\[1;35m\d{2}:\d{2}:\d{2}\.\d{3} " + re.escape(text) + r"\x1b\[0m\n", out), out
+    assert console_output(dict(colour=True), lambda c: c.notice(text, {})) == ""
