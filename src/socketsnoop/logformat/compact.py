@@ -1,16 +1,17 @@
 """The compact line: the console's columns for people, in the style of tcplife and tcpstates (--format compact).
 The log file never holds it (it keeps the text line users parse), and nothing reads it back.
 
-  TIME         PID     COMM             LOCAL                 REMOTE                EVENT / RESULT DIR  DURATION TX/RX
-  21:25:53.130  208871 curl             127.0.0.1:50522       127.0.0.1:8000        SYN_SENT>ESTABLISHED
-  21:25:53.173  208871 curl             127.0.0.1:50522       127.0.0.1:8000        closed         out  40.638ms 100/7
-  21:25:54.002  208872 curl             127.0.0.1:42170       127.0.0.1:9          refused        out   0.041ms 0/0
+  TIME             PID COMM             LOCAL                 REMOTE                EVENT / RESULT DIR  DURATION TX/RX
+  18:00:14.023   25708 curl             127.0.0.1:49484       127.0.0.1:8000        SYN_SENT>ESTABLISHED
+  18:00:14.029   25708 curl             127.0.0.1:49484       127.0.0.1:8000        closed         out   5.326ms 78/6717
+  18:00:14.034   25710 curl             127.0.0.1:47518       127.0.0.1:8001        RESET-RECEIVED SYN_SENT
+  18:00:14.034   25710 curl             127.0.0.1:47518       127.0.0.1:8001        refused        out   0.047ms 0/0
 
 An event shows its state change (OLD>NEW), or RETRANSMIT, RESET-SENT or RESET-RECEIVED with the state it came
-in; a connection record its result, direction, duration and bytes sent/received (K, M, G: powers of 1024). An
-IPv4 line fits in 120 columns (an IPv6 one may be longer). COMM is escaped as the text line escapes it (escape.py:
-one token of printable ASCII); a name whose escaped form is wider than its column is cut at a whole escape and
-ends in '+' (the log file has it whole).
+in; a connection record its result, direction, duration (cut, not rounded) and bytes sent/received (K, M, G:
+powers of 1024). An IPv4 line fits in 120 columns (an IPv6 one may be longer). COMM is escaped as the text line
+escapes it (escape.py: one token of printable ASCII); a name whose escaped form is wider than its column is cut
+at a whole escape and ends in '+' (the log file has it whole). --context's names are the log file's, not shown here.
 """
 
 import time
