@@ -1,6 +1,7 @@
 """The console as a person at a terminal meets it: the real monitor under `script` (util-linux: its standard
 output a pseudo-terminal), real traffic (a connect refused by a closed port, a reset by SO_LINGER 0). Colour on
-the reset and failure lines of a terminal, none with NO_COLOR or --color never, none in the log file or a pipe;
+the reset and failure lines of a terminal (and its warnings), none with NO_COLOR or --color never, none in the log
+file or a pipe;
 --format compact in columns (IPv4 lines within 120) on the console while the log file keeps the text lines."""
 
 import os
@@ -14,7 +15,7 @@ import time
 import pytest
 
 from support.net import free_port
-from support.system import READY
+from support.system import READY, uniq
 
 pytestmark = pytest.mark.bpf
 
@@ -95,7 +96,11 @@ def coloured(line):
 
 
 def test_compact_and_colour_on_a_terminal(tmp_path):
-    shown, log = on_terminal(tmp_path, "--format", "compact", env={"NO_COLOR": ""})
+    # a unit not there yet: a warning on stderr (the terminal too), coloured whole
+    shown, log = on_terminal(tmp_path, "--format", "compact", "--exclude-unit", f"{uniq('ss-later')}.service",
+                             env={"NO_COLOR": ""})
+    warning = next(line for line in shown.splitlines() if "socket-snoop: warning:" in line)
+    assert coloured(warning) == "\x1b[1;35m", shown
     lines = event_lines(shown, COMPACT)
     header = next(line for line in shown.splitlines() if line.startswith("TIME "))
     assert header.split()[:6] == ["TIME", "PID", "COMM", "LOCAL", "REMOTE", "EVENT"]
@@ -132,8 +137,8 @@ def test_text_on_a_terminal_is_the_log_files_lines_coloured(tmp_path):
                                        (["--format", "compact", "--color", "never"], {}),
                                        (["--color", "never"], {})])
 def test_no_colour_when_asked(tmp_path, args, env):
-    shown, log = on_terminal(tmp_path, *args, env=env)
-    assert "Reset" in "".join(log) and "RESULT=refused" in "".join(log)
+    shown, log = on_terminal(tmp_path, *args, "--exclude-unit", f"{uniq('ss-later')}.service", env=env)
+    assert "Reset" in "".join(log) and "RESULT=refused" in "".join(log) and "socket-snoop: warning:" in shown
     assert "\x1b" not in shown, shown
 
 

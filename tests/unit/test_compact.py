@@ -41,7 +41,8 @@ def test_compact_line_exactly(clock):
     v4a, v4b = bytes([10, 100, 10, 150]) + bytes(12), bytes([10, 100, 10, 202]) + bytes(12)
     row = make_row(ts_ns=0, type=abi.EV_STATE, oldstate=2, newstate=1, pid=30512, comm=b"audacious", sport=39134,
                    dport=8000, saddr=v4a, daddr=v4b)
-    rec = make_record_row(ts_ns=41_638_000, start_ns=1_000_000, bytes_sent=100, bytes_received=7, result=abi.RESULT_REFUSED,
+    rec = make_record_row(ts_ns=41_638_000, start_ns=1_000_000, bytes_sent=100, bytes_received=7,
+                          result=abi.RESULT_REFUSED,
                           direction=abi.DIR_OUT, pid=30512, comm=b"audacious", sport=39134, dport=8000, saddr=v4a,
                           daddr=v4b, states=(2, 7))
     assert fmt.lines([row]) == ["22:05:25.454   30512 audacious        10.100.10.150:39134   10.100.10.202:8000    "
@@ -87,7 +88,8 @@ def test_ipv4_lines_fit_in_120_columns(clock):
     assert len(HEADER) - 1 <= 120
 
 
-@pytest.mark.parametrize("n,text", [(0, "0"), (9999, "9999"), (10000, "9.8K"), (10239, "10K"), (999 * 1024, "999K"), (1023 * 1024, "1.0M"),
+@pytest.mark.parametrize("n,text", [(0, "0"), (9999, "9999"), (10000, "9.8K"), (10239, "10K"), (999 * 1024, "999K"),
+                                    (1023 * 1024, "1.0M"),
                                     (1024 * 1024 - 1, "1.0M"), (2**64 - 1, "16E")])
 def test_human_bytes(n, text):
     assert human_bytes(n) == text and len(text) <= 4
