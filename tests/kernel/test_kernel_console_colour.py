@@ -150,5 +150,5 @@ def test_no_colour_and_no_header_in_a_pipe(monitor):
     assert m.stop() == 0
     out = m.stdout.splitlines()
     assert out and all(COMPACT.match(line) for line in out) and "\x1b" not in m.stdout, m.stdout
-    assert any(" refused " in line for line in out)
-    assert len(out) == len(m.lines()) and all(" SRC=" in x for x in m.lines())
+    assert any(" refused " in line for line in out), m.stdout
+    assert len(out) == len(m.lines()) and all(" SRC=" in x for x in m.lines()), (m.stdout, m.lines(), m.stderr)
