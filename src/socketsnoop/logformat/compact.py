@@ -126,6 +126,7 @@ class CompactFormatter(LineFormatter):
         return [f"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{idents(who) or ident(who)}"
                 f"{mids[result & 7][direction & 3]}"
                 f"{human_duration(ts - start) if start and not flags & 1 else '-':>{DURATION_W}} "
-                f"{human_bytes(sent)}/{human_bytes(received)}\n"
+                f"{sent if sent < 10000 else human_bytes(sent)}/"
+                f"{received if received < 10000 else human_bytes(received)}\n"
                 for (ts, _sk, start, _hs, sent, received, _cg, _ino, _states, _ns, _re, _rtt, _uid, result, direction,
                      _n, flags, _own, who) in rows]
