@@ -1,11 +1,11 @@
-"""The console output (output/sinks.py: ConsoleSink) on a real pipe: the lines as given, a reader that stalls
+"""The console output (output/console.py: ConsoleSink) on a real pipe: the lines as given, a reader that stalls
 never blocking the writer's caller (what does not fit is counted), a reader that goes away seen with or
 without anything to write."""
 
 import os
 import time
 
-from socketsnoop.output.sinks import ConsoleSink
+from socketsnoop.output.console import ConsoleSink
 
 LINE = "Dec 30 2024 22:05:25.454 State Change: SRC=127.0.0.1:1 DST=127.0.0.1:2 PID=1 COMM=x STATE=Connection Closed\n"
 

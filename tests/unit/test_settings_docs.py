@@ -73,7 +73,8 @@ def test_man_page_renders_with_every_option(tmp_path):
 @pytest.mark.skipif(not shutil.which("bash"), reason="needs bash")
 @pytest.mark.parametrize("words, expected", [
     (["--po"], {"--port"}),
-    (["--format", ""], {"text", "json"}),
+    (["--format", ""], {"text", "json", "compact"}),
+    (["--color", ""], {"auto", "always", "never"}),
     (["ch"], {"check"}),
     (["report", "f", "--si"], {"--since"}),
     (["-P", "22", "--exclude-u"], {"--exclude-uid", "--exclude-unit"}),

@@ -11,9 +11,10 @@ from ..logformat.base import Clock
 from ..output import exit_summary
 from ..output.exit_summary import say
 from ..output.build import formatters, open_sinks
+from ..output.colour import warning_painter, wants_colour
 from ..output.connections import ConnectionReport
 from ..output.dispatch import Dispatch
-from ..output.sinks import ConsoleSink
+from ..output.console import ConsoleSink
 from ..pipeline.enrich import ProcOwnerEnricher
 from ..pipeline.filter_cgroups import CgroupWatch
 from ..pipeline.filters import CGROUP_KINDS
@@ -28,8 +29,9 @@ DRAIN_S = 0.25  # longest stretch of reading before the main loop looks at signa
 class Monitor:
     def __init__(self, opts, filters):
         self.opts, self.filters, self.clock = opts, filters, Clock()
+        self.warn = warning_painter(say) if wants_colour(opts.color, 2) else say  # stderr's warnings
         self.metrics = metrics_from(opts)  # (address, port, labels) or None; a usage error before anything runs
-        self.cgroups, self.identity, self.text, self.formatter = formatters(opts, filters, self.clock, say,
+        self.cgroups, self.identity, self.text, self.formatter = formatters(opts, filters, self.clock, self.warn,
                                                                             self.metrics)
         # the exit report keeps the kernel's connection records (one per connection), not every event
         self.report = None if opts.no_report else ConnectionReport(max_conns=opts.max_tracked)
@@ -41,7 +43,7 @@ class Monitor:
     def open_sinks(self):
         """The outputs, and self.out: the path from decoded rows to them (bench/churn's replay uses it too)."""
         lost = lambda: exit_summary.lost_counts(self.probe, self.sinks)  # noqa: E731 (for --metrics)
-        self.sinks = open_sinks(self.opts, self.clock, self.metrics, lost, say, self.identity)
+        self.sinks = open_sinks(self.opts, self.clock, self.metrics, lost, self.warn, self.identity)
         self.out = Dispatch(self.formatter, self.sinks, self.enrichers, self.report, not self.opts.no_summary)
 
     def _on_signal(self, signum, frame):
@@ -68,15 +70,15 @@ class Monitor:
         preflight()  # "needs root" comes before "cannot write /var/log/...", which follows from it
         priority.boost(self.opts.priority_boost, say)  # before any thread starts: they inherit it
         if self.cgroups is not None:
-            self.filters.resolve_cgroups(self.cgroups, warn=say)  # one not there yet: waited for
+            self.filters.resolve_cgroups(self.cgroups, warn=self.warn)  # one not there yet: waited for
         self.open_sinks()
-        self.probe = p = Probe(self.filters, buffer=self.opts.buffer, buffer_size=self.opts.buffer_size, log=say,
+        self.probe = p = Probe(self.filters, buffer=self.opts.buffer, buffer_size=self.opts.buffer_size, log=self.warn,
                                records=not self.opts.no_summary or self.report is not None or bool(self.metrics),
                                summary_only=self.opts.summary_only, want_cgroup=self.identity is not None)
         try:
             p.load()
             if self.filters.wants_cgroups():
-                self.cgroup_watch = CgroupWatch(self.filters, self.cgroups, p, CGROUP_KINDS, warn=say)
+                self.cgroup_watch = CgroupWatch(self.filters, self.cgroups, p, CGROUP_KINDS, warn=self.warn)
             self.owners.scan()
             for ns, listeners in self.owners.listeners_by_netns().items():  # every network namespace's
                 p.seed_listeners(listeners, ns)
@@ -132,7 +134,7 @@ class Monitor:
     def finish(self):
         report = () if self.report is None else exit_summary.report_lines(self.report, self.text.stamp,
                                                                            self.filters, self.owners)
-        exit_summary.say_exit(self.probe, self.out, self.sinks, report)
+        exit_summary.say_exit(self.probe, self.out, self.sinks, report, self.warn)
         return 0
 
 

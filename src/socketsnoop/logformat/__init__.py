@@ -4,6 +4,7 @@
   escape.py    names from outside (COMM, user, unit, cgroup) as one safe token or JSON text, and back
   base.py      the clock, the time as text, the caches every line kind shares
   text.py      the text line (the seed's format) and the Connection Summary line, with --context's names
+  compact.py   the compact console line (--format compact): columns for people, never in a log, never read back
   jsonline.py  the JSON line: its keys (EVENT_KEYS, CONNECTION_KEYS) and values
   fields.py    the JSON line's keys and values as dicts, or encoded for the journal and syslog
   entries.py   what the reader gives: LoggedEvent, LoggedConnection, Endpoint, Malformed

@@ -2,13 +2,17 @@
 are written to (the console first, the log file, the journal, syslog, the metrics endpoint)."""
 
 import importlib
+import os
 
 from ..errors import SnoopError
 from ..pipeline.identity import CgroupTree, Identity
+from ..logformat.compact import CompactFormatter
 from ..logformat.jsonline import JsonFormatter
 from ..logformat.text import TextFormatter
 from .journal import DEFAULT_SOCKET, JournalSink
-from .sinks import ConsoleSink, LogFileSink, UnsafeLogPath
+from .colour import wants_colour
+from .console import ConsoleSink
+from .sinks import LogFileSink, UnsafeLogPath
 from .relp import syslog_sink
 
 
@@ -26,7 +30,8 @@ def formatters(opts, filters, clock, warn, metrics=None):
     """(cgroups, identity, text formatter, the lines' formatter): the owner's names (user, cgroup, unit,
     container, pod, exe) are looked up only where an output shows them (JSON, --context, and the metrics'
     unit and container labels, the same names as the JSON's); the cgroup tree also where a filter names
-    cgroups (CgroupTree, Identity: pipeline/identity.py; None where not needed). metrics: as open_sinks takes it."""
+    cgroups (CgroupTree, Identity: pipeline/identity.py; None where not needed). metrics: as open_sinks takes it.
+    --format compact is the console's alone (console_sink): the lines of every other output are text."""
     names = opts.format == "json" or opts.context or bool(metrics and {"unit", "container"} & set(metrics[2]))
     cgroups = CgroupTree() if names or filters.wants_cgroups() else None
     identity = Identity(cgroups, warn=warn) if names else None
@@ -40,7 +45,7 @@ def open_sinks(opts, clock, metrics, lost_counts, warn, identity=None):
     metrics' unit and container labels. A usage problem raises SnoopError."""
     sinks = []
     if not opts.quiet:
-        sinks.append(ConsoleSink(capacity=opts.output_queue, warn=warn))
+        sinks.append(console_sink(opts, clock, warn))
     if opts.log_file:
         sinks.append(log_file_sink(opts.log_file, warn))
     sinks += queued_sinks(opts, clock, warn)
@@ -56,6 +61,20 @@ def open_sinks(opts, clock, metrics, lost_counts, warn, identity=None):
     if metrics:
         sinks.append(metrics_sink)
     return sinks
+
+
+def console_sink(opts, clock, warn, fd=1):
+    """Standard output: the lines of --format (compact: its own, with a header line on a terminal), coloured
+    as --color says (never JSON lines)."""
+    compact = opts.format == "compact"
+    try:
+        terminal = os.isatty(fd)
+    except OSError:
+        terminal = False
+    return ConsoleSink(capacity=opts.output_queue, fd=fd, warn=warn,
+                       formatter=CompactFormatter(clock) if compact else None,
+                       colour=opts.format != "json" and wants_colour(opts.color, fd), header=compact and terminal,
+                       summary=not opts.no_summary)
 
 
 def log_file_sink(path, warn):

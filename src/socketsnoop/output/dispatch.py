@@ -5,7 +5,7 @@ keeps the connection records. Each call takes a whole batch: nothing here is don
 from ..kernel.abi import C_LOST
 from .batch import Batch
 from .queued import QueuedSink
-from .sinks import ConsoleSink
+from .console import ConsoleSink
 
 
 class Dispatch:
@@ -39,9 +39,10 @@ class Dispatch:
         """Events and records read together (pipeline/rings.py): to every sink in time order."""
         events = self._enriched(events) if events else events
         records = self._enriched_records(records) if records else records
-        if events and records and self.summary and self.want_lines:
-            fmt = self.formatter
-            batch = Batch(events, fmt.lines(events), records, fmt.record_lines(records))
+        if events and records and self.summary:  # (a console of its own format makes its lines from the rows)
+            fmt, want = self.formatter, self.want_lines
+            batch = Batch(events, fmt.lines(events) if want else None, records,
+                          fmt.record_lines(records) if want else None)
             self.lines += len(events) + len(records)
             for sink in self.sinks:
                 sink.write_batch(batch)
@@ -92,7 +93,7 @@ class Dispatch:
 
     def notice_losses(self, probe):
         """The events the kernel lost or missed (kernel/loader.py: Probe's counts) since the last call, as a
-        warning entry to the outputs that carry fields."""
+        warning entry to the outputs that carry fields, and a line on a console for people (--format compact)."""
         counters = probe.counters()
         lost, missed, shed = counters[C_LOST], probe.missed(counters), probe.shed(counters)
         dl, dm = lost - self.losses[0], missed - self.losses[1]
@@ -101,7 +102,7 @@ class Dispatch:
             by_kind = ", ".join(f"{n} {kind}" for kind, n in ds.items() if n)
             fields = {"event": "lost_events", "lost": dl, "missed": dm, **{f"shed_{k}": n for k, n in ds.items()}}
             for s in self.sinks:
-                if isinstance(s, QueuedSink):
+                if isinstance(s, (QueuedSink, ConsoleSink)):
                     s.notice(f"Lost Events: {dl} lost (the buffer was full{': shed ' + by_kind if by_kind else ''}), "
                              f"{dm} missed (the kernel skipped our programs)", fields)
         self.losses = (lost, missed, shed)

@@ -22,7 +22,7 @@ from ..kernel.abi import (
 from ..pipeline.owners import tcp_sockets
 from .connections import OPEN_STATES
 from .queued import QueuedSink
-from .sinks import ConsoleSink
+from .console import ConsoleSink
 
 QUEUES = (QueuedSink, ConsoleSink)  # the outputs with a queue of their own, that may drop what does not fit
 
@@ -35,11 +35,11 @@ def say(msg):
         pass
 
 
-def say_exit(probe, dispatch, sinks, report_lines=()):
-    """The exit summary, then a warning for each kind of loss."""
+def say_exit(probe, dispatch, sinks, report_lines=(), warn=say):
+    """The exit summary, then a warning for each kind of loss (by warn: coloured on a terminal)."""
     say("\n".join(exit_lines(probe, dispatch, sinks, report_lines)))
     for warning in warnings(probe, sinks):
-        say(warning)
+        warn(warning)
 
 
 def exit_lines(probe, dispatch, sinks, report_lines=()):

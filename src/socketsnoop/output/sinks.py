@@ -6,13 +6,10 @@ them: the decoded rows (pipeline/decode.py) and, for a sink that wants them, the
 deliver counts what it drops, and the exit summary (output/exit_summary.py) reports those counts.
 """
 
-import collections
 import errno
 import os
-import select
 import stat
 import sys
-import threading
 
 
 class Sink:
@@ -53,135 +50,6 @@ class Sink:
 
     def dropped(self) -> int:
         return 0
-
-
-class ConsoleSink(Sink):
-    """Standard output, written by a thread of its own from a bounded queue (capacity lines), so that a slow or
-    stalled reader (a terminal on a slow link, a FIFO nobody reads) never blocks the monitor: what does not fit
-    is dropped and counted, and so is what is still queued when close() has waited CLOSE_WAIT_S. A closed pipe
-    (socket-snoop | head) sets `closed`, on which the monitor stops; another error (a hung-up terminal, a full
-    disk) ends console output only, said once on stderr."""
-
-    name = "console"
-    CLOSE_WAIT_S = 0.5
-    IDLE_S = 0.25  # with nothing to write, the writer looks this often for a pipe whose reader has gone
-
-    def __init__(self, capacity=10000, fd=1, warn=None):
-        self.capacity = capacity
-        self.fd = fd
-        self.encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
-        self.warn = warn or (lambda msg: print(msg, file=sys.stderr, flush=True))
-        self.cond = threading.Condition()
-        self.queue = collections.deque()
-        self.queued = 0  # lines in the queue and in the writer's hands
-        self.lost = 0  # lines dropped: queue full, not written at exit, or after a write error
-        self.ended = False  # no more output: the reader has gone, or a write failed
-        self.closed = False  # the reader has gone (EPIPE): the monitor stops
-        self.stopping = False
-        self.thread = None
-
-    def open(self):
-        self.thread = threading.Thread(target=self._run, name="socket-snoop console", daemon=True)
-        self.thread.start()
-        return self
-
-    def write(self, rows, lines):
-        n = len(lines)
-        with self.cond:
-            if self.closed:
-                return  # the reader has gone: nothing is owed to it
-            room = 0 if self.ended else self.capacity - self.queued
-            if n > room:
-                self.lost += n - max(room, 0)
-                if room <= 0:
-                    return
-                lines, n = lines[:room], room
-            self.queue.append(lines)
-            self.queued += n
-            self.cond.notify()
-
-    def write_records(self, records, lines):
-        self.write(records, lines)
-
-    def write_batch(self, batch):
-        self.write(batch.rows, batch.merged())
-
-    def dropped(self):
-        return self.lost
-
-    def details(self):
-        return ""
-
-    def close(self):
-        """Let the writer finish what is queued for up to CLOSE_WAIT_S, then count the rest as dropped."""
-        if self.thread is None:
-            return
-        with self.cond:
-            self.stopping = True
-            self.cond.notify_all()
-        self.thread.join(self.CLOSE_WAIT_S)
-        with self.cond:
-            self.ended = True  # a writer still stuck in a write counts nothing more
-            if not self.closed:
-                self.lost += self.queued
-            self.queued = 0
-            self.queue.clear()
-        self.thread = None
-
-    # -- the writer thread ---------------------------------------------------------------------------
-    def _run(self):
-        try:  # a pipe or FIFO: its reader's going is seen with nothing to write too (POLLERR)
-            watch = stat.S_ISFIFO(os.fstat(self.fd).st_mode)
-        except OSError:
-            watch = False
-        poll = select.poll()
-        poll.register(self.fd, 0)  # POLLERR and POLLHUP only
-        while True:
-            with self.cond:
-                if not self.queue and not self.stopping:
-                    self.cond.wait(self.IDLE_S)
-                if self.ended or not self.queue and self.stopping:
-                    return
-                lines = self.queue.popleft() if self.queue else None
-            if lines is None:
-                if watch and poll.poll(0):
-                    return self._end(None)
-                continue
-            error = self._send("".join(lines).encode(self.encoding, "backslashreplace"))
-            with self.cond:
-                if not self.ended:
-                    self.queued -= len(lines)
-            if error:
-                return self._end(error)
-
-    def _send(self, data):
-        view = memoryview(data)
-        while view:
-            try:
-                view = view[os.write(self.fd, view):]
-            except BlockingIOError:  # a descriptor left non-blocking by whoever gave it to us
-                select.select([], [self.fd], [], self.IDLE_S)
-            except OSError as e:
-                return e
-        return None
-
-    def _end(self, error):
-        """The end of console output: the reader gone (error None or EPIPE), or another write error (said)."""
-        with self.cond:
-            self.ended = True
-            self.closed = error is None or isinstance(error, BrokenPipeError)
-            if not self.closed:
-                self.lost += self.queued
-            self.queued = 0
-            self.queue.clear()
-        if not self.closed:
-            self.warn(f"socket-snoop: console output stopped: {error.strerror or error}; the log file goes on")
-        try:  # later writes to it (the interpreter's final flush) go nowhere, quietly
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, self.fd)
-            os.close(devnull)
-        except OSError:
-            pass
 
 
 class UnsafeLogPath(OSError):

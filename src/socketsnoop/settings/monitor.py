@@ -7,6 +7,7 @@ import sys
 
 from .. import __version__
 from ..errors import SnoopError
+from ..output.colour import COLOR_CHOICES
 from ..output.metric_labels import DEFAULT_LABEL_LIMIT, parse_labels
 from ..output.syslog import FACILITIES
 from ..pipeline.filters import FILTERS, SWITCHES, Filters
@@ -33,6 +34,7 @@ examples:
   socket-snoop -P 22 -P 443            # connections with port 22 or 443 at either end
   socket-snoop --dst 10.0.0.0/8 --dst 2001:db8::/32   # remote end in either prefix
   socket-snoop -c nginx -s ESTABLISHED # nginx's connections reaching ESTABLISHED
+  socket-snoop --format compact -P 443 # in columns on the console (the log file stays text)
   socket-snoop -p 1234 --no-log-file   # process 1234 only, console only
   socket-snoop --unit nginx.service --context   # what nginx.service does, with user, unit, container, pod
   socket-snoop --exclude-unit backup.service --exclude-uid 1000   # everything but the backup job and uid 1000
@@ -53,10 +55,15 @@ OUTPUT = (
     Option(("--log-file",), VALUE, f"append lines here (default {DEFAULT_LOG})", default=DEFAULT_LOG, metavar="PATH",
            value_type=str | None),
     Option(("--no-log-file",), CONST, "write no log file", dest="log_file", const=None),
-    Option(("--format",), VALUE, "line format (default text)", choices=("text", "json"), default="text",
-           value_type=str),
+    Option(("--format",), VALUE, "line format (default text); compact: the console's alone, in columns for "
+           "people (the log file and the other outputs stay text)", choices=("text", "json", "compact"),
+           default="text", value_type=str),
     Option(("--json",), CONST, "same as --format json", dest="format", const="json"),
-    Option(("--context",), SWITCH, "text lines: append USER=, UNIT=, USER_UNIT=, CONTAINER=, POD= (those known) after STATE="),
+    Option(("--color",), VALUE, "colour resets, failed connections and lost events on the console: auto (a "
+           "terminal, NO_COLOR unset), always or never; never in the log file or JSON (default auto)",
+           choices=COLOR_CHOICES, default="auto", metavar="WHEN", value_type=str),
+    Option(("--context",), SWITCH,
+           "text lines: append USER=, UNIT=, USER_UNIT=, CONTAINER=, POD= (those known) after STATE="),
     Option(("--no-report",), SWITCH, "no connection lifecycle report on exit"),
     Option(("--no-summary",), SWITCH,
            "no 'Connection Summary' line (JSON: \"event\": \"connection\") when a connection ends"),
@@ -195,6 +202,11 @@ def _settings(argv):
         ns.summary_only = True
     if ns.summary_only and ns.no_summary:
         raise SnoopError("socket-snoop: --summary-only (or --failed) and --no-summary exclude each other", 2)
+    if ns.quiet and (ns.format == "compact" or ns.color == "always"):
+        what = "--format compact" if ns.format == "compact" else "--color always"
+        raise SnoopError(f"socket-snoop: {what} is for the console, which --quiet turns off: give one", 2)
+    if ns.format == "json" and ns.color == "always":
+        raise SnoopError("socket-snoop: --color always and JSON lines conflict: JSON lines are never coloured", 2)
     return freeze(RunSettings, ns)
 
 
