@@ -23,6 +23,7 @@ from ..pipeline.filters import (
 from ..output.syslog import FACILITIES, parse_url
 from .cmdline import CONST, LIST, SWITCH, VALUE, CommandParser, Option
 from .config import parse_with_config
+from .warn_options import WARNING_OPTIONS
 
 DEFAULT_LOG = "/var/log/socket_monitor.log"
 DEFAULT_CONFIG = "/etc/socket-snoop/config.toml"
@@ -219,6 +220,7 @@ MONITOR_OPTIONS = (
         Option(("--config",), VALUE, f"config file (default {DEFAULT_CONFIG} if it exists)", metavar="PATH",
                in_file=False),
     )),
+    ("health warnings", WARNING_OPTIONS),
     ("filters (in the kernel; values of one kind OR-ed, kinds AND-ed)", FILTER_OPTIONS),
 )
 

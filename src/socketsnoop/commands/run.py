@@ -14,9 +14,11 @@ from ..output.connections import ConnectionReport
 from ..output.dispatch import Dispatch
 from ..output.sinks import ConsoleSink
 from ..pipeline.enrich import ProcOwnerEnricher
+from ..pipeline.health import Health
 from ..pipeline.owners import ProcOwners
 from ..pipeline.rings import RingReader
 from .options import filters_from, metrics_from, monitor_options
+from .warn_options import thresholds_from
 
 POLL_S = 0.1  # longest wait for a batch: lines reach the log within this, plus the write
 DRAIN_S = 0.25  # longest stretch of reading before the main loop looks at signals and timers
@@ -34,12 +36,15 @@ class Monitor:
         self.stop = self.hup = False
         self.probe = self.out = None
         self.rings = RingReader(perf=opts.buffer == "perf")
+        self.thresholds = thresholds_from(opts)  # None: --no-warnings
 
     def open_sinks(self):
         """The outputs, and self.out: the path from decoded rows to them (bench/churn's replay uses it too)."""
         lost = lambda: exit_summary.lost_counts(self.probe, self.sinks)  # noqa: E731 (for --metrics)
         self.sinks = open_sinks(self.opts, self.clock, self.metrics, lost, say, self.identity)
         self.out = Dispatch(self.formatter, self.sinks, self.enrichers, self.report, not self.opts.no_summary)
+        if self.thresholds is not None:
+            self.out.watch(Health(self.thresholds), self.text)
 
     def _on_signal(self, signum, frame):
         self.hup = self.hup or signum == signal.SIGHUP
@@ -115,6 +120,8 @@ class Monitor:
                 for sink in self.sinks:
                     sink.check()
                 self.out.notice_losses(self.probe)
+                if self.out.health is not None:
+                    self.out.warnings(time.monotonic_ns())
             if next_stats and now >= next_stats:
                 next_stats, before, last = now + opts.stats, last, (now, self.probe.counters())
                 say(exit_summary.stats_line(before, last, self.probe.missed(last[1]), self.identity, self.sinks))

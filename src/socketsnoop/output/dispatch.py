@@ -3,6 +3,7 @@ rows they need, the lines are made once (logformat/) and handed to every sink, a
 keeps the connection records. Each call takes a whole batch: nothing here is done per row in Python."""
 
 from ..kernel.abi import C_LOST
+from ..logformat.warning import WarningLines
 from .batch import Batch
 from .queued import QueuedSink
 from .sinks import ConsoleSink
@@ -22,11 +23,35 @@ class Dispatch:
         self.want_lines = any(sink.wants_lines for sink in sinks)  # none: only counts (--metrics)
         self.lines = 0
         self.losses = (0, 0)  # lost and missed events the outputs were told of
+        self.health = None  # pipeline/health's Health, fed each batch once watch() is called
+        self.warning_lines = self.warning_texts = None
+
+    def watch(self, health, text_formatter):
+        """Feed health (pipeline.health.Health) with every batch; warnings() ticks it. text_formatter: the
+        text lines' (the journal and syslog carry text messages whatever the format)."""
+        self.health = health
+        self.warning_lines = WarningLines(self.formatter)
+        self.warning_texts = WarningLines(text_formatter)
+
+    def warnings(self, now_ns):
+        """The health warnings of this tick (about once a second) to every sink: lines, and the journal's and
+        syslog's (text, fields); the count per kind to the metrics."""
+        found = self.health.tick(now_ns)
+        if not found:
+            return found
+        lines = self.warning_lines.lines(found) if self.want_lines else None
+        texts, fields = self.warning_texts, self.warning_lines
+        notes = [(texts.text_line(w)[:-1], {**fields.fields(w), "warning": w.kind}) for w in found]
+        for sink in self.sinks:
+            sink.write_warnings(found, lines if sink.wants_lines else None, notes)
+        return found
 
     def events(self, rows):
         """Decoded events (abi.ROW tuples, or an iterator of them) to every sink."""
         rows = self._enriched(rows)
         if rows:
+            if self.health is not None:
+                self.health.events(rows)
             self._write(rows)
 
     def records(self, rows):
@@ -39,6 +64,8 @@ class Dispatch:
         """Events and records read together (pipeline/rings.py): to every sink in time order."""
         events = self._enriched(events) if events else events
         records = self._enriched_records(records) if records else records
+        if events and self.health is not None:
+            self.health.events(events)
         if events and records and self.summary and self.want_lines:
             fmt = self.formatter
             batch = Batch(events, fmt.lines(events), records, fmt.record_lines(records))
@@ -72,6 +99,8 @@ class Dispatch:
                 return rows
         if self.report is not None:
             self.report.add(rows)
+        if self.health is not None:
+            self.health.records(rows)
         return rows
 
     def _write(self, rows):

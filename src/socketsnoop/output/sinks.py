@@ -42,6 +42,10 @@ class Sink:
         self.write(batch.rows, batch.lines if self.wants_lines else None)
         self.write_records(batch.records, batch.record_lines if self.wants_lines else None)
 
+    def write_warnings(self, warnings, lines, notes):
+        """Health warnings (pipeline/health's Warning), their lines (None as for write()) and (text, fields)
+        of each, for an output of fields. A sink that has nothing to do with them keeps this default."""
+
     def reopen(self):
         pass
 
@@ -105,6 +109,9 @@ class ConsoleSink(Sink):
 
     def write_batch(self, batch):
         self.write(batch.rows, batch.merged())
+
+    def write_warnings(self, warnings, lines, notes):
+        self.write(warnings, lines)
 
     def dropped(self):
         return self.lost
@@ -308,6 +315,9 @@ class LogFileSink(Sink):
 
     def write_batch(self, batch):
         self.write(batch.rows, batch.merged())
+
+    def write_warnings(self, warnings, lines, notes):
+        self.write(warnings, lines)
 
     def check(self):
         """Called about once a second: follow a rotated log file; report and recreate a removed one."""
