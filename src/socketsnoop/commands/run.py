@@ -33,7 +33,7 @@ class Monitor:
         # the exit report keeps the kernel's connection records (one per connection), not every event
         self.report = None if opts.no_report else ConnectionReport(max_conns=opts.max_tracked)
         self.owners, self.enrichers, self.sinks = ProcOwners(), [], []
-        self.stop = self.hup = False
+        self.stop = self.hup = self.behind = False
         self.probe = self.out = None
         self.rings = RingReader(perf=opts.buffer == "perf")
         self.thresholds = thresholds_from(opts)  # None: --no-warnings
@@ -52,14 +52,17 @@ class Monitor:
 
     def drain(self, until_empty=False):
         """What the rings hold: for about DRAIN_S at most, so that signals, --duration and the log file
-        checks are seen under any load; until nothing is left when until_empty (at exit)."""
+        checks are seen under any load; until nothing is left when until_empty (at exit). self.behind: the
+        rings still held events when it returned."""
         deadline = time.monotonic() + DRAIN_S
+        self.behind = False
         while True:
             events, records = self.rings.read()
             if not (events or records):
                 return
             self.out.batch(events, records)
             if (not until_empty and time.monotonic() >= deadline) or self.rings.perf:
+                self.behind = not self.rings.perf
                 return
 
     def run(self):
@@ -72,7 +75,8 @@ class Monitor:
             self.filters.resolve_cgroups(self.cgroups)  # a unit, container or cgroup that is not there: exit 2
         self.open_sinks()
         self.probe = p = Probe(self.filters, buffer=self.opts.buffer, buffer_size=self.opts.buffer_size, log=say,
-                               records=not self.opts.no_summary or self.report is not None or bool(self.metrics),
+                               records=not self.opts.no_summary or self.report is not None or bool(self.metrics)
+                               or self.thresholds is not None,
                                summary_only=self.opts.summary_only, want_cgroup=self.identity is not None)
         try:
             p.load()
@@ -120,8 +124,8 @@ class Monitor:
                 for sink in self.sinks:
                     sink.check()
                 self.out.notice_losses(self.probe)
-                if self.out.health is not None:
-                    self.out.warnings(time.monotonic_ns())
+                if self.out.health is not None:  # behind the kernel: as of the last event read, not now
+                    self.out.warnings(self.out.seen_ns if self.behind else time.monotonic_ns())
             if next_stats and now >= next_stats:
                 next_stats, before, last = now + opts.stats, last, (now, self.probe.counters())
                 say(exit_summary.stats_line(before, last, self.probe.missed(last[1]), self.identity, self.sinks))

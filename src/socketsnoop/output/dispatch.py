@@ -25,6 +25,7 @@ class Dispatch:
         self.losses = (0, 0)  # lost and missed events the outputs were told of
         self.health = None  # pipeline/health's Health, fed each batch once watch() is called
         self.warning_lines = self.warning_texts = None
+        self.seen_ns = 0  # the time of the last event fed to health: its clock while the loop is behind
 
     def watch(self, health, text_formatter):
         """Feed health (pipeline.health.Health) with every batch; warnings() ticks it. text_formatter: the
@@ -52,20 +53,27 @@ class Dispatch:
         if rows:
             if self.health is not None:
                 self.health.events(rows)
+                self.seen_ns = max(self.seen_ns, rows[-1][0])
             self._write(rows)
 
     def records(self, rows):
         """Connection records (abi.RECORD_ROW tuples) to the report and the sinks."""
         rows = self._enriched_records(rows)
         if rows:
+            if self.health is not None:
+                self.health.records(rows)
             self._write_records(rows)
 
     def batch(self, events, records):
         """Events and records read together (pipeline/rings.py): to every sink in time order."""
         events = self._enriched(events) if events else events
         records = self._enriched_records(records) if records else records
-        if events and self.health is not None:
-            self.health.events(events)
+        if self.health is not None:  # the events first: a connection's record is its end
+            if events:
+                self.health.events(events)
+                self.seen_ns = max(self.seen_ns, events[-1][0])
+            if records:
+                self.health.records(records)
         if events and records and self.summary and self.want_lines:
             fmt = self.formatter
             batch = Batch(events, fmt.lines(events), records, fmt.record_lines(records))
@@ -99,8 +107,6 @@ class Dispatch:
                 return rows
         if self.report is not None:
             self.report.add(rows)
-        if self.health is not None:
-            self.health.records(rows)
         return rows
 
     def _write(self, rows):

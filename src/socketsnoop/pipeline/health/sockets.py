@@ -12,6 +12,7 @@ from ..decode import (
     OLDSTATE,
     R_CGROUP,
     R_IDENT,
+    R_NETNS,
     R_NSTATES,
     R_SK,
     R_STATES,
@@ -102,7 +103,7 @@ class PortExhaustion:
     def __init__(self, t):
         self.threshold = t.port_exhaustion
         self.alerts = Alerts(self.kind, t.interval)
-        self.dests = {}  # (family, daddr, dport) -> [Window, {(pid, comm): [n, Owner]}]
+        self.dests = {}  # (netns, family, daddr, dport) -> [Window, {(pid, comm): [n, Owner]}]
         self.overflow = 0
 
     def records(self, rows):
@@ -110,7 +111,7 @@ class PortExhaustion:
             who = r[R_IDENT]
             if who[4:6] != b"\0\0":  # a source port: a SYN went out (a connect closed early, not this)
                 continue
-            d = bounded_get(self.dests, (who[56], who[24:40], int.from_bytes(who[6:8], "little")),
+            d = bounded_get(self.dests, (r[R_NETNS], who[56], who[24:40], int.from_bytes(who[6:8], "little")),
                             lambda: [Window(WINDOW_S), {}])
             if d is None:
                 self.overflow += 1
@@ -129,9 +130,9 @@ class PortExhaustion:
                 continue
             if sums[0] >= self.threshold:
                 top = sorted(procs.values(), key=lambda p: -p[0])[:5]
-                family, daddr, dport = key
+                netns, family, daddr, dport = key
                 self.alerts.update(now, key, top[0][1], (
-                    ("dst", addr_text(family, daddr)), ("dport", dport), ("failures", sums[0]),
+                    ("dst", addr_text(family, daddr)), ("dport", dport), ("netns", netns), ("failures", sums[0]),
                     ("window_s", WINDOW_S), ("processes", tuple((o.pid, o.comm, n) for n, o in top))),
                     f"{sums[0]} connects to this destination failed in {WINDOW_S} s for want of a local port "
                     "(EADDRNOTAVAIL): every port of ip_local_port_range towards it is in use, usually by "

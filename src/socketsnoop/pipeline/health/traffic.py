@@ -8,6 +8,8 @@ from operator import getitem, itemgetter
 from ...kernel.abi import DIR_IN, EV_RESET_SENT, OWNER_NONE, RESULT_REFUSED, RESULT_TIMEOUT, RESULT_UNREACHABLE
 from ..decode import (
     IDENT,
+    NETNS,
+    R_NETNS,
     OWNER,
     R_CGROUP,
     R_DIRECTION,
@@ -32,6 +34,7 @@ MAX_PORTS = 4096  # distinct ports followed per scanning address
 _r_result = itemgetter(R_RESULT)
 _r_retrans = itemgetter(R_RETRANSMITS)
 _r_ident = itemgetter(R_IDENT)
+_r_netns = itemgetter(R_NETNS)
 _type_owner = itemgetter(TYPE, OWNER)
 _DADDR = slice(24, 40)  # identity bytes: the remote address (kernel/abi.py IDENT_STRUCT)
 _RESET_NO_SOCKET = (EV_RESET_SENT, OWNER_NONE)
@@ -57,7 +60,7 @@ class ConnectFailures:
     def __init__(self, t):
         self.threshold = t.connect_failures
         self.alerts = Alerts(self.kind, t.interval)
-        self.dests = {}  # (family, daddr, dport) -> [Window(refused, timeout, unreachable), {(pid, comm): [n, Owner]}]
+        self.dests = {}  # (netns, family, daddr, dport) -> [Window(refused, timeout, unreachable), {(pid, comm): [n, Owner]}]
         self.overflow = 0
 
     def records(self, rows):
@@ -65,7 +68,7 @@ class ConnectFailures:
             if r[R_DIRECTION] == DIR_IN:
                 continue
             who = r[R_IDENT]
-            d = bounded_get(self.dests, (who[56], who[_DADDR], int.from_bytes(who[6:8], "little")),
+            d = bounded_get(self.dests, (r[R_NETNS], who[56], who[_DADDR], int.from_bytes(who[6:8], "little")),
                             lambda: [Window(WINDOW_S), {}])
             if d is None:
                 self.overflow += 1
@@ -84,10 +87,11 @@ class ConnectFailures:
             n = sum(sums)
             if n >= self.threshold:
                 top = _top(procs)
-                family, daddr, dport = key
+                netns, family, daddr, dport = key
                 causes = ", ".join(f"{c} {k}" for k, c in zip(CAUSES, sums) if c)
                 self.alerts.update(now, key, top[0][1], (
-                    ("dst", addr_text(family, daddr)), ("dport", dport), ("failures", n), ("window_s", WINDOW_S),
+                    ("dst", addr_text(family, daddr)), ("dport", dport), ("netns", netns), ("failures", n),
+                    ("window_s", WINDOW_S),
                     *zip(CAUSES, sums), ("processes", tuple((o.pid, o.comm, c) for c, o in top))),
                     f"{n} connects to this destination failed in {WINDOW_S} s ({causes}): refused means nothing "
                     "listens on the port (a service down or a wrong port), timeout that SYNs go unanswered (a "
@@ -106,7 +110,7 @@ class Retransmits:
     def __init__(self, t):
         self.share = t.retransmits / 100
         self.alerts = Alerts(self.kind, t.interval)
-        self.hosts = {}  # (family, daddr) -> [Window(retransmits, segments, connections), {(pid, comm): [n, Owner]}]
+        self.hosts = {}  # (netns, family, daddr) -> [Window(retransmits, segments, connections), {(pid, comm): [n, Owner]}]
         self.overflow = 0
 
     def records(self, rows):
@@ -114,11 +118,12 @@ class Retransmits:
         if self.hosts:  # the healthy connections to a host followed count in its share too
             hosts = self.hosts
             which.update(compress(range(len(rows)), map(hosts.__contains__, zip(
-                map(getitem, map(_r_ident, rows), repeat(56)), map(getitem, map(_r_ident, rows), repeat(_DADDR))))))
+                map(_r_netns, rows), map(getitem, map(_r_ident, rows), repeat(56)),
+                map(getitem, map(_r_ident, rows), repeat(_DADDR))))))
         for i in which:
             r = rows[i]
             who = r[R_IDENT]
-            h = bounded_get(self.hosts, (who[56], who[_DADDR]), lambda: [Window(WINDOW_S), {}])
+            h = bounded_get(self.hosts, (r[R_NETNS], who[56], who[_DADDR]), lambda: [Window(WINDOW_S), {}])
             if h is None:
                 self.overflow += 1
                 continue
@@ -138,7 +143,7 @@ class Retransmits:
                 top = _top(procs)
                 pct = round(100 * retrans / segs, 1)
                 self.alerts.update(now, key, top[0][1], (
-                    ("dst", addr_text(*key)), ("retransmits", retrans), ("segments", segs), ("percent", pct),
+                    ("dst", addr_text(*key[1:])), ("netns", key[0]), ("retransmits", retrans), ("segments", segs), ("percent", pct),
                     ("connections", conns), ("window_s", WINDOW_S),
                     ("processes", tuple((o.pid, o.comm, n) for n, o in top))),
                     f"{pct}% of the segments sent to this host in {WINDOW_S} s were sent again ({retrans} of about "
@@ -157,13 +162,13 @@ class PortScan:
     def __init__(self, t):
         self.threshold = t.port_scan
         self.alerts = Alerts(self.kind, t.interval)
-        self.sources = {}  # (family, remote address) -> {local port: last time}
+        self.sources = {}  # (netns, family, remote address) -> {local port: last time}
         self.overflow = 0
 
     def events(self, rows):
         for r in compress(rows, map(_RESET_NO_SOCKET.__eq__, map(_type_owner, rows))):
             who = r[IDENT]
-            ports = bounded_get(self.sources, (who[56], who[_DADDR]), dict)
+            ports = bounded_get(self.sources, (r[NETNS], who[56], who[_DADDR]), dict)
             if ports is None:
                 self.overflow += 1
                 continue
@@ -180,7 +185,7 @@ class PortScan:
                 del self.sources[key]
             elif len(ports) >= self.threshold:
                 self.alerts.update(now, key, None, (
-                    ("src", addr_text(*key)), ("ports", len(ports)), ("lowest", min(ports)),
+                    ("src", addr_text(*key[1:])), ("netns", key[0]), ("ports", len(ports)), ("lowest", min(ports)),
                     ("highest", max(ports)), ("window_s", SCAN_WINDOW_S)),
                     f"this address touched {len(ports)} closed ports in {SCAN_WINDOW_S} s, each answered with a "
                     "reset: a port scan, or a client configured with many wrong ports")
