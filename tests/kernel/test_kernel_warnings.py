@@ -293,3 +293,39 @@ def test_healthy_churn_raises_no_warning(tmp_path):
         assert not ours, "\n".join(ours[:3]) + "\n".join(l for l in mon.stderr.splitlines() if "Totals" in l or "ost" in l)
         assert sum(" Connection Summary: " in line for line in mon.lines()) == 0  # (--no-summary: events only)
         assert sum(f":{port} " in line for line in mon.lines()) > 1000  # the monitor saw the churn
+
+
+HALF_OPEN = """
+import ctypes, socket, sys
+ctypes.CDLL(None).prctl(15, b'synvictim', 0, 0, 0)
+srv = socket.socket()
+srv.bind(('127.0.0.1', {port}))
+srv.listen(1024)
+clients = []
+for _ in range({n}):
+    c = socket.socket()
+    c.setblocking(False)
+    c.connect_ex(('127.0.0.1', {port}))
+    clients.append(c)
+print('sent', flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_syn_flood(tmp_path):
+    """30 clients whose final ACK nftables drops: the listener's half-open connections get their SYN-ACK sent
+    again; syn-flood on the listener (its port and owner), with the half-open count and the sources' count."""
+    port = free_port()
+    with private_netns() as ns:
+        nft_in(ns, f"tcp dport {port} tcp flags & (syn | ack) == ack drop")
+        inode = netns_inode(ns)
+        mon = Monitor(tmp_path, "--warn", "syn-flood=20").start()
+        p = ns_python(ns, HALF_OPEN.format(port=port, n=30))
+        try:
+            assert p.stdout.readline().strip() == "sent"
+            kv = wait_for(mon, "syn-flood", port=port, netns=inode)
+            assert (kv["listener"], kv["half_open"], kv["sources"]) == ("127.0.0.1", "30", "1")
+            assert int(kv["synack_retransmits"]) >= 30 and (kv["PID"], kv["COMM"]) == (str(p.pid), "synvictim")
+        finally:
+            p.kill()
+            mon.stop()

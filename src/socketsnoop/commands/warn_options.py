@@ -13,6 +13,8 @@ WARN_SETTINGS = {
     "retransmits": ("retransmits", float, "percent of a remote host's segments sent again within 60 s, "
                     "at least 10 of them (default 5)"),
     "port-scan": ("port_scan", int, "distinct closed ports one remote address touches within 10 s (default 20)"),
+    "syn-flood": ("syn_flood", int, "half-open connections of one listener whose SYN-ACK was sent again within "
+                  "10 s (default 100)"),
     "port-exhaustion": ("port_exhaustion", int, "connects to one destination failed for want of a local port "
                         "within 60 s (default 5)"),
     "interval": ("interval", float, "seconds before a lasting warning is said again (default 60)"),
@@ -43,7 +45,7 @@ def parse_warn(value):
 WARNING_OPTIONS = (
     Option(("--warn",), LIST, WARN_HELP, type=parse_warn, metavar="KIND=VALUE"),
     Option(("--no-warnings",), SWITCH, "no health warnings (close-wait-leak, connect-failures, retransmits, "
-           "port-scan, port-exhaustion)"),
+           "port-scan, syn-flood, port-exhaustion)"),
 )
 
 

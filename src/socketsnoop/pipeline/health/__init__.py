@@ -1,13 +1,14 @@
 """Health warnings: the TCP problems that recur on real hosts, named with their owner (close-wait-leak,
-connect-failures, retransmits, port-scan, port-exhaustion), computed from the events and connection records
+connect-failures, retransmits, port-scan, syn-flood, port-exhaustion), computed from the events and connection records
 the monitor already has. A stage of the pipeline: the dispatch feeds it each batch (events(), records()), the
 monitor's loop calls tick() about once a second and hands the Warnings it returns to the outputs."""
 
 from .alerts import ACTIVE, CLEARED, Owner, Thresholds, Warning
+from .listeners import SynFlood
 from .sockets import CloseWaitLeak, PortExhaustion
 from .traffic import ConnectFailures, PortScan, Retransmits
 
-KINDS = (CloseWaitLeak, ConnectFailures, Retransmits, PortScan, PortExhaustion)
+KINDS = (CloseWaitLeak, ConnectFailures, Retransmits, PortScan, SynFlood, PortExhaustion)
 KIND_NAMES = tuple(k.kind for k in KINDS)
 
 __all__ = ["ACTIVE", "CLEARED", "Health", "KIND_NAMES", "Owner", "Thresholds", "Warning"]

@@ -18,6 +18,7 @@ class Thresholds(NamedTuple):
     connect_failures: int = 10  # failed connects to one destination within WINDOW_S
     retransmits: float = 5.0  # percent of a remote host's segments retransmitted (at least MIN_RETRANSMITS)
     port_scan: int = 20  # distinct closed ports one remote address touched within SCAN_WINDOW_S
+    syn_flood: int = 100  # half-open connections of one listener with their SYN-ACK sent again within 10 s
     port_exhaustion: int = 5  # connects failed for want of a local port, to one destination within WINDOW_S
     interval: float = 60.0  # a warning that lasts is said again at most this often (seconds)
 
