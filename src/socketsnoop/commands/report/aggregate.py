@@ -9,6 +9,7 @@ from collections import Counter, OrderedDict
 from typing import NamedTuple
 
 from ...kernel.abi import EV_CONNECTION, EV_RETRANSMIT, EV_STATE
+from ...logformat.entries import LoggedWarning
 from ...logformat.escape import escape_comm, escape_token, format_endpoint
 from ...logformat.words import EVENT_NAMES, state_name
 from ...output.tracker import Tracker
@@ -169,6 +170,7 @@ class Report:
         self.first_malformed = None
         self.first = self.last = None
         self.kinds = Counter()
+        self.warnings = Counter()  # health warning kind -> warning lines said (not their clearing)
         self.states = Counter()
         self.procs = {}  # Process -> Counter
         # the owner's names, where the logs carry them: unit, container (12 hex), user -> Counter
@@ -197,6 +199,10 @@ class Report:
         add_summary."""
         if r.__class__ is Summary:
             return self.add_summary(r)
+        if r.__class__ is LoggedWarning:  # counted as the monitor said them (no time bounds, no filters)
+            if r.status == "active":
+                self.warnings[r.kind] += 1
+            return
         if not self._wanted(r):
             self.filtered += 1
             return
@@ -359,6 +365,7 @@ class Report:
             "first_ns": self.first,
             "last_ns": self.last,
             "by_event": {EVENT_NAMES[k]: n for k, n in sorted(self.kinds.items())},
+            "warnings": dict(sorted(self.warnings.items())),
             "states": {state_name(s): n for s, n in self.states.most_common()},
             "processes": [{"pid": p.pid, "comm": p.comm, "established": c["established"],
                            "retransmits": c["retransmits"], "resets": c["resets"]}

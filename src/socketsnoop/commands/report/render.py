@@ -54,6 +54,8 @@ def text_lines(report, top, lifecycles, stamp):
     out.append("  by event: " + (", ".join(f"{EVENT_TITLES[NAME_KINDS[k]]} {n}"
                                            for k, n in s["by_event"].items()) or "none"))
     out.append("  states reached: " + (", ".join(f"{k} {n}" for k, n in s["states"].items()) or "none"))
+    if s["warnings"]:
+        out.append("  health warnings: " + ", ".join(f"{k} {n}" for k, n in s["warnings"].items()))
     out.append(f"Processes (top {top}): established, retransmits, resets")
     for p in s["processes"]:
         out.append(f"  PID={p['pid']} COMM={p['comm']}: {p['established']} established, "

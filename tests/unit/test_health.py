@@ -1,0 +1,60 @@
+"""The health warnings' stage (pipeline/health) on decoded rows: a warning said when its condition starts,
+again at most once per interval with its count, one line when it clears; its state bounded under a flood of
+distinct keys; nothing from rows that do not concern it."""
+
+from socketsnoop.kernel.abi import EV_RESET_SENT, EV_STATE, OWNER_NONE, RESULT_REFUSED
+from socketsnoop.pipeline.decode import make_record_row, make_row
+from socketsnoop.pipeline.health import ACTIVE, CLEARED, Health, Thresholds
+from socketsnoop.pipeline.health.alerts import MAX_KEYS
+
+S = 1_000_000_000
+LOCAL = bytes([127, 0, 0, 1]) + bytes(12)
+
+
+def close_wait(ts, sk, old=1, new=8, pid=42):
+    return make_row(ts_ns=ts, skaddr=sk, type=EV_STATE, oldstate=old, newstate=new, pid=pid, comm=b"leaker",
+                    sport=80, dport=5000 + sk, saddr=LOCAL, daddr=LOCAL)
+
+
+def test_said_once_then_once_per_interval_with_its_count_then_cleared():
+    h = Health(Thresholds(close_wait_leak=1, interval=5))
+    h.events([close_wait(0, 1), close_wait(0, 2)])
+    said = [h.tick(t * S) for t in range(0, 12)]
+    active = [(t, dict(w.fields)) for t, ws in enumerate(said) for w in ws]
+    assert [t for t, _f in active] == [1, 6, 11]  # at 1 s, then every 5 s, not every tick
+    assert [f["seen"] for _t, f in active] == [1, 6, 11] and all(f["sockets"] == 2 for _t, f in active)
+    assert said[1][0].owner.pid == 42 and said[1][0].owner.comm == b"leaker"
+    h.events([close_wait(12 * S, 1, old=8, new=9)])  # one closed: LAST_ACK
+    h.records([make_record_row(ts_ns=12 * S, skaddr=2)])  # the other ended
+    ws = h.tick(12 * S)
+    assert [(w.kind, w.status, dict(w.fields)["seen"]) for w in ws] == [("close-wait-leak", CLEARED, 11)]
+    assert h.tick(13 * S) == [] and h.said["close-wait-leak"] == 3
+
+
+def test_healthy_rows_say_nothing():
+    h = Health(Thresholds(close_wait_leak=1))
+    rows = [make_row(ts_ns=i, skaddr=i, type=EV_STATE, oldstate=2, newstate=1) for i in range(1000)]
+    h.events(rows)
+    h.records([make_record_row(ts_ns=i, skaddr=i, bytes_sent=10**6) for i in range(1000)])
+    assert [h.tick(t * S) for t in range(3)] == [[], [], []]
+
+
+def test_a_flood_of_sources_is_bounded_and_counted():
+    h = Health(Thresholds(port_scan=2, connect_failures=1))
+    resets = [make_row(ts_ns=S, type=EV_RESET_SENT, owner=OWNER_NONE, sport=p, dport=1,
+                       daddr=i.to_bytes(4, "big") + bytes(12)) for i in range(MAX_KEYS + 500) for p in (1, 2)]
+    fails = [make_record_row(ts_ns=S, result=RESULT_REFUSED, dport=i % 65536, daddr=i.to_bytes(4, "big") + bytes(12))
+             for i in range(MAX_KEYS + 300)]
+    h.events(resets)
+    h.records(fails)
+    ws = h.tick(S)
+    kinds = [w.kind for w in ws if w.status == ACTIVE]
+    assert kinds.count("port-scan") == MAX_KEYS and kinds.count("connect-failures") == MAX_KEYS
+    overflow = h.overflow()
+    assert overflow["port-scan"] == 2 * 500 and overflow["connect-failures"] == 300
+    assert all(len(k.alerts.active) <= MAX_KEYS for k in h.kinds)
+
+
+def test_a_kind_turned_off():
+    h = Health(Thresholds(port_scan=None))
+    assert "port-scan" not in [k.kind for k in h.kinds]
