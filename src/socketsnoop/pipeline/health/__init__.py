@@ -3,12 +3,16 @@ connect-failures, retransmits, port-scan, syn-flood, port-exhaustion), computed 
 the monitor already has. A stage of the pipeline: the dispatch feeds it each batch (events(), records()), the
 monitor's loop calls tick() about once a second and hands the Warnings it returns to the outputs."""
 
+from operator import itemgetter
+
+from ..decode import NEWSTATE
 from .alerts import ACTIVE, CLEARED, Owner, Thresholds, Warning
 from .listeners import SynFlood
 from .sockets import CloseWaitLeak, PortExhaustion
 from .traffic import ConnectFailures, PortScan, Retransmits
 
 KINDS = (CloseWaitLeak, ConnectFailures, Retransmits, PortScan, SynFlood, PortExhaustion)
+_new = itemgetter(NEWSTATE)
 KIND_NAMES = tuple(k.kind for k in KINDS)
 
 __all__ = ["ACTIVE", "CLEARED", "Health", "KIND_NAMES", "Owner", "Thresholds", "Warning"]
@@ -24,8 +28,9 @@ class Health:
         self.said = dict.fromkeys(KIND_NAMES, 0)
 
     def events(self, rows):
+        news = bytes(map(_new, rows))  # the rows' new states, shared: each kind tests them at C speed
         for feed in self._events:
-            feed(rows)
+            feed(rows, news)
 
     def records(self, rows):
         for feed in self._records:

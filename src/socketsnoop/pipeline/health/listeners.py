@@ -3,16 +3,15 @@ their final ACK never comes). From the SYN-ACK retransmission events the kernel 
 retransmission event in state NEW_SYN_RECV, owned by the listener), picked at C speed."""
 
 from itertools import compress
-from operator import itemgetter
 
 from ...kernel.abi import EV_RETRANSMIT
-from ..decode import CGROUP, IDENT, NETNS, NEWSTATE, TS, TYPE, TCP_NEW_SYN_RECV, UID
+from ..decode import CGROUP, IDENT, NETNS, TS, TYPE, TCP_NEW_SYN_RECV, UID
 from .alerts import Alerts, addr_text, bounded_get, owner_of
 
 WINDOW_S = 10  # a half-open connection counts while its SYN-ACK was sent again within this
 MAX_REQUESTS = 65536  # half-open connections followed per listener
-_type_state = itemgetter(TYPE, NEWSTATE)
-_SYNACK_AGAIN = (EV_RETRANSMIT, TCP_NEW_SYN_RECV)
+# only a SYN-ACK sent again is in NEW_SYN_RECV (no state change goes there); bytes.translate: it -> 1
+_MARK = bytes(int(n == TCP_NEW_SYN_RECV) for n in range(256))
 
 
 class SynFlood:
@@ -28,8 +27,12 @@ class SynFlood:
         self.listeners = {}  # (netns, family, laddr, lport) -> [{(raddr, rport): last ts}, SYN-ACKs again, Owner]
         self.overflow = 0
 
-    def events(self, rows):
-        for r in compress(rows, map(_SYNACK_AGAIN.__eq__, map(_type_state, rows))):
+    def events(self, rows, news):
+        if TCP_NEW_SYN_RECV not in news:
+            return
+        for r in compress(rows, news.translate(_MARK)):
+            if r[TYPE] != EV_RETRANSMIT:
+                continue
             who = r[IDENT]
             key = (r[NETNS], who[56], who[8:24], int.from_bytes(who[4:6], "little"))
             lst = bounded_get(self.listeners, key, lambda: [{}, 0, None])

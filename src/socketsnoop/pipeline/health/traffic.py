@@ -35,9 +35,9 @@ _r_result = itemgetter(R_RESULT)
 _r_retrans = itemgetter(R_RETRANSMITS)
 _r_ident = itemgetter(R_IDENT)
 _r_netns = itemgetter(R_NETNS)
-_type_owner = itemgetter(TYPE, OWNER)
+_owner = itemgetter(OWNER)
+_NO_OWNER_MARK = bytes(int(n == OWNER_NONE) for n in range(256))
 _DADDR = slice(24, 40)  # identity bytes: the remote address (kernel/abi.py IDENT_STRUCT)
-_RESET_NO_SOCKET = (EV_RESET_SENT, OWNER_NONE)
 
 
 def _procs(table, owner, n=1):
@@ -165,8 +165,13 @@ class PortScan:
         self.sources = {}  # (netns, family, remote address) -> {local port: last time}
         self.overflow = 0
 
-    def events(self, rows):
-        for r in compress(rows, map(_RESET_NO_SOCKET.__eq__, map(_type_owner, rows))):
+    def events(self, rows, news):
+        owners = bytes(map(_owner, rows))
+        if OWNER_NONE not in owners:
+            return
+        for r in compress(rows, owners.translate(_NO_OWNER_MARK)):  # (only a reset has no socket)
+            if r[TYPE] != EV_RESET_SENT:
+                continue
             who = r[IDENT]
             ports = bounded_get(self.sources, (r[NETNS], who[56], who[_DADDR]), dict)
             if ports is None:
