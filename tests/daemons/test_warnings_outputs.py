@@ -6,7 +6,7 @@ import json
 import time
 
 import pytest
-from socketsnoop.logformat.escape import comm_text
+from socketsnoop.logformat.escape import comm_text, escape_comm
 
 from support.collectors import journald, rsyslogd
 from support.net import free_port, private_netns
@@ -74,6 +74,7 @@ def test_warnings_reach_every_output(tmp_path):
             assert (e["PRIORITY"], e["SOCKETSNOOP_KIND"], e["SOCKETSNOOP_COMM"]) == ("4", "connect-failures",
                                                                                      comm_text(HOSTILE))
             assert e["SOCKETSNOOP_DPORT"] == str(first) and "Warning: connect-failures status=active" in e["MESSAGE"]
+            assert e["SOCKETSNOOP_PROCESSES"] == f"{escape_comm(HOSTILE)}({p.pid})x4"
 
             def syslog_ours():
                 return [m for m in r.messages("udp") if m[2] == "warning" and m[3][1].get("netns") == inode]

@@ -6,6 +6,9 @@ import os
 import socket
 import time
 
+import pytest
+from socketsnoop.commands.warn_options import parse_warn, thresholds_from
+from socketsnoop.errors import SnoopError
 from socketsnoop.kernel.abi import EV_RESET_SENT, EV_STATE, OWNER_NONE, RESULT_REFUSED
 from socketsnoop.pipeline.decode import make_record_row, make_row
 from socketsnoop.pipeline.health import ACTIVE, CLEARED, Health, Thresholds
@@ -86,3 +89,17 @@ def test_a_flood_of_sources_is_bounded_and_counted():
 def test_a_kind_turned_off():
     h = Health(Thresholds(port_scan=None))
     assert "port-scan" not in [k.kind for k in h.kinds]
+
+
+def test_warn_option_values():
+    """--warn KIND=VALUE: each kind's value in its unit, KIND=off, and a bad one is one line, status 2."""
+    assert parse_warn("close-wait-leak=0.5") == ("close_wait_leak", 0.5)
+    assert parse_warn("connect-failures=3") == ("connect_failures", 3)
+    assert parse_warn("syn-flood=off") == ("syn_flood", None)
+    for bad in ("nope=1", "port-scan", "port-scan=x", "retransmits=101", "interval=off", "close-wait-leak=-1",
+                "connect-failures=2.5"):
+        with pytest.raises(SnoopError) as e:
+            parse_warn(bad)
+        assert e.value.args[0].count("\n") == 0 and "--warn" in e.value.args[0]
+    opts = type("Opts", (), {"warn": [("port_scan", None), ("interval", 5.0)], "no_warnings": False})
+    assert thresholds_from(opts) == Thresholds(port_scan=None, interval=5.0)

@@ -253,6 +253,7 @@ def test_warning_lines_read_back_and_fields_are_the_json(clock, names):
             assert (type(got), got.kind, got.status, got.pid, got.comm) == (LoggedWarning, w.kind, w.status, pid,
                                                                             comm), (label, line)
             assert got.ts_ns == clock.offset_ns + w.ts_ns // 10**6 * 10**6
+            assert lines.fields(w)["timestamp"] == JsonFormatter(clock).stamp(w.ts_ns)  # RFC 3339 in any format
             if json_line:
                 assert json.loads(line) == lines.fields(w)
             else:

@@ -11,6 +11,7 @@ the rest (numbers, addresses, the words) are ours. reader.py reads the lines bac
 import json
 
 from ..pipeline.identity import owner_key
+from .base import Clock
 from .escape import comm_text, escape_comm, escape_token
 from .jsonline import JsonFormatter
 
@@ -39,6 +40,10 @@ class WarningLines:
     def __init__(self, formatter):
         self.formatter = formatter
         self.json = isinstance(formatter, JsonFormatter)
+        # the fields' time is the JSON line's (RFC 3339, UTC), whatever the lines' format: syslog's header takes it
+        clock = Clock()
+        clock.offset_ns = formatter._offset
+        self.json_stamp = formatter.stamp if self.json else JsonFormatter(clock).stamp
 
     def _names(self, owner):
         """The owner's names as the formatter writes them ('' without an identity)."""
@@ -63,7 +68,7 @@ class WarningLines:
     def fields(self, w):
         """The JSON line's keys and values, as json.loads of json_line() gives them."""
         o = w.owner
-        d = {"timestamp": self.formatter.stamp(w.ts_ns), "event": WARNING_NAME, "kind": w.kind, "status": w.status}
+        d = {"timestamp": self.json_stamp(w.ts_ns), "event": WARNING_NAME, "kind": w.kind, "status": w.status}
         if o:
             d.update(pid=o.pid, comm=comm_text(o.comm), uid=o.uid)
             if self.json:
@@ -72,6 +77,16 @@ class WarningLines:
                     d.update(json.loads("{" + names[1:] + "}"))
         d.update((k, _json_value(v)) for k, v in w.fields)
         d["message"] = w.words
+        return d
+
+    def notice_fields(self, w):
+        """fields() for the journal and syslog: the processes as the text line has them (one flat value, names
+        escaped), and SOCKETSNOOP_WARNING=KIND's key."""
+        d = self.fields(w)
+        for k, v in w.fields:
+            if isinstance(v, tuple):
+                d[k] = _text_value(v)
+        d["warning"] = w.kind
         return d
 
     def json_line(self, w):

@@ -42,7 +42,7 @@ class Dispatch:
             return found
         lines = self.warning_lines.lines(found) if self.want_lines else None
         texts, fields = self.warning_texts, self.warning_lines
-        notes = [(texts.text_line(w)[:-1], {**fields.fields(w), "warning": w.kind}) for w in found]
+        notes = [(texts.text_line(w)[:-1], fields.notice_fields(w)) for w in found]
         for sink in self.sinks:
             sink.write_warnings(found, lines if sink.wants_lines else None, notes)
         return found
