@@ -1,7 +1,6 @@
 """Health warnings on the real kernel, each from a real reproduction in a private network namespace: the
 warning's kind, its owner and its numbers, and its clearing; and none from a busy but healthy churn."""
 
-import json
 import os
 import re
 import subprocess

@@ -226,16 +226,16 @@ def test_metric_labels_are_injective_and_other_is_no_name():
 
 
 def warning_cases():
-    """Health warnings (pipeline/health's Warning) of every shape: with a hostile owner, with processes whose
+    """Health warnings (pipeline/health's HealthWarning) of every shape: with a hostile owner, with processes whose
     names are hostile, with no owner (a port scan), cleared."""
     out = []
     for i, comm in enumerate(HOSTILE_COMMS):
         owner = health.Owner(4000 + i, raw(comm), 1000, 7, make_row(pid=4000 + i, comm=comm)[IDENT])
-        out.append(health.Warning(i * 10**6 + 17, "close-wait-leak", health.ACTIVE, owner,
+        out.append(health.HealthWarning(i * 10**6 + 17, "close-wait-leak", health.ACTIVE, owner,
                                   (("sockets", 3), ("growth", -1), ("threshold_s", 0.5), ("seen", 2)), "words, here"))
-        out.append(health.Warning(i * 10**6, "connect-failures", health.CLEARED, owner,
+        out.append(health.HealthWarning(i * 10**6, "connect-failures", health.CLEARED, owner,
                                   (("dst", "2001:db8::1"), ("dport", 443), ("processes", ((9, raw(comm), 4),))), "x"))
-    out.append(health.Warning(5, "port-scan", health.ACTIVE, None, (("src", "10.0.0.1"), ("ports", 100)), "scan"))
+    out.append(health.HealthWarning(5, "port-scan", health.ACTIVE, None, (("src", "10.0.0.1"), ("ports", 100)), "scan"))
     return out
 
 

@@ -1,4 +1,4 @@
-"""The warning line (pipeline/health's Warning), in both formats and as fields:
+"""The warning line (pipeline/health's HealthWarning), in both formats and as fields:
 
   Dec 06 2026 18:02:11.020 Warning: close-wait-leak status=active PID=4242 COMM=server UID=0 sockets=3 growth=1 oldest_s=61 threshold_s=60 seen=1 -- 3 sockets in CLOSE_WAIT for more than 60 s: ...
   {"timestamp":"...","event":"warning","kind":"close-wait-leak","status":"active","pid":4242,"comm":"server","uid":0,...,"sockets":3,...,"message":"..."}

@@ -43,7 +43,7 @@ class Sink:
         self.write_records(batch.records, batch.record_lines if self.wants_lines else None)
 
     def write_warnings(self, warnings, lines, notes):
-        """Health warnings (pipeline/health's Warning), their lines (None as for write()) and (text, fields)
+        """Health warnings (pipeline/health's HealthWarning), their lines (None as for write()) and (text, fields)
         of each, for an output of fields. A sink that has nothing to do with them keeps this default."""
 
     def reopen(self):

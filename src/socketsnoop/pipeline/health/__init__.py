@@ -1,12 +1,12 @@
 """Health warnings: the TCP problems that recur on real hosts, named with their owner (close-wait-leak,
 connect-failures, retransmits, port-scan, syn-flood, port-exhaustion), computed from the events and connection records
 the monitor already has. A stage of the pipeline: the dispatch feeds it each batch (events(), records()), the
-monitor's loop calls tick() about once a second and hands the Warnings it returns to the outputs."""
+monitor's loop calls tick() about once a second and hands the HealthWarnings it returns to the outputs."""
 
 from operator import itemgetter
 
 from ..decode import NEWSTATE
-from .alerts import ACTIVE, CLEARED, Owner, Thresholds, Warning
+from .alerts import ACTIVE, CLEARED, HealthWarning, Owner, Thresholds
 from .listeners import SynFlood
 from .sockets import CloseWaitLeak, PortExhaustion
 from .traffic import ConnectFailures, PortScan, Retransmits
@@ -15,7 +15,7 @@ KINDS = (CloseWaitLeak, ConnectFailures, Retransmits, PortScan, SynFlood, PortEx
 _new = itemgetter(NEWSTATE)
 KIND_NAMES = tuple(k.kind for k in KINDS)
 
-__all__ = ["ACTIVE", "CLEARED", "Health", "KIND_NAMES", "Owner", "Thresholds", "Warning"]
+__all__ = ["ACTIVE", "CLEARED", "Health", "KIND_NAMES", "Owner", "Thresholds", "HealthWarning"]
 
 
 class Health:

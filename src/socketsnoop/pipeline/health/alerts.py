@@ -1,4 +1,4 @@
-"""What every warning kind shares: the warning itself (Warning), its settings (Thresholds), and the life of a
+"""What every warning kind shares: the warning itself (HealthWarning), its settings (Thresholds), and the life of a
 warning per key (Alerts): said when its condition starts, said again at most once per interval while it
 lasts (with how many times it was seen), and one last time when the condition clears. Keys are bounded: past
 MAX_KEYS per kind a new key is not tracked, only counted (overflow), so a flood of distinct sources cannot grow
@@ -33,7 +33,7 @@ class Owner(NamedTuple):
     ident: bytes
 
 
-class Warning(NamedTuple):  # noqa: A001 (the module's own: never the builtin's category)
+class HealthWarning(NamedTuple):
     """One warning line: kind (e.g. 'close-wait-leak'), status ACTIVE or CLEARED, owner (an Owner or None),
     fields ((name, value) pairs, values int, float or str we made), words: what was seen and its usual cause."""
     ts_ns: int
@@ -63,20 +63,20 @@ class Alerts:
                 self.overflow += 1
                 return
             state = self.active[key] = [now, 1, owner, fields]
-            self.out.append(Warning(now, self.kind, ACTIVE, owner, (*fields, ("seen", 1)), words))
+            self.out.append(HealthWarning(now, self.kind, ACTIVE, owner, (*fields, ("seen", 1)), words))
         else:
             state[1] += 1
             state[2:] = owner, fields
             if now - state[0] >= self.interval_ns:
                 state[0] = now
-                self.out.append(Warning(now, self.kind, ACTIVE, owner, (*fields, ("seen", state[1])), words))
+                self.out.append(HealthWarning(now, self.kind, ACTIVE, owner, (*fields, ("seen", state[1])), words))
         self.seen.add(key)
 
     def settle(self, now, cleared_words):
         """The tick's warnings, CLEARED ones included (their last fields, and cleared_words)."""
         for key in [k for k in self.active if k not in self.seen]:
             _said, seen, owner, fields = self.active.pop(key)
-            self.out.append(Warning(now, self.kind, CLEARED, owner, (*fields, ("seen", seen)), cleared_words))
+            self.out.append(HealthWarning(now, self.kind, CLEARED, owner, (*fields, ("seen", seen)), cleared_words))
         self.seen.clear()
         out, self.out = self.out, []
         return out

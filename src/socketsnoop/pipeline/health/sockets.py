@@ -9,6 +9,8 @@ from itertools import compress
 from operator import itemgetter, not_
 
 from ..decode import (
+    CGROUP,
+    IDENT,
     NEWSTATE,
     OLDSTATE,
     R_CGROUP,
@@ -22,8 +24,6 @@ from ..decode import (
     SK,
     TS,
     UID,
-    CGROUP,
-    IDENT,
 )
 from ..owners import tcp_sockets
 from .alerts import Alerts, Window, addr_text, bounded_get, owner_of
