@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from socketsnoop.commands import report, service
+from socketsnoop.commands import config, report, service, top
 from socketsnoop.settings.monitor import RunSettings, build_parser, filters_from, monitor_options
 from socketsnoop.settings.values import parse_size
 from socketsnoop.errors import SnoopError
@@ -91,9 +91,12 @@ def test_sizes():
 
 
 def test_every_long_option_is_in_the_readme():
-    """Every option --help shows (the monitor's, report's, service's) is documented in the README."""
+    """Every option --help shows (the monitor's, report's, service's, top's, config's) is documented in the
+    README."""
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    missing = [(p.prog, o) for p in (build_parser(), report.build_parser(), service.build_parser())
+    parsers = (build_parser(), report.build_parser(), service.build_parser(), top.build_parser(),
+               config.build_parser())
+    missing = [(p.prog, o) for p in parsers
                for a in p._actions for o in a.option_strings if o.startswith("--") and o not in readme]
     assert not missing
 

@@ -175,8 +175,9 @@ def test_every_option_of_the_monitor_is_declared_and_a_key(tmp_path, capsys):
     shown = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", parser.format_help()))
     assert shown == set(parser.declared) | {"--help", "--version"}
     # 47 with the records', the metrics' and the identity's options, and --journal, --journal-socket, --syslog,
-    # --syslog-facility, --syslog-ca, --output-queue, --priority-boost, --color
-    assert len(shown) == 55
+    # --syslog-facility, --syslog-ca, --output-queue, --priority-boost, --color, and the health warnings' --warn and
+    # --no-warnings
+    assert len(shown) == 57
     for flag in shown:
         path = write(tmp_path, f"{flag[2:]} = {{a = 1}}\n")  # a table: no option takes one
         assert cli.main(["--config", path]) == 2

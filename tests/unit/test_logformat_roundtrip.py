@@ -13,14 +13,16 @@ import pytest
 from socketsnoop.kernel import abi
 from socketsnoop.logformat import escape
 from socketsnoop.logformat.base import Clock, STATES
-from socketsnoop.logformat.entries import LoggedConnection, LoggedEvent, Malformed
+from socketsnoop.logformat.entries import LoggedConnection, LoggedEvent, LoggedWarning, Malformed
 from socketsnoop.logformat.fields import FieldsFormatter
 from socketsnoop.logformat.jsonline import CONNECTION_KEYS, EVENT_KEYS, JsonFormatter
 from socketsnoop.logformat.reader import Parser
 from socketsnoop.logformat.text import TextFormatter
+from socketsnoop.logformat.warning import WarningLines
 from socketsnoop.logformat.words import DIRECTION_NAMES, RESULT_NAMES
 from socketsnoop.output.metrics import OTHER, comm_label
-from socketsnoop.pipeline.decode import make_record_row, make_row, states_of
+from socketsnoop.pipeline import health
+from socketsnoop.pipeline.decode import IDENT, make_record_row, make_row, states_of
 from socketsnoop.pipeline.identity import Owner
 
 HOSTILE_COMMS = [
@@ -221,3 +223,38 @@ def test_metric_labels_are_injective_and_other_is_no_name():
     # a label without an escape ('\\') has at most COMM_LEN - 1 characters (one per byte at most): OTHER has more
     assert "\\" not in OTHER and len(OTHER) > abi.COMM_LEN - 1
     assert all(c.isprintable() for label in labels for c in label)
+
+
+def warning_cases():
+    """Health warnings (pipeline/health's HealthWarning) of every shape: with a hostile owner, with processes whose
+    names are hostile, with no owner (a port scan), cleared."""
+    out = []
+    for i, comm in enumerate(HOSTILE_COMMS):
+        owner = health.Owner(4000 + i, raw(comm), 1000, 7, make_row(pid=4000 + i, comm=comm)[IDENT])
+        out.append(health.HealthWarning(i * 10**6 + 17, "close-wait-leak", health.ACTIVE, owner,
+                                  (("sockets", 3), ("growth", -1), ("threshold_s", 0.5), ("seen", 2)), "words, here"))
+        out.append(health.HealthWarning(i * 10**6, "connect-failures", health.CLEARED, owner,
+                                  (("dst", "2001:db8::1"), ("dport", 443), ("processes", ((9, raw(comm), 4),))), "x"))
+    out.append(health.HealthWarning(5, "port-scan", health.ACTIVE, None, (("src", "10.0.0.1"), ("ports", 100)), "scan"))
+    return out
+
+
+@pytest.mark.parametrize("names", [Names(), Names(*(HOSTILE_NAMES[0],) * 3)], ids=("names", "hostile names"))
+def test_warning_lines_read_back_and_fields_are_the_json(clock, names):
+    """A warning line, in every format, is one printable line that reads back as its kind, status and owner;
+    its fields (the journal's and syslog's) are its JSON line's."""
+    parser = Parser()
+    for label, fmt, json_line, _carried in formatters(clock, names):
+        lines = WarningLines(fmt)
+        for w, line in zip(warning_cases(), lines.lines(warning_cases())):
+            assert line.endswith("\n") and line[:-1].isprintable() and line.count("\n") == 1, (label, line)
+            got = parser.parse(line)
+            pid, comm = (w.owner.pid, w.owner.comm) if w.owner else (0, b"")
+            assert (type(got), got.kind, got.status, got.pid, got.comm) == (LoggedWarning, w.kind, w.status, pid,
+                                                                            comm), (label, line)
+            assert got.ts_ns == clock.offset_ns + w.ts_ns // 10**6 * 10**6
+            assert lines.fields(w)["timestamp"] == JsonFormatter(clock).stamp(w.ts_ns)  # RFC 3339 in any format
+            if json_line:
+                assert json.loads(line) == lines.fields(w)
+            else:
+                assert f" Warning: {w.kind} status={w.status}" in line and " -- " in line

@@ -18,9 +18,11 @@ from ..output.console import ConsoleSink
 from ..pipeline.enrich import ProcOwnerEnricher
 from ..pipeline.filter_cgroups import CgroupWatch
 from ..pipeline.filters import CGROUP_KINDS
+from ..pipeline.health import Health
 from ..pipeline.owners import ProcOwners
 from ..pipeline.rings import RingReader
 from ..settings.monitor import filters_from, metrics_from, monitor_options
+from ..settings.warnings import thresholds_from
 
 POLL_S = 0.1  # longest wait for a batch: lines reach the log within this, plus the write
 DRAIN_S = 0.25  # longest stretch of reading before the main loop looks at signals and timers
@@ -36,15 +38,18 @@ class Monitor:
         # the exit report keeps the kernel's connection records (one per connection), not every event
         self.report = None if opts.no_report else ConnectionReport(max_conns=opts.max_tracked)
         self.owners, self.enrichers, self.sinks = ProcOwners(), [], []
-        self.stop = self.hup = False
+        self.stop = self.hup = self.behind = False
         self.probe = self.out = self.cgroup_watch = None  # cgroup_watch: the cgroup filters' names, looked for again
         self.rings = RingReader(perf=opts.buffer == "perf")
+        self.thresholds = thresholds_from(opts)  # None: --no-warnings
 
     def open_sinks(self):
         """The outputs, and self.out: the path from decoded rows to them (bench/churn's replay uses it too)."""
         lost = lambda: exit_summary.lost_counts(self.probe, self.sinks)  # noqa: E731 (for --metrics)
         self.sinks = open_sinks(self.opts, self.clock, self.metrics, lost, self.warn, self.identity)
         self.out = Dispatch(self.formatter, self.sinks, self.enrichers, self.report, not self.opts.no_summary)
+        if self.thresholds is not None:
+            self.out.watch(Health(self.thresholds), self.text)
 
     def _on_signal(self, signum, frame):
         self.hup = self.hup or signum == signal.SIGHUP
@@ -52,14 +57,17 @@ class Monitor:
 
     def drain(self, until_empty=False):
         """What the rings hold: for about DRAIN_S at most, so that signals, --duration and the log file
-        checks are seen under any load; until nothing is left when until_empty (at exit)."""
+        checks are seen under any load; until nothing is left when until_empty (at exit). self.behind: the
+        rings still held events when it returned."""
         deadline = time.monotonic() + DRAIN_S
+        self.behind = False
         while True:
             events, records = self.rings.read()
             if not (events or records):
                 return
             self.out.batch(events, records)
             if (not until_empty and time.monotonic() >= deadline) or self.rings.perf:
+                self.behind = not self.rings.perf
                 return
 
     def run(self):
@@ -73,7 +81,8 @@ class Monitor:
             self.filters.resolve_cgroups(self.cgroups, warn=self.warn)  # one not there yet: waited for
         self.open_sinks()
         self.probe = p = Probe(self.filters, buffer=self.opts.buffer, buffer_size=self.opts.buffer_size, log=self.warn,
-                               records=not self.opts.no_summary or self.report is not None or bool(self.metrics),
+                               records=not self.opts.no_summary or self.report is not None or bool(self.metrics)
+                               or self.thresholds is not None,
                                summary_only=self.opts.summary_only, want_cgroup=self.identity is not None)
         try:
             p.load()
@@ -125,6 +134,8 @@ class Monitor:
                 if self.cgroup_watch is not None:
                     self.cgroup_watch.tick(now)
                 self.out.notice_losses(self.probe)
+                if self.out.health is not None:  # behind the kernel: as of the last event read, not now
+                    self.out.warnings(self.out.seen_ns if self.behind else time.monotonic_ns())
             if next_stats and now >= next_stats:
                 next_stats, before, last = now + opts.stats, last, (now, self.probe.counters())
                 say(exit_summary.stats_line(before, last, self.probe.missed(last[1]), self.identity, self.sinks))

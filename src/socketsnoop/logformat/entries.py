@@ -32,6 +32,17 @@ class LoggedEvent(NamedTuple):
     host: str | None = None  # the host of a central syslog's line (its prefix); None in the monitor's own log
 
 
+class LoggedWarning(NamedTuple):
+    """One health warning line (text 'Warning: KIND status=...' or JSON "event": "warning"): its kind and status,
+    and its owner where it has one (pid 0, comm b'' for none)."""
+    ts_ns: int
+    kind: str  # e.g. 'close-wait-leak' (letters and '-': checked)
+    status: str  # 'active' or 'cleared'
+    pid: int
+    comm: bytes
+    host: str | None = None
+
+
 class LoggedConnection(NamedTuple):
     """One connection's summary line (text 'Connection Summary:' or JSON "event": "connection")."""
     ts_ns: int

@@ -11,9 +11,20 @@ import datetime
 import json
 import re
 
-from .entries import MAX_PID, MAX_U32, MAX_U64, LoggedConnection, LoggedEvent, Malformed, parse_addr, parse_endpoint
+from .entries import (
+    MAX_PID,
+    MAX_U32,
+    MAX_U64,
+    LoggedConnection,
+    LoggedEvent,
+    LoggedWarning,
+    Malformed,
+    parse_addr,
+    parse_endpoint,
+)
 from .escape import comm_from_json, unescape_comm
 from .text import CONTAINER_TEXT, CONTEXT_KEYS
+from .warning import WARNING_NAME, WARNING_TITLE
 from .words import (
     CONNECTION_NAME,
     CONNECTION_TITLE,
@@ -34,6 +45,7 @@ STATE_NAMES = {state_name(n): n for n in range(32)}
 RESULTS = frozenset(RESULT_NAMES.values())
 DIRECTIONS = frozenset(DIRECTION_NAMES.values())
 # the text line's time and the space after it: 'Dec 30 2024 22:05:25.454 '
+WARNING_HEAD = re.compile(r"([a-z][a-z-]{0,40}) status=(active|cleared)(?: PID=(\d{1,10}) COMM=(\S+))?(?: |$)", re.ASCII)
 TEXT_STAMP = re.compile(r"[A-Z][a-z]{2} \d\d \d{4} \d\d:\d\d:\d\d\.\d{3} ", re.ASCII)
 STAMP_LEN = 25
 TEXT_MS = re.compile(r"\d{1,14}\.\d{3}ms", re.ASCII)  # DURATION, HANDSHAKE, RTT
@@ -232,6 +244,8 @@ class Parser:
         if not TEXT_STAMP.match(line):
             raise Malformed("not a socket-snoop line")
         title, sep, rest = line[STAMP_LEN:].partition(": SRC=")
+        if not sep and line.startswith(WARNING_TITLE + ": ", STAMP_LEN):
+            return self._warning_text(line)
         kind = TITLE_KINDS.get(title)
         if not sep or kind is None:
             if sep and title == CONNECTION_TITLE:
@@ -251,6 +265,24 @@ class Parser:
         return LoggedEvent(self._text_ns(line), kind, src.family, src.addr, src.port, dst.addr, dst.port,
                            _number(_value(words[2], "PID"), 10, MAX_PID), unescape_comm(_value(words[3], "COMM")),
                            state, None, None, user, None, unit, container, pod)
+
+    def _warning_text(self, line):
+        m = WARNING_HEAD.match(line, STAMP_LEN + len(WARNING_TITLE) + 2)
+        if not m:
+            raise Malformed("not a socket-snoop line")
+        pid = _number(m[3], 10, MAX_PID) if m[3] else 0
+        return LoggedWarning(self._text_ns(line), m[1], m[2], pid, unescape_comm(m[4]) if m[4] else b"")
+
+    def _warning_json(self, d):
+        kind, status, pid, comm, stamp = d["kind"], d["status"], d.get("pid", 0), d.get("comm", ""), d["timestamp"]
+        if (not isinstance(kind, str) or not WARNING_HEAD.fullmatch(f"{kind} status={status}")
+                or type(pid) is not int or not 0 <= pid <= MAX_PID or not isinstance(comm, str)
+                or not isinstance(stamp, str) or not JSON_TIME.fullmatch(stamp)):
+            raise ValueError("bad warning")
+        sec = self._seconds(stamp[:19] + "Z", self._json_seconds)
+        frac = stamp[19:].rstrip("Z")
+        ms = int(frac[1:4].ljust(3, "0")) if frac.startswith(".") else 0
+        return LoggedWarning(int(sec) * 1_000_000_000 + ms * 1_000_000, kind, status, pid, comm_from_json(comm))
 
     def _text_ns(self, line):
         sec = self._seconds(line[:STAMP_LEN - 5], self._text_seconds)
@@ -305,7 +337,7 @@ class Parser:
             d = json.loads(line)
             kind = NAME_KINDS.get(d["event"])
             if kind is None:
-                return self._summary_json(d)
+                return self._warning_json(d) if d["event"] == WARNING_NAME else self._summary_json(d)
             fam, src, dst, sport, dport, pid, comm, ts_ns, sock = self._json_common(d)
             state = STATE_NAMES[d["new_state"]]
             uid = d.get("uid")

@@ -79,6 +79,14 @@ class ConsoleSink(Sink):
                  for is_records, rows, lines in batch.runs(with_lines=self.formatter is None)]
         self._put(items, len(batch.rows) + len(batch.records))
 
+    def write_warnings(self, warnings, lines, notes):
+        """Health warnings: the format's lines (the compact console: their text lines), coloured as notices."""
+        if self.formatter is not None or lines is None:
+            lines = [text + "\n" for text, _fields in notes]
+        if self.colour:
+            lines = [painted(NOTICE, line) for line in lines]
+        self._put(((LINES, None, lines),), len(lines))
+
     def notice(self, text, fields=None):
         """A lost-events notice (output/dispatch.py), as a line of its own with the compact format (a format for
         people); the text and JSON consoles carry the events alone (the exit summary says the losses)."""

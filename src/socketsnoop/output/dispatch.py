@@ -3,6 +3,7 @@ rows they need, the lines are made once (logformat/) and handed to every sink, a
 keeps the connection records. Each call takes a whole batch: nothing here is done per row in Python."""
 
 from ..kernel.abi import C_LOST
+from ..logformat.warning import WarningLines
 from .batch import Batch
 from .queued import QueuedSink
 from .console import ConsoleSink
@@ -22,23 +23,59 @@ class Dispatch:
         self.want_lines = any(sink.wants_lines for sink in sinks)  # none: only counts (--metrics)
         self.lines = 0
         self.losses = (0, 0, {})  # lost, missed and shed (by kind) events the outputs were told of
+        self.health = None  # pipeline/health's Health, fed each batch once watch() is called
+        self.warning_lines = self.warning_texts = None
+        self.seen_ns = 0  # the time of the last event fed to health: its clock while the loop is behind
+
+    def watch(self, health, text_formatter):
+        """Feed health (pipeline.health.Health) with every batch; warnings() ticks it. text_formatter: the
+        text lines' (the journal and syslog carry text messages whatever the format)."""
+        self.health = health
+        self.warning_lines = WarningLines(self.formatter)
+        self.warning_texts = WarningLines(text_formatter)
+
+    def warnings(self, now_ns):
+        """The health warnings of this tick (about once a second) to every sink: lines, and the journal's and
+        syslog's (text, fields); the count per kind to the metrics."""
+        found = self.health.tick(now_ns)
+        if not found:
+            return found
+        lines = self.warning_lines.lines(found) if self.want_lines else None
+        texts, fields = self.warning_texts, self.warning_lines
+        notes = [(texts.text_line(w)[:-1], fields.notice_fields(w)) for w in found]
+        for sink in self.sinks:
+            sink.write_warnings(found, lines if sink.wants_lines else None, notes)
+        return found
 
     def events(self, rows):
         """Decoded events (abi.ROW tuples, or an iterator of them) to every sink."""
         rows = self._enriched(rows)
         if rows:
+            self._health(rows, None)
             self._write(rows)
 
     def records(self, rows):
         """Connection records (abi.RECORD_ROW tuples) to the report and the sinks."""
         rows = self._enriched_records(rows)
         if rows:
+            self._health(None, rows)
             self._write_records(rows)
+
+    def _health(self, events, records):
+        """The batch to the health warnings, if on: the events first (a connection's record is its end)."""
+        if self.health is None:
+            return
+        if events:
+            self.health.events(events)
+            self.seen_ns = max(self.seen_ns, events[-1][0])
+        if records:
+            self.health.records(records)
 
     def batch(self, events, records):
         """Events and records read together (pipeline/rings.py): to every sink in time order."""
         events = self._enriched(events) if events else events
         records = self._enriched_records(records) if records else records
+        self._health(events, records)
         if events and records and self.summary:  # (a console of its own format makes its lines from the rows)
             fmt, want = self.formatter, self.want_lines
             batch = Batch(events, fmt.lines(events) if want else None, records,

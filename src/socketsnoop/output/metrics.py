@@ -158,6 +158,7 @@ class MetricsSink(Sink):
         self.lost = {"kernel_ring": 0, "kernel_missed": 0}
         self.shed = {}  # kernel_ring by the kind of event shed: {"state_change": n, ...}
         self._comm_labels = {}  # raw comm -> label value, for the values within the cap
+        self.warnings = Counter()  # health warning kind -> warnings said (not their clearing)
         self.server = None
         self.registry = CollectorRegistry(auto_describe=False)
 
@@ -208,6 +209,9 @@ class MetricsSink(Sink):
                            if start and not flags & R_INCOMPLETE])
         self.handshake.add(filter(None, map(_handshake, rows)))
         self.rtt.add(filter(None, map(_rtt, rows)))
+
+    def write_warnings(self, warnings, lines, notes):
+        self.warnings.update(w.kind for w in warnings if w.status == "active")
 
     def check(self):
         if self.stats:
@@ -317,6 +321,11 @@ class MetricsSink(Sink):
         for name in names:
             overflow.add_metric([name], self.cap[name].folded)
         yield overflow
+        warned = CounterMetricFamily("socketsnoop_warnings", "health warnings said (a lasting one again at most "
+                                     "once per interval), by kind", labels=["kind"])
+        for kind, n in dict(self.warnings).items():
+            warned.add_metric([kind], n)
+        yield warned
 
     def _own_families(self):
         """The monitor's build, and what the endpoint's own limits cut."""

@@ -20,7 +20,7 @@ from ..logformat.text import TextFormatter
 from .sinks import Sink
 
 WARNING, INFO = 4, 6  # syslog severities (the journal's PRIORITY too)
-WARN_EVENTS = frozenset(("reset_sent", "reset_received", "lost_events"))
+WARN_EVENTS = frozenset(("reset_sent", "reset_received", "lost_events", "warning"))
 WARN_RESULTS = frozenset(("refused", "timeout", "unreachable", "reset-sent", "reset-received"))
 IDLE_S = 1.0  # with nothing to send, the writer looks at its receiver this often (idle())
 CACHE_MAX = 1 << 16  # encoded fields an output keeps (journal, syslog)
@@ -108,6 +108,10 @@ class QueuedSink(Sink):
     def notice(self, text, fields):
         """A message of the monitor's own (e.g. events lost), with its fields."""
         self._put(NOTICE, [(text, fields)], None)
+
+    def write_warnings(self, warnings, lines, notes):
+        """Each warning a message of its own (severity warning; the journal's SOCKETSNOOP_WARNING=KIND)."""
+        self._put(NOTICE, notes, None)
 
     def dropped(self):
         return self.lost

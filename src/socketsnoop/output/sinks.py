@@ -32,6 +32,10 @@ class Sink:
         """Finished connections (abi.RECORD_ROW tuples), and their lines as write() gets them. A sink
         that has nothing to do with them keeps this default."""
 
+    def write_warnings(self, warnings, lines, notes):
+        """Health warnings (pipeline/health's HealthWarning), their lines (None as for write()) and (text, fields)
+        of each, for an output of fields. A sink that has nothing to do with them keeps this default."""
+
     def write_batch(self, batch):
         """Events and connection records read together, lines made for both. This default hands on the events,
         then the records: for a sink to which their order does not matter (metrics). A sink of lines takes
@@ -215,6 +219,9 @@ class LogFileSink(Sink):
             self.failing = True
             self.warn(f"socket-snoop: cannot write the log file {self.path}: {err.strerror or err}; "
                       "console output goes on (writing resumes when it can, or on SIGHUP)")
+
+    def write_warnings(self, warnings, lines, notes):
+        self.write(warnings, lines)
 
     def write(self, rows, lines):
         if self.file is None:

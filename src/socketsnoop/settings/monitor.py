@@ -14,6 +14,7 @@ from ..pipeline.filters import FILTERS, SWITCHES, Filters
 from .file import parse_with_config
 from .sandbox import conflict_line
 from .option import CONST, LIST, SWITCH, VALUE, CommandParser, Option, freeze, settings_class
+from .warnings import WARNING_OPTIONS
 from .values import metrics_labels, nice_decrement, parse_listen, parse_size, positive, show_listen, syslog_url
 
 DEFAULT_LOG = "/var/log/socket_monitor.log"
@@ -147,6 +148,7 @@ GROUPS = (
     ("output", OUTPUT),
     ("outputs (any number at once; the journal and syslog each have a queue and a thread of their own)", OUTPUTS),
     ("running", RUNNING),
+    ("health warnings", WARNING_OPTIONS),
     ("filters (in the kernel; values of one kind OR-ed, kinds AND-ed)", FILTER_OPTIONS),
 )
 MONITOR_OPTIONS = tuple(opt for _title, options in GROUPS for opt in options)

@@ -9,9 +9,11 @@ from collections import Counter, OrderedDict
 from typing import NamedTuple
 
 from ...kernel.abi import EV_CONNECTION, EV_RETRANSMIT, EV_STATE
+from ...logformat.entries import LoggedWarning
 from ...logformat.escape import format_endpoint
 from ...logformat.words import EVENT_NAMES, state_name
 from ...pipeline.decode import TCP_CLOSE, TCP_ESTABLISHED
+from ...pipeline.health import KIND_NAMES
 from .bounds import ENTRY_BYTES, JOIN_BYTES, LIFECYCLE_BYTES, SUMMARY_BYTES, TABLE_BYTES, Budget, Names, \
     bounded_put
 from .histograms import PerMinute
@@ -65,6 +67,7 @@ class Report:
         self.blank = self.too_long = 0
         self.first = self.last = None
         self.kinds = Counter()
+        self.warnings = Counter()  # health warning kind -> warning lines said (not their clearing)
         self.states = Counter()
         self.procs = {}  # Process -> Counter
         # the owner's names, where the logs carry them: unit, container (12 hex), user -> Counter
@@ -95,6 +98,10 @@ class Report:
         its lifecycle. A Summary goes to add_summary."""
         if r.__class__ is Summary:
             return self.add_summary(r)
+        if r.__class__ is LoggedWarning:  # counted as the monitor said them (no time bounds, no filters)
+            if r.status == "active":  # a kind the monitor does not have (a forged line): one row, not one each
+                self.warnings[r.kind if r.kind in KIND_NAMES else "other"] += 1
+            return
         if not self._wanted(r):
             self.filtered += 1
             return
@@ -284,6 +291,7 @@ class Report:
             "first_ns": self.first,
             "last_ns": self.last,
             "by_event": {EVENT_NAMES[k]: n for k, n in sorted(self.kinds.items())},
+            "warnings": dict(sorted(self.warnings.items())),
             "states": {state_name(s): n for s, n in self.states.most_common()},
             "processes": [{"pid": p.pid, "comm": p.comm, "established": c["established"],
                            "retransmits": c["retransmits"], "resets": c["resets"]}

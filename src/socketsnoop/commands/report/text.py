@@ -17,6 +17,8 @@ def text_lines(report, top, lifecycles, stamp):
     yield "  by event: " + (", ".join(f"{EVENT_TITLES[NAME_KINDS[k]]} {n}" for k, n in s["by_event"].items())
                             or "none")
     yield "  states reached: " + (", ".join(f"{k} {n}" for k, n in s["states"].items()) or "none")
+    if s["warnings"]:
+        yield "  health warnings: " + ", ".join(f"{k} {n}" for k, n in s["warnings"].items())
     yield f"Processes (top {top}): established, retransmits, resets"
     for p in s["processes"]:
         yield (f"  PID={p['pid']} COMM={p['comm']}: {p['established']} established, "

@@ -1,0 +1,196 @@
+"""Warnings about one process's sockets: close-wait-leak (sockets its peer closed and it never did) and
+port-exhaustion (connects that failed before a SYN could be sent: no local port left towards a destination).
+
+Fed with the decoded rows the dispatch already has; the rows that matter are picked at C speed (compress over
+a map of a C-level test), so a batch with none of them costs no Python per row."""
+
+import os
+from itertools import compress
+from operator import itemgetter, not_
+
+from ..decode import (
+    CGROUP,
+    IDENT,
+    NEWSTATE,
+    OLDSTATE,
+    R_CGROUP,
+    R_IDENT,
+    R_NETNS,
+    R_NSTATES,
+    R_SK,
+    R_STATES,
+    R_TS,
+    R_UID,
+    SK,
+    TS,
+    UID,
+)
+from ..owners import tcp_sockets
+from .alerts import Alerts, Window, addr_text, bounded_get, owner_of
+
+CLOSE_WAIT, SYN_SENT, CLOSE, LISTEN = 8, 2, 7, 10
+MAX_CONFIRMED = 8  # owners whose sockets are confirmed in /proc per tick (the most sockets first)
+MAX_SOCKETS = 65536  # CLOSE_WAIT sockets followed; past it, counted as overflow
+_old, _sk = itemgetter(OLDSTATE), itemgetter(SK)
+_MARK = bytes(int(n == CLOSE_WAIT) for n in range(256))  # bytes.translate: CLOSE_WAIT -> 1
+_r_sk, _r_ts = itemgetter(R_SK), itemgetter(R_TS)
+_r_states = itemgetter(R_STATES, R_NSTATES)
+NO_PORT_STATES = (SYN_SENT | CLOSE << 4, 2)  # a record's packed history SYN_SENT>CLOSE
+WINDOW_S = 60
+
+
+def held_in_proc(pid, proc="/proc"):
+    """How many sockets in CLOSE_WAIT the process holds, as /proc shows them: among its file descriptors, or
+    not accepted yet on one of its listening ports. The events say which sockets; /proc confirms them before a
+    warning (an exit event lost to a full ring would otherwise look like a leak). 0 for a process gone."""
+    inodes = set()
+    try:
+        fds = os.listdir(f"{proc}/{pid}/fd")
+    except OSError:
+        return 0
+    for fd in fds:
+        try:
+            link = os.readlink(f"{proc}/{pid}/fd/{fd}")
+        except OSError:  # closed since (the listing's own, among others)
+            continue
+        if link.startswith("socket:[") and link[8:-1].isdigit():
+            inodes.add(int(link[8:-1]))
+    ports = {s[2] for s in tcp_sockets(proc, {LISTEN}, pid) if s[6] in inodes}
+    return sum(1 for s in tcp_sockets(proc, {CLOSE_WAIT}, pid) if s[6] in inodes or (not s[6] and s[2] in ports))
+
+
+class CloseWaitLeak:
+    """Sockets in CLOSE_WAIT (the peer closed) for longer than the threshold, per owning process."""
+
+    kind = "close-wait-leak"
+    setting = "close_wait_leak"  # its Thresholds field
+
+    def __init__(self, t):
+        self.threshold_s = t.close_wait_leak
+        self.alerts = Alerts(self.kind, t.interval)
+        self.open = {}  # socket address -> (time it entered CLOSE_WAIT, Owner)
+        self.before = {}  # owner (pid, comm) -> its count at the last tick, for the growth
+        # socket -> the time of its record (its end), this tick's and the last one's: an entry read after the
+        # record of its connection (the two rings are read apart) is not followed
+        self.ended, self.ended_before = {}, {}
+        self.overflow = 0
+
+    def events(self, rows, news):
+        """The sockets whose last move in the batch was into CLOSE_WAIT, found at C speed (news: the rows' new
+        states as bytes; masks as bytes, OR-ed as integers): Python only for the few not followed yet."""
+        olds = bytes(map(_old, rows))
+        if CLOSE_WAIT not in olds and CLOSE_WAIT not in news:
+            return
+        n = len(news)
+        into = news.translate(_MARK)  # 1 where the row moved into CLOSE_WAIT, else 0
+        moved = (int.from_bytes(into, "little") | int.from_bytes(olds.translate(_MARK), "little")).to_bytes(n, "little")
+        sks = list(map(_sk, rows))
+        last = dict(zip(compress(sks, moved), compress(into, moved)))  # socket -> 1: its last move was into it
+        open_ = self.open
+        if open_:
+            for sk in set(compress(last, map(not_, last.values()))).intersection(open_):
+                del open_[sk]
+        stay = set(compress(last, last.values()))
+        stay.difference_update(open_)
+        if not stay:
+            return
+        if len(open_) + len(stay) > MAX_SOCKETS:
+            self.overflow += len(stay)
+            return
+        for r in compress(rows, map(stay.__contains__, sks)):
+            if r[NEWSTATE] != CLOSE_WAIT:  # out of it, then into it again (a reused address): from the entry
+                open_.pop(r[SK], None)
+            elif r[SK] not in open_:
+                end = self.ended.get(r[SK]) or self.ended_before.get(r[SK])
+                if end is None or end < r[TS]:
+                    open_[r[SK]] = (r[TS], owner_of(r[IDENT], r[UID], r[CGROUP]))
+
+    def records(self, rows):
+        """A connection's record: its end (the socket is gone, whatever events were filtered or lost)."""
+        if len(self.ended) < MAX_SOCKETS:
+            self.ended.update(zip(map(_r_sk, rows), map(_r_ts, rows)))
+        if self.open:
+            sks = list(map(_r_sk, rows))
+            for sk in compress(sks, map(self.open.__contains__, sks)):
+                del self.open[sk]
+
+    def tick(self, now):
+        self.ended_before, self.ended = self.ended, {}
+        cut = now - int(self.threshold_s * 1e9)
+        held = {}  # (pid, comm) -> [count, oldest, owner]
+        for since, owner in self.open.values():
+            if since <= cut:
+                h = held.get(owner[:2])
+                if h is None:
+                    held[owner[:2]] = [1, since, owner]
+                else:
+                    h[0] += 1
+                    h[1] = min(h[1], since)
+        for key, (n, oldest, owner) in sorted(held.items(), key=lambda kv: -kv[1][0])[:MAX_CONFIRMED]:
+            n = min(n, held_in_proc(owner.pid))
+            if not n:  # events missed (the exit's lost, the record read first): not held, forget them
+                self.open = {sk: v for sk, v in self.open.items() if v[1][:2] != key or v[0] > cut}
+                held[key][0] = 0
+                continue
+            growth = n - self.before.get(key, n)
+            self.alerts.update(now, key, owner, (
+                ("sockets", n), ("growth", growth), ("oldest_s", (now - oldest) // 1_000_000_000),
+                ("threshold_s", _num(self.threshold_s))),
+                f"{n} socket{'s' if n != 1 else ''} in CLOSE_WAIT for more than {_num(self.threshold_s)} s"
+                f"{', and growing' if growth > 0 else ''}: the peer closed the connection and this process never "
+                "closed its side (usually a close() missing on some path, or a worker stuck)")
+        self.before = {key: h[0] for key, h in held.items() if h[0]}
+        return self.alerts.settle(now, "no socket of this process is held in CLOSE_WAIT past the threshold now")
+
+
+class PortExhaustion:
+    """Connects that failed for want of a local port (connect() set SYN_SENT, found no free port, and closed:
+    EADDRNOTAVAIL, no SYN sent, the source port still 0), per destination."""
+
+    kind = "port-exhaustion"
+    setting = "port_exhaustion"  # its Thresholds field
+
+    def __init__(self, t):
+        self.threshold = t.port_exhaustion
+        self.alerts = Alerts(self.kind, t.interval)
+        self.dests = {}  # (netns, family, daddr, dport) -> [Window, {(pid, comm): [n, Owner]}]
+        self.overflow = 0
+
+    def records(self, rows):
+        for r in compress(rows, map(NO_PORT_STATES.__eq__, map(_r_states, rows))):
+            who = r[R_IDENT]
+            if who[4:6] != b"\0\0":  # a source port: a SYN went out (a connect closed early, not this)
+                continue
+            d = bounded_get(self.dests, (r[R_NETNS], who[56], who[24:40], int.from_bytes(who[6:8], "little")),
+                            lambda: [Window(WINDOW_S), {}])
+            if d is None:
+                self.overflow += 1
+                continue
+            d[0].add(r[R_TS], 1)
+            owner = owner_of(who, r[R_UID], r[R_CGROUP])
+            p = bounded_get(d[1], owner[:2], lambda: [0, owner], 64)
+            if p is not None:
+                p[0] += 1
+
+    def tick(self, now):
+        for key, (window, procs) in list(self.dests.items()):
+            sums = window.sums(now)
+            if sums is None:
+                del self.dests[key]
+                continue
+            if sums[0] >= self.threshold:
+                top = sorted(procs.values(), key=lambda p: -p[0])[:5]
+                netns, family, daddr, dport = key
+                self.alerts.update(now, key, top[0][1], (
+                    ("dst", addr_text(family, daddr)), ("dport", dport), ("netns", netns), ("failures", sums[0]),
+                    ("window_s", WINDOW_S), ("processes", tuple((o.pid, o.comm, n) for n, o in top))),
+                    f"{sums[0]} connects to this destination failed in {WINDOW_S} s for want of a local port "
+                    "(EADDRNOTAVAIL): every port of ip_local_port_range towards it is in use, usually by "
+                    "connections opened and closed faster than TIME_WAIT frees them, or a pool that leaks")
+        return self.alerts.settle(now, "connects to this destination find a local port again")
+
+
+def _num(x):
+    """60.0 -> 60, 0.5 -> 0.5: a threshold as the user wrote it."""
+    return int(x) if float(x).is_integer() else x
+

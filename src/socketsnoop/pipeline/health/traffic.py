@@ -1,0 +1,197 @@
+"""Warnings about where connections go and what comes in: connect-failures (a destination whose connects
+fail), retransmits (a remote host whose segments are sent again) and port-scan (one remote address touching
+many closed ports). Fed with the decoded rows the dispatch already has, the few that matter picked at C speed."""
+
+from itertools import compress, repeat
+from operator import getitem, itemgetter
+
+from ...kernel.abi import DIR_IN, EV_RESET_SENT, OWNER_NONE, RESULT_REFUSED, RESULT_TIMEOUT, RESULT_UNREACHABLE
+from ..decode import (
+    IDENT,
+    NETNS,
+    R_NETNS,
+    OWNER,
+    R_CGROUP,
+    R_DIRECTION,
+    R_IDENT,
+    R_RESULT,
+    R_RETRANSMITS,
+    R_SENT,
+    R_TS,
+    R_UID,
+    TS,
+    TYPE,
+)
+from .alerts import Alerts, Window, addr_text, bounded_get, owner_of
+
+FAILED = {RESULT_REFUSED: 0, RESULT_TIMEOUT: 1, RESULT_UNREACHABLE: 2}  # the window's column of each cause
+CAUSES = ("refused", "timeout", "unreachable")
+WINDOW_S = 60
+SCAN_WINDOW_S = 10
+MIN_RETRANSMITS = 10  # fewer retransmissions in the window never warn, whatever their share
+MSS = 1448  # the estimate of a connection's segments: its bytes sent over a common Ethernet MSS
+MAX_PORTS = 4096  # distinct ports followed per scanning address
+_r_result = itemgetter(R_RESULT)
+_r_retrans = itemgetter(R_RETRANSMITS)
+_r_ident = itemgetter(R_IDENT)
+_r_netns = itemgetter(R_NETNS)
+_owner = itemgetter(OWNER)
+_NO_OWNER_MARK = bytes(int(n == OWNER_NONE) for n in range(256))
+_DADDR = slice(24, 40)  # identity bytes: the remote address (kernel/abi.py IDENT_STRUCT)
+
+
+def _procs(table, owner, n=1):
+    """Count a process in a destination's table (bounded)."""
+    p = bounded_get(table, owner[:2], lambda: [0, owner], 64)
+    if p is not None:
+        p[0] += n
+
+
+def _top(table, k=5):
+    return sorted(table.values(), key=lambda p: -p[0])[:k]
+
+
+class ConnectFailures:
+    """A destination (address, port) whose outgoing connects failed threshold times or more within WINDOW_S."""
+
+    kind = "connect-failures"
+    setting = "connect_failures"  # its Thresholds field
+
+    def __init__(self, t):
+        self.threshold = t.connect_failures
+        self.alerts = Alerts(self.kind, t.interval)
+        self.dests = {}  # (netns, family, daddr, dport) -> [Window(refused, timeout, unreachable), {(pid, comm): [n, Owner]}]
+        self.overflow = 0
+
+    def records(self, rows):
+        for r in compress(rows, map(FAILED.__contains__, map(_r_result, rows))):
+            if r[R_DIRECTION] == DIR_IN:
+                continue
+            who = r[R_IDENT]
+            d = bounded_get(self.dests, (r[R_NETNS], who[56], who[_DADDR], int.from_bytes(who[6:8], "little")),
+                            lambda: [Window(WINDOW_S), {}])
+            if d is None:
+                self.overflow += 1
+                continue
+            counts = [0, 0, 0]
+            counts[FAILED[r[R_RESULT]]] = 1
+            d[0].add(r[R_TS], *counts)
+            _procs(d[1], owner_of(who, r[R_UID], r[R_CGROUP]))
+
+    def tick(self, now):
+        for key, (window, procs) in list(self.dests.items()):
+            sums = window.sums(now)
+            if sums is None:
+                del self.dests[key]
+                continue
+            n = sum(sums)
+            if n >= self.threshold:
+                top = _top(procs)
+                netns, family, daddr, dport = key
+                causes = ", ".join(f"{c} {k}" for k, c in zip(CAUSES, sums) if c)
+                self.alerts.update(now, key, top[0][1], (
+                    ("dst", addr_text(family, daddr)), ("dport", dport), ("netns", netns), ("failures", n),
+                    ("window_s", WINDOW_S),
+                    *zip(CAUSES, sums), ("processes", tuple((o.pid, o.comm, c) for c, o in top))),
+                    f"{n} connects to this destination failed in {WINDOW_S} s ({causes}): refused means nothing "
+                    "listens on the port (a service down or a wrong port), timeout that SYNs go unanswered (a "
+                    "firewall dropping them, or the host down), unreachable an ICMP error (no route)")
+        return self.alerts.settle(now, "connects to this destination no longer fail past the threshold")
+
+
+class Retransmits:
+    """A remote host whose retransmitted segments pass a share of its segments within WINDOW_S, from the
+    connection records (retransmissions counted by the kernel; segments estimated as bytes sent / MSS, plus the
+    SYN and FIN, plus the retransmissions), with at least MIN_RETRANSMITS."""
+
+    kind = "retransmits"
+    setting = "retransmits"  # its Thresholds field
+
+    def __init__(self, t):
+        self.share = t.retransmits / 100
+        self.alerts = Alerts(self.kind, t.interval)
+        self.hosts = {}  # (netns, family, daddr) -> [Window(retransmits, segments, connections), {(pid, comm): [n, Owner]}]
+        self.overflow = 0
+
+    def records(self, rows):
+        which = set(compress(range(len(rows)), map(_r_retrans, rows)))
+        if self.hosts:  # the healthy connections to a host followed count in its share too
+            hosts = self.hosts
+            which.update(compress(range(len(rows)), map(hosts.__contains__, zip(
+                map(_r_netns, rows), map(getitem, map(_r_ident, rows), repeat(56)),
+                map(getitem, map(_r_ident, rows), repeat(_DADDR))))))
+        for i in which:
+            r = rows[i]
+            who = r[R_IDENT]
+            h = bounded_get(self.hosts, (r[R_NETNS], who[56], who[_DADDR]), lambda: [Window(WINDOW_S), {}])
+            if h is None:
+                self.overflow += 1
+                continue
+            retrans = r[R_RETRANSMITS]
+            h[0].add(r[R_TS], retrans, -(-r[R_SENT] // MSS) + 2 + retrans, 1)
+            if retrans:
+                _procs(h[1], owner_of(who, r[R_UID], r[R_CGROUP]), retrans)
+
+    def tick(self, now):
+        for key, (window, procs) in list(self.hosts.items()):
+            sums = window.sums(now)
+            if sums is None:
+                del self.hosts[key]
+                continue
+            retrans, segs, conns = sums
+            if retrans >= MIN_RETRANSMITS and retrans >= self.share * segs:
+                top = _top(procs)
+                pct = round(100 * retrans / segs, 1)
+                self.alerts.update(now, key, top[0][1], (
+                    ("dst", addr_text(*key[1:])), ("netns", key[0]), ("retransmits", retrans), ("segments", segs), ("percent", pct),
+                    ("connections", conns), ("window_s", WINDOW_S),
+                    ("processes", tuple((o.pid, o.comm, n) for n, o in top))),
+                    f"{pct}% of the segments sent to this host in {WINDOW_S} s were sent again ({retrans} of about "
+                    f"{segs}, over {conns} closed connections): packets lost on the path (a congested or faulty "
+                    "link, a firewall or policer dropping), or the host too slow to take them")
+        return self.alerts.settle(now, "retransmissions to this host are below the threshold now")
+
+
+class PortScan:
+    """One remote address touching threshold or more distinct closed local ports (a reset sent, no socket)
+    within SCAN_WINDOW_S."""
+
+    kind = "port-scan"
+    setting = "port_scan"  # its Thresholds field
+
+    def __init__(self, t):
+        self.threshold = t.port_scan
+        self.alerts = Alerts(self.kind, t.interval)
+        self.sources = {}  # (netns, family, remote address) -> {local port: last time}
+        self.overflow = 0
+
+    def events(self, rows, news):
+        owners = bytes(map(_owner, rows))
+        if OWNER_NONE not in owners:
+            return
+        for r in compress(rows, owners.translate(_NO_OWNER_MARK)):  # (only a reset has no socket)
+            if r[TYPE] != EV_RESET_SENT:
+                continue
+            who = r[IDENT]
+            ports = bounded_get(self.sources, (r[NETNS], who[56], who[_DADDR]), dict)
+            if ports is None:
+                self.overflow += 1
+                continue
+            port = int.from_bytes(who[4:6], "little")
+            if port in ports or len(ports) < MAX_PORTS:
+                ports[port] = r[TS]
+
+    def tick(self, now):
+        cut = now - SCAN_WINDOW_S * 1_000_000_000
+        for key, ports in list(self.sources.items()):
+            for port in [p for p, ts in ports.items() if ts < cut]:
+                del ports[port]
+            if not ports:
+                del self.sources[key]
+            elif len(ports) >= self.threshold:
+                self.alerts.update(now, key, None, (
+                    ("src", addr_text(*key[1:])), ("netns", key[0]), ("ports", len(ports)), ("lowest", min(ports)),
+                    ("highest", max(ports)), ("window_s", SCAN_WINDOW_S)),
+                    f"this address touched {len(ports)} closed ports in {SCAN_WINDOW_S} s, each answered with a "
+                    "reset: a port scan, or a client configured with many wrong ports")
+        return self.alerts.settle(now, "this address no longer touches closed ports past the threshold")

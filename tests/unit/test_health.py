@@ -1,0 +1,105 @@
+"""The health warnings' stage (pipeline/health) on decoded rows: a warning said when its condition starts,
+again at most once per interval with its count, one line when it clears; its state bounded under a flood of
+distinct keys; nothing from rows that do not concern it."""
+
+import os
+import socket
+import time
+
+import pytest
+from socketsnoop.settings.warnings import parse_warn, thresholds_from
+from socketsnoop.errors import SnoopError
+from socketsnoop.kernel.abi import EV_RESET_SENT, EV_STATE, OWNER_NONE, RESULT_REFUSED
+from socketsnoop.pipeline.decode import make_record_row, make_row
+from socketsnoop.pipeline.health import ACTIVE, CLEARED, Health, Thresholds
+from socketsnoop.pipeline.health.alerts import MAX_KEYS
+
+S = 1_000_000_000
+LOCAL = bytes([127, 0, 0, 1]) + bytes(12)
+
+
+def close_wait(ts, sk, old=1, new=8, pid=os.getpid()):
+    return make_row(ts_ns=ts, skaddr=sk, type=EV_STATE, oldstate=old, newstate=new, pid=pid, comm=b"leaker",
+                    sport=80, dport=5000 + sk, saddr=LOCAL, daddr=LOCAL)
+
+
+def held_close_wait(n):
+    """n sockets of this process in CLOSE_WAIT (their peer closed), for /proc to confirm; and the listener."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    held = []
+    for _ in range(n):
+        c = socket.create_connection(srv.getsockname())
+        held.append(srv.accept()[0])
+        c.close()
+    time.sleep(0.05)
+    return srv, held
+
+
+def test_said_once_then_once_per_interval_with_its_count_then_cleared():
+    """Two sockets the events show entering CLOSE_WAIT, which this process really holds (the /proc check)."""
+    srv, held = held_close_wait(2)
+    h = Health(Thresholds(close_wait_leak=1, interval=5))
+    h.events([close_wait(0, 1), close_wait(0, 2)])
+    said = [h.tick(t * S) for t in range(0, 12)]
+    active = [(t, dict(w.fields)) for t, ws in enumerate(said) for w in ws]
+    assert [t for t, _f in active] == [1, 6, 11]  # at 1 s, then every 5 s, not every tick
+    assert [f["seen"] for _t, f in active] == [1, 6, 11] and all(f["sockets"] == 2 for _t, f in active)
+    assert said[1][0].owner.pid == os.getpid() and said[1][0].owner.comm == b"leaker"
+    for sock in (srv, *held):
+        sock.close()
+    h.events([close_wait(12 * S, 1, old=8, new=9)])  # one closed: LAST_ACK
+    h.records([make_record_row(ts_ns=12 * S, skaddr=2)])  # the other ended
+    ws = h.tick(12 * S)
+    assert [(w.kind, w.status, dict(w.fields)["seen"]) for w in ws] == [("close-wait-leak", CLEARED, 11)]
+    assert h.tick(13 * S) == [] and h.said["close-wait-leak"] == 3
+
+
+def test_sockets_not_held_in_proc_are_not_a_leak():
+    """Entries whose exits were missed (lost events): /proc shows no socket of the process in CLOSE_WAIT, so
+    no warning, and they are forgotten."""
+    h = Health(Thresholds(close_wait_leak=1))
+    h.events([close_wait(0, 1), close_wait(0, 2)])
+    assert h.tick(2 * S) == [] and h.kinds[0].open == {}
+
+
+def test_healthy_rows_say_nothing():
+    h = Health(Thresholds(close_wait_leak=1))
+    rows = [make_row(ts_ns=i, skaddr=i, type=EV_STATE, oldstate=2, newstate=1) for i in range(1000)]
+    h.events(rows)
+    h.records([make_record_row(ts_ns=i, skaddr=i, bytes_sent=10**6) for i in range(1000)])
+    assert [h.tick(t * S) for t in range(3)] == [[], [], []]
+
+
+def test_a_flood_of_sources_is_bounded_and_counted():
+    h = Health(Thresholds(port_scan=2, connect_failures=1))
+    resets = [make_row(ts_ns=S, type=EV_RESET_SENT, owner=OWNER_NONE, sport=p, dport=1,
+                       daddr=i.to_bytes(4, "big") + bytes(12)) for i in range(MAX_KEYS + 500) for p in (1, 2)]
+    fails = [make_record_row(ts_ns=S, result=RESULT_REFUSED, dport=i % 65536, daddr=i.to_bytes(4, "big") + bytes(12))
+             for i in range(MAX_KEYS + 300)]
+    h.events(resets)
+    h.records(fails)
+    ws = h.tick(S)
+    kinds = [w.kind for w in ws if w.status == ACTIVE]
+    assert kinds.count("port-scan") == MAX_KEYS and kinds.count("connect-failures") == MAX_KEYS
+    overflow = h.overflow()
+    assert overflow["port-scan"] == 2 * 500 and overflow["connect-failures"] == 300
+    assert all(len(k.alerts.active) <= MAX_KEYS for k in h.kinds)
+
+
+def test_a_kind_turned_off():
+    h = Health(Thresholds(port_scan=None))
+    assert "port-scan" not in [k.kind for k in h.kinds]
+
+
+def test_warn_option_values():
+    """--warn KIND=VALUE: each kind's value in its unit, KIND=off, and a bad one is one line, status 2."""
+    assert parse_warn("close-wait-leak=0.5") == ("close_wait_leak", 0.5)
+    assert parse_warn("connect-failures=3") == ("connect_failures", 3)
+    assert parse_warn("syn-flood=off") == ("syn_flood", None)
+    for bad in ("nope=1", "port-scan", "port-scan=x", "retransmits=101", "interval=off", "close-wait-leak=-1",
+                "connect-failures=2.5"):
+        with pytest.raises(SnoopError) as e:
+            parse_warn(bad)
+        assert e.value.args[0].count("\n") == 0 and "--warn" in e.value.args[0]
+    opts = type("Opts", (), {"warn": [("port_scan", None), ("interval", 5.0)], "no_warnings": False})
+    assert thresholds_from(opts) == Thresholds(port_scan=None, interval=5.0)
