@@ -255,6 +255,12 @@ class MetricsSink(Sink):
     # -- a scrape (the endpoint's thread) ----------------------------------------------------------------------
     def collect(self):
         yield from self._own_families()
+        yield from self._event_families()
+        yield from self._record_families()
+        yield from self._loss_families()
+
+    def _event_families(self):
+        """State changes by new state; retransmissions and resets (each with the labels asked for)."""
         names = self.label_names
         events = list(self.events.items())  # a copy: the main thread goes on counting
         states = CounterMetricFamily("socketsnoop_state_changes", "TCP state changes, by new state",
@@ -282,6 +288,10 @@ class MetricsSink(Sink):
         yield states
         yield from per_type.values()
 
+    def _record_families(self):
+        """From the connection records: connections by direction and result, failed connects by cause, and the
+        duration, handshake and RTT histograms."""
+        names = self.label_names
         conns = CounterMetricFamily("socketsnoop_connections", "TCP connections at their end, by direction "
                                     "(in, out, unknown) and result", labels=["direction", "result", *names])
         failed = CounterMetricFamily("socketsnoop_failed_connects", "outgoing connects that failed, by cause "
@@ -304,6 +314,8 @@ class MetricsSink(Sink):
         yield self.handshake.family("socketsnoop_handshake_seconds", "TCP handshake time (SYN to ESTABLISHED)")
         yield self.rtt.family("socketsnoop_rtt_seconds", "smoothed round-trip time at the connection's end")
 
+    def _loss_families(self):
+        """What was lost or shed, by where and kind; label values past the cap; the health warnings said."""
         lost = CounterMetricFamily("socketsnoop_events_lost", "events lost, by where: kernel_ring (the buffer "
                                    "was full), kernel_missed (the kernel skipped our program), or an output "
                                    "that could not deliver them", labels=["where"])
@@ -318,7 +330,7 @@ class MetricsSink(Sink):
         yield shed
         overflow = CounterMetricFamily("socketsnoop_metrics_label_overflow", "events counted under the label "
                                        f"value {OTHER!r}: past the cap of distinct values", labels=["label"])
-        for name in names:
+        for name in self.label_names:
             overflow.add_metric([name], self.cap[name].folded)
         yield overflow
         warned = CounterMetricFamily("socketsnoop_warnings", "health warnings said (a lasting one again at most "
