@@ -32,7 +32,7 @@ TOP_OPTIONS = (
            type=positive("--count", int, 10**9), metavar="N"),
     Option(("--once",), SWITCH, "print one snapshot and exit (-n 1)"),
     Option(("--json",), SWITCH, "snapshots as JSON, one object a line, no screen"),
-    Option(("--buffer-size",), VALUE, "ring buffer size (default 16M): the records ring gets half as much",
+    Option(("--buffer-size",), VALUE, "ring buffer size (default 16M): the records ring is as large",
            type=parse_size, default=16 << 20, metavar="SIZE"),
 )
 
