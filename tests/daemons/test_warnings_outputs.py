@@ -6,13 +6,14 @@ import json
 import time
 
 import pytest
-from socketsnoop.logformat.escape import comm_text, escape_comm
-
 from support.collectors import journald, rsyslogd
 from support.net import free_port, private_netns
 from support.procs import Monitor, spawn
 from support.prom import sample_sum, scrape
 from support.system import sh
+
+from socketsnoop.logformat.escape import comm_text, escape_comm
+from socketsnoop.output.journal import MESSAGE_IDS
 
 pytestmark = pytest.mark.bpf
 
@@ -74,6 +75,7 @@ def test_warnings_reach_every_output(tmp_path):
             assert (e["PRIORITY"], e["SOCKETSNOOP_KIND"], e["SOCKETSNOOP_COMM"]) == ("4", "connect-failures",
                                                                                      comm_text(HOSTILE))
             assert e["SOCKETSNOOP_DPORT"] == str(first) and "Warning: connect-failures status=active" in e["MESSAGE"]
+            assert e["MESSAGE_ID"] == MESSAGE_IDS["warning"]
             assert e["SOCKETSNOOP_PROCESSES"] == f"{escape_comm(HOSTILE)}({p.pid})x4"
 
             def syslog_ours():

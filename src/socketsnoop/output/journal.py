@@ -38,6 +38,7 @@ MESSAGE_IDS = {
     "reset_received": "5f34c9065645486d8c318bcf53ed983c",
     "connection": "1bce853c9a644386be667cae04220c0c",
     "lost_events": "853d88cec31d42f69451e45777cd3f1f",
+    "warning": "e91730db7e904c2f8baa181912d7e5e2",
 }
 SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
 
