@@ -205,6 +205,31 @@ def test_fields_are_the_json_lines(clock):
         assert all(list(d) == list(keys) for d in dicts) and all(list(p) == list(keys) for p in parsed)
 
 
+class Partial:
+    """An identity that knows only some names, none for no process (pid 0), and says its answer is not final
+    (a cgroup not found yet): the names that are None are left out."""
+
+    def walks(self):
+        return 0
+
+    def owner(self, cgroup, uid, pid, comm=None):
+        return Owner(uid if pid else None, None, None, None, None, None, "-" if pid else None, "u@.service"), False
+
+
+@pytest.mark.parametrize("names", [Names(), Partial(), *(Names(user=h, unit=h, pod=h) for h in HOSTILE_NAMES)])
+def test_fields_with_names_are_the_json_lines_with_names(clock, names):
+    """--json's journal and syslog fields: the owner's names in them as in the JSON line (after "comm" of an
+    event, in place of a record's "uid"), the same keys in the same order with the same values, twice over
+    (the second time from the formatters' caches)."""
+    fields, js = FieldsFormatter(clock, names), JsonFormatter(clock, names)
+    for _ in range(2):
+        for dicts, lines in ((fields.fields(events()), js.lines(events())),
+                             (fields.record_fields(records()), js.record_lines(records()))):
+            assert [list(d.items()) for d in dicts] == [list(json.loads(line).items()) for line in lines]
+    assert {"user", "unit", "pod"} <= set(fields.fields(events())[0]) or isinstance(names, Partial)
+    assert {"user_unit", "exe"} <= set(fields.record_fields(records())[0]) or not isinstance(names, Partial)
+
+
 def test_the_round_trip_finds_a_broken_escape(clock, monkeypatch):
     """The check itself: a formatter that leaves one byte unescaped (a space) fails it."""
     broken = dict(escape._ESCAPES)

@@ -3,7 +3,8 @@ fields (FieldsEncoder: the journal's NAME=value fields, syslog's SD-PARAMs): the
 with the same values as jsonline.JsonFormatter's lines, without making a line to parse it again."""
 
 from ..kernel.abi import IDENT_STRUCT
-from ..pipeline.decode import states_of
+from ..pipeline.decode import R_CGROUP, R_IDENT, R_UID, states_of
+from ..pipeline.identity import owner_key
 from .base import STATES, Clock, IDENT_CACHE
 from .escape import comm_text
 from .jsonline import CONNECTION_KEYS, EVENT_KEYS, IDENT_KEYS, JsonFormatter
@@ -13,11 +14,15 @@ from .words import CONNECTION_NAME, DIRECTION_NAMES, EVENT_NAMES, OWNER_NAMES, R
 class FieldsFormatter(JsonFormatter):
     """The JSON line's keys and values as a dict per event, for outputs of structured fields (the journal,
     syslog): the same keys, in the same order, with the same values as JsonFormatter's line
-    (tests/unit/test_logformat_roundtrip.py checks it). Only the outputs that need it pay for it; JsonFormatter's own path is untouched."""
+    (tests/unit/test_logformat_roundtrip.py checks it), the owner's names included when given an identity (as
+    JsonFormatter's). Only the outputs that need it pay for it; JsonFormatter's own path is untouched."""
 
-    def __init__(self, clock: Clock):
-        super().__init__(clock)
+    def __init__(self, clock: Clock, identity=None):
+        super().__init__(clock, identity)
         self._sides = {}  # identity bytes -> the identity's (key, value) pairs
+        self._named = {}  # identity bytes -> (uid, cgroup, the identity's pairs and the owner's names): once final
+        if identity is not None:
+            self.fields, self.record_fields = self._fields_identity, self._record_fields_identity
         self.event_names = dict(EVENT_NAMES)
         self.owner_names = [OWNER_NAMES.get(n, "current") for n in range(256)]
         self.old_names = [None] + STATES[1:]
@@ -58,6 +63,44 @@ class FieldsFormatter(JsonFormatter):
             [STATES[s] for s in states_of(states, nstates)], bool(flags & 2), not flags & 1)))
             for (ts, sk, start, handshake, sent, received, _cg, _ino, states, ns, retrans, rtt, uid, result, direction,
                  nstates, flags, own, who) in rows]
+
+
+    def _owner_text(self, owner):
+        """The owner's names as (key, value) pairs, those known: what JsonFormatter's text of them holds."""
+        return tuple((name, value) for name, value in zip(owner._fields, owner) if value is not None)
+
+    def _side_named(self, who, uid, cgroup):
+        names, final = self._owner(owner_key(cgroup, uid, who))
+        pairs = (self._sides.get(who) or self._side(who)) + names
+        if final:
+            named = self._named
+            if len(named) >= IDENT_CACHE:
+                named.clear()
+            named[who] = (uid, cgroup, pairs)
+        return pairs
+
+    def _fields_identity(self, rows):
+        """fields() with the owner's names after "comm", as JsonFormatter's lines with an identity have them."""
+        stamps, stamp, named, side, off = self._stamps.get, self._stamp, self._named.get, self._side_named, self._offset
+        events, owners, olds, descriptions = self.event_names, self.owner_names, self.old_names, self.descriptions
+        return [dict((("timestamp", stamps(ms := (ts + off) // 1_000_000) or stamp(ms)), ("event", events[typ]),
+                      *((c := named(who)) and c[0] == uid and c[1] == cg and c[2] or side(who, uid, cg)),
+                      ("owner", owners[own]), ("old_state", olds[old]), ("new_state", STATES[new]),
+                      ("description", descriptions[new]), ("netns", ns), ("sock", f"0x{sk:x}")))
+                for ts, sk, _ino, ns, typ, old, new, own, _fl, who, uid, cg in rows]
+
+    def _record_fields_identity(self, rows):
+        """record_fields() with the owner's names after "uid" (the record's own), as JsonFormatter's lines have
+        them."""
+        out = []
+        for fields, row in zip(FieldsFormatter.record_fields(self, rows), rows):
+            names = [kv for kv in self._owner(owner_key(row[R_CGROUP], row[R_UID], row[R_IDENT]))[0] if kv[0] != "uid"]
+            items = list(fields.items())
+            out.append(dict(items[:_AFTER_UID] + names + items[_AFTER_UID:]))
+        return out
+
+
+_AFTER_UID = CONNECTION_KEYS.index("uid") + 1
 
 
 class FieldsEncoder(FieldsFormatter):

@@ -41,14 +41,14 @@ def formatters(opts, filters, clock, warn, metrics=None):
 
 def open_sinks(opts, clock, metrics, lost_counts, warn, identity=None):
     """The sinks, opened. metrics: (address, port, labels) or None; lost_counts() -> {where: count}, what
-    the metrics endpoint shows as lost; warn(text) says a problem on stderr; identity: the names for the
-    metrics' unit and container labels. A usage problem raises SnoopError."""
+    the metrics endpoint shows as lost; warn(text) says a problem on stderr; identity: the owner's names for
+    the metrics' unit and container labels and the queued outputs' JSON fields. A usage problem raises SnoopError."""
     sinks = []
     if not opts.quiet:
         sinks.append(console_sink(opts, clock, warn))
     if opts.log_file:
         sinks.append(log_file_sink(opts.log_file, warn))
-    sinks += queued_sinks(opts, clock, warn)
+    sinks += queued_sinks(opts, clock, warn, identity)
     if metrics:  # opened first: a port in use is said before any output's thread starts
         host, port, labels = metrics
         try:
@@ -87,11 +87,12 @@ def log_file_sink(path, warn):
                          f"{e.strerror} (use --log-file PATH or --no-log-file)") from None
 
 
-def queued_sinks(opts, clock, warn):
-    """--journal, --syslog: each a QueuedSink (a bounded queue and a writer thread of its own)."""
+def queued_sinks(opts, clock, warn, identity=None):
+    """--journal, --syslog: each a QueuedSink (a bounded queue and a writer thread of its own); with --json
+    their fields are the JSON line's, the owner's names (identity's) included."""
     o, out = opts, []
     text = o.format != "json"
-    kw = dict(capacity=o.output_queue, warn=warn, json_lines=not text)
+    kw = dict(capacity=o.output_queue, warn=warn, json_lines=not text, identity=identity)
     if o.journal or o.journal_socket:
         out.append(JournalSink(clock, text, path=o.journal_socket or DEFAULT_SOCKET, **kw))
     if o.syslog:

@@ -60,7 +60,10 @@ def exit_lines(probe, dispatch, sinks, report_lines=()):
 
 
 def report_lines(report, stamp, filters, owners):
-    """The connections report: the records kept, then the connections open now (their owners from /proc)."""
+    """The connections report: the records kept, then the connections open now (their owners from /proc);
+    none without a report (--no-report)."""
+    if report is None:
+        return []
     owners.scan()
     return list(report.lines(stamp, tcp_sockets(states=OPEN_STATES), filters, owners.lookup))
 

@@ -69,8 +69,9 @@ def field(name: bytes, value) -> bytes:
 class JournalSink(QueuedSink):
     name = "journal"
 
-    def __init__(self, clock, lines_are_text, path=DEFAULT_SOCKET, capacity=10000, warn=None, json_lines=False):
-        super().__init__(clock, lines_are_text, capacity, warn, json_lines)
+    def __init__(self, clock, lines_are_text, path=DEFAULT_SOCKET, capacity=10000, warn=None, json_lines=False,
+                 identity=None):
+        super().__init__(clock, lines_are_text, capacity, warn, json_lines, identity)
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self.names = {}  # JSON key -> field name bytes
@@ -108,7 +109,7 @@ class JournalSink(QueuedSink):
     def payloads(self, kind, items, lines):
         """Events: their entries from the rows, each piece encoded once (FieldsEncoder); the same bytes as
         encode() of their Messages (tests/daemons/test_outputs_queued.py checks it)."""
-        if kind != EVENTS or (self.json_lines and lines is not None):  # --json: the lines' keys (with names)
+        if kind != EVENTS or self.json_lines:  # --json: the JSON line's keys, the owner's names included
             return super().payloads(kind, items, lines)
         heads = self.type_heads
         return [b"".join((field(b"MESSAGE", t[:-1])[:-1], heads[typ], body))

@@ -11,7 +11,6 @@ the exit summary, by --stats and as a metric.
 """
 
 import collections
-import json
 import sys
 import threading
 
@@ -57,10 +56,12 @@ class QueuedSink(Sink):
     name = "queued"
     wants_lines = True
 
-    def __init__(self, clock, lines_are_text, capacity=10000, warn=None, json_lines=False):
+    def __init__(self, clock, lines_are_text, capacity=10000, warn=None, json_lines=False, identity=None):
         self.clock = clock
         self.lines_are_text = lines_are_text  # the lines handed to write() are the text format's
-        self.json_lines = json_lines  # ... or JSON lines, whose fields json.loads gives
+        # ... or JSON lines (--json): then each event's fields are their keys and values, the owner's names
+        # included (identity: pipeline/identity.Identity, shared with the monitor's formatter; None: no names)
+        self.json_lines = json_lines
         self.capacity = capacity
         self.warn = warn or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.cond = threading.Condition()
@@ -72,7 +73,7 @@ class QueuedSink(Sink):
         self.progress = 0  # messages of the batch in the writer's hands that deliver() has sent
         self.thread = None
         self.text = TextFormatter(clock)  # the writer's own (their caches are per thread), where lines are not text
-        self.fields = FieldsFormatter(clock)
+        self.fields = FieldsFormatter(clock, identity if json_lines else None)
 
     # -- the monitor's side: never blocks --------------------------------------------------------
     def open(self):
@@ -141,14 +142,8 @@ class QueuedSink(Sink):
             return [Message(text, fields) for text, fields in items]
         if kind == RECORDS:  # connection records (abi.RECORD_ROW tuples): the JSON line's keys and values
             texts = lines if self.lines_are_text and lines is not None else self.text.record_lines(items)
-            if self.json_lines and lines is not None:  # --json: the lines the monitor made, the owner's names included
-                return [Message(t[:-1], json.loads(j)) for t, j in zip(texts, lines)]
             return [Message(t[:-1], f) for t, f in zip(texts, self.fields.record_fields(items))]
-        if self.json_lines and lines is not None:  # --json: the lines' own keys, the owner's names included
-            return [Message(t[:-1], json.loads(j)) for t, j in zip(self.text.lines(items), lines)]
-        fields = self.fields.fields(items)
-        texts = self.texts(items, lines)
-        return [Message(t[:-1], f) for t, f in zip(texts, fields)]
+        return [Message(t[:-1], f) for t, f in zip(self.texts(items, lines), self.fields.fields(items))]
 
     def _run(self):
         try:

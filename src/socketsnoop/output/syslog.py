@@ -82,8 +82,8 @@ class SyslogSink(StreamSink):
     name = "syslog"
 
     def __init__(self, clock, lines_are_text, url, facility="daemon", ca=None, capacity=10000, warn=None,
-                 json_lines=False):
-        super().__init__(clock, lines_are_text, capacity, warn, json_lines)
+                 json_lines=False, identity=None):
+        super().__init__(clock, lines_are_text, capacity, warn, json_lines, identity)
         self.url = url if isinstance(url, SyslogURL) else parse_url(url)
         self.facility = FACILITIES[facility]
         self.header_tail = f" {_hostname()} {APP_NAME} {os.getpid()} ".encode()
@@ -129,7 +129,7 @@ class SyslogSink(StreamSink):
     def payloads(self, kind, items, lines):
         """(message, length of its MSG) per event; events' from their rows, each piece encoded once
         (FieldsEncoder): the same bytes as encode() of their Messages (tests/daemons/test_outputs_queued.py checks it)."""
-        if kind != EVENTS or (self.json_lines and lines is not None):  # --json: the lines' keys (with names)
+        if kind != EVENTS or self.json_lines:  # --json: the JSON line's keys, the owner's names included
             return [(self.encode(m), len(m.text)) for m in self._messages(kind, items, lines)]
         heads, out = self.type_heads, []
         for t, (typ, ts, body) in zip(self.texts(items, lines), self.encoder.encode(items)):

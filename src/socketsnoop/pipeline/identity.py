@@ -18,6 +18,7 @@ again by a new walk, at most once per second.
 import os
 import pwd
 import re
+import threading
 import time
 from collections import Counter
 from typing import NamedTuple
@@ -224,9 +225,13 @@ class Owner(NamedTuple):
 
 
 class Identity:
-    """(cgroup id, uid, pid, comm) -> Owner, each part cached and bounded (misses counted: stats())."""
+    """(cgroup id, uid, pid, comm) -> Owner, each part cached and bounded (misses counted: stats()). Asked from
+    more than one thread (the monitor's formatter, the journal's and syslog's writers with --json): a lock
+    keeps the caches and the tree's walk whole. The callers keep their own caches, so it is taken on their
+    misses only."""
 
     def __init__(self, tree: CgroupTree, proc="/proc", limit=4096, warn=None):
+        self.lock = threading.Lock()
         self.tree = tree
         self.proc = proc
         self.limit = limit
@@ -272,6 +277,10 @@ class Identity:
 
     def cgroup(self, cid):
         """((path, Names) or None, final)."""
+        with self.lock:
+            return self._cgroup(cid)
+
+    def _cgroup(self, cid):
         info = self.cgroups.get(cid)
         if info is not None:
             return info, True
@@ -287,11 +296,15 @@ class Identity:
     def owner(self, cgroup, uid, pid, comm=None):
         """(Owner, final): final is False while the cgroup is not known yet (ask again later). comm: the raw
         name from the event (owner_key()), which an exec changes."""
+        with self.lock:
+            return self._owner(cgroup, uid, pid, comm)
+
+    def _owner(self, cgroup, uid, pid, comm):
         if pid:
             user, exe = self.user(uid), self.exe(pid, comm)
         else:  # no process (a reset for no socket): no uid, user or exe
             uid = user = exe = None
-        info, final = self.cgroup(cgroup)
+        info, final = self._cgroup(cgroup)
         path, names = info or (None, NO_NAMES)
         return Owner(uid, user, path, names.unit, names.container, names.pod, exe, names.user_unit), final
 

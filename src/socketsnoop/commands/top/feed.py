@@ -18,7 +18,7 @@ from ...pipeline.identity import CgroupTree, Identity
 from ...pipeline.owners import ProcOwners
 from .tally import OPEN_STATES, Tally
 
-READ_BYTES = 128 << 10  # taken at a time (commands/run.py says why this size)
+READ_BYTES = 128 << 10  # taken at a time (pipeline/rings.py says why this size)
 DRAIN_S = 0.25  # longest stretch of reading before the loop looks at the keys and the clock
 
 

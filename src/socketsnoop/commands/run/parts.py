@@ -1,0 +1,69 @@
+"""The monitor's parts, made from its options: the formatters, the outputs and the path to them (output/),
+the connections report, the warnings' thresholds, and the kernel side (kernel/loader.py's Probe) loaded and
+attached with the owners of sockets older than the monitor (pipeline/). The loop that runs them is
+commands/run/__init__.py's."""
+
+from ...kernel.loader import Probe
+from ...logformat.base import Clock
+from ...output import exit_summary
+from ...output.build import formatters, open_sinks
+from ...output.colour import warning_painter, wants_colour
+from ...output.connections import ConnectionReport
+from ...output.dispatch import Dispatch
+from ...output.exit_summary import say
+from ...pipeline.enrich import ProcOwnerEnricher
+from ...pipeline.filter_cgroups import CgroupWatch
+from ...pipeline.filters import CGROUP_KINDS
+from ...pipeline.health import Health
+from ...pipeline.owners import ProcOwners
+from ...pipeline.rings import RingReader
+from ...settings.monitor import metrics_from
+from ...settings.warnings import thresholds_from
+
+
+class MonitorParts:
+    """What the monitor is made of; bench/churn's replay makes them too (Monitor(opts, filters), open_sinks(),
+    then out.events(...)), without a kernel side."""
+
+    def __init__(self, opts, filters):
+        self.opts, self.filters, self.clock = opts, filters, Clock()
+        self.warn = warning_painter(say) if wants_colour(opts.color, 2) else say  # stderr's warnings
+        self.metrics = metrics_from(opts)  # (address, port, labels) or None; a usage error before anything runs
+        self.cgroups, self.identity, self.text, self.formatter = formatters(opts, filters, self.clock, self.warn,
+                                                                            self.metrics)
+        # the exit report keeps the kernel's connection records (one per connection), not every event
+        self.report = None if opts.no_report else ConnectionReport(max_conns=opts.max_tracked)
+        self.owners, self.enrichers, self.sinks = ProcOwners(), [], []
+        self.probe = self.out = self.cgroup_watch = None  # cgroup_watch: the cgroup filters' names, looked for again
+        self.rings = RingReader(perf=opts.buffer == "perf")
+        self.thresholds = thresholds_from(opts)  # None: --no-warnings
+
+    def open_sinks(self):
+        """The outputs, and self.out: the path from decoded rows to them (bench/churn's replay uses it too)."""
+        lost = lambda: exit_summary.lost_counts(self.probe, self.sinks)  # noqa: E731 (for --metrics)
+        self.sinks = open_sinks(self.opts, self.clock, self.metrics, lost, self.warn, self.identity)
+        self.out = Dispatch(self.formatter, self.sinks, self.enrichers, self.report, not self.opts.no_summary)
+        if self.thresholds is not None:
+            self.out.watch(Health(self.thresholds), self.text)
+
+    def make_probe(self):
+        """The kernel side as the options ask for it (not loaded yet)."""
+        o = self.opts
+        records = not o.no_summary or self.report is not None or bool(self.metrics) or self.thresholds is not None
+        self.probe = Probe(self.filters, buffer=o.buffer, buffer_size=o.buffer_size, log=self.warn, records=records,
+                           summary_only=o.summary_only, want_cgroup=self.identity is not None)
+        return self.probe
+
+    def start(self, p):
+        """The probe loaded, its listeners seeded (every network namespace's: accepted connections get their
+        owner), the owners of sockets older than us found in /proc, attached, its rings read."""
+        p.load()
+        if self.filters.wants_cgroups():
+            self.cgroup_watch = CgroupWatch(self.filters, self.cgroups, p, CGROUP_KINDS, warn=self.warn)
+        self.owners.scan()
+        for ns, listeners in self.owners.listeners_by_netns().items():
+            p.seed_listeners(listeners, ns)
+        self.enrichers.append(ProcOwnerEnricher(self.owners, p, self.filters))
+        p.attach()
+        p.open_reader(on_sample=self.rings.on_sample)
+        self.rings.bind(p)
