@@ -103,3 +103,18 @@ def test_warn_option_values():
         assert e.value.args[0].count("\n") == 0 and "--warn" in e.value.args[0]
     opts = type("Opts", (), {"warn": [("port_scan", None), ("interval", 5.0)], "no_warnings": False})
     assert thresholds_from(opts) == Thresholds(port_scan=None, interval=5.0)
+
+
+def test_resets_from_the_ephemeral_range_are_no_scan():
+    """A peer still sending to client sockets that are gone (a mass close, a killed client) draws resets from
+    closed ports of the local ephemeral range: not a port scan. The same count of service ports is one."""
+    h = Health(Thresholds(port_scan=20))
+    eph = h.kinds[[k.kind for k in h.kinds].index("port-scan")].ephemeral
+    gone = [make_row(ts_ns=S, type=EV_RESET_SENT, owner=OWNER_NONE, sport=p, dport=80, saddr=LOCAL, daddr=LOCAL)
+            for p in range(eph.start, eph.start + 100)]
+    h.events(gone)
+    assert not [w for w in h.tick(S) if w.kind == "port-scan"]
+    probes = [make_row(ts_ns=S, type=EV_RESET_SENT, owner=OWNER_NONE, sport=p, dport=40000, saddr=LOCAL,
+                       daddr=LOCAL) for p in range(1000, 1100)]
+    h.events(probes)
+    assert [w.kind for w in h.tick(S + 1) if w.status == ACTIVE] == ["port-scan"]

@@ -31,6 +31,17 @@ SCAN_WINDOW_S = 10
 MIN_RETRANSMITS = 10  # fewer retransmissions in the window never warn, whatever their share
 MSS = 1448  # the estimate of a connection's segments: its bytes sent over a common Ethernet MSS
 MAX_PORTS = 4096  # distinct ports followed per scanning address
+PORT_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"
+
+
+def ephemeral_ports(path=PORT_RANGE):
+    """The local port range connects take their ports from (Linux's default where it cannot be read)."""
+    try:
+        with open(path) as f:
+            lo, hi = map(int, f.read().split())
+        return range(lo, hi + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)
 _r_result = itemgetter(R_RESULT)
 _r_retrans = itemgetter(R_RETRANSMITS)
 _r_ident = itemgetter(R_IDENT)
@@ -154,7 +165,9 @@ class Retransmits:
 
 class PortScan:
     """One remote address touching threshold or more distinct closed local ports (a reset sent, no socket)
-    within SCAN_WINDOW_S."""
+    within SCAN_WINDOW_S. A closed port of the local ephemeral range is passed over: what reaches one is most
+    often the late packet of a connection of ours that is gone (a peer still sending to a client socket closed
+    or killed: a mass close reads as a scan from the server's address), while a scan probes services."""
 
     kind = "port-scan"
     setting = "port_scan"  # its Thresholds field
@@ -164,6 +177,7 @@ class PortScan:
         self.alerts = Alerts(self.kind, t.interval)
         self.sources = {}  # (netns, family, remote address) -> {local port: last time}
         self.overflow = 0
+        self.ephemeral = ephemeral_ports()
 
     def events(self, rows, news):
         owners = bytes(map(_owner, rows))
@@ -173,11 +187,13 @@ class PortScan:
             if r[TYPE] != EV_RESET_SENT:
                 continue
             who = r[IDENT]
+            port = int.from_bytes(who[4:6], "little")
+            if port in self.ephemeral:
+                continue
             ports = bounded_get(self.sources, (r[NETNS], who[56], who[_DADDR]), dict)
             if ports is None:
                 self.overflow += 1
                 continue
-            port = int.from_bytes(who[4:6], "little")
             if port in ports or len(ports) < MAX_PORTS:
                 ports[port] = r[TS]
 
