@@ -20,7 +20,7 @@ from socketsnoop.logformat.reader import Parser
 from socketsnoop.logformat.text import TextFormatter
 from socketsnoop.logformat.warning import WarningLines
 from socketsnoop.logformat.words import DIRECTION_NAMES, RESULT_NAMES
-from socketsnoop.output.metrics import OTHER, comm_label
+from socketsnoop.output.metrics import OTHER, MetricsSink, comm_label
 from socketsnoop.pipeline import health
 from socketsnoop.pipeline.decode import IDENT, make_record_row, make_row, states_of
 from socketsnoop.pipeline.identity import Owner
@@ -241,13 +241,23 @@ def test_the_round_trip_finds_a_broken_escape(clock, monkeypatch):
 def test_metric_labels_are_injective_and_other_is_no_name():
     """Issue 19.12 in the metrics: two names never share a comm label, and the overflow value is none's."""
     names = [b"\\xff", b"\xff", b"\\", b"\\\\", b"\x85", b"\xc2\x85", b"\\u0085", b"\n", b"\\n", b"other", b"-",
-             b"\\x2d", b"other (past the", b"", "\u202e".encode()]
+             b"\\x2d", b"other (past the", b"", "\u202e".encode(), b"\\x00", None]  # None: no process
     labels = [comm_label(n) for n in names]
     assert len(set(labels)) == len(names), labels
     assert OTHER not in labels
     # a label without an escape ('\\') has at most COMM_LEN - 1 characters (one per byte at most): OTHER has more
     assert "\\" not in OTHER and len(OTHER) > abi.COMM_LEN - 1
     assert all(c.isprintable() for label in labels for c in label)
+
+
+def test_metrics_tell_a_process_named_empty_from_no_process():
+    """The metrics sink counts by the comm bytes and the owner kind: a reset sent by no process (OWNER_NONE) and
+    one by a process named with the empty string have the same comm bytes, and different labels."""
+    sink = MetricsSink(labels={"comm": 10})
+    rows = [make_row(type=abi.EV_RESET_SENT, owner=abi.OWNER_NONE, pid=0, comm=b""),
+            make_row(type=abi.EV_RESET_SENT, owner=abi.OWNER_SOCKET, pid=7, comm=b"")]
+    sink.write(rows, None)
+    assert sorted(label for _typ, _state, label in sink.events) == ["-", "\\x00"]
 
 
 def warning_cases():

@@ -29,10 +29,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.process_collector import ProcessCollector
 
 from .. import __version__
-from ..kernel.abi import COMM_LEN, EV_RESET_RECEIVED, EV_RESET_SENT, EV_RETRANSMIT, EV_STATE, R_INCOMPLETE
+from ..kernel.abi import COMM_LEN, EV_RESET_RECEIVED, EV_RESET_SENT, EV_RETRANSMIT, EV_STATE, OWNER_NONE, R_INCOMPLETE
 from ..logformat.words import DIRECTION_NAMES, RESULT_NAMES, state_name
-from ..pipeline.decode import (CGROUP, IDENT, NEWSTATE, R_CGROUP, R_DIRECTION, R_FLAGS, R_HANDSHAKE, R_IDENT, R_RESULT,
-                               R_RTT, R_START, R_TS, TYPE)
+from ..pipeline.decode import (CGROUP, IDENT, NEWSTATE, OWNER, R_CGROUP, R_DIRECTION, R_FLAGS, R_HANDSHAKE, R_IDENT,
+                               R_OWNER, R_RESULT, R_RTT, R_START, R_TS, TYPE)
 from .metric_labels import DEFAULT_LABEL_LIMIT, LABELS  # noqa: F401 (LABELS: its users import it here)
 from .metrics_server import MetricsServer
 from .sinks import Sink
@@ -46,6 +46,8 @@ FAILED = ("refused", "timeout", "unreachable")  # results of a connect that fail
 _COMM_SLICE = slice(4 + 2 + 2 + 16 + 16, 4 + 2 + 2 + 16 + 16 + COMM_LEN)
 _type_state = itemgetter(TYPE, NEWSTATE)
 _ident = itemgetter(IDENT)
+_owner = itemgetter(OWNER)
+_rec_owner = itemgetter(R_OWNER)
 _rec_key = itemgetter(R_DIRECTION, R_RESULT)
 _rec_ident = itemgetter(R_IDENT)
 _cgroup = itemgetter(CGROUP)
@@ -56,14 +58,17 @@ _rtt = itemgetter(R_RTT)
 _not_none = partial(is_not, None)
 
 
-def comm_label(raw: bytes) -> str:
+def comm_label(raw: bytes | None) -> str:
     """A task name as a label value: its text, '\\' doubled, a byte that is not UTF-8 as \\xNN and every
     character that is not printable (control characters, a newline, bidi overrides) as its Python escape
     (\\n, \\u00NN, \\u202e), so that reading the endpoint in a terminal is safe and two names never give the
-    same value; quotes and braces are left to prometheus_client's escaping. No process: '-'."""
+    same value; quotes and braces are left to prometheus_client's escaping. No process (None): '-'; a process
+    named with the empty string: '\\x00', as in the log (no name holds a NUL byte)."""
+    if raw is None:
+        return "-"
     raw = raw.split(b"\0", 1)[0]
     if not raw:
-        return "-"
+        return r"\x00"
     if raw == b"-":
         return r"\x2d"  # as in the log: a process named "-" is not "no process"
     text = raw.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
@@ -176,7 +181,9 @@ class MetricsSink(Sink):
         if not self.label_names:
             self.events.update(map(_type_state, rows))  # C speed: one pass, no Python per event
             return
-        comms = map(getitem, map(_ident, rows), repeat(_COMM_SLICE)) if self.by_comm else repeat(None)
+        # the owner kind beside the comm: no process (OWNER_NONE) and a process named "" have the same comm bytes
+        comms = (zip(map(getitem, map(_ident, rows), repeat(_COMM_SLICE)), map(_owner, rows)) if self.by_comm
+                 else repeat(None))
         events, labels = self.events, self._labels
         if self.label_names == ["comm"]:  # the common case, without a call per key
             comm_label = self._comm
@@ -199,7 +206,8 @@ class MetricsSink(Sink):
             self.conns.update(map(_rec_key, rows))
         else:
             # the record's identity bytes have the comm where an event's do, and it has the socket's cgroup
-            comms = map(getitem, map(_rec_ident, rows), repeat(_COMM_SLICE)) if self.by_comm else repeat(None)
+            comms = (zip(map(getitem, map(_rec_ident, rows), repeat(_COMM_SLICE)), map(_rec_owner, rows))
+                     if self.by_comm else repeat(None))
             cgroups = map(_rec_cgroup, rows) if self.by_cgroup else repeat(0)
             batch = Counter(zip(map(_rec_key, rows), comms, cgroups))
             conns, labels = self.conns, self._labels
@@ -244,12 +252,14 @@ class MetricsSink(Sink):
             self._cgroup_labels[cgroup] = out
         return out
 
-    def _comm(self, raw, n=1):
-        value = self._comm_labels.get(raw)
+    def _comm(self, key, n=1):
+        """The label of a (comm bytes, owner kind) key, capped."""
+        value = self._comm_labels.get(key)
         if value is None:
-            value = self.cap["comm"](comm_label(raw), n)
+            raw, owner = key
+            value = self.cap["comm"](comm_label(None if owner == OWNER_NONE else raw), n)
             if value != OTHER:
-                self._comm_labels[raw] = value
+                self._comm_labels[key] = value
         return value
 
     # -- a scrape (the endpoint's thread) ----------------------------------------------------------------------
