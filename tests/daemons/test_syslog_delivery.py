@@ -144,3 +144,32 @@ def test_monitor_counts_what_a_closing_collector_never_got(monitor):
     dropped = int(re.search(r"syslog dropped=(\d+)", m.stderr).group(1))
     assert dropped == n, (dropped, n, c.bytes)
     assert sum("syslog tcp://" in line for line in m.stderr.splitlines()) <= 3, m.stderr
+
+
+@pytest.mark.bpf
+def test_sigterm_ends_the_monitor_within_a_second_whatever_the_collector_does(monitor):
+    """A collector that accepts and never reads: the stream's buffers fill and the writer waits on it. SIGTERM
+    still ends the monitor within about a second (before: the exit waited CLOSE_WAIT_S, 3 s, for a receiver that
+    took nothing); what it never took is counted as dropped."""
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # inherited by the accepted socket: a small window
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    held = []
+    threading.Thread(target=lambda: held.append(srv.accept()), daemon=True).start()  # accepted, never read
+    closed = free_port()
+    try:
+        m = monitor("-P", str(closed), "--no-report", "-q", "--no-log-file", "--output-queue", "100000",
+                    "--syslog", f"tcp://127.0.0.1:{srv.getsockname()[1]}")
+        for _ in range(3):  # ~3,000 messages: more than the socket buffers take
+            spawn(REFUSER, port=closed, count=500).communicate(timeout=60)
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        m.proc.terminate()
+        m.proc.wait(timeout=30)
+        took = time.monotonic() - t0
+        m.stop()
+    finally:
+        srv.close()
+    dropped = int(re.search(r"syslog dropped=(\d+)", m.stderr).group(1))
+    assert took < 1.5 and dropped > 0, (took, dropped, m.stderr[-500:])

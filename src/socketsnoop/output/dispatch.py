@@ -146,6 +146,9 @@ class Dispatch:
 
     def close_queues(self):
         """The outputs with a queue of their own: what they hold out (or counted as dropped), at exit."""
-        for sink in self.sinks:
-            if isinstance(sink, (QueuedSink, ConsoleSink)):
-                sink.close()
+        queues = [sink for sink in self.sinks if isinstance(sink, (QueuedSink, ConsoleSink))]
+        for sink in queues:  # all told first: their waits overlap
+            if isinstance(sink, QueuedSink):
+                sink.begin_close()
+        for sink in queues:
+            sink.close()

@@ -13,6 +13,7 @@ the exit summary, by --stats and as a metric.
 import collections
 import sys
 import threading
+import time
 
 from ..logformat.fields import FieldsFormatter
 from ..logformat.text import TextFormatter
@@ -24,6 +25,7 @@ WARN_RESULTS = frozenset(("refused", "timeout", "unreachable", "reset-sent", "re
 IDLE_S = 1.0  # with nothing to send, the writer looks at its receiver this often (idle())
 CACHE_MAX = 1 << 16  # encoded fields an output keeps (journal, syslog)
 CLOSE_WAIT_S = 3.0  # at exit: how long a receiver that is up gets to take what is queued
+STALL_S = 0.5  # at exit: a receiver that took nothing for this long is given up (SIGTERM ends us within a second)
 BACKOFF_S = (0.2, 10.0)  # first and longest wait between attempts to reach a receiver that is down
 
 EVENTS, RECORDS, NOTICE = range(3)
@@ -121,14 +123,25 @@ class QueuedSink(Sink):
         """More counts for the exit summary's Outputs line ('' for none)."""
         return ""
 
-    def close(self):
-        """Give the receiver up to CLOSE_WAIT_S to take what is queued, then count the rest as dropped."""
-        if self.thread is None:
-            return
+    def begin_close(self):
+        """Tell the writer to finish: what is queued goes out, then it ends (close() waits for it)."""
         with self.cond:
             self.closing = True
             self.cond.notify_all()
-        self.thread.join(CLOSE_WAIT_S)
+
+    def close(self):
+        """Give the receiver up to CLOSE_WAIT_S to take what is queued while it takes something at least every
+        STALL_S (a receiver that is stalled or gone is given up at once), then count the rest as dropped."""
+        if self.thread is None:
+            return
+        self.begin_close()
+        now = time.monotonic()
+        end, still, seen = now + CLOSE_WAIT_S, now, None
+        while self.thread.is_alive() and now < end and now - still < STALL_S:
+            self.thread.join(0.05)
+            now, mark = time.monotonic(), (self.queued, self.progress)
+            if mark != seen:
+                still, seen = now, mark
         with self.cond:
             self.abandoned = True  # a writer still stuck in a send counts nothing more
             self.lost += max(self.queued - self.progress, 0)
