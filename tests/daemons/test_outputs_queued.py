@@ -231,7 +231,7 @@ def test_journal_entries_have_a_message_id_per_kind(json_lines):
     """`journalctl MESSAGE_ID=...` finds exactly the entries of one event kind: state changes, retransmits,
     resets both ways, connection records and lost events each have their own fixed 128-bit id."""
     ids = list(MESSAGE_IDS.values())
-    assert len(set(ids)) == len(ids) == 6 and all(len(i) == 32 and int(i, 16) >= 0 and i == i.lower() for i in ids)
+    assert len(set(ids)) == len(ids) == 7 and all(len(i) == 32 and int(i, 16) >= 0 and i == i.lower() for i in ids)
     clock = Clock()
     with journald() as j:
         sink = JournalSink(clock, not json_lines, path=j.socket, warn=lambda m: None, json_lines=json_lines).open()

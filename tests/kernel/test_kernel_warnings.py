@@ -80,7 +80,7 @@ def test_close_wait_leak(tmp_path):
     their count, and one line when it closes them."""
     port = free_port()
     with private_netns() as ns:
-        mon = Monitor(tmp_path, "--warn", "close-wait-leak=1", "--warn", "interval=2").start()
+        mon = Monitor(tmp_path, "--warn", "close-wait-leak=1", "--warn", "interval=2", warnings=True).start()
         server = ns_python(ns, LEAKER.format(port=port, n=3))
         try:
             assert server.stdout.readline().strip() == "listening"
@@ -141,7 +141,7 @@ def test_connect_failures(tmp_path):
         sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.tcp_syn_retries=1")  # a timeout in 3 s
         nft_in(ns, f"tcp dport {dropped} drop")
         inode = netns_inode(ns)
-        mon = Monitor(tmp_path, "--warn", "connect-failures=3").start()
+        mon = Monitor(tmp_path, "--warn", "connect-failures=3", warnings=True).start()
         try:
             p = ns_python(ns, CONNECTS.format(comm=b"dialer", ports=[closed] * 4 + [dropped] * 3))
             out, _err = p.communicate(timeout=30)
@@ -175,7 +175,7 @@ def test_port_scan(tmp_path):
     first = free_port()
     with private_netns() as ns:
         inode = netns_inode(ns)
-        mon = Monitor(tmp_path).start()
+        mon = Monitor(tmp_path, warnings=True).start()
         try:
             p = ns_python(ns, PROBE.format(first=first))
             assert p.communicate(timeout=30)[0].strip() == "done"
@@ -213,7 +213,7 @@ def test_port_exhaustion(tmp_path):
     with private_netns() as ns:
         sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_local_port_range=40000 40003")
         inode = netns_inode(ns)
-        mon = Monitor(tmp_path, summary=True).start()
+        mon = Monitor(tmp_path, summary=True, warnings=True).start()
         p = ns_python(ns, EXHAUST.format(port=port, n=10))
         try:
             held, no_port = map(int, p.stdout.readline().split())
@@ -257,7 +257,7 @@ def test_retransmits(tmp_path):
         sh("ip", "-n", a, "link", "set", "dev", f"v{a}", "gso_max_segs", "1")  # one segment a packet: each dropped
         nft_in(b, f"tcp dport {port} numgen random mod 100 < 10 drop")
         inode = netns_inode(a)
-        mon = Monitor(tmp_path).start()
+        mon = Monitor(tmp_path, warnings=True).start()
         try:
             srv = ns_python(b, SINK.format(host=server_addr, port=port))
             assert srv.stdout.readline().strip() == "listening"
@@ -279,7 +279,7 @@ def test_healthy_churn_raises_no_warning(tmp_path):
     port = free_port()
     with private_netns() as ns:
         inode = netns_inode(ns)
-        mon = Monitor(tmp_path, "--warn", "close-wait-leak=3", "--warn", "interval=1").start()
+        mon = Monitor(tmp_path, "--warn", "close-wait-leak=3", "--warn", "interval=1", warnings=True).start()
         try:
             out = sh("ip", "netns", "exec", ns, str(loadgen), str(port), "6", "4", "2").stdout
             stats = dict(kv.split("=") for kv in out.split())
@@ -318,7 +318,7 @@ def test_syn_flood(tmp_path):
     with private_netns() as ns:
         nft_in(ns, f"tcp dport {port} tcp flags & (syn | ack) == ack drop")
         inode = netns_inode(ns)
-        mon = Monitor(tmp_path, "--warn", "syn-flood=20").start()
+        mon = Monitor(tmp_path, "--warn", "syn-flood=20", warnings=True).start()
         p = ns_python(ns, HALF_OPEN.format(port=port, n=30))
         try:
             assert p.stdout.readline().strip() == "sent"

@@ -14,12 +14,15 @@ from support.system import READY
 class Monitor:
     """socket-snoop running as a child process, with a log file in a temp dir."""
 
-    def __init__(self, tmp_path, *args, log_name="monitor.log", ready_timeout=20, summary=False):
-        """summary: keep the Connection Summary lines (tests of the per-event lines leave them out: --no-summary)."""
+    def __init__(self, tmp_path, *args, log_name="monitor.log", ready_timeout=20, summary=False, warnings=False):
+        """summary: keep the Connection Summary lines (tests of the per-event lines leave them out: --no-summary);
+        warnings: keep the health warnings (a test that counts lines leaves them out: --no-warnings; a slow guest's
+        load can raise one)."""
         self.log = tmp_path / log_name
         quiet = [] if summary or {"--summary-only", "--failed", "--no-summary"} & set(args) else ["--no-summary"]
         log = [] if "--no-log-file" in args else ["--log-file", str(self.log)]
-        self.args = [sys.executable, "-m", "socketsnoop", *log, *quiet, *args]
+        calm = [] if warnings or {"--warn", "--no-warnings"} & set(args) else ["--no-warnings"]
+        self.args = [sys.executable, "-m", "socketsnoop", *log, *quiet, *calm, *args]
         self.ready_timeout = ready_timeout
         self.proc = None
         self.stdout = self.stderr = ""
