@@ -229,7 +229,7 @@ def test_journal_connection_records_are_queryable_by_result():
 @pytest.mark.parametrize("json_lines", [False, True])
 def test_journal_entries_have_a_message_id_per_kind(json_lines):
     """`journalctl MESSAGE_ID=...` finds exactly the entries of one event kind: state changes, retransmits,
-    resets both ways, connection records and lost events each have their own fixed 128-bit id."""
+    resets both ways, connection records, lost events and health warnings each have their own fixed 128-bit id."""
     ids = list(MESSAGE_IDS.values())
     assert len(set(ids)) == len(ids) == 7 and all(len(i) == 32 and int(i, 16) >= 0 and i == i.lower() for i in ids)
     clock = Clock()
@@ -241,8 +241,10 @@ def test_journal_entries_have_a_message_id_per_kind(json_lines):
         sink.write_records(recs, (JsonFormatter(clock) if json_lines else TextFormatter(clock))
                            .record_lines(recs))
         sink.notice("Lost Events: 3", {"event": "lost_events", "lost": 3, "missed": 0})
+        sink.write_warnings([], None, [("Warning: port-scan status=active",
+                                        {"event": "warning", "kind": "port-scan", "status": "active"})])
         sink.close()
-        total = len(events) + len(recs) + 1
+        total = len(events) + len(recs) + 2
         for _ in range(100):
             if len(j.entries()) == total:
                 break
