@@ -481,11 +481,10 @@ def test_a_reader_behind_sheds_event_lines_never_records(monitor):
     t = m.totals()
     assert t["lost"] > 0, t
     assert t["records_lost"] == 0 and t["records"] == 1400, t
-    # every line shed is counted under its kind; on loopback nearly all are state changes (a slow guest's late ACK
-    # can draw a tail-loss probe: a Retransmission line, shed as such)
+    # every line shed is counted under its kind; on loopback nearly all are state changes (on a slow guest a late
+    # ACK can draw a tail-loss probe, the server's end a reset: a line shed as its own kind)
     shed = {k: v for k, v in t.items() if k.startswith("shed_")}
     assert sum(shed.values()) == t["lost"] and t["shed_state_change"] >= 0.9 * t["lost"], t
-    assert t["shed_reset_sent"] == t["shed_reset_received"] == 0, t
     assert f"{t['shed_state_change']} state_change" in m.stderr
     summaries = [x for x in m.lines() if "Connection Summary" in x]
     assert len(summaries) == 1400
