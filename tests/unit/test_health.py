@@ -101,7 +101,7 @@ def test_warn_option_values():
         with pytest.raises(SnoopError) as e:
             parse_warn(bad)
         assert e.value.args[0].count("\n") == 0 and "--warn" in e.value.args[0]
-    opts = type("Opts", (), {"warn": [("port_scan", None), ("interval", 5.0)], "no_warnings": False})
+    opts = type("Opts", (), {"warn": [("port_scan", None), ("interval", 5.0)], "no_warnings": False, "warnings": False})
     assert thresholds_from(opts) == Thresholds(port_scan=None, interval=5.0)
 
 
