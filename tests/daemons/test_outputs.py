@@ -12,7 +12,7 @@ from socketsnoop.logformat.escape import comm_text, escape_comm
 
 from support.collectors import journald, make_ca, make_cert, rsyslogd
 from support.net import free_port
-from support.procs import CLIENT, SERVER, spawn
+from support.procs import CLIENT, REFUSER, SERVER, spawn
 from support.prom import sample_sum, scrape
 
 pytestmark = pytest.mark.bpf
@@ -20,17 +20,6 @@ pytestmark = pytest.mark.bpf
 # 15 bytes each (a task name's most): a newline then a field of our prefix; and the SD/escape breakers
 H_FIELD = b"\nSOCKETSNOOP_X="
 H_SD = b'a]"\\=\xff\x01z] x'
-REFUSER = """
-import ctypes, socket
-ctypes.CDLL(None).prctl(15, {comm!r}, 0, 0, 0)
-for _ in range({count}):
-    s = socket.socket()
-    try:
-        s.connect(("127.0.0.1", {port}))
-    except ConnectionRefusedError:
-        pass
-    s.close()
-"""
 TITLES = {"state_change": "State Change", "retransmit": "Retransmission", "reset_sent": "Reset Sent",
           "reset_received": "Reset Received"}
 

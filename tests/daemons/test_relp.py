@@ -11,7 +11,7 @@ import time
 
 import pytest
 from support.net import free_port
-from support.procs import spawn
+from support.procs import REFUSER, spawn
 
 from socketsnoop.logformat.base import Clock
 from socketsnoop.output.relp import RelpSink, frame, parse_frames, syslog_sink
@@ -19,18 +19,6 @@ from socketsnoop.output.syslog import SyslogSink, parse_url
 
 IMRELP = "/usr/lib/x86_64-linux-gnu/rsyslog/imrelp.so"
 needs_rsyslog = pytest.mark.skipif(not os.path.exists(IMRELP), reason="needs rsyslog-relp (imrelp)")
-
-REFUSER = """
-import ctypes, socket
-ctypes.CDLL(None).prctl(15, b"ss-relp", 0, 0, 0)
-for _ in range({count}):
-    s = socket.socket()
-    try:
-        s.connect(("127.0.0.1", {port}))
-    except ConnectionRefusedError:
-        pass
-    s.close()
-"""
 
 
 class RelpCollector:
@@ -147,7 +135,7 @@ def test_monitor_relp_with_rsyslogd_restarted(monitor, relp):
     m = monitor("-P", str(closed), "--no-report", "-q", "--syslog", relp.url)
 
     def round_(n=20):
-        spawn(REFUSER, port=closed, count=n).communicate(timeout=60)
+        spawn(REFUSER, comm=b"ss-relp", port=closed, count=n).communicate(timeout=60)
 
     round_()
     assert _wait(lambda: len(relp.messages()) >= len(m.lines()) >= 60), "nothing arrived before the restart"

@@ -9,22 +9,10 @@ import time
 
 import pytest
 from support.net import free_port
-from support.procs import spawn
+from support.procs import REFUSER, spawn
 
 from socketsnoop.logformat.base import Clock
 from socketsnoop.output.syslog import SyslogSink
-
-REFUSER = """
-import ctypes, socket
-ctypes.CDLL(None).prctl(15, b"ss-storm", 0, 0, 0)
-for _ in range({count}):
-    s = socket.socket()
-    try:
-        s.connect(("127.0.0.1", {port}))
-    except ConnectionRefusedError:
-        pass
-    s.close()
-"""
 
 
 class Collector:
@@ -134,7 +122,7 @@ def test_monitor_counts_what_a_closing_collector_never_got(monitor):
     try:
         m = monitor("-P", str(closed), "--no-report", "-q", "--syslog", f"tcp://127.0.0.1:{c.port}")
         for _ in range(4):
-            spawn(REFUSER, port=closed, count=10).communicate(timeout=60)
+            spawn(REFUSER, comm=b"ss-storm", port=closed, count=10).communicate(timeout=60)
             time.sleep(0.5)
         assert m.stop() == 0, m.stderr
     finally:
@@ -162,7 +150,7 @@ def test_sigterm_ends_the_monitor_within_a_second_whatever_the_collector_does(mo
         m = monitor("-P", str(closed), "--no-report", "-q", "--no-log-file", "--output-queue", "100000",
                     "--syslog", f"tcp://127.0.0.1:{srv.getsockname()[1]}")
         for _ in range(3):  # ~3,000 messages: more than the socket buffers take
-            spawn(REFUSER, port=closed, count=500).communicate(timeout=60)
+            spawn(REFUSER, comm=b"ss-storm", port=closed, count=500).communicate(timeout=60)
         time.sleep(1.0)
         t0 = time.monotonic()
         m.proc.terminate()

@@ -75,6 +75,19 @@ import ctypes, os, socket, sys, time
 ctypes.CDLL(None).prctl(15, {comm!r}, 0, 0, 0)
 """
 
+# connects count times to a closed port (each refused): a burst of events and failed-connection records
+REFUSER = """
+import ctypes, socket
+ctypes.CDLL(None).prctl(15, {comm!r}, 0, 0, 0)
+for _ in range({count}):
+    s = socket.socket()
+    try:
+        s.connect(("127.0.0.1", {port}))
+    except ConnectionRefusedError:
+        pass
+    s.close()
+"""
+
 SERVER = _PRELUDE + """
 fam = socket.AF_INET6 if ':' in {host!r} else socket.AF_INET
 srv = socket.socket(fam, socket.SOCK_STREAM)

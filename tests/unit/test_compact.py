@@ -20,7 +20,7 @@ from socketsnoop.output.colour import END, FAILURE, RESET, wants_colour
 from socketsnoop.output.console import ConsoleSink
 from socketsnoop.pipeline.decode import make_record_row, make_row
 
-from test_logformat_roundtrip import HOSTILE_COMMS, events, records
+from test_logformat_roundtrip import events, records
 
 WIDEST_V4 = bytes([255, 255, 255, 255]) + bytes(12)
 
