@@ -8,7 +8,7 @@ ports, addresses, comm, family) are what most events of a connection's side shar
 
 import time
 
-from ..kernel.abi import R_INCOMPLETE, R_STATES_CUT
+from ..kernel.abi import IDENT_STRUCT, R_INCOMPLETE, R_STATES_CUT
 from ..pipeline.decode import states_of
 from .escape import format_addr
 from .words import state_name
@@ -98,6 +98,15 @@ class LineFormatter:
     def _ident(self, ident):
         """The text of identity bytes, made and remembered (one function: a miss is common)."""
         raise NotImplementedError
+
+    def _unpacked(self, ident):
+        """On an _ident miss: the cache kept bounded, then (pid, sport, dport, source and destination address
+        texts, comm bytes, family) of the identity bytes."""
+        if len(self._idents) >= IDENT_CACHE:
+            self._idents.clear()
+        pid, sport, dport, saddr, daddr, comm, family = IDENT_STRUCT.unpack(ident)
+        addrs = self._addrs[family]
+        return pid, sport, dport, addrs[saddr], addrs[daddr], comm, family
 
     def _owner(self, key):
         """(text of the owner's names, final) for (cgroup, uid, pid, comm): the identity is asked once per such key

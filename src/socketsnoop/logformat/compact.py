@@ -16,8 +16,8 @@ at a whole escape and ends in '+' (the log file has it whole). --context's names
 
 import time
 
-from ..kernel.abi import EV_RESET_RECEIVED, EV_RESET_SENT, EV_RETRANSMIT, EV_STATE, IDENT_STRUCT
-from .base import IDENT_CACHE, STATES, Cache, Clock, LineFormatter
+from ..kernel.abi import EV_RESET_RECEIVED, EV_RESET_SENT, EV_RETRANSMIT, EV_STATE
+from .base import STATES, Cache, Clock, LineFormatter
 from .escape import EMPTY_NAME, escape_comm, format_addr
 from .words import DIRECTION_NAMES, RESULT_NAMES
 
@@ -96,14 +96,10 @@ class CompactFormatter(LineFormatter):
         return time.strftime("%H:%M:%S", time.localtime(sec))
 
     def _ident(self, ident):
-        idents = self._idents
-        if len(idents) >= IDENT_CACHE:
-            idents.clear()
-        pid, sport, dport, saddr, daddr, comm, family = IDENT_STRUCT.unpack(ident)
-        addrs = self._addrs[family]
+        pid, sport, dport, src, dst, comm, _family = self._unpacked(ident)
         name = self.comms[comm] if comm[0] or not pid else EMPTY_NAME  # an empty name is not "no process"
-        text = idents[ident] = (f" {pid:>{PID_W}} {name:<{COMM_W}} {f'{addrs[saddr]}:{sport}':<{ADDR_W}} "
-                                f"{f'{addrs[daddr]}:{dport}':<{ADDR_W}} ")
+        text = self._idents[ident] = (f" {pid:>{PID_W}} {name:<{COMM_W}} {f'{src}:{sport}':<{ADDR_W}} "
+                                      f"{f'{dst}:{dport}':<{ADDR_W}} ")
         return text
 
     def _event(self, key):

@@ -10,7 +10,6 @@ reader.py reads the lines back.
 import datetime
 import json
 
-from ..kernel.abi import IDENT_STRUCT
 from ..pipeline.decode import R_CGROUP, R_IDENT, R_UID, states_of
 from ..pipeline.identity import owner_key
 from .base import STATES, Cache, Clock, LineFormatter, IDENT_CACHE
@@ -53,13 +52,9 @@ class JsonFormatter(LineFormatter):
         return datetime.datetime.fromtimestamp(sec, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
     def _ident(self, ident):
-        idents = self._idents
-        if len(idents) >= IDENT_CACHE:
-            idents.clear()
-        pid, sport, dport, saddr, daddr, comm, family = IDENT_STRUCT.unpack(ident)
-        addrs = self._addrs[family]
-        text = idents[ident] = (f'{family},"src":"{addrs[saddr]}","sport":{sport},"dst":"{addrs[daddr]}",'
-                                f'"dport":{dport},"pid":{pid},"comm":{self.comms[comm]}')
+        pid, sport, dport, src, dst, comm, family = self._unpacked(ident)
+        text = self._idents[ident] = (f'{family},"src":"{src}","sport":{sport},"dst":"{dst}",'
+                                      f'"dport":{dport},"pid":{pid},"comm":{self.comms[comm]}')
         return text
 
     def lines(self, rows):

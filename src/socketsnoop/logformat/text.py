@@ -9,7 +9,6 @@ those known. Every value from outside is one escaped token (escape.py); reader.p
 
 import time
 
-from ..kernel.abi import IDENT_STRUCT
 from ..pipeline.decode import R_CGROUP, R_IDENT, R_UID
 from ..pipeline.identity import owner_key
 from .base import Cache, Clock, LineFormatter, IDENT_CACHE, history
@@ -45,13 +44,9 @@ class TextFormatter(LineFormatter):
         return time.strftime("%b %d %Y %H:%M:%S", time.localtime(sec))
 
     def _ident(self, ident):
-        idents = self._idents
-        if len(idents) >= IDENT_CACHE:
-            idents.clear()
-        pid, sport, dport, saddr, daddr, comm, family = IDENT_STRUCT.unpack(ident)
-        addrs = self._addrs[family]
+        pid, sport, dport, src, dst, comm, _family = self._unpacked(ident)
         name = self.comms[comm] if comm[0] or not pid else EMPTY_NAME  # an empty name is not "no process"
-        text = idents[ident] = f"{addrs[saddr]}:{sport} DST={addrs[daddr]}:{dport} PID={pid} COMM={name}"
+        text = self._idents[ident] = f"{src}:{sport} DST={dst}:{dport} PID={pid} COMM={name}"
         return text
 
     def lines(self, rows):
