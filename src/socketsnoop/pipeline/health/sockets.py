@@ -6,13 +6,12 @@ a map of a C-level test), so a batch with none of them costs no Python per row."
 
 import os
 from itertools import compress
-from operator import itemgetter, not_
+from operator import itemgetter
 
 from ..decode import (
     CGROUP,
     IDENT,
     NEWSTATE,
-    OLDSTATE,
     R_CGROUP,
     R_IDENT,
     R_NETNS,
@@ -28,11 +27,11 @@ from ..decode import (
 from ..owners import tcp_sockets
 from .alerts import Alerts, Window, addr_text, bounded_get, owner_of
 
-CLOSE_WAIT, SYN_SENT, CLOSE, LISTEN = 8, 2, 7, 10
+CLOSE_WAIT, LAST_ACK, SYN_SENT, CLOSE, LISTEN = 8, 9, 2, 7, 10
 MAX_CONFIRMED = 8  # owners whose sockets are confirmed in /proc per tick (the most sockets first)
 MAX_SOCKETS = 65536  # CLOSE_WAIT sockets followed; past it, counted as overflow
-_old, _sk = itemgetter(OLDSTATE), itemgetter(SK)
-_MARK = bytes(int(n == CLOSE_WAIT) for n in range(256))  # bytes.translate: CLOSE_WAIT -> 1
+_sk = itemgetter(SK)
+_MOVES = bytes(1 if n == CLOSE_WAIT else 2 if n == LAST_ACK else 0 for n in range(256))  # bytes.translate
 _r_sk, _r_ts = itemgetter(R_SK), itemgetter(R_TS)
 _r_states = itemgetter(R_STATES, R_NSTATES)
 NO_PORT_STATES = (SYN_SENT | CLOSE << 4, 2)  # a record's packed history SYN_SENT>CLOSE
@@ -77,33 +76,35 @@ class CloseWaitLeak:
 
     def events(self, rows, news):
         """The sockets whose last move in the batch was into CLOSE_WAIT, found at C speed (news: the rows' new
-        states as bytes; masks as bytes, OR-ed as integers): Python only for the few not followed yet."""
-        olds = bytes(map(_old, rows))
-        if CLOSE_WAIT not in olds and CLOSE_WAIT not in news:
+        states as bytes). A socket leaves CLOSE_WAIT into LAST_ACK (its process closed it: an event) or CLOSE
+        (a reset, an abort: its record ends it), so the new states alone tell both moves: no other pass over
+        the rows, and Python only for the few sockets not followed yet."""
+        if CLOSE_WAIT not in news and not (self.open and LAST_ACK in news):
             return
-        n = len(news)
-        into = news.translate(_MARK)  # 1 where the row moved into CLOSE_WAIT, else 0
-        moved = (int.from_bytes(into, "little") | int.from_bytes(olds.translate(_MARK), "little")).to_bytes(n, "little")
-        sks = list(map(_sk, rows))
-        last = dict(zip(compress(sks, moved), compress(into, moved)))  # socket -> 1: its last move was into it
+        moves = news.translate(_MOVES)  # CLOSE_WAIT -> 1, LAST_ACK -> 2, else 0
+        moved = list(compress(rows, moves))
+        last = dict(zip(map(_sk, moved), compress(moves, moves)))  # socket -> its last move in the batch
         open_ = self.open
-        if open_:
-            for sk in set(compress(last, map(not_, last.values()))).intersection(open_):
+        if open_ and 2 in last.values():
+            for sk in set(compress(last, map((2).__eq__, last.values()))).intersection(open_):
                 del open_[sk]
-        stay = set(compress(last, last.values()))
+        stay = set(compress(last, map((1).__eq__, last.values())))
         stay.difference_update(open_)
         if not stay:
             return
         if len(open_) + len(stay) > MAX_SOCKETS:
             self.overflow += len(stay)
             return
-        for r in compress(rows, map(stay.__contains__, sks)):
+        for r in moved:
+            sk = r[SK]
+            if sk not in stay:
+                continue
             if r[NEWSTATE] != CLOSE_WAIT:  # out of it, then into it again (a reused address): from the entry
-                open_.pop(r[SK], None)
-            elif r[SK] not in open_:
-                end = self.ended.get(r[SK]) or self.ended_before.get(r[SK])
+                open_.pop(sk, None)
+            elif sk not in open_:
+                end = self.ended.get(sk) or self.ended_before.get(sk)
                 if end is None or end < r[TS]:
-                    open_[r[SK]] = (r[TS], owner_of(r[IDENT], r[UID], r[CGROUP]))
+                    open_[sk] = (r[TS], owner_of(r[IDENT], r[UID], r[CGROUP]))
 
     def records(self, rows):
         """A connection's record: its end (the socket is gone, whatever events were filtered or lost)."""

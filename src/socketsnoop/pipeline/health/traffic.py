@@ -46,8 +46,7 @@ _r_result = itemgetter(R_RESULT)
 _r_retrans = itemgetter(R_RETRANSMITS)
 _r_ident = itemgetter(R_IDENT)
 _r_netns = itemgetter(R_NETNS)
-_owner = itemgetter(OWNER)
-_NO_OWNER_MARK = bytes(int(n == OWNER_NONE) for n in range(256))
+_NO_STATE_MARK = bytes([1]) + bytes(255)  # bytes.translate: state 0 -> 1
 _DADDR = slice(24, 40)  # identity bytes: the remote address (kernel/abi.py IDENT_STRUCT)
 
 
@@ -180,11 +179,12 @@ class PortScan:
         self.ephemeral = ephemeral_ports()
 
     def events(self, rows, news):
-        owners = bytes(map(_owner, rows))
-        if OWNER_NONE not in owners:
-            return
-        for r in compress(rows, owners.translate(_NO_OWNER_MARK)):  # (only a reset has no socket)
-            if r[TYPE] != EV_RESET_SENT:
+        if 0 in news:  # a reset sent for no socket has no state (0); every other event has one
+            self._resets(compress(rows, news.translate(_NO_STATE_MARK)))
+
+    def _resets(self, rows):
+        for r in rows:
+            if r[TYPE] != EV_RESET_SENT or r[OWNER] != OWNER_NONE:
                 continue
             who = r[IDENT]
             port = int.from_bytes(who[4:6], "little")
