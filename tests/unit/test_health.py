@@ -7,6 +7,7 @@ import socket
 import time
 
 import pytest
+from socketsnoop.settings.monitor import monitor_options
 from socketsnoop.settings.warnings import parse_warn, thresholds_from
 from socketsnoop.errors import SnoopError
 from socketsnoop.kernel.abi import EV_RESET_SENT, EV_STATE, OWNER_NONE, RESULT_REFUSED
@@ -101,8 +102,21 @@ def test_warn_option_values():
         with pytest.raises(SnoopError) as e:
             parse_warn(bad)
         assert e.value.args[0].count("\n") == 0 and "--warn" in e.value.args[0]
-    opts = type("Opts", (), {"warn": [("port_scan", None), ("interval", 5.0)], "no_warnings": False, "warnings": False})
+    opts = type("Opts", (), {"warn": [("port_scan", None), ("interval", 5.0)], "no_warnings": False,
+                             "summary_only": False})
     assert thresholds_from(opts) == Thresholds(port_scan=None, interval=5.0)
+
+
+def test_warnings_are_on_by_default_and_off_with_no_warnings():
+    """No option: every kind at its default threshold; --no-warnings: none; --summary-only (the kernel sends no
+    events): only the kinds the connection records make."""
+    assert thresholds_from(monitor_options([])) == Thresholds()
+    assert thresholds_from(monitor_options(["--no-warnings"])) is None
+    assert thresholds_from(monitor_options(["--no-warnings", "--warn", "port-scan=3"])) is None
+    only = thresholds_from(monitor_options(["--summary-only", "--warn", "connect-failures=3"]))
+    assert only == Thresholds(connect_failures=3, close_wait_leak=None, port_scan=None, syn_flood=None)
+    assert [k.kind for k in Health(only).kinds] == ["connect-failures", "retransmits", "port-exhaustion"]
+    assert thresholds_from(monitor_options(["--failed"])).close_wait_leak is None
 
 
 def test_resets_from_the_ephemeral_range_are_no_scan():
