@@ -132,3 +132,19 @@ def test_resets_from_the_ephemeral_range_are_no_scan():
                        daddr=LOCAL) for p in range(1000, 1100)]
     h.events(probes)
     assert [w.kind for w in h.tick(S + 1) if w.status == ACTIVE] == ["port-scan"]
+
+
+def test_close_wait_followed_by_the_order_of_moves_within_a_batch():
+    """Only a socket whose last move in a batch was into CLOSE_WAIT is followed, from that entry: in and out
+    (LAST_ACK) within a batch is no leak; an address reused within the batch (in, out, in again) is followed
+    from its last entry; one followed that leaves and comes back is followed anew."""
+    h = Health(Thresholds(close_wait_leak=1))
+    kind = h.kinds[0]
+    h.events([close_wait(1, 1), close_wait(2, 2), close_wait(3, 1, old=8, new=9)])  # 1 in and out, 2 stays
+    assert list(kind.open) == [2] and kind.open[2][0] == 2
+    h.events([close_wait(4, 3), close_wait(5, 3, old=8, new=9), close_wait(6, 3)])  # 3: in, out, in again
+    assert sorted(kind.open) == [2, 3] and kind.open[3][0] == 6
+    h.events([close_wait(7, 2, old=8, new=9), close_wait(8, 2)])  # 2 followed: out, and in again
+    assert sorted(kind.open) == [2, 3] and kind.open[2][0] == 8
+    h.events([close_wait(9, 2, old=8, new=9), close_wait(9, 3, old=8, new=9)])  # both closed
+    assert kind.open == {}

@@ -23,6 +23,7 @@ class SynFlood:
 
     kind = "syn-flood"
     setting = "syn_flood"  # its Thresholds field
+    states = (TCP_NEW_SYN_RECV,)  # the events it needs: a SYN-ACK sent again (and new connections)
 
     def __init__(self, t):
         self.threshold = t.syn_flood

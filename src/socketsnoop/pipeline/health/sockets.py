@@ -32,6 +32,9 @@ MAX_CONFIRMED = 8  # owners whose sockets are confirmed in /proc per tick (the m
 MAX_SOCKETS = 65536  # CLOSE_WAIT sockets followed; past it, counted as overflow
 _sk = itemgetter(SK)
 _MOVES = bytes(1 if n == CLOSE_WAIT else 2 if n == LAST_ACK else 0 for n in range(256))  # bytes.translate
+_INTO = bytes(int(n == CLOSE_WAIT) for n in range(256))
+_OUT = bytes(int(n == LAST_ACK) for n in range(256))
+_LEFT = bytes(int(n == 2) for n in range(256))  # of _MOVES
 _r_sk, _r_ts = itemgetter(R_SK), itemgetter(R_TS)
 _r_states = itemgetter(R_STATES, R_NSTATES)
 NO_PORT_STATES = (SYN_SENT | CLOSE << 4, 2)  # a record's packed history SYN_SENT>CLOSE
@@ -63,6 +66,7 @@ class CloseWaitLeak:
 
     kind = "close-wait-leak"
     setting = "close_wait_leak"  # its Thresholds field
+    states = (CLOSE_WAIT, LAST_ACK)  # the events it needs: into CLOSE_WAIT, and out of it by close()
 
     def __init__(self, t):
         self.threshold_s = t.close_wait_leak
@@ -81,30 +85,48 @@ class CloseWaitLeak:
         the rows, and Python only for the few sockets not followed yet."""
         if CLOSE_WAIT not in news and not (self.open and LAST_ACK in news):
             return
+        open_ = self.open
+        into_rows = list(compress(rows, news.translate(_INTO)))
+        into = list(map(_sk, into_rows))
+        out = list(map(_sk, compress(rows, news.translate(_OUT))))
+        entered, left = set(into), set(out)
+        gone = left.intersection(open_) if open_ else left & set()
+        if len(entered) < len(into) or len(left) < len(out) or not gone.isdisjoint(entered):
+            # a socket in and out more than once in the batch (its address reused): by the order of its moves
+            self._in_order(rows, news)
+            return
+        for sk in gone:  # each moved at most once each way here: out of CLOSE_WAIT, followed and not back
+            del open_[sk]
+        entered.difference_update(left)  # into it and out again within the batch
+        entered.difference_update(open_)
+        if entered:
+            self._follow(compress(into_rows, map(entered.__contains__, into)), len(entered))
+
+    def _in_order(self, rows, news):
         moves = news.translate(_MOVES)  # CLOSE_WAIT -> 1, LAST_ACK -> 2, else 0
         moved = list(compress(rows, moves))
-        last = dict(zip(map(_sk, moved), compress(moves, moves)))  # socket -> its last move in the batch
+        sks, kinds = list(map(_sk, moved)), bytes(compress(moves, moves))
+        last = dict(zip(sks, kinds))  # socket -> its last move in the batch
         open_ = self.open
-        if open_ and 2 in last.values():
-            for sk in set(compress(last, map((2).__eq__, last.values()))).intersection(open_):
-                del open_[sk]
+        for sk in set(compress(sks, kinds.translate(_LEFT))).intersection(open_):  # out of it (maybe back since)
+            del open_[sk]
         stay = set(compress(last, map((1).__eq__, last.values())))
         stay.difference_update(open_)
-        if not stay:
+        if stay:  # each socket's last entry into CLOSE_WAIT (its time: since then)
+            ins = {r[SK]: r for r in moved if r[NEWSTATE] == CLOSE_WAIT and r[SK] in stay}
+            self._follow(ins.values(), len(stay))
+
+    def _follow(self, rows, n):
+        """Follow the sockets of these rows (their entry into CLOSE_WAIT), n of them, unless already ended."""
+        open_ = self.open
+        if len(open_) + n > MAX_SOCKETS:
+            self.overflow += n
             return
-        if len(open_) + len(stay) > MAX_SOCKETS:
-            self.overflow += len(stay)
-            return
-        for r in moved:
+        for r in rows:
             sk = r[SK]
-            if sk not in stay:
-                continue
-            if r[NEWSTATE] != CLOSE_WAIT:  # out of it, then into it again (a reused address): from the entry
-                open_.pop(sk, None)
-            elif sk not in open_:
-                end = self.ended.get(sk) or self.ended_before.get(sk)
-                if end is None or end < r[TS]:
-                    open_[sk] = (r[TS], owner_of(r[IDENT], r[UID], r[CGROUP]))
+            end = self.ended.get(sk) or self.ended_before.get(sk)
+            if end is None or end < r[TS]:
+                open_[sk] = (r[TS], owner_of(r[IDENT], r[UID], r[CGROUP]))
 
     def records(self, rows):
         """A connection's record: its end (the socket is gone, whatever events were filtered or lost)."""

@@ -170,6 +170,7 @@ class PortScan:
 
     kind = "port-scan"
     setting = "port_scan"  # its Thresholds field
+    states = (0,)  # the events it needs: a reset sent for no socket has no state
 
     def __init__(self, t):
         self.threshold = t.port_scan
