@@ -19,8 +19,10 @@ from .traffic import ConnectFailures, PortScan, Retransmits
 KINDS = (CloseWaitLeak, ConnectFailures, Retransmits, PortScan, SynFlood, PortExhaustion)
 _new = itemgetter(NEWSTATE)
 KIND_NAMES = tuple(k.kind for k in KINDS)
+# the Thresholds of the kinds made from connection records alone (for a reader of records, not events: top)
+RECORD_KINDS = Thresholds(**{k.setting: None for k in KINDS if hasattr(k, "events")})
 
-__all__ = ["ACTIVE", "CLEARED", "Health", "KIND_NAMES", "Owner", "Thresholds", "HealthWarning"]
+__all__ = ["ACTIVE", "CLEARED", "Health", "KIND_NAMES", "Owner", "RECORD_KINDS", "Thresholds", "HealthWarning"]
 
 
 class Health:
@@ -63,6 +65,10 @@ class Health:
             if w.status == ACTIVE:
                 self.said[w.kind] += 1
         return out
+
+    def active(self):
+        """The warnings in force now, of every kind: (kind, Owner or None, fields), as last said."""
+        return [(k.kind, state[2], state[3]) for k in self.kinds for state in k.alerts.active.values()]
 
     def overflow(self):
         """Per kind: what was not followed because the kind's keys were full (MAX_KEYS)."""
