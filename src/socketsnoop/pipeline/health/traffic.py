@@ -157,8 +157,8 @@ class Retransmits:
                     ("connections", conns), ("window_s", WINDOW_S),
                     ("processes", tuple((o.pid, o.comm, n) for n, o in top))),
                     f"{pct}% of the segments sent to this host in {WINDOW_S} s were sent again ({retrans} of about "
-                    f"{segs}, over {conns} closed connections): packets lost on the path (a congested or faulty "
-                    "link, a firewall or policer dropping), or the host too slow to take them")
+                    f"{segs}, over {conns} closed connection{'s' if conns != 1 else ''}): packets lost on the path "
+                    "(a congested or faulty link, a firewall or policer dropping), or the host too slow to take them")
         return self.alerts.settle(now, "retransmissions to this host are below the threshold now")
 
 
