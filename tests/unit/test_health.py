@@ -14,6 +14,7 @@ from socketsnoop.kernel.abi import EV_RESET_SENT, EV_STATE, OWNER_NONE, RESULT_R
 from socketsnoop.pipeline.decode import make_record_row, make_row
 from socketsnoop.pipeline.health import ACTIVE, CLEARED, Health, Thresholds
 from socketsnoop.pipeline.health.alerts import MAX_KEYS
+from socketsnoop.pipeline.rings import Rows
 
 S = 1_000_000_000
 LOCAL = bytes([127, 0, 0, 1]) + bytes(12)
@@ -148,3 +149,16 @@ def test_close_wait_followed_by_the_order_of_moves_within_a_batch():
     assert sorted(kind.open) == [2, 3] and kind.open[2][0] == 8
     h.events([close_wait(9, 2, old=8, new=9), close_wait(9, 3, old=8, new=9)])  # both closed
     assert kind.open == {}
+
+
+def test_new_states_given_with_the_rows_are_used_and_checked():
+    """Rows read from a ring carry their new states (pipeline/rings.py's Rows): the stage takes them as they are
+    (states that say otherwise than the rows are believed: they are the ring's bytes); rows whose count differs
+    (some dropped since) get theirs made again."""
+    def fed(news):
+        h = Health(Thresholds(close_wait_leak=1))
+        rows = Rows([close_wait(0, 1)])
+        rows.news = news
+        h.events(rows)
+        return list(h.kinds[0].open)
+    assert fed(bytes([8])) == [1] and fed(bytes([1])) == [] and fed(bytes([1, 1])) == [1]
