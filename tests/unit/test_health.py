@@ -13,6 +13,7 @@ from socketsnoop.errors import SnoopError
 from socketsnoop.kernel.abi import EV_RESET_SENT, EV_STATE, OWNER_NONE, RESULT_REFUSED
 from socketsnoop.pipeline.decode import make_record_row, make_row
 from socketsnoop.pipeline.health import ACTIVE, CLEARED, Health, Thresholds
+from socketsnoop.pipeline.health import traffic
 from socketsnoop.pipeline.health.alerts import MAX_KEYS
 from socketsnoop.pipeline.rings import Rows
 
@@ -162,3 +163,22 @@ def test_new_states_given_with_the_rows_are_used_and_checked():
         h.events(rows)
         return list(h.kinds[0].open)
     assert fed(bytes([8])) == [1] and fed(bytes([1])) == [] and fed(bytes([1, 1])) == [1]
+
+
+@pytest.mark.parametrize("few", [16, 0])
+def test_retransmits_count_the_healthy_connections_to_a_host_followed(monkeypatch, few):
+    """A host whose connections retransmit is followed, and its healthy connections count in its share: 20
+    retransmissions over 100 healthy connections of 10 segments are no warning; the same over one connection of
+    about 100 segments are one (per host, summed at C speed; with many hosts, record by record: the same)."""
+    monkeypatch.setattr(traffic, "FEW_HOSTS", few)
+    a, b = bytes([10, 0, 0, 1]) + bytes(12), bytes([10, 0, 0, 2]) + bytes(12)
+    h = Health(Thresholds(retransmits=5))
+    h.records([make_record_row(ts_ns=S, skaddr=1, retransmits=20, bytes_sent=1448 * 10, daddr=a, comm=b"lossy"),
+               make_record_row(ts_ns=S, skaddr=2, retransmits=20, bytes_sent=1448 * 80, daddr=b, comm=b"lossy")])
+    h.records([make_record_row(ts_ns=S, skaddr=10 + i, bytes_sent=1448 * 10, daddr=a) for i in range(100)]
+              + [make_record_row(ts_ns=S, skaddr=200, bytes_sent=1448 * 10, daddr=LOCAL)])
+    ws = [w for w in h.tick(2 * S) if w.kind == "retransmits"]
+    assert [dict(w.fields)["dst"] for w in ws] == ["10.0.0.2"]
+    kind = next(k for k in h.kinds if k.kind == "retransmits")
+    sums = {key[2][:4]: w.sums(2 * S) for key, (w, _p) in kind.hosts.items()}
+    assert sums == {a[:4]: [20, 20 + 12 + 100 * 12, 101], b[:4]: [20, 20 + 82, 1]}
