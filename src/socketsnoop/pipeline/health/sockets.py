@@ -35,7 +35,7 @@ _MOVES = bytes(1 if n == CLOSE_WAIT else 2 if n == LAST_ACK else 0 for n in rang
 _INTO = bytes(int(n == CLOSE_WAIT) for n in range(256))
 _OUT = bytes(int(n == LAST_ACK) for n in range(256))
 _LEFT = bytes(int(n == 2) for n in range(256))  # of _MOVES
-_r_sk, _r_ts = itemgetter(R_SK), itemgetter(R_TS)
+_r_sk = itemgetter(R_SK)
 _r_states = itemgetter(R_STATES, R_NSTATES)
 NO_PORT_STATES = (SYN_SENT | CLOSE << 4, 2)  # a record's packed history SYN_SENT>CLOSE
 WINDOW_S = 60
@@ -73,9 +73,6 @@ class CloseWaitLeak:
         self.alerts = Alerts(self.kind, t.interval)
         self.open = {}  # socket address -> (time it entered CLOSE_WAIT, Owner)
         self.before = {}  # owner (pid, comm) -> its count at the last tick, for the growth
-        # socket -> the time of its record (its end), this tick's and the last one's: an entry read after the
-        # record of its connection (the two rings are read apart) is not followed
-        self.ended, self.ended_before = {}, {}
         self.overflow = 0
 
     def events(self, rows, news):
@@ -117,28 +114,24 @@ class CloseWaitLeak:
             self._follow(ins.values(), len(stay))
 
     def _follow(self, rows, n):
-        """Follow the sockets of these rows (their entry into CLOSE_WAIT), n of them, unless already ended."""
+        """Follow the sockets of these rows (their entry into CLOSE_WAIT), n of them. A connection's record
+        comes after its events (pipeline/rings.py holds the records back until the events older than them are
+        read): one that came first all the same leaves an entry that the /proc check at the threshold forgets."""
         open_ = self.open
         if len(open_) + n > MAX_SOCKETS:
             self.overflow += n
             return
         for r in rows:
-            sk = r[SK]
-            end = self.ended.get(sk) or self.ended_before.get(sk)
-            if end is None or end < r[TS]:
-                open_[sk] = (r[TS], owner_of(r[IDENT], r[UID], r[CGROUP]))
+            open_[r[SK]] = (r[TS], owner_of(r[IDENT], r[UID], r[CGROUP]))
 
     def records(self, rows):
         """A connection's record: its end (the socket is gone, whatever events were filtered or lost)."""
-        if len(self.ended) < MAX_SOCKETS:
-            self.ended.update(zip(map(_r_sk, rows), map(_r_ts, rows)))
         if self.open:
             sks = list(map(_r_sk, rows))
             for sk in compress(sks, map(self.open.__contains__, sks)):
                 del self.open[sk]
 
     def tick(self, now):
-        self.ended_before, self.ended = self.ended, {}
         cut = now - int(self.threshold_s * 1e9)
         held = {}  # (pid, comm) -> [count, oldest, owner]
         for since, owner in self.open.values():

@@ -31,7 +31,7 @@ SCAN_WINDOW_S = 10
 MIN_RETRANSMITS = 10  # fewer retransmissions in the window never warn, whatever their share
 MSS = 1448  # the estimate of a connection's segments: its bytes sent over a common Ethernet MSS
 MAX_PORTS = 4096  # distinct ports followed per scanning address
-FEW_HOSTS = 16  # hosts followed for retransmissions whose records are summed a pass per host
+FEW_HOSTS = 3  # hosts followed for retransmissions up to which their records are summed a pass per host
 PORT_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"
 
 
