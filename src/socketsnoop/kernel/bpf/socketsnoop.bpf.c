@@ -74,6 +74,7 @@
  *   filters.h      the filter maps and passes_filters()
  *   rings.h        the rings and the perf buffer, wake-up marks, emit()
  *   record.h       the per-connection record (struct conn_record)
+ *   metrics.h      counting without transfer: the metrics kept in the kernel
  * Built for x86-64 only (-D__TARGET_ARCH_x86; context_level() knows its
  * stacks; user space reads the rings with x86-64's memory ordering).
  */
@@ -91,6 +92,7 @@
 #include "filters.h"
 #include "rings.h"
 #include "record.h"
+#include "metrics.h"
 
 /* keep struct event and struct conn_record in the object's BTF, where tests/unit/test_abi.py reads their layout */
 const volatile struct event *unused_event __attribute__((unused));
