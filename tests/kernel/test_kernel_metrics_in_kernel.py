@@ -1,8 +1,10 @@
 """Counting without transfer: `--metrics PORT -q --no-log-file --no-report` keeps its counts in the kernel
-(bpf/metrics.h) and reads them at scrape time. Two monitors watch the same traffic in a private network
-namespace, one counting in the kernel, one in user space (a log file: the events must cross): every
-socketsnoop_ series of both endpoints is the same, name, labels, buckets and value, and the real prometheus
-scrapes the same numbers from both; the first read no event and no record from its rings (lines=0)."""
+(bpf/metrics.h) and reads them at scrape time. Three monitors watch the same traffic in a private network
+namespace: one counting in the kernel; one counting the events in the kernel while the connection records
+cross for its exit report (no --no-report); one counting in user space (a log file: the events must cross).
+Every socketsnoop_ series of the three endpoints is the same, name, labels, buckets and value, and the real
+prometheus scrapes the same numbers from them; the first read no event and no record from its rings
+(lines=0), the second only the records."""
 
 import random
 import time
@@ -71,14 +73,16 @@ def same(a, b):
 def test_counts_in_the_kernel_equal_counts_in_user_space(monitor, tmp_path):
     n, k = 5, 3
     addr = f"127.{random.randint(20, 250)}.{random.randint(1, 250)}.{random.randint(2, 250)}"
-    port, closed, kport, uport = free_port(), free_port(), free_port(), free_port()
+    port, closed, kport, uport, hport = free_port(), free_port(), free_port(), free_port(), free_port()
     kernel = monitor("--metrics", str(kport), "-q", "--no-log-file", "--no-report", "-a", addr, summary=True)
+    half = monitor("--metrics", str(hport), "-q", "--no-log-file", "-a", addr, summary=True)
     user = monitor("--metrics", str(uport), "-q", "--no-report", "-a", addr, summary=True)
-    with Prometheus(tmp_path, [f"127.0.0.1:{kport}", f"127.0.0.1:{uport}"]) as prom, private_netns() as ns:
+    targets = [f"127.0.0.1:{p}" for p in (kport, hport, uport)]
+    with Prometheus(tmp_path, targets) as prom, private_netns() as ns:
         p = spawn(TRAFFIC, netns=ns, addr=addr, port=port, closed=closed, n=n, k=k)
         out, err = p.communicate(timeout=60)
         assert out.split() == ["done", str(k)], err
-        for mport in (kport, uport):  # both have counted everything (the user-space one reads its rings)
+        for mport in (kport, hport, uport):  # all have counted everything (the user-space one reads its rings)
             want = 2 * n + k
             for _ in range(100):
                 if sample_sum(scrape(mport), "socketsnoop_connections_total") == want:
@@ -87,13 +91,14 @@ def test_counts_in_the_kernel_equal_counts_in_user_space(monitor, tmp_path):
             assert sample_sum(scrape(mport), "socketsnoop_connections_total") == want
         in_kernel, in_user = counted(scrape(kport)), counted(scrape(uport))
         same(in_kernel, in_user)
+        same(counted(scrape(hport)), in_user)
         assert sample_sum(in_kernel, "socketsnoop_connections_total", direction="out", result="refused") == k
         assert sample_sum(in_kernel, "socketsnoop_failed_connects_total", cause="refused") == k
         assert sample_sum(in_kernel, "socketsnoop_state_changes_total", state="ESTABLISHED") == 2 * n
         assert sample_sum(in_kernel, "socketsnoop_resets_received_total") == k
         assert in_kernel[("socketsnoop_connection_duration_seconds_count", frozenset())] == 2 * n + k
         assert in_kernel[("socketsnoop_handshake_seconds_count", frozenset())] >= n
-        # the real prometheus: the same numbers from both targets
+        # the real prometheus: the same numbers from the three targets
         for expr in ("socketsnoop_state_changes_total", "socketsnoop_connections_total",
                      "socketsnoop_connection_duration_seconds_bucket", "socketsnoop_rtt_seconds_count"):
             def by_target(expr=expr):
@@ -105,13 +110,16 @@ def test_counts_in_the_kernel_equal_counts_in_user_space(monitor, tmp_path):
                 return got
             for _ in range(20):
                 got = by_target()
-                if len(got) == 2 and got[f"127.0.0.1:{kport}"] == got[f"127.0.0.1:{uport}"]:
+                if len(got) == 3 and got[targets[0]] == got[targets[1]] == got[targets[2]]:
                     break
                 time.sleep(0.5)
-            assert len(got) == 2 and got[f"127.0.0.1:{kport}"] == got[f"127.0.0.1:{uport}"], (expr, got)
-    assert kernel.stop() == 0 and user.stop() == 0
-    tk, tu = kernel.totals(), user.totals()
+            assert len(got) == 3 and got[targets[0]] == got[targets[1]] == got[targets[2]], (expr, got)
+    assert kernel.stop() == 0 and user.stop() == 0 and half.stop() == 0
+    tk, tu, th = kernel.totals(), user.totals(), half.totals()
     # nothing crossed: no event and no record read from the rings, all of them counted in the kernel
     assert tk["lines"] == 0 and tk["captured"] >= 5 * 2 * n and tk["records"] >= 2 * n + k, tk
     assert tk["lost"] == tk["records_lost"] == 0, tk
     assert tu["lines"] > 0 and tu["captured"] == tk["captured"] and tu["records"] == tk["records"], (tk, tu)
+    # the records crossed for the exit report (each a Connection Summary line, counted), no event did
+    assert th["lines"] == th["records"] == tk["records"] and th["captured"] == tk["captured"], (th, tk)
+    assert half.stderr.count(f" -> {addr}:{port}") >= n and "Connection Lifecycles:" in half.stderr, half.stderr

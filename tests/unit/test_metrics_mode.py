@@ -1,9 +1,11 @@
 """Counting without transfer is chosen only where nothing but the metrics endpoint wants the events: any
-output of lines, the exit report, the health warnings, --metrics-labels, an owner filter or the perf buffer
-keeps the events crossing to user space (commands/run/parts.py: counts_in_kernel)."""
+output of lines, the health warnings, --metrics-labels, an owner filter or the perf buffer keeps the events
+crossing to user space, and the exit report the connection records (commands/run/parts.py:
+counts_in_kernel)."""
 
 import pytest
 from socketsnoop.commands.run.parts import MonitorParts, counts_in_kernel
+from socketsnoop.kernel.abi import KM_EVENTS, KM_RECORDS
 from socketsnoop.output.metrics import MetricsSink, kernel_bounds
 from socketsnoop.settings.monitor import filters_from, monitor_options
 
@@ -19,7 +21,7 @@ def chosen(*extra):
 
 
 def test_metrics_alone_count_in_the_kernel():
-    assert chosen()
+    assert chosen() == KM_EVENTS | KM_RECORDS
     assert chosen("-P", "80", "-a", "10.0.0.1", "--failed")  # the kernel applies these filters itself
 
 
@@ -32,9 +34,9 @@ def test_anything_else_that_wants_the_events_keeps_them_crossing(extra):
     assert not chosen(*extra)
 
 
-def test_the_report_keeps_them_crossing():
+def test_the_report_keeps_the_records_crossing():
     opts = monitor_options(["--metrics", "9100", "-q", "--no-log-file"])
-    assert not MonitorParts(opts, filters_from(opts)).in_kernel
+    assert MonitorParts(opts, filters_from(opts)).in_kernel == KM_EVENTS
 
 
 def test_the_kernel_gets_the_sinks_buckets():

@@ -134,7 +134,9 @@ STRUCTS = {
     "filter_key": (FILTER_KEY, FILTER_KEY_FIELDS),
 }
 
-# in-kernel metrics (bpf/metrics.h): slots of metric_counts' one per-CPU element
+# in-kernel metrics (bpf/metrics.h): what the kernel counts instead of sending (kernel_metrics), and the slots
+# of metric_counts' one per-CPU element
+KM_EVENTS, KM_RECORDS = 1, 2
 M_EVENTS, M_CONNS, M_HISTOGRAMS, M_BOUNDS, M_HISTOGRAM_SLOTS = 0, 128, 3, 14, 16
 M_DURATION, M_HANDSHAKE, M_RTT, M_SLOTS = 160, 176, 192, 208
 
@@ -166,7 +168,7 @@ MAPS = (MAP_EVENTS, MAP_EVENTS_SPARE, MAP_PERF_EVENTS, MAP_COUNTERS, MAP_OWNERS,
 # read-only variables set before load: name -> struct format
 RODATA = {"filter_flags": "<I", "filter_states": "<I", "wakeup_bytes": "<Q", "use_perf": "<?",
           "use_hash_storage": "<?", "summary_only": "<?", "no_records": "<?", "cgroup_levels": "<I",
-          "want_cgroup": "<?", "kernel_metrics": "<?", "metric_bounds": f"<{M_HISTOGRAMS * M_BOUNDS}Q"}
+          "want_cgroup": "<?", "kernel_metrics": "<I", "metric_bounds": f"<{M_HISTOGRAMS * M_BOUNDS}Q"}
 
 # programs -> tracepoint, in attach order, which matters: on_state_change before on_state_change_missed
 # (the BPF source's RE-ENTRY comment). The first two are required, the others optional (a kernel that

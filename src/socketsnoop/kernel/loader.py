@@ -148,16 +148,18 @@ class Probe:
     """Loaded and attached kernel program; close() detaches it."""
 
     def __init__(self, filters, buffer="ringbuf", buffer_size=32 << 20, wakeup_bytes=64 << 10, log=None,
-                 records=True, summary_only=False, record_buffer_size=None, want_cgroup=True, metric_bounds=None):
+                 records=True, summary_only=False, record_buffer_size=None, want_cgroup=True, kernel_metrics=0,
+                 metric_bounds=None):
         self.filters = filters
-        # counting without transfer (bpf/metrics.h): each histogram's bucket bounds, or None (events sent)
-        self.metric_bounds = metric_bounds
+        # counting without transfer (bpf/metrics.h): what the kernel counts instead of sending (abi.KM_*), and
+        # each histogram's bucket bounds
+        self.kernel_metrics, self.metric_bounds = kernel_metrics, metric_bounds
         self.lock = threading.Lock()  # metric_counts() runs in the metrics endpoint's thread: not past close()
         self.want_cgroup = want_cgroup  # False: events carry no cgroup id (no output shows it), a few reads less
         self.buffer = buffer
         self.records = records and buffer != "perf"  # the perf buffer carries events only
         self.summary_only = summary_only
-        records_only = (summary_only and self.records) or metric_bounds is not None
+        records_only = (summary_only and self.records) or bool(kernel_metrics & abi.KM_EVENTS)
         size = _pow2_at_least(buffer_size)
         # --summary-only: the kernel writes no events, so their rings are as small as a ring may be (each
         # ring's pages are all mapped at start, hence resident: they count in full in the monitor's RSS)
@@ -167,7 +169,8 @@ class Probe:
         # against 6 events per connection when a burst of them close at once, 1 against 2 for a refused
         # connect. The overload policy (a reader behind sheds event lines first, never a record) needs the
         # records' ring to fill last whatever the mix: as large as the events' ring
-        self.record_size = 1 << 16 if metric_bounds else _pow2_at_least(record_buffer_size or size, 1 << 16)
+        self.record_size = 1 << 16 if kernel_metrics & abi.KM_RECORDS else \
+            _pow2_at_least(record_buffer_size or size, 1 << 16)
         self.record_spare_size = max(self.record_size // 8, 1 << 16)
         self.hash_storage = False  # socket state in a hash, not socket storage: kernels before 5.11
         # the reader is woken when this much is unread: often enough that each of its turns on a CPU is
@@ -196,7 +199,7 @@ class Probe:
                   "use_perf": self.buffer == "perf", "use_hash_storage": self.hash_storage,
                   "summary_only": self.summary_only, "no_records": not self.records,
                   "cgroup_levels": f.cgroup_levels(), "want_cgroup": self.want_cgroup,
-                  "kernel_metrics": self.metric_bounds is not None, "metric_bounds": _bounds(self.metric_bounds)}
+                  "kernel_metrics": self.kernel_metrics, "metric_bounds": _bounds(self.metric_bounds)}
         obj.set_rodata({name: values[name] if isinstance(values[name], bytes) else struct.pack(fmt, values[name])
                         for name, fmt in abi.RODATA.items()})
         if self.buffer == "perf":

@@ -3,7 +3,9 @@ output and nothing else needs the events (commands/run/parts.py: counts_in_kerne
 own counts, read at scrape time. The slots (kernel/abi.py M_*) hold what output/metrics.py would have
 counted from the same events and records: events by type and new state, connections by direction and
 result, the three histograms' buckets (the same bounds, the kernel given them before load) and sums. Only
-nonzero counts become series, as when user space counts: the same names, labels and buckets."""
+nonzero counts become series, as when user space counts: the same names, labels and buckets. The
+connection records' counts are the kernel's only where it kept the records too (KM_RECORDS: no exit
+report wants them); else they cross and the sink counts them itself."""
 
 from collections import Counter
 

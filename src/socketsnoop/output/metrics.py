@@ -156,7 +156,8 @@ class MetricsSink(Sink):
     name = "metrics"
     wants_lines = False
 
-    def __init__(self, addr="127.0.0.1", port=9100, labels=None, stats=None, identity=None, kernel=None):
+    def __init__(self, addr="127.0.0.1", port=9100, labels=None, stats=None, identity=None, kernel=None,
+                 kernel_records=False):
         self.addr, self.port = addr, port
         self.caps = dict(labels or {})  # label name -> limit, in --metrics-labels order
         self.label_names = [n for n in LABELS if n in self.caps]
@@ -169,8 +170,9 @@ class MetricsSink(Sink):
         self.events = Counter()  # (type, state, *label values) -> n
         self.conns = Counter()  # (direction, result, *label values) -> n
         self.duration, self.handshake, self.rtt = histograms()
-        # () -> the kernel's counts (kernel/loader.py Probe.metric_counts) or None: counting without transfer
-        self.kernel = kernel
+        # () -> the kernel's counts (kernel/loader.py Probe.metric_counts) or None: counting without transfer;
+        # of the events, and of the connection records too with kernel_records
+        self.kernel, self.kernel_records = kernel, kernel_records
         self.stats = stats  # () -> {"kernel_ring": n, "kernel_missed": n, <output name>: n, ...}
         self.lost = {"kernel_ring": 0, "kernel_missed": 0}
         self.shed = {}  # kernel_ring by the kind of event shed: {"state_change": n, ...}
@@ -284,11 +286,14 @@ class MetricsSink(Sink):
         yield from self._loss_families()
 
     def _from_kernel(self):
-        """Counting without transfer: the kernel's counts replace ours (none come from rows in that mode)."""
+        """Counting without transfer: the kernel's counts replace ours (no rows come for what it counts)."""
         slots = self.kernel()
         if slots is None:  # no kernel side (bench/churn's replay), or closed at exit: the last counts
             return
-        self.events, self.conns = kernel_metrics.events_of(slots), kernel_metrics.conns_of(slots)
+        self.events = kernel_metrics.events_of(slots)
+        if not self.kernel_records:
+            return
+        self.conns = kernel_metrics.conns_of(slots)
         for h, base in zip((self.duration, self.handshake, self.rtt), kernel_metrics.HISTOGRAM_SLOTS):
             h.counts, h.sum = kernel_metrics.histogram_of(slots, base, len(h.bounds))
 

@@ -2,17 +2,18 @@
 /*
  * Counting without transfer (--metrics with no line output): the metrics
  * endpoint's counters and histograms kept here, per CPU, and read by user
- * space at scrape time (output/kernel_metrics.py). With kernel_metrics set,
- * an event or a connection record that passed the filters is counted in
- * metric_counts instead of written to a ring: nothing crosses to user space.
- * Layout: SS_M_* in socketsnoop.h.
+ * space at scrape time (output/kernel_metrics.py). An event (SS_KM_EVENTS in
+ * kernel_metrics) or a connection record (SS_KM_RECORDS) that passed the
+ * filters is counted in metric_counts instead of written to a ring: it does
+ * not cross to user space. The records still cross when the exit report
+ * wants them. Layout: SS_M_* in socketsnoop.h.
  */
 #ifndef SOCKETSNOOP_METRICS_H
 #define SOCKETSNOOP_METRICS_H
 
 #include "socketsnoop.h"
 
-const volatile bool kernel_metrics = false;
+const volatile __u32 kernel_metrics = 0; /* SS_KM_* */
 /* each histogram's bucket bounds (output/metrics.py's, in the unit counted), the unused ones ~0 */
 const volatile __u64 metric_bounds[SS_M_HISTOGRAMS][SS_M_BOUNDS] = {};
 

@@ -162,7 +162,7 @@ static __always_inline void record(void *ctx, const struct sock *sk, const struc
 		received--;
 	r.bytes_sent = acked;
 	r.bytes_received = received;
-	if (kernel_metrics) { /* counted here, not sent (metrics.h) */
+	if (kernel_metrics & SS_KM_RECORDS) { /* counted here, not sent (metrics.h) */
 		metric_record(&r);
 		count(SS_C_RECORDS);
 		return;

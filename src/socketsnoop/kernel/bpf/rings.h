@@ -101,7 +101,7 @@ static __always_inline int emit(void *ctx, struct event *e, struct cpu_state *cs
 		count(SS_C_FILTERED);
 		return 0;
 	}
-	if (kernel_metrics) { /* counted here, not sent (metrics.h): captured all the same */
+	if (kernel_metrics & SS_KM_EVENTS) { /* counted here, not sent (metrics.h): captured all the same */
 		metric_event(e);
 		count(SS_C_SENT);
 		return 0;

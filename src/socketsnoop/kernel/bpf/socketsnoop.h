@@ -271,6 +271,9 @@ struct listen_key {
  * handshake in ns, RTT in us) of SS_M_HISTOGRAM_SLOTS slots each: a count per bucket (bucket i: the
  * value is at most bound i, bounds from user space; the bucket past the last bound: +Inf), the sum last.
  */
+/* what the kernel counts instead of sending (kernel_metrics): the events, the connection records, or both */
+#define SS_KM_EVENTS 1
+#define SS_KM_RECORDS 2
 #define SS_M_EVENTS 0
 #define SS_M_CONNS 128
 #define SS_M_HISTOGRAMS 3
