@@ -26,9 +26,11 @@
  *     right after on_state_change for every hit. It takes exactly the hits
  *     on_state_change did not: on_state_change records, per CPU and per
  *     context level (0: a task, 1: a softirq that interrupted one; see
- *     context_level()), the hit it took; a hit that is not the one recorded
- *     at its level was missed. Between the two programs only a deeper level
- *     can run, and it records in its own slot. This covers the kernel's own
+ *     context_level()), the hit it took, with the address of the hit's
+ *     arguments (ctx: the same for both programs of one hit, another for a
+ *     hit of the other level); a hit recorded in neither slot was missed.
+ *     Between the two programs only a deeper level can run, and it records
+ *     in its own slot. This covers the kernel's own
  *     instructions around on_state_change too, where it already counts the
  *     program as running. on_state_change_missed is never skipped for a hit
  *     on_state_change skipped: that hit is a softirq's, and nothing that
