@@ -140,6 +140,16 @@ KM_EVENTS, KM_RECORDS = 1, 2
 M_EVENTS, M_CONNS, M_HISTOGRAMS, M_BOUNDS, M_HISTOGRAM_SLOTS = 0, 128, 3, 14, 16
 M_DURATION, M_HANDSHAKE, M_RTT, M_SLOTS = 160, 176, 192, 208
 
+
+def metric_bounds(histograms):
+    """The read-only metric_bounds' bytes: each histogram's bucket bounds (None: none), the unused ones ~0."""
+    flat = []
+    for bounds in histograms or [()] * M_HISTOGRAMS:
+        if len(bounds) > M_BOUNDS:
+            raise ValueError(f"a histogram of {len(bounds)} buckets: the kernel keeps {M_BOUNDS} at most")
+        flat += [*bounds, *[(1 << 64) - 1] * (M_BOUNDS - len(bounds))]
+    return struct.pack(f"<{M_HISTOGRAMS * M_BOUNDS}Q", *flat)
+
 # -- names in the object -----------------------------------------------------------------------------------
 
 # maps

@@ -127,16 +127,6 @@ def preflight():
     Libbpf.get()
 
 
-def _bounds(histograms):
-    """metric_bounds' bytes: each histogram's bounds, the unused ones past any value (~0)."""
-    flat = []
-    for bounds in histograms or [()] * abi.M_HISTOGRAMS:
-        if len(bounds) > abi.M_BOUNDS:
-            raise ValueError(f"a histogram of {len(bounds)} buckets: the kernel keeps {abi.M_BOUNDS} at most")
-        flat += [*bounds, *[(1 << 64) - 1] * (abi.M_BOUNDS - len(bounds))]
-    return struct.pack(f"<{abi.M_HISTOGRAMS * abi.M_BOUNDS}Q", *flat)
-
-
 def _pow2_at_least(n, floor=4096):
     size = floor
     while size < n:
@@ -199,7 +189,7 @@ class Probe:
                   "use_perf": self.buffer == "perf", "use_hash_storage": self.hash_storage,
                   "summary_only": self.summary_only, "no_records": not self.records,
                   "cgroup_levels": f.cgroup_levels(), "want_cgroup": self.want_cgroup,
-                  "kernel_metrics": self.kernel_metrics, "metric_bounds": _bounds(self.metric_bounds)}
+                  "kernel_metrics": self.kernel_metrics, "metric_bounds": abi.metric_bounds(self.metric_bounds)}
         obj.set_rodata({name: values[name] if isinstance(values[name], bytes) else struct.pack(fmt, values[name])
                         for name, fmt in abi.RODATA.items()})
         if self.buffer == "perf":
