@@ -285,8 +285,8 @@ def test_every_panel_query_returns_data(monitor, tmp_path):
     addr = private_loopback()
     pa, pb = free_port(), free_port()
     a = monitor("--metrics", str(pa), "--metrics-labels", "comm", "-a", addr, "-q", "--no-log-file", "--no-report")
-    b = monitor("--metrics", str(pb), "--buffer-size", "64K", "-a", addr, "-q", "--no-log-file", "--no-report",
-                log_name="lossy.log")
+    # b: a log file, so that its events cross to user space, where its stopped reader loses them
+    b = monitor("--metrics", str(pb), "--buffer-size", "64K", "-a", addr, "-q", "--no-report", log_name="lossy.log")
     ia, ib = f"127.0.0.1:{pa}", f"127.0.0.1:{pb}"
     dash = load()
     started = time.monotonic()

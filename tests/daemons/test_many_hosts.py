@@ -76,8 +76,8 @@ def test_readme_alert_rules_in_prometheus(monitor, tmp_path):
     times a second. SocketSnoopEventsLost fires for the first only; SocketSnoopRefusals' expression holds
     for the second (pending: its `for` is ten minutes)."""
     port, mport, rport, addr = free_port(), free_port(), free_port(), private_loopback()
-    lossy = monitor("--metrics", str(mport), "-P", str(port), "--no-report", "--buffer-size", "64K", "-q",
-                    "--no-log-file")
+    # lossy: a log file, so that its events cross to user space, where its stopped reader loses them
+    lossy = monitor("--metrics", str(mport), "-P", str(port), "--no-report", "--buffer-size", "64K", "-q")
     refusals = monitor("--metrics", str(rport), "-a", addr, "--no-report", "-q", "--no-log-file",
                        log_name="refusals.log")
     targets = [f"127.0.0.1:{mport}", f"127.0.0.1:{rport}"]

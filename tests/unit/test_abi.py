@@ -167,7 +167,13 @@ def test_the_package_ships_the_programs_source():
 def test_rodata_variables_match_the_source():
     src = "\n".join(BPF.joinpath(name).read_text() for name in program_sources())
     sizes = {"__u32": "<I", "__u64": "<Q", "bool": "<?"}
-    found = {name: sizes[typ] for typ, name in re.findall(r"^const volatile (\w+) (\w+) = ", src, flags=re.M)}
+    consts = header_constants()
+    found = {}
+    for typ, name, dims in re.findall(r"^const volatile (\w+) (\w+)((?:\[\w+\])*) = ", src, flags=re.M):
+        n = 1
+        for dim in re.findall(r"\[(\w+)\]", dims):  # an array: its dimensions are the header's constants
+            n *= consts[dim]
+        found[name] = sizes[typ] if not dims else f"<{n}{sizes[typ][1:]}"
     assert found == abi.RODATA
 
 

@@ -134,6 +134,22 @@ STRUCTS = {
     "filter_key": (FILTER_KEY, FILTER_KEY_FIELDS),
 }
 
+# in-kernel metrics (bpf/metrics.h): what the kernel counts instead of sending (kernel_metrics), and the slots
+# of metric_counts' one per-CPU element
+KM_EVENTS, KM_RECORDS = 1, 2
+M_EVENTS, M_CONNS, M_HISTOGRAMS, M_BOUNDS, M_HISTOGRAM_SLOTS = 0, 128, 3, 14, 16
+M_DURATION, M_HANDSHAKE, M_RTT, M_SLOTS = 160, 176, 192, 208
+
+
+def metric_bounds(histograms):
+    """The read-only metric_bounds' bytes: each histogram's bucket bounds (None: none), the unused ones ~0."""
+    flat = []
+    for bounds in histograms or [()] * M_HISTOGRAMS:
+        if len(bounds) > M_BOUNDS:
+            raise ValueError(f"a histogram of {len(bounds)} buckets: the kernel keeps {M_BOUNDS} at most")
+        flat += [*bounds, *[(1 << 64) - 1] * (M_BOUNDS - len(bounds))]
+    return struct.pack(f"<{M_HISTOGRAMS * M_BOUNDS}Q", *flat)
+
 # -- names in the object -----------------------------------------------------------------------------------
 
 # maps
@@ -154,14 +170,15 @@ MAP_RECORDS = "records"
 MAP_RECORDS_SPARE = "records_spare"
 MAP_SOCK_STATES = "sock_states"
 MAP_SOCK_STATES_HASH = "sock_states_hash"
+MAP_METRIC_COUNTS = "metric_counts"
 MAPS = (MAP_EVENTS, MAP_EVENTS_SPARE, MAP_PERF_EVENTS, MAP_COUNTERS, MAP_OWNERS, MAP_LISTENERS,
         MAP_FILTER_PIDS, MAP_FILTER_COMMS, MAP_FILTER_PORTS, MAP_FILTER_ADDRS, MAP_FILTER_UIDS, MAP_FILTER_CGROUPS,
-        MAP_CPU_STATES, MAP_RECORDS, MAP_RECORDS_SPARE, MAP_SOCK_STATES, MAP_SOCK_STATES_HASH)
+        MAP_CPU_STATES, MAP_RECORDS, MAP_RECORDS_SPARE, MAP_SOCK_STATES, MAP_SOCK_STATES_HASH, MAP_METRIC_COUNTS)
 
 # read-only variables set before load: name -> struct format
 RODATA = {"filter_flags": "<I", "filter_states": "<I", "wakeup_bytes": "<Q", "use_perf": "<?",
           "use_hash_storage": "<?", "summary_only": "<?", "no_records": "<?", "cgroup_levels": "<I",
-          "want_cgroup": "<?"}
+          "want_cgroup": "<?", "kernel_metrics": "<I", "metric_bounds": f"<{M_HISTOGRAMS * M_BOUNDS}Q"}
 
 # programs -> tracepoint, in attach order, which matters: on_state_change before on_state_change_missed
 # (the BPF source's RE-ENTRY comment). The first two are required, the others optional (a kernel that

@@ -9,6 +9,7 @@ import os
 import platform
 import re
 import struct
+import threading
 from importlib import resources
 
 from ..errors import SnoopError
@@ -137,13 +138,18 @@ class Probe:
     """Loaded and attached kernel program; close() detaches it."""
 
     def __init__(self, filters, buffer="ringbuf", buffer_size=32 << 20, wakeup_bytes=64 << 10, log=None,
-                 records=True, summary_only=False, record_buffer_size=None, want_cgroup=True):
+                 records=True, summary_only=False, record_buffer_size=None, want_cgroup=True, kernel_metrics=0,
+                 metric_bounds=None):
         self.filters = filters
+        # counting without transfer (bpf/metrics.h): what the kernel counts instead of sending (abi.KM_*), and
+        # each histogram's bucket bounds
+        self.kernel_metrics, self.metric_bounds = kernel_metrics, metric_bounds
+        self.lock = threading.Lock()  # metric_counts() runs in the metrics endpoint's thread: not past close()
         self.want_cgroup = want_cgroup  # False: events carry no cgroup id (no output shows it), a few reads less
         self.buffer = buffer
         self.records = records and buffer != "perf"  # the perf buffer carries events only
         self.summary_only = summary_only
-        records_only = summary_only and self.records
+        records_only = (summary_only and self.records) or bool(kernel_metrics & abi.KM_EVENTS)
         size = _pow2_at_least(buffer_size)
         # --summary-only: the kernel writes no events, so their rings are as small as a ring may be (each
         # ring's pages are all mapped at start, hence resident: they count in full in the monitor's RSS)
@@ -153,7 +159,8 @@ class Probe:
         # against 6 events per connection when a burst of them close at once, 1 against 2 for a refused
         # connect. The overload policy (a reader behind sheds event lines first, never a record) needs the
         # records' ring to fill last whatever the mix: as large as the events' ring
-        self.record_size = _pow2_at_least(record_buffer_size or size, 1 << 16)
+        self.record_size = 1 << 16 if kernel_metrics & abi.KM_RECORDS else \
+            _pow2_at_least(record_buffer_size or size, 1 << 16)
         self.record_spare_size = max(self.record_size // 8, 1 << 16)
         self.hash_storage = False  # socket state in a hash, not socket storage: kernels before 5.11
         # the reader is woken when this much is unread: often enough that each of its turns on a CPU is
@@ -181,8 +188,10 @@ class Probe:
         values = {"filter_flags": f.flags(), "filter_states": f.state_mask(), "wakeup_bytes": per_cpu_mark,
                   "use_perf": self.buffer == "perf", "use_hash_storage": self.hash_storage,
                   "summary_only": self.summary_only, "no_records": not self.records,
-                  "cgroup_levels": f.cgroup_levels(), "want_cgroup": self.want_cgroup}
-        obj.set_rodata({name: struct.pack(fmt, values[name]) for name, fmt in abi.RODATA.items()})
+                  "cgroup_levels": f.cgroup_levels(), "want_cgroup": self.want_cgroup,
+                  "kernel_metrics": self.kernel_metrics, "metric_bounds": abi.metric_bounds(self.metric_bounds)}
+        obj.set_rodata({name: values[name] if isinstance(values[name], bytes) else struct.pack(fmt, values[name])
+                        for name, fmt in abi.RODATA.items()})
         if self.buffer == "perf":
             obj.set_autocreate(abi.MAP_EVENTS, False)  # unused: kernels before 5.8 have no ring buffer
             obj.set_autocreate(abi.MAP_EVENTS_SPARE, False)
@@ -344,6 +353,16 @@ class Probe:
         """The events shed when the reader fell behind (counted in C_LOST), by kind: {name: n}."""
         return {name: counters[idx] for name, idx in abi.SHED_KINDS}
 
+    def metric_counts(self):
+        """The in-kernel metrics (bpf/metrics.h): abi.M_SLOTS sums over CPUs, or None (not loaded, or closed)."""
+        with self.lock:
+            raw = self.obj.lookup(abi.MAP_METRIC_COUNTS, abi.U32_KEY.pack(0), 8 * abi.M_SLOTS * self.ncpus) \
+                if self.obj else None
+        if not raw:
+            return None
+        per_cpu = struct.unpack(f"<{abi.M_SLOTS * self.ncpus}Q", raw)
+        return [sum(per_cpu[i::abi.M_SLOTS]) for i in range(abi.M_SLOTS)]
+
     def missed(self, counters):
         """Tracepoint hits none of our programs ran for (a softirq hit the tracepoint while the program
         was running on that CPU). Not in 'seen'; reported beside 'lost'. on_state_change's misses are
@@ -367,6 +386,7 @@ class Probe:
             if reader:
                 reader.close()
         self.reader = self.spare_reader = self.record_reader = self.record_spare_reader = None
-        if self.obj:
-            self.obj.close()
-            self.obj = None
+        with self.lock:
+            if self.obj:
+                self.obj.close()
+                self.obj = None

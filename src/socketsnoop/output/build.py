@@ -39,10 +39,12 @@ def formatters(opts, filters, clock, warn, metrics=None):
     return cgroups, identity, text, JsonFormatter(clock, identity) if opts.format == "json" else text
 
 
-def open_sinks(opts, clock, metrics, lost_counts, warn, identity=None):
+def open_sinks(opts, clock, metrics, lost_counts, warn, identity=None, kernel_counts=None, kernel_records=False):
     """The sinks, opened. metrics: (address, port, labels) or None; lost_counts() -> {where: count}, what
     the metrics endpoint shows as lost; warn(text) says a problem on stderr; identity: the owner's names for
-    the metrics' unit and container labels and the queued outputs' JSON fields. A usage problem raises SnoopError."""
+    the metrics' unit and container labels and the queued outputs' JSON fields; kernel_counts() -> the kernel's
+    metric counts, where it keeps them (counting without transfer: the events', and with kernel_records the
+    connection records' too). A usage problem raises SnoopError."""
     sinks = []
     if not opts.quiet:
         sinks.append(console_sink(opts, clock, warn))
@@ -52,7 +54,8 @@ def open_sinks(opts, clock, metrics, lost_counts, warn, identity=None):
     if metrics:  # opened first: a port in use is said before any output's thread starts
         host, port, labels = metrics
         try:
-            metrics_sink = metrics_module().MetricsSink(host, port, labels, stats=lost_counts, identity=identity).open()
+            metrics_sink = metrics_module().MetricsSink(host, port, labels, stats=lost_counts, identity=identity,
+                                                        kernel=kernel_counts, kernel_records=kernel_records).open()
         except OSError as e:
             raise SnoopError(f"socket-snoop: --metrics: cannot listen on {host}:{port}: "
                              f"{e.strerror or e}") from None

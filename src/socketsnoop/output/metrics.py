@@ -33,6 +33,7 @@ from ..kernel.abi import COMM_LEN, EV_RESET_RECEIVED, EV_RESET_SENT, EV_RETRANSM
 from ..logformat.words import DIRECTION_NAMES, RESULT_NAMES, state_name
 from ..pipeline.decode import (CGROUP, IDENT, NEWSTATE, OWNER, R_CGROUP, R_DIRECTION, R_FLAGS, R_HANDSHAKE, R_IDENT,
                                R_OWNER, R_RESULT, R_RTT, R_START, R_TS, TYPE)
+from . import kernel_metrics
 from .metric_labels import DEFAULT_LABEL_LIMIT, LABELS  # noqa: F401 (LABELS: its users import it here)
 from .metrics_server import MetricsServer
 from .sinks import Sink
@@ -136,13 +137,27 @@ class Histogram:
         return fam
 
 
+def histograms():
+    """Connection duration (ns), handshake time (ns), RTT (us): the order of the kernel's metric_bounds."""
+    return (Histogram((0.001, 0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600), 1e-9),
+            Histogram((0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 3), 1e-9),
+            Histogram((0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+                      1e-6))
+
+
+def kernel_bounds():
+    """The histograms' bucket bounds in the unit the kernel counts in, for counting without transfer."""
+    return [h.bounds for h in histograms()]
+
+
 class MetricsSink(Sink):
     """Counts events and connection records, and serves the counts over HTTP; wants no lines."""
 
     name = "metrics"
     wants_lines = False
 
-    def __init__(self, addr="127.0.0.1", port=9100, labels=None, stats=None, identity=None):
+    def __init__(self, addr="127.0.0.1", port=9100, labels=None, stats=None, identity=None, kernel=None,
+                 kernel_records=False):
         self.addr, self.port = addr, port
         self.caps = dict(labels or {})  # label name -> limit, in --metrics-labels order
         self.label_names = [n for n in LABELS if n in self.caps]
@@ -154,11 +169,10 @@ class MetricsSink(Sink):
         self._cgroup_labels = {}  # cgroup id -> {label: value}, for the values final and within the cap
         self.events = Counter()  # (type, state, *label values) -> n
         self.conns = Counter()  # (direction, result, *label values) -> n
-        self.duration = Histogram((0.001, 0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600), 1e-9)
-        self.handshake = Histogram((0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                                    0.25, 0.5, 1, 3), 1e-9)
-        self.rtt = Histogram((0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                              0.1, 0.25, 0.5, 1), 1e-6)
+        self.duration, self.handshake, self.rtt = histograms()
+        # () -> the kernel's counts (kernel/loader.py Probe.metric_counts) or None: counting without transfer;
+        # of the events, and of the connection records too with kernel_records
+        self.kernel, self.kernel_records = kernel, kernel_records
         self.stats = stats  # () -> {"kernel_ring": n, "kernel_missed": n, <output name>: n, ...}
         self.lost = {"kernel_ring": 0, "kernel_missed": 0}
         self.shed = {}  # kernel_ring by the kind of event shed: {"state_change": n, ...}
@@ -264,10 +278,24 @@ class MetricsSink(Sink):
 
     # -- a scrape (the endpoint's thread) ----------------------------------------------------------------------
     def collect(self):
+        if self.kernel is not None:
+            self._from_kernel()
         yield from self._own_families()
         yield from self._event_families()
         yield from self._record_families()
         yield from self._loss_families()
+
+    def _from_kernel(self):
+        """Counting without transfer: the kernel's counts replace ours (no rows come for what it counts)."""
+        slots = self.kernel()
+        if slots is None:  # no kernel side (bench/churn's replay), or closed at exit: the last counts
+            return
+        self.events = kernel_metrics.events_of(slots)
+        if not self.kernel_records:
+            return
+        self.conns = kernel_metrics.conns_of(slots)
+        for h, base in zip((self.duration, self.handshake, self.rtt), kernel_metrics.HISTOGRAM_SLOTS):
+            h.counts, h.sum = kernel_metrics.histogram_of(slots, base, len(h.bounds))
 
     def _event_families(self):
         """State changes by new state; retransmissions and resets (each with the labels asked for)."""

@@ -6,7 +6,8 @@ commands/run/__init__.py's."""
 from ...kernel.loader import Probe
 from ...logformat.base import Clock
 from ...output import exit_summary
-from ...output.build import formatters, open_sinks
+from ...kernel.abi import FILT_COMM, FILT_PID, FILT_UID, FILT_X_COMM, FILT_X_PID, FILT_X_UID, KM_EVENTS, KM_RECORDS
+from ...output.build import formatters, metrics_module, open_sinks
 from ...output.colour import warning_painter, wants_colour
 from ...output.connections import ConnectionReport
 from ...output.dispatch import Dispatch
@@ -37,11 +38,14 @@ class MonitorParts:
         self.probe = self.out = self.cgroup_watch = None  # cgroup_watch: the cgroup filters' names, looked for again
         self.rings = RingReader(perf=opts.buffer == "perf")
         self.thresholds = thresholds_from(opts)  # None: --no-warnings
+        self.in_kernel = counts_in_kernel(opts, filters, self.metrics, self.report, self.thresholds)
 
     def open_sinks(self):
         """The outputs, and self.out: the path from decoded rows to them (bench/churn's replay uses it too)."""
         lost = lambda: exit_summary.lost_counts(self.probe, self.sinks)  # noqa: E731 (for --metrics)
-        self.sinks = open_sinks(self.opts, self.clock, self.metrics, lost, self.warn, self.identity)
+        kernel = (lambda: self.probe.metric_counts() if self.probe else None) if self.in_kernel else None  # noqa: E731
+        self.sinks = open_sinks(self.opts, self.clock, self.metrics, lost, self.warn, self.identity, kernel,
+                                bool(self.in_kernel & KM_RECORDS))
         self.out = Dispatch(self.formatter, self.sinks, self.enrichers, self.report, not self.opts.no_summary)
         if self.thresholds is not None:
             self.out.watch(Health(self.thresholds), self.text)
@@ -51,7 +55,9 @@ class MonitorParts:
         o = self.opts
         records = not o.no_summary or self.report is not None or bool(self.metrics) or self.thresholds is not None
         self.probe = Probe(self.filters, buffer=o.buffer, buffer_size=o.buffer_size, log=self.warn, records=records,
-                           summary_only=o.summary_only, want_cgroup=self.identity is not None)
+                           summary_only=o.summary_only, want_cgroup=self.identity is not None,
+                           kernel_metrics=self.in_kernel,
+                           metric_bounds=metrics_module().kernel_bounds() if self.in_kernel else None)
         return self.probe
 
     def start(self, p):
@@ -67,3 +73,22 @@ class MonitorParts:
         p.attach()
         p.open_reader(on_sample=self.rings.on_sample)
         self.rings.bind(p)
+
+
+OWNER_FILTERS = FILT_PID | FILT_COMM | FILT_UID | FILT_X_PID | FILT_X_COMM | FILT_X_UID
+
+
+def counts_in_kernel(opts, filters, metrics, report, thresholds):
+    """Counting without transfer: what the kernel counts itself and keeps (bpf/metrics.h, abi.KM_*), 0 for
+    nothing. The events, when the metrics endpoint is the only output and nothing else wants them in user
+    space: no lines anywhere (-q, --no-log-file, no --journal or --syslog), no health warnings, no
+    --metrics-labels (comm, unit and container are found in user space: the owner of a socket older than
+    the monitor in /proc, unit and container in the cgroup tree), no owner filter (-p, -c, --uid and their
+    --exclude-: a socket older than the monitor has its owner checked in /proc), the ring buffer (the perf
+    buffer carries no records). The connection records too when the exit report does not want them
+    (--no-report)."""
+    if not (metrics and not metrics[2] and opts.quiet and not opts.log_file and not opts.journal
+            and not opts.journal_socket and not opts.syslog and thresholds is None and opts.buffer != "perf"
+            and not filters.flags() & OWNER_FILTERS):
+        return 0
+    return KM_EVENTS | (KM_RECORDS if report is None else 0)

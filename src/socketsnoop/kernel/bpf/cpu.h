@@ -9,9 +9,14 @@
 
 #include "socketsnoop.h"
 
-/* a hit of inet_sock_set_state, as on_state_change_missed recognizes it */
+/*
+ * a hit of inet_sock_set_state, as on_state_change_missed recognizes it: the socket, the states, and where
+ * the kernel put the hit's arguments (ctx), which is the same address for both programs of one hit (the
+ * tracepoint calls them in turn from one frame) and another for a hit that interrupts them
+ */
 struct hit {
 	__u64 sk;
+	__u64 ctx;
 	__u32 states; /* oldstate << 8 | newstate */
 	__u32 pad;
 };

@@ -14,6 +14,7 @@
 #include "owner.h"
 #include "filters.h"
 #include "rings.h"
+#include "metrics.h"
 
 /* A connection's life begins: connect() or listen() on a closed socket, or a socket accepted from a listener. */
 static __always_inline void begin(struct sock_state *st, int oldstate, int newstate, __u64 now)
@@ -161,6 +162,11 @@ static __always_inline void record(void *ctx, const struct sock *sk, const struc
 		received--;
 	r.bytes_sent = acked;
 	r.bytes_received = received;
+	if (kernel_metrics & SS_KM_RECORDS) { /* counted here, not sent (metrics.h) */
+		metric_record(&r);
+		count(SS_C_RECORDS);
+		return;
+	}
 	count(submit_record(&r, cs) ? SS_C_RECORDS_LOST : SS_C_RECORDS);
 }
 

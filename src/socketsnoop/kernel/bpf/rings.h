@@ -11,6 +11,7 @@
 #include "cpu.h"
 #include "sock.h"
 #include "filters.h"
+#include "metrics.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -98,6 +99,11 @@ static __always_inline int emit(void *ctx, struct event *e, struct cpu_state *cs
 	normalize_family(e);
 	if (summary_only || !passes_filters(e)) { /* --summary-only: connection records, no events */
 		count(SS_C_FILTERED);
+		return 0;
+	}
+	if (kernel_metrics & SS_KM_EVENTS) { /* counted here, not sent (metrics.h): captured all the same */
+		metric_event(e);
+		count(SS_C_SENT);
 		return 0;
 	}
 	if (submit_event(ctx, e, cs)) {

@@ -263,4 +263,25 @@ struct listen_key {
 	__u8 addr[16];
 };
 
+/*
+ * In-kernel metrics (--metrics with no line output, kernel/abi.py METRIC_*): one per-CPU array element
+ * (metric_counts, in metrics.h) of SS_M_SLOTS counters that user space sums over CPUs at scrape time.
+ * Events by type and new state at SS_M_EVENTS + type * 16 + newstate; connections by direction and
+ * result at SS_M_CONNS + direction * 8 + result; then SS_M_HISTOGRAMS histograms (duration in ns,
+ * handshake in ns, RTT in us) of SS_M_HISTOGRAM_SLOTS slots each: a count per bucket (bucket i: the
+ * value is at most bound i, bounds from user space; the bucket past the last bound: +Inf), the sum last.
+ */
+/* what the kernel counts instead of sending (kernel_metrics): the events, the connection records, or both */
+#define SS_KM_EVENTS 1
+#define SS_KM_RECORDS 2
+#define SS_M_EVENTS 0
+#define SS_M_CONNS 128
+#define SS_M_HISTOGRAMS 3
+#define SS_M_BOUNDS 14
+#define SS_M_HISTOGRAM_SLOTS 16 /* SS_M_BOUNDS + 1 buckets, the sum */
+#define SS_M_DURATION 160
+#define SS_M_HANDSHAKE 176
+#define SS_M_RTT 192
+#define SS_M_SLOTS 208
+
 #endif /* SOCKETSNOOP_H */

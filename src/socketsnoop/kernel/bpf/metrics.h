@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * Counting without transfer (--metrics with no line output): the metrics
+ * endpoint's counters and histograms kept here, per CPU, and read by user
+ * space at scrape time (output/kernel_metrics.py). An event (SS_KM_EVENTS in
+ * kernel_metrics) or a connection record (SS_KM_RECORDS) that passed the
+ * filters is counted in metric_counts instead of written to a ring: it does
+ * not cross to user space. The records still cross when the exit report
+ * wants them. Layout: SS_M_* in socketsnoop.h.
+ */
+#ifndef SOCKETSNOOP_METRICS_H
+#define SOCKETSNOOP_METRICS_H
+
+#include "socketsnoop.h"
+
+const volatile __u32 kernel_metrics = 0; /* SS_KM_* */
+/* each histogram's bucket bounds (output/metrics.py's, in the unit counted), the unused ones ~0 */
+const volatile __u64 metric_bounds[SS_M_HISTOGRAMS][SS_M_BOUNDS] = {};
+
+struct metric_counts {
+	__u64 n[SS_M_SLOTS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct metric_counts);
+} metric_counts SEC(".maps");
+
+static __always_inline struct metric_counts *metrics_here(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&metric_counts, &zero);
+}
+
+/* atomic although per CPU: another of our programs can interrupt this one on the same CPU (as count()) */
+static __always_inline void metric_event(const struct event *e)
+{
+	struct metric_counts *m = metrics_here();
+
+	if (m)
+		__sync_fetch_and_add(&m->n[SS_M_EVENTS + (e->type & 7) * 16 + (e->newstate & 15)], 1);
+}
+
+static __always_inline void observe(struct metric_counts *m, int h, __u32 base, __u64 v)
+{
+	__u32 i;
+
+	for (i = 0; i < SS_M_BOUNDS; i++)
+		if (v <= metric_bounds[h][i])
+			break;
+	__sync_fetch_and_add(&m->n[base + i], 1);
+	__sync_fetch_and_add(&m->n[base + SS_M_BOUNDS + 1], v);
+}
+
+/* a connection record, as output/metrics.py counts one: the histograms take what the record knows */
+static __always_inline void metric_record(const struct conn_record *r)
+{
+	struct metric_counts *m = metrics_here();
+
+	if (!m)
+		return;
+	__sync_fetch_and_add(&m->n[SS_M_CONNS + (r->direction & 3) * 8 + (r->result & 7)], 1);
+	if (r->start_ns && !(r->flags & SS_R_INCOMPLETE))
+		observe(m, 0, SS_M_DURATION, r->ts_ns - r->start_ns);
+	if (r->handshake_ns)
+		observe(m, 1, SS_M_HANDSHAKE, r->handshake_ns);
+	if (r->rtt_us)
+		observe(m, 2, SS_M_RTT, r->rtt_us);
+}
+
+#endif /* SOCKETSNOOP_METRICS_H */

@@ -1,0 +1,125 @@
+"""Counting without transfer: `--metrics PORT -q --no-log-file --no-report` keeps its counts in the kernel
+(bpf/metrics.h) and reads them at scrape time. Three monitors watch the same traffic in a private network
+namespace: one counting in the kernel; one counting the events in the kernel while the connection records
+cross for its exit report (no --no-report); one counting in user space (a log file: the events must cross).
+Every socketsnoop_ series of the three endpoints is the same, name, labels, buckets and value, and the real
+prometheus scrapes the same numbers from them; the first read no event and no record from its rings
+(lines=0), the second only the records."""
+
+import random
+import time
+
+import pytest
+
+from support.net import free_port, private_netns
+from support.procs import spawn
+from support.prom import Prometheus, sample_sum, scrape
+
+pytestmark = pytest.mark.bpf
+
+TRAFFIC = """
+import socket, threading
+addr, port, closed, n, k = {addr!r}, {port}, {closed}, {n}, {k}
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((addr, port))
+srv.listen(16)
+def serve():
+    for _ in range(n):
+        c, _ = srv.accept()
+        c.recv(100)
+        c.sendall(b"ok")
+        c.close()
+t = threading.Thread(target=serve)
+t.start()
+for _ in range(n):
+    c = socket.create_connection((addr, port), timeout=5)
+    c.sendall(b"x" * 10)
+    c.recv(10)
+    c.close()
+t.join()
+srv.close()
+refused = 0
+for _ in range(k):
+    try:
+        socket.create_connection((addr, closed), timeout=5)
+    except ConnectionRefusedError:
+        refused += 1
+print("done", refused, flush=True)
+"""
+
+# the endpoint's own series, which differ between two monitors whatever they count
+OWN = ("socketsnoop_build_info", "socketsnoop_metrics_connections_closed_total")
+
+
+def counted(samples):
+    """The counts of the kernel's events and records (not what an output of the user-space monitor dropped:
+    the other has no such output)."""
+    return {key: v for key, v in samples.items() if key[0].startswith("socketsnoop_") and key[0] not in OWN
+            and not (key[0] == "socketsnoop_events_lost_total" and not dict(key[1])["where"].startswith("kernel"))}
+
+
+def same(a, b):
+    """Equal, but for the histograms' sums: each monitor's programs time a connection themselves, one after
+    the other on the same hit, so two monitors' durations differ by the nanoseconds between them."""
+    assert a.keys() == b.keys(), set(a) ^ set(b)
+    for key, v in a.items():
+        if key[0].endswith("_seconds_sum"):
+            assert v == pytest.approx(b[key], rel=0.2, abs=1e-4), key
+        else:
+            assert v == b[key], key
+
+
+def test_counts_in_the_kernel_equal_counts_in_user_space(monitor, tmp_path):
+    n, k = 5, 3
+    addr = f"127.{random.randint(20, 250)}.{random.randint(1, 250)}.{random.randint(2, 250)}"
+    port, closed, kport, uport, hport = free_port(), free_port(), free_port(), free_port(), free_port()
+    kernel = monitor("--metrics", str(kport), "-q", "--no-log-file", "--no-report", "-a", addr, summary=True)
+    half = monitor("--metrics", str(hport), "-q", "--no-log-file", "-a", addr, summary=True)
+    user = monitor("--metrics", str(uport), "-q", "--no-report", "-a", addr, summary=True)
+    targets = [f"127.0.0.1:{p}" for p in (kport, hport, uport)]
+    with Prometheus(tmp_path, targets) as prom, private_netns() as ns:
+        p = spawn(TRAFFIC, netns=ns, addr=addr, port=port, closed=closed, n=n, k=k)
+        out, err = p.communicate(timeout=60)
+        assert out.split() == ["done", str(k)], err
+        for mport in (kport, hport, uport):  # all have counted everything (the user-space one reads its rings)
+            want = 2 * n + k
+            for _ in range(100):
+                if sample_sum(scrape(mport), "socketsnoop_connections_total") == want:
+                    break
+                time.sleep(0.2)
+            assert sample_sum(scrape(mport), "socketsnoop_connections_total") == want
+        in_kernel, in_user = counted(scrape(kport)), counted(scrape(uport))
+        same(in_kernel, in_user)
+        same(counted(scrape(hport)), in_user)
+        assert sample_sum(in_kernel, "socketsnoop_connections_total", direction="out", result="refused") == k
+        assert sample_sum(in_kernel, "socketsnoop_failed_connects_total", cause="refused") == k
+        assert sample_sum(in_kernel, "socketsnoop_state_changes_total", state="ESTABLISHED") == 2 * n
+        assert sample_sum(in_kernel, "socketsnoop_resets_received_total") == k
+        assert in_kernel[("socketsnoop_connection_duration_seconds_count", frozenset())] == 2 * n + k
+        assert in_kernel[("socketsnoop_handshake_seconds_count", frozenset())] >= n
+        # the real prometheus: the same numbers from the three targets
+        for expr in ("socketsnoop_state_changes_total", "socketsnoop_connections_total",
+                     "socketsnoop_connection_duration_seconds_bucket", "socketsnoop_rtt_seconds_count"):
+            def by_target(expr=expr):
+                got = {}
+                for labels, v in prom.query(expr):
+                    target = labels.pop("instance")
+                    labels.pop("job", None)
+                    got.setdefault(target, {})[frozenset(labels.items())] = v
+                return got
+            for _ in range(20):
+                got = by_target()
+                if len(got) == 3 and got[targets[0]] == got[targets[1]] == got[targets[2]]:
+                    break
+                time.sleep(0.5)
+            assert len(got) == 3 and got[targets[0]] == got[targets[1]] == got[targets[2]], (expr, got)
+    assert kernel.stop() == 0 and user.stop() == 0 and half.stop() == 0
+    tk, tu, th = kernel.totals(), user.totals(), half.totals()
+    # nothing crossed: no event and no record read from the rings, all of them counted in the kernel
+    assert tk["lines"] == 0 and tk["captured"] >= 5 * 2 * n and tk["records"] >= 2 * n + k, tk
+    assert tk["lost"] == tk["records_lost"] == 0, tk
+    assert tu["lines"] > 0 and tu["captured"] == tk["captured"] and tu["records"] == tk["records"], (tk, tu)
+    # the records crossed for the exit report (each a Connection Summary line, counted), no event did
+    assert th["lines"] == th["records"] == tk["records"] and th["captured"] == tk["captured"], (th, tk)
+    assert half.stderr.count(f" -> {addr}:{port}") >= n and "Connection Lifecycles:" in half.stderr, half.stderr
