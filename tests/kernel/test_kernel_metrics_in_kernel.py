@@ -1,4 +1,4 @@
-"""Counting without transfer: `--metrics PORT -q --no-log-file --no-report` keeps its counts in the kernel
+"""Counting without transfer: `--metrics PORT -q --no-log-file --no-report --no-warnings` keeps its counts in the kernel
 (bpf/metrics.h) and reads them at scrape time. Three monitors watch the same traffic in a private network
 namespace: one counting in the kernel; one counting the events in the kernel while the connection records
 cross for its exit report (no --no-report); one counting in user space (a log file: the events must cross).

@@ -9,7 +9,7 @@ from socketsnoop.kernel.abi import KM_EVENTS, KM_RECORDS
 from socketsnoop.output.metrics import MetricsSink, kernel_bounds
 from socketsnoop.settings.monitor import filters_from, monitor_options
 
-ONLY = ["--metrics", "9100", "-q", "--no-log-file", "--no-report"]
+ONLY = ["--metrics", "9100", "-q", "--no-log-file", "--no-report", "--no-warnings"]
 
 
 def chosen(*extra):
@@ -26,7 +26,7 @@ def test_metrics_alone_count_in_the_kernel():
 
 
 @pytest.mark.parametrize("extra", [
-    ["--log-file", "/tmp/x.log"], ["--journal"], ["--syslog", "udp://127.0.0.1:514"], ["--warnings"],
+    ["--log-file", "/tmp/x.log"], ["--journal"], ["--syslog", "udp://127.0.0.1:514"],
     ["--metrics-labels", "comm"], ["-p", "1"], ["-c", "curl"], ["--exclude-comm", "curl"], ["--uid", "0"],
     ["--buffer", "perf"],
 ])
@@ -34,8 +34,13 @@ def test_anything_else_that_wants_the_events_keeps_them_crossing(extra):
     assert not chosen(*extra)
 
 
+def test_the_health_warnings_keep_the_events_crossing():
+    opts = monitor_options([a for a in ONLY if a != "--no-warnings"])  # they are on by default
+    assert not MonitorParts(opts, filters_from(opts)).in_kernel
+
+
 def test_the_report_keeps_the_records_crossing():
-    opts = monitor_options(["--metrics", "9100", "-q", "--no-log-file"])
+    opts = monitor_options(["--metrics", "9100", "-q", "--no-log-file", "--no-warnings"])
     assert MonitorParts(opts, filters_from(opts)).in_kernel == KM_EVENTS
 
 
