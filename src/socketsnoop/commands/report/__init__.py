@@ -203,15 +203,14 @@ def run(opts, out):
         raise SnoopError("socket-snoop report: --follow: the newest file must be a plain file (not '-' or .gz)", 2)
     status = 0
     if choose_engine(opts) == "duckdb":
-        def read(loader, path):
-            nonlocal status
-            try:
-                loader.read(path)
-            except Unreadable as e:
-                print(f"socket-snoop report: {e}", file=sys.stderr)
-                status = 1
-        engine.load(paths, parser, report, lines, filters, opts.since, opts.until, opts.top, read)
-        paths = []
+        try:
+            engine.load(paths, parser, report, lines, filters, opts.since, opts.until, opts.top)
+            paths = []
+        except engine.Fallback as e:
+            print(f"socket-snoop report: the slow path (pure Python): {e}", file=sys.stderr)
+            shared, lines = Shared(), LineCounts()
+            report = ByHost(lambda: Report(filters, opts.since, opts.until, opts.max_tracked, shared=shared), lines,
+                            shared.names)
     for i, path in enumerate(paths):
         try:
             if opts.follow and i == len(paths) - 1:

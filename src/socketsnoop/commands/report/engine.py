@@ -25,7 +25,7 @@ from ...kernel.abi import EV_CONNECTION
 from ...logformat.escape import unescape_comm
 from ...pipeline.decode import TCP_CLOSE
 from .aggregate import MAX_HOSTS, OTHER_HOSTS, ResetKey
-from .engine_load import Loader
+from .engine_load import Fallback, Loader
 from .summaries import Conn, Process
 
 MEMORY_LIMIT = "96MB"  # DuckDB's own buffers; the process stays under 200 MB with Python and the library
@@ -37,21 +37,21 @@ def available():
 
 
 def connect(tmpdir):
-    # a database file in the directory, so that the tables too are held by DuckDB's buffers within the limit
-    return duckdb.connect(os.path.join(tmpdir, "report.duckdb"), config={
+    # in memory within the limit, spilled to the directory; insertion order kept: the scans number the lines
+    return duckdb.connect(":memory:", config={
         "memory_limit": MEMORY_LIMIT, "threads": min(THREADS, os.cpu_count() or 1), "temp_directory": tmpdir,
-        "preserve_insertion_order": False})
+        "preserve_insertion_order": True})
 
 
-def load(paths, parser, by_host, lines, filters, since, until, top, read):
+def load(paths, parser, by_host, lines, filters, since, until, top):
     """Reads the files (in this order) into DuckDB and fills by_host (aggregate.ByHost) with a Report per
-    host; read(loader, path) reads one (and reports an unreadable one)."""
+    host; Fallback if the fast path cannot read them as the Python path does."""
     tmpdir = tempfile.mkdtemp(prefix="socket-snoop-report-")
     try:
         con = connect(tmpdir)
-        loader = Loader(con, parser, lines, by_host.bad, by_host.names)
+        loader = Loader(con, tmpdir, parser, lines, by_host, by_host.names)
         for path in paths:
-            read(loader, path)
+            loader.read(path)
         _prepare(con, filters, since, until)
         fill(con, by_host, top)
         con.close()
@@ -61,7 +61,7 @@ def load(paths, parser, by_host, lines, filters, since, until, top, read):
 
 def _local_offsets(con):
     """Text lines' times are local: the zone's offset of each minute they name, as Python's mktime gives it."""
-    minutes = [m for (m,) in con.execute("SELECT DISTINCT sec // 60 FROM entries WHERE loc").fetchall()]
+    minutes = [m for (m,) in con.execute("SELECT DISTINCT sec // 60 FROM entries WHERE loc AND what = 1").fetchall()]
     epoch = datetime.datetime(1970, 1, 1)
     offs = [int((epoch + datetime.timedelta(minutes=m)).timestamp()) - m * 60 for m in minutes]
     con.execute("CREATE TABLE offsets AS SELECT unnest(?::BIGINT[]) AS minute, unnest(?::BIGINT[]) AS off",
@@ -79,12 +79,12 @@ def _prepare(con, filters, since, until):
     _local_offsets(con)
     con.execute(f"""
 CREATE TABLE hosts AS SELECT host, CASE WHEN row_number() OVER (ORDER BY first) <= {MAX_HOSTS} THEN host
-  ELSE '{OTHER_HOSTS}' END AS hkey FROM (SELECT host, min(n) AS first FROM entries GROUP BY host)""")
+  ELSE '{OTHER_HOSTS}' END AS hkey FROM (SELECT host, min(n) AS first FROM entries WHERE what = 1 GROUP BY host)""")
     con.execute(f"""
 CREATE TABLE all_ AS SELECT e.* EXCLUDE (host), h.hkey AS host,
   (e.sec + coalesce(o.off, 0)) * 1000000000 + e.ms * 1000000 AS ts,
   {ENDPOINT.format('e.src', 'e.sport')} AS local, {ENDPOINT.format('e.dst', 'e.dport')} AS remote
-FROM entries e JOIN hosts h ON h.host IS NOT DISTINCT FROM e.host
+FROM (SELECT * EXCLUDE (what, rest) FROM entries WHERE what = 1) e JOIN hosts h ON h.host IS NOT DISTINCT FROM e.host
 LEFT JOIN offsets o ON e.loc AND o.minute = e.sec // 60""")
     con.execute("DROP TABLE entries")
     bounds = " AND ".join(c for c in (since is not None and f"ts >= {int(since)}",

@@ -8,6 +8,8 @@ tests/unit/test_report_engine.py, holds the two to the same numbers). So the pat
 the grammar, never wider: no repetition is nested, so RE2 runs each in time linear in the line.
 """
 
+import re
+
 from ...logformat.reader import DESCRIPTIONS, STATE_NAMES
 from ...logformat.words import EVENT_NAMES, EVENT_TITLES, RESULT_NAMES
 
@@ -84,3 +86,9 @@ def literal(values):
 
 def extract(pattern, groups):
     return f"regexp_extract(line, '{pattern}', {literal(groups)})"
+
+
+def full(pattern):
+    """regexp_full_match of the line against the pattern without its groups (RE2 then matches in one pass of
+    its DFA)."""
+    return "regexp_full_match(line, '" + re.sub(r"(?<!\\)\((?!\?)", "(?:", pattern) + "')"
