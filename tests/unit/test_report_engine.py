@@ -142,3 +142,17 @@ def test_fast_path_bounded(tmp_path):
     d = json.loads(r["stdout"])
     assert d["events"] == 3 and d["malformed"] == 51 and d["lines_too_long"] == 51
     assert r["seconds"] < 20 and r["maxrss"] < 160 * MIB, r
+
+
+def test_carriage_return_takes_the_python_path(tmp_path):
+    """DuckDB ends a line at a carriage return, files.py does not: such a file makes the whole report take the
+    Python path (said on stderr), so the numbers stay the Python path's (a line ending in CR LF is ours, a CR
+    within a line makes it malformed)."""
+    log = tmp_path / "cr.log"
+    log.write_bytes(GOOD.encode().replace(b"\n", b"\r\n") + GOOD.encode().replace(b" STATE=", b"\r STATE=")
+                    + GOOD.encode())
+    fast, slow = report("duckdb", str(log), "--no-lifecycles", "--json"), report("python", str(log),
+                                                                                 "--no-lifecycles", "--json")
+    assert fast[0] == slow[0]
+    assert json.loads(fast[0])["events"] == 2 and json.loads(fast[0])["malformed"] == 1
+    assert "the slow path (pure Python)" in fast[1] and "a carriage return" in fast[1]

@@ -37,8 +37,9 @@ def available():
 
 
 def connect(tmpdir):
-    # in memory within the limit, spilled to the directory; insertion order kept: the scans number the lines
-    return duckdb.connect(":memory:", config={
+    # a database file in the directory, so that the tables too are held by DuckDB's buffers within the limit
+    # (an in-memory database's tables are not spilled); insertion order kept while the scans number the lines
+    return duckdb.connect(os.path.join(tmpdir, "report.duckdb"), config={
         "memory_limit": MEMORY_LIMIT, "threads": min(THREADS, os.cpu_count() or 1), "temp_directory": tmpdir,
         "preserve_insertion_order": True})
 
@@ -52,6 +53,7 @@ def load(paths, parser, by_host, lines, filters, since, until, top):
         loader = Loader(con, tmpdir, parser, lines, by_host, by_host.names)
         for path in paths:
             loader.read(path)
+        con.execute("SET preserve_insertion_order = false")  # the lines are numbered: no order to keep
         _prepare(con, filters, since, until)
         fill(con, by_host, top)
         con.close()

@@ -12,7 +12,6 @@ said to the caller (Fallback), which then takes the Python path for the whole re
 
 import mmap
 import os
-import zlib
 
 from .engine_cols import CHECKS, ENTRY_COLUMNS, FIELDS, JSON_PATHS, NAMES, OK, TYPES
 from .engine_sql import full
@@ -62,21 +61,30 @@ FROM z
 REJECTS = "SELECT line, min(byte_position), bool_or(error_type = 'LINE SIZE OVER MAXIMUM') FROM reject_errors GROUP BY line ORDER BY line"
 
 
-def has_cr(path, gz):
-    """True if the file holds a carriage return (read a window at a time: C speed, bounded memory)."""
+def unreadable_here(path, gz):
+    """Why DuckDB would not read this file's lines as files.py does, or None: a carriage return (DuckDB ends a
+    line there too), or a last line without a newline over MAX_ROW bytes (DuckDB drops it unsaid). Read a
+    window at a time: C speed, bounded memory."""
+    tail = 0  # bytes after the last newline
+    for data in _windows(path, gz):
+        if b"\r" in data:
+            return "a carriage return in a line"
+        nl = data.rfind(b"\n")
+        tail = tail + len(data) if nl < 0 else len(data) - nl - 1
+    return f"a last line over {MAX_ROW} bytes without a newline" if tail > MAX_ROW else None
+
+
+def _windows(path, gz):
     if gz:
         with open_log(path) as f:
             while data := f.read(WINDOW // 16):
-                if b"\r" in data:
-                    return True
-        return False
+                yield data
+        return
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         for off in range(0, size, WINDOW):
             with mmap.mmap(f.fileno(), min(WINDOW, size - off), access=mmap.ACCESS_READ, offset=off) as m:
-                if m.find(b"\r") >= 0:
-                    return True
-    return False
+                yield m
 
 
 class Loader:
@@ -96,8 +104,9 @@ class Loader:
         where = show_path(path)
         try:
             gz = is_gzip(path)
-            if has_cr(path, gz):
-                raise Fallback(f"{where}: a carriage return in a line")
+            why = unreadable_here(path, gz)
+            if why:
+                raise Fallback(f"{where}: {why}")
         except READ_ERRORS as e:
             raise Fallback(f"{where}: {e}") from None
         link = os.path.join(self.tmpdir, f"f{self.file_no}")
