@@ -33,11 +33,11 @@ JSON_PATHS = "[" + ", ".join(f"'$.{k}'" for k in JSON_KEYS) + "]"
 
 
 def word(key):
-    """The value of ' KEY=' in a text line's body (the patterns checked it is there once): by its place among
-    the words after 'SRC=' (w), else found."""
+    """The value of ' KEY=' in a text line's body (the patterns checked it is there once, and where): by its
+    place among the words after 'SRC=' (w); a --context name among the last five words (its key's place)."""
     if key in TEXT_WORDS:
         return f"w[{TEXT_WORDS[key]}][{len(key) + 2}:]" if key != "SRC" else "w[1]"
-    return f"split_part(split_part(body, ' {key}=', 2), ' ', 1)"
+    return f"coalesce(list_filter(w[-5:], lambda x: starts_with(x, '{key}='))[1][{len(key) + 2}:], '')"
 
 
 def jstr(key):
@@ -68,8 +68,13 @@ TEXT_COMM = word("COMM")
 JSON_COMM = jstr("comm")
 TEXT_SEC = "epoch(try_strptime(body[1:20], '%b %d %Y %H:%M:%S'))::BIGINT"
 JSON_STAMP = "replace(" + jstr("timestamp") + "[1:19], 'T', ' ')"
-DESCRIPTION = ("rtrim(split_part(split_part(split_part(split_part(split_part(split_part(body, ' STATE=', 2), "
-               "' USER=', 1), ' UNIT=', 1), ' USER_UNIT=', 1), ' CONTAINER=', 1), ' POD=', 1), ' ')")
+# the state of a text event from its description (the patterns checked it is one of DESCRIPTIONS): the three
+# without the state's name in parentheses, else that name
+AFTER_STATE = "body[strpos(body, ' STATE=') + 7:]"
+TEXT_STATE = (f"CASE WHEN starts_with({AFTER_STATE}, 'Connection Established') THEN 1 "
+              f"WHEN starts_with({AFTER_STATE}, 'Connection Closed') THEN 7 "
+              f"WHEN starts_with({AFTER_STATE}, 'No Socket') THEN 0 "
+              f"ELSE list_position({STATE_LIST}, split_part(split_part({AFTER_STATE}, '(', 2), ')', 1)) - 1 END")
 
 TEXT = {
     "sec": TEXT_SEC, "ms": "body[22:24]::INTEGER", "loc": "true", "fam": "4",
@@ -97,7 +102,7 @@ JSON_EVENT = {
 TEXT_EVENT = {
     **TEXT, "summ": "false",
     "kind": f"list_position({TITLE_LIST}, split_part(body[26:], ': SRC=', 1)) - 1 + {FIRST_KIND}",
-    "news": f"list_position({DESC_LIST}, {DESCRIPTION}) - 1",
+    "news": TEXT_STATE,
 }
 
 
