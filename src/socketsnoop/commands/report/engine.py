@@ -25,6 +25,7 @@ from ...kernel.abi import EV_CONNECTION
 from ...logformat.escape import unescape_comm
 from ...pipeline.decode import TCP_CLOSE
 from .aggregate import MAX_HOSTS, OTHER_HOSTS, ResetKey
+from .engine_export import export
 from .engine_load import Fallback, Loader
 from .summaries import Conn, Process
 
@@ -44,9 +45,10 @@ def connect(tmpdir):
         "preserve_insertion_order": True})
 
 
-def load(paths, parser, by_host, lines, filters, since, until, top):
+def load(paths, parser, by_host, lines, filters, since, until, top, export_dir=None):
     """Reads the files (in this order) into DuckDB and fills by_host (aggregate.ByHost) with a Report per
-    host; Fallback if the fast path cannot read them as the Python path does."""
+    host; Fallback if the fast path cannot read them as the Python path does. export_dir: where the entries
+    counted go as Parquet (engine_export.py), if given."""
     tmpdir = tempfile.mkdtemp(prefix="socket-snoop-report-")
     try:
         con = connect(tmpdir)
@@ -55,6 +57,8 @@ def load(paths, parser, by_host, lines, filters, since, until, top):
             loader.read(path)
         con.execute("SET preserve_insertion_order = false")  # the lines are numbered: no order to keep
         _prepare(con, filters, since, until)
+        if export_dir is not None:
+            export(con, export_dir)
         fill(con, by_host, top)
         con.close()
     finally:
