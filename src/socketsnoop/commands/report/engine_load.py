@@ -13,7 +13,7 @@ said to the caller (Fallback), which then takes the Python path for the whole re
 import mmap
 import os
 
-from .engine_cols import CHECKS, ENTRY_COLUMNS, FIELDS, JSON_PATHS, NAMES, OK, TYPES
+from .engine_cols import CHECKS, ENTRY_COLUMNS, FIELDS, JSON_PATHS, NAMES, OK, TYPES, VARIABLES
 from .engine_sql import full
 from . import engine_sql as q
 from .files import MAX_LINE, READ_ERRORS, is_gzip, open_log, show_path
@@ -49,9 +49,11 @@ p AS (SELECT *, what > 0 AND line[1] <> '{{' AND NOT (line[12] = ' ' AND line[15
 b AS (SELECT r, line, what, CASE WHEN pre THEN string_split(line[:strpos(line, ' socket-snoop') - 1], ' ')[-1] END
     AS host, rtrim(CASE WHEN pre THEN ltrim(line[strpos(line, ' socket-snoop') + 13:], '[]0123456789: ') ELSE line END,
     ' ' || chr(9) || chr(12) || chr(11)) AS body FROM p),
-x AS (SELECT *, CASE WHEN what IN (1, 2) THEN json_extract_string(body, {paths}) END AS j,
+x AS (SELECT *, CASE WHEN what = 1 THEN json_extract_string(body, {paths}) END AS j1,
+    CASE WHEN what = 2 THEN json_extract_string(body, {paths}) END AS j2,
     CASE WHEN what IN (3, 4) THEN string_split(split_part(body, ': SRC=', 2), ' ') END AS w FROM b),
-y AS (SELECT r, what, line, host, {fields}, {checks} FROM x),
+v AS (SELECT r, what, line, host, {variables} FROM x),
+y AS (SELECT r, what, line, host, {fields}, {checks} FROM v),
 z AS (SELECT *, coalesce({ok}, false) AS ok FROM y)
 SELECT {base} + 2 * r AS n, * EXCLUDE (r, line, what, states_ok, ok),
   CASE WHEN ok THEN 1 WHEN what < 0 THEN what ELSE 0 END AS what,
@@ -115,7 +117,8 @@ class Loader:
         base = self.file_no << FILE_BITS
         con = self.con
         try:
-            con.execute(LOAD.format(src=src, what=WHAT, paths=JSON_PATHS, fields=FIELDS, checks=CHECKS, ok=OK,
+            con.execute(LOAD.format(src=src, what=WHAT, paths=JSON_PATHS, variables=VARIABLES, fields=FIELDS, checks=CHECKS,
+                                    ok=OK,
                                     base=base))
             rejects = con.execute(REJECTS).fetchall()
             con.execute("DELETE FROM reject_errors")
@@ -140,17 +143,17 @@ class Loader:
             text = None if kind else self._reread(path, gz, pos)
             rows_before = line - 1 - reject_lines.index(line)
             self._parse(base + 2 * rows_before + 1, text, where, line)
-        cur = con.cursor()
-        left = cur.execute("SELECT n, rest FROM entries WHERE what = 0 AND n >= ? AND n < ? ORDER BY n",
-                           [base, base + (1 << FILE_BITS)])
-        while batch := left.fetchmany(8192):
+        last = base
+        while batch := con.execute(  # a bounded number at a time, each batch's entries inserted before the next
+                "SELECT n, rest FROM entries WHERE what = 0 AND n > ? AND n < ? ORDER BY n LIMIT 8192",
+                [last, base + (1 << FILE_BITS)]).fetchall():
             rows = []
             for n, text in batch:
                 row = self._parse(n, text, where, None, reject_lines, base, insert=False)
                 if row is not None:
                     rows.append(row)
             self._insert(rows)
-        cur.close()
+            last = batch[-1][0]
 
     def _line(self, row, reject_lines):
         """A file's line number of the row DuckDB numbered row (2 * row in n), past the rejected lines before it."""
