@@ -157,3 +157,21 @@ def column(col):
 FIELDS = ", ".join(column(c) for c in NAMES if c not in ("n", "host"))
 CHECKS = f"coalesce({_of(4, STATES_OK)}, true) AS states_ok"
 OK = f"what > 0 AND sec IS NOT NULL AND states_ok AND {RANGES} AND (NOT summ OR {SUMMARY_RANGES})"
+
+
+def fields_of(k):
+    """The columns of the lines of kind k alone (a query per kind: no expression runs on another kind's lines)."""
+    out = []
+    for col in NAMES[2:]:
+        if col in CONSTANT:
+            value = {"summ": k in (2, 4), "loc": k in (3, 4), "fam": 4}[col]
+            out.append(f"{str(value).lower()}::{TYPES[col]} AS {col}")
+        elif col in BY_WHAT[k]:
+            out.append(f"CAST({BY_WHAT[k][col]} AS {TYPES[col]}) AS {col}")
+        else:
+            out.append(f"NULL::{TYPES[col]} AS {col}")
+    states = STATES_OK if k == 4 else "true"
+    return ", ".join(out) + f", {states} AS states_ok"
+
+
+OK_OF = OK.replace("what > 0", "true")

@@ -13,7 +13,7 @@ said to the caller (Fallback), which then takes the Python path for the whole re
 import mmap
 import os
 
-from .engine_cols import CHECKS, ENTRY_COLUMNS, FIELDS, JSON_PATHS, NAMES, OK, TYPES, VARIABLES
+from .engine_cols import ENTRY_COLUMNS, JSON_PATHS, NAMES, OK_OF, TYPES, fields_of
 from .engine_sql import full
 from . import engine_sql as q
 from .files import MAX_LINE, READ_ERRORS, is_gzip, open_log, show_path
@@ -35,31 +35,53 @@ def source(path, gz):
             f"compression='{'gzip' if gz else 'none'}')")
 
 
-WHAT = f"""CASE WHEN line IS NULL OR regexp_full_match(line, '[ \\t\\f\\v]*') THEN -2
-    WHEN strlen(line) > {MAX_LINE} THEN -1
-    WHEN contains(line, '"event":"connection"') THEN CASE WHEN {full(q.JSON_SUMMARY)} THEN 2 ELSE 0 END
-    WHEN contains(line, '{{"timestamp":') THEN CASE WHEN {full(q.JSON_EVENT)} THEN 1 ELSE 0 END
-    WHEN contains(line, ' Connection Summary: ') THEN CASE WHEN {full(q.TEXT_SUMMARY)} THEN 4 ELSE 0 END
-    WHEN {full(q.TEXT_EVENT)} THEN 3 ELSE 0 END"""
+CONN, STAMP, SUMMARY = """contains(line, '"event":"connection"')""", """contains(line, '{"timestamp":')""", \
+    "contains(line, ' Connection Summary: ')"
+KINDS = {  # what -> the lines of that kind (as WHAT classifies them)
+    2: f"{CONN} AND {full(q.JSON_SUMMARY)}",
+    1: f"NOT {CONN} AND {STAMP} AND {full(q.JSON_EVENT)}",
+    4: f"NOT {CONN} AND NOT {STAMP} AND {SUMMARY} AND {full(q.TEXT_SUMMARY)}",
+    3: f"NOT {CONN} AND NOT {STAMP} AND NOT {SUMMARY} AND {full(q.TEXT_EVENT)}",
+}
+NUMBERED = "SELECT {base} + 2 * row_number() OVER () AS n, line FROM {src}"
+# the lines of one kind: their entries (what 1), or their text for the Python reader (what 0: a value out of range)
 LOAD = """
 INSERT INTO entries BY NAME
-WITH raw AS (SELECT row_number() OVER () AS r, line FROM {src}),
-c AS (SELECT r, line, {what} AS what FROM raw),
-p AS (SELECT *, what > 0 AND line[1] <> '{{' AND NOT (line[12] = ' ' AND line[15] = ':') AS pre FROM c),
-b AS (SELECT r, line, what, CASE WHEN pre THEN string_split(line[:strpos(line, ' socket-snoop') - 1], ' ')[-1] END
+WITH c AS (SELECT * FROM ({numbered}) WHERE strlen(line) <= {max_line} AND {kind}),
+p AS (SELECT *, line[1] <> '{{' AND NOT (line[12] = ' ' AND line[15] = ':') AS pre FROM c),
+b AS (SELECT n, line, CASE WHEN pre THEN string_split(line[:strpos(line, ' socket-snoop') - 1], ' ')[-1] END
     AS host, rtrim(CASE WHEN pre THEN ltrim(line[strpos(line, ' socket-snoop') + 13:], '[]0123456789: ') ELSE line END,
     ' ' || chr(9) || chr(12) || chr(11)) AS body FROM p),
-x AS (SELECT *, CASE WHEN what = 1 THEN json_extract_string(body, {paths}) END AS j1,
-    CASE WHEN what = 2 THEN json_extract_string(body, {paths}) END AS j2,
-    CASE WHEN what IN (3, 4) THEN string_split(split_part(body, ': SRC=', 2), ' ') END AS w FROM b),
-v AS (SELECT r, what, line, host, {variables} FROM x),
-y AS (SELECT r, what, line, host, {fields}, {checks} FROM v),
+x AS (SELECT *, {parsed} FROM b),
+v AS (SELECT *, {values} FROM x),
+y AS (SELECT n, line, host, {fields} FROM v),
 z AS (SELECT *, coalesce({ok}, false) AS ok FROM y)
-SELECT {base} + 2 * r AS n, * EXCLUDE (r, line, what, states_ok, ok),
-  CASE WHEN ok THEN 1 WHEN what < 0 THEN what ELSE 0 END AS what,
-  CASE WHEN NOT ok AND what >= 0 THEN line END AS rest
+SELECT * EXCLUDE (line, states_ok, ok), CASE WHEN ok THEN 1 ELSE 0 END AS what, CASE WHEN NOT ok THEN line END AS rest
 FROM z
 """
+JSON_PARSED = f"json_extract_string(body, {JSON_PATHS}) AS j"
+JSON_VALUES = "list_transform(j, lambda v: coalesce(v, '')) AS js, list_transform(j, lambda v: coalesce(v, 'null')) AS jn"
+TEXT_PARSED = "string_split(split_part(body, ': SRC=', 2), ' ') AS w"
+# every other line: blank (-2), too long (-1), or for the Python reader (0)
+REST = f"""
+INSERT INTO entries (n, what, rest)
+SELECT a.n, CASE WHEN line IS NULL OR regexp_full_match(line, '[ \\t\\f\\v]*') THEN -2
+    WHEN strlen(line) > {MAX_LINE} THEN -1 ELSE 0 END AS what,
+  CASE WHEN what = 0 THEN line END
+FROM ({{numbered}}) a ANTI JOIN (SELECT n FROM entries WHERE n >= {{lo}} AND n < {{hi}}) e ON a.n = e.n
+"""
+
+
+def load_queries(src, base):
+    """The queries that load one file: one per kind of line, then the rest."""
+    numbered = NUMBERED.format(base=base, src=src)
+    for k, kind in KINDS.items():
+        parsed, values = (JSON_PARSED, JSON_VALUES) if k in (1, 2) else (TEXT_PARSED, "1 AS unused")
+        yield LOAD.format(numbered=numbered, max_line=MAX_LINE, kind=kind, parsed=parsed, values=values,
+                          fields=fields_of(k), ok=OK_OF)
+    yield REST.format(numbered=numbered, lo=base, hi=base + (1 << FILE_BITS))
+
+
 REJECTS = "SELECT line, min(byte_position), bool_or(error_type = 'LINE SIZE OVER MAXIMUM') FROM reject_errors GROUP BY line ORDER BY line"
 
 
@@ -117,9 +139,8 @@ class Loader:
         base = self.file_no << FILE_BITS
         con = self.con
         try:
-            con.execute(LOAD.format(src=src, what=WHAT, paths=JSON_PATHS, variables=VARIABLES, fields=FIELDS, checks=CHECKS,
-                                    ok=OK,
-                                    base=base))
+            for query in load_queries(src, base):
+                con.execute(query)
             rejects = con.execute(REJECTS).fetchall()
             con.execute("DELETE FROM reject_errors")
             con.execute("DELETE FROM reject_scans")
