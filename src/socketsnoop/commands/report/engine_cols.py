@@ -67,6 +67,13 @@ def name(v, json):
 
 TEXT_COMM = word("COMM")
 JSON_COMM = jstr("comm")
+# the report's form of a JSON COMM the patterns took (decoded: a control character is one, a byte not UTF-8
+# is '\\xNN' already): a space or a control character as \xNN
+CONTROLS = f"replace({JSON_COMM}, ' ', '\\x20')"
+for _c in (*range(1, 32), 127):
+    CONTROLS = f"replace({CONTROLS}, chr({_c}), '\\x{_c:02x}')"
+CONTROLS = f"CASE WHEN regexp_matches({JSON_COMM}, '[\\x01-\\x1f\\x7f]') THEN {CONTROLS} " \
+           f"ELSE replace({JSON_COMM}, ' ', '\\x20') END"
 TEXT_SEC = "epoch(try_strptime(body[1:20], '%b %d %Y %H:%M:%S'))::BIGINT"
 JSON_STAMP = "replace(" + jstr("timestamp") + "[1:19], 'T', ' ')"
 # the state of a text event from its description (the patterns checked it is one of DESCRIPTIONS): the three
@@ -90,7 +97,7 @@ JSON = {
     "sec": f"epoch(try_strptime({JSON_STAMP}, '%Y-%m-%d %H:%M:%S'))::BIGINT", "ms": f"{jstr('timestamp')}[21:23]::INTEGER",
     "src": jstr("src"), "sport": f"{jnum('sport')}::INTEGER", "dst": jstr("dst"),
     "dport": f"{jnum('dport')}::INTEGER", "pid": f"{jnum('pid')}::BIGINT",
-    "comm": f"CASE WHEN {JSON_COMM} = '-' THEN '\\x2d' ELSE replace({JSON_COMM}, ' ', '\\x20') END",
+    "comm": f"CASE WHEN {JSON_COMM} = '-' THEN '\\x2d' ELSE {CONTROLS} END",
     "sock": f"('0x' || nullif(ltrim({jstr('sock')}[3:], '0'), ''))::UBIGINT",
     "usr": name(jstr("user"), True), "cgroup": f"nullif({jstr('cgroup')}, '')", "unit": name(jstr("unit"), True),
     "container": f"nullif({jstr('container')}[:12], '')",

@@ -23,7 +23,9 @@ U64 = r"(0|[1-9]\d{0,19})"
 TOKEN = r"(?:[!-\[\]-~]|\\x(?:0[1-9a-f]|1[0-9a-f]|2[0d]|5c|7f|[89a-f][0-9a-f]))"
 NAME = r"[!-\[\]-~]{1,256}"  # a --context name kept as it is (escape_token leaves it unchanged)
 JSON_NAME = r"[!#-\[\]-~]{1,256}"  # a JSON name without an escape, a space or a quote
-JSON_COMM = r"[ !#-\[\]-~]{1,64}"
+# a JSON COMM of at most 64 bytes: printable ASCII but '"' and '\\', a control byte as json.dumps writes it
+# (\u00NN, not NUL), a byte that is not UTF-8 as comm_text writes it (\\xNN); nothing else with a backslash
+JSON_COMM = r"(?:[ !#-\[\]-~]|\\u00(?:0[1-9a-f]|1[0-9a-f]|7f)|\\\\x[89a-f][0-9a-f]){1,64}"
 JSON_ANY = r"[^\"\\\x00-\x1f]{0,1000}"  # a JSON string the report does not read, without an escape
 STATE = "(?:" + "|".join(STATE_NAMES) + ")"
 MONTH = "(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
