@@ -22,8 +22,9 @@ if [ -n "$missing" ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing
 fi
 /usr/bin/python3 -m venv "$prefix"
-# the package and its dependencies from PyPI: prometheus-client (--metrics) and rich (socket-snoop top)
-"$prefix/bin/pip" install -q --upgrade "$here"
+# the package and its dependencies from PyPI: prometheus-client (--metrics) and rich (socket-snoop top), with the
+# fast-report extra (duckdb: report's fast path)
+"$prefix/bin/pip" install -q --upgrade "$here[fast-report]"
 dest=${DESTDIR:-}
 directory() {  # made if missing; an existing one keeps its owner and mode (an admin's /etc/socket-snoop)
     [ -d "$1" ] || install -d -m 0755 "$1"

@@ -24,7 +24,7 @@ import time
 from ...errors import SnoopError
 from ...settings.monitor import REPORT_FILTER_OPTIONS, filters_from
 from ...settings.option import CommandParser
-from . import render
+from . import engine, render
 from .aggregate import ByHost, Report, Shared
 from .files import STDIN, LineCounts, Unreadable, check_readable, follow_log, in_time_order, is_gzip, read_log
 from .parse import Parser
@@ -173,6 +173,14 @@ def build_parser():
                    help=f"with --follow: seconds between reports (default {INTERVAL})")
     p.add_argument("--max-tracked", type=count_option("--max-tracked"), default=100000, metavar="N",
                    help=f"connections kept for the lifecycles, the most recent (default 100000, at most {MAX_COUNT})")
+    p.add_argument("--engine", choices=("auto", "duckdb", "python"), default="auto",
+                   help="duckdb: the fast path (the optional package duckdb: pip install socket-snoop[fast-report]), "
+                        "for the summary without lifecycles, --follow or standard input; python: the pure Python "
+                        "path; auto (default): duckdb where it can")
+    p.add_argument("--export-parquet", metavar="DIR",
+                   help="also write the events and connection summaries counted (after the filters and time "
+                        "bounds) as Parquet files in DIR/events and DIR/connections, partitioned by host and day "
+                        "(the fast path: duckdb, with --no-lifecycles)")
     p.add_group("filters (as the monitor's: values of one kind OR-ed, kinds AND-ed)", REPORT_FILTER_OPTIONS)
     p.set_defaults(include_unspecified=True)  # the log has what the monitor was told to log
     return p
@@ -198,6 +206,18 @@ def run(opts, out):
     if opts.follow and (paths[-1] == STDIN or is_gzip(paths[-1])):
         raise SnoopError("socket-snoop report: --follow: the newest file must be a plain file (not '-' or .gz)", 2)
     status = 0
+    if choose_engine(opts) == "duckdb":
+        try:
+            engine.load(paths, parser, report, lines, filters, opts.since, opts.until, opts.top,
+                        getattr(opts, "export_parquet", None))
+            paths = []
+        except engine.Fallback as e:
+            if getattr(opts, "export_parquet", None):
+                raise SnoopError(f"socket-snoop report: --export-parquet: {e}", 1) from None
+            print(f"socket-snoop report: the slow path (pure Python): {e}", file=sys.stderr)
+            shared, lines = Shared(), LineCounts()
+            report = ByHost(lambda: Report(filters, opts.since, opts.until, opts.max_tracked, shared=shared), lines,
+                            shared.names)
     for i, path in enumerate(paths):
         try:
             if opts.follow and i == len(paths) - 1:
@@ -212,6 +232,35 @@ def run(opts, out):
         print(f"socket-snoop report: {report.malformed} malformed lines skipped (the first at "
               f"{report.first_malformed})", file=sys.stderr)
     return status
+
+
+def choose_engine(opts):
+    """"duckdb" or "python": what --engine asks, or (auto) duckdb where it is installed and can make the
+    report asked; the slow path said once on stderr."""
+    want = getattr(opts, "engine", "auto") or "auto"
+    option = "--engine duckdb"
+    if getattr(opts, "export_parquet", None):
+        if want == "python":
+            raise SnoopError("socket-snoop report: --export-parquet needs the fast path (duckdb), not --engine python", 2)
+        want, option = "duckdb", "--export-parquet"
+    lifecycles = not opts.no_lifecycles and opts.lifecycles != 0
+    why = ("the lifecycles" if lifecycles else "--follow" if opts.follow else
+           "standard input" if STDIN in opts.files else None)
+    if want == "duckdb":
+        if not engine.available():
+            raise SnoopError(f"socket-snoop report: {option}: the package duckdb is not installed "
+                             "(pip install socket-snoop[fast-report])", 2)
+        if why:
+            raise SnoopError(f"socket-snoop report: {option}: {why} need the Python path "
+                             "(--no-lifecycles for the summary alone)", 2)
+        return "duckdb"
+    if want == "auto":
+        if not engine.available():
+            print("socket-snoop report: the slow path (pure Python): pip install socket-snoop[fast-report] "
+                  "for the fast one (DuckDB)", file=sys.stderr)
+        elif not why:
+            return "duckdb"
+    return "python"
 
 
 def write(out, report, opts):

@@ -1,0 +1,288 @@
+"""The report's fast path: DuckDB (an embedded analytical engine: in-process, vectorised, parallel, spilling to
+disk) parses the lines (engine_load.py) and counts the tables in SQL; the result fills the same Report objects
+the Python path makes, so render.py writes both alike.
+
+Bounded: DuckDB works within MEMORY_LIMIT and THREADS, spilling to a temporary directory of its own (removed
+at the end); Python holds one block of lines and the first --top rows of each table. The tables are exact
+(every key counted: no table limit to leave events out of), and tops with ties keep the Python path's order
+(first seen first, or by key where the Python path sorts by key).
+"""
+
+import datetime
+import heapq
+import importlib
+import importlib.util
+import ipaddress
+import os
+import shutil
+import tempfile
+from collections import Counter
+
+# the optional extra (socket-snoop[fast-report]); without it, the Python path
+duckdb = importlib.import_module("duckdb") if importlib.util.find_spec("duckdb") else None
+
+from ...kernel.abi import EV_CONNECTION
+from ...logformat.escape import unescape_comm
+from ...pipeline.decode import TCP_CLOSE
+from .aggregate import MAX_HOSTS, OTHER_HOSTS, ResetKey
+from .engine_export import export
+from .engine_load import Fallback, Loader
+from .summaries import Conn, Process
+
+MEMORY_LIMIT = "96MB"  # DuckDB's own buffers; the process stays under 200 MB with Python and the library
+THREADS = 2
+
+
+def available():
+    return duckdb is not None
+
+
+def connect(tmpdir):
+    # a database file in the directory, so that the tables too are held by DuckDB's buffers within the limit
+    # (an in-memory database's tables are not spilled); insertion order kept while the scans number the lines
+    return duckdb.connect(os.path.join(tmpdir, "report.duckdb"), config={
+        "memory_limit": MEMORY_LIMIT, "threads": min(THREADS, os.cpu_count() or 1), "temp_directory": tmpdir,
+        "preserve_insertion_order": True})
+
+
+def load(paths, parser, by_host, lines, filters, since, until, top, export_dir=None):
+    """Reads the files (in this order) into DuckDB and fills by_host (aggregate.ByHost) with a Report per
+    host; Fallback if the fast path cannot read them as the Python path does. export_dir: where the entries
+    counted go as Parquet (engine_export.py), if given."""
+    tmpdir = tempfile.mkdtemp(prefix="socket-snoop-report-")
+    try:
+        con = connect(tmpdir)
+        loader = Loader(con, tmpdir, parser, lines, by_host, by_host.names)
+        for path in paths:
+            loader.read(path)
+        con.execute("SET preserve_insertion_order = false")  # the lines are numbered: no order to keep
+        _prepare(con, filters, since, until)
+        if export_dir is not None:
+            export(con, export_dir)
+        fill(con, by_host, top)
+        con.close()
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _local_offsets(con):
+    """Text lines' times are local: the zone's offset of each minute they name, as Python's mktime gives it."""
+    minutes = [m for (m,) in con.execute("SELECT DISTINCT sec // 60 FROM entries WHERE loc AND what = 1").fetchall()]
+    epoch = datetime.datetime(1970, 1, 1)
+    offs = [int((epoch + datetime.timedelta(minutes=m)).timestamp()) - m * 60 for m in minutes]
+    con.execute("CREATE TABLE offsets AS SELECT unnest(?::BIGINT[]) AS minute, unnest(?::BIGINT[]) AS off",
+                [minutes, offs])
+
+
+HEURISTIC = ("CASE WHEN 0 < sport AND sport < 32768 AND 32768 <= dport OR 0 < sport AND sport < 1024 AND 1024 <= dport "
+             "THEN 'server' ELSE 'client' END")
+ENDPOINT = "CASE WHEN fam = 6 THEN '[' || {0} || ']:' || {1} ELSE {0} || ':' || {1} END"
+
+
+def _prepare(con, filters, since, until):
+    """`all_` (every entry, its host as the report groups them, its time), `ev` (the events wanted, with the
+    side of their connection) and `su` (the summary lines wanted)."""
+    _local_offsets(con)
+    con.execute(f"""
+CREATE TABLE hosts AS SELECT host, CASE WHEN row_number() OVER (ORDER BY first) <= {MAX_HOSTS} THEN host
+  ELSE '{OTHER_HOSTS}' END AS hkey FROM (SELECT host, min(n) AS first FROM entries WHERE what = 1 GROUP BY host)""")
+    con.execute(f"""
+CREATE TABLE all_ AS SELECT e.* EXCLUDE (host), h.hkey AS host,
+  (e.sec + coalesce(o.off, 0)) * 1000000000 + e.ms * 1000000 AS ts,
+  {ENDPOINT.format('e.src', 'e.sport')} AS local, {ENDPOINT.format('e.dst', 'e.dport')} AS remote
+FROM (SELECT * EXCLUDE (what, rest) FROM entries WHERE what = 1) e JOIN hosts h ON h.host IS NOT DISTINCT FROM e.host
+LEFT JOIN offsets o ON e.loc AND o.minute = e.sec // 60""")
+    con.execute("DROP TABLE entries")
+    bounds = " AND ".join(c for c in (since is not None and f"ts >= {int(since)}",
+                                      until is not None and f"ts <= {int(until)}") if c) or "true"
+    passing = "true"
+    if filters._tests:
+        _filter_table(con, filters)
+        passing = "n IN (SELECT n FROM passing)"
+    con.execute(f"CREATE TABLE su AS SELECT * FROM all_ WHERE summ AND {bounds} AND {passing}")
+    con.execute(f"CREATE TABLE ev0 AS SELECT * FROM all_ WHERE NOT summ AND {bounds} AND {passing}")
+    # each event's connection (by socket address, else made up as the Python path does): its side from its
+    # first step; on a narrow table of hashes, to stay within the memory limit
+    con.execute(f"""
+CREATE TABLE sides AS
+WITH k AS (
+  SELECT n, host, kind, news, CASE WHEN sock IS NOT NULL THEN 1 WHEN news = 0 THEN 2 WHEN sport = 0 THEN 3 ELSE 4 END
+    AS ct, CASE WHEN sock IS NOT NULL THEN hash(sock) WHEN news = 0 THEN hash(n) WHEN sport = 0 THEN hash(remote, pid)
+    ELSE hash(local, remote) END AS ck, hash(remote, pid) AS rp
+  FROM ev0),
+b AS (SELECT *, lag(kind) OVER w AS pk, lag(news) OVER w AS pn FROM k WINDOW w AS (PARTITION BY host, ct, ck ORDER BY n)),
+s AS (SELECT * EXCLUDE (pk, pn), (pk IS NULL OR (pk = 1 AND pn = 7) OR (pk <> 1 AND pn IN (6, 12))) AS starts FROM b),
+g AS (SELECT *, sum(starts::INT) OVER (PARTITION BY host, ct, ck ORDER BY n ROWS UNBOUNDED PRECEDING) AS seg FROM s),
+f AS (SELECT *, first_value(CASE WHEN kind = 1 AND news = 2 THEN 'client' WHEN kind = 1 AND news IN (3, 12)
+  THEN 'server' ELSE 'none' END) OVER (PARTITION BY host, ct, ck, seg ORDER BY n) AS side0 FROM g),
+p AS (SELECT n, lag(CASE WHEN ct = 3 AND NOT (kind = 1 AND news = 7) THEN side0 END) OVER (
+  PARTITION BY host, rp ORDER BY n) AS pend, ct = 4 AS t FROM f WHERE ct = 3 OR ct = 4 AND starts),
+j AS (SELECT f.*, CASE WHEN p.t THEN p.pend END AS pend FROM f LEFT JOIN p USING (n))
+SELECT n, coalesce(max(pend) OVER (PARTITION BY host, ct, ck, seg), side0) AS side1 FROM j""")
+    con.execute(f"""CREATE TABLE ev AS SELECT ev0.*, CASE WHEN side1 IN ('client', 'server') THEN side1
+  ELSE {HEURISTIC} END AS side FROM ev0 JOIN sides USING (n)""")
+    con.execute("DROP TABLE ev0; DROP TABLE sides")
+
+
+def _filter_table(con, filters):
+    """The filters (Python functions, as the monitor's) asked once per distinct key of what they test."""
+    keys = con.execute("""SELECT DISTINCT summ, kind, fam, src, sport, dst, dport, pid, comm, news, uid, usr, cgroup,
+        unit, container FROM all_""").fetchall()
+    ok = []
+    for key in keys:
+        summ, kind, fam, src, sport, dst, dport, pid, comm, news, uid, usr, cgroup, unit, container = key
+        src, dst, raw = ipaddress.ip_address(src), ipaddress.ip_address(dst), unescape_comm(comm)
+        if summ:
+            good = filters.match(EV_CONNECTION, fam, src, sport, dst, dport, pid, raw, TCP_CLOSE)
+        else:
+            user = unescape_comm(usr).decode("utf-8", "surrogateescape") if usr is not None else None
+            good = filters.match(kind, fam, src, sport, dst, dport, pid, raw, news, uid, user, cgroup,
+                                 unescape_comm(unit).decode("utf-8", "surrogateescape") if unit else None, container)
+        if good:
+            ok.append(key)
+    con.execute("CREATE TABLE ok_keys (summ BOOLEAN, kind UTINYINT, fam UTINYINT, src VARCHAR, sport INTEGER, "
+                "dst VARCHAR, dport INTEGER, pid BIGINT, comm VARCHAR, news UTINYINT, uid BIGINT, usr VARCHAR, "
+                "cgroup VARCHAR, unit VARCHAR, container VARCHAR)")
+    if ok:
+        cols = list(zip(*ok))
+        con.execute("INSERT INTO ok_keys SELECT " + ", ".join(f"unnest(?::{t}[])" for t in (
+            "BOOLEAN", "UTINYINT", "UTINYINT", "VARCHAR", "INTEGER", "VARCHAR", "INTEGER", "BIGINT", "VARCHAR",
+            "UTINYINT", "BIGINT", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR")), [list(c) for c in cols])
+    con.execute("""CREATE TABLE passing AS SELECT a.n FROM all_ a JOIN ok_keys k ON
+        a.summ = k.summ AND a.kind IS NOT DISTINCT FROM k.kind AND a.fam = k.fam AND a.src = k.src
+        AND a.sport = k.sport AND a.dst = k.dst AND a.dport = k.dport AND a.pid = k.pid AND a.comm = k.comm
+        AND a.news IS NOT DISTINCT FROM k.news AND a.uid IS NOT DISTINCT FROM k.uid
+        AND a.usr IS NOT DISTINCT FROM k.usr AND a.cgroup IS NOT DISTINCT FROM k.cgroup
+        AND a.unit IS NOT DISTINCT FROM k.unit AND a.container IS NOT DISTINCT FROM k.container""")
+
+
+def _top(order, top):
+    return f"\0QUALIFY row_number() OVER (PARTITION BY host ORDER BY {order}) <= {int(top)} ORDER BY host, {order}"
+
+
+def _rows(con, sql):
+    """{host: [row without its host]} of a query whose first column is the host, in the query's order; the
+    query's _top() applies to its result."""
+    if "\0" in sql:
+        inner, qualify = sql.split("\0")
+        sql = f"SELECT * FROM ({inner}) {qualify}"
+    out = {}
+    for row in con.execute(sql).fetchall():
+        out.setdefault(row[0], []).append(row[1:])
+    return out
+
+
+BUCKET = "CASE WHEN {0} = 0 THEN 0 ELSE least(floor(log2({0}))::INTEGER + 1, 64) END"
+EST = "kind = 1 AND news = 1"
+
+
+def fill(con, by_host, top):
+    """A Report per host in by_host, its counts and the first top rows of its tables from the tables of
+    _prepare (what render.py reads of a Report)."""
+    hosts = [h for (h,) in con.execute("SELECT host FROM all_ GROUP BY host ORDER BY min(n)").fetchall()]
+    reports = {}
+    for host in hosts:
+        r = reports[host] = by_host.reports[host] = by_host.make()
+        r.malformed = None
+    _counts(con, reports)
+    _event_tables(con, reports, top)
+    _record_tables(con, reports, top)
+
+
+def _counts(con, reports):
+    for host, total, summ in con.execute("SELECT host, count(*), count(*) FILTER (summ) FROM all_ GROUP BY host")\
+            .fetchall():
+        reports[host].summaries_read = summ
+        reports[host].filtered = total
+    for host, events, first, last in con.execute(
+            "SELECT host, count(*) FILTER (NOT summ), min(ts), max(ts) FROM (SELECT host, ts, false AS summ FROM ev "
+            "UNION ALL SELECT host, ts, true FROM su) GROUP BY host").fetchall():
+        r = reports[host]
+        r.events, r.first, r.last = events, first, last
+    for host, n in con.execute("SELECT host, count(*) FROM su GROUP BY host").fetchall():
+        reports[host].records.count = n
+    for r in reports.values():
+        r.filtered -= r.events + r.records.count
+    for host, kind, n in con.execute("SELECT host, kind, count(*) FROM ev GROUP BY ALL ORDER BY ALL").fetchall():
+        reports[host].kinds[kind] = n
+    for host, state, n in con.execute(
+            "SELECT host, news, count(*) FROM ev WHERE kind = 1 GROUP BY ALL ORDER BY host, min(n)").fetchall():
+        reports[host].states[state] = n
+    for table, col in (("established_per_minute", f"ev WHERE {EST}"), ("per_minute", "su")):
+        for host, m, n in con.execute(f"SELECT host, ts // 60000000000, count(*) FROM {col} GROUP BY ALL ORDER BY ALL")\
+                .fetchall():
+            getattr(reports[host], table).minutes[m] = n
+
+
+def _event_tables(con, reports, top):
+    counts = f"count(*) FILTER ({EST}) AS est, count(*) FILTER (kind = 2) AS retr, count(*) FILTER (kind > 2) AS rst"
+    for host, rows in _rows(con, f"SELECT host, pid, comm, {counts} FROM ev GROUP BY ALL "
+                                 f"{_top('est + retr + rst DESC, pid, comm', top)}").items():
+        for pid, comm, est, retr, rst in rows:
+            reports[host].procs[Process(pid, comm)] = _counter(established=est, retransmits=retr, resets=rst)
+    for table, col in (("units", "unit"), ("containers", "container"), ("users", "coalesce(usr, uid::VARCHAR)")):
+        for host, rows in _rows(con, f"SELECT host, {col} AS name, count(*) AS events, {counts} FROM ev "
+                                     f"WHERE {col} IS NOT NULL GROUP BY ALL {_top('events DESC, name', top)}").items():
+            for name, events, est, retr, rst in rows:
+                reports[host].owners[table][name] = _counter(events=events, established=est, retransmits=retr,
+                                                             resets=rst)
+    service = ("CASE WHEN side = 'client' THEN remote ELSE regexp_replace(remote, ':[0-9]+$', ':*') END AS ep, "
+               "CASE WHEN side = 'client' THEN 'remote' ELSE 'local' END AS s, "
+               "CASE WHEN side = 'client' THEN dport ELSE sport END AS port")
+    for host, rows in _rows(con, f"SELECT host, ep, s, port, count(*) AS c, count(*) FILTER ({EST}), min(n) AS f "
+                                 f"FROM (SELECT *, {service} FROM ev) GROUP BY ALL {_top('c DESC, f', top)}").items():
+        for ep, side, port, n, est, _ in rows:
+            reports[host].remotes[(ep, side, port)] = n
+            reports[host].remote_established[(ep, side, port)] = est
+    for host, rows in _rows(con, "SELECT host, kind, local, dst, pid, comm, count(*) AS c, min(n) AS f FROM ev "
+                                 f"WHERE kind > 2 GROUP BY ALL {_top('c DESC, f', top)}").items():
+        for kind, local, dst, pid, comm, n, _ in rows:
+            reports[host].resets[ResetKey(kind, local, dst, pid, comm)] = n
+
+
+def _counter(**counts):
+    return Counter({k: v for k, v in counts.items() if v})
+
+
+def _conn(row):
+    local, remote, pid, comm, direction, result, sent, recv, hs, dur, ts = row
+    return Conn(local, remote, pid, comm, direction, result, int(sent), int(recv), hs, dur, ts)
+
+
+def _record_tables(con, reports, top):
+    for host, sent, recv in con.execute("SELECT host, sum(sent), sum(recv) FROM su GROUP BY host").fetchall():
+        reports[host].records.sent, reports[host].records.received = int(sent), int(recv)
+    for host, result, n in con.execute("SELECT host, result, count(*) FROM su WHERE result <> 'closed' GROUP BY ALL")\
+            .fetchall():
+        reports[host].records.causes[result] = n
+    for host, rows in _rows(con, "SELECT d.host, d.remote, s.result, s.c FROM (SELECT * FROM (SELECT host, remote, count(*) AS t "
+                                 "FROM su "
+                                 "WHERE result <> 'closed' GROUP BY ALL) QUALIFY row_number() OVER (PARTITION BY host ORDER BY t DESC, "
+                                 f"remote) <= {int(top)}) d JOIN "
+                                 "(SELECT host, remote, result, count(*) AS c FROM su GROUP BY ALL) s ON d.host IS NOT DISTINCT FROM s.host AND d.remote = s.remote"
+                                 " WHERE s.result <> 'closed'").items():
+        for remote, result, n in rows:
+            reports[host].records.failed_dst.setdefault(remote, Counter())[result] = n
+    conn = "local, remote, pid, comm, dir, result, sent, recv, hs, dur, ts"
+    for table, value, where in (("by_bytes", "sent + recv", "true"), ("handshakes", "hs", "hs IS NOT NULL")):
+        for host, rows in _rows(con, f"SELECT host, {value} AS v, n, {conn} FROM su WHERE {where} "
+                                     f"{_top('v DESC, n', top)}").items():
+            heap = getattr(reports[host].records, table)
+            heap.extend((int(v), -n, _conn(row)) for v, n, *row in rows)
+            heapq.heapify(heap)
+    for host, rows in _rows(con, "SELECT host, pid, comm, sum(sent) AS s, sum(recv) AS r, count(*) AS c FROM su "
+                                 f"GROUP BY ALL {_top('s + r DESC, c DESC, pid, comm', top)}").items():
+        for pid, comm, s, r, c in rows:
+            reports[host].records.proc_bytes[Process(pid, comm)] = [int(s), int(r), c]
+    for host, rows in _rows(con, "SELECT host, pid, comm, count(*) AS c FROM su WHERE result = 'reset-sent' "
+                                 f"GROUP BY ALL {_top('c DESC, pid, comm', top)}").items():
+        for pid, comm, n in rows:
+            reports[host].records.resets_sent[Process(pid, comm)] = n
+    for host, rows in _rows(con, "SELECT host, remote, count(*) AS c FROM su WHERE result = 'reset-received' "
+                                 f"GROUP BY ALL {_top('c DESC, remote', top)}").items():
+        for remote, n in rows:
+            reports[host].records.resets_received[remote] = n
+    for attr, col in (("durations", "dur"), ("handshake_times", "hs"), ("rtts", "rtt")):
+        for host, b, n in con.execute(f"SELECT host, {BUCKET.format(col)} AS b, count(*) FROM su WHERE {col} IS NOT NULL "
+                                      "GROUP BY ALL").fetchall():
+            getattr(reports[host].records, attr).buckets[b] = n

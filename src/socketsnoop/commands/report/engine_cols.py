@@ -1,0 +1,184 @@
+"""The fast path's fields in SQL: each column of an entry cut from a line the patterns (engine_sql.py) took, by
+the line's kind (`what`: 1 JSON event, 2 JSON summary, 3 text event, 4 text summary), with string functions
+(text: the words after 'SRC='; JSON: its values parsed once by DuckDB's JSON functions, `j`). `body` is the
+line without a syslog prefix; `w` the text line's words after 'SRC='.
+
+A value the patterns let through but the Python reader would refuse (a number out of range, a date that
+does not exist, too many states) makes the line's `ok` false: the line then goes to the Python reader.
+"""
+
+from ...logformat.reader import DESCRIPTIONS, STATE_NAMES
+from ...logformat.words import EVENT_NAMES, EVENT_TITLES
+from . import engine_sql as q
+
+ENTRY_COLUMNS = (
+    "n BIGINT, host VARCHAR, summ BOOLEAN, sec BIGINT, ms INTEGER, loc BOOLEAN, kind UTINYINT, fam UTINYINT, "
+    "src VARCHAR, sport INTEGER, dst VARCHAR, dport INTEGER, pid BIGINT, comm VARCHAR, news UTINYINT, sock UBIGINT, "
+    "uid BIGINT, usr VARCHAR, cgroup VARCHAR, unit VARCHAR, container VARCHAR, result VARCHAR, dir VARCHAR, "
+    "dur BIGINT, hs BIGINT, sent HUGEINT, recv HUGEINT, retr BIGINT, rtt BIGINT")
+NAMES = tuple(c.split()[0] for c in ENTRY_COLUMNS.split(", "))
+TYPES = dict(c.split() for c in ENTRY_COLUMNS.split(", "))
+TITLE_LIST = q.literal([EVENT_TITLES[k] for k in sorted(EVENT_TITLES)])
+KIND_LIST = q.literal([EVENT_NAMES[k] for k in sorted(EVENT_NAMES)])
+FIRST_KIND = min(EVENT_TITLES)
+DESC_LIST = q.literal(list(DESCRIPTIONS))
+STATE_LIST = q.literal(list(STATE_NAMES))
+MONTHS = q.literal(["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"])
+TEXT_WORDS = {"SRC": 1, "DST": 2, "PID": 3, "COMM": 4, "RESULT": 5, "DIR": 6, "DURATION": 7, "HANDSHAKE": 8,
+              "SENT": 9, "RECEIVED": 10, "RETRANSMITS": 11, "RTT": 12, "UID": 13, "STATES": 14}
+JSON_KEYS = ("timestamp", "event", "src", "sport", "dst", "dport", "pid", "comm", "sock", "uid", "user", "cgroup",
+             "unit", "container", "new_state", "result", "direction", "bytes_sent", "bytes_received", "retransmits",
+             "rtt_ms", "handshake_ms", "duration_ms")
+JSON_PATHS = "[" + ", ".join(f"'$.{k}'" for k in JSON_KEYS) + "]"
+
+
+def word(key):
+    """The value of ' KEY=' in a text line's body (the patterns checked it is there once, and where): by its
+    place among the words after 'SRC=' (w); a --context name among the last five words (its key's place)."""
+    if key in TEXT_WORDS:
+        return f"w[{TEXT_WORDS[key]}][{len(key) + 2}:]" if key != "SRC" else "w[1]"
+    return f"coalesce(list_filter(w[-5:], lambda x: starts_with(x, '{key}='))[1][{len(key) + 2}:], '')"
+
+
+def jstr(key):
+    """A JSON line's value as text ('' where it has none: the patterns checked the rest), from js, its values
+    parsed once (NULL for a line of another kind)."""
+    return f"js[{JSON_KEYS.index(key) + 1}]"
+
+
+def jnum(key):
+    return f"jn[{JSON_KEYS.index(key) + 1}]"
+
+
+def us(v):
+    """'40.638ms' (text) or 40.638 (JSON, as JSON's parser gives it: 40.6 for 40.600) -> microseconds; '-' or
+    null -> NULL."""
+    return (f"CASE WHEN {v} = '-' THEN NULL WHEN {v} = 'null' THEN NULL WHEN {v} LIKE '%ms' THEN "
+            f"split_part({v}, '.', 1)::BIGINT * 1000 + split_part({v}, '.', 2)[1:3]::BIGINT "
+            f"ELSE ({v}::DECIMAL(18, 3) * 1000)::BIGINT END")
+
+
+def name(v, json):
+    """A name as the tables keep it: JSON '' unknown and '-' escaped; text '-' unknown, '' not there."""
+    if json:
+        return f"CASE WHEN {v} = '' THEN NULL WHEN {v} = '-' THEN '\\x2d' ELSE {v} END"
+    return f"nullif(nullif({v}, '-'), '')"
+
+
+TEXT_COMM = word("COMM")
+JSON_COMM = jstr("comm")
+# the report's form of a JSON COMM the patterns took (decoded: a control character is one, a byte not UTF-8
+# is '\\xNN' already): a space or a control character as \xNN
+CONTROLS = f"replace({JSON_COMM}, ' ', '\\x20')"
+for _c in (*range(1, 32), 127):
+    CONTROLS = f"replace({CONTROLS}, chr({_c}), '\\x{_c:02x}')"
+CONTROLS = f"CASE WHEN regexp_matches({JSON_COMM}, '[\\x01-\\x1f\\x7f]') THEN {CONTROLS} " \
+           f"ELSE replace({JSON_COMM}, ' ', '\\x20') END"
+TEXT_SEC = "epoch(try_strptime(body[1:20], '%b %d %Y %H:%M:%S'))::BIGINT"
+JSON_STAMP = "replace(" + jstr("timestamp") + "[1:19], 'T', ' ')"
+# the state of a text event from its description (the patterns checked it is one of DESCRIPTIONS): the three
+# without the state's name in parentheses, else that name
+AFTER_STATE = "body[strpos(body, ' STATE=') + 7:]"
+TEXT_STATE = (f"CASE WHEN starts_with({AFTER_STATE}, 'Connection Established') THEN 1 "
+              f"WHEN starts_with({AFTER_STATE}, 'Connection Closed') THEN 7 "
+              f"WHEN starts_with({AFTER_STATE}, 'No Socket') THEN 0 "
+              f"ELSE list_position({STATE_LIST}, split_part(split_part({AFTER_STATE}, '(', 2), ')', 1)) - 1 END")
+
+TEXT = {
+    "sec": TEXT_SEC, "ms": "body[22:24]::INTEGER",
+    "src": f"split_part({word('SRC')}, ':', 1)", "sport": f"split_part({word('SRC')}, ':', 2)::INTEGER",
+    "dst": f"split_part({word('DST')}, ':', 1)", "dport": f"split_part({word('DST')}, ':', 2)::INTEGER",
+    "pid": f"{word('PID')}::BIGINT",
+    "comm": f"CASE WHEN {TEXT_COMM} = '-' AND {word('PID')}::BIGINT > 0 THEN '\\x00' ELSE {TEXT_COMM} END",
+    "usr": name(word("USER"), False), "unit": name(word("UNIT"), False),
+    "container": f"nullif({word('CONTAINER')}, '')",
+}
+JSON = {
+    "sec": f"epoch(try_strptime({JSON_STAMP}, '%Y-%m-%d %H:%M:%S'))::BIGINT", "ms": f"{jstr('timestamp')}[21:23]::INTEGER",
+    "src": jstr("src"), "sport": f"{jnum('sport')}::INTEGER", "dst": jstr("dst"),
+    "dport": f"{jnum('dport')}::INTEGER", "pid": f"{jnum('pid')}::BIGINT",
+    "comm": f"CASE WHEN {JSON_COMM} = '-' THEN '\\x2d' ELSE {CONTROLS} END",
+    "sock": f"('0x' || nullif(ltrim({jstr('sock')}[3:], '0'), ''))::UBIGINT",
+    "usr": name(jstr("user"), True), "cgroup": f"nullif({jstr('cgroup')}, '')", "unit": name(jstr("unit"), True),
+    "container": f"nullif({jstr('container')}[:12], '')",
+}
+JSON_EVENT = {
+    **JSON, "kind": f"list_position({KIND_LIST}, {jstr('event')}) - 1 + {FIRST_KIND}",
+    "news": f"list_position({STATE_LIST}, {jstr('new_state')}) - 1",
+    "uid": f"CASE WHEN {jnum('uid')} <> 'null' AND {jnum('uid')}::BIGINT <= 4294967295 THEN {jnum('uid')}::BIGINT END",
+}
+TEXT_EVENT = {
+    **TEXT,
+    "kind": f"list_position({TITLE_LIST}, split_part(body[26:], ': SRC=', 1)) - 1 + {FIRST_KIND}",
+    "news": TEXT_STATE,
+}
+
+
+def _summary(common, value, direction):
+    return {**common, "uid": f"{value('uid')}::BIGINT", "result": value("result"), "dir": direction,
+            "dur": us(value("duration")), "hs": us(value("handshake")), "sent": f"{value('sent')}::HUGEINT",
+            "recv": f"{value('received')}::HUGEINT", "retr": f"{value('retransmits')}::BIGINT",
+            "rtt": us(value("rtt"))}
+
+
+_TEXT_KEYS = {"uid": "UID", "result": "RESULT", "duration": "DURATION", "handshake": "HANDSHAKE", "sent": "SENT",
+              "received": "RECEIVED", "retransmits": "RETRANSMITS", "rtt": "RTT"}
+_JSON_KEYS = {"uid": "uid", "duration": "duration_ms", "handshake": "handshake_ms", "sent": "bytes_sent",
+              "received": "bytes_received", "retransmits": "retransmits", "rtt": "rtt_ms"}
+JSON_SUMMARY = _summary(JSON, lambda k: jstr("result") if k == "result" else jnum(_JSON_KEYS[k]),
+                        "nullif(trim(" + jnum("direction") + ", '\"'), 'null')")
+TEXT_SUMMARY = _summary(TEXT, lambda k: word(_TEXT_KEYS[k]), f"nullif({word('DIR')}, '-')")
+BY_WHAT = {1: JSON_EVENT, 2: JSON_SUMMARY, 3: TEXT_EVENT, 4: TEXT_SUMMARY}
+# what the Python reader checks beyond the patterns: the date exists (sec not NULL), the numbers are in range, the
+# states
+STATES_OK = f"strlen({word('STATES')}) <= 400"
+RANGES = "sport <= 65535 AND dport <= 65535 AND pid <= 4294967295"
+SUMMARY_RANGES = ("uid <= 4294967295 AND retr <= 4294967295 AND sent <= 18446744073709551615 "
+                  "AND recv <= 18446744073709551615")
+
+
+# columns that are the same for every line of a kind
+CONSTANT = {"summ": "what IN (2, 4)", "loc": "what IN (3, 4)", "fam": "4"}
+VARIABLES = ", ".join(
+    [f"list_transform(j{k}, lambda v: coalesce(v, '')) AS js{k}, list_transform(j{k}, lambda v: coalesce(v, 'null')) "
+     f"AS jn{k}" for k in (1, 2)] + [f"CASE WHEN what = {k} THEN body END AS b{k}, "
+                                     f"CASE WHEN what = {k} THEN w END AS w{k}" for k in (3, 4)])
+
+
+def _of(k, expr):
+    """expr on the variables of lines of kind k (NULL on any other line: every expression here keeps a NULL)."""
+    for var in ("js[", "jn[", "w["):
+        expr = expr.replace(var, f"{var[:-1]}{k}[")
+    return expr.replace("body", f"b{k}")
+
+
+def column(col):
+    """The column: the first of its kinds' expressions that is not NULL (a CASE by kind would copy the lists
+    of words or values for each of its arms, a column at a time: 5x slower), cast to the entries' type."""
+    if col in CONSTANT:
+        return f"CASE WHEN what > 0 THEN {CONSTANT[col]} END::{TYPES[col]} AS {col}"
+    exprs = [_of(k, e[col]) for k, e in BY_WHAT.items() if col in e]
+    return f"CAST(coalesce({', '.join(exprs)}) AS {TYPES[col]}) AS {col}" if exprs else f"NULL::{TYPES[col]} AS {col}"
+
+
+FIELDS = ", ".join(column(c) for c in NAMES if c not in ("n", "host"))
+CHECKS = f"coalesce({_of(4, STATES_OK)}, true) AS states_ok"
+OK = f"what > 0 AND sec IS NOT NULL AND states_ok AND {RANGES} AND (NOT summ OR {SUMMARY_RANGES})"
+
+
+def fields_of(k):
+    """The columns of the lines of kind k alone (a query per kind: no expression runs on another kind's lines)."""
+    out = []
+    for col in NAMES[2:]:
+        if col in CONSTANT:
+            value = {"summ": k in (2, 4), "loc": k in (3, 4), "fam": 4}[col]
+            out.append(f"{str(value).lower()}::{TYPES[col]} AS {col}")
+        elif col in BY_WHAT[k]:
+            out.append(f"CAST({BY_WHAT[k][col]} AS {TYPES[col]}) AS {col}")
+        else:
+            out.append(f"NULL::{TYPES[col]} AS {col}")
+    states = STATES_OK if k == 4 else "true"
+    return ", ".join(out) + f", {states} AS states_ok"
+
+
+OK_OF = OK.replace("what > 0", "true")

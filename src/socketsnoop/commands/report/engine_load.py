@@ -1,0 +1,243 @@
+"""The fast path's reading: DuckDB reads each file itself (read_csv with one VARCHAR column: no delimiter,
+quote or escape; in parallel for a plain file, gunzipped for a .gz), numbers its lines, classifies them by
+engine_sql.py's patterns and cuts their fields (engine_cols.py) in one query, into the table `entries`.
+Only the lines the patterns do not take go to the Python reader, and their entries join the table.
+
+Counted as files.py counts: a line over MAX_LINE bytes is too long (DuckDB refuses one over MAX_ROW bytes:
+its number comes back among the scan's rejects, and it is counted too), blank lines are counted. A line DuckDB
+rejects for another reason (not UTF-8) is read again by Python at the byte where it starts and parsed by the
+Python reader. DuckDB ends a line at a carriage return too, where files.py does not: a file that holds one is
+said to the caller (Fallback), which then takes the Python path for the whole report.
+"""
+
+import mmap
+import os
+
+from .engine_cols import ENTRY_COLUMNS, JSON_PATHS, NAMES, OK_OF, TYPES, fields_of
+from .engine_sql import full
+from . import engine_sql as q
+from .files import MAX_LINE, READ_ERRORS, is_gzip, open_log, show_path
+from .parse import Malformed, Summary
+
+MAX_ROW = 1 << 20  # read_csv's max_line_size: a longer line is rejected (and counted as too long)
+WINDOW = 64 << 20  # bytes of a plain file looked at a time for a carriage return
+FILE_BITS = 41  # n = file number << FILE_BITS | 2 * row (+1: a line DuckDB rejected, after the row before it)
+
+
+class Fallback(Exception):
+    """The fast path cannot read these files as files.py does; str(): why, for the message."""
+
+
+def source(path, gz):
+    """read_csv of one file (a link of our own naming it: no glob, no quote in the path)."""
+    return (f"read_csv('{path}', columns={{'line': 'VARCHAR'}}, header=false, delim='\\0', quote='', escape='', "
+            f"new_line='\\n', auto_detect=false, strict_mode=false, store_rejects=true, max_line_size={MAX_ROW}, "
+            f"compression='{'gzip' if gz else 'none'}')")
+
+
+CONN, STAMP, SUMMARY = """contains(line, '"event":"connection"')""", """contains(line, '{"timestamp":')""", \
+    "contains(line, ' Connection Summary: ')"
+KINDS = {  # what -> the lines of that kind (as WHAT classifies them)
+    2: f"{CONN} AND {full(q.JSON_SUMMARY)}",
+    1: f"NOT {CONN} AND {STAMP} AND {full(q.JSON_EVENT)}",
+    4: f"NOT {CONN} AND NOT {STAMP} AND {SUMMARY} AND {full(q.TEXT_SUMMARY)}",
+    3: f"NOT {CONN} AND NOT {STAMP} AND NOT {SUMMARY} AND {full(q.TEXT_EVENT)}",
+}
+NUMBERED = "SELECT {base} + 2 * row_number() OVER () AS n, line FROM {src}"
+# the lines of one kind: their entries (what 1), or their text for the Python reader (what 0: a value out of range)
+LOAD = """
+INSERT INTO entries BY NAME
+WITH c AS (SELECT * FROM ({numbered}) WHERE strlen(line) <= {max_line} AND {kind}),
+p AS (SELECT *, line[1] <> '{{' AND NOT (line[12] = ' ' AND line[15] = ':') AS pre FROM c),
+b AS (SELECT n, line, CASE WHEN pre THEN string_split(line[:strpos(line, ' socket-snoop') - 1], ' ')[-1] END
+    AS host, rtrim(CASE WHEN pre THEN ltrim(line[strpos(line, ' socket-snoop') + 13:], '[]0123456789: ') ELSE line END,
+    ' ' || chr(9) || chr(12) || chr(11)) AS body FROM p),
+x AS (SELECT *, {parsed} FROM b),
+v AS (SELECT *, {values} FROM x),
+y AS (SELECT n, line, host, {fields} FROM v),
+z AS (SELECT *, coalesce({ok}, false) AS ok FROM y)
+SELECT * EXCLUDE (line, states_ok, ok), CASE WHEN ok THEN 1 ELSE 0 END AS what, CASE WHEN NOT ok THEN line END AS rest
+FROM z
+"""
+JSON_PARSED = f"json_extract_string(body, {JSON_PATHS}) AS j"
+JSON_VALUES = "list_transform(j, lambda v: coalesce(v, '')) AS js, list_transform(j, lambda v: coalesce(v, 'null')) AS jn"
+TEXT_PARSED = "string_split(split_part(body, ': SRC=', 2), ' ') AS w"
+# every other line: blank (-2), too long (-1), or for the Python reader (0)
+REST = f"""
+INSERT INTO entries (n, what, rest)
+SELECT a.n, CASE WHEN line IS NULL OR regexp_full_match(line, '[ \\t\\f\\v]*') THEN -2
+    WHEN strlen(line) > {MAX_LINE} THEN -1 ELSE 0 END AS what,
+  CASE WHEN what = 0 THEN line END
+FROM ({{numbered}}) a ANTI JOIN (SELECT n FROM entries WHERE n >= {{lo}} AND n < {{hi}}) e ON a.n = e.n
+"""
+
+
+def load_queries(src, base):
+    """The queries that load one file: one per kind of line, then the rest."""
+    numbered = NUMBERED.format(base=base, src=src)
+    for k, kind in KINDS.items():
+        parsed, values = (JSON_PARSED, JSON_VALUES) if k in (1, 2) else (TEXT_PARSED, "1 AS unused")
+        yield LOAD.format(numbered=numbered, max_line=MAX_LINE, kind=kind, parsed=parsed, values=values,
+                          fields=fields_of(k), ok=OK_OF)
+    yield REST.format(numbered=numbered, lo=base, hi=base + (1 << FILE_BITS))
+
+
+REJECTS = "SELECT line, min(byte_position), bool_or(error_type = 'LINE SIZE OVER MAXIMUM') FROM reject_errors GROUP BY line ORDER BY line"
+
+
+def unreadable_here(path, gz):
+    """Why DuckDB would not read this file's lines as files.py does, or None: a carriage return (DuckDB ends a
+    line there too), or a last line without a newline over MAX_ROW bytes (DuckDB drops it unsaid). Read a
+    window at a time: C speed, bounded memory."""
+    tail = 0  # bytes after the last newline
+    for data in _windows(path, gz):
+        if b"\r" in data:
+            return "a carriage return in a line"
+        nl = data.rfind(b"\n")
+        tail = tail + len(data) if nl < 0 else len(data) - nl - 1
+    return f"a last line over {MAX_ROW} bytes without a newline" if tail > MAX_ROW else None
+
+
+def _windows(path, gz):
+    if gz:
+        with open_log(path) as f:
+            while data := f.read(WINDOW // 16):
+                yield data
+        return
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        for off in range(0, size, WINDOW):
+            with mmap.mmap(f.fileno(), min(WINDOW, size - off), access=mmap.ACCESS_READ, offset=off) as m:
+                yield m
+
+
+class Loader:
+    """Files into the table `entries` of con; the lines set aside counted in lines (files.LineCounts), the
+    malformed ones in by_host (aggregate.ByHost), names cut in names (bounds.Names)."""
+
+    def __init__(self, con, tmpdir, parser, lines, by_host, names):
+        self.con, self.tmpdir, self.parser, self.lines, self.by_host, self.names = \
+            con, tmpdir, parser, lines, by_host, names
+        con.execute(f"CREATE TABLE entries ({ENTRY_COLUMNS}, what TINYINT, rest VARCHAR)")
+        self.file_no = 0
+        self.first_bad = None  # (file number, line, 'FILE:LINE') of the first malformed line
+
+    def read(self, path):
+        """One file; Fallback if the fast path cannot read it as files.py does."""
+        self.file_no += 1
+        where = show_path(path)
+        try:
+            gz = is_gzip(path)
+            why = unreadable_here(path, gz)
+            if why:
+                raise Fallback(f"{where}: {why}")
+        except READ_ERRORS as e:
+            raise Fallback(f"{where}: {e}") from None
+        link = os.path.join(self.tmpdir, f"f{self.file_no}")
+        os.symlink(os.path.abspath(path), link)
+        src = source(link, gz)
+        base = self.file_no << FILE_BITS
+        con = self.con
+        try:
+            for query in load_queries(src, base):
+                con.execute(query)
+            rejects = con.execute(REJECTS).fetchall()
+            con.execute("DELETE FROM reject_errors")
+            con.execute("DELETE FROM reject_scans")
+        except Exception as e:  # duckdb.Error: a damaged .gz, a file that went away
+            raise Fallback(f"{where}: {str(e).splitlines()[0]}") from None
+        self._rest(path, where, base, gz, rejects)
+
+    def _rest(self, path, where, base, gz, rejects):
+        """The lines the patterns did not take, to the Python reader (file order); the ones DuckDB rejected
+        read again here; too long and blank ones counted."""
+        con, counts = self.con, self.lines
+        blank, too_long, first_long = con.execute(
+            "SELECT count(*) FILTER (what = -2), count(*) FILTER (what = -1), min(n) FILTER (what = -1) FROM entries "
+            "WHERE n >= ? AND n < ?", [base, base + (1 << FILE_BITS)]).fetchone()
+        counts.too_long += too_long
+        counts.blank += blank
+        reject_lines = [line for line, _, _ in rejects]
+        if first_long is not None:
+            self._bad(where, self._line(first_long - base, reject_lines), too_long)
+        for line, pos, kind in rejects:
+            text = None if kind else self._reread(path, gz, pos)
+            rows_before = line - 1 - reject_lines.index(line)
+            self._parse(base + 2 * rows_before + 1, text, where, line)
+        last = base
+        while batch := con.execute(  # a bounded number at a time, each batch's entries inserted before the next
+                "SELECT n, rest FROM entries WHERE what = 0 AND n > ? AND n < ? ORDER BY n LIMIT 8192",
+                [last, base + (1 << FILE_BITS)]).fetchall():
+            rows = []
+            for n, text in batch:
+                row = self._parse(n, text, where, None, reject_lines, base, insert=False)
+                if row is not None:
+                    rows.append(row)
+            self._insert(rows)
+            last = batch[-1][0]
+
+    def _line(self, row, reject_lines):
+        """A file's line number of the row DuckDB numbered row (2 * row in n), past the rejected lines before it."""
+        line = row // 2
+        for r in reject_lines:
+            if r <= line:
+                line += 1
+        return line
+
+    def _reread(self, path, gz, pos):
+        """The line that starts at byte pos (of the uncompressed data); None if over MAX_LINE bytes."""
+        with open_log(path) as f:
+            if gz:
+                while pos > 0:
+                    pos -= len(f.read(min(pos, 1 << 20)) or b"x" * pos)
+            else:
+                f.seek(pos)
+            data = f.read(MAX_LINE + 1)
+        nl = data.find(b"\n")
+        if nl < 0 and len(data) > MAX_LINE:
+            return None
+        return data[:nl if nl >= 0 else len(data)].decode("utf-8", "replace")
+
+    def _parse(self, n, text, where, line, reject_lines=(), base=0, insert=True):
+        """One line by the Python reader: its row of `entries`, or counted as malformed (None)."""
+        try:
+            if text is None:
+                self.lines.too_long += 1
+                raise Malformed("too long")
+            row = self._row(n, self.parser.parse(text))
+        except Malformed:
+            self._bad(where, line if line is not None else self._line(n - base, reject_lines))
+            return None
+        if insert:
+            self._insert([row])
+        return row
+
+    def _bad(self, where, line, count=1):
+        self.by_host.malformed += count
+        key = (self.file_no, line)
+        if self.first_bad is None or key < self.first_bad[:2]:
+            self.first_bad = (*key, f"{where}:{line}")
+            self.by_host.first_malformed = self.first_bad[2]
+
+    def _insert(self, rows):
+        if rows:  # one statement, its columns as lists (executemany runs one per row)
+            self.con.execute(f"INSERT INTO entries ({', '.join(NAMES)}, what) SELECT "
+                             + ", ".join(f"unnest(?::{TYPES[c]}[])" for c in NAMES) + ", 1",
+                             [list(c) for c in zip(*rows)])
+
+    def _row(self, n, r):
+        """An entry of the Python reader as a row of `entries` (names as the report's tables keep them)."""
+        names = self.names
+        comm = names.comm(r.comm, r.pid)
+        src, dst = (str(r.src), str(r.dst))
+        user = names.name(r.user) if r.user is not None else None
+        unit = names.name(r.unit) if r.unit is not None else None
+        container = r.container[:12] if r.container else None
+        sec, ms = divmod(r.ts_ns, 1_000_000_000)
+        common = [n, r.host, r.__class__ is Summary, sec, ms // 1_000_000, False]
+        if r.__class__ is Summary:
+            return [*common, None, r.family, src, r.sport, dst, r.dport, r.pid, comm, None, r.sock, r.uid, user,
+                    r.cgroup, unit, container, r.result, r.direction, r.duration_us, r.handshake_us, r.sent,
+                    r.received, r.retransmits, r.rtt_us]
+        return [*common, r.kind, r.family, src, r.sport, dst, r.dport, r.pid, comm, r.newstate, r.sock, r.uid, user,
+                r.cgroup, unit, container, None, None, None, None, None, None, None, None]

@@ -1,0 +1,96 @@
+"""The fast path's line grammar in SQL (RE2, as DuckDB runs it): a strict subset of what logformat/reader.py
+reads, in the exact forms the monitor writes (IPv4, names of printable ASCII, the seed's text line and its
+--context names, the JSON line with or without the owner's names, either behind an RFC 3164 syslog prefix).
+
+A line these patterns take is one the Python reader takes, with the same fields; every other line that is not
+blank goes to the Python reader, which takes or rejects it as it always did (the differential test,
+tests/unit/test_report_engine.py, holds the two to the same numbers). So the patterns may be narrower than
+the grammar, never wider: no repetition is nested, so RE2 runs each in time linear in the line.
+"""
+
+import re
+
+from ...logformat.reader import DESCRIPTIONS, STATE_NAMES
+from ...logformat.words import EVENT_NAMES, EVENT_TITLES, RESULT_NAMES
+
+OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+IP4 = rf"({OCTET}\.{OCTET}\.{OCTET}\.{OCTET})"
+PORT = r"(0|[1-9]\d{0,4})"
+U32 = r"(0|[1-9]\d{0,9})"
+U64 = r"(0|[1-9]\d{0,19})"
+# a text token of COMM: printable ASCII but '\', or \xNN of a byte escape_comm escapes (not NUL, which cuts
+# the name); at most 64 of them, so the raw name is at most bounds.MAX_COMM bytes and never cut
+TOKEN = r"(?:[!-\[\]-~]|\\x(?:0[1-9a-f]|1[0-9a-f]|2[0d]|5c|7f|[89a-f][0-9a-f]))"
+NAME = r"[!-\[\]-~]{1,256}"  # a --context name kept as it is (escape_token leaves it unchanged)
+JSON_NAME = r"[!#-\[\]-~]{1,256}"  # a JSON name without an escape, a space or a quote
+# a JSON COMM of at most 64 bytes: printable ASCII but '"' and '\\', a control byte as json.dumps writes it
+# (\u00NN, not NUL), a byte that is not UTF-8 as comm_text writes it (\\xNN); nothing else with a backslash
+JSON_COMM = r"(?:[ !#-\[\]-~]|\\u00(?:0[1-9a-f]|1[0-9a-f]|7f)|\\\\x[89a-f][0-9a-f]){1,64}"
+JSON_ANY = r"[^\"\\\x00-\x1f]{0,1000}"  # a JSON string the report does not read, without an escape
+STATE = "(?:" + "|".join(STATE_NAMES) + ")"
+MONTH = "(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+CLOCK = r"([01]\d|2[0-3]):([0-5]\d):([0-5]\d)"
+SYSLOG = (r"(?:(?:<\d{1,3}>)?(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d|"
+          r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:\d\d)) ([!-~]{1,255}) socket-snoop"
+          r"(?:\[\d{1,10}\])?:? )?")
+TEXT_HEAD = (rf"^{SYSLOG}{MONTH} (0[1-9]|[12]\d|3[01]) ([12]\d{{3}}) {CLOCK}\.(\d{{3}}) ")
+TEXT_ENDPOINTS = rf"SRC={IP4}:{PORT} DST={IP4}:{PORT} PID={U32} COMM=({TOKEN}{{1,64}})"
+CONTEXT = (rf"(?: USER=({NAME}))?(?: UNIT=({NAME}))?(?: USER_UNIT={NAME})?(?: CONTAINER=([0-9a-f]{{12}}))?"
+           rf"(?: POD={NAME})?")
+TEXT_TAIL = r"[ \t\r\f\v]*$"
+TITLES = "(" + "|".join(EVENT_TITLES.values()) + ")"
+DESCRIPTION = "(" + "|".join(d.replace("(", r"\(").replace(")", r"\)") for d in DESCRIPTIONS) + ")"
+TEXT_EVENT = f"{TEXT_HEAD}{TITLES}: {TEXT_ENDPOINTS} STATE={DESCRIPTION}{CONTEXT}{TEXT_TAIL}"
+TEXT_EVENT_GROUPS = ("host", "mon", "day", "year", "h", "m", "s", "ms", "title", "src", "sport", "dst", "dport",
+                     "pid", "comm", "desc", "usr", "unit", "container")
+MS_TEXT = r"(?:-|(\d{1,14})\.(\d{3})ms)"
+RESULTS = "(" + "|".join(RESULT_NAMES.values()) + ")"
+STATES_TEXT = rf"(?:\.\.\.>)?(?:{STATE}(?:>{STATE})*(?:>\.\.\.>{STATE})?)?"
+TEXT_SUMMARY = (f"{TEXT_HEAD}Connection Summary: {TEXT_ENDPOINTS} RESULT={RESULTS} DIR=(in|out|-) "
+                f"DURATION={MS_TEXT} HANDSHAKE={MS_TEXT} SENT={U64} RECEIVED={U64} RETRANSMITS={U32} "
+                f"RTT={MS_TEXT} UID={U32} STATES=({STATES_TEXT}){CONTEXT}{TEXT_TAIL}")
+TEXT_SUMMARY_GROUPS = ("host", "mon", "day", "year", "h", "m", "s", "ms", "src", "sport", "dst", "dport", "pid",
+                       "comm", "result", "dir", "dur_w", "dur_f", "hs_w", "hs_f", "sent", "recv", "retr", "rtt_w",
+                       "rtt_f", "uid", "states", "usr", "unit", "container")
+JSON_HEAD = (rf"^{SYSLOG}\{{\"timestamp\":\"([12]\d{{3}}-\d\d-\d\dT{CLOCK.replace('(', '(?:')})\.(\d{{3}})Z\"")
+JSON_ENDPOINTS = (rf",\"family\":4,\"src\":\"{IP4}\",\"sport\":{PORT},\"dst\":\"{IP4}\",\"dport\":{PORT},"
+                  rf"\"pid\":{U32},\"comm\":\"({JSON_COMM})\"")
+JSON_NAMES = (rf"(?:,\"user\":\"({JSON_NAME})\")?(?:,\"cgroup\":\"(/{JSON_NAME[:-7]}{{0,255}})\")?"
+              rf"(?:,\"unit\":\"({JSON_NAME})\")?(?:,\"container\":\"([0-9a-f]{{12,64}})\")?"
+              rf"(?:,\"pod\":\"{JSON_ANY}\")?(?:,\"exe\":\"{JSON_ANY}\")?(?:,\"user_unit\":\"{JSON_ANY}\")?")
+JSON_KINDS = "(" + "|".join(EVENT_NAMES.values()) + ")"
+JSON_TAIL = r"[ \t\r]*$"
+JSON_EVENT = (f"{JSON_HEAD},\"event\":\"{JSON_KINDS}\"{JSON_ENDPOINTS}(?:,\"uid\":{U32})?{JSON_NAMES}"
+              rf",\"owner\":\"[a-z]{{1,16}}\",\"old_state\":(?:null|\"[A-Z0-9_]{{1,20}}\"),\"new_state\":\"({STATE})\","
+              rf"\"description\":\"[^\"\\]{{0,64}}\",\"netns\":\d{{1,20}},\"sock\":\"0x([0-9a-f]{{1,16}})\"\}}{JSON_TAIL}")
+JSON_EVENT_GROUPS = ("host", "ts", "ms", "kind", "src", "sport", "dst", "dport", "pid", "comm", "uid", "usr",
+                     "cgroup", "unit", "container", "news", "sock")
+MS_JSON = r"(?:null|(\d{1,9})\.(\d{3}))"
+JSON_SUMMARY = (f"{JSON_HEAD},\"event\":\"connection\"{JSON_ENDPOINTS},\"owner\":\"[a-z]{{1,16}}\","
+                rf"\"direction\":(?:null|\"(in|out)\"),\"result\":\"{RESULTS}\",\"netns\":\d{{1,20}},"
+                rf"\"sock\":\"0x([0-9a-f]{{1,16}})\",\"uid\":{U32}{JSON_NAMES},\"bytes_sent\":{U64},"
+                rf"\"bytes_received\":{U64},\"retransmits\":{U32},\"rtt_ms\":{MS_JSON},\"handshake_ms\":{MS_JSON},"
+                rf"\"duration_ms\":{MS_JSON},\"states\":\[(?:\"{STATE}\"(?:,\"{STATE}\"){{0,63}})?\],"
+                rf"\"states_truncated\":(?:true|false),\"complete\":(?:true|false)\}}{JSON_TAIL}")
+JSON_SUMMARY_GROUPS = ("host", "ts", "ms", "src", "sport", "dst", "dport", "pid", "comm", "dir", "result", "sock",
+                       "uid", "usr", "cgroup", "unit", "container", "sent", "recv", "retr", "rtt_w", "rtt_f", "hs_w",
+                       "hs_f", "dur_w", "dur_f")
+
+for _p in (TEXT_EVENT, TEXT_SUMMARY, JSON_EVENT, JSON_SUMMARY):
+    assert "'" not in _p  # the patterns go into the SQL as literals
+
+
+def literal(values):
+    """A SQL list literal of strings (ours: no quote in them)."""
+    assert not any("'" in v for v in values)
+    return "[" + ", ".join(f"'{v}'" for v in values) + "]"
+
+
+def extract(pattern, groups):
+    return f"regexp_extract(line, '{pattern}', {literal(groups)})"
+
+
+def full(pattern):
+    """regexp_full_match of the line against the pattern without its groups (RE2 then matches in one pass of
+    its DFA)."""
+    return "regexp_full_match(line, '" + re.sub(r"(?<!\\)\((?!\?)", "(?:", pattern) + "')"

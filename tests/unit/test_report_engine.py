@@ -1,0 +1,158 @@
+"""`socket-snoop report`: the fast path (DuckDB) against the Python path on the same logs, line for line.
+
+Realistic logs (tests/support/reportlogs.py: the monitor's own formatters) in text and JSON, with the owner's
+names, gzip-compressed, a central rsyslog's files by host, mixed; hostile and malformed lines that the fast
+path's patterns must leave to the Python reader or reject as it does; the filters, time bounds and --top.
+Sizes stay under what the Python path's byte budget holds, where both count every key (over it, the Python
+path leaves events out of its tables and says so; the fast path counts them all).
+"""
+
+import gzip
+import json
+import subprocess
+import sys
+
+import pytest
+from socketsnoop.commands.report import engine
+from socketsnoop.commands.report.files import MAX_LINE
+from support.reportlogs import write_log
+from test_report_bounds import GOOD, MIB, measured
+
+pytestmark = pytest.mark.skipif(not engine.available(),
+                                reason="the optional package duckdb is not installed (socket-snoop[fast-report])")
+
+# lines the fast path's patterns must not take as the reader would not, or must leave to it: each is either
+# rejected by both paths or read by the Python reader alone (IPv6, escapes in upper case, NUL in a name, ...)
+HOSTILE = r"""Dec 30 2024 22:05:25.454 State Change: SRC=10.1.1.1:0 DST=10.2.2.2:8000 PID=3 COMM=au\x2Ddio STATE=Connection Opening (SYN_SENT)
+Dec 30 2024 22:05:25.455 State Change: SRC=[2001:db8::1]:443 DST=[2001:0db8::2]:5555 PID=77 COMM=my\x20app\x0a STATE=Connection Closed
+Feb 30 2024 22:05:25.455 State Change: SRC=10.1.1.1:1 DST=10.2.2.2:2 PID=3 COMM=x STATE=Connection Established
+Dec 30 2024 24:05:25.455 State Change: SRC=10.1.1.1:1 DST=10.2.2.2:2 PID=3 COMM=x STATE=Connection Established
+Dec 30 2024 22:05:25.455 State Change: SRC=10.1.1.1:1 DST=10.2.2.2:70000 PID=3 COMM=x STATE=Connection Established
+Dec 30 2024 22:05:25.455 State Change: SRC=10.1.1.1:01 DST=10.2.2.2:2 PID=3 COMM=x STATE=Connection Established
+Dec 30 2024 22:05:25.455 State Change: SRC=10.1.1.01:1 DST=10.2.2.2:2 PID=3 COMM=x STATE=Connection Established
+Dec 30 2024 22:05:25.455 State Change: SRC=10.1.1.1:1 DST=10.2.2.2:2 PID=4294967296 COMM=x STATE=Connection Established
+Dec 30 2024 22:05:25.455 State Change: SRC=10.1.1.1:1 DST=10.2.2.2:2 PID=5 COMM=\x00 STATE=Connection Established
+Dec 30 2024 22:05:25.455 State Change: SRC=10.1.1.1:1 DST=10.2.2.2:2 PID=0 COMM=- STATE=Connection Established
+Dec 30 2024 22:05:25.455 State Change: SRC=10.1.1.1:1 DST=10.2.2.2:2 PID=6 COMM=- STATE=Connection Established USER=- UNIT=x.service
+Dec 30 2024 22:05:25.455 State Change: SRC=10.1.1.1:1 DST=10.2.2.2:2 PID=6 COMM=é STATE=Connection Established
+Dec 30 2024 22:05:25.455 State Change: SRC=10.1.1.1:1 DST=10.2.2.2:2 PID=6 COMM=x STATE=Connection Established UNIT=a USER=b
+Dec 30 2024 22:05:25.455 State Change: SRC=10.1.1.1:1 DST=10.2.2.2:2 PID=6 COMM=x STATE=Connection Established CONTAINER=0123456789ab
+ Dec 30 2024 22:05:25.455 State Change: SRC=10.1.1.1:1 DST=10.2.2.2:2 PID=6 COMM=x STATE=Connection Established
+Dec 30 2024 22:05:25.455 State Change: SRC=10.1.1.1:1 DST=10.2.2.2:2 PID=6 COMM=x STATE=Connection Established 	
+Dec 30 2024 22:05:25.455 State Change: SRC=10.1.1.1:1 DST=10.2.2.2:2 PID=6 COMM=x STATE=Teleporting
+Dec 30 2024 22:05:25.456 Connection Summary: SRC=10.1.1.1:1 DST=10.2.2.2:2 PID=6 COMM=x RESULT=closed DIR=out DURATION=1.000ms HANDSHAKE=- SENT=18446744073709551616 RECEIVED=0 RETRANSMITS=0 RTT=- UID=0 STATES=SYN_SENT>CLOSE
+Dec 30 2024 22:05:25.456 Connection Summary: SRC=10.1.1.1:1 DST=10.2.2.2:2 PID=6 COMM=x RESULT=closed DIR=out DURATION=1.000ms HANDSHAKE=- SENT=18446744073709551615 RECEIVED=0 RETRANSMITS=0 RTT=- UID=0 STATES=...>SYN_SENT>...>CLOSE
+Dec 30 2024 22:05:25.456 Connection Summary: SRC=10.1.1.1:1 DST=10.2.2.2:2 PID=6 COMM=x RESULT=closed DIR=out DURATION=1.000ms HANDSHAKE=- SENT=1 RECEIVED=0 RETRANSMITS=0 RTT=- UID=0 STATES=SYN_SENT>...>...>CLOSE
+Dec 30 2024 22:05:25.456 Connection Summary: SRC=10.1.1.1:1 DST=10.2.2.2:2 PID=6 COMM=x RESULT=closed DIR=out DURATION=1.000ms HANDSHAKE=- SENT=1 RECEIVED=0 RETRANSMITS=0 RTT=- UID=0 STATES=...
+Dec 30 2024 22:05:25.456 Connection Summary: SRC=10.1.1.1:1 DST=10.2.2.2:2 PID=6 COMM=x RESULT=closed DIR=sideways DURATION=1.000ms HANDSHAKE=- SENT=1 RECEIVED=0 RETRANSMITS=0 RTT=- UID=0 STATES=
+Dec  1 21:05:58 hostZ socket-snoop[1]: Dec 30 2024 22:05:25.455 State Change: SRC=10.1.1.1:1 DST=10.2.2.2:2 PID=6 COMM=x STATE=Connection Established
+Dec  1 21:05:58 hostZ socket-snoop[1]:   Dec 30 2024 22:05:25.455 State Change: SRC=10.1.1.1:1 DST=10.2.2.2:2 PID=6 COMM=x STATE=Connection Established
+<30>1 2024-12-01T21:05:58Z hostY socket-snoop 1 - - Dec 30 2024 22:05:25.455 State Change: SRC=10.1.1.1:1 DST=10.2.2.2:2 PID=6 COMM=x STATE=Connection Established
+{"timestamp":"2024-12-30T22:05:25.455Z","event":"state_change","family":4,"src":"10.1.1.1","sport":1,"dst":"10.2.2.2","dport":2,"pid":1.0,"comm":"x","owner":"socket","old_state":null,"new_state":"ESTABLISHED","description":"","netns":1,"sock":"0x10"}
+{"timestamp":"2024-12-30T22:05:25.455Z","event":"state_change","family":4,"src":"10.1.1.1","sport":1,"dst":"10.2.2.2","dport":2,"pid":1,"comm":"x","owner":"socket","old_state":null,"new_state":"ESTABLISHED","description":"","netns":1,"sock":"0x10","pid":2}
+{"timestamp":"2024-12-30T22:05:25.455Z","event":"state_change","family":4,"src":"10.1.1.1","sport":1,"dst":"10.2.2.2","dport":2,"pid":1,"comm":"-","owner":"socket","old_state":null,"new_state":"ESTABLISHED","description":"","netns":1,"sock":"0x0"}
+{"timestamp":"2024-12-30T22:05:25.455Z","event":"state_change","family":4,"src":"10.1.1.1","sport":1,"dst":"10.2.2.2","dport":2,"pid":1,"comm":"a\\b","user":"-","unit":"","owner":"socket","old_state":null,"new_state":"ESTABLISHED","description":"","netns":1,"sock":"0x11"}
+{"timestamp":"2024-02-30T22:05:25.455Z","event":"state_change","family":4,"src":"10.1.1.1","sport":1,"dst":"10.2.2.2","dport":2,"pid":1,"comm":"x","owner":"socket","old_state":null,"new_state":"ESTABLISHED","description":"","netns":1,"sock":"0x10"}
+{"timestamp":"2024-12-30T22:05:25.455Z","event":"connection","family":4,"src":"10.1.1.1","sport":1,"dst":"10.2.2.2","dport":2,"pid":1,"comm":"x","owner":"socket","direction":null,"result":"closed","netns":1,"sock":"0x12","uid":0,"bytes_sent":1,"bytes_received":2,"retransmits":0,"rtt_ms":0.031,"handshake_ms":null,"duration_ms":1234567.891,"states":["SYN_SENT","CLOSE"],"states_truncated":false,"complete":true}
+{"timestamp":"2024-12-30T22:05:25.455Z","event":"connection","family":4,"src":"10.1.1.1","sport":1,"dst":"10.2.2.2","dport":2,"pid":1,"comm":"x","owner":"socket","direction":null,"result":"closed","netns":1,"sock":"0x12","uid":0,"bytes_sent":1,"bytes_received":2,"retransmits":0,"rtt_ms":0.031,"handshake_ms":null,"duration_ms":1.5,"states":["SYN_SENT","CLOSE"],"states_truncated":false,"complete":true}
+
+   	
+not a line at all
+"""
+
+
+def report(engine_name, *args):
+    """The report's stdout and stderr (its messages about the path taken left out), by the given engine."""
+    r = subprocess.run([sys.executable, "-m", "socketsnoop", "report", "--engine", engine_name, *args],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    return r.stdout, r.stderr
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("logs")
+    paths = {
+        "text": d / "text.log", "json": d / "json.log", "context_gz": d / "context.log.gz",
+        "central_text": d / "central.log", "central_json": d / "central_json.log.gz", "hostile": d / "hostile.log",
+    }
+    write_log(paths["text"], 8_000, seed=1)
+    write_log(paths["json"], 8_000, form="json", context=True, seed=2)
+    write_log(paths["context_gz"], 5_000, context=True, gz=True, seed=3)
+    write_log(paths["central_text"], 6_000, context=True, hosts=4, seed=4)
+    write_log(paths["central_json"], 5_000, form="json", context=True, hosts=3, gz=True, seed=5)
+    paths["hostile"].write_text(HOSTILE)
+    return {k: str(v) for k, v in paths.items()}
+
+
+CASES = [
+    ("text",), ("json",), ("context_gz",), ("central_text",), ("central_json",), ("hostile",),
+    ("text", "json", "hostile"), ("central_text", "central_json", "hostile"),
+]
+
+
+@pytest.mark.parametrize("names", CASES, ids=["+".join(c) for c in CASES])
+@pytest.mark.parametrize("form", ["text", "json"])
+def test_same_report(logs, names, form):
+    """The same report, line for line (text) or key for key (JSON), and the same malformed lines."""
+    args = [logs[n] for n in names] + ["--no-lifecycles"] + (["--json"] if form == "json" else [])
+    fast, slow = report("duckdb", *args), report("python", *args)
+    assert fast[0].splitlines() == slow[0].splitlines()
+    assert fast[1] == slow[1]
+
+
+FILTERS = [["-p", "1100", "-p", "1101"], ["-c", "Web Content"], ["-P", "443"], ["--dst", "192.168.3.0/24"],
+           ["-s", "ESTABLISHED"], ["--no-resets"], ["--uid", "1000"], ["--unit", "svc3.service"], ["-6"],
+           ["--exclude-comm", "curl", "--exclude-port", "22"], ["--since", "2024-11-30T20:55:00Z",
+                                                                "--until", "2024-11-30T20:58:00Z"], ["--top", "3"]]
+
+
+@pytest.mark.parametrize("args", FILTERS, ids=[" ".join(a) for a in FILTERS])
+def test_same_report_filtered(logs, args):
+    files = [logs["json"], logs["central_text"], logs["hostile"]]
+    fast, slow = report("duckdb", *files, "--no-lifecycles", *args), report("python", *files, "--no-lifecycles", *args)
+    assert fast[0].splitlines() == slow[0].splitlines()
+    assert fast == slow
+
+
+def test_fast_path_bounded(tmp_path):
+    """The crafted inputs of test_report_bounds.py through the fast path: 20 million blank lines in a .gz and
+    lines padded past MAX_LINE (one of 256 MB) counted in bounded time and memory, as the Python path does."""
+    bomb = tmp_path / "bomb.log.gz"
+    with gzip.open(bomb, "wb", compresslevel=6) as f:
+        f.write(GOOD.encode())
+        for _ in range(20):
+            f.write(b"\n" * MIB)
+        f.write(b"  \t \r\n" * 1000 + GOOD.encode())
+    r = measured(str(bomb), "--json", "--no-lifecycles", "--engine", "duckdb")
+    assert r["rc"] == 0, r
+    assert r["seconds"] < 5 and r["maxrss"] < 160 * MIB, r
+    d = json.loads(r["stdout"])
+    assert d["events"] == 2 and d["malformed"] == 0 and d["blank_lines"] == 20 * MIB + 1000
+    pad = GOOD.replace("STATE=", "STATE=" + " " * (MAX_LINE + 100) + "x")
+    log = tmp_path / "padded.log"
+    log.write_text(GOOD + pad * 50 + GOOD)
+    endless = tmp_path / "endless.log.gz"
+    with gzip.open(endless, "wb") as f:
+        f.write(GOOD.encode())
+        for _ in range(256):
+            f.write(b" " * MIB)
+    r = measured(str(log), str(endless), "--json", "--no-lifecycles", "--engine", "duckdb")
+    assert r["rc"] == 0, r
+    d = json.loads(r["stdout"])
+    assert d["events"] == 3 and d["malformed"] == 51 and d["lines_too_long"] == 51
+    assert r["seconds"] < 20 and r["maxrss"] < 160 * MIB, r
+
+
+def test_carriage_return_takes_the_python_path(tmp_path):
+    """DuckDB ends a line at a carriage return, files.py does not: such a file makes the whole report take the
+    Python path (said on stderr), so the numbers stay the Python path's (a line ending in CR LF is ours, a CR
+    within a line makes it malformed)."""
+    log = tmp_path / "cr.log"
+    log.write_bytes(GOOD.encode().replace(b"\n", b"\r\n") + GOOD.encode().replace(b" STATE=", b"\r STATE=")
+                    + GOOD.encode())
+    fast, slow = report("duckdb", str(log), "--no-lifecycles", "--json"), report("python", str(log),
+                                                                                 "--no-lifecycles", "--json")
+    assert fast[0] == slow[0]
+    assert json.loads(fast[0])["events"] == 2 and json.loads(fast[0])["malformed"] == 1
+    assert "the slow path (pure Python)" in fast[1] and "a carriage return" in fast[1]
