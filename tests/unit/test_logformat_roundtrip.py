@@ -110,7 +110,7 @@ def event_fields(row, ts_ns, json_line, names):
 def record_fields(row, ts_ns, json_line, names):
     """What a reader must give for a record row: the LoggedConnection's fields."""
     (ts, sk, start, handshake, sent, received, _cg, _ino, packed, _ns, retrans, rtt, uid, result, direction,
-     nstates, flags, _own, who) = row
+     nstates, flags, _own, who, _drops, _slots) = row
     pid, sport, dport, saddr, daddr, comm, family = abi.IDENT_STRUCT.unpack(who)
     addr = (lambda b: str(ipaddress.ip_address(b[:4] if family == 4 else b)))
     complete = not flags & abi.R_INCOMPLETE

@@ -15,6 +15,7 @@ from ..errors import SnoopError
 from . import abi
 from .abi import C_MAX, C_RESCUED, CONN_RECORD, EVENT, FENTRY_PROGRAMS, LISTEN_KEY, OWNER_STRUCT, PROGRAMS, REQUIRED
 from .bpfobject import BpfObject
+from .dropreasons import REASON_KERNEL, drop_support
 from .libbpf import BTF_KIND_FUNC, Btf, Libbpf, fentry_works, possible_cpus
 from .perfbuf import PerfBuffer
 from .ringbuf import RingBuffer
@@ -71,6 +72,18 @@ def reset_coverage_text(mode, why=""):
                 + " and ".join(FENTRY_PROGRAMS.values()))
     return ("only those of full sockets (tcp_send_reset before Linux 6.10): resets sent to a closed port or "
             f"from timewait and request sockets are not reported; {why}")
+
+
+def drop_reasons_text(supported, rx_sk=False):
+    """One line for `socket-snoop check` and the monitor's warning: what this kernel tells of TCP drops."""
+    if not supported:
+        return (f"this kernel's kfree_skb tracepoint has no drop reason (Linux {REASON_KERNEL[0]}.{REASON_KERNEL[1]}+):"
+                " no drops are counted (no DROPS= on records, no socketsnoop_drops_total, no --drops lines, "
+                "no accept-queue-overflow warnings)")
+    if rx_sk:
+        return "counted by reason, on their connection and listener (kfree_skb with its reason and rx_sk)"
+    return ("counted by reason, on their connection where the packet carries its socket (kfree_skb's rx_sk, "
+            "Linux 6.11+, is missing: a listener's accept queue overflows are not attributed)")
 
 
 def object_bytes() -> bytes:
@@ -137,7 +150,7 @@ class Probe:
     """Loaded and attached kernel program; close() detaches it."""
 
     def __init__(self, filters, buffer="ringbuf", buffer_size=32 << 20, wakeup_bytes=64 << 10, log=None,
-                 records=True, summary_only=False, record_buffer_size=None, want_cgroup=True):
+                 records=True, summary_only=False, record_buffer_size=None, want_cgroup=True, drop_events=False):
         self.filters = filters
         self.want_cgroup = want_cgroup  # False: events carry no cgroup id (no output shows it), a few reads less
         self.buffer = buffer
@@ -169,6 +182,9 @@ class Probe:
         self.skipped = []  # tracepoints this kernel lacks
         self.resets, self.resets_why = RESETS_TRACEPOINT, ""  # how resets sent are seen (load() finds out)
         self.ncpus = 1
+        self.drop_events = drop_events  # --drops: each TCP drop as an event (else only counted)
+        self.drops = False  # the drops' program is loaded (the kernel passes kfree_skb's reason: 5.17+)
+        self.drop_rx_sk = False  # and the receiving socket (6.11+)
 
     # -- loading -------------------------------------------------------------
     def _open(self, disabled):
@@ -181,7 +197,8 @@ class Probe:
         values = {"filter_flags": f.flags(), "filter_states": f.state_mask(), "wakeup_bytes": per_cpu_mark,
                   "use_perf": self.buffer == "perf", "use_hash_storage": self.hash_storage,
                   "summary_only": self.summary_only, "no_records": not self.records,
-                  "cgroup_levels": f.cgroup_levels(), "want_cgroup": self.want_cgroup}
+                  "cgroup_levels": f.cgroup_levels(), "want_cgroup": self.want_cgroup,
+                  "drop_events": self.drop_events and self.drops, "drop_rx_sk": self.drop_rx_sk}
         obj.set_rodata({name: struct.pack(fmt, values[name]) for name, fmt in abi.RODATA.items()})
         if self.buffer == "perf":
             obj.set_autocreate(abi.MAP_EVENTS, False)  # unused: kernels before 5.8 have no ring buffer
@@ -195,6 +212,8 @@ class Probe:
         else:
             obj.set_autocreate(abi.MAP_RECORDS, False)
             obj.set_autocreate(abi.MAP_RECORDS_SPARE, False)
+        if not self.drops:
+            obj.set_autoload(*abi.DROP_PROGRAMS, False)
         for prog in disabled:  # (an object from SOCKETSNOOP_BPF_OBJECT may lack one)
             obj.set_autoload(prog, False)
         return obj
@@ -210,6 +229,9 @@ class Probe:
         if self.resets == RESETS_PARTIAL:
             self._no_fentry(self.resets_why)
         disabled = [] if self.resets == RESETS_FENTRY else list(FENTRY_PROGRAMS)
+        self.drops, self.drop_rx_sk = drop_support()
+        if not self.drops and self.drop_events:
+            self.log(f"socket-snoop: warning: --drops: {drop_reasons_text(False)}")
         while True:
             obj = self._open(disabled)
             if not disabled and not all(obj.has_program(p) for p in FENTRY_PROGRAMS):
@@ -303,6 +325,11 @@ class Probe:
             if code:
                 self.close()
                 raise SnoopError(f"socket-snoop: {msg} (tracepoint {PROGRAMS[prog]})")
+        if self.drops:
+            code, msg = self.obj.attach(*abi.DROP_PROGRAMS)
+            if code:
+                self.close()
+                raise SnoopError(f"socket-snoop: {msg} (tracepoint {abi.DROP_PROGRAMS['on_kfree_skb']})")
         if self.resets == RESETS_FENTRY:
             for prog in FENTRY_PROGRAMS:
                 code, msg = self.obj.attach(prog)
@@ -339,6 +366,32 @@ class Probe:
                 out[idx] = sum(struct.unpack(f"<{self.ncpus}Q", raw))
         return out
 
+    def drop_reasons(self):
+        """{reason value: packets} of the TCP drops counted so far (the last slot, DROP_REASONS - 1, holds
+        every larger value); {} without the drops' program."""
+        if not self.obj or not self.drops:
+            return {}
+        out = {}
+        for idx in range(abi.DROP_REASONS):
+            raw = self.obj.lookup(abi.MAP_DROP_REASONS, abi.U32_KEY.pack(idx), 8 * self.ncpus)
+            n = sum(v for (v,) in abi.U64_VALUE.iter_unpack(raw)) if raw else 0
+            if n:
+                out[idx] = n
+        return out
+
+    def listen_drops(self):
+        """{(netns, family, addr bytes, port): (drops, backlog, pid, uid, comm bytes)}: the listeners whose accept
+        queue overflowed (TCP_LISTEN_OVERFLOW) and are still open, their drops counted since they listened."""
+        if not self.obj or not self.drops:
+            return {}
+        out = {}
+        for key, value in self.obj.items(abi.MAP_LISTEN_DROPS):
+            netns, port, family, addr = LISTEN_KEY.unpack(key)
+            drops, backlog, owner = abi.LISTEN_DROPS.unpack(value)
+            pid, uid, comm = OWNER_STRUCT.unpack(owner)
+            out[(netns, family, addr, port)] = (drops, backlog, pid, uid, comm.split(b"\0", 1)[0])
+        return out
+
     @staticmethod
     def shed(counters):
         """The events shed when the reader fell behind (counted in C_LOST), by kind: {name: n}."""
@@ -354,6 +407,8 @@ class Probe:
         misses = {p: self.obj.recursion_misses(p) for p in PROGRAMS if PROGRAMS[p] not in self.skipped}
         if self.resets == RESETS_FENTRY:
             misses.update((p, self.obj.recursion_misses(p)) for p in FENTRY_PROGRAMS)
+        if self.drops:
+            misses.update((p, self.obj.recursion_misses(p)) for p in abi.DROP_PROGRAMS)
         misses["on_state_change"] = max(0, misses.get("on_state_change", 0) - counters[C_RESCUED])
         misses.pop("on_state_change_missed", None)
         return sum(misses.values())

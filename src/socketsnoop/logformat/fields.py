@@ -7,8 +7,8 @@ from ..pipeline.decode import R_CGROUP, R_IDENT, R_UID, states_of
 from ..pipeline.identity import owner_key
 from .base import STATES, Clock, IDENT_CACHE
 from .escape import comm_text
-from .jsonline import CONNECTION_KEYS, EVENT_KEYS, IDENT_KEYS, JsonFormatter
-from .words import CONNECTION_NAME, DIRECTION_NAMES, EVENT_NAMES, OWNER_NAMES, RESULT_NAMES, describe_state
+from .jsonline import CONNECTION_KEYS, DROP_KEYS, EVENT_KEYS, IDENT_KEYS, JsonFormatter
+from .words import CONNECTION_NAME, DIRECTION_NAMES, EVENT_NAMES, OWNER_NAMES, RESULT_NAMES, describe_state, drop_reasons
 
 
 class FieldsFormatter(JsonFormatter):
@@ -53,16 +53,17 @@ class FieldsFormatter(JsonFormatter):
         """[{key: value}] per connection record (abi.RECORD_ROW tuples), as json.loads of JsonFormatter's
         record_lines would give."""
         stamps, stamp, sides, side, off = self._stamps.get, self._stamp, self._sides.get, self._side, self._offset
-        return [dict(zip(CONNECTION_KEYS, (
+        return [dict(zip(CONNECTION_KEYS + DROP_KEYS, (
             stamps(ms := (ts + off) // 1_000_000) or stamp(ms), CONNECTION_NAME,
             *(v for _k, v in sides(who) or side(who)), OWNER_NAMES.get(own & 7, "current"),
             DIRECTION_NAMES.get(direction & 3), RESULT_NAMES.get(result & 7, "closed"), ns, f"0x{sk:x}", uid, sent,
             received, retrans, float(f"{rtt / 1e3:.3f}") if rtt else None,
             float(f"{handshake / 1e6:.3f}") if handshake else None,
             float(f"{(ts - start) / 1e6:.3f}") if start and not flags & 1 else None,
-            [STATES[s] for s in states_of(states, nstates)], bool(flags & 2), not flags & 1)))
+            [STATES[s] for s in states_of(states, nstates)], bool(flags & 2), not flags & 1,
+            *((drops, drop_reasons(slots)) if drops else ()))))
             for (ts, sk, start, handshake, sent, received, _cg, _ino, states, ns, retrans, rtt, uid, result, direction,
-                 nstates, flags, own, who) in rows]
+                 nstates, flags, own, who, drops, slots) in rows]
 
 
     def _owner_text(self, owner):
