@@ -144,7 +144,7 @@ class Libbpf:
         libc = ctypes.CDLL(None)
         vsnprintf = libc.vsnprintf
         vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
-        buf = ctypes.create_string_buffer(4096)
+        buf = ctypes.create_string_buffer(1 << 20)
         messages = self.messages
 
         def printer(level, fmt, args):

@@ -15,7 +15,7 @@ from ..errors import SnoopError
 from . import abi
 from .abi import C_MAX, C_RESCUED, CONN_RECORD, EVENT, FENTRY_PROGRAMS, LISTEN_KEY, OWNER_STRUCT, PROGRAMS, REQUIRED
 from .bpfobject import BpfObject
-from .dropreasons import REASON_KERNEL, drop_support
+from .dropreasons import REASON_KERNEL, drop_support, reason_names
 from .libbpf import BTF_KIND_FUNC, Btf, Libbpf, fentry_works, possible_cpus
 from .perfbuf import PerfBuffer
 from .ringbuf import RingBuffer
@@ -372,7 +372,8 @@ class Probe:
         if not self.obj or not self.drops:
             return {}
         out = {}
-        for idx in range(abi.DROP_REASONS):
+        named = max(reason_names(), default=abi.DROP_REASONS) + 1  # the values this kernel has, and the last slot
+        for idx in sorted({*range(min(named, abi.DROP_REASONS)), abi.DROP_REASONS - 1}):
             raw = self.obj.lookup(abi.MAP_DROP_REASONS, abi.U32_KEY.pack(idx), 8 * self.ncpus)
             n = sum(v for (v,) in abi.U64_VALUE.iter_unpack(raw)) if raw else 0
             if n:

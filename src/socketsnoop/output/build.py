@@ -36,7 +36,11 @@ def formatters(opts, filters, clock, warn, metrics=None):
     cgroups = CgroupTree() if names or filters.wants_cgroups() else None
     identity = Identity(cgroups, warn=warn) if names else None
     text = TextFormatter(clock, identity, opts.context)
-    return cgroups, identity, text, JsonFormatter(clock, identity) if opts.format == "json" else text
+    lines = JsonFormatter(clock, identity) if opts.format == "json" else text
+    if opts.drops:
+        for f in {id(text): text, id(lines): lines}.values():
+            f.show_drops()
+    return cgroups, identity, text, lines
 
 
 def open_sinks(opts, clock, metrics, lost_counts, warn, identity=None):
@@ -72,7 +76,8 @@ def console_sink(opts, clock, warn, fd=1):
     except OSError:
         terminal = False
     return ConsoleSink(capacity=opts.output_queue, fd=fd, warn=warn,
-                       formatter=CompactFormatter(clock) if compact else None,
+                       formatter=(CompactFormatter(clock).show_drops() if opts.drops else CompactFormatter(clock))
+                       if compact else None,
                        colour=opts.format != "json" and wants_colour(opts.color, fd), header=compact and terminal,
                        summary=not opts.no_summary)
 

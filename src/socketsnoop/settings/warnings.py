@@ -17,6 +17,8 @@ WARN_SETTINGS = {
                   "10 s (default 100)"),
     "port-exhaustion": ("port_exhaustion", int, "connects to one destination failed for want of a local port "
                         "within 60 s (default 5)"),
+    "accept-queue-overflow": ("accept_queue_overflow", int, "packets one listener dropped because its accept "
+                              "queue was full (TCP_LISTEN_OVERFLOW, Linux 6.15+) within 10 s (default 1)"),
     "interval": ("interval", float, "seconds before a lasting warning is said again (default 60)"),
 }
 WARN_HELP = ("change a warning's threshold, or turn one kind off with KIND=off (repeatable): "
@@ -55,7 +57,7 @@ WARNING_OPTIONS = (
     Option(("--warn",), LIST, WARN_HELP, type=parse_warn, metavar="KIND=VALUE", show=show_warn,
            example="close-wait-leak=120"),
     Option(("--warnings",), SWITCH, "health warnings (close-wait-leak, connect-failures, retransmits, port-scan, "
-           "syn-flood, port-exhaustion): off by default until their cost is cut (bench/README.md); --warn turns "
+           "syn-flood, port-exhaustion, accept-queue-overflow): off by default until their cost is cut (bench/README.md); --warn turns "
            "them on too"),
     Option(("--no-warnings",), SWITCH, "no health warnings, whatever --warnings or --warn say (e.g. over a config "
            "file's)"),

@@ -51,7 +51,8 @@ class MonitorParts:
         o = self.opts
         records = not o.no_summary or self.report is not None or bool(self.metrics) or self.thresholds is not None
         self.probe = Probe(self.filters, buffer=o.buffer, buffer_size=o.buffer_size, log=self.warn, records=records,
-                           summary_only=o.summary_only, want_cgroup=self.identity is not None)
+                           summary_only=o.summary_only, want_cgroup=self.identity is not None,
+                           drop_events=o.drops)
         return self.probe
 
     def start(self, p):

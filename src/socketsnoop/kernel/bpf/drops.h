@@ -68,9 +68,11 @@ static __always_inline bool tcp_packet(const struct sk_buff *skb)
 
 /*
  * The TCP socket a drop belongs to, as a full socket or a listener: the
- * socket the packet was received for (rx_sk, where the tracepoint has it),
- * else the packet's own; a request socket's listener. NULL for a timewait
- * socket (nobody owns it), none, or another protocol's.
+ * socket the packet was received for (rx_sk, where the tracepoint has it:
+ * for a handshake's packet, the listener), else the packet's own. NULL for
+ * a timewait or request socket (nobody owns the one; the other's listener
+ * is only a plain address here, which the socket storage helper refuses),
+ * none, or another protocol's.
  */
 static __always_inline const struct sock *drop_socket(const struct sock *rx_sk, const struct sk_buff *skb)
 {
@@ -80,11 +82,7 @@ static __always_inline const struct sock *drop_socket(const struct sock *rx_sk, 
 	if (!sk)
 		return NULL;
 	state = sk->__sk_common.skc_state;
-	if (state == TCP_TIME_WAIT)
-		return NULL;
-	if (state == TCP_NEW_SYN_RECV)
-		sk = sk->__sk_common.skc_listener;
-	if (!sk || sk->sk_protocol != IPPROTO_TCP)
+	if (state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV || sk->sk_protocol != IPPROTO_TCP)
 		return NULL;
 	return sk;
 }

@@ -508,8 +508,10 @@ static __always_inline int drop(void *ctx, const struct sk_buff *skb, __u32 reas
 	e.ino = reason;
 	e.skaddr = (__u64)sk;
 	if (sk && !listener) {
-		if (!fill_full_sock(&e, sk))
+		/* not fill_full_sock(): skb->sk is an RCU pointer, which bpf_skc_to_tcp_sock() refuses */
+		if (!fill_addrs(&e, &sk->__sk_common))
 			return 0;
+		e.sport = bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport)); /* (skc_num: 0 once closed) */
 	} else if (!fill_from_packet(&e, skb)) {
 		return 0;
 	}
