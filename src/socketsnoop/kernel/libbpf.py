@@ -229,12 +229,12 @@ class Btf:
         return members, t.size_or_type
 
     def enum_values(self, name):
-        """{value: member name} of enum name (32-bit values), or None if the BTF has no such enum."""
+        """{value: member name} of enum name (32-bit values, read as unsigned), or None if the BTF has no such enum."""
         tid = self.find(name, BTF_KIND_ENUM)
         if tid is None:
             return None
         t = self._type(tid, BTF_KIND_ENUM)
-        return {e.val: self._name(e.name_off) for e in self._entries(t, _BtfEnum)}
+        return {e.val & 0xFFFFFFFF: self._name(e.name_off) for e in self._entries(t, _BtfEnum)}  # (unsigned here)
 
     def section_vars(self, name):
         """{variable: (offset, size)} of a data section (.rodata, .bss...), empty if there is none."""
