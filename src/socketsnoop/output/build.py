@@ -108,4 +108,7 @@ def queued_sinks(opts, clock, warn, identity=None):
         except (OSError, ValueError) as e:  # ssl: the CA file missing or not PEM
             raise SnoopError(f"socket-snoop: --syslog-ca {o.syslog_ca}: cannot use it: "
                              f"{getattr(e, 'strerror', None) or e}", 2) from None
+    if o.drops:  # their own text lines (with --json): a drop's message ends with its reason too
+        for sink in out:
+            sink.text.show_drops()
     return out
