@@ -146,6 +146,10 @@ def test_nftables_drops_are_on_the_connections_record(tmp_path, fmt):
     else:
         assert '"drop_reasons":{"NETFILTER_DROP":' in lines[0]
     assert not [line for line in mon.lines() if "Packet Drop" in line or '"drop"' in line]
+    report = subprocess.run([sys.executable, "-m", "socketsnoop", "report", str(mon.log)], capture_output=True,
+                            text=True, timeout=60).stdout
+    assert re.search(rf"packets dropped: {entry.drops} on 1 connections \(their most frequent reason: "
+                     r"NETFILTER_DROP 1\)", report), report
     print(lines[0])
 
 
