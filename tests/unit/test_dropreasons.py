@@ -45,3 +45,29 @@ def test_a_record_line_names_its_most_frequent_reason():
     row = make_record_row(drop_slots=((names["NO_SOCKET"], 2), (names["NETFILTER_DROP"], 5), (65000, 1)))
     assert row[R_DROPS] == 8
     assert drop_words(row[R_DROPS], row[R_DROP_SLOTS]) == " DROPS=8 DROP_REASON=NETFILTER_DROP"
+
+
+def test_drop_events_carry_their_reason_in_every_form():
+    """--drops: the text and JSON lines, and the journal's and syslog's fields (dicts, or encoded), end with the
+    reason's name; a value the kernel does not name is its number."""
+    from socketsnoop.kernel.abi import EV_DROP
+    from socketsnoop.logformat.base import Clock
+    from socketsnoop.logformat.fields import FieldsEncoder, FieldsFormatter
+    from socketsnoop.logformat.jsonline import JsonFormatter
+    from socketsnoop.logformat.text import TextFormatter
+    from socketsnoop.pipeline.decode import make_row
+    value = next((v for v, n in dropreasons.reason_names().items() if n == "NO_SOCKET"), None)
+    if value is None:
+        pytest.skip("this kernel names no NO_SOCKET")
+    rows = [make_row(type=EV_DROP, ino=value, pid=0, sport=80, dport=5000), make_row(type=EV_DROP, ino=65000),
+            make_row(type=1, ino=value)]
+    text = TextFormatter(Clock()).show_drops().lines(rows)
+    assert text[0].endswith(" REASON=NO_SOCKET\n") and text[1].endswith(" REASON=65000\n")
+    assert "Packet Drop: SRC=" in text[0] and "REASON" not in text[2]
+    js = JsonFormatter(Clock()).show_drops().lines(rows)
+    assert js[0].endswith(',"reason":"NO_SOCKET"}\n') and '"event":"drop"' in js[0] and "reason" not in js[2]
+    fields = FieldsFormatter(Clock()).show_drops().fields(rows)
+    assert fields[0]["event"] == "drop" and fields[0]["reason"] == "NO_SOCKET" and "reason" not in fields[2]
+    encoded = FieldsEncoder(Clock(), lambda k, v: f"{k}={v}".encode(), b"\n").show_drops().encode(rows)
+    assert encoded[0][2].endswith(b"\nreason=NO_SOCKET") and b"reason" not in encoded[2][2]
+    assert TextFormatter(Clock()).lines(rows)[0].endswith("STATE=No Socket\n")  # without --drops: as any line

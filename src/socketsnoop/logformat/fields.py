@@ -2,8 +2,11 @@
 fields (FieldsEncoder: the journal's NAME=value fields, syslog's SD-PARAMs): the same keys, in the same order,
 with the same values as jsonline.JsonFormatter's lines, without making a line to parse it again."""
 
-from ..kernel.abi import IDENT_STRUCT
-from ..pipeline.decode import R_CGROUP, R_IDENT, R_UID, states_of
+from operator import itemgetter
+
+from ..kernel.abi import EV_DROP, IDENT_STRUCT
+from ..kernel.dropreasons import reason_name
+from ..pipeline.decode import INO, R_CGROUP, R_IDENT, R_UID, TYPE, states_of
 from ..pipeline.identity import owner_key
 from .base import STATES, Clock, IDENT_CACHE
 from .escape import comm_text
@@ -27,6 +30,22 @@ class FieldsFormatter(JsonFormatter):
         self.owner_names = [OWNER_NAMES.get(n, "current") for n in range(256)]
         self.old_names = [None] + STATES[1:]
         self.descriptions = [describe_state(n) for n in range(256)]
+
+    def show_drops(self):
+        """--drops: a drop event's fields end with its "reason", as the JSON line does (JsonFormatter's lines too)."""
+        JsonFormatter.show_drops(self)
+        plain = self.fields
+
+        def fields(rows):
+            out = plain(rows)
+            if EV_DROP in map(_type, rows):
+                for d, row in zip(out, rows):
+                    if row[TYPE] == EV_DROP:
+                        d["reason"] = reason_name(row[INO])
+            return out
+
+        self.fields = fields
+        return self
 
     def _side(self, ident):
         sides = self._sides
@@ -102,6 +121,7 @@ class FieldsFormatter(JsonFormatter):
 
 
 _AFTER_UID = CONNECTION_KEYS.index("uid") + 1
+_type = itemgetter(TYPE)
 
 
 class FieldsEncoder(FieldsFormatter):
@@ -144,6 +164,22 @@ class FieldsEncoder(FieldsFormatter):
             self.e_netns.clear()
         b = self.e_netns[ns] = self.piece("netns", ns)
         return b
+
+    def show_drops(self):
+        """--drops: a drop event's fields end with its reason (a pass over each batch, made only then)."""
+        plain = self.encode
+
+        def encode(rows):
+            out = plain(rows)
+            if EV_DROP in map(_type, rows):
+                for i, row in enumerate(rows):
+                    if row[TYPE] == EV_DROP:
+                        typ, text, body = out[i]
+                        out[i] = (typ, text, body + self.piece("reason", reason_name(row[INO])))
+            return out
+
+        self.encode = encode
+        return self
 
     def encode(self, rows):
         stamps, stamp, off = self._stamps.get, self._stamp, self._offset

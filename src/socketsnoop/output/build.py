@@ -111,4 +111,6 @@ def queued_sinks(opts, clock, warn, identity=None):
     if o.drops:  # their own text lines (with --json): a drop's message ends with its reason too
         for sink in out:
             sink.text.show_drops()
+            sink.fields.show_drops()
+            sink.encoder.show_drops()
     return out
