@@ -162,7 +162,7 @@ class Probe:
         # ring's pages are all mapped at start, hence resident: they count in full in the monitor's RSS)
         self.buffer_size = 1 << 16 if records_only else size
         self.spare_size = max(self.buffer_size // 8, 1 << 16)  # the spare ring: rare events, and rescue
-        # connection records: one per connection against ~5 events, each 168 bytes against 104; 2 records
+        # connection records: one per connection against ~5 events, each 184 bytes against 120; 2 records
         # against 6 events per connection when a burst of them close at once, 1 against 2 for a refused
         # connect. The overload policy (a reader behind sheds event lines first, never a record) needs the
         # records' ring to fill last whatever the mix: as large as the events' ring
