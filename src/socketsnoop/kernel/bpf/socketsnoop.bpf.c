@@ -529,6 +529,7 @@ static __always_inline int drop(void *ctx, const struct sk_buff *skb, __u32 reas
 	if (e.owner == SS_OWNER_CURRENT) /* fill_listener_owner's fallback: not the owner here */
 		e.owner = SS_OWNER_NONE, e.pid = 0, e.uid = 0, __builtin_memset(e.comm, 0, SS_COMM_LEN);
 	fill_cgroup(&e, sk);
+	count(SS_C_SEEN); /* an event made: seen, then sent, filtered or lost as any other */
 	cs = enter();
 	emit(ctx, &e, cs);
 	leave(cs);

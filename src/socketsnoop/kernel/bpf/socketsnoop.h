@@ -54,7 +54,7 @@ enum ss_owner {
 
 /* counters (a per-CPU array, index -> __u64) */
 enum ss_counter {
-	SS_C_SEEN = 0,		/* tracepoint hits that are TCP */
+	SS_C_SEEN = 0,		/* tracepoint hits that are TCP (of kfree_skb: the drops made events, --drops) */
 	SS_C_FILTERED = 1,	/* dropped in the kernel by a filter (or as unspecified) */
 	SS_C_SENT = 2,		/* written to the buffer */
 	SS_C_LOST = 3,		/* buffer full: not written */
