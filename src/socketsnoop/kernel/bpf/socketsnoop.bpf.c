@@ -526,8 +526,12 @@ static __always_inline int drop(void *ctx, const struct sk_buff *skb, __u32 reas
 	} else if (skb->dev) {
 		e.netns = skb->dev->nd_net.net->ns.inum;
 	}
-	if (e.owner == SS_OWNER_CURRENT) /* fill_listener_owner's fallback: not the owner here */
-		e.owner = SS_OWNER_NONE, e.pid = 0, e.uid = 0, __builtin_memset(e.comm, 0, SS_COMM_LEN);
+	if (e.owner == SS_OWNER_CURRENT) { /* fill_listener_owner's fallback, the interrupted task: not the owner */
+		e.owner = SS_OWNER_NONE;
+		e.pid = 0;
+		e.uid = 0;
+		__builtin_memset(e.comm, 0, SS_COMM_LEN);
+	}
 	fill_cgroup(&e, sk);
 	count(SS_C_SEEN); /* an event made: seen, then sent, filtered or lost as any other */
 	cs = enter();
