@@ -11,11 +11,10 @@ import platform
 
 from ..errors import SnoopError
 from ..kernel.abi import MAX_SOCKETS_HASH, PROGRAMS, REQUIRED
-from ..kernel.dropreasons import drop_support
+from ..kernel.dropreasons import drop_reasons_text, drop_support
 from ..kernel.libbpf import Libbpf, ringbuf_works
 from ..kernel.loader import (BTF_PATH, RESETS_FENTRY, RESETS_PARTIAL, RESETS_TRACEPOINT, Probe, architecture_problem,
-                              drop_reasons_text, effective_caps, has_bpf_caps, kernel_version, reset_coverage,
-                              reset_coverage_text)
+                              effective_caps, has_bpf_caps, kernel_version, reset_coverage, reset_coverage_text)
 from ..pipeline.identity import CgroupTree, cgroup2_mount
 from ..output.sinks import insecure_dir
 from ..settings.monitor import CONFIG, RunSettings, filters_from, options_from_config

@@ -4,6 +4,7 @@ this kernel lets the drops' program see (the reason since Linux 5.17, the receiv
 
 import functools
 
+from . import abi
 from .libbpf import Btf
 
 ENUM = "skb_drop_reason"
@@ -39,3 +40,41 @@ def drop_support():
         args = btf.tracepoint_args("kfree_skb")
     args = args or 0
     return args >= DROP_TP_REASON_ARGS, args >= DROP_TP_RX_SK_ARGS
+
+
+def drop_reasons_text(supported, rx_sk=False):
+    """One line for `socket-snoop check` and the monitor's warning: what this kernel tells of TCP drops."""
+    if not supported:
+        return (f"this kernel's kfree_skb tracepoint has no drop reason (Linux {REASON_KERNEL[0]}.{REASON_KERNEL[1]}+):"
+                " no drops are counted (no DROPS= on records, no socketsnoop_drops_total, no --drops lines, "
+                "no accept-queue-overflow warnings)")
+    if rx_sk:
+        return "counted by reason, on their connection and listener (kfree_skb with its reason and rx_sk)"
+    return ("counted by reason, on their connection where the packet carries its socket (kfree_skb's rx_sk, "
+            "Linux 6.11+, is missing: a listener's accept queue overflows are not attributed)")
+
+
+def read_drop_reasons(obj, ncpus):
+    """{reason value: packets} of an open object's per-CPU counts (drop_reasons): the values this kernel names,
+    and the last slot (every larger value)."""
+    named = max(reason_names(), default=abi.DROP_REASONS) + 1
+    out = {}
+    for idx in sorted({*range(min(named, abi.DROP_REASONS)), abi.DROP_REASONS - 1}):
+        raw = obj.lookup(abi.MAP_DROP_REASONS, abi.U32_KEY.pack(idx), 8 * ncpus)
+        n = sum(v for (v,) in abi.U64_VALUE.iter_unpack(raw)) if raw else 0
+        if n:
+            out[idx] = n
+    return out
+
+
+def read_listen_drops(obj):
+    """{(netns, family, addr bytes, port): (drops, backlog, pid, uid, comm bytes)} of an open object's
+    listen_drops: the listeners whose accept queue overflowed (TCP_LISTEN_OVERFLOW), still open, their drops
+    counted since they listened."""
+    out = {}
+    for key, value in obj.items(abi.MAP_LISTEN_DROPS):
+        netns, port, family, addr = abi.LISTEN_KEY.unpack(key)
+        drops, backlog, owner = abi.LISTEN_DROPS.unpack(value)
+        pid, uid, comm = abi.OWNER_STRUCT.unpack(owner)
+        out[(netns, family, addr, port)] = (drops, backlog, pid, uid, comm.split(b"\0", 1)[0])
+    return out

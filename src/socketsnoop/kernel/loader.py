@@ -15,7 +15,7 @@ from ..errors import SnoopError
 from . import abi
 from .abi import C_MAX, C_RESCUED, CONN_RECORD, EVENT, FENTRY_PROGRAMS, LISTEN_KEY, OWNER_STRUCT, PROGRAMS, REQUIRED
 from .bpfobject import BpfObject
-from .dropreasons import REASON_KERNEL, drop_support, reason_names
+from .dropreasons import drop_reasons_text, drop_support, read_drop_reasons, read_listen_drops
 from .libbpf import BTF_KIND_FUNC, Btf, Libbpf, fentry_works, possible_cpus
 from .perfbuf import PerfBuffer
 from .ringbuf import RingBuffer
@@ -72,18 +72,6 @@ def reset_coverage_text(mode, why=""):
                 + " and ".join(FENTRY_PROGRAMS.values()))
     return ("only those of full sockets (tcp_send_reset before Linux 6.10): resets sent to a closed port or "
             f"from timewait and request sockets are not reported; {why}")
-
-
-def drop_reasons_text(supported, rx_sk=False):
-    """One line for `socket-snoop check` and the monitor's warning: what this kernel tells of TCP drops."""
-    if not supported:
-        return (f"this kernel's kfree_skb tracepoint has no drop reason (Linux {REASON_KERNEL[0]}.{REASON_KERNEL[1]}+):"
-                " no drops are counted (no DROPS= on records, no socketsnoop_drops_total, no --drops lines, "
-                "no accept-queue-overflow warnings)")
-    if rx_sk:
-        return "counted by reason, on their connection and listener (kfree_skb with its reason and rx_sk)"
-    return ("counted by reason, on their connection where the packet carries its socket (kfree_skb's rx_sk, "
-            "Linux 6.11+, is missing: a listener's accept queue overflows are not attributed)")
 
 
 def object_bytes() -> bytes:
@@ -367,31 +355,12 @@ class Probe:
         return out
 
     def drop_reasons(self):
-        """{reason value: packets} of the TCP drops counted so far (the last slot, DROP_REASONS - 1, holds
-        every larger value); {} without the drops' program."""
-        if not self.obj or not self.drops:
-            return {}
-        out = {}
-        named = max(reason_names(), default=abi.DROP_REASONS) + 1  # the values this kernel has, and the last slot
-        for idx in sorted({*range(min(named, abi.DROP_REASONS)), abi.DROP_REASONS - 1}):
-            raw = self.obj.lookup(abi.MAP_DROP_REASONS, abi.U32_KEY.pack(idx), 8 * self.ncpus)
-            n = sum(v for (v,) in abi.U64_VALUE.iter_unpack(raw)) if raw else 0
-            if n:
-                out[idx] = n
-        return out
+        """{reason value: packets} of the TCP drops counted so far; {} without the drops' program."""
+        return read_drop_reasons(self.obj, self.ncpus) if self.obj and self.drops else {}
 
     def listen_drops(self):
-        """{(netns, family, addr bytes, port): (drops, backlog, pid, uid, comm bytes)}: the listeners whose accept
-        queue overflowed (TCP_LISTEN_OVERFLOW) and are still open, their drops counted since they listened."""
-        if not self.obj or not self.drops:
-            return {}
-        out = {}
-        for key, value in self.obj.items(abi.MAP_LISTEN_DROPS):
-            netns, port, family, addr = LISTEN_KEY.unpack(key)
-            drops, backlog, owner = abi.LISTEN_DROPS.unpack(value)
-            pid, uid, comm = OWNER_STRUCT.unpack(owner)
-            out[(netns, family, addr, port)] = (drops, backlog, pid, uid, comm.split(b"\0", 1)[0])
-        return out
+        """The listeners whose accept queue overflowed, still open (dropreasons.read_listen_drops)."""
+        return read_listen_drops(self.obj) if self.obj and self.drops else {}
 
     @staticmethod
     def shed(counters):
