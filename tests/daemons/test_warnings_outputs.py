@@ -47,7 +47,7 @@ def test_warnings_reach_every_output(tmp_path):
     with private_netns() as ns, journald() as j, rsyslogd(tmp_path) as r:
         inode = sh("ip", "netns", "exec", ns, "stat", "-L", "-c", "%i", "/proc/self/ns/net").stdout.strip()
         mon = Monitor(tmp_path, "--json", "--journal-socket", j.socket, "--syslog", r.url("udp"), "--metrics",
-                      str(mport), "--warn", "port-scan=20", "--warn", "connect-failures=3").start()
+                      str(mport), "--warn", "port-scan=20", "--warn", "connect-failures=3", warnings=True).start()
         try:
             p = spawn(PROBE, netns=ns, comm=HOSTILE, first=first)
             assert p.communicate(timeout=30)[0].strip() == "done"

@@ -364,3 +364,22 @@ def test_screen_in_tmux_shows_what_the_test_made_and_q_leaves_the_terminal_clean
         assert "host:" not in text and "PID COMM" not in text, text  # the alternate screen is gone
         mode = sh("tmux", "display-message", "-p", "-t", tmux.name, "#{alternate_on} #{cursor_flag}").stdout.split()
         assert mode == ["0", "1"], mode  # out of the alternate screen, the cursor shown
+
+
+def test_a_destination_refusing_connects_marks_its_process_row():
+    """12 connects to a closed port (connect-failures: 10 refused within 60 s, the monitor's default): the
+    dialing process's row is marked with the warning, the snapshot names it, with the refusals."""
+    port = free_port()
+    top = Top("--json", "--interval", "1", "-P", str(port))
+    try:
+        assert done(client(port, "ss-topdial", count=12)).count("error 111") == 12
+
+        def warned(doc):
+            rows = {r["key"]["comm"]: r for r in doc["rows"]}
+            return "connect-failures" in rows.get("ss-topdial", {}).get("warnings", ())
+        doc = top.wait_for(warned)
+    finally:
+        top.stop()
+    (w,) = [w for w in doc["warnings"] if w["comm"] == "ss-topdial"]
+    assert w["kind"] == "connect-failures" and (w["dst"], w["dport"]) == ("127.0.0.1", port)
+    assert w["refused"] == 12 and doc["warnings_line"].startswith("warnings: connect-failures 127.0.0.1:")

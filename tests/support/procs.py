@@ -21,7 +21,7 @@ class Monitor:
         self.log = tmp_path / log_name
         quiet = [] if summary or {"--summary-only", "--failed", "--no-summary"} & set(args) else ["--no-summary"]
         log = [] if "--no-log-file" in args else ["--log-file", str(self.log)]
-        calm = ["--warnings"] if warnings else []  # off unless asked for (a test that counts lines leaves them out)
+        calm = [] if warnings else ["--no-warnings"]  # on by default: a test that counts lines leaves them out
         self.args = [sys.executable, "-m", "socketsnoop", *log, *quiet, *calm, *args]
         self.ready_timeout = ready_timeout
         self.proc = None

@@ -7,12 +7,15 @@ import socket
 import time
 
 import pytest
+from socketsnoop.settings.monitor import monitor_options
 from socketsnoop.settings.warnings import parse_warn, thresholds_from
 from socketsnoop.errors import SnoopError
 from socketsnoop.kernel.abi import EV_RESET_SENT, EV_STATE, OWNER_NONE, RESULT_REFUSED
 from socketsnoop.pipeline.decode import make_record_row, make_row
 from socketsnoop.pipeline.health import ACTIVE, CLEARED, Health, Thresholds
+from socketsnoop.pipeline.health import traffic
 from socketsnoop.pipeline.health.alerts import MAX_KEYS
+from socketsnoop.pipeline.rings import Rows
 
 S = 1_000_000_000
 LOCAL = bytes([127, 0, 0, 1]) + bytes(12)
@@ -101,8 +104,21 @@ def test_warn_option_values():
         with pytest.raises(SnoopError) as e:
             parse_warn(bad)
         assert e.value.args[0].count("\n") == 0 and "--warn" in e.value.args[0]
-    opts = type("Opts", (), {"warn": [("port_scan", None), ("interval", 5.0)], "no_warnings": False, "warnings": False})
+    opts = type("Opts", (), {"warn": [("port_scan", None), ("interval", 5.0)], "no_warnings": False,
+                             "summary_only": False})
     assert thresholds_from(opts) == Thresholds(port_scan=None, interval=5.0)
+
+
+def test_warnings_are_on_by_default_and_off_with_no_warnings():
+    """No option: every kind at its default threshold; --no-warnings: none; --summary-only (the kernel sends no
+    events): only the kinds the connection records make."""
+    assert thresholds_from(monitor_options([])) == Thresholds()
+    assert thresholds_from(monitor_options(["--no-warnings"])) is None
+    assert thresholds_from(monitor_options(["--no-warnings", "--warn", "port-scan=3"])) is None
+    only = thresholds_from(monitor_options(["--summary-only", "--warn", "connect-failures=3"]))
+    assert only == Thresholds(connect_failures=3, close_wait_leak=None, port_scan=None, syn_flood=None)
+    assert [k.kind for k in Health(only).kinds] == ["connect-failures", "retransmits", "port-exhaustion"]
+    assert thresholds_from(monitor_options(["--failed"])).close_wait_leak is None
 
 
 def test_resets_from_the_ephemeral_range_are_no_scan():
@@ -118,3 +134,51 @@ def test_resets_from_the_ephemeral_range_are_no_scan():
                        daddr=LOCAL) for p in range(1000, 1100)]
     h.events(probes)
     assert [w.kind for w in h.tick(S + 1) if w.status == ACTIVE] == ["port-scan"]
+
+
+def test_close_wait_followed_by_the_order_of_moves_within_a_batch():
+    """Only a socket whose last move in a batch was into CLOSE_WAIT is followed, from that entry: in and out
+    (LAST_ACK) within a batch is no leak; an address reused within the batch (in, out, in again) is followed
+    from its last entry; one followed that leaves and comes back is followed anew."""
+    h = Health(Thresholds(close_wait_leak=1))
+    kind = h.kinds[0]
+    h.events([close_wait(1, 1), close_wait(2, 2), close_wait(3, 1, old=8, new=9)])  # 1 in and out, 2 stays
+    assert list(kind.open) == [2] and kind.open[2][0] == 2
+    h.events([close_wait(4, 3), close_wait(5, 3, old=8, new=9), close_wait(6, 3)])  # 3: in, out, in again
+    assert sorted(kind.open) == [2, 3] and kind.open[3][0] == 6
+    h.events([close_wait(7, 2, old=8, new=9), close_wait(8, 2)])  # 2 followed: out, and in again
+    assert sorted(kind.open) == [2, 3] and kind.open[2][0] == 8
+    h.events([close_wait(9, 2, old=8, new=9), close_wait(9, 3, old=8, new=9)])  # both closed
+    assert kind.open == {}
+
+
+def test_new_states_given_with_the_rows_are_used_and_checked():
+    """Rows read from a ring carry their new states (pipeline/rings.py's Rows): the stage takes them as they are
+    (states that say otherwise than the rows are believed: they are the ring's bytes); rows whose count differs
+    (some dropped since) get theirs made again."""
+    def fed(news):
+        h = Health(Thresholds(close_wait_leak=1))
+        rows = Rows([close_wait(0, 1)])
+        rows.news = news
+        h.events(rows)
+        return list(h.kinds[0].open)
+    assert fed(bytes([8])) == [1] and fed(bytes([1])) == [] and fed(bytes([1, 1])) == [1]
+
+
+@pytest.mark.parametrize("few", [16, 0])
+def test_retransmits_count_the_healthy_connections_to_a_host_followed(monkeypatch, few):
+    """A host whose connections retransmit is followed, and its healthy connections count in its share: 20
+    retransmissions over 100 healthy connections of 10 segments are no warning; the same over one connection of
+    about 100 segments are one (per host, summed at C speed; with many hosts, record by record: the same)."""
+    monkeypatch.setattr(traffic, "FEW_HOSTS", few)
+    a, b = bytes([10, 0, 0, 1]) + bytes(12), bytes([10, 0, 0, 2]) + bytes(12)
+    h = Health(Thresholds(retransmits=5))
+    h.records([make_record_row(ts_ns=S, skaddr=1, retransmits=20, bytes_sent=1448 * 10, daddr=a, comm=b"lossy"),
+               make_record_row(ts_ns=S, skaddr=2, retransmits=20, bytes_sent=1448 * 80, daddr=b, comm=b"lossy")])
+    h.records([make_record_row(ts_ns=S, skaddr=10 + i, bytes_sent=1448 * 10, daddr=a) for i in range(100)]
+              + [make_record_row(ts_ns=S, skaddr=200, bytes_sent=1448 * 10, daddr=LOCAL)])
+    ws = [w for w in h.tick(2 * S) if w.kind == "retransmits"]
+    assert [dict(w.fields)["dst"] for w in ws] == ["10.0.0.2"]
+    kind = next(k for k in h.kinds if k.kind == "retransmits")
+    sums = {key[2][:4]: w.sums(2 * S) for key, (w, _p) in kind.hosts.items()}
+    assert sums == {a[:4]: [20, 20 + 12 + 100 * 12, 101], b[:4]: [20, 20 + 82, 1]}

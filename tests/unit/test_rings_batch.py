@@ -70,3 +70,18 @@ def test_held_records_keep_their_order_with_new_ones(monkeypatch):
     monkeypatch.setattr(rings, "READ_BYTES", 2 * (EVENT.size + 8))
     assert [times(x) for x in reader.read()] == [[10, 20], []]
     assert [times(x) for x in reader.read()] == [[30], [25, 28]]
+
+
+def test_events_read_from_one_ring_carry_their_new_states():
+    """The rows of one ring's read carry their new states as bytes, taken from the bytes read (what the health
+    warnings test); those merged with a spare's are a plain list (the health stage then makes them itself)."""
+    ev, ev_spare = RingFile(1 << 16, EVENT.size), RingFile(1 << 16, EVENT.size)
+    states = [1, 8, 9, 12, 0, 7]
+    for i, st in enumerate(states):
+        ev.put(ROW.pack(*make_row(ts_ns=i, oldstate=3, newstate=st, pid=i, comm=b"e")))
+    rows = rings._merged(rings.RECORD, ev.ring, ev_spare.ring)
+    assert rows.news == bytes(states) == bytes(r[6] for r in rows)
+    ev.put(ROW.pack(*make_row(ts_ns=10, newstate=4)))
+    ev_spare.put(ROW.pack(*make_row(ts_ns=5, newstate=5)))
+    merged = rings._merged(rings.RECORD, ev.ring, ev_spare.ring)
+    assert times(merged) == [5, 10] and not hasattr(merged, "news")

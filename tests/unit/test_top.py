@@ -6,13 +6,16 @@ import subprocess
 import sys
 
 from socketsnoop.commands.top.columns import GROUPINGS, Names, fit, percentile, rollup, sort_rows, table_lines, totals
+from socketsnoop.commands.top.snapshot import Snapshot, document, header_lines
 from socketsnoop.commands.top.tally import Tally
+from socketsnoop.pipeline.health import RECORD_KINDS, Health
 from socketsnoop.kernel.abi import DIR_IN, DIR_OUT, RESULT_CLOSED, RESULT_REFUSED, RESULT_RESET_SENT, RESULT_TIMEOUT
 from socketsnoop.pipeline.decode import make_record_row, make_row
 
 LO = bytes([127, 0, 0, 1]).ljust(16, b"\0")
 PEER = bytes([10, 0, 0, 9]).ljust(16, b"\0")
 SYN_SENT, SYN_RECV = 2, 3
+S = 1_000_000_000
 
 
 def opening(sk, ts, pid=10, comm=b"curl", dport=443, daddr=PEER, state=SYN_SENT, sport=0, saddr=LO):
@@ -127,3 +130,34 @@ def test_a_connection_whose_record_was_filtered_out_is_no_longer_open():
     t.opens([opening(1, 1), opening(2, 2)])
     t.forget({1})
     assert rows_of(t)["10 curl"]["active"] == 1
+
+
+def test_a_warning_in_force_marks_its_rows_and_names_itself_under_the_header():
+    """12 connects of one process refused by 10.0.0.9:443 (connect-failures: 10 in 60 s, the monitor's
+    default), another process's healthy ones: the failing process's row, its remote host and its service are
+    marked ("warnings", '!' before the label), the others not; the header's line names the warning; once the
+    failures are older than the window, the marks and the line are gone."""
+    t, health = Tally(), Health(RECORD_KINDS)
+    rows = [record(i, S, result=RESULT_REFUSED, pid=10, comm=b"curl") for i in range(12)]
+    rows += [record(100 + i, S, pid=11, comm=b"wget", daddr=LO, dport=80) for i in range(3)]
+    t.records(rows)
+    health.records(rows)
+    health.tick(2 * S)
+    interval, active = t.take(0)
+    snap = Snapshot(interval, active, 2.0, 0.0, 0, 0, 0.0, tuple(health.active()))
+    docs = {by: document(snap, 0, by, "opened", False, Names(None)) for by in ("process", "remote", "service")}
+    marked = {by: {r["label"]: r["warnings"] for r in d["rows"]} for by, d in docs.items()}
+    assert marked == {"process": {"10 curl": ["connect-failures"], "11 wget": []},
+                      "remote": {"10.0.0.9": ["connect-failures"], "127.0.0.1": []},
+                      "service": {"10.0.0.9:443": ["connect-failures"], "127.0.0.1:80": []}}
+    doc = docs["process"]
+    assert doc["warnings"][0]["kind"] == "connect-failures" and doc["warnings"][0]["refused"] == 12
+    assert json.loads(json.dumps(doc)) == doc
+    head = header_lines(doc)
+    assert head[3] == "warnings: connect-failures 10.0.0.9:443 (10 curl)"
+    text = table_lines(doc["rows"], 120, "opened", GROUPINGS["process"].title)
+    assert sorted(line.split()[:3] for line in text[1:]) == [["!", "10", "curl"], ["11", "wget", "0.00"]]
+    health.tick(70 * S)  # the window (60 s) past: cleared
+    snap = snap._replace(warnings=tuple(health.active()))
+    doc = document(snap, 0, "process", "opened", False, Names(None))
+    assert all(r["warnings"] == [] for r in doc["rows"]) and len(header_lines(doc)) == 3

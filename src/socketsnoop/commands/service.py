@@ -102,7 +102,8 @@ After=local-fs.target
 [Service]
 Type=simple
 # -q: console lines would only copy the log into the journal; --no-report: the exit report
-# (up to --max-tracked connections) would flood the journal on every stop
+# (up to --max-tracked connections) would flood the journal on every stop. Health warnings are on
+# (the default; journalctl SOCKETSNOOP_WARNING=KIND): config keys warn = ["close-wait-leak=120"], no-warnings = true
 ExecStart={exec_start}
 ExecReload=/bin/kill -HUP $MAINPID
 {env}# what this unit allows, for the monitor to say at start what a changed config asks for beyond it

@@ -5,6 +5,7 @@ older than them may still be unread, so that the outputs can write both in time 
 import time
 from bisect import bisect_right
 from operator import itemgetter
+from struct import calcsize
 
 from ..kernel.abi import RECORD, RECORD_RECORD, ROW
 from .decode import TS, merge_by_time
@@ -80,11 +81,25 @@ class RingReader:
         return records[:cut]
 
 
+class Rows(list):
+    """A ring's rows, as read, with their new states (bytes: one a row, in order) taken from the bytes read
+    at C speed (the health warnings test them; pipeline/health). A list made from it is a plain list."""
+
+    __slots__ = ("news",)
+
+
+_NEWSTATE_AT = calcsize("<8xQQQIBB")  # in a ring's record of struct event: the newstate byte
+
+
 def _merged(struct, main, spare):
     """The rows ready in a ring and its spare (rows made inside another of our programs), merged by time."""
     blob = main.read(READ_BYTES)
     extra = spare.read(READ_BYTES)
+    if not extra:
+        if struct is not RECORD or not blob:
+            return list(struct.iter_unpack(blob)) if blob else []
+        rows = Rows(struct.iter_unpack(blob))
+        rows.news = blob[_NEWSTATE_AT::struct.size]
+        return rows
     rows = list(struct.iter_unpack(blob)) if blob else []
-    if extra:
-        rows = merge_by_time(rows, list(struct.iter_unpack(extra)))
-    return rows
+    return merge_by_time(rows, list(struct.iter_unpack(extra)))

@@ -1,6 +1,6 @@
-"""The health warnings' options (pipeline/health): --warn KIND=VALUE (repeatable) and --no-warnings, declared
-as Option records for the monitor's parser and the config file (keys "warn", a list of "KIND=VALUE",
-and "no-warnings"), and the Thresholds the monitor runs with."""
+"""The health warnings' options (pipeline/health): on by default; --warn KIND=VALUE (repeatable) and
+--no-warnings, declared as Option records for the monitor's parser and the config file (keys "warn", a list of
+"KIND=VALUE", and "no-warnings"), and the Thresholds the monitor runs with."""
 
 from ..errors import SnoopError
 from ..pipeline.health import Thresholds
@@ -56,17 +56,22 @@ def show_warn(value):
 WARNING_OPTIONS = (
     Option(("--warn",), LIST, WARN_HELP, type=parse_warn, metavar="KIND=VALUE", show=show_warn,
            example="close-wait-leak=120"),
-    Option(("--warnings",), SWITCH, "health warnings (close-wait-leak, connect-failures, retransmits, port-scan, "
-           "syn-flood, port-exhaustion, accept-queue-overflow): off by default until their cost is cut (bench/README.md); --warn turns "
-           "them on too"),
-    Option(("--no-warnings",), SWITCH, "no health warnings, whatever --warnings or --warn say (e.g. over a config "
-           "file's)"),
+    Option(("--no-warnings",), SWITCH, "no health warnings (close-wait-leak, connect-failures, retransmits, "
+           "port-scan, syn-flood, port-exhaustion, accept-queue-overflow: on by default); with --summary-only the "
+           "kernel sends no events, so only those from the connection records (connect-failures, retransmits, "
+           "port-exhaustion) and the kernel's counts (accept-queue-overflow) are on"),
 )
+
+# the kinds made from events: with --summary-only (or --failed) the kernel sends none, only connection records
+EVENT_KINDS = ("close_wait_leak", "port_scan", "syn_flood")
 
 
 def thresholds_from(opts):
-    """The Thresholds the options ask for, or None: --no-warnings, or neither --warnings nor --warn. Off by
-    default: at full churn the stage cost the workload about a tenth of its rate (bench/README.md)."""
-    if opts.no_warnings or not (opts.warnings or opts.warn):
+    """The Thresholds the options ask for, or None (--no-warnings). On by default; with --summary-only only
+    the kinds the connection records make (the others' events never leave the kernel)."""
+    if opts.no_warnings:
         return None
-    return Thresholds()._replace(**dict(opts.warn or ()))
+    thresholds = Thresholds()._replace(**dict(opts.warn or ()))
+    if opts.summary_only:
+        thresholds = thresholds._replace(**dict.fromkeys(EVENT_KINDS))
+    return thresholds

@@ -169,8 +169,8 @@ def percentile(values, p):
     return values[max(0, math.ceil(p * len(values)) - 1)]
 
 
-def _row(grouping, key, label, counts, active, handshakes, rtts, seconds):
-    row = {"group": grouping, "key": key, "label": label}
+def _row(grouping, key, label, counts, active, handshakes, rtts, seconds, warnings=()):
+    row = {"group": grouping, "key": key, "label": label, "warnings": sorted(warnings)}
     row.update((name, counts[i]) for name, i in _COUNT_KEYS)
     row["opened_per_s"] = round(counts[OPENED] / seconds, 3) if seconds > 0 else 0.0
     row["active"] = active
@@ -181,8 +181,9 @@ def _row(grouping, key, label, counts, active, handshakes, rtts, seconds):
     return row
 
 
-def rollup(interval, active, by, names, seconds):
-    """The rows of an interval (tally.Interval) and the open connections ({flow: n}), grouped by `by`."""
+def rollup(interval, active, by, names, seconds, warned=None):
+    """The rows of an interval (tally.Interval) and the open connections ({flow: n}), grouped by `by`;
+    warned: {a group's key: the kinds of the health warnings in force about it} (warned.marks())."""
     of = GROUPINGS[by].of
     groups = {}  # key -> [JSON key, label, counts, active, handshakes (ms), RTTs (ms)]
     seen = {}  # flow -> its group
@@ -205,7 +206,8 @@ def rollup(interval, active, by, names, seconds):
     for table, at, unit in ((interval.handshakes, 4, 1e6), (interval.rtts, 5, 1e3)):  # ns, us -> ms
         for flow, values in table.items():
             group(flow)[at].extend(v / unit for v in values)
-    return [_row(by, *g, seconds) for g in groups.values()]
+    warned = warned or {}
+    return [_row(by, *g, seconds, warned.get(key, ())) for key, g in groups.items()]
 
 
 def sort_rows(rows, sort, reverse=False):
@@ -223,10 +225,15 @@ def totals(rows):
     return out
 
 
+def shown_label(row):
+    """A row's label as the text and the screen show it: '! ' before it while a health warning is about it."""
+    return f"! {row['label']}" if row.get("warnings") else row["label"]
+
+
 def fit(rows, width, sort, label_title):
     """(label width, [(Column, width)]): the columns that fit in `width` characters, in order, the sort
     column always among them (a column's width: its header's or its widest value's)."""
-    label_w = max([len(label_title)] + [len(r["label"]) for r in rows])
+    label_w = max([len(label_title)] + [len(shown_label(r)) for r in rows])
     label_w = min(label_w, max(16, width // 3))
     widths = [(c, max([len(c.header) + (c.name == sort)] + [len(c.fmt(r[c.name])) for r in rows]))
               for c in COLUMNS]  # the sort column's header gets a '*'
@@ -251,6 +258,6 @@ def table_lines(rows, width, sort, label_title):
     head = [label_title.ljust(label_w)] + [(c.header + "*" * (c.name == sort)).rjust(w) for c, w in chosen]
     lines = [" ".join(head).rstrip()]
     for r in rows:
-        cells = [cut(r["label"], label_w).ljust(label_w)] + [c.fmt(r[c.name]).rjust(w) for c, w in chosen]
+        cells = [cut(shown_label(r), label_w).ljust(label_w)] + [c.fmt(r[c.name]).rjust(w) for c, w in chosen]
         lines.append(" ".join(cells).rstrip())
     return lines

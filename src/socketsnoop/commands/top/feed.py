@@ -14,6 +14,7 @@ from ...kernel.loader import Probe, preflight
 from ...pipeline.decode import R_SK
 from ...pipeline.enrich import ProcOwnerEnricher
 from ...pipeline.filters import Filters
+from ...pipeline.health import RECORD_KINDS, Health
 from ...pipeline.identity import CgroupTree, Identity
 from ...pipeline.owners import ProcOwners
 from .tally import OPEN_STATES, Tally
@@ -41,6 +42,7 @@ class Feed:
         self.identity = Identity(self.cgroups, warn=warn)  # without cgroup v2: user names, no unit or container
         self.owners = ProcOwners()
         self.tally = Tally()
+        self.health = Health(RECORD_KINDS)  # the warnings the records make (no other events reach top)
         self.probe = None
         self.enricher = None
 
@@ -89,8 +91,14 @@ class Feed:
                     if len(kept) != len(rows):
                         tally.forget({r[R_SK] for r in rows} - {r[R_SK] for r in kept})
                     tally.records(kept)
+                    self.health.records(kept)
             if not found or (not until_empty and time.monotonic() >= deadline):
                 return
+
+    def warnings(self, now_ns):
+        """The health warnings in force after a check at now_ns (CLOCK_MONOTONIC)."""
+        self.health.tick(now_ns)
+        return tuple(self.health.active())
 
     def losses(self):
         """(events seen by the kernel, lost, missed) so far: lost counts events and records the rings had no

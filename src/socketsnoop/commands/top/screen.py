@@ -15,7 +15,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .columns import COLUMNS, GROUPINGS, fit
+from .columns import COLUMNS, GROUPINGS, fit, shown_label
 from .snapshot import document, header_lines
 
 # the sort keys < and > step through, in the screen's order
@@ -103,9 +103,9 @@ class Screen:
         if self.last is None:
             return Text(f"socket-snoop top: the first numbers in {self.interval:g} s ...\n{HELP}")
         doc = document(*self.last, self.by, self.sort, self.reverse, self.names)
-        first, host, kernel = header_lines(doc)
+        first, host, kernel, *warned = header_lines(doc)
         lines = [Text(first + ("  (reversed)" if self.reverse else ""), style="bold"), Text(host), Text(kernel),
-                 Text(HELP, style="dim")]
+                 *(Text(line, style=WARN) for line in warned), Text(HELP, style="dim")]
         t = doc["totals"]
         for word in ("lost", "missed", "untracked"):
             if t.get(word):
@@ -125,7 +125,7 @@ class Screen:
             head = column.header + ("*" if column.name == self.sort else "")
             table.add_column(head, width=w, justify="right", no_wrap=True)
         for r in rows:
-            cells = [Text(r["label"])]
+            cells = [Text(shown_label(r), style=WARN if r["warnings"] else "")]
             for column, _w in chosen:
                 value = r[column.name]
                 style = "yellow" if column.name in _FAILURE_COLUMNS and value else None

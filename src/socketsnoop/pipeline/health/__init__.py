@@ -1,8 +1,13 @@
 """Health warnings: the TCP problems that recur on real hosts, named with their owner (close-wait-leak,
 connect-failures, retransmits, port-scan, syn-flood, port-exhaustion), computed from the events and connection records
 the monitor already has. A stage of the pipeline: the dispatch feeds it each batch (events(), records()), the
-monitor's loop calls tick() about once a second and hands the HealthWarnings it returns to the outputs."""
+monitor's loop calls tick() about once a second and hands the HealthWarnings it returns to the outputs.
 
+A kind plugs in as a class in KINDS with `kind` (its name), `setting` (its Thresholds field), `alerts`,
+`overflow`, tick(now_ns), and events(rows, news) and/or records(rows); with a `states` attribute (the new
+states of the events it needs) its events() sees only those rows, in order (news: their new states as bytes)."""
+
+from itertools import compress
 from operator import itemgetter
 
 from ..decode import NEWSTATE
@@ -15,8 +20,10 @@ from .traffic import ConnectFailures, PortScan, Retransmits
 KINDS = (CloseWaitLeak, ConnectFailures, Retransmits, PortScan, SynFlood, PortExhaustion, AcceptQueueOverflow)
 _new = itemgetter(NEWSTATE)
 KIND_NAMES = tuple(k.kind for k in KINDS)
+# the Thresholds of the kinds made from connection records alone (for a reader of records, not events: top)
+RECORD_KINDS = Thresholds(**{k.setting: None for k in KINDS if hasattr(k, "events")})
 
-__all__ = ["ACTIVE", "CLEARED", "Health", "KIND_NAMES", "Owner", "Thresholds", "HealthWarning"]
+__all__ = ["ACTIVE", "CLEARED", "Health", "KIND_NAMES", "Owner", "RECORD_KINDS", "Thresholds", "HealthWarning"]
 
 
 class Health:
@@ -24,15 +31,31 @@ class Health:
 
     def __init__(self, thresholds=Thresholds()):
         self.kinds = [k(thresholds) for k in KINDS if getattr(thresholds, k.setting) is not None]  # KIND=off
-        self._events = [k.events for k in self.kinds if hasattr(k, "events")]
+        fed = [k for k in self.kinds if hasattr(k, "events")]
+        # a kind with `states` (the new states of the rows it looks at) is fed only those rows, picked once for
+        # all such kinds; a kind without gets every row
+        self._picky = [k.events for k in fed if hasattr(k, "states")]
+        self._all = [k.events for k in fed if not hasattr(k, "states")]
+        wanted = {n for k in fed if hasattr(k, "states") for n in k.states}
+        self._mark = bytes(int(n in wanted) for n in range(256))  # bytes.translate: a wanted state -> 1
         self._records = [k.records for k in self.kinds if hasattr(k, "records")]
         self._listen_drops = [k.listen_drops for k in self.kinds if hasattr(k, "listen_drops")]
         self.said = dict.fromkeys(KIND_NAMES, 0)
 
     def events(self, rows):
-        news = bytes(map(_new, rows))  # the rows' new states, shared: each kind tests them at C speed
-        for feed in self._events:
+        """A batch of events: their new states as bytes (from the ring's bytes when the rows came straight
+        from one: pipeline/rings.py's Rows; else one pass over the rows), tested at C speed."""
+        news = getattr(rows, "news", None)
+        if news is None or len(news) != len(rows):
+            news = bytes(map(_new, rows))
+        for feed in self._all:
             feed(rows, news)
+        if self._picky:
+            mark = news.translate(self._mark)
+            if 1 in mark:
+                rows, news = list(compress(rows, mark)), bytes(compress(news, mark))
+                for feed in self._picky:
+                    feed(rows, news)
 
     def records(self, rows):
         for feed in self._records:
@@ -52,6 +75,10 @@ class Health:
             if w.status == ACTIVE:
                 self.said[w.kind] += 1
         return out
+
+    def active(self):
+        """The warnings in force now, of every kind: (kind, Owner or None, fields), as last said."""
+        return [(k.kind, state[2], state[3]) for k in self.kinds for state in k.alerts.active.values()]
 
     def overflow(self):
         """Per kind: what was not followed because the kind's keys were full (MAX_KEYS)."""

@@ -3,6 +3,7 @@ their final ACK never comes). From the SYN-ACK retransmission events the kernel 
 retransmission event in state NEW_SYN_RECV, owned by the listener), picked at C speed."""
 
 from itertools import compress
+from operator import itemgetter
 
 from ...kernel.abi import EV_RETRANSMIT
 from ..decode import CGROUP, IDENT, NETNS, TS, TYPE, TCP_NEW_SYN_RECV, UID
@@ -12,6 +13,8 @@ WINDOW_S = 10  # a half-open connection counts while its SYN-ACK was sent again 
 MAX_REQUESTS = 65536  # half-open connections followed per listener
 # only a SYN-ACK sent again is in NEW_SYN_RECV (no state change goes there); bytes.translate: it -> 1
 _MARK = bytes(int(n == TCP_NEW_SYN_RECV) for n in range(256))
+_RETRANSMIT_MARK = bytes(int(n == EV_RETRANSMIT) for n in range(256))
+_type = itemgetter(TYPE)
 
 
 class SynFlood:
@@ -20,6 +23,7 @@ class SynFlood:
 
     kind = "syn-flood"
     setting = "syn_flood"  # its Thresholds field
+    states = (TCP_NEW_SYN_RECV,)  # the events it needs: a SYN-ACK sent again (and new connections)
 
     def __init__(self, t):
         self.threshold = t.syn_flood
@@ -30,9 +34,11 @@ class SynFlood:
     def events(self, rows, news):
         if TCP_NEW_SYN_RECV not in news:
             return
-        for r in compress(rows, news.translate(_MARK)):
-            if r[TYPE] != EV_RETRANSMIT:
-                continue
+        picked = list(compress(rows, news.translate(_MARK)))  # each new connection has a row here too
+        types = bytes(map(_type, picked))
+        if EV_RETRANSMIT not in types:
+            return
+        for r in compress(picked, types.translate(_RETRANSMIT_MARK)):
             who = r[IDENT]
             key = (r[NETNS], who[56], who[8:24], int.from_bytes(who[4:6], "little"))
             lst = bounded_get(self.listeners, key, lambda: [{}, 0, None])

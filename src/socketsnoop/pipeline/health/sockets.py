@@ -6,13 +6,12 @@ a map of a C-level test), so a batch with none of them costs no Python per row."
 
 import os
 from itertools import compress
-from operator import itemgetter, not_
+from operator import itemgetter
 
 from ..decode import (
     CGROUP,
     IDENT,
     NEWSTATE,
-    OLDSTATE,
     R_CGROUP,
     R_IDENT,
     R_NETNS,
@@ -28,12 +27,15 @@ from ..decode import (
 from ..owners import tcp_sockets
 from .alerts import Alerts, Window, addr_text, bounded_get, owner_of
 
-CLOSE_WAIT, SYN_SENT, CLOSE, LISTEN = 8, 2, 7, 10
+CLOSE_WAIT, LAST_ACK, SYN_SENT, CLOSE, LISTEN = 8, 9, 2, 7, 10
 MAX_CONFIRMED = 8  # owners whose sockets are confirmed in /proc per tick (the most sockets first)
 MAX_SOCKETS = 65536  # CLOSE_WAIT sockets followed; past it, counted as overflow
-_old, _sk = itemgetter(OLDSTATE), itemgetter(SK)
-_MARK = bytes(int(n == CLOSE_WAIT) for n in range(256))  # bytes.translate: CLOSE_WAIT -> 1
-_r_sk, _r_ts = itemgetter(R_SK), itemgetter(R_TS)
+_sk = itemgetter(SK)
+_MOVES = bytes(1 if n == CLOSE_WAIT else 2 if n == LAST_ACK else 0 for n in range(256))  # bytes.translate
+_INTO = bytes(int(n == CLOSE_WAIT) for n in range(256))
+_OUT = bytes(int(n == LAST_ACK) for n in range(256))
+_LEFT = bytes(int(n == 2) for n in range(256))  # of _MOVES
+_r_sk = itemgetter(R_SK)
 _r_states = itemgetter(R_STATES, R_NSTATES)
 NO_PORT_STATES = (SYN_SENT | CLOSE << 4, 2)  # a record's packed history SYN_SENT>CLOSE
 WINDOW_S = 60
@@ -64,58 +66,72 @@ class CloseWaitLeak:
 
     kind = "close-wait-leak"
     setting = "close_wait_leak"  # its Thresholds field
+    states = (CLOSE_WAIT, LAST_ACK)  # the events it needs: into CLOSE_WAIT, and out of it by close()
 
     def __init__(self, t):
         self.threshold_s = t.close_wait_leak
         self.alerts = Alerts(self.kind, t.interval)
         self.open = {}  # socket address -> (time it entered CLOSE_WAIT, Owner)
         self.before = {}  # owner (pid, comm) -> its count at the last tick, for the growth
-        # socket -> the time of its record (its end), this tick's and the last one's: an entry read after the
-        # record of its connection (the two rings are read apart) is not followed
-        self.ended, self.ended_before = {}, {}
         self.overflow = 0
 
     def events(self, rows, news):
         """The sockets whose last move in the batch was into CLOSE_WAIT, found at C speed (news: the rows' new
-        states as bytes; masks as bytes, OR-ed as integers): Python only for the few not followed yet."""
-        olds = bytes(map(_old, rows))
-        if CLOSE_WAIT not in olds and CLOSE_WAIT not in news:
+        states as bytes). A socket leaves CLOSE_WAIT into LAST_ACK (its process closed it: an event) or CLOSE
+        (a reset, an abort: its record ends it), so the new states alone tell both moves: no other pass over
+        the rows, and Python only for the few sockets not followed yet."""
+        if CLOSE_WAIT not in news and not (self.open and LAST_ACK in news):
             return
-        n = len(news)
-        into = news.translate(_MARK)  # 1 where the row moved into CLOSE_WAIT, else 0
-        moved = (int.from_bytes(into, "little") | int.from_bytes(olds.translate(_MARK), "little")).to_bytes(n, "little")
-        sks = list(map(_sk, rows))
-        last = dict(zip(compress(sks, moved), compress(into, moved)))  # socket -> 1: its last move was into it
         open_ = self.open
-        if open_:
-            for sk in set(compress(last, map(not_, last.values()))).intersection(open_):
-                del open_[sk]
-        stay = set(compress(last, last.values()))
+        into_rows = list(compress(rows, news.translate(_INTO)))
+        into = list(map(_sk, into_rows))
+        out = list(map(_sk, compress(rows, news.translate(_OUT))))
+        entered, left = set(into), set(out)
+        gone = left.intersection(open_) if open_ else left & set()
+        if len(entered) < len(into) or len(left) < len(out) or not gone.isdisjoint(entered):
+            # a socket in and out more than once in the batch (its address reused): by the order of its moves
+            self._in_order(rows, news)
+            return
+        for sk in gone:  # each moved at most once each way here: out of CLOSE_WAIT, followed and not back
+            del open_[sk]
+        entered.difference_update(left)  # into it and out again within the batch
+        entered.difference_update(open_)
+        if entered:
+            self._follow(compress(into_rows, map(entered.__contains__, into)), len(entered))
+
+    def _in_order(self, rows, news):
+        moves = news.translate(_MOVES)  # CLOSE_WAIT -> 1, LAST_ACK -> 2, else 0
+        moved = list(compress(rows, moves))
+        sks, kinds = list(map(_sk, moved)), bytes(compress(moves, moves))
+        last = dict(zip(sks, kinds))  # socket -> its last move in the batch
+        open_ = self.open
+        for sk in set(compress(sks, kinds.translate(_LEFT))).intersection(open_):  # out of it (maybe back since)
+            del open_[sk]
+        stay = set(compress(last, map((1).__eq__, last.values())))
         stay.difference_update(open_)
-        if not stay:
+        if stay:  # each socket's last entry into CLOSE_WAIT (its time: since then)
+            ins = {r[SK]: r for r in moved if r[NEWSTATE] == CLOSE_WAIT and r[SK] in stay}
+            self._follow(ins.values(), len(stay))
+
+    def _follow(self, rows, n):
+        """Follow the sockets of these rows (their entry into CLOSE_WAIT), n of them. A connection's record
+        comes after its events (pipeline/rings.py holds the records back until the events older than them are
+        read): one that came first all the same leaves an entry that the /proc check at the threshold forgets."""
+        open_ = self.open
+        if len(open_) + n > MAX_SOCKETS:
+            self.overflow += n
             return
-        if len(open_) + len(stay) > MAX_SOCKETS:
-            self.overflow += len(stay)
-            return
-        for r in compress(rows, map(stay.__contains__, sks)):
-            if r[NEWSTATE] != CLOSE_WAIT:  # out of it, then into it again (a reused address): from the entry
-                open_.pop(r[SK], None)
-            elif r[SK] not in open_:
-                end = self.ended.get(r[SK]) or self.ended_before.get(r[SK])
-                if end is None or end < r[TS]:
-                    open_[r[SK]] = (r[TS], owner_of(r[IDENT], r[UID], r[CGROUP]))
+        for r in rows:
+            open_[r[SK]] = (r[TS], owner_of(r[IDENT], r[UID], r[CGROUP]))
 
     def records(self, rows):
         """A connection's record: its end (the socket is gone, whatever events were filtered or lost)."""
-        if len(self.ended) < MAX_SOCKETS:
-            self.ended.update(zip(map(_r_sk, rows), map(_r_ts, rows)))
         if self.open:
             sks = list(map(_r_sk, rows))
             for sk in compress(sks, map(self.open.__contains__, sks)):
                 del self.open[sk]
 
     def tick(self, now):
-        self.ended_before, self.ended = self.ended, {}
         cut = now - int(self.threshold_s * 1e9)
         held = {}  # (pid, comm) -> [count, oldest, owner]
         for since, owner in self.open.values():

@@ -3,7 +3,7 @@ fail), retransmits (a remote host whose segments are sent again) and port-scan (
 many closed ports). Fed with the decoded rows the dispatch already has, the few that matter picked at C speed."""
 
 from itertools import compress, repeat
-from operator import getitem, itemgetter
+from operator import and_, eq, floordiv, getitem, itemgetter, neg
 
 from ...kernel.abi import DIR_IN, EV_RESET_SENT, OWNER_NONE, RESULT_REFUSED, RESULT_TIMEOUT, RESULT_UNREACHABLE
 from ..decode import (
@@ -31,6 +31,7 @@ SCAN_WINDOW_S = 10
 MIN_RETRANSMITS = 10  # fewer retransmissions in the window never warn, whatever their share
 MSS = 1448  # the estimate of a connection's segments: its bytes sent over a common Ethernet MSS
 MAX_PORTS = 4096  # distinct ports followed per scanning address
+FEW_HOSTS = 3  # hosts followed for retransmissions up to which their records are summed a pass per host
 PORT_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"
 
 
@@ -46,8 +47,8 @@ _r_result = itemgetter(R_RESULT)
 _r_retrans = itemgetter(R_RETRANSMITS)
 _r_ident = itemgetter(R_IDENT)
 _r_netns = itemgetter(R_NETNS)
-_owner = itemgetter(OWNER)
-_NO_OWNER_MARK = bytes(int(n == OWNER_NONE) for n in range(256))
+_r_sent = itemgetter(R_SENT)
+_NO_STATE_MARK = bytes([1]) + bytes(255)  # bytes.translate: state 0 -> 1
 _DADDR = slice(24, 40)  # identity bytes: the remote address (kernel/abi.py IDENT_STRUCT)
 
 
@@ -125,23 +126,48 @@ class Retransmits:
         self.overflow = 0
 
     def records(self, rows):
-        which = set(compress(range(len(rows)), map(_r_retrans, rows)))
-        if self.hosts:  # the healthy connections to a host followed count in its share too
-            hosts = self.hosts
-            which.update(compress(range(len(rows)), map(hosts.__contains__, zip(
-                map(_r_netns, rows), map(getitem, map(_r_ident, rows), repeat(56)),
-                map(getitem, map(_r_ident, rows), repeat(_DADDR))))))
-        for i in which:
-            r = rows[i]
-            who = r[R_IDENT]
-            h = bounded_get(self.hosts, (r[R_NETNS], who[56], who[_DADDR]), lambda: [Window(WINDOW_S), {}])
-            if h is None:
-                self.overflow += 1
+        """The retransmitting records make their host followed; every record to a host followed counts in its
+        share (its healthy connections too), summed per host and batch at C speed (a pass per host followed,
+        at most FEW_HOSTS; past them, record by record)."""
+        retrans = bytes(map(bool, map(_r_retrans, rows)))
+        hosts = self.hosts
+        if 1 in retrans:
+            for r in compress(rows, retrans):
+                who = r[R_IDENT]
+                h = bounded_get(hosts, (r[R_NETNS], who[56], who[_DADDR]), lambda: [Window(WINDOW_S), {}])
+                if h is None:
+                    self.overflow += 1
+                else:
+                    _procs(h[1], owner_of(who, r[R_UID], r[R_CGROUP]), r[R_RETRANSMITS])
+        if not hosts:
+            return
+        if len(hosts) > FEW_HOSTS:
+            self._one_by_one(rows)
+            return
+        daddrs = list(map(getitem, map(_r_ident, rows), repeat(_DADDR)))
+        ts = rows[-1][R_TS]
+        for (netns, family, daddr), h in hosts.items():
+            mask = bytes(map(eq, daddrs, repeat(daddr)))
+            if 1 not in mask:
                 continue
+            mine = list(compress(rows, mask))
+            same = bytes(map(and_, map(eq, map(_r_netns, mine), repeat(netns)),
+                             map(eq, map(getitem, map(_r_ident, mine), repeat(56)), repeat(family))))
+            mine = list(compress(mine, same))
+            if mine:
+                n_retrans = sum(map(_r_retrans, mine))
+                # segments: each connection's bytes sent / MSS, rounded up, plus its SYN and FIN
+                segs = -sum(map(floordiv, map(neg, map(_r_sent, mine)), repeat(MSS))) + 2 * len(mine)
+                h[0].add(ts, n_retrans, segs + n_retrans, len(mine))
+
+    def _one_by_one(self, rows):
+        """Many hosts followed: each record's host looked up at C speed, Python for those followed."""
+        idents = list(map(_r_ident, rows))
+        found = list(map(self.hosts.get, zip(map(_r_netns, rows), map(getitem, idents, repeat(56)),
+                                             map(getitem, idents, repeat(_DADDR)))))
+        for r, h in zip(compress(rows, found), filter(None, found)):
             retrans = r[R_RETRANSMITS]
             h[0].add(r[R_TS], retrans, -(-r[R_SENT] // MSS) + 2 + retrans, 1)
-            if retrans:
-                _procs(h[1], owner_of(who, r[R_UID], r[R_CGROUP]), retrans)
 
     def tick(self, now):
         for key, (window, procs) in list(self.hosts.items()):
@@ -158,8 +184,8 @@ class Retransmits:
                     ("connections", conns), ("window_s", WINDOW_S),
                     ("processes", tuple((o.pid, o.comm, n) for n, o in top))),
                     f"{pct}% of the segments sent to this host in {WINDOW_S} s were sent again ({retrans} of about "
-                    f"{segs}, over {conns} closed connections): packets lost on the path (a congested or faulty "
-                    "link, a firewall or policer dropping), or the host too slow to take them")
+                    f"{segs}, over {conns} closed connection{'s' if conns != 1 else ''}): packets lost on the path "
+                    "(a congested or faulty link, a firewall or policer dropping), or the host too slow to take them")
         return self.alerts.settle(now, "retransmissions to this host are below the threshold now")
 
 
@@ -171,6 +197,7 @@ class PortScan:
 
     kind = "port-scan"
     setting = "port_scan"  # its Thresholds field
+    states = (0,)  # the events it needs: a reset sent for no socket has no state
 
     def __init__(self, t):
         self.threshold = t.port_scan
@@ -180,11 +207,12 @@ class PortScan:
         self.ephemeral = ephemeral_ports()
 
     def events(self, rows, news):
-        owners = bytes(map(_owner, rows))
-        if OWNER_NONE not in owners:
-            return
-        for r in compress(rows, owners.translate(_NO_OWNER_MARK)):  # (only a reset has no socket)
-            if r[TYPE] != EV_RESET_SENT:
+        if 0 in news:  # a reset sent for no socket has no state (0); every other event has one
+            self._resets(compress(rows, news.translate(_NO_STATE_MARK)))
+
+    def _resets(self, rows):
+        for r in rows:
+            if r[TYPE] != EV_RESET_SENT or r[OWNER] != OWNER_NONE:
                 continue
             who = r[IDENT]
             port = int.from_bytes(who[4:6], "little")
