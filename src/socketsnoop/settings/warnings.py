@@ -57,9 +57,9 @@ WARNING_OPTIONS = (
     Option(("--warn",), LIST, WARN_HELP, type=parse_warn, metavar="KIND=VALUE", show=show_warn,
            example="close-wait-leak=120"),
     Option(("--no-warnings",), SWITCH, "no health warnings (close-wait-leak, connect-failures, retransmits, "
-           "port-scan, syn-flood, port-exhaustion, accept-queue-overflow: on by default); with --summary-only the "
-           "kernel sends no events, so only those from the connection records (connect-failures, retransmits, "
-           "port-exhaustion) and the kernel's counts (accept-queue-overflow) are on"),
+           "port-scan, syn-flood, port-exhaustion, accept-queue-overflow: on by default). --summary-only keeps "
+           "those of the connection records (connect-failures, retransmits, port-exhaustion) and of the kernel's "
+           "counts (accept-queue-overflow): the kernel sends no events then"),
 )
 
 # the kinds made from events: with --summary-only (or --failed) the kernel sends none, only connection records
