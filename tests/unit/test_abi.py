@@ -138,7 +138,7 @@ def _object_names():
 def test_map_and_program_names_match_the_object():
     maps, progs = _object_names()
     assert sorted(maps) == sorted(abi.MAPS)
-    assert sorted(progs) == sorted([*abi.PROGRAMS, *abi.FENTRY_PROGRAMS])
+    assert sorted(progs) == sorted([*abi.PROGRAMS, *abi.FENTRY_PROGRAMS, *abi.DROP_PROGRAMS])
     assert set(abi.REQUIRED) <= set(abi.PROGRAMS)
     for name in abi.MAPS:
         assert getattr(abi, "MAP_" + name.upper()) == name

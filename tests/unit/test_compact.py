@@ -58,7 +58,7 @@ def test_hostile_names_stay_one_escaped_token(clock):
     for rows, lines in ((events(), fmt.lines(events())), (records(), fmt.record_lines(records()))):
         for row, line in zip(rows, lines):
             assert line.endswith("\n") and line.count("\n") == 1 and line[:-1].isprintable() and line.isascii()
-            pid, sport, dport, _s, _d, comm, _family = abi.IDENT_STRUCT.unpack(row[-1] if len(row) > 12 else row[9])
+            pid, sport, dport, _s, _d, comm, _family = abi.IDENT_STRUCT.unpack(row[18] if len(row) > 12 else row[9])
             name = escape_comm(comm, pid) if comm[0] or not pid else EMPTY_NAME
             cols = line.split()
             assert cols[1] == str(pid) and cols[2] == fit_comm(name), line

@@ -176,8 +176,8 @@ def test_every_option_of_the_monitor_is_declared_and_a_key(tmp_path, capsys):
     assert shown == set(parser.declared) | {"--help", "--version"}
     # 47 with the records', the metrics' and the identity's options, and --journal, --journal-socket, --syslog,
     # --syslog-facility, --syslog-ca, --output-queue, --priority-boost, --color, and the health warnings' --warn and
-    # --no-warnings
-    assert len(shown) == 57
+    # --no-warnings, and --drops
+    assert len(shown) == 58
     for flag in shown:
         path = write(tmp_path, f"{flag[2:]} = {{a = 1}}\n")  # a table: no option takes one
         assert cli.main(["--config", path]) == 2

@@ -15,11 +15,12 @@ from socketsnoop.logformat import escape
 from socketsnoop.logformat.base import Clock, STATES
 from socketsnoop.logformat.entries import LoggedConnection, LoggedEvent, LoggedWarning, Malformed
 from socketsnoop.logformat.fields import FieldsFormatter
-from socketsnoop.logformat.jsonline import CONNECTION_KEYS, EVENT_KEYS, JsonFormatter
+from socketsnoop.logformat.jsonline import CONNECTION_KEYS, DROP_KEYS, EVENT_KEYS, JsonFormatter
 from socketsnoop.logformat.reader import Parser
 from socketsnoop.logformat.text import TextFormatter
 from socketsnoop.logformat.warning import WarningLines
-from socketsnoop.logformat.words import DIRECTION_NAMES, RESULT_NAMES
+from socketsnoop.kernel.dropreasons import reason_name
+from socketsnoop.logformat.words import DIRECTION_NAMES, RESULT_NAMES, drop_reasons
 from socketsnoop.output.metrics import OTHER, MetricsSink, comm_label
 from socketsnoop.pipeline import health
 from socketsnoop.pipeline.decode import IDENT, make_record_row, make_row, states_of
@@ -33,6 +34,8 @@ HOSTILE_NAMES = ["a b\nc", "x=y.service", "-", "\\x41", "\udcff\u202e", "USER=ro
 V6A, V6B = socket.inet_pton(socket.AF_INET6, "2001:db8::1"), socket.inet_pton(socket.AF_INET6, "::ffff:1.2.3.4")
 V4A, V4B = bytes([10, 0, 0, 1]) + bytes(12), bytes([192, 168, 7, 9]) + bytes(12)
 CONTAINER = "4f1c0b5e" * 8
+# drop reasons: named on any kernel that has them (NO_SOCKET is 2 or 3), and a value no kernel names
+DROP_VALUES = (3, 40, 250)
 
 
 @pytest.fixture
@@ -63,10 +66,11 @@ def raw(comm):
 def events():
     """Every event kind, IPv4 and IPv6, every hostile COMM, states and owners varied; no process (pid 0)."""
     out = []
-    kinds = (abi.EV_STATE, abi.EV_RETRANSMIT, abi.EV_RESET_SENT, abi.EV_RESET_RECEIVED)
+    kinds = (abi.EV_STATE, abi.EV_RETRANSMIT, abi.EV_RESET_SENT, abi.EV_RESET_RECEIVED, abi.EV_DROP)
     for i, (comm, kind) in enumerate(itertools.product(HOSTILE_COMMS, kinds)):
         v6 = i % 2
         out.append(make_row(ts_ns=i * 1_001_000_000, skaddr=0xFFFF8881_0000_0000 + i, netns=4026531840 + i, type=kind,
+                            ino=DROP_VALUES[i % len(DROP_VALUES)] if kind == abi.EV_DROP else 0,
                             oldstate=i % 13, newstate=(i * 5) % 14, owner=i % 5, pid=1 + i * 977, sport=(i * 41) % 65536,
                             dport=65535 - i, comm=comm, family=6 if v6 else 4, saddr=V6A if v6 else V4A,
                             daddr=V6B if v6 else V4B, uid=i * 1000, cgroup=9))
@@ -90,27 +94,30 @@ def records():
                   skaddr=0xFFFF0000 + i, netns=7, cgroup=9, family=6 if v6 else 4, saddr=V6A if v6 else V4A,
                   daddr=V6B if v6 else V4B)
         kw.update(shape)
+        if i % 3 == 1:  # packets dropped: the first reasons kept, in the order seen
+            kw["drop_slots"] = ((DROP_VALUES[i % len(DROP_VALUES)], 2), (DROP_VALUES[(i + 1) % len(DROP_VALUES)], 7))
         out.append(make_record_row(**kw))
     return out
 
 
 def event_fields(row, ts_ns, json_line, names):
     """What a reader must give for an event row: the LoggedEvent's fields."""
-    ts, sk, _ino, _ns, typ, _old, new, _own, _fl, who, uid, _cg = row
+    ts, sk, ino, _ns, typ, _old, new, _own, _fl, who, uid, _cg = row
     pid, sport, dport, saddr, daddr, comm, family = abi.IDENT_STRUCT.unpack(who)
+    reason = reason_name(ino) if typ == abi.EV_DROP else None
     addr = (lambda b: str(ipaddress.ip_address(b[:4] if family == 4 else b)))
     container = names and (CONTAINER if json_line else CONTAINER[:12])
     return dict(ts_ns=ts_ns, kind=typ, family=family, src=addr(saddr), sport=sport, dst=addr(daddr), dport=dport,
                 pid=pid, comm=raw(comm), newstate=new, sock=(sk or None) if json_line else None,
                 uid=uid if json_line and names else None, user=names and names.user,
                 cgroup=names and json_line and f"/system.slice/{names.unit}" or None, unit=names and names.unit,
-                container=container or None, pod=names and names.pod)
+                container=container or None, pod=names and names.pod, reason=reason)
 
 
 def record_fields(row, ts_ns, json_line, names):
     """What a reader must give for a record row: the LoggedConnection's fields."""
     (ts, sk, start, handshake, sent, received, _cg, _ino, packed, _ns, retrans, rtt, uid, result, direction,
-     nstates, flags, _own, who) = row
+     nstates, flags, _own, who, drops, slots) = row
     pid, sport, dport, saddr, daddr, comm, family = abi.IDENT_STRUCT.unpack(who)
     addr = (lambda b: str(ipaddress.ip_address(b[:4] if family == 4 else b)))
     complete = not flags & abi.R_INCOMPLETE
@@ -122,7 +129,8 @@ def record_fields(row, ts_ns, json_line, names):
                 states_cut=bool(flags & abi.R_STATES_CUT), complete=bool(complete),
                 sock=(sk or None) if json_line else None, host=None, user=names and names.user,
                 cgroup=names and json_line and f"/system.slice/{names.unit}" or None, unit=names and names.unit,
-                container=(names and (CONTAINER if json_line else CONTAINER[:12])) or None, pod=names and names.pod)
+                container=(names and (CONTAINER if json_line else CONTAINER[:12])) or None, pod=names and names.pod,
+                drops=drops, drop_reason=next(iter(drop_reasons(slots)), None))
 
 
 def as_read(entry):
@@ -134,11 +142,11 @@ def as_read(entry):
 
 def formatters(clock, names):
     """(label, formatter, is JSON, the names its lines carry) for every format the monitor writes."""
-    return [("text", TextFormatter(clock), False, None),
-            ("text --context", TextFormatter(clock, names, context=True), False, names),
-            ("text, names known but no --context", TextFormatter(clock, names), False, None),
-            ("json", JsonFormatter(clock), True, None),
-            ("json with names", JsonFormatter(clock, names), True, names)]
+    return [("text", TextFormatter(clock).show_drops(), False, None),
+            ("text --context", TextFormatter(clock, names, context=True).show_drops(), False, names),
+            ("text, names known but no --context", TextFormatter(clock, names).show_drops(), False, None),
+            ("json", JsonFormatter(clock).show_drops(), True, None),
+            ("json with names", JsonFormatter(clock, names).show_drops(), True, names)]
 
 
 def read(parser, line):
@@ -202,7 +210,9 @@ def test_fields_are_the_json_lines(clock):
                                (fields.record_fields(records()), js.record_lines(records()), CONNECTION_KEYS)):
         parsed = [json.loads(line) for line in lines]
         assert dicts == parsed
-        assert all(list(d) == list(keys) for d in dicts) and all(list(p) == list(keys) for p in parsed)
+        # a record of a connection with drops: DROP_KEYS after the others
+        assert all(list(d) in (list(keys), list(keys) + list(DROP_KEYS)) for d in dicts + parsed)
+        assert keys == EVENT_KEYS or any(len(d) > len(keys) for d in dicts)
 
 
 class Partial:

@@ -26,7 +26,7 @@ def test_metrics_alone_count_in_the_kernel():
 
 
 @pytest.mark.parametrize("extra", [
-    ["--log-file", "/tmp/x.log"], ["--journal"], ["--syslog", "udp://127.0.0.1:514"],
+    ["--log-file", "/tmp/x.log"], ["--journal"], ["--syslog", "udp://127.0.0.1:514"], ["--drops"],
     ["--metrics-labels", "comm"], ["-p", "1"], ["-c", "curl"], ["--exclude-comm", "curl"], ["--uid", "0"],
     ["--buffer", "perf"],
 ])

@@ -11,6 +11,7 @@ import platform
 
 from ..errors import SnoopError
 from ..kernel.abi import MAX_SOCKETS_HASH, PROGRAMS, REQUIRED
+from ..kernel.dropreasons import drop_reasons_text, drop_support
 from ..kernel.libbpf import Libbpf, ringbuf_works
 from ..kernel.loader import (BTF_PATH, RESETS_FENTRY, RESETS_PARTIAL, RESETS_TRACEPOINT, Probe, architecture_problem,
                               effective_caps, has_bpf_caps, kernel_version, reset_coverage, reset_coverage_text)
@@ -154,6 +155,15 @@ def check_resets_unprivileged():
                   required=False)
 
 
+def check_drops(btf):
+    """What the kernel tells of the TCP packets it drops: their reason (kfree_skb's, Linux 5.17+), and the
+    socket they were received for (rx_sk, 6.11+), from the tracepoint's arguments in the kernel's BTF."""
+    if btf is None:
+        return Result("drop reasons", False, "the kernel's BTF is needed to tell", required=False)
+    reason, rx_sk = drop_support()
+    return Result("drop reasons", reason, drop_reasons_text(reason, rx_sk), required=False)
+
+
 def check_cgroup2():
     found = cgroup2_mount()
     if found:
@@ -212,6 +222,7 @@ def run_checks(config=None):
     results.append(check_ringbuf(lib, opts.buffer))
     results.append(check_log(opts.log_file))
     results.append(check_cgroup2())
+    results.append(check_drops(btf))
     if config_error:
         results.append(config_error)
     if has_bpf_caps() and lib is not None and btf is not None and arch.ok:

@@ -19,9 +19,12 @@ MAX_FILTER_VALUES = 1024
 THREAD_SIZE = 16384
 CONTEXT_LEVELS = 2
 CGROUP_LEVELS = 32
+DROP_REASONS = 256  # drop_reasons: a slot per reason value, the last one for every value past it
+DROP_SLOTS = 3  # struct conn_record.drop_slots
 
 # enum ss_event_type: struct event.type
 EV_STATE, EV_RETRANSMIT, EV_RESET_SENT, EV_RESET_RECEIVED, EV_CONNECTION = 1, 2, 3, 4, 5
+EV_DROP = 6  # a TCP packet dropped (--drops): its reason in the row's INO field
 
 # enum ss_owner: struct event.owner, where pid/comm came from
 OWNER_CURRENT, OWNER_SOCKET, OWNER_LISTENER, OWNER_NONE = 0, 1, 2, 3
@@ -36,11 +39,13 @@ C_SEEN_STATE, C_SEEN_RETRANSMIT, C_SEEN_RESET_SENT, C_SEEN_RESET_RECEIVED = 4, 5
 C_RESCUED = 8
 C_RECORDS, C_RECORDS_LOST, C_RECORDS_FILTERED, C_STORAGE_FAILED = 9, 10, 11, 12
 C_SHED_STATE, C_SHED_RETRANSMIT, C_SHED_RESET_SENT, C_SHED_RESET_RECEIVED = 13, 14, 15, 16
-C_MAX = 17
+C_SHED_DROP = 17
+C_DROPS = 18  # TCP packets dropped with a reason, whether or not sent as events
+C_MAX = 19
 # the events shed (C_LOST) by kind: the name each kind has in the Totals line (shed_NAME=), the outputs' notice
 # and the metric, as JSON names the event ("event")
 SHED_KINDS = (("state_change", C_SHED_STATE), ("retransmit", C_SHED_RETRANSMIT), ("reset_sent", C_SHED_RESET_SENT),
-              ("reset_received", C_SHED_RESET_RECEIVED))
+              ("reset_received", C_SHED_RESET_RECEIVED), ("drop", C_SHED_DROP))
 
 # enum ss_result: struct conn_record.result
 RESULT_CLOSED, RESULT_RESET_SENT, RESULT_RESET_RECEIVED, RESULT_REFUSED, RESULT_TIMEOUT, RESULT_UNREACHABLE = (
@@ -89,25 +94,32 @@ IDENT_STRUCT = struct.Struct(IDENT_FORMAT)
 Ident = namedtuple("Ident", "pid sport dport saddr daddr comm family")
 IDENT_PID = struct.Struct("<I")  # the first identity field, the pid: read alone from the identity bytes
 
-# struct conn_record, 160 bytes: one connection at its end
-RECORD_FORMAT = "<QQQQQQQQQIIIIBBBBB3xIHH16s16s16sB7x"
+# struct conn_record, 176 bytes: one connection at its end
+RECORD_FORMAT = "<QQQQQQQQQIIIIBBBBB3xIHH16s16s16sB7xI12s"
 CONN_RECORD = struct.Struct(RECORD_FORMAT)
 ConnRecordFields = namedtuple(
     "ConnRecordFields",
     "ts_ns skaddr start_ns handshake_ns bytes_sent bytes_received cgroup ino states netns retransmits rtt_us uid "
-    "result direction nstates flags owner pid sport dport saddr daddr comm family",
+    "result direction nstates flags owner pid sport dport saddr daddr comm family drops drop_slots",
 )
 
 # struct conn_record as decoded: its identity fields (pid .. family) left as one bytes object, as for events
-RECORD_ROW_FORMAT = "<QQQQQQQQQIIIIBBBBB3x57s7x"
+RECORD_ROW_FORMAT = "<QQQQQQQQQIIIIBBBBB3x57s7xI12s"
 RECORD_ROW = struct.Struct(RECORD_ROW_FORMAT)
 RecordRow = namedtuple(
     "RecordRow",
     "ts_ns skaddr start_ns handshake_ns bytes_sent bytes_received cgroup ino states netns retransmits rtt_us uid "
-    "result direction nstates flags owner ident",
+    "result direction nstates flags owner ident drops drop_slots",
 )
 RECORD_RECORD = struct.Struct("<8x" + RECORD_ROW_FORMAT[1:])  # behind a ring buffer record's 8-byte header
 
+# struct drop_slot, SS_DROP_SLOTS of them in conn_record.drop_slots: (reason, count), count 0: unused
+DROP_SLOT = struct.Struct("<HH")
+DROP_SLOT_FIELDS = ("reason", "count")
+# struct listen_drops: a listener's accept queue overflows (map listen_drops, by struct listen_key)
+LISTEN_DROPS = struct.Struct("<QI4x24s")
+LISTEN_DROPS_FIELDS = ("drops", "backlog", "owner")
+U64_VALUE = struct.Struct("<Q")  # a per-CPU value of counters and drop_reasons
 # struct owner
 OWNER_STRUCT = struct.Struct("<II16s")
 OWNER_FIELDS = ("pid", "uid", "comm")
@@ -132,6 +144,8 @@ STRUCTS = {
     "owner": (OWNER_STRUCT, OWNER_FIELDS),
     "listen_key": (LISTEN_KEY, LISTEN_KEY_FIELDS),
     "filter_key": (FILTER_KEY, FILTER_KEY_FIELDS),
+    "drop_slot": (DROP_SLOT, DROP_SLOT_FIELDS),
+    "listen_drops": (LISTEN_DROPS, LISTEN_DROPS_FIELDS),
 }
 
 # in-kernel metrics (bpf/metrics.h): what the kernel counts instead of sending (kernel_metrics), and the slots
@@ -171,14 +185,18 @@ MAP_RECORDS_SPARE = "records_spare"
 MAP_SOCK_STATES = "sock_states"
 MAP_SOCK_STATES_HASH = "sock_states_hash"
 MAP_METRIC_COUNTS = "metric_counts"
+MAP_DROP_REASONS = "drop_reasons"
+MAP_LISTEN_DROPS = "listen_drops"
 MAPS = (MAP_EVENTS, MAP_EVENTS_SPARE, MAP_PERF_EVENTS, MAP_COUNTERS, MAP_OWNERS, MAP_LISTENERS,
         MAP_FILTER_PIDS, MAP_FILTER_COMMS, MAP_FILTER_PORTS, MAP_FILTER_ADDRS, MAP_FILTER_UIDS, MAP_FILTER_CGROUPS,
-        MAP_CPU_STATES, MAP_RECORDS, MAP_RECORDS_SPARE, MAP_SOCK_STATES, MAP_SOCK_STATES_HASH, MAP_METRIC_COUNTS)
+        MAP_CPU_STATES, MAP_RECORDS, MAP_RECORDS_SPARE, MAP_SOCK_STATES, MAP_SOCK_STATES_HASH, MAP_METRIC_COUNTS,
+        MAP_DROP_REASONS, MAP_LISTEN_DROPS)
 
 # read-only variables set before load: name -> struct format
 RODATA = {"filter_flags": "<I", "filter_states": "<I", "wakeup_bytes": "<Q", "use_perf": "<?",
           "use_hash_storage": "<?", "summary_only": "<?", "no_records": "<?", "cgroup_levels": "<I",
-          "want_cgroup": "<?", "kernel_metrics": "<I", "metric_bounds": f"<{M_HISTOGRAMS * M_BOUNDS}Q"}
+          "want_cgroup": "<?", "kernel_metrics": "<I", "metric_bounds": f"<{M_HISTOGRAMS * M_BOUNDS}Q",
+          "drop_events": "<?", "drop_rx_sk": "<?"}
 
 # programs -> tracepoint, in attach order, which matters: on_state_change before on_state_change_missed
 # (the BPF source's RE-ENTRY comment). The first two are required, the others optional (a kernel that
@@ -201,3 +219,7 @@ FENTRY_PROGRAMS = {
     "on_reset_sent_v4": "tcp_v4_send_reset",
     "on_reset_sent_v6": "tcp_v6_send_reset",
 }
+
+# the drop reasons' program -> its tracepoint: loaded only where the tracepoint passes the reason (Linux 5.17+;
+# kernel/loader.py: drop_support); its fourth argument, rx_sk, where the BTF shows it (Linux 6.11+)
+DROP_PROGRAMS = {"on_kfree_skb": "skb:kfree_skb"}

@@ -136,6 +136,19 @@ class BpfObject:
             return None
         return buf.raw
 
+    def items(self, name, limit=1 << 16):
+        """(key, value) of a hash map's entries (at most limit: the map's own bound), as bytes."""
+        m = self._map(name)
+        fd = self.bpf.map_fd(m)
+        ksize, vsize = self.bpf.map_key_size(m), self.bpf.map_value_size(m)
+        key, nxt, out = None, ctypes.create_string_buffer(ksize), []
+        while len(out) < limit and self.bpf.map_next_key(fd, key, nxt) == 0:
+            key = ctypes.create_string_buffer(nxt.raw, ksize)
+            value = ctypes.create_string_buffer(vsize)
+            if self.bpf.map_lookup(fd, key, value) == 0:  # (gone since: skipped)
+                out.append((key.raw, value.raw))
+        return out
+
     def close(self):
         self.detach()
         if self.obj:

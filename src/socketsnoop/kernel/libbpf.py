@@ -18,6 +18,7 @@ BPF_ANY = 0
 LIBBPF_INFO = 1  # enum libbpf_print_level: WARN 0, INFO 1, DEBUG 2
 BTF_KIND_PTR = 2
 BTF_KIND_STRUCT = 4
+BTF_KIND_ENUM = 6
 BTF_KIND_TYPEDEF = 8
 BTF_KIND_FUNC = 12
 BTF_KIND_FUNC_PROTO = 13
@@ -49,6 +50,10 @@ class _ProgLoadOpts(ctypes.Structure):
 
 class _BtfVarSecinfo(ctypes.Structure):
     _fields_ = [("type", ctypes.c_uint32), ("offset", ctypes.c_uint32), ("size", ctypes.c_uint32)]
+
+
+class _BtfEnum(ctypes.Structure):
+    _fields_ = [("name_off", ctypes.c_uint32), ("val", ctypes.c_int32)]
 
 
 class _BtfMember(ctypes.Structure):
@@ -104,6 +109,9 @@ class Libbpf:
         self.map_update = _proto(lib, "bpf_map_update_elem", i, i, vp, vp, ctypes.c_uint64)
         self.map_lookup = _proto(lib, "bpf_map_lookup_elem", i, i, vp, vp)
         self.map_delete = _proto(lib, "bpf_map_delete_elem", i, i, vp)
+        self.map_next_key = _proto(lib, "bpf_map_get_next_key", i, i, vp, vp)
+        self.map_key_size = _proto(lib, "bpf_map__key_size", u32, vp)
+        self.map_value_size = _proto(lib, "bpf_map__value_size", u32, vp)
         self.map_create = _proto(lib, "bpf_map_create", i, i, cp, u32, u32, u32, vp)
         self.num_possible_cpus = _proto(lib, "libbpf_num_possible_cpus", i)
         self.btf_find = _proto(lib, "btf__find_by_name_kind", i, vp, cp, u32)
@@ -136,7 +144,7 @@ class Libbpf:
         libc = ctypes.CDLL(None)
         vsnprintf = libc.vsnprintf
         vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
-        buf = ctypes.create_string_buffer(4096)
+        buf = ctypes.create_string_buffer(1 << 20)
         messages = self.messages
 
         def printer(level, fmt, args):
@@ -219,6 +227,14 @@ class Btf:
         members = {self._name(m.name_off): (m.offset // 8, self.bpf.btf_resolve_size(self.btf, m.type))
                    for m in self._entries(t, _BtfMember)}
         return members, t.size_or_type
+
+    def enum_values(self, name):
+        """{value: member name} of enum name (32-bit values, read as unsigned), or None if the BTF has no such enum."""
+        tid = self.find(name, BTF_KIND_ENUM)
+        if tid is None:
+            return None
+        t = self._type(tid, BTF_KIND_ENUM)
+        return {e.val & 0xFFFFFFFF: self._name(e.name_off) for e in self._entries(t, _BtfEnum)}  # (unsigned here)
 
     def section_vars(self, name):
         """{variable: (offset, size)} of a data section (.rodata, .bss...), empty if there is none."""

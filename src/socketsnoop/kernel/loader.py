@@ -16,6 +16,7 @@ from ..errors import SnoopError
 from . import abi
 from .abi import C_MAX, C_RESCUED, CONN_RECORD, EVENT, FENTRY_PROGRAMS, LISTEN_KEY, OWNER_STRUCT, PROGRAMS, REQUIRED
 from .bpfobject import BpfObject
+from .dropreasons import drop_reasons_text, drop_support, read_drop_reasons, read_listen_drops
 from .libbpf import BTF_KIND_FUNC, Btf, Libbpf, fentry_works, possible_cpus
 from .perfbuf import PerfBuffer
 from .ringbuf import RingBuffer
@@ -139,7 +140,7 @@ class Probe:
 
     def __init__(self, filters, buffer="ringbuf", buffer_size=32 << 20, wakeup_bytes=64 << 10, log=None,
                  records=True, summary_only=False, record_buffer_size=None, want_cgroup=True, kernel_metrics=0,
-                 metric_bounds=None):
+                 metric_bounds=None, drop_events=False):
         self.filters = filters
         # counting without transfer (bpf/metrics.h): what the kernel counts instead of sending (abi.KM_*), and
         # each histogram's bucket bounds
@@ -155,7 +156,7 @@ class Probe:
         # ring's pages are all mapped at start, hence resident: they count in full in the monitor's RSS)
         self.buffer_size = 1 << 16 if records_only else size
         self.spare_size = max(self.buffer_size // 8, 1 << 16)  # the spare ring: rare events, and rescue
-        # connection records: one per connection against ~5 events, each 168 bytes against 104; 2 records
+        # connection records: one per connection against ~5 events, each 184 bytes against 120; 2 records
         # against 6 events per connection when a burst of them close at once, 1 against 2 for a refused
         # connect. The overload policy (a reader behind sheds event lines first, never a record) needs the
         # records' ring to fill last whatever the mix: as large as the events' ring
@@ -176,6 +177,9 @@ class Probe:
         self.skipped = []  # tracepoints this kernel lacks
         self.resets, self.resets_why = RESETS_TRACEPOINT, ""  # how resets sent are seen (load() finds out)
         self.ncpus = 1
+        self.drop_events = drop_events  # --drops: each TCP drop as an event (else only counted)
+        self.drops = False  # the drops' program is loaded (the kernel passes kfree_skb's reason: 5.17+)
+        self.drop_rx_sk = False  # and the receiving socket (6.11+)
 
     # -- loading -------------------------------------------------------------
     def _open(self, disabled):
@@ -189,7 +193,8 @@ class Probe:
                   "use_perf": self.buffer == "perf", "use_hash_storage": self.hash_storage,
                   "summary_only": self.summary_only, "no_records": not self.records,
                   "cgroup_levels": f.cgroup_levels(), "want_cgroup": self.want_cgroup,
-                  "kernel_metrics": self.kernel_metrics, "metric_bounds": abi.metric_bounds(self.metric_bounds)}
+                  "kernel_metrics": self.kernel_metrics, "metric_bounds": abi.metric_bounds(self.metric_bounds),
+                  "drop_events": self.drop_events and self.drops, "drop_rx_sk": self.drop_rx_sk}
         obj.set_rodata({name: values[name] if isinstance(values[name], bytes) else struct.pack(fmt, values[name])
                         for name, fmt in abi.RODATA.items()})
         if self.buffer == "perf":
@@ -204,6 +209,8 @@ class Probe:
         else:
             obj.set_autocreate(abi.MAP_RECORDS, False)
             obj.set_autocreate(abi.MAP_RECORDS_SPARE, False)
+        if not self.drops:
+            obj.set_autoload(*abi.DROP_PROGRAMS, False)
         for prog in disabled:  # (an object from SOCKETSNOOP_BPF_OBJECT may lack one)
             obj.set_autoload(prog, False)
         return obj
@@ -219,6 +226,9 @@ class Probe:
         if self.resets == RESETS_PARTIAL:
             self._no_fentry(self.resets_why)
         disabled = [] if self.resets == RESETS_FENTRY else list(FENTRY_PROGRAMS)
+        self.drops, self.drop_rx_sk = drop_support()
+        if not self.drops and self.drop_events:
+            self.log(f"socket-snoop: warning: --drops: {drop_reasons_text(False)}")
         while True:
             obj = self._open(disabled)
             if not disabled and not all(obj.has_program(p) for p in FENTRY_PROGRAMS):
@@ -312,6 +322,11 @@ class Probe:
             if code:
                 self.close()
                 raise SnoopError(f"socket-snoop: {msg} (tracepoint {PROGRAMS[prog]})")
+        if self.drops:
+            code, msg = self.obj.attach(*abi.DROP_PROGRAMS)
+            if code:
+                self.close()
+                raise SnoopError(f"socket-snoop: {msg} (tracepoint {abi.DROP_PROGRAMS['on_kfree_skb']})")
         if self.resets == RESETS_FENTRY:
             for prog in FENTRY_PROGRAMS:
                 code, msg = self.obj.attach(prog)
@@ -348,6 +363,14 @@ class Probe:
                 out[idx] = sum(struct.unpack(f"<{self.ncpus}Q", raw))
         return out
 
+    def drop_reasons(self):
+        """{reason value: packets} of the TCP drops counted so far; {} without the drops' program."""
+        return read_drop_reasons(self.obj, self.ncpus) if self.obj and self.drops else {}
+
+    def listen_drops(self):
+        """The listeners whose accept queue overflowed, still open (dropreasons.read_listen_drops)."""
+        return read_listen_drops(self.obj) if self.obj and self.drops else {}
+
     @staticmethod
     def shed(counters):
         """The events shed when the reader fell behind (counted in C_LOST), by kind: {name: n}."""
@@ -373,6 +396,8 @@ class Probe:
         misses = {p: self.obj.recursion_misses(p) for p in PROGRAMS if PROGRAMS[p] not in self.skipped}
         if self.resets == RESETS_FENTRY:
             misses.update((p, self.obj.recursion_misses(p)) for p in FENTRY_PROGRAMS)
+        if self.drops:
+            misses.update((p, self.obj.recursion_misses(p)) for p in abi.DROP_PROGRAMS)
         misses["on_state_change"] = max(0, misses.get("on_state_change", 0) - counters[C_RESCUED])
         misses.pop("on_state_change_missed", None)
         return sum(misses.values())

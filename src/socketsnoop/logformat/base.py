@@ -7,9 +7,11 @@ ports, addresses, comm, family) are what most events of a connection's side shar
 """
 
 import time
+from operator import itemgetter
 
-from ..kernel.abi import IDENT_STRUCT, R_INCOMPLETE, R_STATES_CUT
-from ..pipeline.decode import states_of
+from ..kernel.abi import EV_DROP, IDENT_STRUCT, R_INCOMPLETE, R_STATES_CUT
+from ..kernel.dropreasons import reason_name
+from ..pipeline.decode import INO, TYPE, states_of
 from .escape import format_addr
 from .words import state_name
 
@@ -37,6 +39,7 @@ class Clock:
 
 
 STATES = [state_name(n) for n in range(256)]
+_type = itemgetter(TYPE)
 HISTORY_FLAGS = R_INCOMPLETE | R_STATES_CUT
 assert (R_INCOMPLETE, HISTORY_FLAGS) == (1, 3)  # the record lines test them as literals: the fastest
 
@@ -128,6 +131,26 @@ class LineFormatter:
         return text, final
 
     def _owner_text(self, owner):
+        raise NotImplementedError
+
+    def show_drops(self):
+        """--drops: the drop events' lines end with their reason (a pass over each batch, made only then: the
+        kernel sends no drop event otherwise). A drop row's INO holds the reason's value."""
+        plain = self.lines
+
+        def lines(rows):
+            out = plain(rows)
+            if EV_DROP in map(_type, rows):
+                for i, row in enumerate(rows):
+                    if row[TYPE] == EV_DROP:
+                        out[i] = self._drop_line(out[i], reason_name(row[INO]))
+            return out
+
+        self.lines = lines
+        return self
+
+    def _drop_line(self, line, reason):
+        """A drop event's line with its reason's name added."""
         raise NotImplementedError
 
     def stamp(self, ts_ns: int) -> str:

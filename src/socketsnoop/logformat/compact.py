@@ -16,7 +16,7 @@ at a whole escape and ends in '+' (the log file has it whole). --context's names
 
 import time
 
-from ..kernel.abi import EV_RESET_RECEIVED, EV_RESET_SENT, EV_RETRANSMIT, EV_STATE
+from ..kernel.abi import EV_DROP, EV_RESET_RECEIVED, EV_RESET_SENT, EV_RETRANSMIT, EV_STATE
 from .base import STATES, Cache, Clock, LineFormatter
 from .escape import EMPTY_NAME, escape_comm, format_addr
 from .words import DIRECTION_NAMES, RESULT_NAMES
@@ -24,7 +24,8 @@ from .words import DIRECTION_NAMES, RESULT_NAMES
 PID_W, COMM_W, ADDR_W, RESULT_W, DIR_W, DURATION_W = 7, 16, 21, 14, 3, 9
 HEADER = (f"{'TIME':<12} {'PID':>{PID_W}} {'COMM':<{COMM_W}} {'LOCAL':<{ADDR_W}} {'REMOTE':<{ADDR_W}} "
           f"{'EVENT / RESULT':<{RESULT_W}} {'DIR':<{DIR_W}} {'DURATION':>{DURATION_W}} TX/RX\n")
-EVENT_WORDS = {EV_RETRANSMIT: "RETRANSMIT", EV_RESET_SENT: "RESET-SENT", EV_RESET_RECEIVED: "RESET-RECEIVED"}
+EVENT_WORDS = {EV_RETRANSMIT: "RETRANSMIT", EV_RESET_SENT: "RESET-SENT", EV_RESET_RECEIVED: "RESET-RECEIVED",
+               EV_DROP: "DROP"}
 _UNITS = "KMGTPE"
 
 
@@ -125,4 +126,7 @@ class CompactFormatter(LineFormatter):
                 f"{sent if sent < 10000 else human_bytes(sent)}/"
                 f"{received if received < 10000 else human_bytes(received)}\n"
                 for (ts, _sk, start, _hs, sent, received, _cg, _ino, _states, _ns, _re, _rtt, _uid, result, direction,
-                     _n, flags, _own, who) in rows]
+                     _n, flags, _own, who, _drops, _slots) in rows]
+
+    def _drop_line(self, line, reason):
+        return f"{line[:-1]} {reason}\n"

@@ -30,6 +30,7 @@ class LoggedEvent(NamedTuple):
     container: str | None = None  # 64 hex (JSON) or 12 (text)
     pod: str | None = None
     host: str | None = None  # the host of a central syslog's line (its prefix); None in the monitor's own log
+    reason: str | None = None  # a drop's (kind EV_DROP): the kernel's name for it, or its number
 
 
 class LoggedWarning(NamedTuple):
@@ -73,6 +74,8 @@ class LoggedConnection(NamedTuple):
     unit: str | None = None
     container: str | None = None  # 64 hex (JSON) or 12 (text)
     pod: str | None = None
+    drops: int = 0  # packets of the connection the kernel dropped (lines of older versions: 0)
+    drop_reason: str | None = None  # the most frequent reason of those, if any
 
 
 class Endpoint(NamedTuple):

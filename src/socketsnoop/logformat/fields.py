@@ -2,13 +2,16 @@
 fields (FieldsEncoder: the journal's NAME=value fields, syslog's SD-PARAMs): the same keys, in the same order,
 with the same values as jsonline.JsonFormatter's lines, without making a line to parse it again."""
 
-from ..kernel.abi import IDENT_STRUCT
-from ..pipeline.decode import R_CGROUP, R_IDENT, R_UID, states_of
+from operator import itemgetter
+
+from ..kernel.abi import EV_DROP, IDENT_STRUCT
+from ..kernel.dropreasons import reason_name
+from ..pipeline.decode import INO, R_CGROUP, R_IDENT, R_UID, TYPE, states_of
 from ..pipeline.identity import owner_key
 from .base import STATES, Clock, IDENT_CACHE
 from .escape import comm_text
-from .jsonline import CONNECTION_KEYS, EVENT_KEYS, IDENT_KEYS, JsonFormatter
-from .words import CONNECTION_NAME, DIRECTION_NAMES, EVENT_NAMES, OWNER_NAMES, RESULT_NAMES, describe_state
+from .jsonline import CONNECTION_KEYS, DROP_KEYS, EVENT_KEYS, IDENT_KEYS, JsonFormatter
+from .words import CONNECTION_NAME, DIRECTION_NAMES, EVENT_NAMES, OWNER_NAMES, RESULT_NAMES, describe_state, drop_reasons
 
 
 class FieldsFormatter(JsonFormatter):
@@ -27,6 +30,22 @@ class FieldsFormatter(JsonFormatter):
         self.owner_names = [OWNER_NAMES.get(n, "current") for n in range(256)]
         self.old_names = [None] + STATES[1:]
         self.descriptions = [describe_state(n) for n in range(256)]
+
+    def show_drops(self):
+        """--drops: a drop event's fields end with its "reason", as the JSON line does (JsonFormatter's lines too)."""
+        JsonFormatter.show_drops(self)
+        plain = self.fields
+
+        def fields(rows):
+            out = plain(rows)
+            if EV_DROP in map(_type, rows):
+                for d, row in zip(out, rows):
+                    if row[TYPE] == EV_DROP:
+                        d["reason"] = reason_name(row[INO])
+            return out
+
+        self.fields = fields
+        return self
 
     def _side(self, ident):
         sides = self._sides
@@ -53,16 +72,17 @@ class FieldsFormatter(JsonFormatter):
         """[{key: value}] per connection record (abi.RECORD_ROW tuples), as json.loads of JsonFormatter's
         record_lines would give."""
         stamps, stamp, sides, side, off = self._stamps.get, self._stamp, self._sides.get, self._side, self._offset
-        return [dict(zip(CONNECTION_KEYS, (
+        return [dict(zip(CONNECTION_KEYS + DROP_KEYS, (
             stamps(ms := (ts + off) // 1_000_000) or stamp(ms), CONNECTION_NAME,
             *(v for _k, v in sides(who) or side(who)), OWNER_NAMES.get(own & 7, "current"),
             DIRECTION_NAMES.get(direction & 3), RESULT_NAMES.get(result & 7, "closed"), ns, f"0x{sk:x}", uid, sent,
             received, retrans, float(f"{rtt / 1e3:.3f}") if rtt else None,
             float(f"{handshake / 1e6:.3f}") if handshake else None,
             float(f"{(ts - start) / 1e6:.3f}") if start and not flags & 1 else None,
-            [STATES[s] for s in states_of(states, nstates)], bool(flags & 2), not flags & 1)))
+            [STATES[s] for s in states_of(states, nstates)], bool(flags & 2), not flags & 1,
+            *((drops, drop_reasons(slots)) if drops else ()))))
             for (ts, sk, start, handshake, sent, received, _cg, _ino, states, ns, retrans, rtt, uid, result, direction,
-                 nstates, flags, own, who) in rows]
+                 nstates, flags, own, who, drops, slots) in rows]
 
 
     def _owner_text(self, owner):
@@ -101,6 +121,7 @@ class FieldsFormatter(JsonFormatter):
 
 
 _AFTER_UID = CONNECTION_KEYS.index("uid") + 1
+_type = itemgetter(TYPE)
 
 
 class FieldsEncoder(FieldsFormatter):
@@ -143,6 +164,22 @@ class FieldsEncoder(FieldsFormatter):
             self.e_netns.clear()
         b = self.e_netns[ns] = self.piece("netns", ns)
         return b
+
+    def show_drops(self):
+        """--drops: a drop event's fields end with its reason (a pass over each batch, made only then)."""
+        plain = self.encode
+
+        def encode(rows):
+            out = plain(rows)
+            if EV_DROP in map(_type, rows):
+                for i, row in enumerate(rows):
+                    if row[TYPE] == EV_DROP:
+                        typ, text, body = out[i]
+                        out[i] = (typ, text, body + self.piece("reason", reason_name(row[INO])))
+            return out
+
+        self.encode = encode
+        return self
 
     def encode(self, rows):
         stamps, stamp, off = self._stamps.get, self._stamp, self._offset

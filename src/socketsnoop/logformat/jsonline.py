@@ -14,13 +14,21 @@ from ..pipeline.decode import R_CGROUP, R_IDENT, R_UID, states_of
 from ..pipeline.identity import owner_key
 from .base import STATES, Cache, Clock, LineFormatter, IDENT_CACHE
 from .escape import comm_text
-from .words import CONNECTION_NAME, DIRECTION_NAMES, EVENT_NAMES, OWNER_NAMES, RESULT_NAMES, describe_state
+from .words import CONNECTION_NAME, DIRECTION_NAMES, EVENT_NAMES, OWNER_NAMES, RESULT_NAMES, describe_state, drop_reasons
 
 IDENT_KEYS = ("family", "src", "sport", "dst", "dport", "pid", "comm")
 EVENT_KEYS = ("timestamp", "event", *IDENT_KEYS, "owner", "old_state", "new_state", "description", "netns", "sock")
 CONNECTION_KEYS = ("timestamp", "event", *IDENT_KEYS, "owner", "direction", "result", "netns", "sock", "uid",
                    "bytes_sent", "bytes_received", "retransmits", "rtt_ms", "handshake_ms", "duration_ms", "states",
                    "states_truncated", "complete")
+DROP_KEYS = ("drops", "drop_reasons")  # after CONNECTION_KEYS, on a record whose connection had drops
+
+
+def drop_json(drops, raw):
+    """',"drops":N,"drop_reasons":{"NAME":n,...}': a record's drops (names are the kernel's, safe as they are)."""
+    return f',"drops":{drops},"drop_reasons":{json.dumps(drop_reasons(raw), separators=(",", ":"))}'
+
+
 _JSON_DIRECTIONS = {n: f'"{name}"' for n, name in DIRECTION_NAMES.items()}
 
 
@@ -108,9 +116,13 @@ class JsonFormatter(LineFormatter):
             f'"handshake_ms":{f"{handshake / 1e6:.3f}" if handshake else "null"},'
             f'"duration_ms":{f"{(ts - start) / 1e6:.3f}" if start and not flags & 1 else "null"},'
             f'"states":{histories.get(key := (states, nstates, flags & 3)) or self._history(key)},'
-            f'"states_truncated":{"true" if flags & 2 else "false"},"complete":{"false" if flags & 1 else "true"}}}\n'
+            f'"states_truncated":{"true" if flags & 2 else "false"},"complete":{"false" if flags & 1 else "true"}'
+            f'{drops and drop_json(drops, slots) or ""}}}\n'
             for (ts, sk, start, handshake, sent, received, _cg, _ino, states, ns, retrans, rtt, uid, result, direction,
-                 nstates, flags, own, who) in rows]
+                 nstates, flags, own, who, drops, slots) in rows]
+
+    def _drop_line(self, line, reason):
+        return f'{line[:-2]},"reason":"{reason}"}}\n'
 
     def _record_lines_identity(self, rows):
         """Records with the owner's names (user, cgroup, unit, container, pod, exe: those known) after "uid"."""

@@ -25,6 +25,7 @@ from .entries import (
 from .escape import comm_from_json, unescape_comm
 from .text import CONTAINER_TEXT, CONTEXT_KEYS
 from .warning import WARNING_NAME, WARNING_TITLE
+from ..kernel.abi import EV_DROP
 from .words import (
     CONNECTION_NAME,
     CONNECTION_TITLE,
@@ -71,6 +72,7 @@ JSON_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z", re.ASCII)
 # times a line may have: years 2 to 9998, so that every time zone can print them (local text, UTC JSON)
 MIN_SEC = int(datetime.datetime(2, 1, 1, tzinfo=datetime.timezone.utc).timestamp())
 MAX_SEC = int(datetime.datetime(9999, 1, 1, tzinfo=datetime.timezone.utc).timestamp()) - 1
+REASON = re.compile(r"[A-Z0-9_]{1,64}", re.ASCII)  # a drop reason's name (the kernel's), or its number
 SUMMARY_KEYS = ("DST", "PID", "COMM", "RESULT", "DIR", "DURATION", "HANDSHAKE", "SENT", "RECEIVED", "RETRANSMITS",
                 "RTT", "UID", "STATES")
 
@@ -251,6 +253,11 @@ class Parser:
             if sep and title == CONNECTION_TITLE:
                 return self._summary_text(line, rest)
             raise Malformed("not a socket-snoop line")
+        reason = None
+        if kind == EV_DROP:  # '... STATE=... [names] REASON=NAME'
+            rest, sep, reason = rest.rpartition(" REASON=")
+            if not sep or not REASON.fullmatch(reason):
+                raise Malformed("bad drop reason")
         words = rest.split(" ", 4)  # SRC DST PID COMM STATE...
         if len(words) != 5:
             raise Malformed("not a socket-snoop line")
@@ -264,7 +271,7 @@ class Parser:
         user, unit, container, pod = _text_context(described[n:])
         return LoggedEvent(self._text_ns(line), kind, src.family, src.addr, src.port, dst.addr, dst.port,
                            _number(_value(words[2], "PID"), 10, MAX_PID), unescape_comm(_value(words[3], "COMM")),
-                           state, None, None, user, None, unit, container, pod)
+                           state, None, None, user, None, unit, container, pod, reason=reason)
 
     def _warning_text(self, line):
         m = WARNING_HEAD.match(line, STAMP_LEN + len(WARNING_TITLE) + 2)
@@ -289,7 +296,16 @@ class Parser:
         return int(sec) * 1_000_000_000 + int(line[STAMP_LEN - 4:STAMP_LEN - 1]) * 1_000_000
 
     def _summary_text(self, line, rest):
-        """A text 'Connection Summary:' line (rest: what follows SRC=) -> LoggedConnection."""
+        """A text 'Connection Summary:' line (rest: what follows SRC=) -> LoggedConnection. Its end, when the
+        connection had packets dropped: ' DROPS=N DROP_REASON=NAME' (no value before it has a space: escaped)."""
+        drops, reason = 0, None
+        head, sep, tail = rest.rpartition(" DROPS=")
+        if sep:
+            n, _, reason = tail.partition(" ")
+            reason = _value(reason, "DROP_REASON")
+            if not REASON.fullmatch(reason) and reason != "-":
+                raise Malformed("bad drop reason")
+            rest, drops, reason = head, _number(n, 10, MAX_U32), None if reason == "-" else reason
         words = rest.split(" ", len(SUMMARY_KEYS) + len(CONTEXT_KEYS) + 1)
         if len(words) < len(SUMMARY_KEYS) + 1:
             raise Malformed("not a socket-snoop line")
@@ -305,7 +321,8 @@ class Parser:
             _number(v["PID"], 10, MAX_PID), unescape_comm(v["COMM"]), result, None if direction == "-" else direction,
             _text_us(v["DURATION"]), _text_us(v["HANDSHAKE"]), _number(v["SENT"], 20, MAX_U64),
             _number(v["RECEIVED"], 20, MAX_U64), _number(v["RETRANSMITS"], 10, MAX_U32), _text_us(v["RTT"]),
-            _number(v["UID"], 10, MAX_U32), states, cut, complete, None, None, user, None, unit, container, pod)
+            _number(v["UID"], 10, MAX_U32), states, cut, complete, None, None, user, None, unit, container, pod,
+            drops, reason)
 
     def _json_common(self, d):
         """What every JSON line has, checked: (family, src, dst, sport, dport, pid, raw comm, ts_ns, socket
@@ -343,11 +360,14 @@ class Parser:
             uid = d.get("uid")
             uid = uid if type(uid) is int and 0 <= uid <= MAX_U32 else None
             user, cgroup, unit, container, pod = _json_names(d)
+            reason = d.get("reason") if kind == EV_DROP else None
+            if kind == EV_DROP and not (isinstance(reason, str) and REASON.fullmatch(reason)):
+                raise ValueError("bad drop reason")
         except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError):
             # RecursionError: deeply nested JSON ('{"a":[[[[...'); never shown, so no text from the line is kept
             raise Malformed("bad JSON event") from None
         return LoggedEvent(ts_ns, kind, fam, src, sport, dst, dport, pid, comm, state, sock, uid, user, cgroup, unit,
-                           container, pod)
+                           container, pod, reason=reason)
 
     def _summary_json(self, d):
         """A JSON line's object with "event": "connection" -> LoggedConnection, or raises Malformed."""
@@ -370,8 +390,12 @@ class Parser:
             states = _state_names(names)
             times = [_json_us(d[k]) for k in ("duration_ms", "handshake_ms", "rtt_ms")]
             user, cgroup, unit, container, pod = _json_names(d)
+            drops, reasons = d.get("drops", 0), d.get("drop_reasons", {})
+            if (type(drops) is not int or not 0 <= drops <= MAX_U32 or type(reasons) is not dict or len(reasons) > 8
+                    or not all(isinstance(k, str) and REASON.fullmatch(k) and type(n) is int for k, n in reasons.items())):
+                raise ValueError("bad drops")
         except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
             raise Malformed("bad JSON summary") from None
         return LoggedConnection(ts_ns, fam, src, sport, dst, dport, pid, comm, result, direction, times[0], times[1],
                                 sent, received, retrans, times[2], uid, states, cut, complete, sock, None, user,
-                                cgroup, unit, container, pod)
+                                cgroup, unit, container, pod, drops, next(iter(reasons), None))

@@ -9,11 +9,11 @@ those known. Every value from outside is one escaped token (escape.py); reader.p
 
 import time
 
-from ..pipeline.decode import R_CGROUP, R_IDENT, R_UID
+from ..pipeline.decode import R_CGROUP, R_DROP_SLOTS, R_DROPS, R_IDENT, R_UID
 from ..pipeline.identity import owner_key
 from .base import Cache, Clock, LineFormatter, IDENT_CACHE, history
 from .escape import EMPTY_NAME, escape_comm, escape_token, format_addr
-from .words import CONNECTION_TITLE, DIRECTION_NAMES, EVENT_TITLES, RESULT_NAMES, describe_state
+from .words import CONNECTION_TITLE, DIRECTION_NAMES, EVENT_TITLES, RESULT_NAMES, describe_state, drop_words
 
 CONTEXT_KEYS = ("USER", "UNIT", "USER_UNIT", "CONTAINER", "POD")  # --context's names, in this order
 CONTAINER_TEXT = 12  # hex digits of a container id in a text line
@@ -94,12 +94,20 @@ class TextFormatter(LineFormatter):
             f"{f'{(ts - start) / 1e6:.3f}ms' if start and not flags & 1 else '-'} HANDSHAKE="
             f"{f'{handshake / 1e6:.3f}ms' if handshake else '-'} SENT={sent} RECEIVED={received} RETRANSMITS={retrans}"
             f" RTT={f'{rtt / 1e3:.3f}ms' if rtt else '-'} UID={uid} STATES="
-            f"{histories.get(key := (states, nstates, flags & 3)) or self._history(key)}\n"
+            f"{histories.get(key := (states, nstates, flags & 3)) or self._history(key)}"
+            f"{drops and drop_words(drops, slots) or ''}\n"
             for (ts, _sk, start, handshake, sent, received, _cg, _ino, states, _ns, retrans, rtt, uid, result, direction,
-                 nstates, flags, _own, who) in rows]
+                 nstates, flags, _own, who, drops, slots) in rows]
 
     def _record_lines_context(self, rows):
         """Records with the owner's names after STATES= (--context), as the events have them after STATE=."""
         owner = self._owner
-        return [line[:-1] + owner(owner_key(row[R_CGROUP], row[R_UID], row[R_IDENT]))[0]
-                for line, row in zip(TextFormatter.record_lines(self, rows), rows)]
+        out = []
+        for line, row in zip(TextFormatter.record_lines(self, rows), rows):
+            drops = drop_words(row[R_DROPS], row[R_DROP_SLOTS]) if row[R_DROPS] else ""  # stays at the end
+            out.append(line[:len(line) - 1 - len(drops)] + owner(owner_key(row[R_CGROUP], row[R_UID],
+                                                                            row[R_IDENT]))[0][:-1] + drops + "\n")
+        return out
+
+    def _drop_line(self, line, reason):
+        return f"{line[:-1]} REASON={reason}\n"

@@ -4,6 +4,7 @@ take them from here."""
 
 from ..kernel.abi import (
     DIR_IN,
+    EV_DROP,
     DIR_OUT,
     EV_RESET_RECEIVED,
     EV_RESET_SENT,
@@ -20,19 +21,22 @@ from ..kernel.abi import (
     RESULT_TIMEOUT,
     RESULT_UNREACHABLE,
 )
-from ..pipeline.decode import OWNER_PROC, TCP_STATES
+from ..kernel.dropreasons import reason_name
+from ..pipeline.decode import OWNER_PROC, TCP_STATES, drop_slots_of
 
 EVENT_NAMES = {  # JSON "event", the journal's and syslog's event kind
     EV_STATE: "state_change",
     EV_RETRANSMIT: "retransmit",
     EV_RESET_SENT: "reset_sent",
     EV_RESET_RECEIVED: "reset_received",
+    EV_DROP: "drop",
 }
 EVENT_TITLES = {  # the text line's title
     EV_STATE: "State Change",
     EV_RETRANSMIT: "Retransmission",
     EV_RESET_SENT: "Reset Sent",
     EV_RESET_RECEIVED: "Reset Received",
+    EV_DROP: "Packet Drop",
 }
 CONNECTION_NAME = "connection"  # JSON "event" of a connection's summary
 CONNECTION_TITLE = "Connection Summary"
@@ -54,6 +58,19 @@ RESULT_NAMES = {
     RESULT_UNREACHABLE: "unreachable",
 }
 DIRECTION_NAMES = {DIR_OUT: "out", DIR_IN: "in"}
+
+
+def drop_reasons(raw):
+    """A record's drop slots (R_DROP_SLOTS bytes) as {reason name: packets}, most frequent first; a value
+    this kernel does not name is its number."""
+    return {reason_name(reason): n for reason, n in drop_slots_of(raw)}
+
+
+def drop_words(drops, raw):
+    """The end of a Connection Summary line whose connection had packets dropped: ' DROPS=N DROP_REASON=NAME'
+    (the most frequent reason of those kept; '-' if none was)."""
+    top = next(iter(drop_reasons(raw)), "-")
+    return f" DROPS={drops} DROP_REASON={top}"
 
 
 def state_name(num):

@@ -36,7 +36,11 @@ def formatters(opts, filters, clock, warn, metrics=None):
     cgroups = CgroupTree() if names or filters.wants_cgroups() else None
     identity = Identity(cgroups, warn=warn) if names else None
     text = TextFormatter(clock, identity, opts.context)
-    return cgroups, identity, text, JsonFormatter(clock, identity) if opts.format == "json" else text
+    lines = JsonFormatter(clock, identity) if opts.format == "json" else text
+    if opts.drops:
+        for f in {id(text): text, id(lines): lines}.values():
+            f.show_drops()
+    return cgroups, identity, text, lines
 
 
 def open_sinks(opts, clock, metrics, lost_counts, warn, identity=None, kernel_counts=None, kernel_records=False):
@@ -75,7 +79,8 @@ def console_sink(opts, clock, warn, fd=1):
     except OSError:
         terminal = False
     return ConsoleSink(capacity=opts.output_queue, fd=fd, warn=warn,
-                       formatter=CompactFormatter(clock) if compact else None,
+                       formatter=(CompactFormatter(clock).show_drops() if opts.drops else CompactFormatter(clock))
+                       if compact else None,
                        colour=opts.format != "json" and wants_colour(opts.color, fd), header=compact and terminal,
                        summary=not opts.no_summary)
 
@@ -106,4 +111,9 @@ def queued_sinks(opts, clock, warn, identity=None):
         except (OSError, ValueError) as e:  # ssl: the CA file missing or not PEM
             raise SnoopError(f"socket-snoop: --syslog-ca {o.syslog_ca}: cannot use it: "
                              f"{getattr(e, 'strerror', None) or e}", 2) from None
+    if o.drops:  # their own text lines (with --json): a drop's message ends with its reason too
+        for sink in out:
+            sink.text.show_drops()
+            sink.fields.show_drops()
+            sink.encoder.show_drops()
     return out

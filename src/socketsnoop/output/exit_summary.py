@@ -6,6 +6,8 @@ metrics endpoint shows. counters are the kernel's (Probe.counters(), indexed by 
 import sys
 
 from ..kernel.abi import (
+    C_DROPS,
+    DROP_REASONS,
     C_FILTERED,
     C_LOST,
     C_RECORDS,
@@ -19,6 +21,7 @@ from ..kernel.abi import (
     C_SENT,
     C_STORAGE_FAILED,
 )
+from ..kernel.dropreasons import reason_name
 from ..pipeline.owners import tcp_sockets
 from .connections import OPEN_STATES
 from .queued import QueuedSink
@@ -54,7 +57,12 @@ def exit_lines(probe, dispatch, sinks, report_lines=()):
         totals += (f" records={c[C_RECORDS]} records_filtered={c[C_RECORDS_FILTERED] + records_filtered}"
                    f" records_lost={c[C_RECORDS_LOST]}")
     totals += "".join(f" shed_{kind}={n}" for kind, n in probe.shed(c).items())
+    drops = drops_by_name(probe) if probe.drops else None
+    if drops is not None:
+        totals += f" drops={c[C_DROPS]}"
     lines = ["Stopping monitoring...", "", *report_lines, totals]
+    if drops:  # the TCP packets the kernel dropped, by reason, most first
+        lines.append("Drops: " + " ".join(f"{name}={n}" for name, n in sorted(drops.items(), key=lambda kv: -kv[1])))
     outputs = outputs_line(sinks)
     return lines + [outputs] if outputs else lines
 
@@ -118,12 +126,19 @@ def stats_line(before, after, missed, identity, sinks):
     return text + "".join(f"; {s.name} dropped so far {s.dropped()}" for s in sinks if isinstance(s, QUEUES))
 
 
+def drops_by_name(probe):
+    """{reason name: packets} of the TCP drops the kernel counted (its BTF's names; 'OTHER' for the values past
+    the kernel program's slots), {} where it counts none (before Linux 5.17)."""
+    return {reason_name(v) if v < DROP_REASONS - 1 else "OTHER": n for v, n in probe.drop_reasons().items()}
+
+
 def lost_counts(probe, sinks):
     """Events lost so far, by where: the kernel's ring, the kernel's skips, each output (for metrics)."""
     out = {}
     if probe is not None:
         c = probe.counters()
-        out = {"kernel_ring": c[C_LOST], "kernel_missed": probe.missed(c), "shed": probe.shed(c)}
+        out = {"kernel_ring": c[C_LOST], "kernel_missed": probe.missed(c), "shed": probe.shed(c),
+               "drops": drops_by_name(probe)}
         if probe.records:
             out["kernel_records"] = c[C_RECORDS_LOST]  # connection records: their ring was full
     for sink in sinks:

@@ -176,6 +176,7 @@ class MetricsSink(Sink):
         self.stats = stats  # () -> {"kernel_ring": n, "kernel_missed": n, <output name>: n, ...}
         self.lost = {"kernel_ring": 0, "kernel_missed": 0}
         self.shed = {}  # kernel_ring by the kind of event shed: {"state_change": n, ...}
+        self.drops = {}  # TCP packets the kernel dropped, by reason name (the kernel's counts)
         self._comm_labels = {}  # raw comm -> label value, for the values within the cap
         self.warnings = Counter()  # health warning kind -> warnings said (not their clearing)
         self.server = None
@@ -239,6 +240,7 @@ class MetricsSink(Sink):
         if self.stats:
             lost = dict(self.stats())
             self.shed = lost.pop("shed", {})
+            self.drops = lost.pop("drops", {})
             self.lost = lost
 
     def close(self):
@@ -366,6 +368,11 @@ class MetricsSink(Sink):
         for kind, n in dict(self.shed).items():
             shed.add_metric([kind], n)
         yield shed
+        drops = CounterMetricFamily("socketsnoop_drops", "TCP packets the kernel dropped, by its reason (the "
+                                    "running kernel's names for enum skb_drop_reason; Linux 5.17+)", labels=["reason"])
+        for reason, n in dict(self.drops).items():
+            drops.add_metric([reason], n)
+        yield drops
         overflow = CounterMetricFamily("socketsnoop_metrics_label_overflow", "events counted under the label "
                                        f"value {OTHER!r}: past the cap of distinct values", labels=["label"])
         for name in self.label_names:

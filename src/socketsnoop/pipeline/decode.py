@@ -4,7 +4,7 @@ numbers for TCP states. Their words in the log (titles, descriptions, result nam
 from bisect import bisect_right
 from operator import itemgetter
 
-from ..kernel.abi import DIR_OUT, IDENT_STRUCT, OWNER_SOCKET, RESULT_CLOSED, Ident, RecordRow, Row
+from ..kernel.abi import DIR_OUT, DROP_SLOT, DROP_SLOTS, IDENT_STRUCT, OWNER_SOCKET, RESULT_CLOSED, Ident, RecordRow, Row
 
 # Row positions: a row is struct event decoded with its identity fields (pid .. family: the same for most
 # events of a connection's side) left as one bytes object, which formatters key their caches by; then the
@@ -75,7 +75,7 @@ def merge_by_time(rows, extra):
 
 # Record row positions: struct conn_record decoded with its identity left as one bytes object (abi.RECORD_ROW)
 (R_TS, R_SK, R_START, R_HANDSHAKE, R_SENT, R_RECEIVED, R_CGROUP, R_INO, R_STATES, R_NETNS, R_RETRANSMITS, R_RTT,
- R_UID, R_RESULT, R_DIRECTION, R_NSTATES, R_FLAGS, R_OWNER, R_IDENT) = range(19)
+ R_UID, R_RESULT, R_DIRECTION, R_NSTATES, R_FLAGS, R_OWNER, R_IDENT, R_DROPS, R_DROP_SLOTS) = range(21)
 
 
 def states_of(packed, n):
@@ -90,9 +90,17 @@ def ident_of_record(row) -> Ident:
 def make_record_row(ts_ns=0, skaddr=0, start_ns=0, handshake_ns=0, bytes_sent=0, bytes_received=0, cgroup=0, ino=0,
                     states=(), netns=0, retransmits=0, rtt_us=0, uid=0, result=RESULT_CLOSED, direction=DIR_OUT,
                     flags=0, owner=OWNER_SOCKET, pid=0, sport=0, dport=0, saddr=bytes(16), daddr=bytes(16),
-                    comm=b"", family=4) -> RecordRow:
-    """A record row from named fields (tests, report): what decoding the kernel's record gives."""
+                    comm=b"", family=4, drop_slots=()) -> RecordRow:
+    """A record row from named fields (tests, report): what decoding the kernel's record gives. drop_slots:
+    ((reason, count), ...), at most DROP_SLOTS of them."""
+    slots = b"".join(DROP_SLOT.pack(*s) for s in drop_slots).ljust(DROP_SLOT.size * DROP_SLOTS, b"\0")
     packed = sum((s & 0xF) << (4 * i) for i, s in enumerate(states))
     return RecordRow(ts_ns, skaddr, start_ns, handshake_ns, bytes_sent, bytes_received, cgroup, ino, packed, netns,
                      retransmits, rtt_us, uid, result, direction, len(states), flags, owner,
-                     make_ident(pid, sport, dport, saddr, daddr, comm, family))
+                     make_ident(pid, sport, dport, saddr, daddr, comm, family), sum(c for _r, c in drop_slots), slots)
+
+
+def drop_slots_of(raw):
+    """A record's drop slots (its R_DROP_SLOTS bytes) as ((reason, count), ...), most frequent first."""
+    slots = [s for s in DROP_SLOT.iter_unpack(raw) if s[1]]
+    return tuple(sorted(slots, key=lambda s: -s[1]))

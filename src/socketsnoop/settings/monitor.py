@@ -65,6 +65,9 @@ OUTPUT = (
            choices=COLOR_CHOICES, default="auto", metavar="WHEN", value_type=str),
     Option(("--context",), SWITCH,
            "text lines: append USER=, UNIT=, USER_UNIT=, CONTAINER=, POD= (those known) after STATE="),
+    Option(("--drops",), SWITCH, "each TCP packet the kernel drops as a line, with its reason (Linux 5.17+): "
+           "'Packet Drop: ... REASON=NAME'; off by default, drops can be many (they are always counted: DROPS= "
+           "on connection summaries, socketsnoop_drops_total)"),
     Option(("--no-report",), SWITCH, "no connection lifecycle report on exit"),
     Option(("--no-summary",), SWITCH,
            "no 'Connection Summary' line (JSON: \"event\": \"connection\") when a connection ends"),

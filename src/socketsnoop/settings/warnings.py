@@ -17,6 +17,8 @@ WARN_SETTINGS = {
                   "10 s (default 100)"),
     "port-exhaustion": ("port_exhaustion", int, "connects to one destination failed for want of a local port "
                         "within 60 s (default 5)"),
+    "accept-queue-overflow": ("accept_queue_overflow", int, "packets one listener dropped because its accept "
+                              "queue was full (TCP_LISTEN_OVERFLOW, Linux 6.15+) within 10 s (default 1)"),
     "interval": ("interval", float, "seconds before a lasting warning is said again (default 60)"),
 }
 WARN_HELP = ("change a warning's threshold, or turn one kind off with KIND=off (repeatable): "
@@ -55,8 +57,9 @@ WARNING_OPTIONS = (
     Option(("--warn",), LIST, WARN_HELP, type=parse_warn, metavar="KIND=VALUE", show=show_warn,
            example="close-wait-leak=120"),
     Option(("--no-warnings",), SWITCH, "no health warnings (close-wait-leak, connect-failures, retransmits, "
-           "port-scan, syn-flood, port-exhaustion: on by default); with --summary-only the kernel sends no events, "
-           "so only those from the connection records (connect-failures, retransmits, port-exhaustion) are on"),
+           "port-scan, syn-flood, port-exhaustion, accept-queue-overflow: on by default). --summary-only keeps "
+           "those of the connection records (connect-failures, retransmits, port-exhaustion) and of the kernel's "
+           "counts (accept-queue-overflow): the kernel sends no events then"),
 )
 
 # the kinds made from events: with --summary-only (or --failed) the kernel sends none, only connection records

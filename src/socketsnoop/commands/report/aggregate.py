@@ -24,6 +24,8 @@ from .summaries import Process, Records
 TABLE_LIMIT = 100_000  # distinct keys per summary table and per join map
 EPHEMERAL = 32768  # Linux's first ephemeral port by default (net.ipv4.ip_local_port_range)
 
+MAX_DROP_REASONS = 256  # distinct drop reasons the report keeps (the kernel has about 130)
+
 
 class ResetKey(NamedTuple):
     """A key of the Resets table."""
@@ -68,6 +70,9 @@ class Report:
         self.first = self.last = None
         self.kinds = Counter()
         self.warnings = Counter()  # health warning kind -> warning lines said (not their clearing)
+        # connections whose summary says the kernel dropped packets: their most frequent reason -> connections
+        # (at most MAX_DROP_REASONS names: a forged log's others are "other"), and the packets
+        self.drop_reasons, self.dropped = Counter(), 0
         self.states = Counter()
         self.procs = {}  # Process -> Counter
         # the owner's names, where the logs carry them: unit, container (12 hex), user -> Counter
@@ -133,6 +138,11 @@ class Report:
         local, remote = format_endpoint(r.family, r.src, r.sport), format_endpoint(r.family, r.dst, r.dport)
         comm = self.names.comm(r.comm, r.pid)
         self.records.add(r, local, remote, comm)
+        if r.drops:
+            reason = r.drop_reason or "-"
+            known = reason in self.drop_reasons or len(self.drop_reasons) < MAX_DROP_REASONS
+            self.drop_reasons[reason if known else "other"] += 1
+            self.dropped += r.drops
         self.per_minute.add(r.ts_ns)
         if len(r.comm) > 16:
             r = r._replace(comm=r.comm[:16])  # kept for its numbers only: a forged long name would cost memory
@@ -292,6 +302,8 @@ class Report:
             "last_ns": self.last,
             "by_event": {EVENT_NAMES[k]: n for k, n in sorted(self.kinds.items())},
             "warnings": dict(sorted(self.warnings.items())),
+            "drops": {"packets": self.dropped, "connections": sum(self.drop_reasons.values()),
+                      "by_reason": dict(self.drop_reasons.most_common(top))},
             "states": {state_name(s): n for s, n in self.states.most_common()},
             "processes": [{"pid": p.pid, "comm": p.comm, "established": c["established"],
                            "retransmits": c["retransmits"], "resets": c["resets"]}

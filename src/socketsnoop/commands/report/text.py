@@ -19,6 +19,10 @@ def text_lines(report, top, lifecycles, stamp):
     yield "  states reached: " + (", ".join(f"{k} {n}" for k, n in s["states"].items()) or "none")
     if s["warnings"]:
         yield "  health warnings: " + ", ".join(f"{k} {n}" for k, n in s["warnings"].items())
+    if s["drops"]["packets"]:
+        d = s["drops"]
+        yield (f"  packets dropped: {d['packets']} on {d['connections']} connections (their most frequent reason: "
+               + ", ".join(f"{k} {n}" for k, n in d["by_reason"].items()) + ")")
     yield f"Processes (top {top}): established, retransmits, resets"
     for p in s["processes"]:
         yield (f"  PID={p['pid']} COMM={p['comm']}: {p['established']} established, "

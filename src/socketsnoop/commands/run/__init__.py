@@ -96,7 +96,9 @@ class Monitor(MonitorParts):
             self.cgroup_watch.tick(now)
         self.out.notice_losses(self.probe)
         if self.out.health is not None:  # behind the kernel: as of the last event read, not now
-            self.out.warnings(self.out.seen_ns if self.behind else time.monotonic_ns())
+            now_ns = self.out.seen_ns if self.behind else time.monotonic_ns()
+            self.out.health.listen_drops(self.probe.listen_drops(), now_ns)
+            self.out.warnings(now_ns)
 
 
 def main(argv):

@@ -57,7 +57,8 @@ class MonitorParts:
         self.probe = Probe(self.filters, buffer=o.buffer, buffer_size=o.buffer_size, log=self.warn, records=records,
                            summary_only=o.summary_only, want_cgroup=self.identity is not None,
                            kernel_metrics=self.in_kernel,
-                           metric_bounds=metrics_module().kernel_bounds() if self.in_kernel else None)
+                           metric_bounds=metrics_module().kernel_bounds() if self.in_kernel else None,
+                           drop_events=o.drops)
         return self.probe
 
     def start(self, p):
@@ -81,14 +82,14 @@ OWNER_FILTERS = FILT_PID | FILT_COMM | FILT_UID | FILT_X_PID | FILT_X_COMM | FIL
 def counts_in_kernel(opts, filters, metrics, report, thresholds):
     """Counting without transfer: what the kernel counts itself and keeps (bpf/metrics.h, abi.KM_*), 0 for
     nothing. The events, when the metrics endpoint is the only output and nothing else wants them in user
-    space: no lines anywhere (-q, --no-log-file, no --journal or --syslog), no health warnings, no
+    space: no lines anywhere (-q, --no-log-file, no --journal, --syslog or --drops), no health warnings, no
     --metrics-labels (comm, unit and container are found in user space: the owner of a socket older than
     the monitor in /proc, unit and container in the cgroup tree), no owner filter (-p, -c, --uid and their
     --exclude-: a socket older than the monitor has its owner checked in /proc), the ring buffer (the perf
     buffer carries no records). The connection records too when the exit report does not want them
     (--no-report)."""
     if not (metrics and not metrics[2] and opts.quiet and not opts.log_file and not opts.journal
-            and not opts.journal_socket and not opts.syslog and thresholds is None and opts.buffer != "perf"
+            and not opts.journal_socket and not opts.syslog and not opts.drops and thresholds is None and opts.buffer != "perf"
             and not filters.flags() & OWNER_FILTERS):
         return 0
     return KM_EVENTS | (KM_RECORDS if report is None else 0)

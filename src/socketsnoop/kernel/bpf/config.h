@@ -17,5 +17,7 @@ const volatile bool summary_only = false;	 /* no per-event records: connection r
 const volatile bool no_records = false;	 /* no connection records (--no-summary) */
 const volatile __u32 cgroup_levels = 0;	 /* bit n: a cgroup filter names a cgroup at depth n (filter_cgroups) */
 const volatile bool want_cgroup = true;	 /* struct event.cgroup wanted (JSON, --context): else left 0 */
+const volatile bool drop_events = false;	 /* each TCP drop as an event (--drops): else only counted */
+const volatile bool drop_rx_sk = false;	 /* kfree_skb passes rx_sk, its fourth argument (its BTF says) */
 
 #endif /* SOCKETSNOOP_CONFIG_H */

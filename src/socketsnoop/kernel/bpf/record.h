@@ -31,6 +31,8 @@ static __always_inline void begin(struct sock_state *st, int oldstate, int newst
 		st->nstates = 0;
 		st->seen = 0;
 		st->err = 0;
+		st->drops = 0; /* an accepted socket's copy holds its listener's */
+		__builtin_memset(st->drop_slots, 0, sizeof(st->drop_slots));
 		st->direction = newstate == TCP_SYN_SENT ? SS_DIR_OUT : child ? SS_DIR_IN : SS_DIR_UNKNOWN;
 	} else if (!st->start_ns && !st->nstates) {
 		st->flags |= SS_R_INCOMPLETE; /* first seen in the middle of its life: older than us */
@@ -138,6 +140,8 @@ static __always_inline void record(void *ctx, const struct sock *sk, const struc
 		r.direction = st->direction;
 		r.flags |= st->flags & (SS_R_INCOMPLETE | SS_R_STATES_CUT);
 		seen = st->seen;
+		r.drops = st->drops;
+		__builtin_memcpy(r.drop_slots, st->drop_slots, sizeof(r.drop_slots));
 	} else {
 		r.flags |= SS_R_INCOMPLETE;
 	}

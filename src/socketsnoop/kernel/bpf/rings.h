@@ -112,7 +112,7 @@ static __always_inline int emit(void *ctx, struct event *e, struct cpu_state *cs
 		 * costs a connection record: those have rings of their own, sized to fill last.
 		 */
 		count(SS_C_LOST);
-		count(SS_C_SHED_STATE + e->type - SS_EV_STATE);
+		count(e->type == SS_EV_DROP ? SS_C_SHED_DROP : SS_C_SHED_STATE + e->type - SS_EV_STATE);
 	} else {
 		count(SS_C_SENT);
 	}

@@ -12,7 +12,8 @@
  * on_retransmit, on_synack_retransmit, on_reset_sent, on_reset_received,
  * on_error_report (inet_sk_error_report: why a connect failed); before 6.10,
  * where fentry works, on_reset_sent_v4 and on_reset_sent_v6 (fentry on
- * tcp_v4_send_reset / tcp_v6_send_reset).
+ * tcp_v4_send_reset / tcp_v6_send_reset); on_kfree_skb (kfree_skb: TCP
+ * packets dropped, with the reason, where the kernel gives one).
  *
  * RE-ENTRY (the one place it is explained; comments elsewhere point here).
  * The kernel never runs a tracing program on a CPU where one of ours is
@@ -63,6 +64,9 @@
  *   tcp_retransmit_skb's err argument                          newer than 6.12 (CO-RE guard)
  *   sock_cgroup_data.cgroup (before: a word, val)              5.15 (CO-RE guard: both read)
  *   cgroup.ancestors[] (before: ancestor_ids[], u64 ids)       6.0 (CO-RE guard: both read)
+ *   kfree_skb's reason argument                                5.17 (before: on_kfree_skb not loaded)
+ *   kfree_skb's rx_sk argument                                 6.11 (before: the packet's socket only;
+ *                                                                  user space sets drop_rx_sk by its BTF)
  * Tested: 5.10, 6.1, 6.1 PREEMPT_RT, 6.12 (tests/kernels/run), 6.18.
  *
  * Files, by job (each header includes what it uses; this file holds the
@@ -77,6 +81,7 @@
  *   rings.h        the rings and the perf buffer, wake-up marks, emit()
  *   record.h       the per-connection record (struct conn_record)
  *   metrics.h      counting without transfer: the metrics kept in the kernel
+ *   drops.h        packets dropped: which count, their socket, the counts
  * Built for x86-64 only (-D__TARGET_ARCH_x86; context_level() knows its
  * stacks; user space reads the rings with x86-64's memory ordering).
  */
@@ -95,6 +100,7 @@
 #include "rings.h"
 #include "record.h"
 #include "metrics.h"
+#include "drops.h"
 
 /* keep struct event and struct conn_record in the object's BTF, where tests/unit/test_abi.py reads their layout */
 const volatile struct event *unused_event __attribute__((unused));
@@ -147,6 +153,7 @@ static __always_inline int state_change(void *ctx, const struct sock *sk, const 
 			lo = bpf_map_lookup_elem(&listeners, &lk);
 			if (lo && lo->pid == e.pid)
 				bpf_map_delete_elem(&listeners, &lk);
+			bpf_map_delete_elem(&listen_drops, &lk);
 		} else if (!no_records && !use_perf) {
 			record(ctx, sk, st, &e, oldstate, cs);
 		}
@@ -483,6 +490,88 @@ int BPF_PROG(on_reset_sent_v6, const struct sock *sk, struct sk_buff *skb)
 	reset_sent(ctx, sk, skb, cs);
 	leave(cs);
 	return 0;
+}
+
+/*
+ * A packet the kernel dropped, with its reason (5.17+; user space loads this
+ * only there). Filtered here: TCP only, and only real drops (real_drop()).
+ * Counted per reason always, on its socket where the kernel knows it (the
+ * connection's record), per listener for an accept queue overflow; sent as
+ * an event only with --drops (drop_events), .ino carrying the reason. The
+ * event's addresses are the socket's, else the packet's as received (local
+ * is its destination); its owner the socket's or listener's as the kernel
+ * program knows it, else none (pid 0): this runs in softirq context, where
+ * the current task is not the owner.
+ */
+static __always_inline int drop(void *ctx, const struct sk_buff *skb, __u32 reason, const struct sock *rx_sk)
+{
+	const struct sock *sk;
+	struct sock_state *st = NULL;
+	struct cpu_state *cs;
+	struct event e = {};
+	bool listener;
+
+	count(SS_C_DROPS);
+	count_reason(reason);
+	sk = drop_socket(rx_sk, skb);
+	listener = sk && sk->__sk_common.skc_state == TCP_LISTEN;
+	if (sk)
+		st = state_of(sk, false);
+	if (st)
+		note_drop(st, reason);
+	if (listener && bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_TCP_LISTEN_OVERFLOW) &&
+	    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_TCP_LISTEN_OVERFLOW))
+		listen_overflow(sk, st);
+	if (!drop_events)
+		return 0;
+
+	e.ts_ns = bpf_ktime_get_ns();
+	e.type = SS_EV_DROP;
+	e.ino = reason;
+	e.skaddr = (__u64)sk;
+	if (sk && !listener) {
+		/* not fill_full_sock(): skb->sk is an RCU pointer, which bpf_skc_to_tcp_sock() refuses */
+		if (!fill_addrs(&e, &sk->__sk_common))
+			return 0;
+		e.sport = bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport)); /* (skc_num: 0 once closed) */
+	} else if (!fill_from_packet(&e, skb)) {
+		return 0;
+	}
+	e.owner = SS_OWNER_NONE;
+	if (sk) {
+		e.newstate = sk->__sk_common.skc_state;
+		e.netns = netns_of(sk);
+		if (st && (st->flags & SS_S_OWNED))
+			copy_owner(&e, &st->owner, st->how);
+		else if (listener)
+			fill_listener_owner(&e, sk);
+	} else if (skb->dev) {
+		e.netns = skb->dev->nd_net.net->ns.inum;
+	}
+	if (e.owner == SS_OWNER_CURRENT) { /* fill_listener_owner's fallback, the interrupted task: not the owner */
+		e.owner = SS_OWNER_NONE;
+		e.pid = 0;
+		e.uid = 0;
+		__builtin_memset(e.comm, 0, SS_COMM_LEN);
+	}
+	fill_cgroup(&e, sk);
+	count(SS_C_SEEN); /* an event made: seen, then sent, filtered or lost as any other */
+	cs = enter();
+	emit(ctx, &e, cs);
+	leave(cs);
+	return 0;
+}
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
+{
+	const struct sock *rx_sk = NULL;
+
+	if (!real_drop(reason) || !tcp_packet(skb))
+		return 0;
+	if (drop_rx_sk) /* a fourth argument: never read where the kernel has none (pruned at load) */
+		rx_sk = (const struct sock *)ctx[3];
+	return drop(ctx, skb, reason, rx_sk);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -23,6 +23,8 @@
 #define SS_THREAD_SIZE 16384		/* x86-64 task stack (THREAD_SIZE; 32K with KASAN): context_level() */
 #define SS_CONTEXT_LEVELS 2		/* struct cpu_state.taken: 0 a task, 1 a softirq (RE-ENTRY, 1) */
 #define SS_CGROUP_LEVELS 32		/* cgroup filters: a filter cgroup's depth below the v2 root is less than this */
+#define SS_DROP_REASONS 256		/* drop_reasons: one slot per drop reason value; larger values count in the last */
+#define SS_DROP_SLOTS 3			/* a socket's drops: the first reasons seen, with their counts */
 
 /* struct event.type */
 enum ss_event_type {
@@ -31,6 +33,7 @@ enum ss_event_type {
 	SS_EV_RESET_SENT = 3,	 /* tcp_send_reset */
 	SS_EV_RESET_RECEIVED = 4, /* tcp_receive_reset */
 	SS_EV_CONNECTION = 5,	 /* a struct conn_record (its own ring; the type is for the filters) */
+	SS_EV_DROP = 6,		 /* kfree_skb: a TCP packet the kernel dropped (--drops); .ino holds the reason */
 };
 
 /* struct event.owner: where pid/comm came from */
@@ -51,7 +54,7 @@ enum ss_owner {
 
 /* counters (a per-CPU array, index -> __u64) */
 enum ss_counter {
-	SS_C_SEEN = 0,		/* tracepoint hits that are TCP */
+	SS_C_SEEN = 0,		/* tracepoint hits that are TCP (of kfree_skb: the drops made events, --drops) */
 	SS_C_FILTERED = 1,	/* dropped in the kernel by a filter (or as unspecified) */
 	SS_C_SENT = 2,		/* written to the buffer */
 	SS_C_LOST = 3,		/* buffer full: not written */
@@ -69,7 +72,9 @@ enum ss_counter {
 	SS_C_SHED_RETRANSMIT = 14,
 	SS_C_SHED_RESET_SENT = 15,
 	SS_C_SHED_RESET_RECEIVED = 16,
-	SS_C_MAX = 17,
+	SS_C_SHED_DROP = 17,	/* SS_C_LOST of drop events (--drops) */
+	SS_C_DROPS = 18,	/* TCP packets dropped with a reason (kfree_skb), counted whether or not sent */
+	SS_C_MAX = 19,
 };
 
 /* struct filter_key.kind (the LPM trie of address filters) */
@@ -150,6 +155,12 @@ struct event {
 	__u64 cgroup;	/* the socket's cgroup v2 id (sk_cgrp_data: its creator's cgroup), 0 if none */
 };
 
+/* a drop reason (enum skb_drop_reason, the running kernel's values) and how often it was seen, saturating */
+struct drop_slot {
+	__u16 reason;
+	__u16 count;
+};
+
 /* struct conn_record.result: why a connection ended */
 enum ss_result {
 	SS_RESULT_CLOSED = 1,	      /* an orderly close (FIN both ways, or our own close of an idle socket) */
@@ -179,7 +190,7 @@ enum ss_direction {
 
 /*
  * One connection, when its full socket reaches CLOSE (for the side that
- * closes first: when it enters TIME_WAIT). 160 bytes. pid .. family are the
+ * closes first: when it enters TIME_WAIT). 176 bytes. pid .. family are the
  * identity, as in struct event, in the same order.
  */
 struct conn_record {
@@ -211,6 +222,9 @@ struct conn_record {
 	char comm[SS_COMM_LEN];
 	__u8 family;
 	__u8 pad2[7];
+	/* packets of this connection the kernel dropped (kfree_skb with a reason; 0 where it has none) */
+	__u32 drops;
+	struct drop_slot drop_slots[SS_DROP_SLOTS]; /* the first reasons seen, with their counts */
 };
 
 /* key of the LPM trie of address filters: prefixlen counts kind+family (SS_FILTER_KEY_PREFIX_BITS) + address bits */
@@ -252,6 +266,8 @@ struct sock_state {
 	__u8 how;	    /* enum ss_owner: how .owner is known */
 	__u16 seen;	    /* bit n: it was in state n */
 	__u16 err;	    /* the last error reported on the socket (sk_err, else sk_err_soft), before user space takes it */
+	__u32 drops;	    /* as struct conn_record.drops (a listener's: the packets dropped for it) */
+	struct drop_slot drop_slots[SS_DROP_SLOTS];
 };
 
 /* a listening socket, by namespace, family, local address and port */
@@ -283,5 +299,17 @@ struct listen_key {
 #define SS_M_HANDSHAKE 176
 #define SS_M_RTT 192
 #define SS_M_SLOTS 208
+
+/*
+ * listen_drops: a listener's packets dropped because its accept queue was
+ * full (TCP_LISTEN_OVERFLOW), by struct listen_key; user space reads it
+ * each second (the accept-queue-overflow warning)
+ */
+struct listen_drops {
+	__u64 drops;
+	__u32 backlog;	/* the listener's accept queue size (sk_max_ack_backlog) at the last drop */
+	__u32 pad;
+	struct owner owner; /* the listener's, pid 0 if unknown */
+};
 
 #endif /* SOCKETSNOOP_H */

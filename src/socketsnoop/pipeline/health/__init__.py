@@ -12,11 +12,12 @@ from operator import itemgetter
 
 from ..decode import NEWSTATE
 from .alerts import ACTIVE, CLEARED, HealthWarning, Owner, Thresholds
+from .accept_queue import AcceptQueueOverflow
 from .listeners import SynFlood
 from .sockets import CloseWaitLeak, PortExhaustion
 from .traffic import ConnectFailures, PortScan, Retransmits
 
-KINDS = (CloseWaitLeak, ConnectFailures, Retransmits, PortScan, SynFlood, PortExhaustion)
+KINDS = (CloseWaitLeak, ConnectFailures, Retransmits, PortScan, SynFlood, PortExhaustion, AcceptQueueOverflow)
 _new = itemgetter(NEWSTATE)
 KIND_NAMES = tuple(k.kind for k in KINDS)
 # the Thresholds of the kinds made from connection records alone (for a reader of records, not events: top)
@@ -38,6 +39,7 @@ class Health:
         wanted = {n for k in fed if hasattr(k, "states") for n in k.states}
         self._mark = bytes(int(n in wanted) for n in range(256))  # bytes.translate: a wanted state -> 1
         self._records = [k.records for k in self.kinds if hasattr(k, "records")]
+        self._listen_drops = [k.listen_drops for k in self.kinds if hasattr(k, "listen_drops")]
         self.said = dict.fromkeys(KIND_NAMES, 0)
 
     def events(self, rows):
@@ -58,6 +60,11 @@ class Health:
     def records(self, rows):
         for feed in self._records:
             feed(rows)
+
+    def listen_drops(self, table, now_ns):
+        """The kernel's counts of listeners' accept queue overflows (kernel/loader.py: Probe.listen_drops)."""
+        for feed in self._listen_drops:
+            feed(table, now_ns)
 
     def tick(self, now_ns):
         """The warnings of this tick (now_ns: CLOCK_MONOTONIC, the events' clock), of every kind."""

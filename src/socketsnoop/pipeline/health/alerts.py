@@ -21,6 +21,7 @@ class Thresholds(NamedTuple):
     syn_flood: int = 100  # half-open connections of one listener with their SYN-ACK sent again within 10 s
     port_exhaustion: int = 5  # connects failed for want of a local port, to one destination within WINDOW_S
     interval: float = 60.0  # a warning that lasts is said again at most this often (seconds)
+    accept_queue_overflow: int = 1  # packets one listener dropped for a full accept queue within 10 s
 
 
 class Owner(NamedTuple):
