@@ -156,3 +156,19 @@ def test_carriage_return_takes_the_python_path(tmp_path):
     assert fast[0] == slow[0]
     assert json.loads(fast[0])["events"] == 2 and json.loads(fast[0])["malformed"] == 1
     assert "the slow path (pure Python)" in fast[1] and "a carriage return" in fast[1]
+
+
+def test_auto_takes_duckdb_on_text_logs_and_python_on_json_ones(tmp_path):
+    """--engine auto: the fast path where it is faster (text logs), the Python path where it is not (JSON:
+    docs/report-engine.md), and the Python path whenever the lifecycles are asked."""
+    from socketsnoop.commands.report import build_parser, choose_engine
+    text, js = tmp_path / "text.log", tmp_path / "json.log.gz"
+    write_log(text, 50, "text")
+    write_log(js, 50, "json", gz=True)
+
+    def chosen(*argv):
+        return choose_engine(build_parser().parse_args(list(argv)))
+
+    assert chosen(str(text), "--no-lifecycles") == "duckdb"
+    assert chosen(str(text), str(js), "--no-lifecycles") == "python"
+    assert chosen(str(text)) == "python"

@@ -26,7 +26,8 @@ from ...settings.monitor import REPORT_FILTER_OPTIONS, filters_from
 from ...settings.option import CommandParser
 from . import engine, render
 from .aggregate import ByHost, Report, Shared
-from .files import STDIN, LineCounts, Unreadable, check_readable, follow_log, in_time_order, is_gzip, read_log
+from .files import (STDIN, LineCounts, Unreadable, check_readable, follow_log, in_time_order, is_gzip, json_logs,
+                    read_log)
 from .parse import Parser
 
 MAX_COUNT = 10_000_000  # --top, --max-tracked, --lifecycles
@@ -176,7 +177,7 @@ def build_parser():
     p.add_argument("--engine", choices=("auto", "duckdb", "python"), default="auto",
                    help="duckdb: the fast path (the optional package duckdb: pip install socket-snoop[fast-report]), "
                         "for the summary without lifecycles, --follow or standard input; python: the pure Python "
-                        "path; auto (default): duckdb where it can")
+                        "path; auto (default): duckdb where it can, on text logs (on JSON it is no faster)")
     p.add_argument("--export-parquet", metavar="DIR",
                    help="also write the events and connection summaries counted (after the filters and time "
                         "bounds) as Parquet files in DIR/events and DIR/connections, partitioned by host and day "
@@ -235,8 +236,8 @@ def run(opts, out):
 
 
 def choose_engine(opts):
-    """"duckdb" or "python": what --engine asks, or (auto) duckdb where it is installed and can make the
-    report asked; the slow path said once on stderr."""
+    """"duckdb" or "python": what --engine asks, or (auto) duckdb where it is installed, can make the
+    report asked and is faster (text logs); the slow path said once on stderr when duckdb is missing."""
     want = getattr(opts, "engine", "auto") or "auto"
     option = "--engine duckdb"
     if getattr(opts, "export_parquet", None):
@@ -258,7 +259,7 @@ def choose_engine(opts):
         if not engine.available():
             print("socket-snoop report: the slow path (pure Python): pip install socket-snoop[fast-report] "
                   "for the fast one (DuckDB)", file=sys.stderr)
-        elif not why:
+        elif not why and not json_logs(opts.files):  # on JSON logs DuckDB is no faster (measured)
             return "duckdb"
     return "python"
 
