@@ -48,8 +48,9 @@ for _ in range(k):
 print("done", refused, flush=True)
 """
 
-# the endpoint's own series, which differ between two monitors whatever they count
-OWN = ("socketsnoop_build_info", "socketsnoop_metrics_connections_closed_total")
+# the endpoint's own series, which differ between two monitors whatever they count; and the packets the kernel
+# dropped, counted host-wide by reason from each monitor's start (not by the filters)
+OWN = ("socketsnoop_build_info", "socketsnoop_metrics_connections_closed_total", "socketsnoop_drops_total")
 
 
 def counted(samples):
