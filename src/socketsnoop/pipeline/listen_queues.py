@@ -1,0 +1,112 @@
+"""Listeners' accept-queue overflows from the kernel's own counters, read about once a second, on every kernel
+(no drop reason needed, nothing per packet): the accept-queue-overflow warning's second source.
+
+Per network namespace the monitor knows a listener in (the kernel program's `listeners` table), its TcpExt
+ListenOverflows (/proc/PID/net/netstat of a process in it: the listener's owner). That counter grows for every
+packet refused because a listener's accept queue was full: the SYN (tcp_conn_request) and a handshake's last
+packet (tcp_v4/v6_syn_recv_sock). When it grew, the namespace's listening sockets are asked, as `ss -ltm` asks
+them (kernel/sockdiag.py): each one's accept queue, its size (backlog) and its own drop count (sk_drops, which
+the same refusals raise through tcp_listendrop). The drops of the interval go to the listeners whose sk_drops grew,
+each capped by the namespace's ListenOverflows growth (sk_drops also counts a listener's rarer other drops);
+when sk_drops is not there, to the listeners full now (queue > backlog: sk_acceptq_is_full, 5.10 as 6.x), each
+given them all and marked shared if there are several. (/proc/net/tcp shows a listener's queue but not its
+backlog: its tx_queue is 0 for a listener.)
+
+Bounded: MAX_NETNS namespaces and MAX_LISTENERS listeners per namespace per tick; the rest counted (skipped).
+"""
+
+from ..kernel.sockdiag import diag_socket, diag_socket_in, listening
+from .owners import netns_inode
+
+MAX_NETNS = 64  # namespaces whose counter is read per tick
+MAX_LISTENERS = 1024  # listening sockets of one namespace looked at when its overflows grew
+
+
+def listen_overflows(pid, proc="/proc"):
+    """TcpExt ListenOverflows of the network namespace of process pid ('self': ours), None if unreadable."""
+    try:
+        with open(f"{proc}/{pid}/net/netstat", "rb") as f:
+            lines = [line.split() for line in f if line.startswith(b"TcpExt:")]
+    except OSError:
+        return None
+    if len(lines) != 2:
+        return None
+    try:
+        return int(lines[1][lines[0].index(b"ListenOverflows")])
+    except (ValueError, IndexError):
+        return None
+
+
+class ListenQueues:
+    """read(listeners) once a tick -> {(netns, family, addr, port): (new drops, backlog, queue, pid, uid, comm,
+    shared)}: the listeners given drops of their namespace's ListenOverflows growth since the last tick."""
+
+    def __init__(self, proc="/proc"):
+        self.proc = proc
+        self.own = netns_inode("self", proc)
+        self.overflows = {}  # netns -> ListenOverflows last read
+        self.drops = {}  # (netns, family, addr, port) -> the listener's sk_drops last read
+        self.skipped = 0  # namespaces and listeners the last read left out for the bounds
+
+    def read(self, listeners):
+        """listeners: {(netns, family, addr, port): (pid, uid, comm)}, the kernel program's table."""
+        self.skipped, by_ns = 0, {}
+        for key, owner in listeners.items():
+            by_ns.setdefault(key[0], {})[key[1:]] = owner
+        if len(by_ns) > MAX_NETNS:
+            self.skipped = len(by_ns) - MAX_NETNS
+        out = {}
+        for ns in sorted(by_ns)[:MAX_NETNS]:
+            pid = self._pid_in(ns, by_ns[ns])
+            if pid is None:
+                continue
+            now = listen_overflows(pid, self.proc)
+            if now is None:
+                continue
+            before = self.overflows.get(ns)
+            self.overflows[ns] = now
+            if before is None and not now or before is not None and now <= before:
+                continue  # nothing refused (or a namespace made again under the same inode: start over)
+            grown = now - before if before is not None else 0  # first sight: sk_drops' baselines only
+            out.update(self._attribute(ns, pid, by_ns[ns], grown))
+        for gone in [ns for ns in self.overflows if ns not in by_ns]:
+            del self.overflows[gone]
+        self.drops = {k: v for k, v in self.drops.items() if k[0] in by_ns}
+        return out
+
+    def _pid_in(self, ns, owners):
+        """'self' for our namespace, else an owner's pid still in it."""
+        if ns == self.own:
+            return "self"
+        return next((pid for pid, _uid, _comm in owners.values() if pid and netns_inode(pid, self.proc) == ns),
+                    None)
+
+    def _attribute(self, ns, pid, owners, grown):
+        sock = diag_socket() if pid == "self" else diag_socket_in(pid, self.proc)
+        if sock is None:
+            return {}
+        with sock:
+            try:
+                found, skipped = listening(sock, MAX_LISTENERS)
+            except OSError:
+                return {}
+        self.skipped += skipped
+        given = {}
+        for fam, addr, port, queue, backlog, drops in found:
+            key = (ns, fam, addr, port)
+            before = self.drops.get(key)
+            if drops is not None:
+                self.drops[key] = drops
+                new = min(drops - before if before is not None and drops >= before else drops, grown)
+            else:
+                new = grown if queue > backlog else 0
+            if not new:
+                continue
+            have = given.get(key)  # SO_REUSEPORT: listeners sharing an address and port, summed
+            if have:
+                have[0], have[1], have[2] = have[0] + new, have[1] + backlog, have[2] + queue
+            else:
+                owner = owners.get((fam, addr, port)) or owners.get((fam, bytes(16), port)) or (0, 0, b"")
+                given[key] = [new, backlog, queue, *owner]
+        shared = sum(v[0] for v in given.values()) > grown
+        return {k: (*v, shared) for k, v in given.items()}
