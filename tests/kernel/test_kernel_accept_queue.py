@@ -20,8 +20,8 @@ WARNING = re.compile(rf"^{TS} Warning: accept-queue-overflow status=active (?P<p
 STUCK_SERVER = """
 import ctypes, socket, sys
 ctypes.CDLL(None).prctl(15, b'stuckd', 0, 0, 0)
-srv = socket.socket()
-srv.bind(('127.0.0.1', {port}))
+srv = socket.socket(socket.AF_INET6 if ':' in '{host}' else socket.AF_INET)
+srv.bind(('{host}', {port}))
 srv.listen(1)
 print('listening', flush=True)
 sys.stdin.readline()  # never accepts; closes when the test says
@@ -50,9 +50,9 @@ import ctypes, socket, time
 ctypes.CDLL(None).prctl(15, b'crowd', 0, 0, 0)
 socks = []
 for _ in range(50):
-    c = socket.socket()
+    c = socket.socket(socket.AF_INET6 if ':' in '{host}' else socket.AF_INET)
     c.setblocking(False)
-    c.connect_ex(('127.0.0.1', {port}))
+    c.connect_ex(('{host}', {port}))
     socks.append(c)
 time.sleep(4)
 print('done', flush=True)
@@ -65,25 +65,25 @@ def listen_overflows(ns):
     return int(dict(zip(head, values))["ListenOverflows"])
 
 
-@pytest.mark.parametrize("listened", ["after", "before"])
-def test_syn_refused_for_a_full_queue(tmp_path, listened):
+@pytest.mark.parametrize("listened,host", [("after", "127.0.0.1"), ("before", "127.0.0.1"), ("after", "::1")])
+def test_syn_refused_for_a_full_queue(tmp_path, listened, host):
     """The stuck listener is named (port, address, owner, backlog=1) with its drops, no more than its
-    namespace's ListenOverflows; whether it listened after the monitor started (its owner from the listen()) or
+    namespace's ListenOverflows (v4 and v6); whether it listened after the monitor started (its owner from the listen()) or
     before (from /proc); the healthy one is not."""
     port, ok_port = free_port(), free_port()
     with private_netns() as ns:
         server = mon = None
         try:
             if listened == "before":
-                server = spawn(STUCK_SERVER.format(port=port), netns=ns)
+                server = spawn(STUCK_SERVER.format(port=port, host=host), netns=ns)
                 assert server.stdout.readline().strip() == "listening"
             mon = Monitor(tmp_path, "--warn", "accept-queue-overflow=1", "--port", str(port), "--port",
                           str(ok_port), warnings=True).start()
             if server is None:
-                server = spawn(STUCK_SERVER.format(port=port), netns=ns)
+                server = spawn(STUCK_SERVER.format(port=port, host=host), netns=ns)
                 assert server.stdout.readline().strip() == "listening"
             healthy = spawn(HEALTHY.format(port=ok_port), netns=ns)
-            clients = spawn(CLIENTS.format(port=port), netns=ns)
+            clients = spawn(CLIENTS.format(port=port, host=host), netns=ns)
             assert clients.stdout.readline().strip() == "done"
             assert healthy.stdout.readline().strip() == "served"
             deadline, found = time.monotonic() + 20, []
@@ -100,7 +100,7 @@ def test_syn_refused_for_a_full_queue(tmp_path, listened):
     assert found, "no accept-queue-overflow warning in:\n" + "\n".join(mon.lines()[-20:])
     pairs = found[0]
     assert (pairs["PID"], pairs["COMM"], pairs["port"], pairs["listener"], pairs["backlog"], pairs["source"]) == (
-        str(server.pid), "stuckd", str(port), "127.0.0.1", "1", "overflow-counter")
+        str(server.pid), "stuckd", str(port), host, "1", "overflow-counter")
     assert 0 < int(pairs["drops"]) <= overflows
     assert all(p["port"] == str(port) for p in found), found  # the healthy listener is never named
     print(next(line for line in mon.lines() if "Warning: accept-queue-overflow" in line))

@@ -12,7 +12,8 @@ when sk_drops is not there, to the listeners full now (queue > backlog: sk_accep
 given them all and marked shared if there are several. (/proc/net/tcp shows a listener's queue but not its
 backlog: its tx_queue is 0 for a listener.)
 
-Bounded: MAX_NETNS namespaces and MAX_LISTENERS listeners per namespace per tick; the rest counted (skipped).
+Bounded: MAX_NETNS namespaces and MAX_LISTENERS listeners per namespace per tick; the rest counted (skipped,
+the kind's overflow), as are the namespaces no process of the table is in any more.
 """
 
 from ..kernel.sockdiag import diag_socket, diag_socket_in, listening
@@ -58,10 +59,9 @@ class ListenQueues:
         out = {}
         for ns in sorted(by_ns)[:MAX_NETNS]:
             pid = self._pid_in(ns, by_ns[ns])
-            if pid is None:
-                continue
-            now = listen_overflows(pid, self.proc)
-            if now is None:
+            now = None if pid is None else listen_overflows(pid, self.proc)
+            if now is None:  # no owner of its listeners left in it (they forked and exited): not read
+                self.skipped += 1
                 continue
             before = self.overflows.get(ns)
             self.overflows[ns] = now
