@@ -12,8 +12,8 @@ when sk_drops is not there, to the listeners full now (queue > backlog: sk_accep
 given them all and marked shared if there are several. (/proc/net/tcp shows a listener's queue but not its
 backlog: its tx_queue is 0 for a listener.)
 
-Bounded: MAX_NETNS namespaces and MAX_LISTENERS listeners per namespace per tick; the rest counted (skipped,
-the kind's overflow), as are the namespaces no process of the table is in any more.
+Bounded: MAX_NETNS namespaces (in turns past that) and MAX_LISTENERS listeners per namespace per tick; the rest
+counted (skipped, the kind's overflow), as are the namespaces no process of the table is in any more.
 """
 
 from ..kernel.sockdiag import diag_socket, diag_socket_in, listening
@@ -48,6 +48,7 @@ class ListenQueues:
         self.overflows = {}  # netns -> ListenOverflows last read
         self.drops = {}  # (netns, family, addr, port) -> the listener's sk_drops last read
         self.skipped = 0  # namespaces and listeners the last read left out for the bounds
+        self.turn = 0  # past MAX_NETNS namespaces: where the next read starts
 
     def read(self, listeners):
         """listeners: {(netns, family, addr, port): (pid, uid, comm)}, the kernel program's table."""
@@ -56,8 +57,12 @@ class ListenQueues:
             by_ns.setdefault(key[0], {})[key[1:]] = owner
         if len(by_ns) > MAX_NETNS:
             self.skipped = len(by_ns) - MAX_NETNS
-        out = {}
-        for ns in sorted(by_ns)[:MAX_NETNS]:
+        out, order = {}, sorted(by_ns)
+        if len(order) > MAX_NETNS:  # in turns: each namespace is read every few ticks (its counter keeps its count)
+            start = self.turn % len(order)
+            order = (order[start:] + order[:start])[:MAX_NETNS]
+            self.turn += MAX_NETNS
+        for ns in order:
             pid = self._pid_in(ns, by_ns[ns])
             now = None if pid is None else listen_overflows(pid, self.proc)
             if now is None:  # no owner of its listeners left in it (they forked and exited): not read
@@ -69,9 +74,11 @@ class ListenQueues:
                 continue  # nothing refused (or a namespace made again under the same inode: start over)
             grown = now - before if before is not None else 0  # first sight: sk_drops' baselines only
             out.update(self._attribute(ns, pid, by_ns[ns], grown))
-        for gone in [ns for ns in self.overflows if ns not in by_ns]:
-            del self.overflows[gone]
-        self.drops = {k: v for k, v in self.drops.items() if k[0] in by_ns}
+        gone = [ns for ns in self.overflows if ns not in by_ns]
+        for ns in gone:
+            del self.overflows[ns]
+        if gone:
+            self.drops = {k: v for k, v in self.drops.items() if k[0] in by_ns}
         return out
 
     def _pid_in(self, ns, owners):
@@ -91,12 +98,12 @@ class ListenQueues:
             except OSError:
                 return {}
         self.skipped += skipped
-        given = {}
+        given, read = {}, {}
         for fam, addr, port, queue, backlog, drops in found:
             key = (ns, fam, addr, port)
             before = self.drops.get(key)
             if drops is not None:
-                self.drops[key] = drops
+                read[key] = drops
                 new = min(drops - before if before is not None and drops >= before else drops, grown)
             else:
                 new = grown if queue > backlog else 0
@@ -108,5 +115,8 @@ class ListenQueues:
             else:
                 owner = owners.get((fam, addr, port)) or owners.get((fam, bytes(16), port)) or (0, 0, b"")
                 given[key] = [new, backlog, queue, *owner]
+        if not skipped:  # all of the namespace's listeners were read: those closed are forgotten
+            self.drops = {k: v for k, v in self.drops.items() if k[0] != ns}
+        self.drops.update(read)
         shared = sum(v[0] for v in given.values()) > grown
         return {k: (*v, shared) for k, v in given.items()}
