@@ -98,25 +98,24 @@ class ListenQueues:
             except OSError:
                 return {}
         self.skipped += skipped
-        given, read = {}, {}
+        read = {}  # key -> [queue, backlog, drops]: SO_REUSEPORT listeners of one address and port summed
         for fam, addr, port, queue, backlog, drops in found:
-            key = (ns, fam, addr, port)
+            row = read.setdefault((ns, fam, addr, port), [0, 0, 0])
+            row[0], row[1] = row[0] + queue, row[1] + backlog
+            row[2] = None if drops is None or row[2] is None else row[2] + drops
+        given = {}
+        for key, (queue, backlog, drops) in read.items():
             before = self.drops.get(key)
             if drops is not None:
-                read[key] = drops
                 new = min(drops - before if before is not None and drops >= before else drops, grown)
             else:
                 new = grown if queue > backlog else 0
-            if not new:
-                continue
-            have = given.get(key)  # SO_REUSEPORT: listeners sharing an address and port, summed
-            if have:
-                have[0], have[1], have[2] = have[0] + new, have[1] + backlog, have[2] + queue
-            else:
+            if new:
+                _ns, fam, addr, port = key
                 owner = owners.get((fam, addr, port)) or owners.get((fam, bytes(16), port)) or (0, 0, b"")
-                given[key] = [new, backlog, queue, *owner]
+                given[key] = (new, backlog, queue, *owner)
         if not skipped:  # all of the namespace's listeners were read: those closed are forgotten
             self.drops = {k: v for k, v in self.drops.items() if k[0] != ns}
-        self.drops.update(read)
+        self.drops.update((k, row[2]) for k, row in read.items() if row[2] is not None)
         shared = sum(v[0] for v in given.values()) > grown
         return {k: (*v, shared) for k, v in given.items()}
