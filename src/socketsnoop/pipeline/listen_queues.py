@@ -8,6 +8,7 @@ packet (tcp_v4/v6_syn_recv_sock). When it grew, the namespace's listening socket
 them (kernel/sockdiag.py): each one's accept queue, its size (backlog) and its own drop count (sk_drops, which
 the same refusals raise through tcp_listendrop). The drops of the interval go to the listeners whose sk_drops grew,
 each capped by the namespace's ListenOverflows growth (sk_drops also counts a listener's rarer other drops);
+if they add up to more than that growth, to those of them full now if any, marked shared if still more;
 when sk_drops is not there, to the listeners full now (queue > backlog: sk_acceptq_is_full, 5.10 as 6.x), each
 given them all and marked shared if there are several. (/proc/net/tcp shows a listener's queue but not its
 backlog: its tx_queue is 0 for a listener.)
@@ -117,5 +118,8 @@ class ListenQueues:
         if not skipped:  # all of the namespace's listeners were read: those closed are forgotten
             self.drops = {k: v for k, v in self.drops.items() if k[0] != ns}
         self.drops.update((k, row[2]) for k, row in read.items() if row[2] is not None)
+        if sum(v[0] for v in given.values()) > grown:  # sk_drops counted other drops too: those full now keep theirs
+            full = {k: v for k, v in given.items() if v[2] > v[1]}
+            given = full or given
         shared = sum(v[0] for v in given.values()) > grown
         return {k: (*v, shared) for k, v in given.items()}
