@@ -8,9 +8,8 @@ import time
 
 import pytest
 
-from support.net import free_port, private_netns
+from support.net import free_port, listen_overflows, private_netns
 from support.procs import Monitor, spawn
-from support.system import sh
 
 pytestmark = pytest.mark.bpf
 
@@ -60,12 +59,6 @@ for _ in range({n}):
 time.sleep(4)
 print('done', flush=True)
 """
-
-
-def listen_overflows(ns):
-    out = sh("ip", "netns", "exec", ns, "cat", "/proc/net/netstat").stdout
-    head, values = [line.split()[1:] for line in out.splitlines() if line.startswith("TcpExt:")]
-    return int(dict(zip(head, values))["ListenOverflows"])
 
 
 @pytest.mark.parametrize("listened,host", [("after", "127.0.0.1"), ("before", "127.0.0.1"), ("after", "::1")])
