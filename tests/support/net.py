@@ -138,6 +138,13 @@ def private_netns():
         sh("ip", "netns", "delete", ns, check=False)
 
 
+def listen_overflows(ns):
+    """TcpExt ListenOverflows of network namespace ns: packets refused because a listener's accept queue was full."""
+    out = sh("ip", "netns", "exec", ns, "cat", "/proc/net/netstat").stdout
+    head, values = [line.split()[1:] for line in out.splitlines() if line.startswith("TcpExt:")]
+    return int(dict(zip(head, values))["ListenOverflows"])
+
+
 def tcp_mib(ns, name):
     """A counter of the Tcp: lines of /proc/net/snmp in network namespace ns (IPv4 and IPv6 together)."""
     out = sh("ip", "netns", "exec", ns, "cat", "/proc/net/snmp").stdout

@@ -41,3 +41,33 @@ def test_a_closed_listener_clears_and_a_new_one_counts_from_zero():
 
 def test_off():
     assert not any(k.kind == "accept-queue-overflow" for k in Health(Thresholds(accept_queue_overflow=None)).kinds)
+
+
+def test_overflow_counter_alone_and_max_not_sum_with_the_reason():
+    """The namespace counter's drops (queue_drops) warn alone, source=overflow-counter; a tick where both
+    sources saw drops counts the larger (one refused packet is in both counts), source the one that gave it."""
+    h = Health(Thresholds(accept_queue_overflow=1))
+    h.queue_drops({KEY: (48, 1, 2, 4242, 0, b"stuckd", False)}, 0, 1 * S)
+    (w,), = [[w for w in h.tick(1 * S) if w.kind == "accept-queue-overflow"]]
+    fields = dict(w.fields)
+    assert (fields["drops"], fields["backlog"], fields["source"], w.owner.pid, w.owner.comm) == (
+        48, 1, "overflow-counter", 4242, b"stuckd")
+    h.listen_drops({KEY: (5, 1, 4242, 0, b"stuckd")}, 2 * S)
+    h.queue_drops({KEY: (3, 1, 2, 4242, 0, b"stuckd", False)}, 0, 2 * S)
+    h.tick(2 * S)
+    h.listen_drops({KEY: (9, 1, 4242, 0, b"stuckd")}, 3 * S)  # 4 more by reason, 4 by the counter: the same ones
+    h.queue_drops({KEY: (4, 1, 2, 4242, 0, b"stuckd", False)}, 0, 3 * S)
+    h.tick(3 * S)
+    state = h.active()[0][2]
+    assert dict(state)["source"] == "drop-reason"
+    lst = next(k for k in h.kinds if k.kind == "accept-queue-overflow").listeners[KEY]
+    assert lst.total == 48 + 5 + 4
+
+
+def test_shared_drops_say_so_and_skipped_are_counted():
+    h = Health(Thresholds(accept_queue_overflow=1))
+    other = (KEY[0], 4, bytes(16), 9090)
+    h.queue_drops({KEY: (10, 1, 2, 1, 0, b"a", True), other: (10, 4, 5, 2, 0, b"b", True)}, 3, 1 * S)
+    said = [w for w in h.tick(1 * S) if w.kind == "accept-queue-overflow"]
+    assert len(said) == 2 and all("each is given them all" in w.words for w in said)
+    assert h.overflow()["accept-queue-overflow"] == 3

@@ -223,3 +223,12 @@ FENTRY_PROGRAMS = {
 # the drop reasons' program -> its tracepoint: loaded only where the tracepoint passes the reason (Linux 5.17+;
 # kernel/loader.py: drop_support); its fourth argument, rx_sk, where the BTF shows it (Linux 6.11+)
 DROP_PROGRAMS = {"on_kfree_skb": "skb:kfree_skb"}
+
+# -- the kernel's own layouts: NETLINK_SOCK_DIAG (kernel/sockdiag.py), as `ss` asks for listening sockets --------
+NLMSGHDR = struct.Struct("=IHHII")  # struct nlmsghdr: len, type, flags, seq, pid
+INET_DIAG_REQ_V2 = struct.Struct("=BBBxI48x")  # struct inet_diag_req_v2: family, protocol, ext, states, a zero id
+# struct inet_diag_msg: family, state, timer, retrans, sport and dport (big-endian), src, dst, if, cookie,
+# expires, rqueue, wqueue, uid, inode
+INET_DIAG_MSG = struct.Struct("=BBBB2s2s16s16sI8sIIIII")
+RTATTR = struct.Struct("=HH")  # struct rtattr: len, type
+U32_NATIVE = struct.Struct("=I")  # an element of INET_DIAG_SKMEMINFO's array

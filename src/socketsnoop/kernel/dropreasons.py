@@ -46,12 +46,13 @@ def drop_reasons_text(supported, rx_sk=False):
     """One line for `socket-snoop check` and the monitor's warning: what this kernel tells of TCP drops."""
     if not supported:
         return (f"this kernel's kfree_skb tracepoint has no drop reason (Linux {REASON_KERNEL[0]}.{REASON_KERNEL[1]}+):"
-                " no drops are counted (no DROPS= on records, no socketsnoop_drops_total, no --drops lines, "
-                "no accept-queue-overflow warnings)")
+                " no drops are counted (no DROPS= on records, no socketsnoop_drops_total, no --drops lines; "
+                "accept-queue-overflow comes from the kernel's ListenOverflows and listener counts alone)")
     if rx_sk:
         return "counted by reason, on their connection and listener (kfree_skb with its reason and rx_sk)"
     return ("counted by reason, on their connection where the packet carries its socket (kfree_skb's rx_sk, "
-            "Linux 6.11+, is missing: a listener's accept queue overflows are not attributed)")
+            "Linux 6.11+, is missing: a listener's drops by reason are not attributed; accept-queue-overflow comes "
+            "from the kernel's ListenOverflows and listener counts)")
 
 
 def read_drop_reasons(obj, ncpus):

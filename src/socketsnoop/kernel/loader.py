@@ -371,6 +371,16 @@ class Probe:
         """The listeners whose accept queue overflowed, still open (dropreasons.read_listen_drops)."""
         return read_listen_drops(self.obj) if self.obj and self.drops else {}
 
+    def listeners(self):
+        """{(netns, family, addr bytes (16), port): (pid, uid, comm bytes)} of the listeners the kernel program
+        knows (those that listened while it ran, and those seeded from /proc): at most SS_MAX_LISTENERS."""
+        out = {}
+        for key, value in (self.obj.items(abi.MAP_LISTENERS) if self.obj else ()):
+            netns, port, family, addr = LISTEN_KEY.unpack(key)
+            pid, uid, comm = OWNER_STRUCT.unpack(value)
+            out[(netns, family, addr, port)] = (pid, uid, comm.split(b"\0", 1)[0])
+        return out
+
     @staticmethod
     def shed(counters):
         """The events shed when the reader fell behind (counted in C_LOST), by kind: {name: n}."""

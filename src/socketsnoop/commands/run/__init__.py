@@ -98,6 +98,8 @@ class Monitor(MonitorParts):
         if self.out.health is not None:  # behind the kernel: as of the last event read, not now
             now_ns = self.out.seen_ns if self.behind else time.monotonic_ns()
             self.out.health.listen_drops(self.probe.listen_drops(), now_ns)
+            if self.queues is not None:
+                self.out.health.queue_drops(self.queues.read(self.probe.listeners()), self.queues.skipped, now_ns)
             self.out.warnings(now_ns)
 
 

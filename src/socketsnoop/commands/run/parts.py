@@ -16,6 +16,7 @@ from ...pipeline.enrich import ProcOwnerEnricher
 from ...pipeline.filter_cgroups import CgroupWatch
 from ...pipeline.filters import CGROUP_KINDS
 from ...pipeline.health import Health
+from ...pipeline.listen_queues import ListenQueues
 from ...pipeline.owners import ProcOwners
 from ...pipeline.rings import RingReader
 from ...settings.monitor import metrics_from
@@ -35,7 +36,7 @@ class MonitorParts:
         # the exit report keeps the kernel's connection records (one per connection), not every event
         self.report = None if opts.no_report else ConnectionReport(max_conns=opts.max_tracked)
         self.owners, self.enrichers, self.sinks = ProcOwners(), [], []
-        self.probe = self.out = self.cgroup_watch = None  # cgroup_watch: the cgroup filters' names, looked for again
+        self.probe = self.out = self.cgroup_watch = self.queues = None  # cgroup_watch: the cgroup filters' names, looked for again
         self.rings = RingReader(perf=opts.buffer == "perf")
         self.thresholds = thresholds_from(opts)  # None: --no-warnings
         self.in_kernel = counts_in_kernel(opts, filters, self.metrics, self.report, self.thresholds)
@@ -48,7 +49,10 @@ class MonitorParts:
                                 bool(self.in_kernel & KM_RECORDS))
         self.out = Dispatch(self.formatter, self.sinks, self.enrichers, self.report, not self.opts.no_summary)
         if self.thresholds is not None:
-            self.out.watch(Health(self.thresholds), self.text)
+            health = Health(self.thresholds)
+            self.out.watch(health, self.text)
+            if health.wants_queues():  # the namespaces' ListenOverflows and their listeners' queues
+                self.queues = ListenQueues()
 
     def make_probe(self):
         """The kernel side as the options ask for it (not loaded yet)."""

@@ -40,6 +40,7 @@ class Health:
         self._mark = bytes(int(n in wanted) for n in range(256))  # bytes.translate: a wanted state -> 1
         self._records = [k.records for k in self.kinds if hasattr(k, "records")]
         self._listen_drops = [k.listen_drops for k in self.kinds if hasattr(k, "listen_drops")]
+        self._queue_drops = [k.queue_drops for k in self.kinds if hasattr(k, "queue_drops")]
         self.said = dict.fromkeys(KIND_NAMES, 0)
 
     def events(self, rows):
@@ -65,6 +66,15 @@ class Health:
         """The kernel's counts of listeners' accept queue overflows (kernel/loader.py: Probe.listen_drops)."""
         for feed in self._listen_drops:
             feed(table, now_ns)
+
+    def wants_queues(self):
+        """Whether a kind reads the listeners' queues (queue_drops): the monitor reads them only then."""
+        return bool(self._queue_drops)
+
+    def queue_drops(self, table, skipped, now_ns):
+        """The listeners given drops of their namespace's ListenOverflows this tick (pipeline/listen_queues.py)."""
+        for feed in self._queue_drops:
+            feed(table, skipped, now_ns)
 
     def tick(self, now_ns):
         """The warnings of this tick (now_ns: CLOCK_MONOTONIC, the events' clock), of every kind."""
