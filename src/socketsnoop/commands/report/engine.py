@@ -81,18 +81,18 @@ ENDPOINT = "CASE WHEN fam = 6 THEN '[' || {0} || ']:' || {1} ELSE {0} || ':' || 
 
 def _prepare(con, filters, since, until):
     """`all_` (every entry, its host as the report groups them, its time), `ev` (the events wanted, with the
-    side of their connection) and `su` (the summary lines wanted)."""
+    side of their connection) and `su` (the summary lines wanted). all_ and ev0 are views: a copy of every
+    entry costs more than the few scans of `entries` they take."""
     _local_offsets(con)
     con.execute(f"""
 CREATE TABLE hosts AS SELECT host, CASE WHEN row_number() OVER (ORDER BY first) <= {MAX_HOSTS} THEN host
   ELSE '{OTHER_HOSTS}' END AS hkey FROM (SELECT host, min(n) AS first FROM entries WHERE what = 1 GROUP BY host)""")
     con.execute(f"""
-CREATE TABLE all_ AS SELECT e.* EXCLUDE (host), h.hkey AS host,
+CREATE VIEW all_ AS SELECT e.* EXCLUDE (host), h.hkey AS host,
   (e.sec + coalesce(o.off, 0)) * 1000000000 + e.ms * 1000000 AS ts,
   {ENDPOINT.format('e.src', 'e.sport')} AS local, {ENDPOINT.format('e.dst', 'e.dport')} AS remote
 FROM (SELECT * EXCLUDE (what, rest) FROM entries WHERE what = 1) e JOIN hosts h ON h.host IS NOT DISTINCT FROM e.host
 LEFT JOIN offsets o ON e.loc AND o.minute = e.sec // 60""")
-    con.execute("DROP TABLE entries")
     bounds = " AND ".join(c for c in (since is not None and f"ts >= {int(since)}",
                                       until is not None and f"ts <= {int(until)}") if c) or "true"
     passing = "true"
@@ -100,7 +100,7 @@ LEFT JOIN offsets o ON e.loc AND o.minute = e.sec // 60""")
         _filter_table(con, filters)
         passing = "n IN (SELECT n FROM passing)"
     con.execute(f"CREATE TABLE su AS SELECT * FROM all_ WHERE summ AND {bounds} AND {passing}")
-    con.execute(f"CREATE TABLE ev0 AS SELECT * FROM all_ WHERE NOT summ AND {bounds} AND {passing}")
+    con.execute(f"CREATE VIEW ev0 AS SELECT * FROM all_ WHERE NOT summ AND {bounds} AND {passing}")
     # each event's connection (by socket address, else made up as the Python path does): its side from its
     # first step; on a narrow table of hashes, to stay within the memory limit
     con.execute(f"""
@@ -121,7 +121,7 @@ j AS (SELECT f.*, CASE WHEN p.t THEN p.pend END AS pend FROM f LEFT JOIN p USING
 SELECT n, coalesce(max(pend) OVER (PARTITION BY host, ct, ck, seg), side0) AS side1 FROM j""")
     con.execute(f"""CREATE TABLE ev AS SELECT ev0.*, CASE WHEN side1 IN ('client', 'server') THEN side1
   ELSE {HEURISTIC} END AS side FROM ev0 JOIN sides USING (n)""")
-    con.execute("DROP TABLE ev0; DROP TABLE sides")
+    con.execute("DROP TABLE sides")
 
 
 def _filter_table(con, filters):
