@@ -81,8 +81,9 @@ ENDPOINT = "CASE WHEN fam = 6 THEN '[' || {0} || ']:' || {1} ELSE {0} || ':' || 
 
 def _prepare(con, filters, since, until):
     """`all_` (every entry, its host as the report groups them, its time), `ev` (the events wanted, with the
-    side of their connection) and `su` (the summary lines wanted). all_ and ev0 are views: a copy of every
-    entry costs more than the few scans of `entries` they take."""
+    side of their connection) and `su` (the summary lines wanted). all_ is a view: a copy of every entry
+    costs more than the few scans of `entries` it takes (ev0 is a table: the join of the view with `sides`
+    ran out of memory at 96 MB)."""
     _local_offsets(con)
     con.execute(f"""
 CREATE TABLE hosts AS SELECT host, CASE WHEN row_number() OVER (ORDER BY first) <= {MAX_HOSTS} THEN host
@@ -100,7 +101,7 @@ LEFT JOIN offsets o ON e.loc AND o.minute = e.sec // 60""")
         _filter_table(con, filters)
         passing = "n IN (SELECT n FROM passing)"
     con.execute(f"CREATE TABLE su AS SELECT * FROM all_ WHERE summ AND {bounds} AND {passing}")
-    con.execute(f"CREATE VIEW ev0 AS SELECT * FROM all_ WHERE NOT summ AND {bounds} AND {passing}")
+    con.execute(f"CREATE TABLE ev0 AS SELECT * FROM all_ WHERE NOT summ AND {bounds} AND {passing}")
     # each event's connection (by socket address, else made up as the Python path does): its side from its
     # first step; on a narrow table of hashes, to stay within the memory limit
     con.execute(f"""
@@ -121,7 +122,7 @@ j AS (SELECT f.*, CASE WHEN p.t THEN p.pend END AS pend FROM f LEFT JOIN p USING
 SELECT n, coalesce(max(pend) OVER (PARTITION BY host, ct, ck, seg), side0) AS side1 FROM j""")
     con.execute(f"""CREATE TABLE ev AS SELECT ev0.*, CASE WHEN side1 IN ('client', 'server') THEN side1
   ELSE {HEURISTIC} END AS side FROM ev0 JOIN sides USING (n)""")
-    con.execute("DROP TABLE sides")
+    con.execute("DROP TABLE ev0; DROP TABLE sides")
 
 
 def _filter_table(con, filters):
