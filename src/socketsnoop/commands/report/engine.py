@@ -56,10 +56,13 @@ def load(paths, parser, by_host, lines, filters, since, until, top, export_dir=N
         for path in paths:
             loader.read(path)
         con.execute("SET preserve_insertion_order = false")  # the lines are numbered: no order to keep
-        _prepare(con, filters, since, until)
-        if export_dir is not None:
-            export(con, export_dir)
-        fill(con, by_host, top)
+        try:
+            _prepare(con, filters, since, until)
+            if export_dir is not None:
+                export(con, export_dir)
+            fill(con, by_host, top)
+        except duckdb.Error as e:  # out of memory within MEMORY_LIMIT, the temporary directory full
+            raise Fallback(f"DuckDB: {str(e).splitlines()[0]}") from None
         con.close()
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
