@@ -56,10 +56,13 @@ def load(paths, parser, by_host, lines, filters, since, until, top, export_dir=N
         for path in paths:
             loader.read(path)
         con.execute("SET preserve_insertion_order = false")  # the lines are numbered: no order to keep
-        _prepare(con, filters, since, until)
-        if export_dir is not None:
-            export(con, export_dir)
-        fill(con, by_host, top)
+        try:
+            _prepare(con, filters, since, until)
+            if export_dir is not None:
+                export(con, export_dir)
+            fill(con, by_host, top)
+        except duckdb.Error as e:  # out of memory within MEMORY_LIMIT, the temporary directory full
+            raise Fallback(f"DuckDB: {str(e).splitlines()[0]}") from None
         con.close()
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
@@ -81,18 +84,19 @@ ENDPOINT = "CASE WHEN fam = 6 THEN '[' || {0} || ']:' || {1} ELSE {0} || ':' || 
 
 def _prepare(con, filters, since, until):
     """`all_` (every entry, its host as the report groups them, its time), `ev` (the events wanted, with the
-    side of their connection) and `su` (the summary lines wanted)."""
+    side of their connection) and `su` (the summary lines wanted). all_ is a view: a copy of every entry
+    costs more than the few scans of `entries` it takes (ev0 is a table: the join of the view with `sides`
+    ran out of memory at 96 MB)."""
     _local_offsets(con)
     con.execute(f"""
 CREATE TABLE hosts AS SELECT host, CASE WHEN row_number() OVER (ORDER BY first) <= {MAX_HOSTS} THEN host
   ELSE '{OTHER_HOSTS}' END AS hkey FROM (SELECT host, min(n) AS first FROM entries WHERE what = 1 GROUP BY host)""")
     con.execute(f"""
-CREATE TABLE all_ AS SELECT e.* EXCLUDE (host), h.hkey AS host,
+CREATE VIEW all_ AS SELECT e.* EXCLUDE (host), h.hkey AS host,
   (e.sec + coalesce(o.off, 0)) * 1000000000 + e.ms * 1000000 AS ts,
   {ENDPOINT.format('e.src', 'e.sport')} AS local, {ENDPOINT.format('e.dst', 'e.dport')} AS remote
 FROM (SELECT * EXCLUDE (what, rest) FROM entries WHERE what = 1) e JOIN hosts h ON h.host IS NOT DISTINCT FROM e.host
 LEFT JOIN offsets o ON e.loc AND o.minute = e.sec // 60""")
-    con.execute("DROP TABLE entries")
     bounds = " AND ".join(c for c in (since is not None and f"ts >= {int(since)}",
                                       until is not None and f"ts <= {int(until)}") if c) or "true"
     passing = "true"
