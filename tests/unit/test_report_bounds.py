@@ -37,9 +37,8 @@ def measured(*args, address_space=1536 * MIB):
     return json.loads(r.stdout)
 
 
-def test_blank_line_bomb_gz(tmp_path):
-    """A .gz of 20 MB holding 20 million blank lines (and one of ours at the end): skipped a block at a time,
-    counted, in well under a second's work per million (the code that parsed each took minutes)."""
+def blank_bomb(tmp_path):
+    """A .gz of 20 million blank lines (and 1000 of spaces), one of ours first and last."""
     bomb = tmp_path / "bomb.log.gz"
     with gzip.open(bomb, "wb", compresslevel=6) as f:
         f.write(GOOD.encode())
@@ -47,6 +46,27 @@ def test_blank_line_bomb_gz(tmp_path):
         for _ in range(20):
             f.write(block)
         f.write(b"  \t \r\n" * 1000 + GOOD.encode())
+    return bomb
+
+
+def padded_logs(tmp_path):
+    """(a log of 50 lines padded with spaces past MAX_LINE between two of ours, a .gz of one of ours and a line of
+    256 MB of spaces)."""
+    pad = GOOD.replace("STATE=", "STATE=" + " " * (report.files.MAX_LINE + 100) + "x")
+    log = tmp_path / "padded.log"
+    log.write_text(GOOD + pad * 50 + GOOD)
+    endless = tmp_path / "endless.log.gz"
+    with gzip.open(endless, "wb") as f:
+        f.write(GOOD.encode())
+        for _ in range(256):
+            f.write(b" " * MIB)
+    return log, endless
+
+
+def test_blank_line_bomb_gz(tmp_path):
+    """A .gz of 20 MB holding 20 million blank lines (and one of ours at the end): skipped a block at a time,
+    counted, in well under a second's work per million (the code that parsed each took minutes)."""
+    bomb = blank_bomb(tmp_path)
     assert bomb.stat().st_size < 100_000
     r = measured(str(bomb), "--json")
     assert r["rc"] == 0, r
@@ -61,14 +81,7 @@ def test_blank_line_bomb_gz(tmp_path):
 def test_long_padded_lines_are_cut_and_counted(tmp_path):
     """Lines padded with spaces past MAX_LINE (the pattern's worst case), and a .gz whose one line is 256 MB of
     spaces: cut as they are read, counted and shown, in bounded time and memory."""
-    pad = GOOD.replace("STATE=", "STATE=" + " " * (report.files.MAX_LINE + 100) + "x")
-    log = tmp_path / "padded.log"
-    log.write_text(GOOD + pad * 50 + GOOD)
-    endless = tmp_path / "endless.log.gz"
-    with gzip.open(endless, "wb") as f:
-        f.write(GOOD.encode())
-        for _ in range(256):
-            f.write(b" " * MIB)
+    log, endless = padded_logs(tmp_path)
     r = measured(str(log), str(endless), "--json")
     assert r["rc"] == 0, r
     d = json.loads(r["stdout"])

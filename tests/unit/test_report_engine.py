@@ -16,7 +16,7 @@ import pytest
 from socketsnoop.commands.report import engine
 from socketsnoop.commands.report.files import MAX_LINE
 from support.reportlogs import write_log
-from test_report_bounds import GOOD, MIB, measured
+from test_report_bounds import GOOD, MIB, blank_bomb, measured, padded_logs
 
 pytestmark = pytest.mark.skipif(not engine.available(),
                                 reason="the optional package duckdb is not installed (socket-snoop[fast-report])")
@@ -118,25 +118,13 @@ def test_same_report_filtered(logs, args):
 def test_fast_path_bounded(tmp_path):
     """The crafted inputs of test_report_bounds.py through the fast path: 20 million blank lines in a .gz and
     lines padded past MAX_LINE (one of 256 MB) counted in bounded time and memory, as the Python path does."""
-    bomb = tmp_path / "bomb.log.gz"
-    with gzip.open(bomb, "wb", compresslevel=6) as f:
-        f.write(GOOD.encode())
-        for _ in range(20):
-            f.write(b"\n" * MIB)
-        f.write(b"  \t \r\n" * 1000 + GOOD.encode())
+    bomb = blank_bomb(tmp_path)
     r = measured(str(bomb), "--json", "--no-lifecycles", "--engine", "duckdb")
     assert r["rc"] == 0, r
     assert r["seconds"] < 5 and r["maxrss"] < 160 * MIB, r
     d = json.loads(r["stdout"])
     assert d["events"] == 2 and d["malformed"] == 0 and d["blank_lines"] == 20 * MIB + 1000
-    pad = GOOD.replace("STATE=", "STATE=" + " " * (MAX_LINE + 100) + "x")
-    log = tmp_path / "padded.log"
-    log.write_text(GOOD + pad * 50 + GOOD)
-    endless = tmp_path / "endless.log.gz"
-    with gzip.open(endless, "wb") as f:
-        f.write(GOOD.encode())
-        for _ in range(256):
-            f.write(b" " * MIB)
+    log, endless = padded_logs(tmp_path)
     r = measured(str(log), str(endless), "--json", "--no-lifecycles", "--engine", "duckdb")
     assert r["rc"] == 0, r
     d = json.loads(r["stdout"])
