@@ -7,14 +7,12 @@ Sizes stay under what the Python path's byte budget holds, where both count ever
 path leaves events out of its tables and says so; the fast path counts them all).
 """
 
-import gzip
 import json
 import subprocess
 import sys
 
 import pytest
 from socketsnoop.commands.report import engine
-from socketsnoop.commands.report.files import MAX_LINE
 from support.reportlogs import write_log
 from test_report_bounds import GOOD, MIB, blank_bomb, measured, padded_logs
 
