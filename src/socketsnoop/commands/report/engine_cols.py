@@ -137,32 +137,8 @@ SUMMARY_RANGES = ("uid <= 4294967295 AND retr <= 4294967295 AND sent <= 18446744
                   "AND recv <= 18446744073709551615")
 
 
-# columns that are the same for every line of a kind
-CONSTANT = {"summ": "what IN (2, 4)", "loc": "what IN (3, 4)", "fam": "4"}
-VARIABLES = ", ".join(
-    [f"list_transform(j{k}, lambda v: coalesce(v, '')) AS js{k}, list_transform(j{k}, lambda v: coalesce(v, 'null')) "
-     f"AS jn{k}" for k in (1, 2)] + [f"CASE WHEN what = {k} THEN body END AS b{k}, "
-                                     f"CASE WHEN what = {k} THEN w END AS w{k}" for k in (3, 4)])
-
-
-def _of(k, expr):
-    """expr on the variables of lines of kind k (NULL on any other line: every expression here keeps a NULL)."""
-    for var in ("js[", "jn[", "w["):
-        expr = expr.replace(var, f"{var[:-1]}{k}[")
-    return expr.replace("body", f"b{k}")
-
-
-def column(col):
-    """The column: the first of its kinds' expressions that is not NULL (a CASE by kind would copy the lists
-    of words or values for each of its arms, a column at a time: 5x slower), cast to the entries' type."""
-    if col in CONSTANT:
-        return f"CASE WHEN what > 0 THEN {CONSTANT[col]} END::{TYPES[col]} AS {col}"
-    exprs = [_of(k, e[col]) for k, e in BY_WHAT.items() if col in e]
-    return f"CAST(coalesce({', '.join(exprs)}) AS {TYPES[col]}) AS {col}" if exprs else f"NULL::{TYPES[col]} AS {col}"
-
-
-FIELDS = ", ".join(column(c) for c in NAMES if c not in ("n", "host"))
-CHECKS = f"coalesce({_of(4, STATES_OK)}, true) AS states_ok"
+# columns that are the same for every line of a kind (fields_of gives their value)
+CONSTANT = ("summ", "loc", "fam")
 OK = f"what > 0 AND sec IS NOT NULL AND states_ok AND {RANGES} AND (NOT summ OR {SUMMARY_RANGES})"
 
 
