@@ -105,7 +105,7 @@ def test_warn_option_values():
             parse_warn(bad)
         assert e.value.args[0].count("\n") == 0 and "--warn" in e.value.args[0]
     opts = type("Opts", (), {"warn": [("port_scan", None), ("interval", 5.0)], "no_warnings": False,
-                             "summary_only": False})
+                             "summary_only": False, "no_summary": False, "no_report": False, "metrics": None})
     assert thresholds_from(opts) == Thresholds(port_scan=None, interval=5.0)
 
 
@@ -120,6 +120,21 @@ def test_warnings_are_on_by_default_and_off_with_no_warnings():
     assert [k.kind for k in Health(only).kinds] == ["connect-failures", "retransmits", "port-exhaustion",
                                                     "accept-queue-overflow"]  # (the kernel's counts, no events)
     assert thresholds_from(monitor_options(["--failed"])).close_wait_leak is None
+
+
+def test_without_records_the_record_kinds_are_off():
+    """--no-summary with --no-report (and no --metrics): nothing else wants the connection records, the kernel
+    writes none, and the kinds they make are off (the events' kinds and the kernel's counts stay on); either
+    option alone, or --metrics, keeps the records and every kind."""
+    from socketsnoop.commands.run.parts import MonitorParts
+    from socketsnoop.settings.monitor import filters_from
+    lean = monitor_options(["--no-summary", "--no-report"])
+    assert thresholds_from(lean) == Thresholds(connect_failures=None, retransmits=None, port_exhaustion=None)
+    assert not MonitorParts(lean, filters_from(lean)).make_probe().records
+    for argv in (["--no-summary"], ["--no-report"], ["--no-summary", "--no-report", "--metrics", "9100"]):
+        opts = monitor_options(argv)
+        assert thresholds_from(opts) == Thresholds(), argv
+        assert MonitorParts(opts, filters_from(opts)).make_probe().records, argv
 
 
 def test_resets_from_the_ephemeral_range_are_no_scan():

@@ -59,19 +59,26 @@ WARNING_OPTIONS = (
     Option(("--no-warnings",), SWITCH, "no health warnings (close-wait-leak, connect-failures, retransmits, "
            "port-scan, syn-flood, port-exhaustion, accept-queue-overflow: on by default). --summary-only keeps "
            "those of the connection records (connect-failures, retransmits, port-exhaustion) and of the kernel's "
-           "counts (accept-queue-overflow): the kernel sends no events then"),
+           "counts (accept-queue-overflow): the kernel sends no events then; --no-summary with --no-report keeps those "
+           "of the events and of the kernel's counts: the kernel writes no connection records then"),
 )
 
 # the kinds made from events: with --summary-only (or --failed) the kernel sends none, only connection records
 EVENT_KINDS = ("close_wait_leak", "port_scan", "syn_flood")
+# the kinds made from connection records: with --no-summary and --no-report (and no --metrics) nothing wants the
+# records, and the kernel writes none (at full churn the records would double the monitor's CPU for them)
+RECORD_KINDS = ("connect_failures", "retransmits", "port_exhaustion")
 
 
 def thresholds_from(opts):
     """The Thresholds the options ask for, or None (--no-warnings). On by default; with --summary-only only
-    the kinds the connection records make (the others' events never leave the kernel)."""
+    the kinds the connection records make (the others' events never leave the kernel); with --no-summary and
+    --no-report (no --metrics) only those the events make (the kernel writes no records)."""
     if opts.no_warnings:
         return None
     thresholds = Thresholds()._replace(**dict(opts.warn or ()))
     if opts.summary_only:
         thresholds = thresholds._replace(**dict.fromkeys(EVENT_KINDS))
+    elif opts.no_summary and opts.no_report and not opts.metrics:
+        thresholds = thresholds._replace(**dict.fromkeys(RECORD_KINDS))
     return thresholds

@@ -57,7 +57,8 @@ class MonitorParts:
     def make_probe(self):
         """The kernel side as the options ask for it (not loaded yet)."""
         o = self.opts
-        records = not o.no_summary or self.report is not None or bool(self.metrics) or self.thresholds is not None
+        # (the health warnings' record kinds are off when nothing else wants the records: settings/warnings.py)
+        records = not o.no_summary or self.report is not None or bool(self.metrics)
         self.probe = Probe(self.filters, buffer=o.buffer, buffer_size=o.buffer_size, log=self.warn, records=records,
                            summary_only=o.summary_only, want_cgroup=self.identity is not None,
                            kernel_metrics=self.in_kernel,
