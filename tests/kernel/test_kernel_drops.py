@@ -12,6 +12,7 @@ import time
 import pytest
 
 from socketsnoop.kernel.dropreasons import drop_support
+from socketsnoop.kernel.loader import kernel_version
 from socketsnoop.logformat.reader import Parser
 from support.net import free_port, private_netns
 from support.procs import Monitor, spawn
@@ -93,6 +94,10 @@ def test_accept_queue_overflow(tmp_path):
                 str(server.pid), "stuckd", str(port), "127.0.0.1", "1")
             assert int(pairs["drops"]) >= 1
             metric = sample_sum(scrape(mport), "socketsnoop_drops_total", reason="TCP_LISTEN_OVERFLOW")
+            if not metric and kernel_version() < (6, 18):
+                # 6.1 and 6.12 (the qemu matrix) give no reason for that drop: the kernel's counters told
+                assert pairs["source"] == "overflow-counter", pairs
+                return
             assert metric >= int(pairs["drops"])
             on_listener = [line for line in mon.lines() if " Packet Drop: " in line
                            and line.endswith("REASON=TCP_LISTEN_OVERFLOW")]
