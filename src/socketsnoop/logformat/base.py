@@ -64,6 +64,21 @@ def millis(ns):
 IDENT_CACHE = 16384
 
 
+def with_drop_reasons(batch, mend):
+    """batch(rows) -> one output per row, made to end drop events with their reason: mend(output, reason name)
+    for each drop row (a pass over each batch, made only with --drops). A drop row's INO holds the reason."""
+
+    def mended(rows):
+        out = batch(rows)
+        if EV_DROP in map(_type, rows):
+            for i, row in enumerate(rows):
+                if row[TYPE] == EV_DROP:
+                    out[i] = mend(out[i], reason_name(row[INO]))
+        return out
+
+    return mended
+
+
 class LineFormatter:
     """What both formats share: the time as text, made once per millisecond, and the text of a
     connection's identity (addresses, ports, owner), made once per connection side.
@@ -134,19 +149,8 @@ class LineFormatter:
         raise NotImplementedError
 
     def show_drops(self):
-        """--drops: the drop events' lines end with their reason (a pass over each batch, made only then: the
-        kernel sends no drop event otherwise). A drop row's INO holds the reason's value."""
-        plain = self.lines
-
-        def lines(rows):
-            out = plain(rows)
-            if EV_DROP in map(_type, rows):
-                for i, row in enumerate(rows):
-                    if row[TYPE] == EV_DROP:
-                        out[i] = self._drop_line(out[i], reason_name(row[INO]))
-            return out
-
-        self.lines = lines
+        """--drops: the drop events' lines end with their reason (the kernel sends no drop event otherwise)."""
+        self.lines = with_drop_reasons(self.lines, self._drop_line)
         return self
 
     def _drop_line(self, line, reason):

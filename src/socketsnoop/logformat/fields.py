@@ -2,13 +2,10 @@
 fields (FieldsEncoder: the journal's NAME=value fields, syslog's SD-PARAMs): the same keys, in the same order,
 with the same values as jsonline.JsonFormatter's lines, without making a line to parse it again."""
 
-from operator import itemgetter
-
-from ..kernel.abi import EV_DROP, IDENT_STRUCT
-from ..kernel.dropreasons import reason_name
-from ..pipeline.decode import INO, R_CGROUP, R_IDENT, R_UID, TYPE, states_of
+from ..kernel.abi import IDENT_STRUCT
+from ..pipeline.decode import R_CGROUP, R_IDENT, R_UID, states_of
 from ..pipeline.identity import owner_key
-from .base import STATES, Clock, IDENT_CACHE
+from .base import STATES, Clock, IDENT_CACHE, with_drop_reasons
 from .escape import comm_text
 from .jsonline import CONNECTION_KEYS, DROP_KEYS, EVENT_KEYS, IDENT_KEYS, JsonFormatter
 from .words import CONNECTION_NAME, DIRECTION_NAMES, EVENT_NAMES, OWNER_NAMES, RESULT_NAMES, describe_state, drop_reasons
@@ -34,17 +31,7 @@ class FieldsFormatter(JsonFormatter):
     def show_drops(self):
         """--drops: a drop event's fields end with its "reason", as the JSON line does (JsonFormatter's lines too)."""
         JsonFormatter.show_drops(self)
-        plain = self.fields
-
-        def fields(rows):
-            out = plain(rows)
-            if EV_DROP in map(_type, rows):
-                for d, row in zip(out, rows):
-                    if row[TYPE] == EV_DROP:
-                        d["reason"] = reason_name(row[INO])
-            return out
-
-        self.fields = fields
+        self.fields = with_drop_reasons(self.fields, lambda d, reason: {**d, "reason": reason})
         return self
 
     def _side(self, ident):
@@ -121,7 +108,6 @@ class FieldsFormatter(JsonFormatter):
 
 
 _AFTER_UID = CONNECTION_KEYS.index("uid") + 1
-_type = itemgetter(TYPE)
 
 
 class FieldsEncoder(FieldsFormatter):
@@ -166,19 +152,9 @@ class FieldsEncoder(FieldsFormatter):
         return b
 
     def show_drops(self):
-        """--drops: a drop event's fields end with its reason (a pass over each batch, made only then)."""
-        plain = self.encode
-
-        def encode(rows):
-            out = plain(rows)
-            if EV_DROP in map(_type, rows):
-                for i, row in enumerate(rows):
-                    if row[TYPE] == EV_DROP:
-                        typ, text, body = out[i]
-                        out[i] = (typ, text, body + self.piece("reason", reason_name(row[INO])))
-            return out
-
-        self.encode = encode
+        """--drops: a drop event's fields end with its reason."""
+        self.encode = with_drop_reasons(self.encode,
+                                        lambda out, reason: (*out[:2], out[2] + self.piece("reason", reason)))
         return self
 
     def encode(self, rows):
