@@ -3,7 +3,7 @@
 "KIND=VALUE", and "no-warnings"), and the Thresholds the monitor runs with."""
 
 from ..errors import SnoopError
-from ..pipeline.health import Thresholds
+from ..pipeline.health import EVENT_MADE, RECORD_MADE, Thresholds
 from .option import LIST, SWITCH, Option
 
 # --warn's names: (Thresholds field, type, unit as --help says it)
@@ -63,11 +63,10 @@ WARNING_OPTIONS = (
            "of the events and of the kernel's counts: the kernel writes no connection records then"),
 )
 
-# the kinds made from events: with --summary-only (or --failed) the kernel sends none, only connection records
-EVENT_KINDS = ("close_wait_leak", "port_scan", "syn_flood")
-# the kinds made from connection records: with --no-summary and --no-report (and no --metrics) nothing wants the
-# records, and the kernel writes none (at full churn the records would double the monitor's CPU for them)
-RECORD_KINDS = ("connect_failures", "retransmits", "port_exhaustion")
+# the kinds made from events (EVENT_MADE): with --summary-only (or --failed) the kernel sends none, only
+# connection records. The kinds made from connection records alone (RECORD_MADE): with --no-summary and
+# --no-report (and no --metrics) nothing else wants the records, and the kernel writes none (at full churn the
+# records would double the monitor's CPU for them)
 
 
 def thresholds_from(opts):
@@ -78,7 +77,7 @@ def thresholds_from(opts):
         return None
     thresholds = Thresholds()._replace(**dict(opts.warn or ()))
     if opts.summary_only:
-        thresholds = thresholds._replace(**dict.fromkeys(EVENT_KINDS))
+        thresholds = thresholds._replace(**dict.fromkeys(EVENT_MADE))
     elif opts.no_summary and opts.no_report and not opts.metrics:
-        thresholds = thresholds._replace(**dict.fromkeys(RECORD_KINDS))
+        thresholds = thresholds._replace(**dict.fromkeys(RECORD_MADE))
     return thresholds
