@@ -64,10 +64,13 @@ class RingBuffer:
         self._full = _U32.pack(record_size) * (size // self.slot + 1)  # the headers of a run of full records
         self.epoll = select.epoll()
         if wakeups:
-            self.epoll.register(map_fd, select.EPOLLIN)
+            # edge-triggered: a ring's poll says ready whenever it holds a byte, so a level-triggered wait
+            # returns at once while the kernel writes below its wake-up mark, and a reader that keeps up then
+            # reads a few rows at a time, paying each batch's fixed costs for a handful of rows
+            self.epoll.register(map_fd, select.EPOLLIN | select.EPOLLET)
 
     def wait(self, timeout_s):
-        """Sleep until the kernel wakes us or timeout_s passes."""
+        """Sleep until the kernel wakes us (at its mark: rings.h) or timeout_s passes."""
         try:
             self.epoll.poll(timeout_s)
         except InterruptedError:

@@ -47,8 +47,16 @@ class RingReader:
             if not (events or records):
                 return False
             batch(events, records)
-            if (not until_empty and time.monotonic() >= deadline) or self.perf:
-                return not self.perf
+            if until_empty:
+                continue
+            if self.perf:
+                return False
+            if time.monotonic() >= deadline:
+                return True
+            if self.events.pending() < READ_BYTES:
+                # caught up: let the rows gather until the kernel's wake-up or the poll interval rather than
+                # read them a few at a time as they come (each batch has costs of its own)
+                return False
 
     def read(self):
         """One batch: (events, records), lists of decoded rows, the records in time order, the events too (near

@@ -92,8 +92,8 @@ class Feed:
                         tally.forget({r[R_SK] for r in rows} - {r[R_SK] for r in kept})
                     tally.records(kept)
                     self.health.records(kept)
-            if not found or (not until_empty and time.monotonic() >= deadline):
-                return
+            if not found or (not until_empty and (time.monotonic() >= deadline or p.reader.pending() < READ_BYTES)):
+                return  # empty, out of time, or caught up (the rows gather until the wake-up: pipeline/rings)
 
     def warnings(self, now_ns):
         """The health warnings in force after a check at now_ns (CLOCK_MONOTONIC)."""
