@@ -53,10 +53,15 @@ class RingReader:
                 return False
             if time.monotonic() >= deadline:
                 return True
-            if self.events.pending() < READ_BYTES:
-                # caught up: let the rows gather until the kernel's wake-up or the poll interval rather than
-                # read them a few at a time as they come (each batch has costs of its own)
+            if self.caught_up():
                 return False
+
+    def caught_up(self):
+        """Less than a read's worth waits in every ring: let the rows gather until the kernel's wake-up or the
+        poll interval rather than read them a few at a time as they come (each batch has costs of its own).
+        Every ring counts: the spares and the records' rings wake no one, and are read only with a batch."""
+        return all(ring is None or ring.pending() < READ_BYTES
+                   for ring in (self.events, self.spare, self.records, self.records_spare))
 
     def read(self):
         """One batch: (events, records), lists of decoded rows, the records in time order, the events too (near

@@ -92,7 +92,8 @@ class Feed:
                         tally.forget({r[R_SK] for r in rows} - {r[R_SK] for r in kept})
                     tally.records(kept)
                     self.health.records(kept)
-            if not found or (not until_empty and (time.monotonic() >= deadline or p.reader.pending() < READ_BYTES)):
+            if not found or (not until_empty and (time.monotonic() >= deadline or all(
+                    r.pending() < READ_BYTES for r in (p.reader, p.spare_reader, p.record_reader, p.record_spare_reader)))):
                 return  # empty, out of time, or caught up (the rows gather until the wake-up: pipeline/rings)
 
     def warnings(self, now_ns):
