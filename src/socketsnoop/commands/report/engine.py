@@ -42,7 +42,7 @@ def connect(tmpdir):
     # (an in-memory database's tables are not spilled); insertion order kept while the scans number the lines
     return duckdb.connect(os.path.join(tmpdir, "report.duckdb"), config={
         "memory_limit": MEMORY_LIMIT, "threads": min(THREADS, os.cpu_count() or 1), "temp_directory": tmpdir,
-        "preserve_insertion_order": True})
+        "preserve_insertion_order": False})
 
 
 def load(paths, parser, by_host, lines, filters, since, until, top, export_dir=None):
@@ -104,7 +104,7 @@ LEFT JOIN offsets o ON e.loc AND o.minute = e.sec // 60""")
         _filter_table(con, filters)
         passing = "n IN (SELECT n FROM passing)"
     con.execute(f"CREATE TABLE su AS SELECT * FROM all_ WHERE summ AND {bounds} AND {passing}")
-    con.execute(f"CREATE TABLE ev0 AS SELECT * FROM all_ WHERE NOT summ AND {bounds} AND {passing}")
+    con.execute(f"CREATE VIEW ev0 AS SELECT * FROM all_ WHERE NOT summ AND {bounds} AND {passing}")
     # each event's connection (by socket address, else made up as the Python path does): its side from its
     # first step; on a narrow table of hashes, to stay within the memory limit
     con.execute(f"""
@@ -125,7 +125,7 @@ j AS (SELECT f.*, CASE WHEN p.t THEN p.pend END AS pend FROM f LEFT JOIN p USING
 SELECT n, coalesce(max(pend) OVER (PARTITION BY host, ct, ck, seg), side0) AS side1 FROM j""")
     con.execute(f"""CREATE TABLE ev AS SELECT ev0.*, CASE WHEN side1 IN ('client', 'server') THEN side1
   ELSE {HEURISTIC} END AS side FROM ev0 JOIN sides USING (n)""")
-    con.execute("DROP TABLE ev0; DROP TABLE sides")
+    con.execute("DROP VIEW ev0; DROP TABLE sides")
 
 
 def _filter_table(con, filters):
