@@ -268,9 +268,11 @@ def _record_tables(con, reports, top):
         for remote, result, n in rows:
             reports[host].records.failed_dst.setdefault(remote, Counter())[result] = n
     conn = "local, remote, pid, comm, dir, result, sent, recv, hs, dur, ts"
+    # the top rows by (v DESC, n): a heap of top per host (max_by), not a window sorting every summary line
+    order = f"({{0}})::HUGEINT * {1 << 62} + ({(1 << 62) - 1} - n)"  # v DESC, n ASC (n < 2^62, v < 2^65)
     for table, value, where in (("by_bytes", "sent + recv", "true"), ("handshakes", "hs", "hs IS NOT NULL")):
-        for host, rows in _rows(con, f"SELECT host, {value} AS v, n, {conn} FROM su WHERE {where} "
-                                     f"{_top('v DESC, n', top)}").items():
+        for host, rows in con.execute(f"SELECT host, max_by(({value}, n, {conn}), {order.format(value)}, {int(top)}) "
+                                      f"FROM su WHERE {where} GROUP BY host").fetchall():
             heap = getattr(reports[host].records, table)
             heap.extend((int(v), -n, _conn(row)) for v, n, *row in rows)
             heapq.heapify(heap)
