@@ -83,10 +83,10 @@ ENDPOINT = "CASE WHEN fam = 6 THEN '[' || {0} || ']:' || {1} ELSE {0} || ':' || 
 
 
 def _prepare(con, filters, since, until):
-    """`all_` (every entry, its host as the report groups them, its time), `ev` (the events wanted, with the
-    side of their connection) and `su` (the summary lines wanted). all_ is a view: a copy of every entry
-    costs more than the few scans of `entries` it takes (ev0 is a table: the join of the view with `sides`
-    ran out of memory at 96 MB)."""
+    """`all_` (every entry, its host as the report groups them, its time), `ev` (the events wanted), `sides`
+    (the side of each event's connection, on a narrow table), `ev_side` (ev with its side, for the tables that
+    need it) and `su` (the summary lines wanted). all_, ev and ev_side are views: a copy of every event costs
+    more than the few scans of `entries` the tables take."""
     _local_offsets(con)
     con.execute(f"""
 CREATE TABLE hosts AS SELECT host, CASE WHEN row_number() OVER (ORDER BY first) <= {MAX_HOSTS} THEN host
@@ -104,7 +104,7 @@ LEFT JOIN offsets o ON e.loc AND o.minute = e.sec // 60""")
         _filter_table(con, filters)
         passing = "n IN (SELECT n FROM passing)"
     con.execute(f"CREATE TABLE su AS SELECT * FROM all_ WHERE summ AND {bounds} AND {passing}")
-    con.execute(f"CREATE VIEW ev0 AS SELECT * FROM all_ WHERE NOT summ AND {bounds} AND {passing}")
+    con.execute(f"CREATE VIEW ev AS SELECT * FROM all_ WHERE NOT summ AND {bounds} AND {passing}")
     # each event's connection (by socket address, else made up as the Python path does): its side from its
     # first step; on a narrow table of hashes, to stay within the memory limit
     con.execute(f"""
@@ -113,7 +113,7 @@ WITH k AS (
   SELECT n, host, kind, news, CASE WHEN sock IS NOT NULL THEN 1 WHEN news = 0 THEN 2 WHEN sport = 0 THEN 3 ELSE 4 END
     AS ct, CASE WHEN sock IS NOT NULL THEN hash(sock) WHEN news = 0 THEN hash(n) WHEN sport = 0 THEN hash(remote, pid)
     ELSE hash(local, remote) END AS ck, hash(remote, pid) AS rp
-  FROM ev0),
+  FROM ev),
 b AS (SELECT *, lag(kind) OVER w AS pk, lag(news) OVER w AS pn FROM k WINDOW w AS (PARTITION BY host, ct, ck ORDER BY n)),
 s AS (SELECT * EXCLUDE (pk, pn), (pk IS NULL OR (pk = 1 AND pn = 7) OR (pk <> 1 AND pn IN (6, 12))) AS starts FROM b),
 g AS (SELECT *, sum(starts::INT) OVER (PARTITION BY host, ct, ck ORDER BY n ROWS UNBOUNDED PRECEDING) AS seg FROM s),
@@ -123,9 +123,9 @@ p AS (SELECT n, lag(CASE WHEN ct = 3 AND NOT (kind = 1 AND news = 7) THEN side0 
   PARTITION BY host, rp ORDER BY n) AS pend, ct = 4 AS t FROM f WHERE ct = 3 OR ct = 4 AND starts),
 j AS (SELECT f.*, CASE WHEN p.t THEN p.pend END AS pend FROM f LEFT JOIN p USING (n))
 SELECT n, coalesce(max(pend) OVER (PARTITION BY host, ct, ck, seg), side0) AS side1 FROM j""")
-    con.execute(f"""CREATE TABLE ev AS SELECT ev0.*, CASE WHEN side1 IN ('client', 'server') THEN side1
-  ELSE {HEURISTIC} END AS side FROM ev0 JOIN sides USING (n)""")
-    con.execute("DROP VIEW ev0; DROP TABLE sides")
+    # the side only where a table needs it (the remote endpoints, the export): no copy of every event
+    con.execute(f"""CREATE VIEW ev_side AS SELECT ev.*, CASE WHEN side1 IN ('client', 'server') THEN side1
+  ELSE {HEURISTIC} END AS side FROM ev JOIN sides USING (n)""")
 
 
 def _filter_table(con, filters):
@@ -234,7 +234,7 @@ def _event_tables(con, reports, top):
                "CASE WHEN side = 'client' THEN 'remote' ELSE 'local' END AS s, "
                "CASE WHEN side = 'client' THEN dport ELSE sport END AS port")
     for host, rows in _rows(con, f"SELECT host, ep, s, port, count(*) AS c, count(*) FILTER ({EST}), min(n) AS f "
-                                 f"FROM (SELECT *, {service} FROM ev) GROUP BY ALL {_top('c DESC, f', top)}").items():
+                                 f"FROM (SELECT *, {service} FROM ev_side) GROUP BY ALL {_top('c DESC, f', top)}").items():
         for ep, side, port, n, est, _ in rows:
             reports[host].remotes[(ep, side, port)] = n
             reports[host].remote_established[(ep, side, port)] = est
