@@ -106,7 +106,8 @@ LEFT JOIN offsets o ON e.loc AND o.minute = e.sec // 60""")
     con.execute(f"CREATE TABLE su AS SELECT * FROM all_ WHERE summ AND {bounds} AND {passing}")
     con.execute(f"CREATE VIEW ev AS SELECT * FROM all_ WHERE NOT summ AND {bounds} AND {passing}")
     # each event's connection (by socket address, else made up as the Python path does): its side from its
-    # first step; on a narrow table of hashes, to stay within the memory limit
+    # first step; on a narrow table of hashes, to stay within the memory limit. A connection starts after a
+    # line that ends one (ends) or with the first: its number (seg) is the ends before it, in the same sort
     con.execute(f"""
 CREATE TABLE sides AS
 WITH k AS (
@@ -114,9 +115,10 @@ WITH k AS (
     AS ct, CASE WHEN sock IS NOT NULL THEN hash(sock) WHEN news = 0 THEN hash(n) WHEN sport = 0 THEN hash(remote, pid)
     ELSE hash(local, remote) END AS ck, hash(remote, pid) AS rp
   FROM ev),
-b AS (SELECT *, lag(kind) OVER w AS pk, lag(news) OVER w AS pn FROM k WINDOW w AS (PARTITION BY host, ct, ck ORDER BY n)),
-s AS (SELECT * EXCLUDE (pk, pn), (pk IS NULL OR (pk = 1 AND pn = 7) OR (pk <> 1 AND pn IN (6, 12))) AS starts FROM b),
-g AS (SELECT *, sum(starts::INT) OVER (PARTITION BY host, ct, ck ORDER BY n ROWS UNBOUNDED PRECEDING) AS seg FROM s),
+c AS (SELECT *, coalesce((kind = 1 AND news = 7) OR (kind <> 1 AND news IN (6, 12)), false) AS ends FROM k),
+g AS (SELECT * EXCLUDE (ends), coalesce(lag(ends) OVER w, true) AS starts,
+  coalesce(sum(ends::INT) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS seg
+  FROM c WINDOW w AS (PARTITION BY host, ct, ck ORDER BY n)),
 f AS (SELECT *, first_value(CASE WHEN kind = 1 AND news = 2 THEN 'client' WHEN kind = 1 AND news IN (3, 12)
   THEN 'server' ELSE 'none' END) OVER (PARTITION BY host, ct, ck, seg ORDER BY n) AS side0 FROM g),
 p AS (SELECT n, lag(CASE WHEN ct = 3 AND NOT (kind = 1 AND news = 7) THEN side0 END) OVER (
