@@ -106,25 +106,33 @@ LEFT JOIN offsets o ON e.loc AND o.minute = e.sec // 60""")
     con.execute(f"CREATE TABLE su AS SELECT * FROM all_ WHERE summ AND {bounds} AND {passing}")
     con.execute(f"CREATE VIEW ev AS SELECT * FROM all_ WHERE NOT summ AND {bounds} AND {passing}")
     # each event's connection (by socket address, else made up as the Python path does): its side from its
-    # first step; on a narrow table of hashes, to stay within the memory limit. A connection starts after a
-    # line that ends one (ends) or with the first: its number (seg) is the ends before it, in the same sort
+    # first step; on narrow rows of hashes, to stay within the memory limit. A connection starts with the first
+    # line of its key or after a line that ends one (ends). Most keys hold one connection (no line but the last
+    # ends one): their side by an aggregate; window sorts only for the others and for the SYN_SENT lines without
+    # a local port (joined to the next new connection of the same process and remote end)
     con.execute(f"""
 CREATE TABLE sides AS
 WITH k AS (
-  SELECT n, host, kind, news, CASE WHEN sock IS NOT NULL THEN 1 WHEN news = 0 THEN 2 WHEN sport = 0 THEN 3 ELSE 4 END
-    AS ct, CASE WHEN sock IS NOT NULL THEN hash(sock) WHEN news = 0 THEN hash(n) WHEN sport = 0 THEN hash(remote, pid)
-    ELSE hash(local, remote) END AS ck, hash(remote, pid) AS rp
-  FROM ev),
-c AS (SELECT *, coalesce((kind = 1 AND news = 7) OR (kind <> 1 AND news IN (6, 12)), false) AS ends FROM k),
-g AS (SELECT * EXCLUDE (ends), coalesce(lag(ends) OVER w, true) AS starts,
-  coalesce(sum(ends::INT) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS seg
-  FROM c WINDOW w AS (PARTITION BY host, ct, ck ORDER BY n)),
-f AS (SELECT *, first_value(CASE WHEN kind = 1 AND news = 2 THEN 'client' WHEN kind = 1 AND news IN (3, 12)
-  THEN 'server' ELSE 'none' END) OVER (PARTITION BY host, ct, ck, seg ORDER BY n) AS side0 FROM g),
-p AS (SELECT n, lag(CASE WHEN ct = 3 AND NOT (kind = 1 AND news = 7) THEN side0 END) OVER (
-  PARTITION BY host, rp ORDER BY n) AS pend, ct = 4 AS t FROM f WHERE ct = 3 OR ct = 4 AND starts),
-j AS (SELECT f.*, CASE WHEN p.t THEN p.pend END AS pend FROM f LEFT JOIN p USING (n))
-SELECT n, coalesce(max(pend) OVER (PARTITION BY host, ct, ck, seg), side0) AS side1 FROM j""")
+  SELECT n, ct, kind, news, hash(host, ct, CASE WHEN sock IS NOT NULL THEN hash(sock) WHEN news = 0 THEN hash(n)
+    WHEN sport = 0 THEN hash(remote, pid) ELSE hash(local, remote) END) AS key, hash(host, remote, pid) AS hrp,
+    coalesce((kind = 1 AND news = 7) OR (kind <> 1 AND news IN (6, 12)), false) AS ends,
+    CASE WHEN kind = 1 AND news = 2 THEN 'client' WHEN kind = 1 AND news IN (3, 12) THEN 'server' ELSE 'none' END
+    AS sideof
+  FROM (SELECT *, CASE WHEN sock IS NOT NULL THEN 1 WHEN news = 0 THEN 2 WHEN sport = 0 THEN 3 ELSE 4 END AS ct FROM ev)),
+a AS (SELECT key, min(n) AS first, arg_min(sideof, n) AS side_first,
+  sum(ends::INT) - arg_max(ends::INT, n) AS inner_ends FROM k GROUP BY key),
+one AS (SELECT k.n, k.key, k.hrp, k.ct, k.kind, k.news, 0::HUGEINT AS seg, k.n = a.first AS starts,
+  a.side_first AS side0 FROM k JOIN a USING (key) WHERE a.inner_ends = 0),
+g AS (SELECT k.*, coalesce(lag(ends) OVER w, true) AS starts,
+  coalesce(sum(ends::INT) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)::HUGEINT AS seg
+  FROM k SEMI JOIN (SELECT key FROM a WHERE inner_ends > 0) USING (key) WINDOW w AS (PARTITION BY key ORDER BY n)),
+many AS (SELECT n, key, hrp, ct, kind, news, seg, starts, first_value(sideof) OVER (PARTITION BY key, seg ORDER BY n)
+  AS side0 FROM g),
+f AS (SELECT * FROM one UNION ALL BY NAME SELECT * FROM many),
+p AS (SELECT key, seg, lag(CASE WHEN ct = 3 AND NOT (kind = 1 AND news = 7) THEN side0 END) OVER (
+  PARTITION BY hrp ORDER BY n) AS pend, ct = 4 AS t FROM f WHERE ct = 3 OR ct = 4 AND starts),
+q AS (SELECT key, seg, max(pend) AS pend FROM p WHERE t GROUP BY key, seg)
+SELECT f.n, coalesce(q.pend, f.side0) AS side1 FROM f LEFT JOIN q USING (key, seg)""")
     # the side only where a table needs it (the remote endpoints, the export): no copy of every event
     con.execute(f"""CREATE VIEW ev_side AS SELECT ev.*, CASE WHEN side1 IN ('client', 'server') THEN side1
   ELSE {HEURISTIC} END AS side FROM ev JOIN sides USING (n)""")
