@@ -158,3 +158,18 @@ def test_auto_takes_duckdb_on_text_logs_and_python_on_json_ones(tmp_path):
     assert chosen(str(text), "--no-lifecycles") == "duckdb"
     assert chosen(str(text), str(js), "--no-lifecycles") == "python"
     assert chosen(str(text)) == "python"
+
+
+def test_drop_events_as_the_python_path(tmp_path):
+    """Drop events' lines (text and JSON) are counted as drops with their reason and malformed without one, as
+    the Python reader reads them (the patterns took those without a reason, as kind 5)."""
+    text = "Dec 30 2024 22:05:25.455 Packet Drop: SRC=10.1.1.1:1 DST=10.2.2.2:2 PID=6 COMM=x STATE=Connection Established"
+    js = ('{"timestamp":"2024-12-30T22:05:25.455Z","event":"drop","family":4,"src":"10.1.1.1","sport":1,'
+          '"dst":"10.2.2.2","dport":2,"pid":1,"comm":"x","owner":"socket","old_state":null,"new_state":"ESTABLISHED",'
+          '"description":"","netns":1,"sock":"0x10"}')
+    log = tmp_path / "drops.log"
+    log.write_text(f"{text}\n{js}\n{text} REASON=NO_SOCKET\n{js[:-1]},\"reason\":\"NO_SOCKET\"}}\n")
+    fast, slow = report("duckdb", str(log), "--no-lifecycles", "--json"), report("python", str(log),
+                                                                                 "--no-lifecycles", "--json")
+    assert json.loads(slow[0])["by_event"] == {"drop": 2} and json.loads(slow[0])["malformed"] == 2
+    assert fast[0] == slow[0]

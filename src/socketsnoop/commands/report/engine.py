@@ -42,7 +42,7 @@ def connect(tmpdir):
     # (an in-memory database's tables are not spilled); insertion order kept while the scans number the lines
     return duckdb.connect(os.path.join(tmpdir, "report.duckdb"), config={
         "memory_limit": MEMORY_LIMIT, "threads": min(THREADS, os.cpu_count() or 1), "temp_directory": tmpdir,
-        "preserve_insertion_order": True})
+        "preserve_insertion_order": False})
 
 
 def load(paths, parser, by_host, lines, filters, since, until, top, export_dir=None):
@@ -83,10 +83,10 @@ ENDPOINT = "CASE WHEN fam = 6 THEN '[' || {0} || ']:' || {1} ELSE {0} || ':' || 
 
 
 def _prepare(con, filters, since, until):
-    """`all_` (every entry, its host as the report groups them, its time), `ev` (the events wanted, with the
-    side of their connection) and `su` (the summary lines wanted). all_ is a view: a copy of every entry
-    costs more than the few scans of `entries` it takes (ev0 is a table: the join of the view with `sides`
-    ran out of memory at 96 MB)."""
+    """`all_` (every entry, its host as the report groups them, its time), `ev` (the events wanted), `sides`
+    (the side of each event's connection, on a narrow table), `ev_side` (ev with its side, for the tables that
+    need it) and `su` (the summary lines wanted). all_, ev and ev_side are views: a copy of every event costs
+    more than the few scans of `entries` the tables take."""
     _local_offsets(con)
     con.execute(f"""
 CREATE TABLE hosts AS SELECT host, CASE WHEN row_number() OVER (ORDER BY first) <= {MAX_HOSTS} THEN host
@@ -104,28 +104,38 @@ LEFT JOIN offsets o ON e.loc AND o.minute = e.sec // 60""")
         _filter_table(con, filters)
         passing = "n IN (SELECT n FROM passing)"
     con.execute(f"CREATE TABLE su AS SELECT * FROM all_ WHERE summ AND {bounds} AND {passing}")
-    con.execute(f"CREATE TABLE ev0 AS SELECT * FROM all_ WHERE NOT summ AND {bounds} AND {passing}")
+    con.execute(f"CREATE VIEW ev AS SELECT * FROM all_ WHERE NOT summ AND {bounds} AND {passing}")
     # each event's connection (by socket address, else made up as the Python path does): its side from its
-    # first step; on a narrow table of hashes, to stay within the memory limit
+    # first step; on narrow rows of hashes, to stay within the memory limit. A connection starts with the first
+    # line of its key or after a line that ends one (ends). Most keys hold one connection (no line but the last
+    # ends one): their side by an aggregate; window sorts only for the others and for the SYN_SENT lines without
+    # a local port (joined to the next new connection of the same process and remote end)
     con.execute(f"""
 CREATE TABLE sides AS
 WITH k AS (
-  SELECT n, host, kind, news, CASE WHEN sock IS NOT NULL THEN 1 WHEN news = 0 THEN 2 WHEN sport = 0 THEN 3 ELSE 4 END
-    AS ct, CASE WHEN sock IS NOT NULL THEN hash(sock) WHEN news = 0 THEN hash(n) WHEN sport = 0 THEN hash(remote, pid)
-    ELSE hash(local, remote) END AS ck, hash(remote, pid) AS rp
-  FROM ev0),
-b AS (SELECT *, lag(kind) OVER w AS pk, lag(news) OVER w AS pn FROM k WINDOW w AS (PARTITION BY host, ct, ck ORDER BY n)),
-s AS (SELECT * EXCLUDE (pk, pn), (pk IS NULL OR (pk = 1 AND pn = 7) OR (pk <> 1 AND pn IN (6, 12))) AS starts FROM b),
-g AS (SELECT *, sum(starts::INT) OVER (PARTITION BY host, ct, ck ORDER BY n ROWS UNBOUNDED PRECEDING) AS seg FROM s),
-f AS (SELECT *, first_value(CASE WHEN kind = 1 AND news = 2 THEN 'client' WHEN kind = 1 AND news IN (3, 12)
-  THEN 'server' ELSE 'none' END) OVER (PARTITION BY host, ct, ck, seg ORDER BY n) AS side0 FROM g),
-p AS (SELECT n, lag(CASE WHEN ct = 3 AND NOT (kind = 1 AND news = 7) THEN side0 END) OVER (
-  PARTITION BY host, rp ORDER BY n) AS pend, ct = 4 AS t FROM f WHERE ct = 3 OR ct = 4 AND starts),
-j AS (SELECT f.*, CASE WHEN p.t THEN p.pend END AS pend FROM f LEFT JOIN p USING (n))
-SELECT n, coalesce(max(pend) OVER (PARTITION BY host, ct, ck, seg), side0) AS side1 FROM j""")
-    con.execute(f"""CREATE TABLE ev AS SELECT ev0.*, CASE WHEN side1 IN ('client', 'server') THEN side1
-  ELSE {HEURISTIC} END AS side FROM ev0 JOIN sides USING (n)""")
-    con.execute("DROP TABLE ev0; DROP TABLE sides")
+  SELECT n, ct, kind, news, hash(host, ct, CASE WHEN sock IS NOT NULL THEN hash(sock) WHEN news = 0 THEN hash(n)
+    WHEN sport = 0 THEN hash(remote, pid) ELSE hash(local, remote) END) AS key, hash(host, remote, pid) AS hrp,
+    coalesce((kind = 1 AND news = 7) OR (kind <> 1 AND news IN (6, 12)), false) AS ends,
+    CASE WHEN kind = 1 AND news = 2 THEN 'client' WHEN kind = 1 AND news IN (3, 12) THEN 'server' ELSE 'none' END
+    AS sideof
+  FROM (SELECT *, CASE WHEN sock IS NOT NULL THEN 1 WHEN news = 0 THEN 2 WHEN sport = 0 THEN 3 ELSE 4 END AS ct FROM ev)),
+a AS (SELECT key, min(n) AS first, arg_min(sideof, n) AS side_first,
+  sum(ends::INT) - arg_max(ends::INT, n) AS inner_ends FROM k GROUP BY key),
+one AS (SELECT k.n, k.key, k.hrp, k.ct, k.kind, k.news, 0::HUGEINT AS seg, k.n = a.first AS starts,
+  a.side_first AS side0 FROM k JOIN a USING (key) WHERE a.inner_ends = 0),
+g AS (SELECT k.*, coalesce(lag(ends) OVER w, true) AS starts,
+  coalesce(sum(ends::INT) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)::HUGEINT AS seg
+  FROM k SEMI JOIN (SELECT key FROM a WHERE inner_ends > 0) USING (key) WINDOW w AS (PARTITION BY key ORDER BY n)),
+many AS (SELECT n, key, hrp, ct, kind, news, seg, starts, first_value(sideof) OVER (PARTITION BY key, seg ORDER BY n)
+  AS side0 FROM g),
+f AS (SELECT * FROM one UNION ALL BY NAME SELECT * FROM many),
+p AS (SELECT key, seg, lag(CASE WHEN ct = 3 AND NOT (kind = 1 AND news = 7) THEN side0 END) OVER (
+  PARTITION BY hrp ORDER BY n) AS pend, ct = 4 AS t FROM f WHERE ct = 3 OR ct = 4 AND starts),
+q AS (SELECT key, seg, max(pend) AS pend FROM p WHERE t GROUP BY key, seg)
+SELECT f.n, coalesce(q.pend, f.side0) AS side1 FROM f LEFT JOIN q USING (key, seg)""")
+    # the side only where a table needs it (the remote endpoints, the export): no copy of every event
+    con.execute(f"""CREATE VIEW ev_side AS SELECT ev.*, CASE WHEN side1 IN ('client', 'server') THEN side1
+  ELSE {HEURISTIC} END AS side FROM ev JOIN sides USING (n)""")
 
 
 def _filter_table(con, filters):
@@ -234,7 +244,7 @@ def _event_tables(con, reports, top):
                "CASE WHEN side = 'client' THEN 'remote' ELSE 'local' END AS s, "
                "CASE WHEN side = 'client' THEN dport ELSE sport END AS port")
     for host, rows in _rows(con, f"SELECT host, ep, s, port, count(*) AS c, count(*) FILTER ({EST}), min(n) AS f "
-                                 f"FROM (SELECT *, {service} FROM ev) GROUP BY ALL {_top('c DESC, f', top)}").items():
+                                 f"FROM (SELECT *, {service} FROM ev_side) GROUP BY ALL {_top('c DESC, f', top)}").items():
         for ep, side, port, n, est, _ in rows:
             reports[host].remotes[(ep, side, port)] = n
             reports[host].remote_established[(ep, side, port)] = est
@@ -268,9 +278,11 @@ def _record_tables(con, reports, top):
         for remote, result, n in rows:
             reports[host].records.failed_dst.setdefault(remote, Counter())[result] = n
     conn = "local, remote, pid, comm, dir, result, sent, recv, hs, dur, ts"
+    # the top rows by (v DESC, n): a heap of top per host (max_by), not a window sorting every summary line
+    order = f"({{0}})::HUGEINT * {1 << 62} + ({(1 << 62) - 1} - n)"  # v DESC, n ASC (n < 2^62, v < 2^65)
     for table, value, where in (("by_bytes", "sent + recv", "true"), ("handshakes", "hs", "hs IS NOT NULL")):
-        for host, rows in _rows(con, f"SELECT host, {value} AS v, n, {conn} FROM su WHERE {where} "
-                                     f"{_top('v DESC, n', top)}").items():
+        for host, rows in con.execute(f"SELECT host, max_by(({value}, n, {conn}), {order.format(value)}, {int(top)}) "
+                                      f"FROM su WHERE {where} GROUP BY host").fetchall():
             heap = getattr(reports[host].records, table)
             heap.extend((int(v), -n, _conn(row)) for v, n, *row in rows)
             heapq.heapify(heap)

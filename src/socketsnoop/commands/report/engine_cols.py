@@ -18,9 +18,8 @@ ENTRY_COLUMNS = (
     "dur BIGINT, hs BIGINT, sent HUGEINT, recv HUGEINT, retr BIGINT, rtt BIGINT")
 NAMES = tuple(c.split()[0] for c in ENTRY_COLUMNS.split(", "))
 TYPES = dict(c.split() for c in ENTRY_COLUMNS.split(", "))
-TITLE_LIST = q.literal([EVENT_TITLES[k] for k in sorted(EVENT_TITLES)])
-KIND_LIST = q.literal([EVENT_NAMES[k] for k in sorted(EVENT_NAMES)])
-FIRST_KIND = min(EVENT_TITLES)
+# the kinds' names at their numbers (list_position - 1 is the kind: they are not 1..n, 5 has no name)
+KIND_LIST = q.literal([EVENT_NAMES.get(k, "") for k in range(max(EVENT_NAMES) + 1)])
 DESC_LIST = q.literal(list(DESCRIPTIONS))
 STATE_LIST = q.literal(list(STATE_NAMES))
 MONTHS = q.literal(["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"])
@@ -37,7 +36,9 @@ def word(key):
     place among the words after 'SRC=' (w); a --context name among the last five words (its key's place)."""
     if key in TEXT_WORDS:
         return f"w[{TEXT_WORDS[key]}][{len(key) + 2}:]" if key != "SRC" else "w[1]"
-    return f"coalesce(list_filter(w[-5:], lambda x: starts_with(x, '{key}='))[1][{len(key) + 2}:], '')"
+    # the lambda only on a line that names the key (most lines name none)
+    return (f"CASE WHEN contains(body, ' {key}=') THEN coalesce(list_filter(w[-5:], lambda x: starts_with(x, "
+            f"'{key}='))[1][{len(key) + 2}:], '') ELSE '' END")
 
 
 def jstr(key):
@@ -76,13 +77,17 @@ CONTROLS = f"CASE WHEN regexp_matches({JSON_COMM}, '[\\x01-\\x1f\\x7f]') THEN {C
            f"ELSE replace({JSON_COMM}, ' ', '\\x20') END"
 TEXT_SEC = "epoch(try_strptime(body[1:20], '%b %d %Y %H:%M:%S'))::BIGINT"
 JSON_STAMP = "replace(" + jstr("timestamp") + "[1:19], 'T', ' ')"
-# the state of a text event from its description (the patterns checked it is one of DESCRIPTIONS): the three
-# without the state's name in parentheses, else that name
-AFTER_STATE = "body[strpos(body, ' STATE=') + 7:]"
-TEXT_STATE = (f"CASE WHEN starts_with({AFTER_STATE}, 'Connection Established') THEN 1 "
-              f"WHEN starts_with({AFTER_STATE}, 'Connection Closed') THEN 7 "
-              f"WHEN starts_with({AFTER_STATE}, 'No Socket') THEN 0 "
-              f"ELSE list_position({STATE_LIST}, split_part(split_part({AFTER_STATE}, '(', 2), ')', 1)) - 1 END")
+# the state of a text event from its description (the patterns checked it is one of DESCRIPTIONS), by its words
+# after 'STATE=' (w[5] 'STATE=Connection', w[6] 'Established', w[7] '(SYN_SENT)'): the three without the state's
+# name in parentheses, else that name ('Listening (LISTEN)' and 'Unknown (...)' have it in w[6])
+TEXT_STATE = (f"CASE w[6] WHEN 'Established' THEN 1 WHEN 'Closed' THEN 7 WHEN 'Socket' THEN 0 "
+              f"ELSE list_position({STATE_LIST}, trim(CASE WHEN starts_with(w[6], '(') THEN w[6] ELSE w[7] END, '()')) - 1 END")
+# the kind from the title's letters (the patterns checked it is one of EVENT_TITLES, at body[26])
+# (drops are left to the Python reader: engine_sql.TITLES)
+TEXT_KIND = ("CASE body[26] WHEN 'S' THEN 1 ELSE CASE body[28] WHEN 't' THEN 2 "
+             "ELSE CASE body[32] WHEN 'S' THEN 3 ELSE 4 END END END")
+assert {k: t for k, t in EVENT_TITLES.items() if k != 6} == {1: "State Change", 2: "Retransmission",
+                                                             3: "Reset Sent", 4: "Reset Received"}
 
 TEXT = {
     "sec": TEXT_SEC, "ms": "body[22:24]::INTEGER",
@@ -103,13 +108,13 @@ JSON = {
     "container": f"nullif({jstr('container')}[:12], '')",
 }
 JSON_EVENT = {
-    **JSON, "kind": f"list_position({KIND_LIST}, {jstr('event')}) - 1 + {FIRST_KIND}",
+    **JSON, "kind": f"list_position({KIND_LIST}, {jstr('event')}) - 1",
     "news": f"list_position({STATE_LIST}, {jstr('new_state')}) - 1",
     "uid": f"CASE WHEN {jnum('uid')} <> 'null' AND {jnum('uid')}::BIGINT <= 4294967295 THEN {jnum('uid')}::BIGINT END",
 }
 TEXT_EVENT = {
     **TEXT,
-    "kind": f"list_position({TITLE_LIST}, split_part(body[26:], ': SRC=', 1)) - 1 + {FIRST_KIND}",
+    "kind": TEXT_KIND,
     "news": TEXT_STATE,
 }
 

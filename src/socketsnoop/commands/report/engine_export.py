@@ -19,7 +19,7 @@ COMMON = (f"coalesce(host, '{LOCAL_HOST}') AS host, strftime(make_timestamp(ts /
           "make_timestamp(ts // 1000) AS time, ts AS ts_ns, fam AS family, src, sport, dst, dport, local, remote, "
           "pid, comm")
 EVENTS = (f"SELECT {COMMON}, {EVENT_LIST}[kind + 1] AS event, {STATE_LIST}[news + 1] AS new_state, "
-          "side, sock::UBIGINT AS sock, uid, usr AS user, cgroup, unit, container FROM ev")
+          "side, sock::UBIGINT AS sock, uid, usr AS user, cgroup, unit, container FROM ev_side")
 CONNECTIONS = (f"SELECT {COMMON}, result, dir AS direction, dur AS duration_us, hs AS handshake_us, rtt AS rtt_us, "
                "sent::UBIGINT AS bytes_sent, recv::UBIGINT AS bytes_received, retr AS retransmits, "
                "sock::UBIGINT AS sock, uid, usr AS user, cgroup, unit, container FROM su")

@@ -43,7 +43,10 @@ KINDS = {  # what -> the lines of that kind (as WHAT classifies them)
     4: f"NOT {CONN} AND NOT {STAMP} AND {SUMMARY} AND {full(q.TEXT_SUMMARY)}",
     3: f"NOT {CONN} AND NOT {STAMP} AND NOT {SUMMARY} AND {full(q.TEXT_EVENT)}",
 }
-NUMBERED = "SELECT {base} + 2 * row_number() OVER () AS n, line FROM {src}"
+# the file's lines numbered, stored once (numbering is one ordered pass: DuckDB runs it on one thread); the
+# queries of each kind then run on every thread from this table
+NUMBER = "CREATE OR REPLACE TABLE lines AS SELECT {base} + 2 * row_number() OVER () AS n, line FROM {src}"
+NUMBERED = "SELECT n, line FROM lines"
 # the lines of one kind: their entries (what 1), or their text for the Python reader (what 0: a value out of range)
 LOAD = """
 INSERT INTO entries BY NAME
@@ -73,8 +76,9 @@ FROM ({{numbered}}) a ANTI JOIN (SELECT n FROM entries WHERE n >= {{lo}} AND n <
 
 
 def load_queries(src, base):
-    """The queries that load one file: one per kind of line, then the rest."""
-    numbered = NUMBERED.format(base=base, src=src)
+    """The queries that load one file: its lines numbered, one per kind of line, then the rest."""
+    yield NUMBER.format(base=base, src=src)
+    numbered = NUMBERED
     for k, kind in KINDS.items():
         parsed, values = (JSON_PARSED, JSON_VALUES) if k in (1, 2) else (TEXT_PARSED, "1 AS unused")
         yield LOAD.format(numbered=numbered, max_line=MAX_LINE, kind=kind, parsed=parsed, values=values,
@@ -91,7 +95,7 @@ def unreadable_here(path, gz):
     window at a time: C speed, bounded memory."""
     tail = 0  # bytes after the last newline
     for data in _windows(path, gz):
-        if b"\r" in data:
+        if data.find(b"\r") >= 0:  # not `in`: an mmap's `in` goes byte by byte in Python's sequence protocol
             return "a carriage return in a line"
         nl = data.rfind(b"\n")
         tail = tail + len(data) if nl < 0 else len(data) - nl - 1
@@ -141,6 +145,7 @@ class Loader:
         try:
             for query in load_queries(src, base):
                 con.execute(query)
+            con.execute("DROP TABLE lines")
             rejects = con.execute(REJECTS).fetchall()
             con.execute("DELETE FROM reject_errors")
             con.execute("DELETE FROM reject_scans")

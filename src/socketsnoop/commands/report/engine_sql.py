@@ -10,6 +10,7 @@ the grammar, never wider: no repetition is nested, so RE2 runs each in time line
 
 import re
 
+from ...kernel.abi import EV_DROP
 from ...logformat.reader import DESCRIPTIONS, STATE_NAMES
 from ...logformat.words import EVENT_NAMES, EVENT_TITLES, RESULT_NAMES
 
@@ -38,7 +39,8 @@ TEXT_ENDPOINTS = rf"SRC={IP4}:{PORT} DST={IP4}:{PORT} PID={U32} COMM=({TOKEN}{{1
 CONTEXT = (rf"(?: USER=({NAME}))?(?: UNIT=({NAME}))?(?: USER_UNIT={NAME})?(?: CONTAINER=([0-9a-f]{{12}}))?"
            rf"(?: POD={NAME})?")
 TEXT_TAIL = r"[ \t\r\f\v]*$"
-TITLES = "(" + "|".join(EVENT_TITLES.values()) + ")"
+# a drop event's line has its reason (REASON=, "reason"), which the patterns do not read: left to the Python reader
+TITLES = "(" + "|".join(t for k, t in EVENT_TITLES.items() if k != EV_DROP) + ")"
 DESCRIPTION = "(" + "|".join(d.replace("(", r"\(").replace(")", r"\)") for d in DESCRIPTIONS) + ")"
 TEXT_EVENT = f"{TEXT_HEAD}{TITLES}: {TEXT_ENDPOINTS} STATE={DESCRIPTION}{CONTEXT}{TEXT_TAIL}"
 TEXT_EVENT_GROUPS = ("host", "mon", "day", "year", "h", "m", "s", "ms", "title", "src", "sport", "dst", "dport",
@@ -58,7 +60,7 @@ JSON_ENDPOINTS = (rf",\"family\":4,\"src\":\"{IP4}\",\"sport\":{PORT},\"dst\":\"
 JSON_NAMES = (rf"(?:,\"user\":\"({JSON_NAME})\")?(?:,\"cgroup\":\"(/{JSON_NAME[:-7]}{{0,255}})\")?"
               rf"(?:,\"unit\":\"({JSON_NAME})\")?(?:,\"container\":\"([0-9a-f]{{12,64}})\")?"
               rf"(?:,\"pod\":\"{JSON_ANY}\")?(?:,\"exe\":\"{JSON_ANY}\")?(?:,\"user_unit\":\"{JSON_ANY}\")?")
-JSON_KINDS = "(" + "|".join(EVENT_NAMES.values()) + ")"
+JSON_KINDS = "(" + "|".join(n for k, n in EVENT_NAMES.items() if k != EV_DROP) + ")"
 JSON_TAIL = r"[ \t\r]*$"
 JSON_EVENT = (f"{JSON_HEAD},\"event\":\"{JSON_KINDS}\"{JSON_ENDPOINTS}(?:,\"uid\":{U32})?{JSON_NAMES}"
               rf",\"owner\":\"[a-z]{{1,16}}\",\"old_state\":(?:null|\"[A-Z0-9_]{{1,20}}\"),\"new_state\":\"({STATE})\","
