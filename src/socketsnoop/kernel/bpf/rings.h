@@ -35,6 +35,26 @@ struct {
 	__uint(max_entries, SS_SPARE_RING_BYTES);
 } records_spare SEC(".maps");
 
+/*
+ * 1 while the reader is awake (between two of its sleeps), 0 while it sleeps or has not said: user space
+ * writes it through a mapping of this map (kernel/loader.py: Probe.reader_awake)
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_MMAPABLE);
+} reader_awake SEC(".maps");
+
+static __always_inline bool reader_is_awake(void)
+{
+	__u32 zero = 0;
+	__u32 *v = bpf_map_lookup_elem(&reader_awake, &zero);
+
+	return v && *v;
+}
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
 	__uint(key_size, sizeof(__u32));
@@ -72,9 +92,18 @@ static __always_inline long submit_event(void *ctx, struct event *e, struct cpu_
 			 * tenth of the program. Each CPU wakes the reader at least
 			 * every mark's worth, so it never sleeps out its poll
 			 * interval with more than a mark per CPU unread.
+			 *
+			 * Nor while the reader is awake: the wake-up is an
+			 * interrupt this CPU sends itself (irq_work), which costs
+			 * a virtual machine an exit, and an awake reader needs
+			 * none. The count is then kept, so the first event this
+			 * CPU writes after the reader has gone to sleep wakes it.
+			 * (Should that event come before the reader's word that
+			 * it sleeps is seen here, the next one wakes it, or its
+			 * poll interval.)
 			 */
 			cs->unannounced += sizeof(*e) + 8; /* + the record header */
-			if (cs->unannounced >= wakeup_bytes) {
+			if (cs->unannounced >= wakeup_bytes && !reader_is_awake()) {
 				cs->unannounced = 0;
 				flags = BPF_RB_FORCE_WAKEUP;
 			} else {
