@@ -37,7 +37,7 @@ struct {
 
 /*
  * 1 while the reader is awake (between two of its sleeps), 0 while it sleeps or has not said: user space
- * writes it through a mapping of this map (kernel/loader.py: Probe.reader_awake)
+ * writes it through a mapping of this map (kernel/ringbuf.py: RingBuffer.wait)
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -93,21 +93,21 @@ static __always_inline long submit_event(void *ctx, struct event *e, struct cpu_
 			 * every mark's worth, so it never sleeps out its poll
 			 * interval with more than a mark per CPU unread.
 			 *
-			 * Nor while the reader is awake: the wake-up is an
-			 * interrupt this CPU sends itself (irq_work), which costs
-			 * a virtual machine an exit, and an awake reader needs
-			 * none. The count is then kept, so the first event this
-			 * CPU writes after the reader has gone to sleep wakes it.
-			 * (Should that event come before the reader's word that
-			 * it sleeps is seen here, the next one wakes it, or its
-			 * poll interval.)
+			 *
+			 * Nor while the reader is awake (reader_awake): the
+			 * wake-up is an interrupt this CPU sends itself
+			 * (irq_work), which costs a virtual machine an exit, and
+			 * an awake reader reads on until it has caught up. The
+			 * count starts again all the same, so a reader that then
+			 * sleeps is woken by the next CPU to reach its mark, as
+			 * it would have been: the rows gather meanwhile.
 			 */
 			cs->unannounced += sizeof(*e) + 8; /* + the record header */
-			if (cs->unannounced >= wakeup_bytes && !reader_is_awake()) {
+			flags = BPF_RB_NO_WAKEUP;
+			if (cs->unannounced >= wakeup_bytes) {
 				cs->unannounced = 0;
-				flags = BPF_RB_FORCE_WAKEUP;
-			} else {
-				flags = BPF_RB_NO_WAKEUP;
+				if (!reader_is_awake())
+					flags = BPF_RB_FORCE_WAKEUP;
 			}
 		}
 		err = bpf_ringbuf_output(&events, e, sizeof(*e), flags);
