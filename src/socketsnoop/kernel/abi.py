@@ -187,10 +187,11 @@ MAP_SOCK_STATES_HASH = "sock_states_hash"
 MAP_METRIC_COUNTS = "metric_counts"
 MAP_DROP_REASONS = "drop_reasons"
 MAP_LISTEN_DROPS = "listen_drops"
+MAP_READER_AWAKE = "reader_awake"  # user space writes it through a mapping: 1 while the reader is awake
 MAPS = (MAP_EVENTS, MAP_EVENTS_SPARE, MAP_PERF_EVENTS, MAP_COUNTERS, MAP_OWNERS, MAP_LISTENERS,
         MAP_FILTER_PIDS, MAP_FILTER_COMMS, MAP_FILTER_PORTS, MAP_FILTER_ADDRS, MAP_FILTER_UIDS, MAP_FILTER_CGROUPS,
         MAP_CPU_STATES, MAP_RECORDS, MAP_RECORDS_SPARE, MAP_SOCK_STATES, MAP_SOCK_STATES_HASH, MAP_METRIC_COUNTS,
-        MAP_DROP_REASONS, MAP_LISTEN_DROPS)
+        MAP_DROP_REASONS, MAP_LISTEN_DROPS, MAP_READER_AWAKE)
 
 # read-only variables set before load: name -> struct format
 RODATA = {"filter_flags": "<I", "filter_states": "<I", "wakeup_bytes": "<Q", "use_perf": "<?",

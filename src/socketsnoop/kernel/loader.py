@@ -344,7 +344,8 @@ class Probe:
             # no lost callback: the kernel program already counts each failed write as lost
             self.reader = PerfBuffer(self.obj.map_fd(abi.MAP_PERF_EVENTS), pages, on_sample, None)
         else:
-            self.reader = RingBuffer(self.obj.map_fd(abi.MAP_EVENTS), self.buffer_size, EVENT.size)
+            self.reader = RingBuffer(self.obj.map_fd(abi.MAP_EVENTS), self.buffer_size, EVENT.size,
+                                     awake_fd=self.obj.map_fd(abi.MAP_READER_AWAKE))
             self.spare_reader = RingBuffer(self.obj.map_fd(abi.MAP_EVENTS_SPARE), self.spare_size, EVENT.size)
         if self.records:
             self.record_reader = RingBuffer(self.obj.map_fd(abi.MAP_RECORDS), self.record_size, CONN_RECORD.size)

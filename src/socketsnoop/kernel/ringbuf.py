@@ -49,9 +49,11 @@ def _leading(heads, full):
 class RingBuffer:
     """The consumer of one ring: map_fd is the ring's map (or, with wakeups=False, a file laid out as a
     ring is, which epoll cannot wait on: the tests' rings), size its data bytes, record_size the size of
-    the records our program writes."""
+    the records our program writes. awake_fd: the program's reader_awake map (bpf/rings.h), which says
+    1 but while wait() sleeps: the program sends an awake reader no wake-ups (each costs its CPU an
+    interrupt)."""
 
-    def __init__(self, map_fd, size, record_size, wakeups=True):
+    def __init__(self, map_fd, size, record_size, wakeups=True, awake_fd=None):
         page = mmap.PAGESIZE
         self.size = size
         self.mask = size - 1
@@ -68,13 +70,22 @@ class RingBuffer:
             # returns at once while the kernel writes below its wake-up mark, and a reader that keeps up then
             # reads a few rows at a time, paying each batch's fixed costs for a handful of rows
             self.epoll.register(map_fd, select.EPOLLIN | select.EPOLLET)
+        self.awake = None
+        if awake_fd is not None:
+            self.awake = mmap.mmap(awake_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            _U32.pack_into(self.awake, 0, 1)
 
     def wait(self, timeout_s):
         """Sleep until the kernel wakes us (at its mark: rings.h) or timeout_s passes."""
+        if self.awake is not None:
+            _U32.pack_into(self.awake, 0, 0)
         try:
             self.epoll.poll(timeout_s)
         except InterruptedError:
             pass
+        finally:
+            if self.awake is not None:
+                _U32.pack_into(self.awake, 0, 1)
 
     def pending(self):
         return _U64.unpack_from(self.prod, 0)[0] - _U64.unpack_from(self.cons, 0)[0]
@@ -148,6 +159,10 @@ class RingBuffer:
             chunks.append(view[page: page + (stop - start - first)].tobytes())
 
     def close(self):
+        if self.awake is not None:
+            _U32.pack_into(self.awake, 0, 0)
+            self.awake.close()
+            self.awake = None
         self.epoll.close()
         self.view.release()
         self.prod.close()

@@ -35,6 +35,26 @@ struct {
 	__uint(max_entries, SS_SPARE_RING_BYTES);
 } records_spare SEC(".maps");
 
+/*
+ * 1 while the reader is awake (between two of its sleeps), 0 while it sleeps or has not said: user space
+ * writes it through a mapping of this map (kernel/ringbuf.py: RingBuffer.wait)
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_MMAPABLE);
+} reader_awake SEC(".maps");
+
+static __always_inline bool reader_is_awake(void)
+{
+	__u32 zero = 0;
+	__u32 *v = bpf_map_lookup_elem(&reader_awake, &zero);
+
+	return v && *v;
+}
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
 	__uint(key_size, sizeof(__u32));
@@ -72,13 +92,22 @@ static __always_inline long submit_event(void *ctx, struct event *e, struct cpu_
 			 * tenth of the program. Each CPU wakes the reader at least
 			 * every mark's worth, so it never sleeps out its poll
 			 * interval with more than a mark per CPU unread.
+			 *
+			 *
+			 * Nor while the reader is awake (reader_awake): the
+			 * wake-up is an interrupt this CPU sends itself
+			 * (irq_work), which costs a virtual machine an exit, and
+			 * an awake reader reads on until it has caught up. The
+			 * count starts again all the same, so a reader that then
+			 * sleeps is woken by the next CPU to reach its mark, as
+			 * it would have been: the rows gather meanwhile.
 			 */
 			cs->unannounced += sizeof(*e) + 8; /* + the record header */
+			flags = BPF_RB_NO_WAKEUP;
 			if (cs->unannounced >= wakeup_bytes) {
 				cs->unannounced = 0;
-				flags = BPF_RB_FORCE_WAKEUP;
-			} else {
-				flags = BPF_RB_NO_WAKEUP;
+				if (!reader_is_awake())
+					flags = BPF_RB_FORCE_WAKEUP;
 			}
 		}
 		err = bpf_ringbuf_output(&events, e, sizeof(*e), flags);
