@@ -3,6 +3,8 @@ kernel <- pipeline <- logformat <- output <- settings <- commands <- cli (a modu
 below)."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import socketsnoop
@@ -98,3 +100,11 @@ def test_the_cycle_check_finds_a_cycle():
 
     visit("a", [])
     assert found == [["a", "b", "c", "a"]]
+
+
+def test_the_monitor_does_not_load_the_reports_engine():
+    """The command line imports every command; the report's optional engine (duckdb, tens of MB of library) is
+    imported only when the fast path runs, not by the live monitor, top or --help."""
+    code = "import sys, socketsnoop.cli, socketsnoop.commands.report.engine as e; print('duckdb' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
