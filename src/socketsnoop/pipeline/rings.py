@@ -17,6 +17,14 @@ DRAIN_S = 0.25  # longest stretch of reading before the caller's loop looks at i
 _ts = itemgetter(TS)  # an event's time; a record's (its end) is at the same position
 
 
+def caught_up(*rings):
+    """Less than a read's worth waits in every ring (None: a ring not opened): let the rows gather until the
+    kernel's wake-up or the poll interval rather than read them a few at a time as they come (each batch has
+    costs of its own). Every ring counts: the spares and the records' rings wake no one, and are read only
+    with a batch."""
+    return all(ring is None or ring.pending() < READ_BYTES for ring in rings)
+
+
 class RingReader:
     """The monitor's source of batches. bind() it to a Probe whose readers are open; with perf, hand
     on_sample to the Probe's perf buffer (it keeps each sample for the next read())."""
@@ -57,11 +65,7 @@ class RingReader:
                 return False
 
     def caught_up(self):
-        """Less than a read's worth waits in every ring: let the rows gather until the kernel's wake-up or the
-        poll interval rather than read them a few at a time as they come (each batch has costs of its own).
-        Every ring counts: the spares and the records' rings wake no one, and are read only with a batch."""
-        return all(ring is None or ring.pending() < READ_BYTES
-                   for ring in (self.events, self.spare, self.records, self.records_spare))
+        return caught_up(self.events, self.spare, self.records, self.records_spare)
 
     def read(self):
         """One batch: (events, records), lists of decoded rows, the records in time order, the events too (near

@@ -17,9 +17,9 @@ from ...pipeline.filters import Filters
 from ...pipeline.health import RECORD_KINDS, Health
 from ...pipeline.identity import CgroupTree, Identity
 from ...pipeline.owners import ProcOwners
+from ...pipeline.rings import READ_BYTES, caught_up
 from .tally import OPEN_STATES, Tally
 
-READ_BYTES = 128 << 10  # taken at a time (pipeline/rings.py says why this size)
 DRAIN_S = 0.25  # longest stretch of reading before the loop looks at the keys and the clock
 
 
@@ -92,9 +92,9 @@ class Feed:
                         tally.forget({r[R_SK] for r in rows} - {r[R_SK] for r in kept})
                     tally.records(kept)
                     self.health.records(kept)
-            if not found or (not until_empty and (time.monotonic() >= deadline or all(
-                    r.pending() < READ_BYTES for r in (p.reader, p.spare_reader, p.record_reader, p.record_spare_reader)))):
-                return  # empty, out of time, or caught up (the rows gather until the wake-up: pipeline/rings)
+            if not found or (not until_empty and (time.monotonic() >= deadline or caught_up(
+                    p.reader, p.spare_reader, p.record_reader, p.record_spare_reader))):
+                return
 
     def warnings(self, now_ns):
         """The health warnings in force after a check at now_ns (CLOCK_MONOTONIC)."""
