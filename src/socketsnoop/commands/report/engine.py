@@ -18,7 +18,6 @@ import shutil
 import tempfile
 from collections import Counter
 
-
 from ...kernel.abi import EV_CONNECTION
 from ...logformat.escape import unescape_comm
 from ...pipeline.decode import TCP_CLOSE

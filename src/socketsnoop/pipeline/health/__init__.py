@@ -20,10 +20,10 @@ from .traffic import ConnectFailures, PortScan, Retransmits
 KINDS = (CloseWaitLeak, ConnectFailures, Retransmits, PortScan, SynFlood, PortExhaustion, AcceptQueueOverflow)
 _new = itemgetter(NEWSTATE)
 KIND_NAMES = tuple(k.kind for k in KINDS)
-# the Thresholds of the kinds made from connection records alone (for a reader of records, not events: top)
 # the Thresholds fields of the kinds made from events, and of those made from connection records alone
 EVENT_MADE = tuple(k.setting for k in KINDS if hasattr(k, "events"))
 RECORD_MADE = tuple(k.setting for k in KINDS if hasattr(k, "records") and not hasattr(k, "events"))
+# the Thresholds of the kinds made from connection records alone (for a reader of records, not events: top)
 RECORD_KINDS = Thresholds(**dict.fromkeys(EVENT_MADE))
 
 __all__ = ["ACTIVE", "CLEARED", "EVENT_MADE", "Health", "KIND_NAMES", "Owner", "RECORD_KINDS", "RECORD_MADE", "Thresholds",
