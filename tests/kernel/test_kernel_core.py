@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import warnings
+from array import array
 from collections import Counter
 
 import pytest
@@ -135,8 +136,9 @@ def test_json_schema(monitor):
     m.stop()
     recs = m.records()
     assert recs
-    # a slow machine (an emulated guest kernel) may retransmit a SYN: those lines are fine too
-    assert {r["event"] for r in recs} <= {"state_change", "retransmit"}
+    # a slow machine (an emulated guest kernel) may retransmit a SYN or a FIN, and a FIN that comes again
+    # after its socket is gone is answered with a reset: those lines are fine too
+    assert {r["event"] for r in recs} <= {"state_change", "retransmit", "reset_sent", "reset_received"}
     recs = [r for r in recs if r["event"] == "state_change"]
     for r in recs:
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", r["timestamp"])
@@ -570,8 +572,20 @@ def test_no_state_change_missed_or_doubled_under_a_flood(monitor, loadgen):
     t = m.totals()
     assert t["missed"] == 0 and t["lost"] == 0, t
     assert t["seen"] == t["captured"] + t["filtered"] and t["captured"] > 1000, t
-    lines = m.lines()
-    assert len(lines) == t["lines"] == t["captured"]  # each record read once
+    # Read as a stream into columns of machine integers: a million JSON lines kept as dicts (or even as
+    # tuples) would not fit a 1 GB guest.
+    steps, stamp, sock, sport, dport, count = {}, array("q"), array("Q"), array("H"), array("H"), 0
+    step = array("B")
+    with open(m.log) as log:
+        for count, line in enumerate(log, 1):
+            r = json.loads(line)
+            if r["event"] == "state_change":
+                step.append(steps.setdefault((r["old_state"], r["new_state"]), len(steps)))
+                stamp.append(_ms(r["timestamp"]))
+                sock.append(int(r["sock"], 16))
+                sport.append(r["sport"])
+                dport.append(r["dport"])
+    assert count == t["lines"] == t["captured"]  # each record read once
     # A state change taken twice is the same hit written by both programs: the same transition twice in a
     # row for one socket in one connection, within a millisecond (each copy has the time its program took).
     # Not merely two identical lines: a client port that is free again at once, since the server closes
@@ -584,24 +598,22 @@ def test_no_state_change_missed_or_doubled_under_a_flood(monitor, loadgen):
     # are taken in time order: under a flood the rescue ring's rows may follow the main ring's of the
     # next few milliseconds (pipeline/decode.py: merge_by_time).
     last, twice, changes, generation = {}, [], 0, Counter()
-    records = sorted((json.loads(line) for line in lines), key=lambda r: r["timestamp"])  # stable
-    for r in records:
-        if r["event"] != "state_change":
-            continue
-        if "LISTEN" not in (r["old_state"], r["new_state"]) or r["new_state"] == "SYN_RECV":
+    names = {code: pair for pair, code in steps.items()}
+    for i in sorted(range(len(stamp)), key=stamp.__getitem__):  # stable
+        (old, new), ms, row = names[step[i]], stamp[i], (sock[i], sport[i], dport[i])
+        if "LISTEN" not in (old, new) or new == "SYN_RECV":
             changes += 1  # what the tracefs filter lets through: all but the listener's own transitions
-        if not r["sport"] or not r["dport"]:
+        if not sport[i] or not dport[i]:
             continue  # SYN_SENT, before the local port is chosen: one key for every connection
-        step = (r["old_state"], r["new_state"])
-        if r["sport"] == port:
-            step += (generation[r["dport"]],)
-        elif step == ("SYN_SENT", "ESTABLISHED"):
-            generation[r["sport"]] += 1
-        key, ms = (r["sock"], r["sport"], r["dport"]), _ms(r["timestamp"])
-        before = last.get(key)
-        if before and before[0] == step and ms - before[1] <= 1:
-            twice.append(f"{json.dumps(before[2])}\n{json.dumps(r)}")
-        last[key] = (step, ms, r)
+        kind = (old, new)
+        if sport[i] == port:
+            kind += (generation[dport[i]],)
+        elif kind == ("SYN_SENT", "ESTABLISHED"):
+            generation[sport[i]] += 1
+        before = last.get(row)
+        if before and before[0] == kind and ms - before[1] <= 1:
+            twice.append(f"{old} -> {new} of sock {row[0]:#x} {row[1]} -> {row[2]} at {before[1]} and {ms} ms")
+        last[row] = (kind, ms)
     assert not twice, f"{len(twice)} transitions taken twice, e.g.\n" + "\n\n".join(twice[:5])
     # (the flood also makes resets and retransmissions: only state changes are counted)
     assert changes <= kernel_hits, f"{changes - kernel_hits} state changes more than the kernel made"
