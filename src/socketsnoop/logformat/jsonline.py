@@ -59,17 +59,17 @@ class JsonFormatter(LineFormatter):
     def _second(self, sec):
         return datetime.datetime.fromtimestamp(sec, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
-    def _ident(self, ident):
-        pid, sport, dport, src, dst, comm, family = self._unpacked(ident)
-        text = self._idents[ident] = (f'{family},"src":"{src}","sport":{sport},"dst":"{dst}",'
-                                      f'"dport":{dport},"pid":{pid},"comm":{self.comms[comm]}')
-        return text
+    def _ident_texts(self, unpacked):
+        addrs, comms = self._addrs, self.comms
+        return [f'{family},"src":"{(a := addrs[family])[src]}","sport":{sport},"dst":"{a[dst]}",'
+                f'"dport":{dport},"pid":{pid},"comm":{comms[comm]}'
+                for pid, sport, dport, src, dst, comm, family in unpacked]
 
     def lines(self, rows):
-        stamps, stamp, idents, ident = self._stamps.get, self._stamp, self._idents.get, self._ident
+        stamps, stamp, idents = self._stamps.get, self._stamp, self._event_idents(rows)
         events, owners, olds, news, off = self.events, self.owners, self.olds, self.news, self._offset
         return [f'{{"timestamp":"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{events[typ]}'
-                f'{idents(who) or ident(who)}{owners[own]}{olds[old]}{news[new]}{ns},"sock":"0x{sk:x}"}}\n'
+                f'{idents[who]}{owners[own]}{olds[old]}{news[new]}{ns},"sock":"0x{sk:x}"}}\n'
                 for ts, sk, _ino, ns, typ, old, new, own, _fl, who, _uid, _cg in rows]
 
     def _ident_identity(self, who, uid, cgroup):
@@ -89,7 +89,8 @@ class JsonFormatter(LineFormatter):
                        for name, value in zip(owner._fields, owner) if value is not None)
 
     def _lines_identity(self, rows):
-        stamps, stamp, idents, ident = self._stamps.get, self._stamp, self._ctxs.get, self._ident_identity
+        ident = self._ident_identity
+        stamps, stamp, idents = self._stamps.get, self._stamp, self._contexts(rows, ident, texts=True).get
         events, owners, olds, news, off = self.events, self.owners, self.olds, self.news, self._offset
         return [f'{{"timestamp":"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{events[typ]}'
                 f'{(c := idents(who)) and c[0] == uid and c[1] == cg and c[2] or ident(who, uid, cg)}'
@@ -104,13 +105,13 @@ class JsonFormatter(LineFormatter):
 
     def record_lines(self, rows):
         """Connection records (abi.RECORD_ROW tuples) as JSON objects with "event": "connection"."""
-        stamps, stamp, idents, ident = self._stamps.get, self._stamp, self._idents.get, self._ident
+        stamps, stamp, idents = self._stamps.get, self._stamp, self._record_idents(rows)
         histories, mids, off, connection = self._histories, self._record_mids, self._offset, self._connection
         if len(histories) > 4096:
             histories.clear()
         return [
             f'{{"timestamp":"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{connection}'
-            f'{idents(who) or ident(who)}{mids[own & 7][result & 7][direction & 3]}{ns},"sock":"0x{sk:x}","uid":{uid},'
+            f'{idents[who]}{mids[own & 7][result & 7][direction & 3]}{ns},"sock":"0x{sk:x}","uid":{uid},'
             f'"bytes_sent":{sent},"bytes_received":{received},"retransmits":{retrans},'
             f'"rtt_ms":{f"{rtt / 1e3:.3f}" if rtt else "null"},'
             f'"handshake_ms":{f"{handshake / 1e6:.3f}" if handshake else "null"},'

@@ -71,7 +71,9 @@ class CloseWaitLeak:
     def __init__(self, t):
         self.threshold_s = t.close_wait_leak
         self.alerts = Alerts(self.kind, t.interval)
-        self.open = {}  # socket address -> (time it entered CLOSE_WAIT, Owner)
+        # socket address -> its event into CLOSE_WAIT (a row: its time first): under churn nearly every server
+        # socket passes through, so the owner is made only for the few still there at a tick
+        self.open = {}
         self.before = {}  # owner (pid, comm) -> its count at the last tick, for the growth
         self.overflow = 0
 
@@ -121,8 +123,8 @@ class CloseWaitLeak:
         if len(open_) + n > MAX_SOCKETS:
             self.overflow += n
             return
-        for r in rows:
-            open_[r[SK]] = (r[TS], owner_of(r[IDENT], r[UID], r[CGROUP]))
+        rows = list(rows)
+        open_.update(zip(map(_sk, rows), rows))
 
     def records(self, rows):
         """A connection's record: its end (the socket is gone, whatever events were filtered or lost)."""
@@ -134,8 +136,10 @@ class CloseWaitLeak:
     def tick(self, now):
         cut = now - int(self.threshold_s * 1e9)
         held = {}  # (pid, comm) -> [count, oldest, owner]
-        for since, owner in self.open.values():
+        for r in self.open.values():
+            since = r[TS]
             if since <= cut:
+                owner = owner_of(r[IDENT], r[UID], r[CGROUP])
                 h = held.get(owner[:2])
                 if h is None:
                     held[owner[:2]] = [1, since, owner]
@@ -145,7 +149,8 @@ class CloseWaitLeak:
         for key, (n, oldest, owner) in sorted(held.items(), key=lambda kv: -kv[1][0])[:MAX_CONFIRMED]:
             n = min(n, held_in_proc(owner.pid))
             if not n:  # events missed (the exit's lost, the record read first): not held, forget them
-                self.open = {sk: v for sk, v in self.open.items() if v[1][:2] != key or v[0] > cut}
+                self.open = {sk: r for sk, r in self.open.items()
+                             if r[TS] > cut or owner_of(r[IDENT], r[UID], r[CGROUP])[:2] != key}
                 held[key][0] = 0
                 continue
             growth = n - self.before.get(key, n)
