@@ -177,25 +177,6 @@ def open_log(path, mode=0o640):
     return fd
 
 
-# bytes of lines joined and encoded at a time: a batch's text in one piece (128K and more) is a block malloc maps
-# and the kernel zeroes anew on every write (page faults: about 70 ns a line here); pieces this size reuse memory
-CHUNK_BYTES = 32 << 10
-
-
-def write_chunked(file, lines):
-    """lines (strings) to a text file in pieces of about CHUNK_BYTES, sized by the first line."""
-    n = len(lines)
-    if not n:
-        return
-    step = max(1, CHUNK_BYTES // (len(lines[0]) + 1))
-    if n <= step:
-        file.write("".join(lines))
-        return
-    write = file.write
-    for i in range(0, n, step):
-        write("".join(lines[i:i + step]))
-
-
 class LogFileSink(Sink):
     """Appends to a log file, created mode 0640, safely (open_log: no symlink followed, a regular file of root's
     or ours only, under directories no one else may write to; checked again at every reopen).
@@ -249,7 +230,7 @@ class LogFileSink(Sink):
                 self.lost += len(lines)
                 return
         try:
-            write_chunked(self.file, lines)
+            self.file.write("".join(lines))
             self.file.flush()
             if self.failing:
                 self.failing = False
