@@ -144,20 +144,17 @@ class LineFormatter:
     def _record_idents(self, rows):
         return self._filled(set(map(_r_who, rows)))
 
-    def _contexts(self, rows, make, texts=False):
-        """The identity texts with the owner's names (self._ctxs: identity bytes -> (uid, cgroup, text)), with
-        one made by make(who, uid, cgroup) (which remembers it once final) for each identity of rows that has
-        none yet: those rows found at C speed, and with texts, their identity texts made together first."""
+    def _contexts(self, rows, make):
+        """The texts with the owner's names (self._ctxs: identity bytes -> (uid, cgroup, text)), with one made by
+        make(who, uid, cgroup) (which remembers it once final) for each identity of rows that has none yet."""
         ctxs = self._ctxs
         whos = list(map(_who, rows))
         fresh = set(whos).difference(ctxs)
         if fresh:
-            if texts:
-                self._filled(fresh)
+            # each identity's first row: fresh loses it once seen, so compress passes over the others at C speed
             for row in compress(rows, map(fresh.__contains__, whos)):
-                who = row[IDENT]
-                if who not in ctxs:
-                    make(who, row[UID], row[CGROUP])
+                fresh.discard(row[IDENT])
+                make(row[IDENT], row[UID], row[CGROUP])
         return ctxs
 
     def _unpacked(self, ident):
