@@ -11,7 +11,6 @@ from operator import itemgetter
 from ..decode import (
     CGROUP,
     IDENT,
-    NEWSTATE,
     R_CGROUP,
     R_IDENT,
     R_NETNS,
@@ -35,6 +34,7 @@ _MOVES = bytes(1 if n == CLOSE_WAIT else 2 if n == LAST_ACK else 0 for n in rang
 _INTO = bytes(int(n == CLOSE_WAIT) for n in range(256))
 _OUT = bytes(int(n == LAST_ACK) for n in range(256))
 _LEFT = bytes(int(n == 2) for n in range(256))  # of _MOVES
+_ENTERED = bytes(int(n == 1) for n in range(256))  # of _MOVES: into CLOSE_WAIT
 _r_sk = itemgetter(R_SK)
 _r_states = itemgetter(R_STATES, R_NSTATES)
 NO_PORT_STATES = (SYN_SENT | CLOSE << 4, 2)  # a record's packed history SYN_SENT>CLOSE
@@ -111,9 +111,10 @@ class CloseWaitLeak:
             del open_[sk]
         stay = set(compress(last, map((1).__eq__, last.values())))
         stay.difference_update(open_)
-        if stay:  # each socket's last entry into CLOSE_WAIT (its time: since then)
-            ins = {r[SK]: r for r in moved if r[NEWSTATE] == CLOSE_WAIT and r[SK] in stay}
-            self._follow(ins.values(), len(stay))
+        if stay:  # each socket's last entry into CLOSE_WAIT (its time: since then): the last of its rows in a dict
+            into = list(compress(moved, kinds.translate(_ENTERED)))
+            last_in = dict(zip(map(_sk, into), into))
+            self._follow(map(last_in.__getitem__, stay), len(stay))
 
     def _follow(self, rows, n):
         """Follow the sockets of these rows (their entry into CLOSE_WAIT), n of them. A connection's record
