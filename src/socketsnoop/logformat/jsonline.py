@@ -89,8 +89,8 @@ class JsonFormatter(LineFormatter):
         return text
 
     def _identity_texts(self, rows):
-        """self._ctxs, with the text of each identity of rows not in it yet made together, as _ident_identity
-        makes it (the owner's names of a key already known looked up here: a miss is each connection's side)."""
+        """self._ctxs, with the text of each identity of rows not in it yet whose owner's names are known (a key
+        seen before: most, as a miss is each connection's side) made together, as _ident_identity makes it."""
         ctxs = self._ctxs
         whos = list(map(_who, rows))
         fresh = set(whos).difference(ctxs)
@@ -104,9 +104,7 @@ class JsonFormatter(LineFormatter):
             who, uid, cgroup = row[IDENT], row[UID], row[CGROUP]
             fresh.discard(who)
             names = owners((cgroup, uid, pid_of(who)[0], who[COMM_AT:COMM_END]))  # owner_key()
-            if names is None:
-                self._ident_identity(who, uid, cgroup)  # its owner asked (remembered once final)
-            else:
+            if names is not None:  # (an owner not known yet is asked by the lines, per row, while not final)
                 ctxs[who] = (uid, cgroup, idents[who] + names)
         return ctxs
 
