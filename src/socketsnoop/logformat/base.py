@@ -7,11 +7,12 @@ ports, addresses, comm, family) are what most events of a connection's side shar
 """
 
 import time
+from itertools import compress
 from operator import itemgetter
 
 from ..kernel.abi import EV_DROP, IDENT_STRUCT, R_INCOMPLETE, R_STATES_CUT
 from ..kernel.dropreasons import reason_name
-from ..pipeline.decode import INO, TYPE, states_of
+from ..pipeline.decode import CGROUP, IDENT, INO, R_IDENT, TYPE, UID, states_of
 from .escape import format_addr
 from .words import state_name
 
@@ -40,6 +41,7 @@ class Clock:
 
 STATES = [state_name(n) for n in range(256)]
 _type = itemgetter(TYPE)
+_who, _r_who = itemgetter(IDENT), itemgetter(R_IDENT)  # an event's, a record's identity bytes
 HISTORY_FLAGS = R_INCOMPLETE | R_STATES_CUT
 assert (R_INCOMPLETE, HISTORY_FLAGS) == (1, 3)  # the record lines test them as literals: the fastest
 
@@ -114,8 +116,46 @@ class LineFormatter:
         return text
 
     def _ident(self, ident):
-        """The text of identity bytes, made and remembered (one function: a miss is common)."""
+        """The text of identity bytes, made and remembered."""
+        return self._filled({ident})[ident]
+
+    def _ident_texts(self, unpacked):
+        """The texts of identities, from (pid, sport, dport, saddr, daddr, comm, family) tuples (a format with
+        _filled() makes them)."""
         raise NotImplementedError
+
+    def _filled(self, whos):
+        """The identity texts (a dict), with one for each of whos (a set of identity bytes): those not made
+        yet made in one pass, decoded together at C speed. A miss is common (each connection's side is one),
+        so its fixed costs are paid once a batch, not per miss. Keeps the cache bounded (a batch's whole)."""
+        idents = self._idents
+        new = whos.difference(idents)
+        if new:
+            if len(idents) + len(new) > IDENT_CACHE:
+                idents.clear()
+                new = whos
+            new = list(new)
+            idents.update(zip(new, self._ident_texts(IDENT_STRUCT.iter_unpack(b"".join(new)))))
+        return idents
+
+    def _event_idents(self, rows):
+        return self._filled(set(map(_who, rows)))
+
+    def _record_idents(self, rows):
+        return self._filled(set(map(_r_who, rows)))
+
+    def _contexts(self, rows, make):
+        """The texts with the owner's names (self._ctxs: identity bytes -> (uid, cgroup, text)), with one made by
+        make(who, uid, cgroup) (which remembers it once final) for each identity of rows that has none yet."""
+        ctxs = self._ctxs
+        whos = list(map(_who, rows))
+        fresh = set(whos).difference(ctxs)
+        if fresh:
+            # each identity's first row: fresh loses it once seen, so compress passes over the others at C speed
+            for row in compress(rows, map(fresh.__contains__, whos)):
+                fresh.discard(row[IDENT])
+                make(row[IDENT], row[UID], row[CGROUP])
+        return ctxs
 
     def _unpacked(self, ident):
         """On an _ident miss: the cache kept bounded, then (pid, sport, dport, source and destination address

@@ -9,9 +9,12 @@ reader.py reads the lines back.
 
 import datetime
 import json
+from itertools import compress
+from operator import itemgetter
 
-from ..pipeline.decode import R_CGROUP, R_IDENT, R_UID, states_of
-from ..pipeline.identity import owner_key
+from ..kernel.abi import IDENT_PID
+from ..pipeline.decode import CGROUP, IDENT, R_CGROUP, R_IDENT, R_UID, UID, states_of
+from ..pipeline.identity import COMM_AT, COMM_END, owner_key
 from .base import STATES, Cache, Clock, LineFormatter, IDENT_CACHE
 from .escape import comm_text
 from .words import CONNECTION_NAME, DIRECTION_NAMES, EVENT_NAMES, OWNER_NAMES, RESULT_NAMES, describe_state, drop_reasons
@@ -29,6 +32,7 @@ def drop_json(drops, raw):
     return f',"drops":{drops},"drop_reasons":{json.dumps(drop_reasons(raw), separators=(",", ":"))}'
 
 
+_who = itemgetter(IDENT)
 _JSON_DIRECTIONS = {n: f'"{name}"' for n, name in DIRECTION_NAMES.items()}
 
 
@@ -59,17 +63,17 @@ class JsonFormatter(LineFormatter):
     def _second(self, sec):
         return datetime.datetime.fromtimestamp(sec, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
-    def _ident(self, ident):
-        pid, sport, dport, src, dst, comm, family = self._unpacked(ident)
-        text = self._idents[ident] = (f'{family},"src":"{src}","sport":{sport},"dst":"{dst}",'
-                                      f'"dport":{dport},"pid":{pid},"comm":{self.comms[comm]}')
-        return text
+    def _ident_texts(self, unpacked):
+        addrs, comms = self._addrs, self.comms
+        return [f'{family},"src":"{(a := addrs[family])[src]}","sport":{sport},"dst":"{a[dst]}",'
+                f'"dport":{dport},"pid":{pid},"comm":{comms[comm]}'
+                for pid, sport, dport, src, dst, comm, family in unpacked]
 
     def lines(self, rows):
-        stamps, stamp, idents, ident = self._stamps.get, self._stamp, self._idents.get, self._ident
-        events, owners, olds, news, off = self.events, self.owners, self.olds, self.news, self._offset
+        stamps, stamp, idents = self._stamps.get, self._stamp, self._event_idents(rows)
+        events, owners, olds, news, off, hexa = self.events, self.owners, self.olds, self.news, self._offset, hex
         return [f'{{"timestamp":"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{events[typ]}'
-                f'{idents(who) or ident(who)}{owners[own]}{olds[old]}{news[new]}{ns},"sock":"0x{sk:x}"}}\n'
+                f'{idents[who]}{owners[own]}{olds[old]}{news[new]}{ns},"sock":"{hexa(sk)}"}}\n'
                 for ts, sk, _ino, ns, typ, old, new, own, _fl, who, _uid, _cg in rows]
 
     def _ident_identity(self, who, uid, cgroup):
@@ -84,17 +88,38 @@ class JsonFormatter(LineFormatter):
             ctxs[who] = (uid, cgroup, text)
         return text
 
+    def _identity_texts(self, rows):
+        """self._ctxs, with the text of each identity of rows not in it yet whose owner's names are known (a key
+        seen before: most, as a miss is each connection's side) made together, as _ident_identity makes it."""
+        ctxs = self._ctxs
+        whos = list(map(_who, rows))
+        fresh = set(whos).difference(ctxs)
+        if not fresh:
+            return ctxs
+        if len(ctxs) + len(fresh) > IDENT_CACHE:
+            ctxs.clear()
+        idents, owners, pid_of = self._filled(fresh), self._owners.get, IDENT_PID.unpack_from
+        # each identity's first row: fresh loses it once seen, so compress passes over the others at C speed
+        for row in compress(rows, map(fresh.__contains__, whos)):
+            who, uid, cgroup = row[IDENT], row[UID], row[CGROUP]
+            fresh.discard(who)
+            names = owners((cgroup, uid, pid_of(who)[0], who[COMM_AT:COMM_END]))  # owner_key()
+            if names is not None:  # (an owner not known yet is asked by the lines, per row, while not final)
+                ctxs[who] = (uid, cgroup, idents[who] + names)
+        return ctxs
+
     def _owner_text(self, owner):
         return "".join(f',"{name}":{json.dumps(value, ensure_ascii=True)}'
                        for name, value in zip(owner._fields, owner) if value is not None)
 
     def _lines_identity(self, rows):
-        stamps, stamp, idents, ident = self._stamps.get, self._stamp, self._ctxs.get, self._ident_identity
-        events, owners, olds, news, off = self.events, self.owners, self.olds, self.news, self._offset
+        ident = self._ident_identity
+        stamps, stamp, idents = self._stamps.get, self._stamp, self._identity_texts(rows).get
+        events, owners, olds, news, off, hexa = self.events, self.owners, self.olds, self.news, self._offset, hex
         return [f'{{"timestamp":"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{events[typ]}'
                 f'{(c := idents(who)) and c[0] == uid and c[1] == cg and c[2] or ident(who, uid, cg)}'
                 f'{owners[own]}{olds[old]}{news[new]}{ns},'
-                f'"sock":"0x{sk:x}"}}\n'
+                f'"sock":"{hexa(sk)}"}}\n'
                 for ts, sk, _ino, ns, typ, old, new, own, _fl, who, uid, cg in rows]
 
     def _history(self, key):
@@ -104,13 +129,14 @@ class JsonFormatter(LineFormatter):
 
     def record_lines(self, rows):
         """Connection records (abi.RECORD_ROW tuples) as JSON objects with "event": "connection"."""
-        stamps, stamp, idents, ident = self._stamps.get, self._stamp, self._idents.get, self._ident
+        stamps, stamp, idents = self._stamps.get, self._stamp, self._record_idents(rows)
         histories, mids, off, connection = self._histories, self._record_mids, self._offset, self._connection
+        hexa = hex
         if len(histories) > 4096:
             histories.clear()
         return [
             f'{{"timestamp":"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{connection}'
-            f'{idents(who) or ident(who)}{mids[own & 7][result & 7][direction & 3]}{ns},"sock":"0x{sk:x}","uid":{uid},'
+            f'{idents[who]}{mids[own & 7][result & 7][direction & 3]}{ns},"sock":"{hexa(sk)}","uid":{uid},'
             f'"bytes_sent":{sent},"bytes_received":{received},"retransmits":{retrans},'
             f'"rtt_ms":{f"{rtt / 1e3:.3f}" if rtt else "null"},'
             f'"handshake_ms":{f"{handshake / 1e6:.3f}" if handshake else "null"},'

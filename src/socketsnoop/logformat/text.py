@@ -43,17 +43,17 @@ class TextFormatter(LineFormatter):
     def _second(self, sec):
         return time.strftime("%b %d %Y %H:%M:%S", time.localtime(sec))
 
-    def _ident(self, ident):
-        pid, sport, dport, src, dst, comm, _family = self._unpacked(ident)
-        name = self.comms[comm] if comm[0] or not pid else EMPTY_NAME  # an empty name is not "no process"
-        text = self._idents[ident] = f"{src}:{sport} DST={dst}:{dport} PID={pid} COMM={name}"
-        return text
+    def _ident_texts(self, unpacked):
+        addrs, comms = self._addrs, self.comms
+        # an empty name is not "no process"
+        return [f"{(a := addrs[family])[src]}:{sport} DST={a[dst]}:{dport} PID={pid} "
+                f"COMM={comms[comm] if comm[0] or not pid else EMPTY_NAME}"
+                for pid, sport, dport, src, dst, comm, family in unpacked]
 
     def lines(self, rows):
-        stamps, stamp, idents, ident = self._stamps.get, self._stamp, self._idents.get, self._ident
+        stamps, stamp, idents = self._stamps.get, self._stamp, self._event_idents(rows)
         titles, tails, off = self.titles, self.tails, self._offset
-        return [f"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{titles[typ]}{idents(who) or ident(who)}"
-                f"{tails[new]}"
+        return [f"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{titles[typ]}{idents[who]}{tails[new]}"
                 for ts, _sk, _ino, _ns, typ, _old, new, _own, _fl, who, _uid, _cg in rows]
 
     def _owner_text(self, owner):
@@ -70,10 +70,11 @@ class TextFormatter(LineFormatter):
         return text
 
     def _lines_context(self, rows):
-        stamps, stamp, idents, ident = self._stamps.get, self._stamp, self._idents.get, self._ident
-        ctxs, ctx = self._ctxs.get, self._context
+        stamps, stamp, idents = self._stamps.get, self._stamp, self._event_idents(rows)
+        ctx = self._context
+        ctxs = self._contexts(rows, ctx).get
         titles, tails, off = self.titles, self.bare_tails, self._offset
-        return [f"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{titles[typ]}{idents(who) or ident(who)}"
+        return [f"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{titles[typ]}{idents[who]}"
                 f"{tails[new]}{(c := ctxs(who)) and c[0] == uid and c[1] == cg and c[2] or ctx(who, uid, cg)}"
                 for ts, _sk, _ino, _ns, typ, _old, new, _own, _fl, who, uid, cg in rows]
 
@@ -84,12 +85,12 @@ class TextFormatter(LineFormatter):
     def record_lines(self, rows):
         """Connection records (abi.RECORD_ROW tuples): 'Connection Summary: SRC=... RESULT=... UID=...'.
         The owner's text is the cached one of its last event (the same identity bytes)."""
-        stamps, stamp, idents, ident = self._stamps.get, self._stamp, self._idents.get, self._ident
+        stamps, stamp, idents = self._stamps.get, self._stamp, self._record_idents(rows)
         histories, mids, off, title = self._histories, self._record_mids, self._offset, self._record_title
         if len(histories) > 4096:
             histories.clear()
         return [
-            f"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{title}{idents(who) or ident(who)}"
+            f"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{title}{idents[who]}"
             f"{mids[result & 7][direction & 3]}"
             f"{f'{(ts - start) / 1e6:.3f}ms' if start and not flags & 1 else '-'} HANDSHAKE="
             f"{f'{handshake / 1e6:.3f}ms' if handshake else '-'} SENT={sent} RECEIVED={received} RETRANSMITS={retrans}"

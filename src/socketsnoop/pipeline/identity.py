@@ -31,13 +31,14 @@ from .cgroup_names import (NO_NAMES, Names, container_of, names_of, pod_of, raw_
 MOUNTINFO = "/proc/self/mountinfo"
 _MOUNT_ESCAPE = re.compile(r"\\([0-7]{3})")
 # where the comm is in an event's identity bytes (kernel/abi.py IDENT_FORMAT: ..., comm, family u8)
-_COMM_AT = IDENT_STRUCT.size - 1 - COMM_LEN
+COMM_AT = IDENT_STRUCT.size - 1 - COMM_LEN
+COMM_END = COMM_AT + COMM_LEN
 
 
 def owner_key(cgroup, uid, who):
     """(cgroup id, uid, pid, comm) of an event's (or record's) identity bytes: what Identity.owner() takes. The
     comm is in the key because an exec changes it: the program after an exec is a new owner."""
-    return cgroup, uid, IDENT_PID.unpack_from(who)[0], who[_COMM_AT:_COMM_AT + COMM_LEN]
+    return cgroup, uid, IDENT_PID.unpack_from(who)[0], who[COMM_AT:COMM_END]
 
 
 def cgroup2_mount(mountinfo=MOUNTINFO):

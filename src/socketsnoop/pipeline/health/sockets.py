@@ -11,7 +11,6 @@ from operator import itemgetter
 from ..decode import (
     CGROUP,
     IDENT,
-    NEWSTATE,
     R_CGROUP,
     R_IDENT,
     R_NETNS,
@@ -35,6 +34,7 @@ _MOVES = bytes(1 if n == CLOSE_WAIT else 2 if n == LAST_ACK else 0 for n in rang
 _INTO = bytes(int(n == CLOSE_WAIT) for n in range(256))
 _OUT = bytes(int(n == LAST_ACK) for n in range(256))
 _LEFT = bytes(int(n == 2) for n in range(256))  # of _MOVES
+_ENTERED = bytes(int(n == 1) for n in range(256))  # of _MOVES: into CLOSE_WAIT
 _r_sk = itemgetter(R_SK)
 _r_states = itemgetter(R_STATES, R_NSTATES)
 NO_PORT_STATES = (SYN_SENT | CLOSE << 4, 2)  # a record's packed history SYN_SENT>CLOSE
@@ -71,7 +71,9 @@ class CloseWaitLeak:
     def __init__(self, t):
         self.threshold_s = t.close_wait_leak
         self.alerts = Alerts(self.kind, t.interval)
-        self.open = {}  # socket address -> (time it entered CLOSE_WAIT, Owner)
+        # socket address -> its event into CLOSE_WAIT (a row: its time first): under churn nearly every server
+        # socket passes through, so the owner is made only for the few still there at a tick
+        self.open = {}
         self.before = {}  # owner (pid, comm) -> its count at the last tick, for the growth
         self.overflow = 0
 
@@ -109,9 +111,10 @@ class CloseWaitLeak:
             del open_[sk]
         stay = set(compress(last, map((1).__eq__, last.values())))
         stay.difference_update(open_)
-        if stay:  # each socket's last entry into CLOSE_WAIT (its time: since then)
-            ins = {r[SK]: r for r in moved if r[NEWSTATE] == CLOSE_WAIT and r[SK] in stay}
-            self._follow(ins.values(), len(stay))
+        if stay:  # each socket's last entry into CLOSE_WAIT (its time: since then): the last of its rows in a dict
+            into = list(compress(moved, kinds.translate(_ENTERED)))
+            last_in = dict(zip(map(_sk, into), into))
+            self._follow(map(last_in.__getitem__, stay), len(stay))
 
     def _follow(self, rows, n):
         """Follow the sockets of these rows (their entry into CLOSE_WAIT), n of them. A connection's record
@@ -121,8 +124,8 @@ class CloseWaitLeak:
         if len(open_) + n > MAX_SOCKETS:
             self.overflow += n
             return
-        for r in rows:
-            open_[r[SK]] = (r[TS], owner_of(r[IDENT], r[UID], r[CGROUP]))
+        rows = list(rows)
+        open_.update(zip(map(_sk, rows), rows))
 
     def records(self, rows):
         """A connection's record: its end (the socket is gone, whatever events were filtered or lost)."""
@@ -134,8 +137,10 @@ class CloseWaitLeak:
     def tick(self, now):
         cut = now - int(self.threshold_s * 1e9)
         held = {}  # (pid, comm) -> [count, oldest, owner]
-        for since, owner in self.open.values():
+        for r in self.open.values():
+            since = r[TS]
             if since <= cut:
+                owner = owner_of(r[IDENT], r[UID], r[CGROUP])
                 h = held.get(owner[:2])
                 if h is None:
                     held[owner[:2]] = [1, since, owner]
@@ -145,7 +150,8 @@ class CloseWaitLeak:
         for key, (n, oldest, owner) in sorted(held.items(), key=lambda kv: -kv[1][0])[:MAX_CONFIRMED]:
             n = min(n, held_in_proc(owner.pid))
             if not n:  # events missed (the exit's lost, the record read first): not held, forget them
-                self.open = {sk: v for sk, v in self.open.items() if v[1][:2] != key or v[0] > cut}
+                self.open = {sk: r for sk, r in self.open.items()
+                             if r[TS] > cut or owner_of(r[IDENT], r[UID], r[CGROUP])[:2] != key}
                 held[key][0] = 0
                 continue
             growth = n - self.before.get(key, n)
