@@ -59,7 +59,7 @@ b AS (SELECT n, k, line, CASE WHEN k > 0 AND pre THEN string_split(line[:strpos(
     END AS host, {body} AS body FROM p),
 x AS (SELECT *, CASE WHEN k IN (1, 2) THEN {json_parsed} END AS j, CASE WHEN k IN (3, 4) THEN {text_parsed} END AS w
   FROM b),
-v AS (SELECT *, {json_values}, {ctx} AS ctx FROM x),
+v AS (SELECT *, {ctx} AS ctx FROM x),
 y AS (SELECT n, k, line, host, {fields} FROM v),
 z AS (SELECT *, k > 0 AND coalesce({ok}, false) AS ok FROM y)
 SELECT * EXCLUDE (k, line, states_ok, ok), CASE WHEN ok THEN 1 WHEN k > 0 THEN 0 ELSE k END AS what,
@@ -67,7 +67,6 @@ SELECT * EXCLUDE (k, line, states_ok, ok), CASE WHEN ok THEN 1 WHEN k > 0 THEN 0
 FROM z
 """
 JSON_PARSED = f"json_extract_string(body, {JSON_PATHS})"
-JSON_VALUES = "list_transform(j, lambda v: coalesce(v, '')) AS js, list_transform(j, lambda v: coalesce(v, 'null')) AS jn"
 TEXT_PARSED = "string_split(split_part(body, ': SRC=', 2), ' ')"
 # the line without its syslog prefix and trailing blanks; rtrim copies every line it is given (0.65 CPU-s a
 # million text lines), so only the lines that end with a blank go through it
@@ -81,7 +80,7 @@ def load_queries(src, base):
     """The queries that load one file: its lines numbered, then every line into `entries`."""
     yield NUMBER.format(base=base, src=src)
     yield LOAD.format(kind=KIND, body=BODY, json_parsed=JSON_PARSED, text_parsed=TEXT_PARSED,
-                      json_values=JSON_VALUES, ctx=CTX, fields=fields_by_kind(), ok=OK_OF)
+                      ctx=CTX, fields=fields_by_kind(), ok=OK_OF)
 
 
 REJECTS = "SELECT line, min(byte_position), bool_or(error_type = 'LINE SIZE OVER MAXIMUM') FROM reject_errors GROUP BY line ORDER BY line"
