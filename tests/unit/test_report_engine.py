@@ -144,8 +144,8 @@ def test_carriage_return_takes_the_python_path(tmp_path):
     assert "the slow path (pure Python)" in fast[1] and "a carriage return" in fast[1]
 
 
-def test_auto_takes_duckdb_on_text_logs_and_python_on_json_ones(tmp_path):
-    """--engine auto: the fast path where it is faster (text logs), the Python path where it is not (JSON:
+def test_auto_takes_duckdb_on_text_and_json_logs(tmp_path):
+    """--engine auto: the fast path where duckdb is installed, on text and JSON logs alike (faster on both:
     docs/report-engine.md), and the Python path whenever the lifecycles are asked."""
     from socketsnoop.commands.report import build_parser, choose_engine
     text, js = tmp_path / "text.log", tmp_path / "json.log.gz"
@@ -156,7 +156,8 @@ def test_auto_takes_duckdb_on_text_logs_and_python_on_json_ones(tmp_path):
         return choose_engine(build_parser().parse_args(list(argv)))
 
     assert chosen(str(text), "--no-lifecycles") == "duckdb"
-    assert chosen(str(text), str(js), "--no-lifecycles") == "python"
+    assert chosen(str(text), str(js), "--no-lifecycles") == "duckdb"
+    assert chosen(str(js), "--no-lifecycles") == "duckdb"
     assert chosen(str(text)) == "python"
 
 
