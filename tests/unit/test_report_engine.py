@@ -188,8 +188,10 @@ def test_long_json_names_as_the_python_path(tmp_path):
     lines = []
     for size in (255, 256, 257, 300, 4000):
         name, path = "u" * size, "/" + "c" * (size - 1)
-        lines += [line(16 + size, name, "a.service", "/x", "/bin/x"), line(17 + size, "a", name + ".service", "/x", "/x"),
-                  line(18 + size, "a", "a.service", path, "/x"), line(19 + size, "a", "a.service", "/x", "/" + "e" * size)]
+        lines += [line(16 + size, name, "a.service", "/x", "/bin/x"),
+                  line(17 + size, "a", name + ".service", "/x", "/x"),
+                  line(18 + size, "a", "a.service", path, "/x"),
+                  line(19 + size, "a", "a.service", "/x", "/" + "e" * size)]
     log = tmp_path / "names.log"
     log.write_text("\n".join(lines) + "\n")
     fast, slow = report("duckdb", str(log), "--no-lifecycles", "--json"), report("python", str(log),
