@@ -26,8 +26,7 @@ from ...settings.monitor import REPORT_FILTER_OPTIONS, filters_from
 from ...settings.option import CommandParser
 from . import engine, render
 from .aggregate import ByHost, Report, Shared
-from .files import (STDIN, LineCounts, Unreadable, check_readable, follow_log, in_time_order, is_gzip, json_logs,
-                    read_log)
+from .files import STDIN, LineCounts, Unreadable, check_readable, follow_log, in_time_order, is_gzip, read_log
 from .parse import Parser
 
 MAX_COUNT = 10_000_000  # --top, --max-tracked, --lifecycles
@@ -177,7 +176,7 @@ def build_parser():
     p.add_argument("--engine", choices=("auto", "duckdb", "python"), default="auto",
                    help="duckdb: the fast path (the optional package duckdb: pip install socket-snoop[fast-report]), "
                         "for the summary without lifecycles, --follow or standard input; python: the pure Python "
-                        "path; auto (default): duckdb where it can, on text logs (on JSON it is no faster)")
+                        "path; auto (default): duckdb where it can")
     p.add_argument("--export-parquet", metavar="DIR",
                    help="also write the events and connection summaries counted (after the filters and time "
                         "bounds) as Parquet files in DIR/events and DIR/connections, partitioned by host and day "
@@ -237,7 +236,7 @@ def run(opts, out):
 
 def choose_engine(opts):
     """"duckdb" or "python": what --engine asks, or (auto) duckdb where it is installed, can make the
-    report asked and is faster (text logs); the slow path said once on stderr when duckdb is missing."""
+    report asked; the slow path said once on stderr when duckdb is missing."""
     want = getattr(opts, "engine", "auto") or "auto"
     option = "--engine duckdb"
     if getattr(opts, "export_parquet", None):
@@ -259,7 +258,7 @@ def choose_engine(opts):
         if not engine.available():
             print("socket-snoop report: the slow path (pure Python): pip install socket-snoop[fast-report] "
                   "for the fast one (DuckDB)", file=sys.stderr)
-        elif not why and not json_logs(opts.files):  # on JSON logs DuckDB is no faster (measured)
+        elif not why:  # faster on text and JSON logs alike (measured: docs/report-engine.md)
             return "duckdb"
     return "python"
 

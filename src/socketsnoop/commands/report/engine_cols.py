@@ -36,19 +36,25 @@ def word(key):
     place among the words after 'SRC=' (w); a --context name among the last five words (its key's place)."""
     if key in TEXT_WORDS:
         return f"w[{TEXT_WORDS[key]}][{len(key) + 2}:]" if key != "SRC" else "w[1]"
-    # the lambda only on a line that names the key (most lines name none)
-    return (f"CASE WHEN contains(body, ' {key}=') THEN coalesce(list_filter(w[-5:], lambda x: starts_with(x, "
-            f"'{key}='))[1][{len(key) + 2}:], '') ELSE '' END")
+    # the lambda only on a line that names the key (most lines name none: ctx, then the key looked for)
+    return (f"CASE WHEN ctx AND contains(body, ' {key}=') THEN coalesce(list_filter(w[-5:], lambda x: "
+            f"starts_with(x, '{key}='))[1][{len(key) + 2}:], '') ELSE '' END")
+
+
+# a text line names a --context key (USER=, UNIT=, ...): its words go past the fixed ones. An event's last
+# fixed word is its description's, which has no '=' (a name's word has one); a summary has 14 fixed words
+CTX = "CASE k WHEN 3 THEN contains(w[-1], '=') WHEN 4 THEN len(w) > 14 ELSE false END"
+assert not any("=" in d for d in DESCRIPTIONS) and list(TEXT_WORDS.values())[-1] == 14
 
 
 def jstr(key):
-    """A JSON line's value as text ('' where it has none: the patterns checked the rest), from js, its values
-    parsed once (NULL for a line of another kind)."""
-    return f"js[{JSON_KEYS.index(key) + 1}]"
+    """A JSON line's value as text ('' where it has none: the patterns checked the rest), from j, its values
+    parsed once (NULL for a line of another kind); coalesced where used, not by a lambda over every value."""
+    return f"coalesce(j[{JSON_KEYS.index(key) + 1}], '')"
 
 
 def jnum(key):
-    return f"jn[{JSON_KEYS.index(key) + 1}]"
+    return f"coalesce(j[{JSON_KEYS.index(key) + 1}], 'null')"
 
 
 def us(v):
@@ -92,9 +98,10 @@ assert {k: t for k, t in EVENT_TITLES.items() if k != 6} == {1: "State Change", 
 TEXT = {
     "sec": TEXT_SEC, "ms": "body[22:24]::INTEGER",
     "src": f"split_part({word('SRC')}, ':', 1)", "sport": f"split_part({word('SRC')}, ':', 2)::INTEGER",
-    "dst": f"split_part({word('DST')}, ':', 1)", "dport": f"split_part({word('DST')}, ':', 2)::INTEGER",
+    # from the word with its key: one copy less (the key has no ':')
+    "dst": "split_part(w[2], ':', 1)[5:]", "dport": "split_part(w[2], ':', 2)::INTEGER",
     "pid": f"{word('PID')}::BIGINT",
-    "comm": f"CASE WHEN {TEXT_COMM} = '-' AND {word('PID')}::BIGINT > 0 THEN '\\x00' ELSE {TEXT_COMM} END",
+    "comm": f"CASE WHEN w[4] = 'COMM=-' AND {word('PID')}::BIGINT > 0 THEN '\\x00' ELSE {TEXT_COMM} END",
     "usr": name(word("USER"), False), "unit": name(word("UNIT"), False),
     "container": f"nullif({word('CONTAINER')}, '')",
 }
@@ -144,22 +151,24 @@ SUMMARY_RANGES = ("uid <= 4294967295 AND retr <= 4294967295 AND sent <= 18446744
 
 # columns that are the same for every line of a kind (fields_of gives their value)
 CONSTANT = ("summ", "loc", "fam")
-OK = f"what > 0 AND sec IS NOT NULL AND states_ok AND {RANGES} AND (NOT summ OR {SUMMARY_RANGES})"
+# the JSON names' lengths, which the patterns leave open (engine_sql.JSON_NAME); a longer one goes to the Python
+# reader, which cuts it as the report's tables keep names (bounds.Names)
+NAMES_OK = " AND ".join(f"coalesce(strlen({c}), 0) <= {q.MAX_JSON_NAME}" for c in ("usr", "cgroup", "unit"))
+OK = f"what > 0 AND sec IS NOT NULL AND states_ok AND {RANGES} AND (NOT summ OR {SUMMARY_RANGES}) AND {NAMES_OK}"
 
 
-def fields_of(k):
-    """The columns of the lines of kind k alone (a query per kind: no expression runs on another kind's lines)."""
+def fields_by_kind():
+    """The columns of a line by its kind k (1-4; NULL for another line): each kind's expressions run on its
+    own lines alone (CASE evaluates a branch on the rows it selects)."""
     out = []
     for col in NAMES[2:]:
         if col in CONSTANT:
-            value = {"summ": k in (2, 4), "loc": k in (3, 4), "fam": 4}[col]
-            out.append(f"{str(value).lower()}::{TYPES[col]} AS {col}")
-        elif col in BY_WHAT[k]:
-            out.append(f"CAST({BY_WHAT[k][col]} AS {TYPES[col]}) AS {col}")
+            values = {k: {"summ": k in (2, 4), "loc": k in (3, 4), "fam": 4}[col] for k in BY_WHAT}
+            whens = " ".join(f"WHEN {k} THEN {str(v).lower()}" for k, v in values.items())
         else:
-            out.append(f"NULL::{TYPES[col]} AS {col}")
-    states = STATES_OK if k == 4 else "true"
-    return ", ".join(out) + f", {states} AS states_ok"
+            whens = " ".join(f"WHEN {k} THEN {BY_WHAT[k][col]}" for k in BY_WHAT if col in BY_WHAT[k])
+        out.append(f"CAST(CASE k {whens} END AS {TYPES[col]}) AS {col}")
+    return ", ".join(out) + f", CASE WHEN k = 4 THEN {STATES_OK} ELSE true END AS states_ok"
 
 
 OK_OF = OK.replace("what > 0", "true")

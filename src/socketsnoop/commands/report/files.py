@@ -164,19 +164,6 @@ def first_timestamp(path, parser):
     return None
 
 
-def json_logs(paths, head=HEAD_BYTES):
-    """True if any of the logs holds JSON lines in its first bytes (the report's fast path is no faster on
-    those: docs/report-engine.md)."""
-    for path in paths:
-        try:
-            with open_log(path) as f:
-                if b'{"timestamp":' in f.read(head):
-                    return True
-        except (*READ_ERRORS, ValueError):
-            continue
-    return False
-
-
 def check_readable(paths):
     """Every file can be opened (before any work), else a SnoopError (status 2) naming the first that cannot."""
     for path in paths:
