@@ -87,8 +87,9 @@ class LineFormatter:
 
     lines(rows) takes decoded events (abi.Row tuples) and returns their lines, newline included;
     format(row) one line. Only COMM comes from outside, and it is escaped when its text is made.
-    The two caches are plain dicts, read with .get() (the fastest lookup there is) and filled by
-    _stamp() and _ident() on a miss, which also keep them bounded.
+    The two caches are plain dicts: the times read with .get() (the fastest lookup there is) and filled by
+    _stamp() on a miss; the identities a batch lacks made together by _filled(), before its lines. Both kept
+    bounded.
     """
 
     millis = [".%03d" % i for i in range(1000)]
@@ -156,15 +157,6 @@ class LineFormatter:
                 fresh.discard(row[IDENT])
                 make(row[IDENT], row[UID], row[CGROUP])
         return ctxs
-
-    def _unpacked(self, ident):
-        """On an _ident miss: the cache kept bounded, then (pid, sport, dport, source and destination address
-        texts, comm bytes, family) of the identity bytes."""
-        if len(self._idents) >= IDENT_CACHE:
-            self._idents.clear()
-        pid, sport, dport, saddr, daddr, comm, family = IDENT_STRUCT.unpack(ident)
-        addrs = self._addrs[family]
-        return pid, sport, dport, addrs[saddr], addrs[daddr], comm, family
 
     def _owner(self, key):
         """(text of the owner's names, final) for (cgroup, uid, pid, comm): the identity is asked once per such key

@@ -96,12 +96,12 @@ class CompactFormatter(LineFormatter):
     def _second(self, sec):
         return time.strftime("%H:%M:%S", time.localtime(sec))
 
-    def _ident(self, ident):
-        pid, sport, dport, src, dst, comm, _family = self._unpacked(ident)
-        name = self.comms[comm] if comm[0] or not pid else EMPTY_NAME  # an empty name is not "no process"
-        text = self._idents[ident] = (f" {pid:>{PID_W}} {name:<{COMM_W}} {f'{src}:{sport}':<{ADDR_W}} "
-                                      f"{f'{dst}:{dport}':<{ADDR_W}} ")
-        return text
+    def _ident_texts(self, unpacked):
+        addrs, comms = self._addrs, self.comms
+        # an empty name is not "no process"
+        return [f" {pid:>{PID_W}} {comms[comm] if comm[0] or not pid else EMPTY_NAME:<{COMM_W}} "
+                f"{f'{(a := addrs[family])[src]}:{sport}':<{ADDR_W}} {f'{a[dst]}:{dport}':<{ADDR_W}} "
+                for pid, sport, dport, src, dst, comm, family in unpacked]
 
     def _event(self, key):
         if len(self._events) >= 4096:
@@ -110,17 +110,17 @@ class CompactFormatter(LineFormatter):
         return text
 
     def lines(self, rows):
-        stamps, stamp, idents, ident = self._stamps.get, self._stamp, self._idents.get, self._ident
+        stamps, stamp, idents = self._stamps.get, self._stamp, self._event_idents(rows)
         events, event, off = self._events.get, self._event, self._offset
-        return [f"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{idents(who) or ident(who)}"
+        return [f"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{idents[who]}"
                 f"{events(key := (typ, old, new)) or event(key)}"
                 for ts, _sk, _ino, _ns, typ, old, new, _own, _fl, who, _uid, _cg in rows]
 
     def record_lines(self, rows):
         """Connection records: result, direction, duration ('-': began before the monitor) and bytes."""
-        stamps, stamp, idents, ident = self._stamps.get, self._stamp, self._idents.get, self._ident
+        stamps, stamp, idents = self._stamps.get, self._stamp, self._record_idents(rows)
         mids, off = self._record_mids, self._offset
-        return [f"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{idents(who) or ident(who)}"
+        return [f"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{idents[who]}"
                 f"{mids[result & 7][direction & 3]}"
                 f"{human_duration(ts - start) if start and not flags & 1 else '-':>{DURATION_W}} "
                 f"{sent if sent < 10000 else human_bytes(sent)}/"
