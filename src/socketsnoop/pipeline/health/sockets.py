@@ -34,7 +34,6 @@ _MOVES = bytes(1 if n == CLOSE_WAIT else 2 if n == LAST_ACK else 0 for n in rang
 _INTO = bytes(int(n == CLOSE_WAIT) for n in range(256))
 _OUT = bytes(int(n == LAST_ACK) for n in range(256))
 _LEFT = bytes(int(n == 2) for n in range(256))  # of _MOVES
-_ENTERED = bytes(int(n == 1) for n in range(256))  # of _MOVES: into CLOSE_WAIT
 _r_sk = itemgetter(R_SK)
 _r_states = itemgetter(R_STATES, R_NSTATES)
 NO_PORT_STATES = (SYN_SENT | CLOSE << 4, 2)  # a record's packed history SYN_SENT>CLOSE
@@ -92,7 +91,7 @@ class CloseWaitLeak:
         gone = left.intersection(open_) if open_ else left & set()
         if len(entered) < len(into) or len(left) < len(out) or not gone.isdisjoint(entered):
             # a socket in and out more than once in the batch (its address reused): by the order of its moves
-            self._in_order(rows, news)
+            self._in_order(rows, news, into_rows)
             return
         for sk in gone:  # each moved at most once each way here: out of CLOSE_WAIT, followed and not back
             del open_[sk]
@@ -101,7 +100,8 @@ class CloseWaitLeak:
         if entered:
             self._follow(compress(into_rows, map(entered.__contains__, into)), len(entered))
 
-    def _in_order(self, rows, news):
+    def _in_order(self, rows, news, into_rows):
+        """The batch's moves in their order (into_rows: its rows into CLOSE_WAIT, as the caller found them)."""
         moves = news.translate(_MOVES)  # CLOSE_WAIT -> 1, LAST_ACK -> 2, else 0
         moved = list(compress(rows, moves))
         sks, kinds = list(map(_sk, moved)), bytes(compress(moves, moves))
@@ -112,8 +112,7 @@ class CloseWaitLeak:
         stay = set(compress(last, map((1).__eq__, last.values())))
         stay.difference_update(open_)
         if stay:  # each socket's last entry into CLOSE_WAIT (its time: since then): the last of its rows in a dict
-            into = list(compress(moved, kinds.translate(_ENTERED)))
-            last_in = dict(zip(map(_sk, into), into))
+            last_in = dict(zip(map(_sk, into_rows), into_rows))
             self._follow(map(last_in.__getitem__, stay), len(stay))
 
     def _follow(self, rows, n):
