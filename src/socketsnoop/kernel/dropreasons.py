@@ -2,8 +2,6 @@
 values differ between kernel versions and distributions, so no table is copied from one kernel. And what
 this kernel lets the drops' program see (the reason since Linux 5.17, the receiving socket since 6.11)."""
 
-import functools
-
 from . import abi
 from .libbpf import Btf
 
@@ -21,12 +19,19 @@ def _short(name):
     return name
 
 
-@functools.cache
-def reason_names():
-    """{value: name} of this kernel's drop reasons ('TCP_LISTEN_OVERFLOW'), {} where its BTF has none."""
-    with Btf() as btf:
+_NAMES = []  # this kernel's {value: name}, once: parsing its BTF takes about 10 MB for a moment
+
+
+def reason_names(btf=None):
+    """{value: name} of this kernel's drop reasons ('TCP_LISTEN_OVERFLOW'), {} where its BTF has none; from
+    btf (the kernel's, open) if given, else parsed here on first use."""
+    if not _NAMES:
+        if btf is None:
+            with Btf() as own:
+                return reason_names(own)
         values = btf.enum_values(ENUM) or {}
-    return {value: _short(name) for value, name in values.items() if not name.endswith("_MAX")}
+        _NAMES.append({value: _short(name) for value, name in values.items() if not name.endswith("_MAX")})
+    return _NAMES[0]
 
 
 def reason_name(value):
@@ -35,10 +40,13 @@ def reason_name(value):
 
 
 def drop_support():
-    """(has the reason, has rx_sk) for this kernel's kfree_skb tracepoint, from its arguments in the BTF."""
+    """(has the reason, has rx_sk) for this kernel's kfree_skb tracepoint, from its arguments in the BTF. Where
+    it has the reason, the reasons' names are read from the same BTF now, at start, rather than at the exit's
+    Drops line, when the monitor holds its rings' memory too (its peak would grow by the parse)."""
     with Btf() as btf:
-        args = btf.tracepoint_args("kfree_skb")
-    args = args or 0
+        args = btf.tracepoint_args("kfree_skb") or 0
+        if args >= DROP_TP_REASON_ARGS:
+            reason_names(btf)
     return args >= DROP_TP_REASON_ARGS, args >= DROP_TP_RX_SK_ARGS
 
 
