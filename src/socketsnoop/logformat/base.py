@@ -97,6 +97,7 @@ class LineFormatter:
     def __init__(self, clock: Clock):
         self._offset = clock.offset_ns
         self._stamps = {}  # wall-clock milliseconds -> text
+        self._win = (0, 0, "")  # the last _window(): no time is in it yet
         self._idents = {}  # identity bytes -> text
         self._histories = {}  # a record's (states, nstates, flags) -> text
         # IDENT -> (uid, cgroup, text with the owner's names): the uid and cgroup are checked (a hit costs no
@@ -115,6 +116,17 @@ class LineFormatter:
             self._stamps.clear()
         text = self._stamps[ms] = self._second(ms // 1000) + self.millis[ms % 1000]
         return text
+
+    def _window(self, ts):
+        """(lo, hi, text): the time text of kernel time ts, and the times lo <= t < hi that share it (its
+        millisecond). The event lines keep the last window and test each row's time against it, two comparisons
+        and nothing made per row (a batch spans a few milliseconds), as
+        `t if lo <= ts < hi else (t := (w := window(ts))[2], lo := w[0], hi := w[1])[0]`, and keep it in
+        self._win for the next batch."""
+        off = self._offset
+        ms = (ts + off) // 1_000_000
+        lo = ms * 1_000_000 - off
+        return lo, lo + 1_000_000, self._stamps.get(ms) or self._stamp(ms)
 
     def _ident(self, ident):
         """The text of identity bytes, made and remembered."""

@@ -70,11 +70,14 @@ class JsonFormatter(LineFormatter):
                 for pid, sport, dport, src, dst, comm, family in unpacked]
 
     def lines(self, rows):
-        stamps, stamp, idents = self._stamps.get, self._stamp, self._event_idents(rows)
-        events, owners, olds, news, off, hexa = self.events, self.owners, self.olds, self.news, self._offset, hex
-        return [f'{{"timestamp":"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{events[typ]}'
-                f'{idents[who]}{owners[own]}{olds[old]}{news[new]}{ns},"sock":"{hexa(sk)}"}}\n'
-                for ts, sk, _ino, ns, typ, old, new, own, _fl, who, _uid, _cg in rows]
+        window, idents = self._window, self._event_idents(rows)
+        events, owners, olds, news, hexa = self.events, self.owners, self.olds, self.news, hex
+        lo, hi, t = self._win
+        out = [f'{{"timestamp":"{t if lo <= ts < hi else (t := (w := window(ts))[2], lo := w[0], hi := w[1])[0]}'
+               f'{events[typ]}{idents[who]}{owners[own]}{olds[old]}{news[new]}{ns},"sock":"{hexa(sk)}"}}\n'
+               for ts, sk, _ino, ns, typ, old, new, own, _fl, who, _uid, _cg in rows]
+        self._win = lo, hi, t
+        return out
 
     def _ident_identity(self, who, uid, cgroup):
         """The identity text and the owner's names (uid, user, cgroup, unit, container, pod, exe: those
@@ -113,14 +116,15 @@ class JsonFormatter(LineFormatter):
                        for name, value in zip(owner._fields, owner) if value is not None)
 
     def _lines_identity(self, rows):
-        ident = self._ident_identity
-        stamps, stamp, idents = self._stamps.get, self._stamp, self._identity_texts(rows).get
-        events, owners, olds, news, off, hexa = self.events, self.owners, self.olds, self.news, self._offset, hex
-        return [f'{{"timestamp":"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{events[typ]}'
-                f'{(c := idents(who)) and c[0] == uid and c[1] == cg and c[2] or ident(who, uid, cg)}'
-                f'{owners[own]}{olds[old]}{news[new]}{ns},'
-                f'"sock":"{hexa(sk)}"}}\n'
-                for ts, sk, _ino, ns, typ, old, new, own, _fl, who, uid, cg in rows]
+        window, ident, idents = self._window, self._ident_identity, self._identity_texts(rows).get
+        events, owners, olds, news, hexa = self.events, self.owners, self.olds, self.news, hex
+        lo, hi, t = self._win
+        out = [f'{{"timestamp":"{t if lo <= ts < hi else (t := (w := window(ts))[2], lo := w[0], hi := w[1])[0]}'
+               f'{events[typ]}{(c := idents(who)) and c[0] == uid and c[1] == cg and c[2] or ident(who, uid, cg)}'
+               f'{owners[own]}{olds[old]}{news[new]}{ns},"sock":"{hexa(sk)}"}}\n'
+               for ts, sk, _ino, ns, typ, old, new, own, _fl, who, uid, cg in rows]
+        self._win = lo, hi, t
+        return out
 
     def _history(self, key):
         states, n, _flags = key  # "complete" and "states_truncated" say what the text's '...' says

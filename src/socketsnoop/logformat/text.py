@@ -51,10 +51,13 @@ class TextFormatter(LineFormatter):
                 for pid, sport, dport, src, dst, comm, family in unpacked]
 
     def lines(self, rows):
-        stamps, stamp, idents = self._stamps.get, self._stamp, self._event_idents(rows)
-        titles, tails, off = self.titles, self.tails, self._offset
-        return [f"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{titles[typ]}{idents[who]}{tails[new]}"
-                for ts, _sk, _ino, _ns, typ, _old, new, _own, _fl, who, _uid, _cg in rows]
+        window, idents, titles, tails = self._window, self._event_idents(rows), self.titles, self.tails
+        lo, hi, t = self._win
+        out = [f"{t if lo <= ts < hi else (t := (w := window(ts))[2], lo := w[0], hi := w[1])[0]}{titles[typ]}"
+               f"{idents[who]}{tails[new]}"
+               for ts, _sk, _ino, _ns, typ, _old, new, _own, _fl, who, _uid, _cg in rows]
+        self._win = lo, hi, t
+        return out
 
     def _owner_text(self, owner):
         return "".join(f" {name}={escape_token(value)}" for name, value in zip(CONTEXT_KEYS, (
@@ -70,13 +73,15 @@ class TextFormatter(LineFormatter):
         return text
 
     def _lines_context(self, rows):
-        stamps, stamp, idents = self._stamps.get, self._stamp, self._event_idents(rows)
-        ctx = self._context
+        window, idents, ctx = self._window, self._event_idents(rows), self._context
         ctxs = self._contexts(rows, ctx).get
-        titles, tails, off = self.titles, self.bare_tails, self._offset
-        return [f"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{titles[typ]}{idents[who]}"
-                f"{tails[new]}{(c := ctxs(who)) and c[0] == uid and c[1] == cg and c[2] or ctx(who, uid, cg)}"
-                for ts, _sk, _ino, _ns, typ, _old, new, _own, _fl, who, uid, cg in rows]
+        titles, tails = self.titles, self.bare_tails
+        lo, hi, t = self._win
+        out = [f"{t if lo <= ts < hi else (t := (w := window(ts))[2], lo := w[0], hi := w[1])[0]}{titles[typ]}"
+               f"{idents[who]}{tails[new]}{(c := ctxs(who)) and c[0] == uid and c[1] == cg and c[2] or ctx(who, uid, cg)}"
+               for ts, _sk, _ino, _ns, typ, _old, new, _own, _fl, who, uid, cg in rows]
+        self._win = lo, hi, t
+        return out
 
     def _history(self, key):
         text = self._histories[key] = ">".join(history(*key))
