@@ -63,11 +63,13 @@ class JsonFormatter(LineFormatter):
     def _second(self, sec):
         return datetime.datetime.fromtimestamp(sec, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
+    def _pieces(self, saddr, daddr, comm, family):
+        a = self._addrs[family]
+        return f'{family},"src":"{a[saddr]}","sport":', f',"dst":"{a[daddr]}","dport":', f',"comm":{self.comms[comm]}'
+
     def _ident_texts(self, unpacked):
-        addrs, comms = self._addrs, self.comms
-        return [f'{family},"src":"{(a := addrs[family])[src]}","sport":{sport},"dst":"{a[dst]}",'
-                f'"dport":{dport},"pid":{pid},"comm":{comms[comm]}'
-                for pid, sport, dport, src, dst, comm, family in unpacked]
+        rests, rest = self._rests.get, self._rest
+        return [f'{(p := rests(r) or rest(r))[0]}{sport}{p[1]}{dport},"pid":{pid}{p[2]}' for pid, sport, dport, r in unpacked]
 
     def lines(self, rows):
         window, idents = self._window, self._event_idents(rows)

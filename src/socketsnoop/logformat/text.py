@@ -43,12 +43,15 @@ class TextFormatter(LineFormatter):
     def _second(self, sec):
         return time.strftime("%b %d %Y %H:%M:%S", time.localtime(sec))
 
+    def _pieces(self, saddr, daddr, comm, family):
+        """('SRC:', ' DST=DST:', COMM with a process, COMM with none): an empty name is not "no process"."""
+        a, name = self._addrs[family], self.comms[comm]
+        return f"{a[saddr]}:", f" DST={a[daddr]}:", name if comm[0] else EMPTY_NAME, name
+
     def _ident_texts(self, unpacked):
-        addrs, comms = self._addrs, self.comms
-        # an empty name is not "no process"
-        return [f"{(a := addrs[family])[src]}:{sport} DST={a[dst]}:{dport} PID={pid} "
-                f"COMM={comms[comm] if comm[0] or not pid else EMPTY_NAME}"
-                for pid, sport, dport, src, dst, comm, family in unpacked]
+        rests, rest = self._rests.get, self._rest
+        return [f"{(p := rests(r) or rest(r))[0]}{sport}{p[1]}{dport} PID={pid} COMM={p[2] if pid else p[3]}"
+                for pid, sport, dport, r in unpacked]
 
     def lines(self, rows):
         window, idents, titles, tails = self._window, self._event_idents(rows), self.titles, self.tails
