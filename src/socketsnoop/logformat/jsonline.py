@@ -49,6 +49,7 @@ class JsonFormatter(LineFormatter):
             self.lines = self._lines_identity
             self.record_lines = self._record_lines_identity
         self.comms = Cache(lambda raw: json.dumps(comm_text(raw), ensure_ascii=True), 4096)
+        self._netns = (-1, "")  # the last namespace's number and its text ('4026531840,'), for the next row's
         self.events = {t: f'","event":"{name}","family":' for t, name in EVENT_NAMES.items()}
         self._connection = f'","event":"{CONNECTION_NAME}","family":'
         self.olds = ["null"] + [f'"{STATES[n]}"' for n in range(1, 256)]
@@ -74,11 +75,12 @@ class JsonFormatter(LineFormatter):
     def lines(self, rows):
         window, idents = self._window, self._event_idents(rows)
         events, owners, olds, news, hexa = self.events, self.owners, self.olds, self.news, hex
-        lo, hi, t = self._win
+        (lo, hi, t), (nsv, nst) = self._win, self._netns
         out = [f'{{"timestamp":"{t if lo <= ts < hi else (t := (w := window(ts))[2], lo := w[0], hi := w[1])[0]}'
-               f'{events[typ]}{idents[who]}{owners[own]}{olds[old]}{news[new]}{ns},"sock":"{hexa(sk)}"}}\n'
+               f'{events[typ]}{idents[who]}{owners[own]}{olds[old]}{news[new]}'
+               f'{nst if ns == nsv else (nst := f"{ns},", nsv := ns)[0]}"sock":"{hexa(sk)}"}}\n'
                for ts, sk, _ino, ns, typ, old, new, own, _fl, who, _uid, _cg in rows]
-        self._win = lo, hi, t
+        self._win, self._netns = (lo, hi, t), (nsv, nst)
         return out
 
     def _ident_identity(self, who, uid, cgroup):
@@ -120,12 +122,13 @@ class JsonFormatter(LineFormatter):
     def _lines_identity(self, rows):
         window, ident, idents = self._window, self._ident_identity, self._identity_texts(rows).get
         events, owners, olds, news, hexa = self.events, self.owners, self.olds, self.news, hex
-        lo, hi, t = self._win
+        (lo, hi, t), (nsv, nst) = self._win, self._netns
         out = [f'{{"timestamp":"{t if lo <= ts < hi else (t := (w := window(ts))[2], lo := w[0], hi := w[1])[0]}'
                f'{events[typ]}{(c := idents(who)) and c[0] == uid and c[1] == cg and c[2] or ident(who, uid, cg)}'
-               f'{owners[own]}{olds[old]}{news[new]}{ns},"sock":"{hexa(sk)}"}}\n'
+               f'{owners[own]}{olds[old]}{news[new]}{nst if ns == nsv else (nst := f"{ns},", nsv := ns)[0]}'
+               f'"sock":"{hexa(sk)}"}}\n'
                for ts, sk, _ino, ns, typ, old, new, own, _fl, who, uid, cg in rows]
-        self._win = lo, hi, t
+        self._win, self._netns = (lo, hi, t), (nsv, nst)
         return out
 
     def _history(self, key):
