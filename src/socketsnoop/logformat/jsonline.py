@@ -12,9 +12,9 @@ import json
 from itertools import compress
 from operator import itemgetter
 
-from ..kernel.abi import IDENT_PID
-from ..pipeline.decode import CGROUP, IDENT, R_CGROUP, R_IDENT, R_UID, UID, states_of
-from ..pipeline.identity import COMM_AT, COMM_END, owner_key
+from ..kernel.abi import IDENT_HEAD
+from ..pipeline.decode import IDENT, R_CGROUP, R_IDENT, R_UID, states_of
+from ..pipeline.identity import owner_key
 from .base import STATES, Cache, Clock, LineFormatter, IDENT_CACHE
 from .escape import comm_text
 from .words import CONNECTION_NAME, DIRECTION_NAMES, EVENT_NAMES, OWNER_NAMES, RESULT_NAMES, describe_state, drop_reasons
@@ -65,8 +65,11 @@ class JsonFormatter(LineFormatter):
         return datetime.datetime.fromtimestamp(sec, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
     def _pieces(self, saddr, daddr, comm, family):
+        """The text before the source port, between the ports, after the pid; and the raw comm, as an owner's key
+        takes it (one object: its hash is made once)."""
         a = self._addrs[family]
-        return f'{family},"src":"{a[saddr]}","sport":', f',"dst":"{a[daddr]}","dport":', f',"comm":{self.comms[comm]}'
+        return (f'{family},"src":"{a[saddr]}","sport":', f',"dst":"{a[daddr]}","dport":', f',"comm":{self.comms[comm]}',
+                comm)
 
     def _ident_texts(self, unpacked):
         rests, rest = self._rests.get, self._rest
@@ -97,7 +100,8 @@ class JsonFormatter(LineFormatter):
 
     def _identity_texts(self, rows):
         """self._ctxs, with the text of each identity of rows not in it yet whose owner's names are known (a key
-        seen before: most, as a miss is each connection's side) made together, as _ident_identity makes it."""
+        seen before: most, as a miss is each connection's side) made together, as _ident_identity makes it (its
+        identity text as _ident_texts makes it, made here without going through self._idents)."""
         ctxs = self._ctxs
         whos = list(map(_who, rows))
         fresh = set(whos).difference(ctxs)
@@ -105,14 +109,16 @@ class JsonFormatter(LineFormatter):
             return ctxs
         if len(ctxs) + len(fresh) > IDENT_CACHE:
             ctxs.clear()
-        idents, owners, pid_of = self._filled(fresh), self._owners.get, IDENT_PID.unpack_from
+        owners, head, rests, rest, discard = self._owners.get, IDENT_HEAD.unpack, self._rests.get, self._rest, fresh.discard
         # each identity's first row: fresh loses it once seen, so compress passes over the others at C speed
-        for row in compress(rows, map(fresh.__contains__, whos)):
-            who, uid, cgroup = row[IDENT], row[UID], row[CGROUP]
-            fresh.discard(who)
-            names = owners((cgroup, uid, pid_of(who)[0], who[COMM_AT:COMM_END]))  # owner_key()
+        for _ts, _sk, _ino, _ns, _typ, _old, _new, _own, _fl, who, uid, cgroup in compress(rows, map(fresh.__contains__,
+                                                                                                      whos)):
+            discard(who)
+            pid, sport, dport, r = head(who)
+            p = rests(r) or rest(r)
+            names = owners((cgroup, uid, pid, p[3]))  # owner_key()
             if names is not None:  # (an owner not known yet is asked by the lines, per row, while not final)
-                ctxs[who] = (uid, cgroup, idents[who] + names)
+                ctxs[who] = (uid, cgroup, f'{p[0]}{sport}{p[1]}{dport},"pid":{pid}{p[2]}{names}')
         return ctxs
 
     def _owner_text(self, owner):
