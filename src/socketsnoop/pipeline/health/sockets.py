@@ -106,10 +106,10 @@ class CloseWaitLeak:
         """The batch's moves in their order (into_rows: its rows into CLOSE_WAIT, as the caller found them)."""
         moves = news.translate(_MOVES)  # CLOSE_WAIT -> 1, LAST_ACK -> 2, else 0
         moved = list(compress(rows, moves))
-        sks, kinds = list(map(_sk, moved)), bytes(compress(moves, moves))
+        sks, kinds = list(map(_sk, moved)), moves.translate(None, b"\0")  # (the moves, zeros deleted)
         last = dict(zip(sks, kinds))  # socket -> its last move in the batch
         open_ = self.open
-        for sk in set(filter(open_.__contains__, set(compress(sks, kinds.translate(_LEFT))))):  # out (maybe back since)
+        for sk in list(filter(open_.__contains__, set(compress(sks, kinds.translate(_LEFT))))):  # out (maybe back since)
             del open_[sk]
         stay = set(filterfalse(open_.__contains__, compress(last, map((1).__eq__, last.values()))))
         if stay:  # each socket's last entry into CLOSE_WAIT (its time: since then): the last of its rows in a dict
