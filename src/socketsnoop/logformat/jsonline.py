@@ -73,7 +73,8 @@ class JsonFormatter(LineFormatter):
 
     def _ident_texts(self, unpacked):
         rests, rest = self._rests.get, self._rest
-        return [f'{(p := rests(r) or rest(r))[0]}{sport}{p[1]}{dport},"pid":{pid}{p[2]}' for pid, sport, dport, r in unpacked]
+        return [f'{(p := rests(r) or rest(r))[0]}{sport}{p[1]}{dport},"pid":{pid}{p[2]}'
+                for pid, sport, dport, r in unpacked]
 
     def lines(self, rows):
         window, idents = self._window, self._event_idents(rows)
@@ -109,10 +110,11 @@ class JsonFormatter(LineFormatter):
             return ctxs
         if len(ctxs) + len(fresh) > IDENT_CACHE:
             ctxs.clear()
-        owners, head, rests, rest, discard = self._owners.get, IDENT_HEAD.unpack, self._rests.get, self._rest, fresh.discard
+        owners, head, rests, rest = self._owners.get, IDENT_HEAD.unpack, self._rests.get, self._rest
+        discard = fresh.discard
         # each identity's first row: fresh loses it once seen, so compress passes over the others at C speed
-        for _ts, _sk, _ino, _ns, _typ, _old, _new, _own, _fl, who, uid, cgroup in compress(rows, map(fresh.__contains__,
-                                                                                                      whos)):
+        firsts = compress(rows, map(fresh.__contains__, whos))
+        for _ts, _sk, _ino, _ns, _typ, _old, _new, _own, _fl, who, uid, cgroup in firsts:
             discard(who)
             pid, sport, dport, r = head(who)
             p = rests(r) or rest(r)

@@ -81,7 +81,8 @@ class TextFormatter(LineFormatter):
         titles, tails = self.titles, self.bare_tails
         lo, hi, t = self._win
         out = [f"{t if lo <= ts < hi else (t := (w := window(ts))[2], lo := w[0], hi := w[1])[0]}{titles[typ]}"
-               f"{idents[who]}{tails[new]}{(c := ctxs(who)) and c[0] == uid and c[1] == cg and c[2] or ctx(who, uid, cg)}"
+               f"{idents[who]}{tails[new]}"
+               f"{(c := ctxs(who)) and c[0] == uid and c[1] == cg and c[2] or ctx(who, uid, cg)}"
                for ts, _sk, _ino, _ns, typ, _old, new, _own, _fl, who, uid, cg in rows]
         self._win = lo, hi, t
         return out

@@ -109,7 +109,8 @@ class CloseWaitLeak:
         sks, kinds = list(map(_sk, moved)), moves.translate(None, b"\0")  # (the moves, zeros deleted)
         last = dict(zip(sks, kinds))  # socket -> its last move in the batch
         open_ = self.open
-        for sk in list(filter(open_.__contains__, set(compress(sks, kinds.translate(_LEFT))))):  # out (maybe back since)
+        left = set(compress(sks, kinds.translate(_LEFT)))
+        for sk in list(filter(open_.__contains__, left)):  # out of it (maybe back since)
             del open_[sk]
         stay = set(filterfalse(open_.__contains__, compress(last, map((1).__eq__, last.values()))))
         if stay:  # each socket's last entry into CLOSE_WAIT (its time: since then): the last of its rows in a dict
