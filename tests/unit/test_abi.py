@@ -117,6 +117,14 @@ def test_event_is_112_bytes_and_row_decoding_matches_c():
     assert c["uid"][0] > c["family"][0] and c["cgroup"][0] > c["uid"][0]
 
 
+def test_identity_head_and_rest_decode_as_the_identity():
+    """The formatters read an identity as (pid, sport, dport, rest) and the rest apart (logformat/base.py): the same
+    fields, in the same order, as IDENT_STRUCT's."""
+    ident = abi.IDENT_STRUCT.pack(4242, 40000, 443, bytes(range(16)), bytes(range(16, 32)), b"curl", 6)
+    pid, sport, dport, rest = abi.IDENT_HEAD.unpack(ident)
+    assert (pid, sport, dport, *abi.IDENT_REST.unpack(rest)) == abi.IDENT_STRUCT.unpack(ident)
+
+
 def test_make_row_decodes_back():
     row = decode.make_row(ts_ns=7, skaddr=8, pid=9, sport=10, dport=11, saddr=b"\x01" * 16, daddr=b"\x02" * 16,
                           comm=b"x", family=6, newstate=1, uid=65534, cgroup=2**40 + 5)

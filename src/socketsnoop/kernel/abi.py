@@ -93,6 +93,11 @@ IDENT_FORMAT = "<IHH16s16s16sB"
 IDENT_STRUCT = struct.Struct(IDENT_FORMAT)
 Ident = namedtuple("Ident", "pid sport dport saddr daddr comm family")
 IDENT_PID = struct.Struct("<I")  # the first identity field, the pid: read alone from the identity bytes
+# the identity as its texts are made (logformat/base.py): (pid, sport, dport, the rest), and the rest (saddr, daddr,
+# comm, family: what the connections of one process to one peer share) apart
+assert IDENT_FORMAT.startswith("<IHH")
+IDENT_HEAD = struct.Struct(f"<IHH{IDENT_STRUCT.size - 8}s")
+IDENT_REST = struct.Struct("<" + IDENT_FORMAT[4:])
 
 # struct conn_record, 176 bytes: one connection at its end
 RECORD_FORMAT = "<QQQQQQQQQIIIIBBBBB3xIHH16s16s16sB7xI12s"

@@ -10,7 +10,7 @@ import time
 from itertools import compress
 from operator import itemgetter
 
-from ..kernel.abi import EV_DROP, IDENT_STRUCT, R_INCOMPLETE, R_STATES_CUT
+from ..kernel.abi import EV_DROP, IDENT_HEAD, IDENT_REST, R_INCOMPLETE, R_STATES_CUT
 from ..kernel.dropreasons import reason_name
 from ..pipeline.decode import CGROUP, IDENT, INO, R_IDENT, TYPE, UID, states_of
 from .escape import format_addr
@@ -64,6 +64,8 @@ def millis(ns):
 # text per connection side (identity bytes): bounded, a few MB at most; under churn each entry
 # serves the several events of one side of a connection, and a miss only costs making it again
 IDENT_CACHE = 16384
+# an identity's text is made from its pid, ports and rest (abi.IDENT_HEAD): the rest (addresses, comm, family) is
+# what the connections of one process to one peer share, so its pieces of text are made once (_pieces)
 
 
 def with_drop_reasons(batch, mend):
@@ -97,7 +99,9 @@ class LineFormatter:
     def __init__(self, clock: Clock):
         self._offset = clock.offset_ns
         self._stamps = {}  # wall-clock milliseconds -> text
+        self._win = (0, 0, "")  # the last _window(): no time is in it yet
         self._idents = {}  # identity bytes -> text
+        self._rests = {}  # the rest of identity bytes (IDENT_REST) -> its pieces of the identity text
         self._histories = {}  # a record's (states, nstates, flags) -> text
         # IDENT -> (uid, cgroup, text with the owner's names): the uid and cgroup are checked (a hit costs no
         # tuple made per event)
@@ -116,14 +120,37 @@ class LineFormatter:
         text = self._stamps[ms] = self._second(ms // 1000) + self.millis[ms % 1000]
         return text
 
+    def _window(self, ts):
+        """(lo, hi, text): the time text of kernel time ts, and the times lo <= t < hi that share it (its
+        millisecond). The event lines keep the last window and test each row's time against it, two comparisons
+        and nothing made per row (a batch spans a few milliseconds), as
+        `t if lo <= ts < hi else (t := (w := window(ts))[2], lo := w[0], hi := w[1])[0]`, and keep it in
+        self._win for the next batch."""
+        off = self._offset
+        ms = (ts + off) // 1_000_000
+        lo = ms * 1_000_000 - off
+        return lo, lo + 1_000_000, self._stamps.get(ms) or self._stamp(ms)
+
     def _ident(self, ident):
         """The text of identity bytes, made and remembered."""
         return self._filled({ident})[ident]
 
     def _ident_texts(self, unpacked):
-        """The texts of identities, from (pid, sport, dport, saddr, daddr, comm, family) tuples (a format with
-        _filled() makes them)."""
+        """The texts of identities, from (pid, sport, dport, rest) tuples (IDENT_HEAD), the rest's pieces from
+        self._rests.get(rest) or self._rest(rest) (a format with _filled() makes them)."""
         raise NotImplementedError
+
+    def _pieces(self, saddr, daddr, comm, family):
+        """What an identity's text takes from its addresses, comm and family, made once for all identities
+        that share them (a format with _filled() makes them)."""
+        raise NotImplementedError
+
+    def _rest(self, rest):
+        rests = self._rests
+        if len(rests) >= IDENT_CACHE:
+            rests.clear()
+        pieces = rests[rest] = self._pieces(*IDENT_REST.unpack(rest))
+        return pieces
 
     def _filled(self, whos):
         """The identity texts (a dict), with one for each of whos (a set of identity bytes): those not made
@@ -136,7 +163,7 @@ class LineFormatter:
                 idents.clear()
                 new = whos
             new = list(new)
-            idents.update(zip(new, self._ident_texts(IDENT_STRUCT.iter_unpack(b"".join(new)))))
+            idents.update(zip(new, self._ident_texts(IDENT_HEAD.iter_unpack(b"".join(new)))))
         return idents
 
     def _event_idents(self, rows):

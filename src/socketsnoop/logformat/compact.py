@@ -96,12 +96,16 @@ class CompactFormatter(LineFormatter):
     def _second(self, sec):
         return time.strftime("%H:%M:%S", time.localtime(sec))
 
+    def _pieces(self, saddr, daddr, comm, family):
+        """('SRC:', 'DST:', COMM with a process, COMM with none): an empty name is not "no process"."""
+        a, name = self._addrs[family], self.comms[comm]
+        return f"{a[saddr]}:", f"{a[daddr]}:", name if comm[0] else EMPTY_NAME, name
+
     def _ident_texts(self, unpacked):
-        addrs, comms = self._addrs, self.comms
-        # an empty name is not "no process"
-        return [f" {pid:>{PID_W}} {comms[comm] if comm[0] or not pid else EMPTY_NAME:<{COMM_W}} "
-                f"{f'{(a := addrs[family])[src]}:{sport}':<{ADDR_W}} {f'{a[dst]}:{dport}':<{ADDR_W}} "
-                for pid, sport, dport, src, dst, comm, family in unpacked]
+        rests, rest = self._rests.get, self._rest
+        return [f" {pid:>{PID_W}} {(p := rests(r) or rest(r))[2 if pid else 3]:<{COMM_W}} "
+                f"{f'{p[0]}{sport}':<{ADDR_W}} {f'{p[1]}{dport}':<{ADDR_W}} "
+                for pid, sport, dport, r in unpacked]
 
     def _event(self, key):
         if len(self._events) >= 4096:

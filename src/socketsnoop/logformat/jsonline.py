@@ -12,9 +12,9 @@ import json
 from itertools import compress
 from operator import itemgetter
 
-from ..kernel.abi import IDENT_PID
-from ..pipeline.decode import CGROUP, IDENT, R_CGROUP, R_IDENT, R_UID, UID, states_of
-from ..pipeline.identity import COMM_AT, COMM_END, owner_key
+from ..kernel.abi import IDENT_HEAD
+from ..pipeline.decode import IDENT, R_CGROUP, R_IDENT, R_UID, states_of
+from ..pipeline.identity import owner_key
 from .base import STATES, Cache, Clock, LineFormatter, IDENT_CACHE
 from .escape import comm_text
 from .words import CONNECTION_NAME, DIRECTION_NAMES, EVENT_NAMES, OWNER_NAMES, RESULT_NAMES, describe_state, drop_reasons
@@ -49,6 +49,7 @@ class JsonFormatter(LineFormatter):
             self.lines = self._lines_identity
             self.record_lines = self._record_lines_identity
         self.comms = Cache(lambda raw: json.dumps(comm_text(raw), ensure_ascii=True), 4096)
+        self._netns = (-1, "")  # the last namespace's number and its text ('4026531840,'), for the next row's
         self.events = {t: f'","event":"{name}","family":' for t, name in EVENT_NAMES.items()}
         self._connection = f'","event":"{CONNECTION_NAME}","family":'
         self.olds = ["null"] + [f'"{STATES[n]}"' for n in range(1, 256)]
@@ -63,18 +64,28 @@ class JsonFormatter(LineFormatter):
     def _second(self, sec):
         return datetime.datetime.fromtimestamp(sec, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
+    def _pieces(self, saddr, daddr, comm, family):
+        """The text before the source port, between the ports, after the pid; and the raw comm, as an owner's key
+        takes it (one object: its hash is made once)."""
+        a = self._addrs[family]
+        return (f'{family},"src":"{a[saddr]}","sport":', f',"dst":"{a[daddr]}","dport":', f',"comm":{self.comms[comm]}',
+                comm)
+
     def _ident_texts(self, unpacked):
-        addrs, comms = self._addrs, self.comms
-        return [f'{family},"src":"{(a := addrs[family])[src]}","sport":{sport},"dst":"{a[dst]}",'
-                f'"dport":{dport},"pid":{pid},"comm":{comms[comm]}'
-                for pid, sport, dport, src, dst, comm, family in unpacked]
+        rests, rest = self._rests.get, self._rest
+        return [f'{(p := rests(r) or rest(r))[0]}{sport}{p[1]}{dport},"pid":{pid}{p[2]}'
+                for pid, sport, dport, r in unpacked]
 
     def lines(self, rows):
-        stamps, stamp, idents = self._stamps.get, self._stamp, self._event_idents(rows)
-        events, owners, olds, news, off, hexa = self.events, self.owners, self.olds, self.news, self._offset, hex
-        return [f'{{"timestamp":"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{events[typ]}'
-                f'{idents[who]}{owners[own]}{olds[old]}{news[new]}{ns},"sock":"{hexa(sk)}"}}\n'
-                for ts, sk, _ino, ns, typ, old, new, own, _fl, who, _uid, _cg in rows]
+        window, idents = self._window, self._event_idents(rows)
+        events, owners, olds, news, hexa = self.events, self.owners, self.olds, self.news, hex
+        (lo, hi, t), (nsv, nst) = self._win, self._netns
+        out = [f'{{"timestamp":"{t if lo <= ts < hi else (t := (w := window(ts))[2], lo := w[0], hi := w[1])[0]}'
+               f'{events[typ]}{idents[who]}{owners[own]}{olds[old]}{news[new]}'
+               f'{nst if ns == nsv else (nst := f"{ns},", nsv := ns)[0]}"sock":"{hexa(sk)}"}}\n'
+               for ts, sk, _ino, ns, typ, old, new, own, _fl, who, _uid, _cg in rows]
+        self._win, self._netns = (lo, hi, t), (nsv, nst)
+        return out
 
     def _ident_identity(self, who, uid, cgroup):
         """The identity text and the owner's names (uid, user, cgroup, unit, container, pod, exe: those
@@ -90,7 +101,8 @@ class JsonFormatter(LineFormatter):
 
     def _identity_texts(self, rows):
         """self._ctxs, with the text of each identity of rows not in it yet whose owner's names are known (a key
-        seen before: most, as a miss is each connection's side) made together, as _ident_identity makes it."""
+        seen before: most, as a miss is each connection's side) made together, as _ident_identity makes it (its
+        identity text as _ident_texts makes it, made here without going through self._idents)."""
         ctxs = self._ctxs
         whos = list(map(_who, rows))
         fresh = set(whos).difference(ctxs)
@@ -98,14 +110,17 @@ class JsonFormatter(LineFormatter):
             return ctxs
         if len(ctxs) + len(fresh) > IDENT_CACHE:
             ctxs.clear()
-        idents, owners, pid_of = self._filled(fresh), self._owners.get, IDENT_PID.unpack_from
+        owners, head, rests, rest = self._owners.get, IDENT_HEAD.unpack, self._rests.get, self._rest
+        discard = fresh.discard
         # each identity's first row: fresh loses it once seen, so compress passes over the others at C speed
-        for row in compress(rows, map(fresh.__contains__, whos)):
-            who, uid, cgroup = row[IDENT], row[UID], row[CGROUP]
-            fresh.discard(who)
-            names = owners((cgroup, uid, pid_of(who)[0], who[COMM_AT:COMM_END]))  # owner_key()
+        firsts = compress(rows, map(fresh.__contains__, whos))
+        for _ts, _sk, _ino, _ns, _typ, _old, _new, _own, _fl, who, uid, cgroup in firsts:
+            discard(who)
+            pid, sport, dport, r = head(who)
+            p = rests(r) or rest(r)
+            names = owners((cgroup, uid, pid, p[3]))  # owner_key()
             if names is not None:  # (an owner not known yet is asked by the lines, per row, while not final)
-                ctxs[who] = (uid, cgroup, idents[who] + names)
+                ctxs[who] = (uid, cgroup, f'{p[0]}{sport}{p[1]}{dport},"pid":{pid}{p[2]}{names}')
         return ctxs
 
     def _owner_text(self, owner):
@@ -113,14 +128,16 @@ class JsonFormatter(LineFormatter):
                        for name, value in zip(owner._fields, owner) if value is not None)
 
     def _lines_identity(self, rows):
-        ident = self._ident_identity
-        stamps, stamp, idents = self._stamps.get, self._stamp, self._identity_texts(rows).get
-        events, owners, olds, news, off, hexa = self.events, self.owners, self.olds, self.news, self._offset, hex
-        return [f'{{"timestamp":"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{events[typ]}'
-                f'{(c := idents(who)) and c[0] == uid and c[1] == cg and c[2] or ident(who, uid, cg)}'
-                f'{owners[own]}{olds[old]}{news[new]}{ns},'
-                f'"sock":"{hexa(sk)}"}}\n'
-                for ts, sk, _ino, ns, typ, old, new, own, _fl, who, uid, cg in rows]
+        window, ident, idents = self._window, self._ident_identity, self._identity_texts(rows).get
+        events, owners, olds, news, hexa = self.events, self.owners, self.olds, self.news, hex
+        (lo, hi, t), (nsv, nst) = self._win, self._netns
+        out = [f'{{"timestamp":"{t if lo <= ts < hi else (t := (w := window(ts))[2], lo := w[0], hi := w[1])[0]}'
+               f'{events[typ]}{(c := idents(who)) and c[0] == uid and c[1] == cg and c[2] or ident(who, uid, cg)}'
+               f'{owners[own]}{olds[old]}{news[new]}{nst if ns == nsv else (nst := f"{ns},", nsv := ns)[0]}'
+               f'"sock":"{hexa(sk)}"}}\n'
+               for ts, sk, _ino, ns, typ, old, new, own, _fl, who, uid, cg in rows]
+        self._win, self._netns = (lo, hi, t), (nsv, nst)
+        return out
 
     def _history(self, key):
         states, n, _flags = key  # "complete" and "states_truncated" say what the text's '...' says

@@ -43,18 +43,24 @@ class TextFormatter(LineFormatter):
     def _second(self, sec):
         return time.strftime("%b %d %Y %H:%M:%S", time.localtime(sec))
 
+    def _pieces(self, saddr, daddr, comm, family):
+        """('SRC:', ' DST=DST:', COMM with a process, COMM with none): an empty name is not "no process"."""
+        a, name = self._addrs[family], self.comms[comm]
+        return f"{a[saddr]}:", f" DST={a[daddr]}:", name if comm[0] else EMPTY_NAME, name
+
     def _ident_texts(self, unpacked):
-        addrs, comms = self._addrs, self.comms
-        # an empty name is not "no process"
-        return [f"{(a := addrs[family])[src]}:{sport} DST={a[dst]}:{dport} PID={pid} "
-                f"COMM={comms[comm] if comm[0] or not pid else EMPTY_NAME}"
-                for pid, sport, dport, src, dst, comm, family in unpacked]
+        rests, rest = self._rests.get, self._rest
+        return [f"{(p := rests(r) or rest(r))[0]}{sport}{p[1]}{dport} PID={pid} COMM={p[2] if pid else p[3]}"
+                for pid, sport, dport, r in unpacked]
 
     def lines(self, rows):
-        stamps, stamp, idents = self._stamps.get, self._stamp, self._event_idents(rows)
-        titles, tails, off = self.titles, self.tails, self._offset
-        return [f"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{titles[typ]}{idents[who]}{tails[new]}"
-                for ts, _sk, _ino, _ns, typ, _old, new, _own, _fl, who, _uid, _cg in rows]
+        window, idents, titles, tails = self._window, self._event_idents(rows), self.titles, self.tails
+        lo, hi, t = self._win
+        out = [f"{t if lo <= ts < hi else (t := (w := window(ts))[2], lo := w[0], hi := w[1])[0]}{titles[typ]}"
+               f"{idents[who]}{tails[new]}"
+               for ts, _sk, _ino, _ns, typ, _old, new, _own, _fl, who, _uid, _cg in rows]
+        self._win = lo, hi, t
+        return out
 
     def _owner_text(self, owner):
         return "".join(f" {name}={escape_token(value)}" for name, value in zip(CONTEXT_KEYS, (
@@ -70,13 +76,16 @@ class TextFormatter(LineFormatter):
         return text
 
     def _lines_context(self, rows):
-        stamps, stamp, idents = self._stamps.get, self._stamp, self._event_idents(rows)
-        ctx = self._context
+        window, idents, ctx = self._window, self._event_idents(rows), self._context
         ctxs = self._contexts(rows, ctx).get
-        titles, tails, off = self.titles, self.bare_tails, self._offset
-        return [f"{stamps(ms := (ts + off) // 1_000_000) or stamp(ms)}{titles[typ]}{idents[who]}"
-                f"{tails[new]}{(c := ctxs(who)) and c[0] == uid and c[1] == cg and c[2] or ctx(who, uid, cg)}"
-                for ts, _sk, _ino, _ns, typ, _old, new, _own, _fl, who, uid, cg in rows]
+        titles, tails = self.titles, self.bare_tails
+        lo, hi, t = self._win
+        out = [f"{t if lo <= ts < hi else (t := (w := window(ts))[2], lo := w[0], hi := w[1])[0]}{titles[typ]}"
+               f"{idents[who]}{tails[new]}"
+               f"{(c := ctxs(who)) and c[0] == uid and c[1] == cg and c[2] or ctx(who, uid, cg)}"
+               for ts, _sk, _ino, _ns, typ, _old, new, _own, _fl, who, uid, cg in rows]
+        self._win = lo, hi, t
+        return out
 
     def _history(self, key):
         text = self._histories[key] = ">".join(history(*key))

@@ -42,6 +42,7 @@ class Health:
         self._all = [k.events for k in fed if not hasattr(k, "states")]
         wanted = {n for k in fed if hasattr(k, "states") for n in k.states}
         self._mark = bytes(int(n in wanted) for n in range(256))  # bytes.translate: a wanted state -> 1
+        self._unwanted = bytes(n for n in range(256) if n not in wanted)  # bytes.translate: deleted
         self._records = [k.records for k in self.kinds if hasattr(k, "records")]
         self._listen_drops = [k.listen_drops for k in self.kinds if hasattr(k, "listen_drops")]
         self._queue_drops = [k.queue_drops for k in self.kinds if hasattr(k, "queue_drops")]
@@ -58,7 +59,7 @@ class Health:
         if self._picky:
             mark = news.translate(self._mark)
             if 1 in mark:
-                rows, news = list(compress(rows, mark)), bytes(compress(news, mark))
+                rows, news = list(compress(rows, mark)), news.translate(None, self._unwanted)
                 for feed in self._picky:
                     feed(rows, news)
 

@@ -5,7 +5,7 @@ Fed with the decoded rows the dispatch already has; the rows that matter are pic
 a map of a C-level test), so a batch with none of them costs no Python per row."""
 
 import os
-from itertools import compress
+from itertools import compress, filterfalse
 from operator import itemgetter
 
 from ..decode import (
@@ -88,7 +88,9 @@ class CloseWaitLeak:
         into = list(map(_sk, into_rows))
         out = list(map(_sk, compress(rows, news.translate(_OUT))))
         entered, left = set(into), set(out)
-        gone = left.intersection(open_) if open_ else left & set()
+        # the batch's few sockets tested against the followed ones, never the other way: a set operation with
+        # a dict walks the dict, holes of its deleted entries included (thousands under churn)
+        gone = set(filter(open_.__contains__, left))
         if len(entered) < len(into) or len(left) < len(out) or not gone.isdisjoint(entered):
             # a socket in and out more than once in the batch (its address reused): by the order of its moves
             self._in_order(rows, news, into_rows)
@@ -96,7 +98,7 @@ class CloseWaitLeak:
         for sk in gone:  # each moved at most once each way here: out of CLOSE_WAIT, followed and not back
             del open_[sk]
         entered.difference_update(left)  # into it and out again within the batch
-        entered.difference_update(open_)
+        entered = set(filterfalse(open_.__contains__, entered))
         if entered:
             self._follow(compress(into_rows, map(entered.__contains__, into)), len(entered))
 
@@ -104,13 +106,13 @@ class CloseWaitLeak:
         """The batch's moves in their order (into_rows: its rows into CLOSE_WAIT, as the caller found them)."""
         moves = news.translate(_MOVES)  # CLOSE_WAIT -> 1, LAST_ACK -> 2, else 0
         moved = list(compress(rows, moves))
-        sks, kinds = list(map(_sk, moved)), bytes(compress(moves, moves))
+        sks, kinds = list(map(_sk, moved)), moves.translate(None, b"\0")  # (the moves, zeros deleted)
         last = dict(zip(sks, kinds))  # socket -> its last move in the batch
         open_ = self.open
-        for sk in set(compress(sks, kinds.translate(_LEFT))).intersection(open_):  # out of it (maybe back since)
+        left = set(compress(sks, kinds.translate(_LEFT)))
+        for sk in list(filter(open_.__contains__, left)):  # out of it (maybe back since)
             del open_[sk]
-        stay = set(compress(last, map((1).__eq__, last.values())))
-        stay.difference_update(open_)
+        stay = set(filterfalse(open_.__contains__, compress(last, map((1).__eq__, last.values()))))
         if stay:  # each socket's last entry into CLOSE_WAIT (its time: since then): the last of its rows in a dict
             last_in = dict(zip(map(_sk, into_rows), into_rows))
             self._follow(map(last_in.__getitem__, stay), len(stay))
