@@ -16,6 +16,10 @@ from ...logformat.words import EVENT_NAMES, EVENT_TITLES, RESULT_NAMES
 
 OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 IP4 = rf"({OCTET}\.{OCTET}\.{OCTET}\.{OCTET})"
+# an IPv6 address in lower-case hex and colons (no dotted IPv4 tail, no scope id); whether it is in the reader's
+# canonical form (ipaddress's str: zeros compressed), which a pattern cannot say, is checked on the distinct
+# addresses after the load (engine_load.Loader._canonical): a line with another form goes to the Python reader
+IP6 = r"([0-9a-f:]{2,39})"
 PORT = r"(0|[1-9]\d{0,4})"
 U32 = r"(0|[1-9]\d{0,9})"
 U64 = r"(0|[1-9]\d{0,19})"
@@ -39,7 +43,8 @@ SYSLOG = (r"(?:(?:<\d{1,3}>)?(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d|"
           r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:\d\d)) ([!-~]{1,255}) socket-snoop"
           r"(?:\[\d{1,10}\])?:? )?")
 TEXT_HEAD = (rf"^{SYSLOG}{MONTH} (0[1-9]|[12]\d|3[01]) ([12]\d{{3}}) {CLOCK}\.(\d{{3}}) ")
-TEXT_ENDPOINTS = rf"SRC={IP4}:{PORT} DST={IP4}:{PORT} PID={U32} COMM=({TOKEN}{{1,64}})"
+TEXT_ENDPOINTS = (rf"SRC=(?:{IP4}:{PORT} DST={IP4}|\[{IP6}\]:{PORT} DST=\[{IP6}\]):{PORT} PID={U32} "
+                  rf"COMM=({TOKEN}{{1,64}})")
 CONTEXT = (rf"(?: USER=({NAME}))?(?: UNIT=({NAME}))?(?: USER_UNIT={NAME})?(?: CONTAINER=([0-9a-f]{{12}}))?"
            rf"(?: POD={NAME})?")
 TEXT_TAIL = r"[ \t\r\f\v]*$"
@@ -59,7 +64,8 @@ TEXT_SUMMARY_GROUPS = ("host", "mon", "day", "year", "h", "m", "s", "ms", "src",
                        "comm", "result", "dir", "dur_w", "dur_f", "hs_w", "hs_f", "sent", "recv", "retr", "rtt_w",
                        "rtt_f", "uid", "states", "usr", "unit", "container")
 JSON_HEAD = (rf"^{SYSLOG}\{{\"timestamp\":\"([12]\d{{3}}-\d\d-\d\dT{CLOCK.replace('(', '(?:')})\.(\d{{3}})Z\"")
-JSON_ENDPOINTS = (rf",\"family\":4,\"src\":\"{IP4}\",\"sport\":{PORT},\"dst\":\"{IP4}\",\"dport\":{PORT},"
+JSON_ENDPOINTS = (rf",\"family\":(?:4,\"src\":\"{IP4}\",\"sport\":{PORT},\"dst\":\"{IP4}\"|"
+                  rf"6,\"src\":\"{IP6}\",\"sport\":{PORT},\"dst\":\"{IP6}\"),\"dport\":{PORT},"
                   rf"\"pid\":{U32},\"comm\":\"({JSON_COMM})\"")
 JSON_NAMES = (rf"(?:,\"user\":\"({JSON_NAME})\")?(?:,\"cgroup\":\"(/{JSON_NAME[:-1]}*)\")?"
               rf"(?:,\"unit\":\"({JSON_NAME})\")?(?:,\"container\":\"([0-9a-f]{{12,64}})\")?"
