@@ -15,6 +15,7 @@ HEURISTIC = ("CASE WHEN 0 < sport AND sport < 32768 AND 32768 <= dport OR 0 < sp
              "THEN 'server' ELSE 'client' END")
 ENDPOINT = "CASE WHEN fam = 6 THEN '[' || {0} || ']:' || {1} ELSE {0} || ':' || {1} END"
 
+# a side as a number in the order of its name (max() of sides as of names): 1 client, 2 none, 3 server
 # every event with its connection key (by socket address; a reset answering no socket is a connection of its
 # own; a SYN_SENT line without a local port by process and remote end; else by the addresses), hashed on the
 # fields the endpoints are made of (the same equality as the endpoints' texts, without making them)
@@ -22,7 +23,7 @@ EV_KEY = f"""CREATE VIEW ev_key AS SELECT n, host, fam, dst, sport, dport, {EST}
   hash(host, ct, CASE WHEN ct = 1 THEN hash(sock) WHEN ct = 2 THEN hash(n) WHEN ct = 3 THEN hash(fam, dst, dport, pid)
     ELSE hash(fam, src, sport, dst, dport) END) AS key, hash(host, fam, dst, dport, pid) AS hrp,
   coalesce((kind = 1 AND news = 7) OR (kind <> 1 AND news IN (6, 12)), false) AS ends,
-  CASE WHEN kind = 1 AND news = 2 THEN 'client' WHEN kind = 1 AND news IN (3, 12) THEN 'server' ELSE 'none' END AS sideof
+  (CASE WHEN kind = 1 AND news = 2 THEN 1 WHEN kind = 1 AND news IN (3, 12) THEN 3 ELSE 2 END)::UTINYINT AS sideof
 FROM (SELECT *, CASE WHEN sock IS NOT NULL THEN 1 WHEN news = 0 THEN 2 WHEN sport = 0 THEN 3 ELSE 4 END AS ct FROM ev)"""
 # per key: its first line and that line's side; inner_ends > 0: a line before the last ends a connection
 CONNS = """CREATE TABLE conns AS SELECT key, min(ct) AS ct, min(n) AS first, arg_min(sideof, n) AS side_first,
@@ -49,7 +50,7 @@ SIDED = """SELECT g.*, coalesce(p.pend, c.side_first) AS side1 FROM ({0} FROM ev
   JOIN conns c USING (key) LEFT JOIN pend p ON p.key = g.key AND p.seg = 0 WHERE c.inner_ends = 0
 UNION ALL BY NAME SELECT g.* EXCLUDE (seg, side0), coalesce(p.pend, g.side0) AS side1
   FROM ({0}, seg, any_value(side0) AS side0 FROM segs GROUP BY ALL) g LEFT JOIN pend p USING (key, seg)"""
-SIDE = f"CASE WHEN side1 IN ('client', 'server') THEN side1 ELSE {HEURISTIC} END"
+SIDE = f"CASE side1 WHEN 1 THEN 'client' WHEN 3 THEN 'server' ELSE {HEURISTIC} END"
 # the remote endpoints by service: the events counted by key and endpoint, then by (endpoint, side, port)
 REMOTES = f"""SELECT host, CASE WHEN cl THEN remote ELSE regexp_replace(remote, ':[0-9]+$', ':*') END AS ep,
   CASE WHEN cl THEN 'remote' ELSE 'local' END AS s, CASE WHEN cl THEN dport ELSE sport END AS port,
