@@ -29,12 +29,17 @@ FROM (SELECT *, CASE WHEN sock IS NOT NULL THEN 1 WHEN news = 0 THEN 2 WHEN spor
 CONNS = """CREATE TABLE conns AS SELECT key, min(ct) AS ct, min(n) AS first, arg_min(sideof, n) AS side_first,
   arg_min(hrp, n) AS hrp1, sum(ends::INT) - arg_max(ends::INT, n) AS inner_ends FROM ev_key GROUP BY key"""
 # the lines of the keys that hold more than one connection: each its connection (seg: the lines before it that end
-# one), whether it starts one, and that connection's side
+# one), whether it starts one, and that connection's side. Fixed-size columns only (the host and the remote
+# address by their hash, eph; their texts from MANY_NAMES): a window sort holds its rows' strings outside the
+# memory limit (at 10M JSON lines, most of them sockets reused, that ran out of memory)
 SEGS = """CREATE TABLE segs AS SELECT *, first_value(sideof) OVER (PARTITION BY key, seg ORDER BY n) AS side0 FROM (
-  SELECT k.*, coalesce(lag(ends) OVER w, true) AS starts,
+  SELECT k.n, k.key, k.hrp, k.ct, k.close, k.ends, k.sideof, k.est, k.fam, k.sport, k.dport, hash(k.host, k.dst) AS eph,
+    coalesce(lag(ends) OVER w, true) AS starts,
     coalesce(sum(ends::INT) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)::HUGEINT AS seg
   FROM ev_key k SEMI JOIN (SELECT key FROM conns WHERE inner_ends > 0) USING (key)
   WINDOW w AS (PARTITION BY key ORDER BY n))"""
+MANY_NAMES = """SELECT key, hash(host, dst) AS eph, any_value(host) AS host, any_value(dst) AS dst FROM ev_key
+  SEMI JOIN (SELECT key FROM conns WHERE inner_ends > 0) USING (key) GROUP BY ALL"""
 # a connection by addresses that starts right after a SYN_SENT line without a local port of the same process and
 # remote end (no other such start between) takes that line's side: (key, seg, side), where one does
 PEND = """CREATE TABLE pend AS SELECT key, seg, max(pend) AS pend FROM (
@@ -45,21 +50,25 @@ PEND = """CREATE TABLE pend AS SELECT key, seg, max(pend) AS pend FROM (
     UNION ALL SELECT first, hrp1, key, 0::HUGEINT, 4, false, side_first FROM conns WHERE ct = 4 AND inner_ends = 0
     UNION ALL SELECT n, hrp, key, seg, ct, close, side0 FROM segs WHERE ct = 3 OR ct = 4 AND starts))
 WHERE t GROUP BY key, seg HAVING max(pend) IS NOT NULL"""
-# the side of what ({0}: grouped by key for the one-connection keys, by key and seg for the others)
+# the side of what ({0}, of ev_key: grouped by key for the one-connection keys; {1}: the others' rows of segs
+# with their key, seg and side0, or groups of them)
 SIDED = """SELECT g.*, coalesce(p.pend, c.side_first) AS side1 FROM ({0} FROM ev_key GROUP BY ALL) g
   JOIN conns c USING (key) LEFT JOIN pend p ON p.key = g.key AND p.seg = 0 WHERE c.inner_ends = 0
 UNION ALL BY NAME SELECT g.* EXCLUDE (seg, side0), coalesce(p.pend, g.side0) AS side1
-  FROM ({0}, seg, any_value(side0) AS side0 FROM segs GROUP BY ALL) g LEFT JOIN pend p USING (key, seg)"""
+  FROM ({1}) g LEFT JOIN pend p USING (key, seg)"""
 SIDE = f"CASE side1 WHEN 1 THEN 'client' WHEN 3 THEN 'server' ELSE {HEURISTIC} END"
 # the remote endpoints by service: the events counted by key and endpoint, then by (endpoint, side, port)
 REMOTES = f"""SELECT host, CASE WHEN cl THEN remote ELSE regexp_replace(remote, ':[0-9]+$', ':*') END AS ep,
   CASE WHEN cl THEN 'remote' ELSE 'local' END AS s, CASE WHEN cl THEN dport ELSE sport END AS port,
   sum(c)::BIGINT AS c, sum(e)::BIGINT AS e, min(f) AS f
 FROM (SELECT *, {SIDE} = 'client' AS cl, {ENDPOINT.format('dst', 'dport')} AS remote FROM ({SIDED.format(
-    "SELECT key, host, fam, dst, sport, dport, count(*) AS c, count(*) FILTER (est) AS e, min(n) AS f")}))
+    "SELECT key, host, fam, dst, sport, dport, count(*) AS c, count(*) FILTER (est) AS e, min(n) AS f",
+    f"SELECT * EXCLUDE (eph) FROM (SELECT key, eph, fam, sport, dport, seg, count(*) AS c, count(*) FILTER (est) AS e, "
+    f"min(n) AS f, any_value(side0) AS side0 FROM segs GROUP BY key, eph, fam, sport, dport, seg) "
+    f"JOIN ({MANY_NAMES}) USING (key, eph)")}))
 GROUP BY ALL"""
 # each event's side (the export writes it): no more than the tables above, joined to the events
-EV_SIDE = f"""CREATE VIEW ev_side AS SELECT ev.*, {SIDE} AS side FROM ev JOIN ({SIDED.format('SELECT key, n')}) USING (n)"""
+EV_SIDE = f"""CREATE VIEW ev_side AS SELECT ev.*, {SIDE} AS side FROM ev JOIN ({SIDED.format('SELECT key, n', 'SELECT key, n, seg, side0 FROM segs')}) USING (n)"""
 
 
 def prepare(con):
