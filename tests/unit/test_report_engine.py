@@ -200,3 +200,27 @@ def test_long_json_names_as_the_python_path(tmp_path):
     assert fast[0] == slow[0]
     fast, slow = report("duckdb", str(log), "--no-lifecycles"), report("python", str(log), "--no-lifecycles")
     assert fast[0] == slow[0]
+
+
+def test_ipv6_forms_as_the_python_path(tmp_path):
+    """The patterns take IPv6 lines (text and JSON); an address in another form than the Python reader's
+    (ipaddress's str: leading zeros, zeros not compressed, the wrong run compressed, not an address at all)
+    goes to the Python reader, which reads it in its form or rejects it: the same tables either way."""
+    addrs = ("2001:db8::1", "2001:db8::2", "2001:0db8::2", "2001:db8:0:0:0:0:0:2", "2001:db8::1:1:1:1:1",
+             "2001:db8:0:1:1:1:1:1", "fe80::1:0:0:1", "fe80:0:0:1::1", "1::2::3", ":::", "::", "::1")
+    lines = []
+    for i, dst in enumerate(addrs):
+        for state, desc in (("SYN_SENT", "Connection Opening (SYN_SENT)"), ("ESTABLISHED", "Connection Established")):
+            lines.append(f"Dec 30 2024 22:05:25.{i:03d} State Change: SRC=[2001:db8::1]:{40000 + i} DST=[{dst}]:443 "
+                         f"PID={100 + i} COMM=x STATE={desc}")
+            lines.append(f'{{"timestamp":"2024-12-30T22:05:25.{i:03d}Z","event":"state_change","family":6,'
+                         f'"src":"{dst}","sport":{40000 + i},"dst":"2001:db8::9","dport":443,"pid":{100 + i},'
+                         f'"comm":"x","owner":"socket","old_state":null,"new_state":"{state}","description":"",'
+                         f'"netns":1,"sock":"0x{16 + i:x}"}}')
+    log = tmp_path / "ipv6.log"
+    log.write_text("\n".join(lines) + "\n")
+    args = (str(log), "--no-lifecycles", "--json", "--top", "100")
+    fast, slow = report("duckdb", *args), report("python", *args)
+    got = json.loads(slow[0])
+    assert got["malformed"] == 8 and got["events"] == len(lines) - 8
+    assert fast[0] == slow[0]

@@ -22,7 +22,9 @@ from ...kernel.abi import EV_CONNECTION
 from ...logformat.escape import unescape_comm
 from ...pipeline.decode import TCP_CLOSE
 from .aggregate import MAX_HOSTS, OTHER_HOSTS, ResetKey
+from . import engine_sides
 from .engine_export import export
+from .engine_sides import ENDPOINT, EST
 from .engine_load import Fallback, Loader
 from .summaries import Conn, Process
 
@@ -64,6 +66,7 @@ def load(paths, parser, by_host, lines, filters, since, until, top, export_dir=N
         try:
             _prepare(con, filters, since, until)
             if export_dir is not None:
+                engine_sides.event_sides(con)
                 export(con, export_dir)
             fill(con, by_host, top)
         except _duckdb().Error as e:  # out of memory within MEMORY_LIMIT, the temporary directory full
@@ -82,16 +85,10 @@ def _local_offsets(con):
                 [minutes, offs])
 
 
-HEURISTIC = ("CASE WHEN 0 < sport AND sport < 32768 AND 32768 <= dport OR 0 < sport AND sport < 1024 AND 1024 <= dport "
-             "THEN 'server' ELSE 'client' END")
-ENDPOINT = "CASE WHEN fam = 6 THEN '[' || {0} || ']:' || {1} ELSE {0} || ':' || {1} END"
-
-
 def _prepare(con, filters, since, until):
-    """`all_` (every entry, its host as the report groups them, its time), `ev` (the events wanted), `sides`
-    (the side of each event's connection, on a narrow table), `ev_side` (ev with its side, for the tables that
-    need it) and `su` (the summary lines wanted). all_, ev and ev_side are views: a copy of every event costs
-    more than the few scans of `entries` the tables take."""
+    """`all_` (every entry, its host as the report groups them, its time), `ev` (the events wanted), `su` (the
+    summary lines wanted), and the connections' sides (engine_sides.py). all_ and ev are views: a copy of every
+    event costs more than the few scans of `entries` the tables take."""
     _local_offsets(con)
     con.execute(f"""
 CREATE TABLE hosts AS SELECT host, CASE WHEN row_number() OVER (ORDER BY first) <= {MAX_HOSTS} THEN host
@@ -110,37 +107,7 @@ LEFT JOIN offsets o ON e.loc AND o.minute = e.sec // 60""")
         passing = "n IN (SELECT n FROM passing)"
     con.execute(f"CREATE TABLE su AS SELECT * FROM all_ WHERE summ AND {bounds} AND {passing}")
     con.execute(f"CREATE VIEW ev AS SELECT * FROM all_ WHERE NOT summ AND {bounds} AND {passing}")
-    # each event's connection (by socket address, else made up as the Python path does): its side from its
-    # first step; on narrow rows of hashes, to stay within the memory limit. A connection starts with the first
-    # line of its key or after a line that ends one (ends). Most keys hold one connection (no line but the last
-    # ends one): their side by an aggregate; window sorts only for the others and for the SYN_SENT lines without
-    # a local port (joined to the next new connection of the same process and remote end)
-    con.execute(f"""
-CREATE TABLE sides AS
-WITH k AS (
-  SELECT n, ct, kind, news, hash(host, ct, CASE WHEN sock IS NOT NULL THEN hash(sock) WHEN news = 0 THEN hash(n)
-    WHEN sport = 0 THEN hash(remote, pid) ELSE hash(local, remote) END) AS key, hash(host, remote, pid) AS hrp,
-    coalesce((kind = 1 AND news = 7) OR (kind <> 1 AND news IN (6, 12)), false) AS ends,
-    CASE WHEN kind = 1 AND news = 2 THEN 'client' WHEN kind = 1 AND news IN (3, 12) THEN 'server' ELSE 'none' END
-    AS sideof
-  FROM (SELECT *, CASE WHEN sock IS NOT NULL THEN 1 WHEN news = 0 THEN 2 WHEN sport = 0 THEN 3 ELSE 4 END AS ct FROM ev)),
-a AS (SELECT key, min(n) AS first, arg_min(sideof, n) AS side_first,
-  sum(ends::INT) - arg_max(ends::INT, n) AS inner_ends FROM k GROUP BY key),
-one AS (SELECT k.n, k.key, k.hrp, k.ct, k.kind, k.news, 0::HUGEINT AS seg, k.n = a.first AS starts,
-  a.side_first AS side0 FROM k JOIN a USING (key) WHERE a.inner_ends = 0),
-g AS (SELECT k.*, coalesce(lag(ends) OVER w, true) AS starts,
-  coalesce(sum(ends::INT) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)::HUGEINT AS seg
-  FROM k SEMI JOIN (SELECT key FROM a WHERE inner_ends > 0) USING (key) WINDOW w AS (PARTITION BY key ORDER BY n)),
-many AS (SELECT n, key, hrp, ct, kind, news, seg, starts, first_value(sideof) OVER (PARTITION BY key, seg ORDER BY n)
-  AS side0 FROM g),
-f AS (SELECT * FROM one UNION ALL BY NAME SELECT * FROM many),
-p AS (SELECT key, seg, lag(CASE WHEN ct = 3 AND NOT (kind = 1 AND news = 7) THEN side0 END) OVER (
-  PARTITION BY hrp ORDER BY n) AS pend, ct = 4 AS t FROM f WHERE ct = 3 OR ct = 4 AND starts),
-q AS (SELECT key, seg, max(pend) AS pend FROM p WHERE t GROUP BY key, seg)
-SELECT f.n, coalesce(q.pend, f.side0) AS side1 FROM f LEFT JOIN q USING (key, seg)""")
-    # the side only where a table needs it (the remote endpoints, the export): no copy of every event
-    con.execute(f"""CREATE VIEW ev_side AS SELECT ev.*, CASE WHEN side1 IN ('client', 'server') THEN side1
-  ELSE {HEURISTIC} END AS side FROM ev JOIN sides USING (n)""")
+    engine_sides.prepare(con)
 
 
 def _filter_table(con, filters):
@@ -192,7 +159,6 @@ def _rows(con, sql):
 
 
 BUCKET = "CASE WHEN {0} = 0 THEN 0 ELSE least(floor(log2({0}))::INTEGER + 1, 64) END"
-EST = "kind = 1 AND news = 1"
 
 
 def fill(con, by_host, top):
@@ -245,11 +211,7 @@ def _event_tables(con, reports, top):
             for name, events, est, retr, rst in rows:
                 reports[host].owners[table][name] = _counter(events=events, established=est, retransmits=retr,
                                                              resets=rst)
-    service = ("CASE WHEN side = 'client' THEN remote ELSE regexp_replace(remote, ':[0-9]+$', ':*') END AS ep, "
-               "CASE WHEN side = 'client' THEN 'remote' ELSE 'local' END AS s, "
-               "CASE WHEN side = 'client' THEN dport ELSE sport END AS port")
-    for host, rows in _rows(con, f"SELECT host, ep, s, port, count(*) AS c, count(*) FILTER ({EST}), min(n) AS f "
-                                 f"FROM (SELECT *, {service} FROM ev_side) GROUP BY ALL {_top('c DESC, f', top)}").items():
+    for host, rows in _rows(con, f"{engine_sides.REMOTES} {_top('c DESC, f', top)}").items():
         for ep, side, port, n, est, _ in rows:
             reports[host].remotes[(ep, side, port)] = n
             reports[host].remote_established[(ep, side, port)] = est

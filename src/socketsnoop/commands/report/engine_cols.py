@@ -25,7 +25,7 @@ STATE_LIST = q.literal(list(STATE_NAMES))
 MONTHS = q.literal(["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"])
 TEXT_WORDS = {"SRC": 1, "DST": 2, "PID": 3, "COMM": 4, "RESULT": 5, "DIR": 6, "DURATION": 7, "HANDSHAKE": 8,
               "SENT": 9, "RECEIVED": 10, "RETRANSMITS": 11, "RTT": 12, "UID": 13, "STATES": 14}
-JSON_KEYS = ("timestamp", "event", "src", "sport", "dst", "dport", "pid", "comm", "sock", "uid", "user", "cgroup",
+JSON_KEYS = ("timestamp", "event", "family", "src", "sport", "dst", "dport", "pid", "comm", "sock", "uid", "user", "cgroup",
              "unit", "container", "new_state", "result", "direction", "bytes_sent", "bytes_received", "retransmits",
              "rtt_ms", "handshake_ms", "duration_ms")
 JSON_PATHS = "[" + ", ".join(f"'$.{k}'" for k in JSON_KEYS) + "]"
@@ -97,9 +97,13 @@ assert {k: t for k, t in EVENT_TITLES.items() if k != 6} == {1: "State Change", 
 
 TEXT = {
     "sec": TEXT_SEC, "ms": "body[22:24]::INTEGER",
-    "src": f"split_part({word('SRC')}, ':', 1)", "sport": f"split_part({word('SRC')}, ':', 2)::INTEGER",
-    # from the word with its key: one copy less (the key has no ':')
-    "dst": "split_part(w[2], ':', 1)[5:]", "dport": "split_part(w[2], ':', 2)::INTEGER",
+    # IPv4 'SRC=10.0.0.1:80', IPv6 'SRC=[2001:db8::1]:80' (the patterns checked both are of one family); the
+    # port after the last ':'; dst from the word with its key: one copy less (the key has no ':')
+    "fam": "CASE WHEN w[1][1] = '[' THEN 6 ELSE 4 END",
+    "src": f"CASE WHEN w[1][1] = '[' THEN split_part(w[1][2:], ']', 1) ELSE split_part({word('SRC')}, ':', 1) END",
+    "sport": f"split_part({word('SRC')}, ':', -1)::INTEGER",
+    "dst": "CASE WHEN w[1][1] = '[' THEN split_part(w[2][6:], ']', 1) ELSE split_part(w[2], ':', 1)[5:] END",
+    "dport": "split_part(w[2], ':', -1)::INTEGER",
     "pid": f"{word('PID')}::BIGINT",
     "comm": f"CASE WHEN w[4] = 'COMM=-' AND {word('PID')}::BIGINT > 0 THEN '\\x00' ELSE {TEXT_COMM} END",
     "usr": name(word("USER"), False), "unit": name(word("UNIT"), False),
@@ -107,7 +111,7 @@ TEXT = {
 }
 JSON = {
     "sec": f"epoch(try_strptime({JSON_STAMP}, '%Y-%m-%d %H:%M:%S'))::BIGINT", "ms": f"{jstr('timestamp')}[21:23]::INTEGER",
-    "src": jstr("src"), "sport": f"{jnum('sport')}::INTEGER", "dst": jstr("dst"),
+    "fam": f"{jnum('family')}::UTINYINT", "src": jstr("src"), "sport": f"{jnum('sport')}::INTEGER", "dst": jstr("dst"),
     "dport": f"{jnum('dport')}::INTEGER", "pid": f"{jnum('pid')}::BIGINT",
     "comm": f"CASE WHEN {JSON_COMM} = '-' THEN '\\x2d' ELSE {CONTROLS} END",
     "sock": f"('0x' || nullif(ltrim({jstr('sock')}[3:], '0'), ''))::UBIGINT",
@@ -150,7 +154,7 @@ SUMMARY_RANGES = ("uid <= 4294967295 AND retr <= 4294967295 AND sent <= 18446744
 
 
 # columns that are the same for every line of a kind (fields_of gives their value)
-CONSTANT = ("summ", "loc", "fam")
+CONSTANT = ("summ", "loc")
 # the JSON names' lengths, which the patterns leave open (engine_sql.JSON_NAME); a longer one goes to the Python
 # reader, which cuts it as the report's tables keep names (bounds.Names)
 NAMES_OK = " AND ".join(f"coalesce(strlen({c}), 0) <= {q.MAX_JSON_NAME}" for c in ("usr", "cgroup", "unit"))
@@ -163,7 +167,7 @@ def fields_by_kind():
     out = []
     for col in NAMES[2:]:
         if col in CONSTANT:
-            values = {k: {"summ": k in (2, 4), "loc": k in (3, 4), "fam": 4}[col] for k in BY_WHAT}
+            values = {k: {"summ": k in (2, 4), "loc": k in (3, 4)}[col] for k in BY_WHAT}
             whens = " ".join(f"WHEN {k} THEN {str(v).lower()}" for k, v in values.items())
         else:
             whens = " ".join(f"WHEN {k} THEN {BY_WHAT[k][col]}" for k in BY_WHAT if col in BY_WHAT[k])

@@ -10,6 +10,7 @@ Python reader. DuckDB ends a line at a carriage return too, where files.py does 
 said to the caller (Fallback), which then takes the Python path for the whole report.
 """
 
+import ipaddress
 import mmap
 import os
 
@@ -50,7 +51,7 @@ KIND = f"""CASE WHEN line IS NULL THEN -2 WHEN strlen(line) > {MAX_LINE} THEN CA
 NUMBER = "CREATE OR REPLACE TABLE lines AS SELECT {base} + 2 * row_number() OVER () AS n, line FROM {src}"
 # then one query on every thread classifies every line and cuts the fields of those the patterns take (each
 # kind's expressions on its own lines alone: CASE k) into `entries`: what 1 an entry, 0 a line for the Python
-# reader (its text in `rest`), -1 too long, -2 blank
+# reader (its text in `rest`, kept for an IPv6 line too: Loader._canonical), -1 too long, -2 blank
 LOAD = """
 INSERT INTO entries BY NAME
 WITH c AS (SELECT n, line, {kind} AS k FROM lines),
@@ -63,7 +64,7 @@ v AS (SELECT *, {ctx} AS ctx FROM x),
 y AS (SELECT n, k, line, host, {fields} FROM v),
 z AS (SELECT *, k > 0 AND coalesce({ok}, false) AS ok FROM y)
 SELECT * EXCLUDE (k, line, states_ok, ok), CASE WHEN ok THEN 1 WHEN k > 0 THEN 0 ELSE k END AS what,
-  CASE WHEN k >= 0 AND NOT ok THEN line END AS rest
+  CASE WHEN k >= 0 AND (NOT ok OR fam = 6) THEN line END AS rest
 FROM z
 """
 JSON_PARSED = f"json_extract_string(body, {JSON_PATHS})"
@@ -148,12 +149,33 @@ class Loader:
             for query in load_queries(src, base):
                 con.execute(query)
             con.execute("DROP TABLE lines")
+            self._canonical(base)
             rejects = con.execute(REJECTS).fetchall()
             con.execute("DELETE FROM reject_errors")
             con.execute("DELETE FROM reject_scans")
         except Exception as e:  # duckdb.Error: a damaged .gz, a file that went away
             raise Fallback(f"{where}: {str(e).splitlines()[0]}") from None
         self._rest(path, where, base, gz, rejects)
+
+    def _canonical(self, base):
+        """The IPv6 addresses the patterns took that are not in the Python reader's form (ipaddress's str: zeros
+        compressed), checked once each: their lines go to the Python reader (what 0), which reads them as it
+        always did. A batch at a time, into a table: bounded, however many there are."""
+        bounds = [base, base + (1 << FILE_BITS)]
+        con, cur = self.con, self.con.cursor()
+        con.execute("CREATE OR REPLACE TABLE odd6 (a VARCHAR)")
+        cur.execute("SELECT DISTINCT unnest([src, dst]) FROM entries WHERE what = 1 AND fam = 6 AND n >= ? AND n < ?",
+                    bounds)
+        odd = False
+        while batch := cur.fetchmany(8192):
+            if rows := [a for (a,) in batch if not _canonical6(a)]:
+                con.execute("INSERT INTO odd6 SELECT unnest(?::VARCHAR[])", [rows])
+                odd = True
+        cur.close()
+        if odd:
+            con.execute("UPDATE entries SET what = 0 WHERE what = 1 AND fam = 6 AND n >= ? AND n < ? AND "
+                        "(src IN (SELECT a FROM odd6) OR dst IN (SELECT a FROM odd6))", bounds)
+        con.execute("DROP TABLE odd6")
 
     def _rest(self, path, where, base, gz, rejects):
         """The lines the patterns did not take, to the Python reader (file order); the ones DuckDB rejected
@@ -248,3 +270,10 @@ class Loader:
                     r.received, r.retransmits, r.rtt_us]
         return [*common, r.kind, r.family, src, r.sport, dst, r.dport, r.pid, comm, r.newstate, r.sock, r.uid, user,
                 r.cgroup, unit, container, None, None, None, None, None, None, None, None]
+
+
+def _canonical6(text):
+    try:
+        return str(ipaddress.IPv6Address(text)) == text
+    except ValueError:
+        return False

@@ -16,6 +16,10 @@ from ...logformat.words import EVENT_NAMES, EVENT_TITLES, RESULT_NAMES
 
 OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 IP4 = rf"({OCTET}\.{OCTET}\.{OCTET}\.{OCTET})"
+# an IPv6 address in lower-case hex and colons (no dotted IPv4 tail, no scope id); whether it is in the reader's
+# canonical form (ipaddress's str: zeros compressed), which a pattern cannot say, is checked on the distinct
+# addresses after the load (engine_load.Loader._canonical): a line with another form goes to the Python reader
+IP6 = r"([0-9a-f:]{2,39})"
 PORT = r"(0|[1-9]\d{0,4})"
 U32 = r"(0|[1-9]\d{0,9})"
 U64 = r"(0|[1-9]\d{0,19})"
@@ -39,7 +43,8 @@ SYSLOG = (r"(?:(?:<\d{1,3}>)?(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d|"
           r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:\d\d)) ([!-~]{1,255}) socket-snoop"
           r"(?:\[\d{1,10}\])?:? )?")
 TEXT_HEAD = (rf"^{SYSLOG}{MONTH} (0[1-9]|[12]\d|3[01]) ([12]\d{{3}}) {CLOCK}\.(\d{{3}}) ")
-TEXT_ENDPOINTS = rf"SRC={IP4}:{PORT} DST={IP4}:{PORT} PID={U32} COMM=({TOKEN}{{1,64}})"
+TEXT_ENDPOINTS = (rf"SRC=(?:{IP4}:{PORT} DST={IP4}|\[{IP6}\]:{PORT} DST=\[{IP6}\]):{PORT} PID={U32} "
+                  rf"COMM=({TOKEN}{{1,64}})")
 CONTEXT = (rf"(?: USER=({NAME}))?(?: UNIT=({NAME}))?(?: USER_UNIT={NAME})?(?: CONTAINER=([0-9a-f]{{12}}))?"
            rf"(?: POD={NAME})?")
 TEXT_TAIL = r"[ \t\r\f\v]*$"
@@ -47,19 +52,15 @@ TEXT_TAIL = r"[ \t\r\f\v]*$"
 TITLES = "(" + "|".join(t for k, t in EVENT_TITLES.items() if k != EV_DROP) + ")"
 DESCRIPTION = "(" + "|".join(d.replace("(", r"\(").replace(")", r"\)") for d in DESCRIPTIONS) + ")"
 TEXT_EVENT = f"{TEXT_HEAD}{TITLES}: {TEXT_ENDPOINTS} STATE={DESCRIPTION}{CONTEXT}{TEXT_TAIL}"
-TEXT_EVENT_GROUPS = ("host", "mon", "day", "year", "h", "m", "s", "ms", "title", "src", "sport", "dst", "dport",
-                     "pid", "comm", "desc", "usr", "unit", "container")
 MS_TEXT = r"(?:-|(\d{1,14})\.(\d{3})ms)"
 RESULTS = "(" + "|".join(RESULT_NAMES.values()) + ")"
 STATES_TEXT = rf"(?:\.\.\.>)?(?:{STATE}(?:>{STATE})*(?:>\.\.\.>{STATE})?)?"
 TEXT_SUMMARY = (f"{TEXT_HEAD}Connection Summary: {TEXT_ENDPOINTS} RESULT={RESULTS} DIR=(in|out|-) "
                 f"DURATION={MS_TEXT} HANDSHAKE={MS_TEXT} SENT={U64} RECEIVED={U64} RETRANSMITS={U32} "
                 f"RTT={MS_TEXT} UID={U32} STATES=({STATES_TEXT}){CONTEXT}{TEXT_TAIL}")
-TEXT_SUMMARY_GROUPS = ("host", "mon", "day", "year", "h", "m", "s", "ms", "src", "sport", "dst", "dport", "pid",
-                       "comm", "result", "dir", "dur_w", "dur_f", "hs_w", "hs_f", "sent", "recv", "retr", "rtt_w",
-                       "rtt_f", "uid", "states", "usr", "unit", "container")
 JSON_HEAD = (rf"^{SYSLOG}\{{\"timestamp\":\"([12]\d{{3}}-\d\d-\d\dT{CLOCK.replace('(', '(?:')})\.(\d{{3}})Z\"")
-JSON_ENDPOINTS = (rf",\"family\":4,\"src\":\"{IP4}\",\"sport\":{PORT},\"dst\":\"{IP4}\",\"dport\":{PORT},"
+JSON_ENDPOINTS = (rf",\"family\":(?:4,\"src\":\"{IP4}\",\"sport\":{PORT},\"dst\":\"{IP4}\"|"
+                  rf"6,\"src\":\"{IP6}\",\"sport\":{PORT},\"dst\":\"{IP6}\"),\"dport\":{PORT},"
                   rf"\"pid\":{U32},\"comm\":\"({JSON_COMM})\"")
 JSON_NAMES = (rf"(?:,\"user\":\"({JSON_NAME})\")?(?:,\"cgroup\":\"(/{JSON_NAME[:-1]}*)\")?"
               rf"(?:,\"unit\":\"({JSON_NAME})\")?(?:,\"container\":\"([0-9a-f]{{12,64}})\")?"
@@ -69,8 +70,6 @@ JSON_TAIL = r"[ \t\r]*$"
 JSON_EVENT = (f"{JSON_HEAD},\"event\":\"{JSON_KINDS}\"{JSON_ENDPOINTS}(?:,\"uid\":{U32})?{JSON_NAMES}"
               rf",\"owner\":\"[a-z]{{1,16}}\",\"old_state\":(?:null|\"[A-Z0-9_]{{1,20}}\"),\"new_state\":\"({STATE})\","
               rf"\"description\":\"[^\"\\]{{0,64}}\",\"netns\":\d{{1,20}},\"sock\":\"0x([0-9a-f]{{1,16}})\"\}}{JSON_TAIL}")
-JSON_EVENT_GROUPS = ("host", "ts", "ms", "kind", "src", "sport", "dst", "dport", "pid", "comm", "uid", "usr",
-                     "cgroup", "unit", "container", "news", "sock")
 MS_JSON = r"(?:null|(\d{1,9})\.(\d{3}))"
 JSON_SUMMARY = (f"{JSON_HEAD},\"event\":\"connection\"{JSON_ENDPOINTS},\"owner\":\"[a-z]{{1,16}}\","
                 rf"\"direction\":(?:null|\"(in|out)\"),\"result\":\"{RESULTS}\",\"netns\":\d{{1,20}},"
@@ -78,9 +77,6 @@ JSON_SUMMARY = (f"{JSON_HEAD},\"event\":\"connection\"{JSON_ENDPOINTS},\"owner\"
                 rf"\"bytes_received\":{U64},\"retransmits\":{U32},\"rtt_ms\":{MS_JSON},\"handshake_ms\":{MS_JSON},"
                 rf"\"duration_ms\":{MS_JSON},\"states\":\[(?:\"{STATE}\"(?:,\"{STATE}\"){{0,63}})?\],"
                 rf"\"states_truncated\":(?:true|false),\"complete\":(?:true|false)\}}{JSON_TAIL}")
-JSON_SUMMARY_GROUPS = ("host", "ts", "ms", "src", "sport", "dst", "dport", "pid", "comm", "dir", "result", "sock",
-                       "uid", "usr", "cgroup", "unit", "container", "sent", "recv", "retr", "rtt_w", "rtt_f", "hs_w",
-                       "hs_f", "dur_w", "dur_f")
 
 for _p in (TEXT_EVENT, TEXT_SUMMARY, JSON_EVENT, JSON_SUMMARY):
     assert "'" not in _p  # the patterns go into the SQL as literals
@@ -90,10 +86,6 @@ def literal(values):
     """A SQL list literal of strings (ours: no quote in them)."""
     assert not any("'" in v for v in values)
     return "[" + ", ".join(f"'{v}'" for v in values) + "]"
-
-
-def extract(pattern, groups):
-    return f"regexp_extract(line, '{pattern}', {literal(groups)})"
 
 
 def full(pattern):
