@@ -224,3 +224,25 @@ def test_ipv6_forms_as_the_python_path(tmp_path):
     got = json.loads(slow[0])
     assert got["malformed"] == 8 and got["events"] == len(lines) - 8
     assert fast[0] == slow[0]
+
+
+def test_a_side_passed_on_by_a_syn_sent_line_without_a_local_port(tmp_path):
+    """A connect's SYN_SENT line comes before its local port is chosen (SRC=...:0); its connection, found by
+    addresses from the next line on, is the client side all the same (the Python path joins the line to the
+    next new connection of the same process and remote end): for a key of one connection (the fast path's conns)
+    and for addresses used again by a second connection (its segs). Without that hand-over, the ports make the
+    heuristic call it a server (1234 -> 40000), and "Remote endpoints" counts it by its local end."""
+    src, dst = "10.0.0.1", "10.0.0.2"
+    steps = [(0, "Connection Opening (SYN_SENT)"), (1234, "Connection Established"),
+             (1234, "Connection Closing (FIN_WAIT1)"), (1234, "Connection Closed")]
+    lines = []
+    # to port 40000 twice (one key, two connections: segs), to 40001 once (a key of one connection: conns)
+    for i, ((sport, desc), dport) in enumerate(zip(steps * 3, [40000] * 8 + [40001] * 4)):
+        lines.append(f"Dec 30 2024 22:05:25.{i:03d} State Change: SRC={src}:{sport} DST={dst}:{dport} PID=100 "
+                     f"COMM=cli STATE={desc}")
+    log = tmp_path / "handover.log"
+    log.write_text("\n".join(lines) + "\n")
+    args = (str(log), "--no-lifecycles", "--json", "--top", "100")
+    fast, slow = report("duckdb", *args), report("python", *args)
+    assert fast[0] == slow[0]
+    assert f"{dst}:40000" in slow[0] and f"{dst}:40001" in slow[0]  # counted by their remote ends: clients
