@@ -10,10 +10,10 @@ Python reader. DuckDB ends a line at a carriage return too, where files.py does 
 said to the caller (Fallback), which then takes the Python path for the whole report.
 """
 
-import ipaddress
 import mmap
 import os
 
+from ...logformat.entries import parse_addr
 from .engine_cols import CTX, ENTRY_COLUMNS, JSON_PATHS, NAMES, OK_OF, TYPES, fields_by_kind
 from .engine_sql import full
 from . import engine_sql as q
@@ -273,7 +273,8 @@ class Loader:
 
 
 def _canonical6(text):
+    """Whether the Python reader reads this IPv6 address text (parse_addr) as the same text."""
     try:
-        return str(ipaddress.IPv6Address(text)) == text
-    except ValueError:
+        return str(parse_addr(6, text)) == text
+    except Malformed:
         return False
