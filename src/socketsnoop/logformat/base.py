@@ -13,7 +13,7 @@ from operator import itemgetter
 from ..kernel.abi import EV_DROP, IDENT_HEAD, IDENT_REST, R_INCOMPLETE, R_STATES_CUT
 from ..kernel.dropreasons import reason_name
 from ..pipeline.decode import CGROUP, IDENT, INO, R_IDENT, TYPE, UID, states_of
-from .escape import format_addr
+from .escape import EMPTY_NAME, format_addr
 from .words import state_name
 
 
@@ -95,6 +95,7 @@ class LineFormatter:
     """
 
     millis = [".%03d" % i for i in range(1000)]
+    dst_label = ""  # what an identity's text puts before the destination address (text: ' DST=')
 
     def __init__(self, clock: Clock):
         self._offset = clock.offset_ns
@@ -142,8 +143,10 @@ class LineFormatter:
 
     def _pieces(self, saddr, daddr, comm, family):
         """What an identity's text takes from its addresses, comm and family, made once for all identities
-        that share them (a format with _filled() makes them)."""
-        raise NotImplementedError
+        that share them: ('SRC:', dst_label + 'DST:', COMM with a process, COMM with none); an empty name is
+        not "no process". (JSON makes its own.)"""
+        a, name = self._addrs[family], self.comms[comm]
+        return f"{a[saddr]}:", f"{self.dst_label}{a[daddr]}:", name if comm[0] else EMPTY_NAME, name
 
     def _rest(self, rest):
         rests = self._rests

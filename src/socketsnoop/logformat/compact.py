@@ -18,7 +18,7 @@ import time
 
 from ..kernel.abi import EV_DROP, EV_RESET_RECEIVED, EV_RESET_SENT, EV_RETRANSMIT, EV_STATE
 from .base import STATES, Cache, Clock, LineFormatter
-from .escape import EMPTY_NAME, escape_comm, format_addr
+from .escape import escape_comm, format_addr
 from .words import DIRECTION_NAMES, RESULT_NAMES
 
 PID_W, COMM_W, ADDR_W, RESULT_W, DIR_W, DURATION_W = 7, 16, 21, 14, 3, 9
@@ -95,11 +95,6 @@ class CompactFormatter(LineFormatter):
 
     def _second(self, sec):
         return time.strftime("%H:%M:%S", time.localtime(sec))
-
-    def _pieces(self, saddr, daddr, comm, family):
-        """('SRC:', 'DST:', COMM with a process, COMM with none): an empty name is not "no process"."""
-        a, name = self._addrs[family], self.comms[comm]
-        return f"{a[saddr]}:", f"{a[daddr]}:", name if comm[0] else EMPTY_NAME, name
 
     def _ident_texts(self, unpacked):
         rests, rest = self._rests.get, self._rest

@@ -12,7 +12,7 @@ import time
 from ..pipeline.decode import R_CGROUP, R_DROP_SLOTS, R_DROPS, R_IDENT, R_UID
 from ..pipeline.identity import owner_key
 from .base import Cache, Clock, LineFormatter, IDENT_CACHE, history
-from .escape import EMPTY_NAME, escape_comm, escape_token, format_addr
+from .escape import escape_comm, escape_token, format_addr
 from .words import CONNECTION_TITLE, DIRECTION_NAMES, EVENT_TITLES, RESULT_NAMES, describe_state, drop_words
 
 CONTEXT_KEYS = ("USER", "UNIT", "USER_UNIT", "CONTAINER", "POD")  # --context's names, in this order
@@ -23,6 +23,8 @@ class TextFormatter(LineFormatter):
     """The seed's line format, local time: 'Dec 30 2024 22:05:25.454 State Change: SRC=...'. With an
     identity (pipeline/identity.Identity) and context, the owner's names follow STATE=: ' USER=... UNIT=...
     CONTAINER=<12 hex> POD=...', those known, made once per (cgroup, uid, connection side)."""
+
+    dst_label = " DST="
 
     def __init__(self, clock: Clock, identity=None, context=False):
         super().__init__(clock)
@@ -42,11 +44,6 @@ class TextFormatter(LineFormatter):
 
     def _second(self, sec):
         return time.strftime("%b %d %Y %H:%M:%S", time.localtime(sec))
-
-    def _pieces(self, saddr, daddr, comm, family):
-        """('SRC:', ' DST=DST:', COMM with a process, COMM with none): an empty name is not "no process"."""
-        a, name = self._addrs[family], self.comms[comm]
-        return f"{a[saddr]}:", f" DST={a[daddr]}:", name if comm[0] else EMPTY_NAME, name
 
     def _ident_texts(self, unpacked):
         rests, rest = self._rests.get, self._rest
