@@ -7,6 +7,7 @@ Sizes stay under what the Python path's byte budget holds, where both count ever
 path leaves events out of its tables and says so; the fast path counts them all).
 """
 
+import gzip
 import json
 import subprocess
 import sys
@@ -142,6 +143,23 @@ def test_carriage_return_takes_the_python_path(tmp_path):
     assert fast[0] == slow[0]
     assert json.loads(fast[0])["events"] == 2 and json.loads(fast[0])["malformed"] == 1
     assert "the slow path (pure Python)" in fast[1] and "a carriage return" in fast[1]
+
+
+def test_lines_of_a_mebibyte_and_more_as_the_python_path(tmp_path):
+    """DuckDB's reader drops a line of its max_line_size or more unsaid (one longer than its buffer always, others
+    at some places in the file), and numbers the lines after it one less: a file that holds one makes the report
+    take the Python path, which counts it too long, here and in a .gz."""
+    lines = [GOOD] * 3 + ["x" * (40 * MIB) + "\n"] + [GOOD] * 3 + ["y" * MIB + "\n"] + [GOOD, "junk\n", GOOD]
+    log = tmp_path / "long.log"
+    log.write_text("".join(lines))
+    gz = tmp_path / "long.log.gz"
+    gz.write_bytes(gzip.compress("".join(lines[4:]).encode()))
+    for path in (log, gz):
+        fast, slow = (report(e, str(path), "--no-lifecycles", "--json") for e in ("duckdb", "python"))
+        assert fast[0] == slow[0]
+        d = json.loads(fast[0])
+        assert d["lines_too_long"] == (2 if path == log else 1) and d["malformed"] == d["lines_too_long"] + 1
+        assert "the slow path (pure Python)" in fast[1] and "a line of" in fast[1] and f"{path.name}:4)" in fast[1]
 
 
 def test_auto_takes_duckdb_on_text_and_json_logs(tmp_path):

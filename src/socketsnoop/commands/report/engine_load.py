@@ -3,11 +3,11 @@ quote or escape; in parallel for a plain file, gunzipped for a .gz), numbers its
 engine_sql.py's patterns and cuts their fields (engine_cols.py) in one query, into the table `entries`.
 Only the lines the patterns do not take go to the Python reader, and their entries join the table.
 
-Counted as files.py counts: a line over MAX_LINE bytes is too long (DuckDB refuses one over MAX_ROW bytes:
-its number comes back among the scan's rejects, and it is counted too), blank lines are counted. A line DuckDB
-rejects for another reason (not UTF-8) is read again by Python at the byte where it starts and parsed by the
-Python reader. DuckDB ends a line at a carriage return too, where files.py does not: a file that holds one is
-said to the caller (Fallback), which then takes the Python path for the whole report.
+Counted as files.py counts: a line over MAX_LINE bytes is too long, blank lines are counted. A line DuckDB
+rejects (not UTF-8) is read again by Python at the byte where it starts and parsed by the Python reader. DuckDB
+ends a line at a carriage return too, where files.py does not, and drops a line of about MAX_ROW bytes or more
+unsaid: a file that holds either is said to the caller (Fallback), which then takes the Python path for the
+whole report.
 """
 
 import mmap
@@ -21,6 +21,10 @@ from .files import MAX_LINE, READ_ERRORS, is_gzip, open_log, show_path
 from .parse import Malformed, Summary
 
 MAX_ROW = 1 << 20  # read_csv's max_line_size: a longer line is rejected (and counted as too long)
+LONG = MAX_ROW - 64  # a line this long or longer makes the report take the Python path (unreadable_here)
+# read_csv's buffer_size: its default (about 30 MiB) is allocated afresh for every block of the file read, and the
+# page faults of that were half the numbering's time (3.4 of 6 s at 10 million text lines)
+BUFFER = 2 * MAX_ROW
 WINDOW = 64 << 20  # bytes of a plain file looked at a time for a carriage return
 FILE_BITS = 41  # n = file number << FILE_BITS | 2 * row (+1: a line DuckDB rejected, after the row before it)
 
@@ -33,7 +37,7 @@ def source(path, gz):
     """read_csv of one file (a link of our own naming it: no glob, no quote in the path)."""
     return (f"read_csv('{path}', columns={{'line': 'VARCHAR'}}, header=false, delim='\\0', quote='', escape='', "
             f"new_line='\\n', auto_detect=false, strict_mode=false, store_rejects=true, max_line_size={MAX_ROW}, "
-            f"compression='{'gzip' if gz else 'none'}')")
+            f"buffer_size={BUFFER}, compression='{'gzip' if gz else 'none'}')")
 
 
 CONN, STAMP, SUMMARY = """contains(line, '"event":"connection"')""", """contains(line, '{"timestamp":')""", \
@@ -94,15 +98,35 @@ REJECTS = "SELECT line, min(byte_position), bool_or(error_type = 'LINE SIZE OVER
 
 def unreadable_here(path, gz):
     """Why DuckDB would not read this file's lines as files.py does, or None: a carriage return (DuckDB ends a
-    line there too), or a last line without a newline over MAX_ROW bytes (DuckDB drops it unsaid). Read a
-    window at a time: C speed, bounded memory."""
-    tail = 0  # bytes after the last newline
+    line there too), or a line of LONG bytes or more (DuckDB's reader drops it unsaid, with or without a newline,
+    and numbers the lines after it one less). Read a window at a time: C speed, bounded memory."""
+    run = 0  # bytes of the line that the window before ended in
     for data in _windows(path, gz):
         if data.find(b"\r") >= 0:  # not `in`: an mmap's `in` goes byte by byte in Python's sequence protocol
             return "a carriage return in a line"
-        nl = data.rfind(b"\n")
-        tail = tail + len(data) if nl < 0 else len(data) - nl - 1
-    return f"a last line over {MAX_ROW} bytes without a newline" if tail > MAX_ROW else None
+        run = _longest(data, run)
+        if run >= LONG:
+            return f"a line of {LONG} bytes or more"
+    return None
+
+
+def _longest(data, run):
+    """LONG if a line of data (its first one continuing run bytes of the window before) has LONG bytes or more,
+    else the bytes of data after its last newline (plus run if it has none). A line of LONG bytes holds a whole
+    block of LONG // 2 aligned from the first newline: one find a block, and the exact length only of the lines
+    that hold a block without a newline."""
+    first = data.find(b"\n")
+    if first < 0:
+        return run + len(data)
+    if run + first >= LONG:
+        return LONG
+    block = LONG // 2
+    for start in range(first + 1, len(data) - block + 1, block):
+        if data.find(b"\n", start, start + block) < 0:
+            end = data.find(b"\n", start + block)
+            if (end if end >= 0 else len(data)) - data.rfind(b"\n", 0, start) - 1 >= LONG:
+                return LONG
+    return len(data) - data.rfind(b"\n") - 1
 
 
 def _windows(path, gz):
