@@ -20,11 +20,12 @@ from . import engine_sql as q
 from .files import MAX_LINE, READ_ERRORS, is_gzip, open_log, show_path
 from .parse import Malformed, Summary
 
-MAX_ROW = 1 << 20  # read_csv's max_line_size: a longer line is rejected (and counted as too long)
+MAX_ROW = 1 << 20  # read_csv's max_line_size (a line about this long or longer: unreadable_here)
 LONG = MAX_ROW - 64  # a line this long or longer makes the report take the Python path (unreadable_here)
 # read_csv's buffer_size: its default (about 30 MiB) is allocated afresh for every block of the file read, and the
 # page faults of that were half the numbering's time (3.4 of 6 s at 10 million text lines)
 BUFFER = 2 * MAX_ROW
+BATCH = 2048  # lines for the Python reader parsed, then inserted, at a time
 WINDOW = 64 << 20  # bytes of a plain file looked at a time for a carriage return
 FILE_BITS = 41  # n = file number << FILE_BITS | 2 * row (+1: a line DuckDB rejected, after the row before it)
 
@@ -218,17 +219,21 @@ class Loader:
             text = None if kind else self._reread(path, gz, pos)
             rows_before = line - 1 - reject_lines.index(line)
             self._parse(base + 2 * rows_before + 1, text, where, line)
-        last = base
-        while batch := con.execute(  # a bounded number at a time, each batch's entries inserted before the next
-                "SELECT n, rest FROM entries WHERE what = 0 AND n > ? AND n < ? ORDER BY n LIMIT 8192",
-                [last, base + (1 << FILE_BITS)]).fetchall():
-            rows = []
-            for n, text in batch:
-                row = self._parse(n, text, where, None, reject_lines, base, insert=False)
-                if row is not None:
-                    rows.append(row)
-            self._insert(rows)
-            last = batch[-1][0]
+        # one sorted scan, read a bounded batch at a time (a cursor of its own: each batch's entries are inserted
+        # by con as it goes), not a scan of every entry for each batch
+        cur = con.cursor()
+        try:
+            cur.execute("SELECT n, rest FROM entries WHERE what = 0 AND n > ? AND n < ? ORDER BY n",
+                        [base, base + (1 << FILE_BITS)])
+            while batch := cur.fetchmany(BATCH):
+                rows = []
+                for n, text in batch:
+                    row = self._parse(n, text, where, None, reject_lines, base, insert=False)
+                    if row is not None:
+                        rows.append(row)
+                self._insert(rows)
+        finally:
+            cur.close()
 
     def _line(self, row, reject_lines):
         """A file's line number of the row DuckDB numbered row (2 * row in n), past the rejected lines before it."""
