@@ -78,6 +78,31 @@ static __always_inline bool fill_addrs(struct event *e, const struct sock_common
 	return true;
 }
 
+static __always_inline bool v6_unspecified(const struct in6_addr *a)
+{
+	return (a->in6_u.u6_addr32[0] | a->in6_u.u6_addr32[1] | a->in6_u.u6_addr32[2] | a->in6_u.u6_addr32[3]) == 0;
+}
+
+/*
+ * Either end's address unspecified (0.0.0.0, ::), as fill_addrs() and normalize_family() would make the
+ * event's, without the event: passes_filters()'s SS_FILT_SKIP_UNSPEC test (an IPv6 pair is mapped IPv4 only
+ * when both are, and fill_addrs() takes a mapped destination as IPv4; no address at all: unspecified).
+ */
+static __always_inline bool ends_unspecified(const struct sock_common *skc)
+{
+	__u16 family = skc->skc_family;
+
+	if (family == AF_INET6 && skc->skc_v6_daddr.in6_u.u6_addr32[0] == 0 &&
+	    skc->skc_v6_daddr.in6_u.u6_addr32[1] == 0 &&
+	    skc->skc_v6_daddr.in6_u.u6_addr32[2] == bpf_htonl(0x0000ffff))
+		family = AF_INET;
+	if (family == AF_INET)
+		return skc->skc_rcv_saddr == 0 || skc->skc_daddr == 0;
+	if (family == AF_INET6)
+		return v6_unspecified(&skc->skc_v6_rcv_saddr) || v6_unspecified(&skc->skc_v6_daddr);
+	return true;
+}
+
 /*
  * Full socket: local port from inet_sport, as the inet_sock_set_state
  * tracepoint itself reports it (skc_num is already 0 at CLOSE on an
