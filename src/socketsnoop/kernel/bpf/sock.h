@@ -191,10 +191,25 @@ static __always_inline __u64 cgroup_id_at(__u64 cg)
 	return cg ? BPF_CORE_READ((struct cgroup *)cg, kn, id) : 0;
 }
 
-/* the socket's cgroup v2 id, 0 if none: struct event.cgroup, struct conn_record.cgroup */
-static __always_inline __u64 cgroup_of(const struct sock *sk)
+/* the cgroup v2 id of any socket address (a scalar too: a listener from a request socket), 0 if none */
+static __always_inline __u64 cgroup_of_any(const struct sock *sk)
 {
 	return cgroup_id_at(sock_cgroup(sk));
+}
+
+/*
+ * the socket's cgroup v2 id, 0 if none: struct event.cgroup, struct conn_record.cgroup. sk: a BTF pointer
+ * (a program's argument). Since 5.15 by plain loads through it (a fault reads 0), cheaper than the three
+ * probe reads of cgroup_of_any(); before, the cgroup is a word, read as one.
+ */
+static __always_inline __u64 cgroup_of(const struct sock *sk)
+{
+	if (sk && bpf_core_field_exists(struct sock_cgroup_data, cgroup)) {
+		const struct cgroup *cg = sk->sk_cgrp_data.cgroup;
+
+		return cg ? cg->kn->id : 0;
+	}
+	return cgroup_of_any(sk);
 }
 
 #endif /* SOCKETSNOOP_SOCK_H */

@@ -486,7 +486,7 @@ static __always_inline int reset_sent(void *ctx, const struct sock *sk, const st
 		fill_cgroup(&e, NULL);
 	} else if (e.newstate == TCP_NEW_SYN_RECV) {
 		fill_listener_owner(&e, sk); /* a request socket (handshake not done) */
-		fill_cgroup(&e, sk->__sk_common.skc_listener);
+		fill_cgroup_as(&e, sk->__sk_common.skc_listener, true); /* a scalar to the verifier */
 	} else {
 		/* a full socket (request and timewait ones are smaller: no sk_socket to read) */
 		struct sock_state *st = state_of(sk, false);
