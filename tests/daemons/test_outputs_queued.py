@@ -89,6 +89,8 @@ def test_syslog_message():
     assert rest.startswith(b'socketsnoop@32473 event="reset_sent" comm="a\\]\\"\\\\b" pid="7"] Dec 01 2026')
     assert b"old_state" not in data  # null values are left out
     assert sd_value('x"]\\') == 'x\\"\\]\\\\'
+    # no control character or line separator raw in a value: a name "a<LF><ESC>[2J<NEL><LS>b"
+    assert sd_value("a\n\x1b[2J\x85\u2028\x7fb") == "a\\x0a\\x1b[2J\\x85\\u2028\\x7fb"
     info = s.encode(_msg({"event": "state_change"}))
     assert info.startswith(b"<30>1 ")  # daemon.info
 
