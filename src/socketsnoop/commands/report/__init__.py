@@ -177,8 +177,8 @@ def build_parser():
                    help=f"connections kept for the lifecycles, the most recent (default 100000, at most {MAX_COUNT})")
     p.add_argument("--engine", choices=("auto", "duckdb", "python"), default="auto",
                    help="duckdb: the fast path (the optional package duckdb: pip install socket-snoop[fast-report]), "
-                        "for the summary without lifecycles, --follow or standard input; python: the pure Python "
-                        "path; auto (default): duckdb where it can")
+                        "for the summary alone from regular files (no lifecycles, --follow, standard input or pipe); "
+                        "python: the pure Python path; auto (default): duckdb where it can")
     p.add_argument("--export-parquet", metavar="DIR",
                    help="also write the events and connection summaries counted (after the filters and time "
                         "bounds) as Parquet files in DIR/events and DIR/connections, partitioned by host and day "
