@@ -63,7 +63,9 @@ def _overflow(mon, port, netns=None):
 
 
 def _monitor(tmp_path, port, families=None):
-    mon = Monitor(tmp_path, "--warn", "accept-queue-overflow=1", "--port", str(port), warnings=True)
+    # --priority-boost 0: the unit's Nice= is systemd's to set (it has no CAP_SYS_NICE)
+    mon = Monitor(tmp_path, "--warn", "accept-queue-overflow=1", "--port", str(port), "--priority-boost", "0",
+                  warnings=True)
     mon.args[:0] = unitsandbox.prefix(families=families)
     return mon.start()
 
