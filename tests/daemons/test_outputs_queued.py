@@ -155,10 +155,11 @@ def _unit(tmp_path, text):
 
 
 @pytest.mark.parametrize("conf,families,ip", [
-    ("", "AF_UNIX", ["IPAddressDeny=any"]),
-    ("journal = true\n", "AF_UNIX", ["IPAddressDeny=any"]),
-    ('syslog = "tcp://127.0.0.1:514"\n', "AF_UNIX AF_INET", ["IPAddressDeny=any", "IPAddressAllow=127.0.0.1"]),
-    ('syslog = "tls://logs.example.org"\njournal = true\n', "AF_UNIX AF_INET AF_INET6", []),
+    ("", "AF_UNIX AF_NETLINK", ["IPAddressDeny=any"]),
+    ("journal = true\n", "AF_UNIX AF_NETLINK", ["IPAddressDeny=any"]),
+    ('syslog = "tcp://127.0.0.1:514"\n', "AF_UNIX AF_INET AF_NETLINK",
+     ["IPAddressDeny=any", "IPAddressAllow=127.0.0.1"]),
+    ('syslog = "tls://logs.example.org"\njournal = true\n', "AF_UNIX AF_INET AF_INET6 AF_NETLINK", []),
 ])
 def test_unit_sandbox_follows_the_outputs(tmp_path, conf, families, ip):
     unit = _unit(tmp_path, conf)
@@ -175,7 +176,7 @@ def test_unit_sandbox_follows_the_outputs(tmp_path, conf, families, ip):
 def test_unit_keeps_a_journal_socket_under_tmp_visible(tmp_path):
     lines = _unit(tmp_path, 'journal-socket = "/tmp/j/socket"\nsyslog-ca = "/root/ca.pem"\n').read_text().splitlines()
     assert "PrivateTmp=no" in lines and "ProtectHome=read-only" in lines
-    assert "RestrictAddressFamilies=AF_UNIX" in service.render_unit(["/usr/bin/socket-snoop"]).splitlines()
+    assert "RestrictAddressFamilies=AF_UNIX AF_NETLINK" in service.render_unit(["/usr/bin/socket-snoop"]).splitlines()
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/lib/systemd/systemd-journald"),
