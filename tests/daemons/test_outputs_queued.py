@@ -89,6 +89,8 @@ def test_syslog_message():
     assert rest.startswith(b'socketsnoop@32473 event="reset_sent" comm="a\\]\\"\\\\b" pid="7"] Dec 01 2026')
     assert b"old_state" not in data  # null values are left out
     assert sd_value('x"]\\') == 'x\\"\\]\\\\'
+    # no control character or line separator raw in a value: a name "a<LF><ESC>[2J<NEL><LS>b"
+    assert sd_value("a\n\x1b[2J\x85\u2028\x7fb") == "a\\x0a\\x1b[2J\\x85\\u2028\\x7fb"
     info = s.encode(_msg({"event": "state_change"}))
     assert info.startswith(b"<30>1 ")  # daemon.info
 
@@ -153,10 +155,11 @@ def _unit(tmp_path, text):
 
 
 @pytest.mark.parametrize("conf,families,ip", [
-    ("", "AF_UNIX", ["IPAddressDeny=any"]),
-    ("journal = true\n", "AF_UNIX", ["IPAddressDeny=any"]),
-    ('syslog = "tcp://127.0.0.1:514"\n', "AF_UNIX AF_INET", ["IPAddressDeny=any", "IPAddressAllow=127.0.0.1"]),
-    ('syslog = "tls://logs.example.org"\njournal = true\n', "AF_UNIX AF_INET AF_INET6", []),
+    ("", "AF_UNIX AF_NETLINK", ["IPAddressDeny=any"]),
+    ("journal = true\n", "AF_UNIX AF_NETLINK", ["IPAddressDeny=any"]),
+    ('syslog = "tcp://127.0.0.1:514"\n', "AF_UNIX AF_INET AF_NETLINK",
+     ["IPAddressDeny=any", "IPAddressAllow=127.0.0.1"]),
+    ('syslog = "tls://logs.example.org"\njournal = true\n', "AF_UNIX AF_INET AF_INET6 AF_NETLINK", []),
 ])
 def test_unit_sandbox_follows_the_outputs(tmp_path, conf, families, ip):
     unit = _unit(tmp_path, conf)
@@ -173,7 +176,7 @@ def test_unit_sandbox_follows_the_outputs(tmp_path, conf, families, ip):
 def test_unit_keeps_a_journal_socket_under_tmp_visible(tmp_path):
     lines = _unit(tmp_path, 'journal-socket = "/tmp/j/socket"\nsyslog-ca = "/root/ca.pem"\n').read_text().splitlines()
     assert "PrivateTmp=no" in lines and "ProtectHome=read-only" in lines
-    assert "RestrictAddressFamilies=AF_UNIX" in service.render_unit(["/usr/bin/socket-snoop"]).splitlines()
+    assert "RestrictAddressFamilies=AF_UNIX AF_NETLINK" in service.render_unit(["/usr/bin/socket-snoop"]).splitlines()
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/lib/systemd/systemd-journald"),

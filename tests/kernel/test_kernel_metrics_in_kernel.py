@@ -147,3 +147,40 @@ def test_counts_in_the_kernel_equal_counts_in_user_space(monitor, tmp_path):
     # the records crossed for the exit report (each a Connection Summary line, counted), no event did
     assert th["lines"] == th["records"] == tk["records"] and th["captured"] == tk["captured"], (th, tk)
     assert half.stderr.count(f" -> {addr}:{port}") >= n and "Connection Lifecycles:" in half.stderr, half.stderr
+
+
+def test_counting_alone_without_a_filter(monitor, tmp_path):
+    """The kernel's short way for counting alone (bpf: count_state_change) without a filter of the user's (only
+    the default one, an end's address unspecified): the traffic of a private network namespace is counted,
+    each of its connections once with its result, times and round trip, as the monitor that reads every event
+    counts it. The host's other traffic (none of it refused, few connections) is seen by both; the counts of
+    this traffic are at least what it made."""
+    n, k = 6, 4
+    addr = f"127.{random.randint(20, 250)}.{random.randint(1, 250)}.{random.randint(2, 250)}"
+    port, closed, kport, uport = free_port(), free_port(), free_port(), free_port()
+    kernel = monitor("--metrics", str(kport), "-q", "--no-log-file", "--no-report", summary=True)
+    user = monitor("--metrics", str(uport), "-q", "--no-report", summary=True)
+    with private_netns() as ns:
+        p = spawn(TRAFFIC, netns=ns, addr=addr, port=port, closed=closed, n=n, k=k)
+        out, err = p.communicate(timeout=60)
+        assert out.split() == ["done", str(k)], err
+        for _ in range(100):
+            if sample_sum(scrape(uport), "socketsnoop_connections_total", result="refused") >= k:
+                break
+            time.sleep(0.2)
+        in_kernel, in_user = counted(scrape(kport)), counted(scrape(uport))
+    for got in (in_kernel, in_user):
+        assert sample_sum(got, "socketsnoop_connections_total", direction="out", result="refused") >= k, got
+        assert sample_sum(got, "socketsnoop_failed_connects_total", cause="refused") >= k, got
+        assert sample_sum(got, "socketsnoop_connections_total", direction="in") >= n, got
+        assert sample_sum(got, "socketsnoop_state_changes_total", state="ESTABLISHED") >= 2 * n, got
+        assert got[("socketsnoop_connection_duration_seconds_count", frozenset())] >= 2 * n + k, got
+        assert got[("socketsnoop_handshake_seconds_count", frozenset())] >= 2 * n, got
+        assert got[("socketsnoop_rtt_seconds_count", frozenset())] >= 2 * n, got
+    # the refused connects are this traffic's alone: the two count them alike
+    assert sample_sum(in_kernel, "socketsnoop_connections_total", result="refused") == \
+        sample_sum(in_user, "socketsnoop_connections_total", result="refused")
+    assert kernel.stop() == 0 and user.stop() == 0
+    tk = kernel.totals()
+    assert tk["lines"] == 0 and tk["captured"] >= 5 * 2 * n and tk["records"] >= 2 * n + k, tk
+    assert tk["lost"] == tk["records_lost"] == 0, tk

@@ -14,6 +14,8 @@ from types import SimpleNamespace
 
 import pytest
 from socketsnoop.commands import service
+from socketsnoop.settings.monitor import RunSettings
+from socketsnoop.settings.sandbox import ENV as SANDBOX, conflict_line
 
 from support.system import READY
 
@@ -41,7 +43,7 @@ def test_dry_run_prints_both_and_writes_nothing(tmp_path):
     for line in ("Restart=on-failure", "ExecReload=/bin/kill -HUP $MAINPID", "NoNewPrivileges=yes",
                  "ProtectSystem=strict", "ReadWritePaths=/var/log", "PrivateTmp=yes", "ProtectKernelModules=yes",
                  "ProtectControlGroups=yes", "LockPersonality=yes", "MemoryDenyWriteExecute=yes",
-                 "SystemCallArchitectures=native", "RestrictAddressFamilies=AF_UNIX",
+                 "SystemCallArchitectures=native", "RestrictAddressFamilies=AF_UNIX AF_NETLINK",
                  "CapabilityBoundingSet=CAP_BPF CAP_PERFMON CAP_DAC_READ_SEARCH CAP_SYS_PTRACE",
                  "WantedBy=multi-user.target", '"/var/log/socket_monitor.log" {', "    rotate 14",
                  "    compress", "    delaycompress", "    missingok", "    notifempty",
@@ -254,7 +256,7 @@ def test_metrics_in_the_config_opens_the_network_and_still_verifies(tmp_path, me
     assert cli("install", "--config", str(conf), *dirs(tmp_path)).returncode == 0
     unit = tmp_path / "units" / "socket-snoop.service"
     lines = unit.read_text().splitlines()
-    assert "RestrictAddressFamilies=AF_UNIX AF_INET" in lines  # the metrics address's family only
+    assert "RestrictAddressFamilies=AF_UNIX AF_INET AF_NETLINK" in lines  # the metrics address's family only
     assert "SocketBindAllow=tcp:9464" in lines and "SocketBindDeny=any" in lines and "LimitNOFILE=65536" in lines
     assert any(line.startswith("ExecStart=") and f"--config {conf}" in line for line in lines)
     if allow:
@@ -265,7 +267,7 @@ def test_metrics_in_the_config_opens_the_network_and_still_verifies(tmp_path, me
     assert r.returncode == 0 and "socket-snoop.service" not in r.stderr, r.stderr
     conf.write_text("json = true\n")
     r = cli("install", "--dry-run", "--config", str(conf), *dirs(tmp_path))
-    assert "RestrictAddressFamilies=AF_UNIX\n" in r.stdout and "IPAddressDeny=any\n" in r.stdout
+    assert "RestrictAddressFamilies=AF_UNIX AF_NETLINK\n" in r.stdout and "IPAddressDeny=any\n" in r.stdout
     assert "AF_INET" not in r.stdout
 
 
@@ -289,15 +291,19 @@ def _systemd_accepts(unit):
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="needs systemd-analyze")
 @pytest.mark.parametrize("config_text, present, absent", [
     # a collector by address: its family and that address only
-    ('syslog = "udp://[2001:db8::5]:514"\n', ["RestrictAddressFamilies=AF_UNIX AF_INET6", "IPAddressDeny=any",
-                                             "IPAddressAllow=2001:db8::5"], ["SocketBindDeny=any"]),
-    ('syslog = "tcp://192.0.2.7:514"\n', ["RestrictAddressFamilies=AF_UNIX AF_INET", "IPAddressAllow=192.0.2.7"],
-     []),
+    ('syslog = "udp://[2001:db8::5]:514"\n', ["RestrictAddressFamilies=AF_UNIX AF_INET6 AF_NETLINK",
+                                             "IPAddressDeny=any", "IPAddressAllow=2001:db8::5"],
+     ["SocketBindDeny=any"]),
+    ('syslog = "tcp://192.0.2.7:514"\n', ["RestrictAddressFamilies=AF_UNIX AF_INET AF_NETLINK",
+                                         "IPAddressAllow=192.0.2.7"], []),
     # by name: whatever DNS answers, so both families and no address restriction
-    ('syslog = "tcp://logs.example.org:514"\n', ["RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6"],
+    ('syslog = "tcp://logs.example.org:514"\n', ["RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK"],
      ["IPAddressDeny=any"]),
-    ('metrics = "[::1]:9464"\n', ["RestrictAddressFamilies=AF_UNIX AF_INET6", "SocketBindAllow=tcp:9464",
-                                  "IPAddressAllow=localhost"], []),
+    ('metrics = "[::1]:9464"\n', ["RestrictAddressFamilies=AF_UNIX AF_INET6 AF_NETLINK",
+                                  "SocketBindAllow=tcp:9464", "IPAddressAllow=localhost"], []),
+    # AF_NETLINK is for the accept-queue-overflow warning's sock_diag socket alone: without it, none
+    ('warn = ["accept-queue-overflow=off"]\n', ["RestrictAddressFamilies=AF_UNIX", "IPAddressDeny=any"], []),
+    ('no-warnings = true\nmetrics = "127.0.0.1:9464"\n', ["RestrictAddressFamilies=AF_UNIX AF_INET"], []),
 ])
 def test_the_unit_opens_what_the_outputs_need(tmp_path, config_text, present, absent):
     unit = _unit_for(tmp_path, config_text)
@@ -335,8 +341,12 @@ def test_paths_under_tmp_and_home_stay_visible(tmp_path):
 
 def _unit_environment(unit):
     """The environment the unit gives the monitor (its Environment= lines, as systemd unquotes them)."""
+    return _unit_environment_of(unit.read_text())
+
+
+def _unit_environment_of(text):
     env = {}
-    for line in unit.read_text().splitlines():
+    for line in text.splitlines():
         if line.startswith("Environment="):
             for word in shlex.split(line[len("Environment="):]):
                 k, _, v = word.partition("=")
@@ -369,3 +379,15 @@ def test_the_monitor_says_what_the_unit_forbids(tmp_path):
     warnings = [line for line in r.stderr.splitlines() if "forbids" in line]
     assert len(warnings) == 1, r.stderr
     assert "AF_INET sockets" in warnings[0] and f"listening on port {free}" in warnings[0], warnings
+
+
+def test_a_unit_made_before_af_netlink_is_said_to_forbid_it():
+    """A unit whose sandbox has no AF_NETLINK (installed by an older socket-snoop, or with the warning off): the
+    monitor with accept-queue-overflow on says at start that the unit forbids AF_NETLINK sockets; the unit
+    `service install` writes now, nothing."""
+    old = {SANDBOX: "families=AF_UNIX;peers=;ports=;write=/var/log;tmp=0;home=no"}
+    line = conflict_line(RunSettings(), old)
+    assert line and "AF_NETLINK sockets" in line, line
+    now = _unit_environment_of(service.render_unit(["/usr/bin/socket-snoop"]))
+    assert conflict_line(RunSettings(), now) is None
+    assert conflict_line(RunSettings(no_warnings=True), old) is None

@@ -14,7 +14,7 @@ from support.system import READY
 class Monitor:
     """socket-snoop running as a child process, with a log file in a temp dir."""
 
-    def __init__(self, tmp_path, *args, log_name="monitor.log", ready_timeout=20, summary=False, warnings=False):
+    def __init__(self, tmp_path, *args, log_name="monitor.log", ready_timeout=60, summary=False, warnings=False):
         """summary: keep the Connection Summary lines (tests of the per-event lines leave them out: --no-summary);
         warnings: keep the health warnings (a test that counts lines leaves them out: --no-warnings; a slow guest's
         load can raise one)."""

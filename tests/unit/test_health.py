@@ -3,6 +3,7 @@ again at most once per interval with its count, one line when it clears; its sta
 distinct keys; nothing from rows that do not concern it."""
 
 import os
+import re
 import socket
 import time
 
@@ -13,6 +14,7 @@ from socketsnoop.errors import SnoopError
 from socketsnoop.kernel.abi import EV_RESET_SENT, EV_STATE, OWNER_NONE, RESULT_REFUSED
 from socketsnoop.pipeline.decode import make_record_row, make_row
 from socketsnoop.pipeline.health import ACTIVE, CLEARED, Health, Thresholds
+from socketsnoop.pipeline import health
 from socketsnoop.pipeline.health import traffic
 from socketsnoop.pipeline.health.alerts import MAX_KEYS
 from socketsnoop.pipeline.rings import Rows
@@ -198,3 +200,18 @@ def test_retransmits_count_the_healthy_connections_to_a_host_followed(monkeypatc
     kind = next(k for k in h.kinds if k.kind == "retransmits")
     sums = {key[2][:4]: w.sums(2 * S) for key, (w, _p) in kind.hosts.items()}
     assert sums == {a[:4]: [20, 20 + 12 + 100 * 12, 101], b[:4]: [20, 20 + 82, 1]}
+
+
+def test_docs_name_the_kinds_summary_only_turns_off():
+    """README.md and docs/warnings.md say which kinds --summary-only turns off and which stay on: exactly those
+    thresholds_from() turns off (the kinds made from events), and no other."""
+    t = thresholds_from(monitor_options(["--summary-only"]))
+    off = {k.kind for k in health.KINDS if getattr(t, k.setting) is None}
+    root = os.path.join(os.path.dirname(__file__), "..", "..")
+    readme = " ".join(open(os.path.join(root, "README.md")).read().split())
+    said = re.search(r"With `--summary-only` the kinds made from events \(([^)]*)\) are off", readme)
+    assert said and set(said.group(1).split(", ")) == off, said and said.group(1)
+    doc = " ".join(open(os.path.join(root, "docs", "warnings.md")).read().split())
+    said = re.search(r"the kinds made from events are off \(([^)]*)\); (those made from records .*?) stay on", doc)
+    assert said and set(said.group(1).split(", ")) == off, said and said.group(1)
+    assert {k.kind for k in health.KINDS if k.kind in said.group(2)} == {k.kind for k in health.KINDS} - off

@@ -6,6 +6,7 @@ line (the journal's and syslog's fields) have its keys and values."""
 import ipaddress
 import itertools
 import json
+import re
 import socket
 import time
 
@@ -13,6 +14,7 @@ import pytest
 from socketsnoop.kernel import abi
 from socketsnoop.logformat import escape
 from socketsnoop.logformat.base import Clock, STATES
+from socketsnoop.logformat.escape import unescape_comm
 from socketsnoop.logformat.entries import LoggedConnection, LoggedEvent, LoggedWarning, Malformed
 from socketsnoop.logformat.fields import FieldsFormatter
 from socketsnoop.logformat.jsonline import CONNECTION_KEYS, DROP_KEYS, EVENT_KEYS, JsonFormatter
@@ -282,6 +284,21 @@ def warning_cases():
                                   (("dst", "2001:db8::1"), ("dport", 443), ("processes", ((9, raw(comm), 4),))), "x"))
     out.append(health.HealthWarning(5, "port-scan", health.ACTIVE, None, (("src", "10.0.0.1"), ("ports", 100)), "scan"))
     return out
+
+
+def test_a_warning_list_of_processes_cannot_be_forged(clock):
+    """A process's name in a warning's processes=NAME(PID)xN,... list cannot add an entry or change one: its ',',
+    '(' and ')' are escaped, and each entry reads back as the name it was."""
+    names = [b"x(1)x99,sshd", b"a,b", b"(", b")x1", b"ok"]
+    w = health.HealthWarning(5, "connect-failures", health.ACTIVE, None, (
+        ("dst", "10.0.0.1"), ("dport", 443), ("processes", tuple((100 + i, n, 2) for i, n in enumerate(names)))), "x")
+    line = WarningLines(TextFormatter(clock)).lines([w])[0]
+    value = next(word for word in line.split() if word.startswith("processes="))[len("processes="):]
+    entries = value.split(",")
+    assert len(entries) == len(names), value
+    for i, (entry, name) in enumerate(zip(entries, names)):
+        m = re.fullmatch(r"([^(),]+)\((\d+)\)x(\d+)", entry)
+        assert m and unescape_comm(m.group(1)) == name and int(m.group(2)) == 100 + i, entry
 
 
 @pytest.mark.parametrize("names", [Names(), Names(*(HOSTILE_NAMES[0],) * 3)], ids=("names", "hostile names"))

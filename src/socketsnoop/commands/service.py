@@ -75,11 +75,14 @@ def entry_point():
 
 def _network(box):
     """The unit's address families, IP access and bind lines for the configured outputs (settings/sandbox.py)."""
-    families = " ".join(f for f in ("AF_UNIX", "AF_INET", "AF_INET6") if f in box.families)
-    if families == "AF_UNIX":
-        return ("# no socket is opened (libbpf needs netlink only for XDP/TC, not used); AF_UNIX for the journal\n"
-                "RestrictAddressFamilies=AF_UNIX\nIPAddressDeny=any\n")
-    text = f"# the outputs' sockets (metrics, syslog); AF_UNIX for the journal\nRestrictAddressFamilies={families}\n"
+    families = " ".join(f for f in ("AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK") if f in box.families)
+    netlink = ("# AF_NETLINK: NETLINK_SOCK_DIAG, the listeners' accept queues (the accept-queue-overflow warning)\n"
+               if "AF_NETLINK" in box.families else "")
+    if not box.families & {"AF_INET", "AF_INET6"}:
+        return ("# no IP socket is opened (no network output); AF_UNIX for the journal\n"
+                f"{netlink}RestrictAddressFamilies={families}\nIPAddressDeny=any\n")
+    text = (f"# the outputs' sockets (metrics, syslog); AF_UNIX for the journal\n{netlink}"
+            f"RestrictAddressFamilies={families}\n")
     if box.listen_ports:
         text += ("# the metrics endpoint's port, and no other\n"
                  + "".join(f"SocketBindAllow=tcp:{p}\n" for p in sorted(box.listen_ports)) + "SocketBindDeny=any\n")
@@ -118,6 +121,9 @@ UMask=0027
 # to name the owners of sockets older than the monitor (without them those are attributed to
 # whichever task the kernel was running). Memory for BPF maps: kernels before 5.11 count it
 # against RLIMIT_MEMLOCK, hence LimitMEMLOCK=infinity (instead of CAP_SYS_RESOURCE).
+# Not CAP_SYS_ADMIN (nor setns, RestrictNamespaces=yes): the accept-queue-overflow warning reads the
+# listeners' queues of the host's network namespace only; in others (containers) their overflows are
+# counted and said on stderr, not warned of (see docs/warnings.md).
 CapabilityBoundingSet=CAP_BPF CAP_PERFMON CAP_DAC_READ_SEARCH CAP_SYS_PTRACE
 AmbientCapabilities=CAP_BPF CAP_PERFMON CAP_DAC_READ_SEARCH CAP_SYS_PTRACE
 LimitMEMLOCK=infinity

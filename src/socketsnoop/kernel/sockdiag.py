@@ -24,33 +24,45 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 def diag_socket():
-    """A sock_diag socket in our network namespace."""
-    return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
+    """A sock_diag socket in our network namespace; OSError where AF_NETLINK sockets are refused (a systemd
+    unit's RestrictAddressFamilies= without it: EAFNOSUPPORT)."""
+    try:
+        return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
+    except OSError as e:
+        raise OSError(e.errno, f"a NETLINK_SOCK_DIAG socket: {e.strerror}") from None
 
 
 def diag_socket_in(pid, proc="/proc"):
     """A sock_diag socket in process pid's network namespace, made on a thread of its own that enters the
-    namespace and ends, so no thread of ours is left in it. None if the process is gone or the namespace
-    cannot be entered."""
+    namespace and ends, so no thread of ours is left in it. None if the process is gone; OSError (its
+    strerror naming the step) if the namespace cannot be entered (setns needs CAP_SYS_ADMIN) or the socket
+    not made there (a sandbox without AF_NETLINK)."""
     made = []
 
     def run():
         try:
             fd = os.open(f"{proc}/{pid}/ns/net", os.O_RDONLY)
-        except OSError:
+        except (FileNotFoundError, ProcessLookupError):
+            return
+        except OSError as e:
+            made.append(OSError(e.errno, f"opening {proc}/{pid}/ns/net: {e.strerror}"))
             return
         try:
             if _libc.setns(fd, CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                made.append(OSError(err, f"setns: {os.strerror(err)}"))
                 return
         finally:
             os.close(fd)
         try:
             made.append(diag_socket())
-        except OSError:
-            pass
+        except OSError as e:
+            made.append(e)
     t = threading.Thread(target=run, name="netns-diag", daemon=True)
     t.start()
     t.join()
+    if made and isinstance(made[0], OSError):
+        raise made[0]
     return made[0] if made else None
 
 

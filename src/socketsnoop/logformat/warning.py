@@ -20,9 +20,14 @@ WARNING_NAME = "warning"  # JSON "event", syslog's MSGID
 WORDS_SEP = " -- "  # between the key=value pairs and the words
 
 
+# in the list of processes 'comm(pid)xN,...', a name's own ',', '(' and ')' escaped as escape_comm escapes
+# others: a process named 'x(1)x99,sshd' is one entry, not two
+_LIST_ESCAPE = str.maketrans({c: f"\\x{ord(c):02x}" for c in ",()"})
+
+
 def _text_value(value):
     if isinstance(value, tuple):  # the processes: ((pid, raw comm, count), ...)
-        return ",".join(f"{escape_comm(comm, pid)}({pid})x{n}" for pid, comm, n in value) or "-"
+        return ",".join(f"{escape_comm(comm, pid).translate(_LIST_ESCAPE)}({pid})x{n}" for pid, comm, n in value) or "-"
     if isinstance(value, str):
         return escape_token(value)
     return str(value)

@@ -3,6 +3,9 @@ can be read without importing prometheus_client, which only --metrics needs."""
 
 LABELS = ("comm", "unit", "container")  # what --metrics-labels may name
 DEFAULT_LABEL_LIMIT = 100
+# the value of the label past its cap: no process can have it (comm_label gives at most COMM_LEN - 1 characters
+# unless it holds a '\\', an escape's)
+OTHER = "other (past the cap)"
 
 
 def parse_labels(values, default_limit=DEFAULT_LABEL_LIMIT):

@@ -34,13 +34,10 @@ from ..logformat.words import DIRECTION_NAMES, RESULT_NAMES, state_name
 from ..pipeline.decode import (CGROUP, IDENT, NEWSTATE, OWNER, R_CGROUP, R_DIRECTION, R_FLAGS, R_HANDSHAKE, R_IDENT,
                                R_OWNER, R_RESULT, R_RTT, R_START, R_TS, TYPE)
 from . import kernel_metrics
-from .metric_labels import DEFAULT_LABEL_LIMIT, LABELS  # noqa: F401 (LABELS: its users import it here)
+from .metric_labels import DEFAULT_LABEL_LIMIT, LABELS, OTHER  # noqa: F401 (LABELS: its users import it here)
 from .metrics_server import MetricsServer
 from .sinks import Sink
 
-# the value of the label past its cap: no process can have it (comm_label gives at most COMM_LEN - 1 characters
-# unless it holds a '\\', an escape's)
-OTHER = "other (past the cap)"
 FAILED = ("refused", "timeout", "unreachable")  # results of a connect that failed: the causes
 
 # the comm in a row's identity bytes (kernel/abi.py IDENT_FORMAT: pid u32, ports 2 x u16, 2 x 16 address bytes)

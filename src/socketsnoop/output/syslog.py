@@ -37,7 +37,11 @@ DEFAULT_PORTS = {"udp": 514, "tcp": 514, "tls": 6514, "relp": 2514}
 FACILITIES = {name: n for n, name in enumerate(
     "kern user mail daemon auth syslog lpr news uucp cron authpriv ftp ntp security console solaris-cron".split())}
 FACILITIES.update({f"local{i}": 16 + i for i in range(8)})
-_SD_ESCAPE = str.maketrans({"\\": "\\\\", '"': '\\"', "]": "\\]"})
+# RFC 5424's three escapes, and no control character or line separator raw in a value (a collector that writes
+# structured data to a file as it came would take a newline or an ESC from a process's name): \xNN, \u2028
+_SD_ESCAPE = str.maketrans({"\\": "\\\\", '"': '\\"', "]": "\\]",
+                            **{chr(c): f"\\x{c:02x}" for c in (*range(0x20), *range(0x7f, 0xa0))},
+                            "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
 class SyslogURL:

@@ -15,13 +15,21 @@ backlog: its tx_queue is 0 for a listener.)
 
 Bounded: MAX_NETNS namespaces (in turns past that) and MAX_LISTENERS listeners per namespace per tick; the rest
 counted (skipped, the kind's overflow), as are the namespaces no process of the table is in any more.
+
+A namespace whose listeners cannot be asked is counted too (skipped, and `unread` with the drops left
+unattributed), and the reason said once: another namespace is entered by setns(), which needs CAP_SYS_ADMIN
+(the service unit and the container image do not grant it), and a sandbox may refuse AF_NETLINK sockets.
 """
+
+import errno
+
 
 from ..kernel.sockdiag import diag_socket, diag_socket_in, listening
 from .owners import netns_inode
 
 MAX_NETNS = 64  # namespaces whose counter is read per tick
 MAX_LISTENERS = 1024  # listening sockets of one namespace looked at when its overflows grew
+MAX_SAID = 8  # distinct reasons a namespace could not be read, each said once
 
 
 def listen_overflows(pid, proc="/proc"):
@@ -43,13 +51,15 @@ class ListenQueues:
     """read(listeners) once a tick -> {(netns, family, addr, port): (new drops, backlog, queue, pid, uid, comm,
     shared)}: the listeners given drops of their namespace's ListenOverflows growth since the last tick."""
 
-    def __init__(self, proc="/proc"):
-        self.proc = proc
+    def __init__(self, proc="/proc", warn=None):
+        self.proc, self.warn = proc, warn  # warn: says a reason the queues cannot be read (once per reason)
         self.own = netns_inode("self", proc)
         self.overflows = {}  # netns -> ListenOverflows last read
         self.drops = {}  # (netns, family, addr, port) -> the listener's sk_drops last read
         self.skipped = 0  # namespaces and listeners the last read left out for the bounds
         self.turn = 0  # past MAX_NETNS namespaces: where the next read starts
+        self.unread = self.unread_drops = 0  # namespace reads that failed since the start; their drops
+        self.reasons = set()  # the reasons said
 
     def read(self, listeners):
         """listeners: {(netns, family, addr, port): (pid, uid, comm)}, the kernel program's table."""
@@ -90,14 +100,16 @@ class ListenQueues:
                     None)
 
     def _attribute(self, ns, pid, owners, grown):
-        sock = diag_socket() if pid == "self" else diag_socket_in(pid, self.proc)
-        if sock is None:
-            return {}
-        with sock:
-            try:
-                found, skipped = listening(sock, MAX_LISTENERS)
-            except OSError:
+        try:
+            sock = diag_socket() if pid == "self" else diag_socket_in(pid, self.proc)
+            if sock is None:  # its owner exited meanwhile
+                self.skipped += 1
                 return {}
+            with sock:
+                found, skipped = listening(sock, MAX_LISTENERS)
+        except OSError as e:
+            self._cannot_read(ns, pid == "self", e, grown)
+            return {}
         self.skipped += skipped
         read = {}  # key -> [queue, backlog, drops]: SO_REUSEPORT listeners of one address and port summed
         for fam, addr, port, queue, backlog, drops in found:
@@ -123,3 +135,35 @@ class ListenQueues:
             given = full or given
         shared = sum(v[0] for v in given.values()) > grown
         return {k: (*v, shared) for k, v in given.items()}
+
+    def _cannot_read(self, ns, own, error, grown):
+        """A namespace whose listeners could not be asked: counted (skipped, unread) and its reason said once."""
+        self.skipped += 1
+        self.unread += 1
+        self.unread_drops += grown
+        text = error.strerror or str(error)
+        reason = (own, error.errno)
+        if self.warn is None or reason in self.reasons or len(self.reasons) >= MAX_SAID:
+            return
+        self.reasons.add(reason)
+        self.warn(f"socket-snoop: warning: accept-queue-overflow: cannot read the accept queues of "
+                  f"{'our' if own else 'another'} network namespace (netns {ns}): {text}{_why(error.errno, text)}; "
+                  "packets refused there for a full queue are counted (at exit), not warned of; said once")
+
+    def unread_line(self):
+        """The exit's warning line for the namespaces whose queues could not be read, or None."""
+        if not self.unread:
+            return None
+        return (f"socket-snoop: warning: accept-queue-overflow: {self.unread} reads of a network namespace's accept "
+                f"queues failed (said at the first): {self.unread_drops} packets refused for a full queue were not "
+                "given to a listener, nor warned of")
+
+
+def _why(err, text):
+    """What the reason usually means, for the administrator."""
+    if text.startswith("setns") and err == errno.EPERM:
+        return (" (entering another network namespace needs CAP_SYS_ADMIN, which the monitor lacks: the service "
+                "unit and the container do not grant it)")
+    if err in (errno.EAFNOSUPPORT, errno.EPERM, errno.EACCES) and "NETLINK" in text:
+        return " (a sandbox refuses AF_NETLINK sockets: a systemd unit's RestrictAddressFamilies= must list AF_NETLINK)"
+    return ""

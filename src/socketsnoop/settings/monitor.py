@@ -8,7 +8,7 @@ import sys
 from .. import __version__
 from ..errors import SnoopError
 from ..output.colour import COLOR_CHOICES
-from ..output.metric_labels import DEFAULT_LABEL_LIMIT, parse_labels
+from ..output.metric_labels import DEFAULT_LABEL_LIMIT, OTHER, parse_labels
 from ..output.syslog import FACILITIES
 from ..pipeline.filters import FILTERS, SWITCHES, Filters
 from .file import parse_with_config
@@ -83,7 +83,7 @@ OUTPUTS = (
     Option(("--metrics",), VALUE, "serve Prometheus metrics on ADDR:PORT (default address 127.0.0.1)",
            type=parse_listen, metavar="[ADDR:]PORT", value_type=tuple | None, example="9100", show=show_listen),
     Option(("--metrics-labels",), LIST, "label the counts by comm, unit and/or container (comma-separated; "
-           "NAME:N caps NAME at N distinct values, the rest are 'other (past the cap)')", type=metrics_labels, metavar="LIST",
+           f"NAME:N caps NAME at N distinct values, the rest are '{OTHER}')", type=metrics_labels, metavar="LIST",
            example="comm:50"),
     Option(("--metrics-label-limit",), VALUE, f"distinct values kept per label (default {DEFAULT_LABEL_LIMIT})",
            type=positive("--metrics-label-limit", int, 100000), default=DEFAULT_LABEL_LIMIT, metavar="N",

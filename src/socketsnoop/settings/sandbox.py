@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
+from .warnings import thresholds_from
+
 ENV = "SOCKETSNOOP_SANDBOX"
 TMP_DIRS = ("/tmp/", "/var/tmp/")
 HOME_DIRS = ("/home/", "/root/", "/run/user/")
@@ -18,7 +20,7 @@ ANY = "any"  # peers: any address (a collector by name, a metrics endpoint on a 
 
 @dataclass(frozen=True)
 class Sandbox:
-    families: frozenset  # AF_UNIX (the journal), AF_INET, AF_INET6
+    families: frozenset  # AF_UNIX (the journal), AF_INET, AF_INET6, AF_NETLINK (the listeners' accept queues)
     peers: frozenset  # IPAddressAllow= values; ANY among them: no IP restriction
     listen_ports: frozenset  # TCP ports it binds (--metrics)
     write_dirs: frozenset  # directories it writes to (the logs')
@@ -71,6 +73,9 @@ def _family(host):
 def needed(settings, config=None, program=()):
     """The Sandbox of a RunSettings (and its config file, and the paths the program runs from)."""
     families, peers, ports = {"AF_UNIX"}, set(), set()
+    thresholds = thresholds_from(settings)
+    if thresholds is not None and thresholds.accept_queue_overflow is not None:
+        families.add("AF_NETLINK")  # its listeners' queues: NETLINK_SOCK_DIAG (pipeline/listen_queues.py)
     if settings.metrics:
         host, port = settings.metrics
         families.add(_family(host))

@@ -2,8 +2,9 @@
 
 Reads text lines (the seed format) and JSON lines, plain or gzip-compressed (rotated files), in any mix, or
 standard input ('-'). Files are read in the order of their first timestamp (from a bounded head of each), so
-`report /var/log/socket_monitor.log*` works whatever order the shell gives. A line that is not one of ours is
-counted and skipped.
+`report /var/log/socket_monitor.log*` works whatever order the shell gives; standard input, pipes and FIFOs
+after them, each read once (by the Python path). A file given twice is read once. A line that is not one of
+ours is counted and skipped.
 
 Nothing read from a file reaches the output as it was read: addresses are checked (digits, hex, ':' and '.',
 no IPv6 scope id), COMM is printed in the monitor's escaped form, and file names are escaped. Time and memory
@@ -26,7 +27,8 @@ from ...settings.monitor import REPORT_FILTER_OPTIONS, filters_from
 from ...settings.option import CommandParser
 from . import engine, render
 from .aggregate import ByHost, Report, Shared
-from .files import STDIN, LineCounts, Unreadable, check_readable, follow_log, in_time_order, is_gzip, read_log
+from .files import (STDIN, LineCounts, Unreadable, check_readable, distinct, follow_log, in_time_order, is_gzip,
+                    is_stream, read_log, show_path)
 from .parse import Parser
 
 MAX_COUNT = 10_000_000  # --top, --max-tracked, --lifecycles
@@ -175,8 +177,8 @@ def build_parser():
                    help=f"connections kept for the lifecycles, the most recent (default 100000, at most {MAX_COUNT})")
     p.add_argument("--engine", choices=("auto", "duckdb", "python"), default="auto",
                    help="duckdb: the fast path (the optional package duckdb: pip install socket-snoop[fast-report]), "
-                        "for the summary without lifecycles, --follow or standard input; python: the pure Python "
-                        "path; auto (default): duckdb where it can")
+                        "for the summary alone from regular files (no lifecycles, --follow, standard input or pipe); "
+                        "python: the pure Python path; auto (default): duckdb where it can")
     p.add_argument("--export-parquet", metavar="DIR",
                    help="also write the events and connection summaries counted (after the filters and time "
                         "bounds) as Parquet files in DIR/events and DIR/connections, partitioned by host and day "
@@ -202,9 +204,13 @@ def run(opts, out):
                     shared.names)  # a central log: by host
     parser = Parser()
     check_readable(opts.files)
-    paths = in_time_order(opts.files, parser)
-    if opts.follow and (paths[-1] == STDIN or is_gzip(paths[-1])):
-        raise SnoopError("socket-snoop report: --follow: the newest file must be a plain file (not '-' or .gz)", 2)
+    paths, notes = distinct(opts.files)
+    for note in notes:
+        print(f"socket-snoop report: {note}", file=sys.stderr)
+    paths = in_time_order(paths, parser)
+    if opts.follow and (is_stream(paths[-1]) or is_gzip(paths[-1])):
+        raise SnoopError("socket-snoop report: --follow: the newest file must be a plain file (not '-', a pipe "
+                         "or .gz)", 2)
     status = 0
     if choose_engine(opts) == "duckdb":
         try:
@@ -243,16 +249,13 @@ def choose_engine(opts):
         if want == "python":
             raise SnoopError("socket-snoop report: --export-parquet needs the fast path (duckdb), not --engine python", 2)
         want, option = "duckdb", "--export-parquet"
-    lifecycles = not opts.no_lifecycles and opts.lifecycles != 0
-    why = ("the lifecycles" if lifecycles else "--follow" if opts.follow else
-           "standard input" if STDIN in opts.files else None)
+    why = python_only(opts)
     if want == "duckdb":
         if not engine.available():
             raise SnoopError(f"socket-snoop report: {option}: the package duckdb is not installed "
                              "(pip install socket-snoop[fast-report])", 2)
         if why:
-            raise SnoopError(f"socket-snoop report: {option}: {why} need the Python path "
-                             "(--no-lifecycles for the summary alone)", 2)
+            raise SnoopError(f"socket-snoop report: {option}: {why}", 2)
         return "duckdb"
     if want == "auto":
         if not engine.available():
@@ -261,6 +264,21 @@ def choose_engine(opts):
         elif not why:  # faster on text and JSON logs alike (measured: docs/report-engine.md)
             return "duckdb"
     return "python"
+
+
+def python_only(opts):
+    """Why the report asked needs the Python path, or None: DuckDB reads each file by its name, from its
+    start (a stream, read once, goes to the Python reader alone)."""
+    if not opts.no_lifecycles and opts.lifecycles != 0:
+        return "the lifecycles need the Python path (--no-lifecycles for the summary alone)"
+    if opts.follow:
+        return "--follow needs the Python path"
+    stream = next((p for p in opts.files if is_stream(p)), None)
+    if stream == STDIN:
+        return "standard input needs the Python path"
+    if stream is not None:
+        return f"{show_path(stream)} is not a regular file (a pipe, FIFO or device): it needs the Python path"
+    return None
 
 
 def write(out, report, opts):

@@ -28,8 +28,6 @@ from .engine_sides import ENDPOINT, EST
 from .engine_load import Fallback, Loader
 from .summaries import Conn, Process
 
-# the summary lines' columns that _record_tables and _counts read (a narrower copy: 1.5 of 3.0 CPU-s at 10M lines)
-SU_COLUMNS = "host, n, ts, local, remote, pid, comm, dir, result, sent, recv, hs, dur, rtt"
 MEMORY_LIMIT = "96MB"  # DuckDB's own buffers; the process stays under 200 MB with Python and the library
 THREADS = 2
 
@@ -66,7 +64,7 @@ def load(paths, parser, by_host, lines, filters, since, until, top, export_dir=N
             loader.read(path)
         con.execute("SET preserve_insertion_order = false")  # the lines are numbered: no order to keep
         try:
-            _prepare(con, filters, since, until, export_dir is not None)
+            _prepare(con, filters, since, until)
             if export_dir is not None:
                 engine_sides.event_sides(con)
                 export(con, export_dir)
@@ -87,11 +85,10 @@ def _local_offsets(con):
                 [minutes, offs])
 
 
-def _prepare(con, filters, since, until, export):
+def _prepare(con, filters, since, until):
     """`all_` (every entry, its host as the report groups them, its time), `ev` (the events wanted), `su` (the
-    summary lines wanted: the columns the tables read, all of them for the export), and the connections' sides
-    (engine_sides.py). all_ and ev are views: a copy of every event costs more than the few scans of `entries`
-    the tables take."""
+    summary lines wanted), and the connections' sides (engine_sides.py). all_ and ev are views: a copy of every
+    event costs more than the few scans of `entries` the tables take."""
     _local_offsets(con)
     con.execute(f"""
 CREATE TABLE hosts AS SELECT host, CASE WHEN row_number() OVER (ORDER BY first) <= {MAX_HOSTS} THEN host
@@ -108,8 +105,10 @@ LEFT JOIN offsets o ON e.loc AND o.minute = e.sec // 60""")
     if filters._tests:
         _filter_table(con, filters)
         passing = "n IN (SELECT n FROM passing)"
-    con.execute(f"CREATE TABLE su AS SELECT {'*' if export else SU_COLUMNS} FROM all_ "
-                f"WHERE summ AND {bounds} AND {passing}")
+    con.execute(f"CREATE VIEW su_all AS SELECT * FROM all_ WHERE summ AND {bounds} AND {passing}")
+    # the columns the tables read (the export reads su_all): the endpoints' texts are made after the grouping
+    # (REMOTE) or for the top rows alone (_top_conns), not for every summary line
+    con.execute(f"CREATE TABLE su AS SELECT {SU_COLUMNS} FROM su_all")
     con.execute(f"CREATE VIEW ev AS SELECT * FROM all_ WHERE NOT summ AND {bounds} AND {passing}")
     engine_sides.prepare(con)
 
@@ -162,6 +161,8 @@ def _rows(con, sql):
     return out
 
 
+SU_COLUMNS = "host, n, ts, fam, dst, dport, pid, comm, dir, result, sent, recv, hs, dur, rtt"
+REMOTE = ENDPOINT.format("dst", "dport")  # of a group by (fam, dst, dport): one text each, as all_'s remote
 BUCKET = "CASE WHEN {0} = 0 THEN 0 ELSE least(floor(log2({0}))::INTEGER + 1, 64) END"
 
 
@@ -234,29 +235,40 @@ def _conn(row):
     return Conn(local, remote, pid, comm, direction, result, int(sent), int(recv), hs, dur, ts)
 
 
+def _top_conns(con, reports, top):
+    """The connections with the most bytes and the slowest handshakes: the top rows by (v DESC, n) per host (a
+    heap of top per host, max_by, not a window sorting every summary line), then those rows' fields."""
+    order = f"({{0}})::HUGEINT * {1 << 62} + ({(1 << 62) - 1} - n)"  # v DESC, n ASC (n < 2^62, v < 2^65)
+    tops = {}
+    for table, value, where in (("by_bytes", "sent + recv", "true"), ("handshakes", "hs", "hs IS NOT NULL")):
+        for host, rows in con.execute(f"SELECT host, max_by(({value}, n), {order.format(value)}, {int(top)}) "
+                                      f"FROM su WHERE {where} GROUP BY host").fetchall():
+            tops[(table, host)] = rows
+    wanted = sorted({n for rows in tops.values() for _v, n in rows})
+    conns = {n: _conn(row) for n, *row in con.execute(
+        "SELECT n, local, remote, pid, comm, dir, result, sent, recv, hs, dur, ts FROM su_all "
+        "SEMI JOIN (SELECT unnest(?::BIGINT[]) AS n) USING (n)", [wanted]).fetchall()}
+    for (table, host), rows in tops.items():
+        heap = getattr(reports[host].records, table)
+        heap.extend((int(v), -n, conns[n]) for v, n in rows)
+        heapq.heapify(heap)
+
+
 def _record_tables(con, reports, top):
     for host, sent, recv in con.execute("SELECT host, sum(sent), sum(recv) FROM su GROUP BY host").fetchall():
         reports[host].records.sent, reports[host].records.received = int(sent), int(recv)
     for host, result, n in con.execute("SELECT host, result, count(*) FROM su WHERE result <> 'closed' GROUP BY ALL")\
             .fetchall():
         reports[host].records.causes[result] = n
-    for host, rows in _rows(con, "SELECT d.host, d.remote, s.result, s.c FROM (SELECT * FROM (SELECT host, remote, count(*) AS t "
-                                 "FROM su "
-                                 "WHERE result <> 'closed' GROUP BY ALL) QUALIFY row_number() OVER (PARTITION BY host ORDER BY t DESC, "
-                                 f"remote) <= {int(top)}) d JOIN "
-                                 "(SELECT host, remote, result, count(*) AS c FROM su GROUP BY ALL) s ON d.host IS NOT DISTINCT FROM s.host AND d.remote = s.remote"
-                                 " WHERE s.result <> 'closed'").items():
+    failed = "FROM su WHERE result <> 'closed' GROUP BY host, fam, dst, dport"
+    for host, rows in _rows(con, f"SELECT d.host, d.remote, s.result, s.c FROM (SELECT * FROM (SELECT host, fam, dst, "
+                                 f"dport, {REMOTE} AS remote, count(*) AS t {failed}) QUALIFY row_number() OVER "
+                                 f"(PARTITION BY host ORDER BY t DESC, remote) <= {int(top)}) d JOIN (SELECT host, fam, "
+                                 f"dst, dport, result, count(*) AS c {failed}, result) s ON d.host IS NOT DISTINCT FROM "
+                                 "s.host AND d.fam = s.fam AND d.dst = s.dst AND d.dport = s.dport").items():
         for remote, result, n in rows:
             reports[host].records.failed_dst.setdefault(remote, Counter())[result] = n
-    conn = "local, remote, pid, comm, dir, result, sent, recv, hs, dur, ts"
-    # the top rows by (v DESC, n): a heap of top per host (max_by), not a window sorting every summary line
-    order = f"({{0}})::HUGEINT * {1 << 62} + ({(1 << 62) - 1} - n)"  # v DESC, n ASC (n < 2^62, v < 2^65)
-    for table, value, where in (("by_bytes", "sent + recv", "true"), ("handshakes", "hs", "hs IS NOT NULL")):
-        for host, rows in con.execute(f"SELECT host, max_by(({value}, n, {conn}), {order.format(value)}, {int(top)}) "
-                                      f"FROM su WHERE {where} GROUP BY host").fetchall():
-            heap = getattr(reports[host].records, table)
-            heap.extend((int(v), -n, _conn(row)) for v, n, *row in rows)
-            heapq.heapify(heap)
+    _top_conns(con, reports, top)
     for host, rows in _rows(con, "SELECT host, pid, comm, sum(sent) AS s, sum(recv) AS r, count(*) AS c FROM su "
                                  f"GROUP BY ALL {_top('s + r DESC, c DESC, pid, comm', top)}").items():
         for pid, comm, s, r, c in rows:
@@ -265,8 +277,8 @@ def _record_tables(con, reports, top):
                                  f"GROUP BY ALL {_top('c DESC, pid, comm', top)}").items():
         for pid, comm, n in rows:
             reports[host].records.resets_sent[Process(pid, comm)] = n
-    for host, rows in _rows(con, "SELECT host, remote, count(*) AS c FROM su WHERE result = 'reset-received' "
-                                 f"GROUP BY ALL {_top('c DESC, remote', top)}").items():
+    for host, rows in _rows(con, f"SELECT host, {REMOTE} AS remote, count(*) AS c FROM su WHERE result = 'reset-received' "
+                                 f"GROUP BY host, fam, dst, dport {_top('c DESC, remote', top)}").items():
         for remote, n in rows:
             reports[host].records.resets_received[remote] = n
     for attr, col in (("durations", "dur"), ("handshake_times", "hs"), ("rtts", "rtt")):

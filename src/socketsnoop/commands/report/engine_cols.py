@@ -113,7 +113,9 @@ JSON = {
     "sec": f"epoch(try_strptime({JSON_STAMP}, '%Y-%m-%d %H:%M:%S'))::BIGINT", "ms": f"{jstr('timestamp')}[21:23]::INTEGER",
     "fam": f"{jnum('family')}::UTINYINT", "src": jstr("src"), "sport": f"{jnum('sport')}::INTEGER", "dst": jstr("dst"),
     "dport": f"{jnum('dport')}::INTEGER", "pid": f"{jnum('pid')}::BIGINT",
-    "comm": f"CASE WHEN {JSON_COMM} = '-' THEN '\\x2d' ELSE {CONTROLS} END",
+    # '' is no process (pid 0) or an empty name, as escape_comm says them ('-', '\\x00')
+    "comm": f"CASE WHEN {JSON_COMM} = '' THEN CASE WHEN {jnum('pid')}::BIGINT > 0 THEN '\\x00' ELSE '-' END "
+            f"WHEN {JSON_COMM} = '-' THEN '\\x2d' ELSE {CONTROLS} END",
     "sock": f"('0x' || nullif(ltrim({jstr('sock')}[3:], '0'), ''))::UBIGINT",
     "usr": name(jstr("user"), True), "cgroup": f"nullif({jstr('cgroup')}, '')", "unit": name(jstr("unit"), True),
     "container": f"nullif({jstr('container')}[:12], '')",

@@ -22,7 +22,7 @@ EVENTS = (f"SELECT {COMMON}, {EVENT_LIST}[kind + 1] AS event, {STATE_LIST}[news 
           "side, sock::UBIGINT AS sock, uid, usr AS user, cgroup, unit, container FROM ev_side")
 CONNECTIONS = (f"SELECT {COMMON}, result, dir AS direction, dur AS duration_us, hs AS handshake_us, rtt AS rtt_us, "
                "sent::UBIGINT AS bytes_sent, recv::UBIGINT AS bytes_received, retr AS retransmits, "
-               "sock::UBIGINT AS sock, uid, usr AS user, cgroup, unit, container FROM su")
+               "sock::UBIGINT AS sock, uid, usr AS user, cgroup, unit, container FROM su_all")
 
 
 def export(con, directory):

@@ -33,8 +33,9 @@ NAME = r"[!-\[\]-~]{1,256}"  # a --context name kept as it is (escape_token leav
 JSON_NAME = r"[!#-\[\]-~]+"
 MAX_JSON_NAME = 256
 # a JSON COMM of at most 64 bytes: printable ASCII but '"' and '\\', a control byte as json.dumps writes it
-# (\u00NN, not NUL), a byte that is not UTF-8 as comm_text writes it (\\xNN); nothing else with a backslash
-JSON_COMM = r"(?:[ !#-\[\]-~]|\\u00(?:0[1-9a-f]|1[0-9a-f]|7f)|\\\\x[89a-f][0-9a-f]){1,64}"
+# (\u00NN, not NUL), a byte that is not UTF-8 as comm_text writes it (\\xNN); nothing else with a backslash;
+# empty for no process (pid 0: a reset that answers no socket) or a process with an empty name
+JSON_COMM = r"(?:[ !#-\[\]-~]|\\u00(?:0[1-9a-f]|1[0-9a-f]|7f)|\\\\x[89a-f][0-9a-f]){0,64}"
 JSON_ANY = r"[^\"\\\x00-\x1f]*"  # a JSON string the report does not read (the reader takes any), without an escape
 STATE = "(?:" + "|".join(STATE_NAMES) + ")"
 MONTH = "(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"

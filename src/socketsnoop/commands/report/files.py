@@ -1,5 +1,6 @@
-"""Reading the logs: plain or gzip-compressed files (or standard input), in the order of their first times,
-each read once, line by line within bounds.
+"""Reading the logs: plain or gzip-compressed files, in the order of their first times, then the streams
+(standard input, pipes, FIFOs, devices: what can be read once only, as it comes) in the order given; each file
+read once (one given under two names too), line by line within bounds.
 
 Bounded whatever a file holds: the data is read in blocks of a fixed size; a line over MAX_LINE bytes is cut
 (its bytes dropped as they come: a file without newlines takes no memory) and counted; runs of blank lines
@@ -7,9 +8,11 @@ are skipped a block at a time and counted (a 200 KB .gz may hold 200 million of 
 reads only a bounded head of each. File names are escaped for messages.
 """
 
+import errno
 import gzip
 import os
 import re
+import stat
 import sys
 import time
 import zlib
@@ -137,7 +140,9 @@ def read_lines(f, counts, max_line=MAX_LINE, limit=None):
     split = LineSplitter(counts, max_line)
     total = 0
     while limit is None or total < limit:
-        data = f.read(BLOCK if limit is None else min(BLOCK, limit - total))
+        # read1: what a damaged .gz holds before the damage comes as lines before its error (read() would drop
+        # the block it was filling)
+        data = f.read1(BLOCK if limit is None else min(BLOCK, limit - total))
         if not data:
             yield from split.end()
             return
@@ -164,24 +169,72 @@ def first_timestamp(path, parser):
     return None
 
 
+def is_stream(path):
+    """'-', or a file that is not a regular one (a pipe, a FIFO, a device): it can be read once only, as it
+    comes (no head read to order it, no fast path)."""
+    if path == STDIN:
+        return True
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def check_readable(paths):
-    """Every file can be opened (before any work), else a SnoopError (status 2) naming the first that cannot."""
+    """Every file can be opened (before any work), else a SnoopError (status 2) naming the first that cannot.
+    A FIFO is not opened here: opening it waits for its writer, and closing it would lose what the writer
+    wrote."""
     for path in paths:
         if path == STDIN:
             continue
         try:
-            open(path, "rb").close()
+            if not stat.S_ISFIFO(os.stat(path).st_mode):
+                open(path, "rb").close()
+            elif not os.access(path, os.R_OK):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
         except OSError as e:
             raise SnoopError(f"socket-snoop report: {show_path(path)}: {e.strerror}", 2) from None
 
 
+def distinct(paths):
+    """(paths, notes): the paths without those that name a file given before (the same device and inode: the
+    same name again, another name, a link, '-' and /dev/stdin), and a note for each file given more than once."""
+    kept, names = [], {}
+    for path in paths:
+        key = _identity(path)
+        if key in names:
+            names[key].append(path)
+            continue
+        kept.append(path)
+        if key is not None:
+            names[key] = [path]
+    notes = []
+    for first, *more in names.values():
+        if more:
+            times = "twice" if len(more) == 1 else f"{len(more) + 1} times"
+            others = list(dict.fromkeys(show_path(p) for p in more if p != first))
+            also = f" (also as {', '.join(others[:3])}{', ...' if len(others) > 3 else ''})" if others else ""
+            notes.append(f"{show_path(first)}: given {times}{also}, read once")
+    return kept, notes
+
+
+def _identity(path):
+    """(device, inode) of the file path names, or None."""
+    try:
+        st = os.fstat(sys.stdin.fileno()) if path == STDIN else os.stat(path)
+    except (OSError, ValueError, AttributeError):  # no standard input
+        return None
+    return st.st_dev, st.st_ino
+
+
 def in_time_order(paths, parser):
-    """The files in the order of their first times; those without one last, then standard input (which
-    cannot be read twice); ties in the order given."""
-    files = [p for p in paths if p != STDIN]
+    """The files in the order of their first times, those without one last (ties in the order given), then
+    the streams (is_stream) in the order given."""
+    streams = [is_stream(p) for p in paths]
+    files = [p for p, s in zip(paths, streams) if not s]
     firsts = [first_timestamp(path, parser) for path in files]
     order = sorted(range(len(files)), key=lambda i: (firsts[i] is None, firsts[i] or 0, i))
-    return [files[i] for i in order] + [STDIN] * (STDIN in paths)
+    return [files[i] for i in order] + [p for p, s in zip(paths, streams) if s]
 
 
 def read_log(path, parser, add, bad, counts):

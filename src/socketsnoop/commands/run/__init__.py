@@ -54,6 +54,9 @@ class Monitor(MonitorParts):
             self.out.close_queues()  # their last lines out (or counted) before the summary
             exit_summary.say_exit(p, self.out, self.sinks, exit_summary.report_lines(
                 self.report, self.text.stamp, self.filters, self.owners), self.warn)
+            unread = self.queues.unread_line() if self.queues is not None else None
+            if unread:
+                self.warn(unread)
             return 0
         finally:
             p.close()

@@ -52,7 +52,7 @@ class MonitorParts:
             health = Health(self.thresholds)
             self.out.watch(health, self.text)
             if health.wants_queues():  # the namespaces' ListenOverflows and their listeners' queues
-                self.queues = ListenQueues()
+                self.queues = ListenQueues(warn=self.warn)
 
     def make_probe(self):
         """The kernel side as the options ask for it (not loaded yet)."""

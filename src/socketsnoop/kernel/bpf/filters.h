@@ -107,12 +107,18 @@ static __always_inline bool cgroup_passes(__u64 cg, __u32 f)
 }
 
 /* struct event.cgroup, and the verdict of the cgroup filters for passes_filters() (SS_F_CGROUP_IN) */
-static __always_inline void fill_cgroup(struct event *e, const struct sock *sk)
+/* sk: a BTF pointer (cgroup_of()); by_any: an address read from memory (cgroup_of_any()) */
+static __always_inline void fill_cgroup_as(struct event *e, const struct sock *sk, bool by_any)
 {
 	if (want_cgroup)
-		e->cgroup = cgroup_of(sk);
+		e->cgroup = by_any ? cgroup_of_any(sk) : cgroup_of(sk);
 	if ((filter_flags & (SS_FILT_CGROUP | SS_FILT_X_CGROUP)) && cgroup_passes(sock_cgroup(sk), filter_flags))
 		e->flags |= SS_F_CGROUP_IN;
+}
+
+static __always_inline void fill_cgroup(struct event *e, const struct sock *sk)
+{
+	fill_cgroup_as(e, sk, false);
 }
 
 static __always_inline bool addr_unspecified(const __u8 *a, __u8 family)

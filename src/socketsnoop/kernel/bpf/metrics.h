@@ -12,6 +12,8 @@
 #define SOCKETSNOOP_METRICS_H
 
 #include "socketsnoop.h"
+#include "config.h"
+#include "filters.h"
 
 const volatile __u32 kernel_metrics = 0; /* SS_KM_* */
 /* each histogram's bucket bounds (output/metrics.py's, in the unit counted), the unused ones ~0 */
@@ -45,12 +47,17 @@ static __always_inline void metric_add(struct metric_counts *m, __u32 i, __u64 v
 		__sync_fetch_and_add(&m->n[i], v);
 }
 
-static __always_inline void metric_event(const struct event *e)
+static __always_inline void metric_event_of(__u8 type, __u8 newstate)
 {
 	struct metric_counts *m = metrics_here();
 
 	if (m)
-		metric_add(m, SS_M_EVENTS + (e->type & 7) * 16 + (e->newstate & 15), 1);
+		metric_add(m, SS_M_EVENTS + (type & 7) * 16 + (newstate & 15), 1);
+}
+
+static __always_inline void metric_event(const struct event *e)
+{
+	metric_event_of(e->type, e->newstate);
 }
 
 static __always_inline void observe(struct metric_counts *m, int h, __u32 base, __u64 v)
@@ -64,20 +71,41 @@ static __always_inline void observe(struct metric_counts *m, int h, __u32 base, 
 	metric_add(m, base + SS_M_BOUNDS + 1, v);
 }
 
-/* a connection record, as output/metrics.py counts one: the histograms take what the record knows */
-static __always_inline void metric_record(const struct conn_record *r)
+/* a connection, as output/metrics.py counts a record: whole (its start seen), it has a duration */
+static __always_inline void metric_conn(__u8 direction, __u8 result, bool whole, __u64 duration_ns,
+					__u64 handshake_ns, __u32 rtt_us)
 {
 	struct metric_counts *m = metrics_here();
 
 	if (!m)
 		return;
-	metric_add(m, SS_M_CONNS + (r->direction & 3) * 8 + (r->result & 7), 1);
-	if (r->start_ns && !(r->flags & SS_R_INCOMPLETE))
-		observe(m, 0, SS_M_DURATION, r->ts_ns - r->start_ns);
-	if (r->handshake_ns)
-		observe(m, 1, SS_M_HANDSHAKE, r->handshake_ns);
-	if (r->rtt_us)
-		observe(m, 2, SS_M_RTT, r->rtt_us);
+	metric_add(m, SS_M_CONNS + (direction & 3) * 8 + (result & 7), 1);
+	if (whole)
+		observe(m, 0, SS_M_DURATION, duration_ns);
+	if (handshake_ns)
+		observe(m, 1, SS_M_HANDSHAKE, handshake_ns);
+	if (rtt_us)
+		observe(m, 2, SS_M_RTT, rtt_us);
+}
+
+/* a connection record: the histograms take what the record knows */
+static __always_inline void metric_record(const struct conn_record *r)
+{
+	bool whole = r->start_ns && !(r->flags & SS_R_INCOMPLETE);
+
+	metric_conn(r->direction, r->result, whole, whole ? r->ts_ns - r->start_ns : 0, r->handshake_ns, r->rtt_us);
+}
+
+/*
+ * Counting alone: the events and the records counted here (user space asks it only without a filter by
+ * the owner: commands/run/parts.py, counts_in_kernel()). Nothing then reads an event's owner or
+ * namespace, nor a record's bytes: state_change() takes the short way (count_state_change()), which reads
+ * only what the counts, the histograms and the filters need.
+ */
+static __always_inline bool counting_alone(void)
+{
+	return (kernel_metrics & (SS_KM_EVENTS | SS_KM_RECORDS)) == (SS_KM_EVENTS | SS_KM_RECORDS) &&
+	       !(filter_flags & SS_FILT_OWNER) && !summary_only && !no_records && !use_perf;
 }
 
 #endif /* SOCKETSNOOP_METRICS_H */

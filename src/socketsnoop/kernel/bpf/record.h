@@ -174,4 +174,15 @@ static __always_inline void record(void *ctx, const struct sock *sk, const struc
 	count(submit_record(&r, cs) ? SS_C_RECORDS_LOST : SS_C_RECORDS);
 }
 
+/* The connection's counts at its CLOSE when counting alone (metrics.h: counting_alone()): record()'s
+ * direction, times and round trip, without the record (result: result_of()'s). */
+static __always_inline void count_record(const struct sock *sk, const struct sock_state *st, __u8 result, __u64 now)
+{
+	bool whole = st && st->start_ns && !(st->flags & SS_R_INCOMPLETE);
+
+	metric_conn(st ? st->direction : SS_DIR_UNKNOWN, result, whole,
+		    whole ? now - st->start_ns : 0, st ? st->handshake_ns : 0, srtt_us_of(tcp_sock_of(sk), sk));
+	count(SS_C_RECORDS);
+}
+
 #endif /* SOCKETSNOOP_RECORD_H */

@@ -78,6 +78,31 @@ static __always_inline bool fill_addrs(struct event *e, const struct sock_common
 	return true;
 }
 
+static __always_inline bool v6_unspecified(const struct in6_addr *a)
+{
+	return (a->in6_u.u6_addr32[0] | a->in6_u.u6_addr32[1] | a->in6_u.u6_addr32[2] | a->in6_u.u6_addr32[3]) == 0;
+}
+
+/*
+ * Either end's address unspecified (0.0.0.0, ::), as fill_addrs() and normalize_family() would make the
+ * event's, without the event: passes_filters()'s SS_FILT_SKIP_UNSPEC test (an IPv6 pair is mapped IPv4 only
+ * when both are, and fill_addrs() takes a mapped destination as IPv4; no address at all: unspecified).
+ */
+static __always_inline bool ends_unspecified(const struct sock_common *skc)
+{
+	__u16 family = skc->skc_family;
+
+	if (family == AF_INET6 && skc->skc_v6_daddr.in6_u.u6_addr32[0] == 0 &&
+	    skc->skc_v6_daddr.in6_u.u6_addr32[1] == 0 &&
+	    skc->skc_v6_daddr.in6_u.u6_addr32[2] == bpf_htonl(0x0000ffff))
+		family = AF_INET;
+	if (family == AF_INET)
+		return skc->skc_rcv_saddr == 0 || skc->skc_daddr == 0;
+	if (family == AF_INET6)
+		return v6_unspecified(&skc->skc_v6_rcv_saddr) || v6_unspecified(&skc->skc_v6_daddr);
+	return true;
+}
+
 /*
  * Full socket: local port from inet_sport, as the inet_sock_set_state
  * tracepoint itself reports it (skc_num is already 0 at CLOSE on an
@@ -166,10 +191,25 @@ static __always_inline __u64 cgroup_id_at(__u64 cg)
 	return cg ? BPF_CORE_READ((struct cgroup *)cg, kn, id) : 0;
 }
 
-/* the socket's cgroup v2 id, 0 if none: struct event.cgroup, struct conn_record.cgroup */
-static __always_inline __u64 cgroup_of(const struct sock *sk)
+/* the cgroup v2 id of any socket address (a scalar too: a listener from a request socket), 0 if none */
+static __always_inline __u64 cgroup_of_any(const struct sock *sk)
 {
 	return cgroup_id_at(sock_cgroup(sk));
+}
+
+/*
+ * the socket's cgroup v2 id, 0 if none: struct event.cgroup, struct conn_record.cgroup. sk: a BTF pointer
+ * (a program's argument). Since 5.15 by plain loads through it (a fault reads 0), cheaper than the three
+ * probe reads of cgroup_of_any(); before, the cgroup is a word, read as one.
+ */
+static __always_inline __u64 cgroup_of(const struct sock *sk)
+{
+	if (sk && bpf_core_field_exists(struct sock_cgroup_data, cgroup)) {
+		const struct cgroup *cg = sk->sk_cgrp_data.cgroup;
+
+		return cg ? cg->kn->id : 0;
+	}
+	return cgroup_of_any(sk);
 }
 
 #endif /* SOCKETSNOOP_SOCK_H */

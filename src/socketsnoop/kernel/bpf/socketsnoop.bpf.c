@@ -112,6 +112,68 @@ static __always_inline bool timed(int oldstate, int newstate)
 	return oldstate == TCP_CLOSE || oldstate == TCP_LISTEN || newstate == TCP_ESTABLISHED || newstate == TCP_CLOSE;
 }
 
+/*
+ * A state change when counting alone (metrics.h: counting_alone()): the same counts and the same record
+ * as state_change() below, without what nothing reads then (the owner, the namespace, the event but for
+ * the filters' fields, a record's bytes). A listener's changes take the long way: its owner and its
+ * entries in `listeners` are kept as always.
+ */
+static __always_inline void count_state_change(const struct sock *sk, const int oldstate, const int newstate)
+{
+	bool out = false, record_out = false;
+	struct sock_state *st;
+	__u64 now = 0;
+
+	if (timed(oldstate, newstate))
+		now = bpf_ktime_get_ns();
+	count(SS_C_SEEN);
+	count(SS_C_SEEN_STATE);
+	st = newstate == TCP_NEW_SYN_RECV ? NULL : state_of(sk, true); /* a request socket has none */
+	if (st) {
+		begin(st, oldstate, newstate, now);
+		note_state(st, sk, newstate, now);
+	}
+	if (filter_flags & ~SS_FILT_SKIP_UNSPEC) {
+		/* filters the user gave: their fields, as state_change() and record() fill them */
+		struct event e = {};
+
+		e.type = SS_EV_STATE;
+		e.oldstate = oldstate;
+		e.newstate = newstate;
+		fill_full_sock(&e, sk);
+		fill_cgroup(&e, sk);
+		normalize_family(&e);
+		out = !passes_filters(&e);
+		if (newstate == TCP_CLOSE) {
+			e.type = SS_EV_CONNECTION;
+			if (filter_flags & (SS_FILT_CGROUP | SS_FILT_X_CGROUP))
+				fill_cgroup(&e, sk); /* passes_filters() took the event's verdict */
+			record_out = !passes_filters(&e);
+		}
+	} else if (filter_flags & SS_FILT_SKIP_UNSPEC) {
+		out = record_out = ends_unspecified(&sk->__sk_common);
+	}
+	if (out) {
+		count(SS_C_FILTERED);
+	} else {
+		metric_event_of(SS_EV_STATE, newstate);
+		count(SS_C_SENT);
+	}
+	if (newstate == TCP_CLOSE) {
+		__u8 result = result_of(sk, st, oldstate);
+
+		if (record_out || ((filter_flags & SS_FILT_FAILED) && result == SS_RESULT_CLOSED))
+			count(SS_C_RECORDS_FILTERED);
+		else
+			count_record(sk, st, result, now);
+		if (use_hash_storage) {
+			__u64 key = (__u64)sk;
+
+			bpf_map_delete_elem(&sock_states_hash, &key);
+		}
+	}
+}
+
 static __always_inline int state_change(void *ctx, const struct sock *sk, const int oldstate, const int newstate,
 					struct cpu_state *cs)
 {
@@ -120,6 +182,10 @@ static __always_inline int state_change(void *ctx, const struct sock *sk, const 
 
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
+	if (counting_alone() && oldstate != TCP_LISTEN && newstate != TCP_LISTEN) {
+		count_state_change(sk, oldstate, newstate);
+		return 0;
+	}
 	/*
 	 * when it happened, read first: an event of a program inside us must sort after it. --summary-only
 	 * sends no event but the CLOSE's record, and keeps only a connection's start and handshake: the
@@ -420,7 +486,7 @@ static __always_inline int reset_sent(void *ctx, const struct sock *sk, const st
 		fill_cgroup(&e, NULL);
 	} else if (e.newstate == TCP_NEW_SYN_RECV) {
 		fill_listener_owner(&e, sk); /* a request socket (handshake not done) */
-		fill_cgroup(&e, sk->__sk_common.skc_listener);
+		fill_cgroup_as(&e, sk->__sk_common.skc_listener, true); /* a scalar to the verifier */
 	} else {
 		/* a full socket (request and timewait ones are smaller: no sk_socket to read) */
 		struct sock_state *st = state_of(sk, false);
