@@ -37,15 +37,16 @@ def measured(*args, address_space=1536 * MIB):
     return json.loads(r.stdout)
 
 
-def blank_bomb(tmp_path):
-    """A .gz of 20 million blank lines (and 1000 of spaces), one of ours first and last."""
+def blank_bomb(tmp_path, cr=True):
+    """A .gz of 20 million blank lines (and 1000 of spaces, ending in CR LF unless not cr), one of ours first and
+    last."""
     bomb = tmp_path / "bomb.log.gz"
     with gzip.open(bomb, "wb", compresslevel=6) as f:
         f.write(GOOD.encode())
         block = b"\n" * MIB
         for _ in range(20):
             f.write(block)
-        f.write(b"  \t \r\n" * 1000 + GOOD.encode())
+        f.write((b"  \t \r\n" if cr else b"  \t \n") * 1000 + GOOD.encode())
     return bomb
 
 

@@ -26,6 +26,7 @@ LONG = MAX_ROW - 64  # a line this long or longer makes the report take the Pyth
 # page faults of that were half the numbering's time (3.4 of 6 s at 10 million text lines)
 BUFFER = 2 * MAX_ROW
 BATCH = 2048  # lines for the Python reader parsed, then inserted, at a time
+SHORT_LINES, SHORT_BYTES = 1_000_000, 16  # a .gz of this many lines, of fewer bytes than this on average: mostly blank
 WINDOW = 64 << 20  # bytes of a plain file looked at a time for a carriage return
 FILE_BITS = 41  # n = file number << FILE_BITS | 2 * row (+1: a line DuckDB rejected, after the row before it)
 
@@ -101,14 +102,22 @@ REJECTS = "SELECT line, min(byte_position), bool_or(error_type = 'LINE SIZE OVER
 def unreadable_here(path, gz):
     """Why DuckDB would not read this file's lines as files.py does, or None: a carriage return (DuckDB ends a
     line there too), or a line of LONG bytes or more (DuckDB's reader drops it unsaid, with or without a newline,
-    and numbers the lines after it one less). Read a window at a time: C speed, bounded memory."""
+    and numbers the lines after it one less); or, in a .gz, lines so short on average that they are mostly blank
+    (a few KB that unpack to millions of blank lines: DuckDB numbers and classifies each, about a microsecond
+    a line, where the Python path skips a blank run a block at a time). Read a window at a time: C speed,
+    bounded memory."""
     run = 0  # bytes of the line that the window before ended in
+    lines = size = 0
     for data in _windows(path, gz):
         if data.find(b"\r") >= 0:  # not `in`: an mmap's `in` goes byte by byte in Python's sequence protocol
             return "a carriage return in a line"
         run = _longest(data, run)
         if run >= LONG:
             return f"a line of {LONG} bytes or more"
+        if gz:  # (bytes: counted at C speed; a plain file's work is bounded by its size)
+            lines, size = lines + data.count(b"\n"), size + len(data)
+    if lines >= SHORT_LINES and size < lines * SHORT_BYTES:
+        return f"{lines:,} lines of {size / lines:.1f} bytes on average (mostly blank: the Python path skips them faster)"
     return None
 
 
