@@ -1,0 +1,150 @@
+"""The rules every option follows, declared once in settings/: an option that needs another is refused without it
+(on the command line and in the config file), every option that takes seconds has one type, a mistyped option
+gets the suggestion it begins, each command's errors name it, and a config file nested too deeply is one line."""
+
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+from socketsnoop import cli
+from socketsnoop.commands import top
+from socketsnoop.settings import docs
+from socketsnoop.settings.monitor import MONITOR_OPTIONS, build_parser, monitor_options, options_from_config
+from socketsnoop.settings.warnings import parse_warn
+from socketsnoop.errors import SnoopError
+
+
+def refused(argv, capsys):
+    """(status, stderr) of cli.main for argv that must be refused before anything runs."""
+    try:
+        status = cli.main(argv)
+    except SystemExit as e:
+        status = e.code
+    return status, capsys.readouterr().err
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    return str(path)
+
+
+# -- a config file nested too deeply --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command,status", [([], 2), (["config"], 2), (["check"], 1)])
+def test_a_config_file_nested_too_deeply_is_one_line(tmp_path, command, status):
+    path = write(tmp_path, "a=" + "[" * 100_000 + "]" * 100_000 + "\n")
+    r = subprocess.run([sys.executable, "-m", "socketsnoop", *command, "--config", path], capture_output=True,
+                       text=True, timeout=120, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)), cwd="/")
+    want = f"config file {path}: refused: arrays or tables nested too deeply"
+    assert r.returncode == status and "Traceback" not in r.stderr, r.stderr[-500:]
+    if command == ["check"]:  # check says it as the config file's line, then its verdict
+        assert f"MISSING  config file: {want}" in r.stdout.splitlines() or \
+            f"MISSING  config file: socket-snoop: {want}" in r.stdout.splitlines(), r.stdout
+    else:
+        assert r.stderr == f"socket-snoop: {want}\n"
+
+
+# -- options that need another --------------------------------------------------------------------------------
+
+NEEDS = [
+    (["--syslog-ca", "/etc/ca.pem"], "--syslog-ca needs --syslog URL", ["--syslog", "tls://192.0.2.1:6514"]),
+    (["--syslog-facility", "local3"], "--syslog-facility needs --syslog URL", ["--syslog", "udp://192.0.2.1:514"]),
+    (["--metrics-labels", "comm"], "--metrics-labels needs --metrics [ADDR:]PORT", ["--metrics", "9100"]),
+    (["--metrics-label-limit", "5"], "--metrics-label-limit needs --metrics [ADDR:]PORT", ["--metrics", "9100"]),
+]
+
+
+def test_the_options_that_need_another_are_declared_so():
+    needs = {o.long_flags[0]: o.needs for o in MONITOR_OPTIONS if o.needs}
+    assert needs == {"--syslog-ca": "--syslog", "--syslog-facility": "--syslog", "--metrics-labels": "--metrics",
+                     "--metrics-label-limit": "--metrics"}
+    parser = build_parser()
+    assert all(parser.declared[o] for o in needs.values())
+    shown = " ".join(parser.format_help().split())
+    for wanted in needs.values():  # --help, the man page and the example config say it
+        assert f"(needs {wanted})" in shown and f"(needs {wanted})" in docs.man_page().replace("\\-", "-")
+    assert "(needs --syslog)" in docs.example()
+
+
+@pytest.mark.parametrize("args,message,parent", NEEDS)
+def test_an_option_without_the_one_it_needs_is_refused(args, message, parent, capsys):
+    assert refused([*args, "--config", os.devnull, "--no-log-file"], capsys) == (2, f"socket-snoop: {message}\n")
+    assert refused(["config", *args, "--config", os.devnull], capsys) == (2, f"socket-snoop config: {message}\n")
+    monitor_options([*args, *parent, "--config", os.devnull])  # with it: taken
+
+
+@pytest.mark.parametrize("args,message,parent", NEEDS)
+def test_a_config_key_without_the_one_it_needs_is_refused(tmp_path, args, message, parent, capsys):
+    key, value = args[0][2:], args[1]
+    path = write(tmp_path, f'json = true\n{key.replace("-", "_")} = "{value}"\n')
+    wanted = parent[0]
+    status, err = refused(["--config", path, "--no-log-file"], capsys)
+    assert status == 2 and err == (f"socket-snoop: config file {path}, line 2: {key.replace('-', '_')}: needs "
+                                   f"{wanted[2:]} (in this file, or {message.split(' needs ')[1]}), which is not "
+                                   "set\n"), err
+    monitor_options(["--config", path, *parent])  # the one it needs on the command line
+    path = write(tmp_path, f'{key} = "{value}"\n{wanted[2:]} = "{parent[1]}"\n')
+    options_from_config(path)  # or in the file
+
+
+def test_an_empty_list_needs_nothing_and_the_effective_config_reads_back(tmp_path):
+    options_from_config(write(tmp_path, "metrics-labels = []\n"))
+    text = docs.effective(options_from_config(os.devnull))
+    assert "# syslog-facility: needs syslog" in text and "# metrics-label-limit: needs metrics" in text
+    assert docs.effective(options_from_config(write(tmp_path, text))) == text
+
+
+# -- seconds ----------------------------------------------------------------------------------------------------
+
+BAD_SECONDS = ["0", "-1", "nan", "inf", "1e-300", "1e-9", "0.0005", "x", ""]
+
+
+@pytest.mark.parametrize("value", BAD_SECONDS)
+@pytest.mark.parametrize("parse,flag,floor,most", [
+    (monitor_options, "--stats", "0.1", "1000000000"), (monitor_options, "--duration", "0.001", "1000000000"),
+    (lambda argv: top.build_parser().parse_args(argv[:2]), "--interval", "0.1", "3600"),
+])
+def test_every_option_of_seconds_refuses_what_is_not_a_time(parse, flag, floor, most, value):
+    with pytest.raises(SnoopError) as e:
+        parse([flag, value, "--config", os.devnull])
+    prog = "socket-snoop top" if flag == "--interval" else "socket-snoop"
+    assert (e.value.status, str(e.value)) == (2, f"{prog}: {flag}: invalid value {value!r}: seconds, from {floor} "
+                                                 f"to {most}")
+
+
+@pytest.mark.parametrize("kind,floor", [("close-wait-leak", "0.001"), ("interval", "0.1")])
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "1e-300"])
+def test_warning_times_are_seconds_too(kind, floor, value):
+    with pytest.raises(SnoopError) as e:
+        parse_warn(f"{kind}={value}")
+    assert str(e.value) == f"socket-snoop: --warn {kind}: invalid value {value!r}: seconds, from {floor} to 1000000000"
+
+
+def test_the_times_in_use_stay_valid():
+    s = monitor_options(["--stats", "0.5", "--duration", "0.5", "--warn", "close-wait-leak=0.5", "--warn",
+                         "interval=1", "--config", os.devnull])
+    assert (s.stats, s.duration) == (0.5, 0.5) and dict(s.warn) == {"close_wait_leak": 0.5, "interval": 1.0}
+    for stats, duration in (("2.5", "7"), ("10", "60"), ("1", "120"), ("86400", "1e6")):
+        s = monitor_options(["--stats", stats, "--duration", duration, "--config", os.devnull])
+        assert (s.stats, s.duration) == (float(stats), float(duration))
+    for interval in ("0.1", "0.2", "1", "3", "12", "3600"):
+        assert top.build_parser().parse_args(["--interval", interval]).interval == float(interval)
+    assert math.isclose(top.build_parser().parse_args([]).interval, 2.0)
+
+
+# -- suggestions and the command's name ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv,want", [
+    (["--dur", "5"], "socket-snoop: unrecognized arguments: --dur; did you mean --duration?"),
+    (["--no-sum"], "socket-snoop: unrecognized arguments: --no-sum; did you mean --no-summary?"),
+    (["config", "--exa"], "socket-snoop config: unrecognized arguments: --exa; did you mean --example?"),
+    (["config", "--dur", "5"], "socket-snoop config: unrecognized arguments: --dur; did you mean --duration?"),
+    (["config", "--json", "--format", "text"], "socket-snoop config: --json and --format text conflict"),
+    (["top", "--inter", "3"], "socket-snoop top: unrecognized arguments: --inter; did you mean --interval?"),
+])
+def test_a_begun_option_is_suggested_and_errors_name_the_command(argv, want, capsys):
+    status, err = refused(argv, capsys)
+    assert status == 2 and err.startswith(want) and err.count("\n") == 1, err
