@@ -26,7 +26,7 @@ LIST = "list"  # --option VALUE, repeatable
 _NEGATIVE = re.compile(r"-\.?\d")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # each declared once: compared and hashed as itself (CommandParser.seen)
 class Option:
     flags: tuple  # e.g. ("-p", "--pid"): at least one long one
     kind: str  # SWITCH, CONST, VALUE or LIST
