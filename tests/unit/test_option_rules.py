@@ -52,18 +52,22 @@ def test_a_config_file_nested_too_deeply_is_one_line(tmp_path, command, status):
 
 # -- options that need another --------------------------------------------------------------------------------
 
-NEEDS = [
-    (["--syslog-ca", "/etc/ca.pem"], "--syslog-ca needs --syslog URL", ["--syslog", "tls://192.0.2.1:6514"]),
-    (["--syslog-facility", "local3"], "--syslog-facility needs --syslog URL", ["--syslog", "udp://192.0.2.1:514"]),
-    (["--metrics-labels", "comm"], "--metrics-labels needs --metrics [ADDR:]PORT", ["--metrics", "9100"]),
-    (["--metrics-label-limit", "5"], "--metrics-label-limit needs --metrics [ADDR:]PORT", ["--metrics", "9100"]),
+NEEDS = [  # (the option, the refusal, what it needs on the command line, and in the config file)
+    (["--syslog-ca", "/etc/ca.pem"], "--syslog-ca needs --syslog URL", ["--syslog", "tls://192.0.2.1:6514"],
+     'syslog = "tls://192.0.2.1:6514"'),
+    (["--syslog-facility", "local3"], "--syslog-facility needs --syslog URL", ["--syslog", "udp://192.0.2.1:514"],
+     'syslog = "udp://192.0.2.1:514"'),
+    (["--metrics-labels", "comm"], "--metrics-labels needs --metrics [ADDR:]PORT", ["--metrics", "9100"],
+     "metrics = 9100"),
+    (["--metrics-label-limit", "5"], "--metrics-label-limit needs --metrics-labels LIST",  # the labels' default cap
+     ["--metrics-labels", "comm", "--metrics", "9100"], 'metrics-labels = "comm"\nmetrics = "9100"'),
 ]
 
 
 def test_the_options_that_need_another_are_declared_so():
     needs = {o.long_flags[0]: o.needs for o in MONITOR_OPTIONS if o.needs}
     assert needs == {"--syslog-ca": "--syslog", "--syslog-facility": "--syslog", "--metrics-labels": "--metrics",
-                     "--metrics-label-limit": "--metrics"}
+                     "--metrics-label-limit": "--metrics-labels"}
     parser = build_parser()
     assert all(parser.declared[o] for o in needs.values())
     shown = " ".join(parser.format_help().split())
@@ -72,15 +76,15 @@ def test_the_options_that_need_another_are_declared_so():
     assert "(needs --syslog)" in docs.example()
 
 
-@pytest.mark.parametrize("args,message,parent", NEEDS)
-def test_an_option_without_the_one_it_needs_is_refused(args, message, parent, capsys):
+@pytest.mark.parametrize("args,message,parent,_file", NEEDS)
+def test_an_option_without_the_one_it_needs_is_refused(args, message, parent, _file, capsys):
     assert refused([*args, "--config", os.devnull, *NEVER_RUNS], capsys) == (2, f"socket-snoop: {message}\n")
     assert refused(["config", *args, "--config", os.devnull], capsys) == (2, f"socket-snoop config: {message}\n")
     monitor_options([*args, *parent, "--config", os.devnull])  # with it: taken
 
 
-@pytest.mark.parametrize("args,message,parent", NEEDS)
-def test_a_config_key_without_the_one_it_needs_is_refused(tmp_path, args, message, parent, capsys):
+@pytest.mark.parametrize("args,message,parent,parent_file", NEEDS)
+def test_a_config_key_without_the_one_it_needs_is_refused(tmp_path, args, message, parent, parent_file, capsys):
     key, value = args[0][2:], args[1]
     path = write(tmp_path, f'json = true\n{key.replace("-", "_")} = "{value}"\n')
     wanted = parent[0]
@@ -88,9 +92,8 @@ def test_a_config_key_without_the_one_it_needs_is_refused(tmp_path, args, messag
     assert status == 2 and err == (f"socket-snoop: config file {path}, line 2: {key.replace('-', '_')}: needs "
                                    f"{wanted[2:]} (in this file, or {message.split(' needs ')[1]}), which is not "
                                    "set\n"), err
-    monitor_options(["--config", path, *parent])  # the one it needs on the command line
-    path = write(tmp_path, f'{key} = "{value}"\n{wanted[2:]} = "{parent[1]}"\n')
-    options_from_config(path)  # or in the file
+    monitor_options(["--config", path, *parent])  # what it needs on the command line
+    options_from_config(write(tmp_path, f'{key} = "{value}"\n{parent_file}\n'))  # or in the file
 
 
 def test_an_empty_list_needs_nothing_and_the_effective_config_reads_back(tmp_path):

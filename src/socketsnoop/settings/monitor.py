@@ -89,7 +89,7 @@ OUTPUTS = (
            example="comm:50", needs="--metrics"),
     Option(("--metrics-label-limit",), VALUE, f"distinct values kept per label (default {DEFAULT_LABEL_LIMIT})",
            type=positive("--metrics-label-limit", int, 100000), default=DEFAULT_LABEL_LIMIT, metavar="N",
-           value_type=int, needs="--metrics"),
+           value_type=int, needs="--metrics-labels"),
     Option(("--journal",), SWITCH, "each event to the systemd journal (native protocol)"),
     Option(("--journal-socket",), VALUE,
            "the journal's socket (implies --journal; default /run/systemd/journal/socket)", metavar="PATH",
