@@ -147,6 +147,10 @@ def test_warning_times_are_seconds_too(kind, floor, good):
     (["config", "--exa"], "socket-snoop config: unrecognized arguments: --exa; did you mean --example?"),
     (["config", "--dur", "5"], "socket-snoop config: unrecognized arguments: --dur; did you mean --duration?"),
     (["config", "--json", "--format", "text"], "socket-snoop config: --json and --format text conflict"),
+    (["config", "--port", "70000"], "socket-snoop config: --port: invalid value '70000'"),
+    (["top", "--count", "0"], "socket-snoop top: --count: invalid value '0'"),
+    (["top", "--interval", "0.01"], "socket-snoop top: --interval: invalid value '0.01': seconds, from 0.1 to 3600"),
+    (["report", os.devnull, "--port", "70000"], "socket-snoop report: --port: invalid value '70000'"),
 ])
 def test_a_begun_option_is_suggested_and_errors_name_the_command(argv, want, capsys):
     status, err = refused(argv, capsys)

@@ -14,8 +14,11 @@ the option's own type, with its own message, not "expected one argument").
 import argparse
 import dataclasses
 import difflib
+import functools
 import re
 from typing import Any, Callable
+
+from ..errors import SnoopError
 
 # an Option's kind
 SWITCH = "switch"  # --flag: True when given
@@ -24,6 +27,7 @@ VALUE = "value"  # --option VALUE
 LIST = "list"  # --option VALUE, repeatable
 
 _NEGATIVE = re.compile(r"-\.?\d")
+_MONITOR = "socket-snoop"  # the program's name, which the declarations' messages begin with
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # each declared once: compared and hashed as itself (CommandParser.seen)
@@ -139,7 +143,10 @@ class CommandParser(argparse.ArgumentParser):
         """An argument group of the Options, in order."""
         group = self.add_argument_group(title)
         for opt in options:
-            group.add_argument(*opt.flags, **argparse_kwargs(opt))
+            kw = argparse_kwargs(opt)
+            if "type" in kw:
+                kw["type"] = _naming(kw["type"], self.prog)
+            group.add_argument(*opt.flags, **kw)
             self.declared.update((flag, opt) for flag in opt.long_flags)
         return group
 
@@ -201,6 +208,21 @@ class CommandParser(argparse.ArgumentParser):
         close = difflib.get_close_matches(word, begun, n=1, cutoff=0) if begun else \
             difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
         return f"; did you mean {close[0]}?" if close else ""
+
+
+def _naming(convert, prog):
+    """A type function whose error names the command that parses it (`socket-snoop top: --interval: ...`): the
+    declarations' own messages begin 'socket-snoop: ', the monitor's name."""
+    @functools.wraps(convert)
+    def named(value):
+        try:
+            return convert(value)
+        except SnoopError as e:
+            text = str(e)
+            if prog == _MONITOR or not text.startswith(_MONITOR + ": "):
+                raise
+            raise SnoopError(prog + text[len(_MONITOR):], e.status) from None
+    return named
 
 
 def unmet_need(parser, given, namespace):

@@ -50,7 +50,7 @@ PERIOD_FLOOR = 0.1
 WAIT_FLOOR = 0.001
 
 
-def seconds(option, floor=WAIT_FLOOR, maximum=10**9, prog="socket-snoop"):
+def seconds(option, floor=WAIT_FLOOR, maximum=10**9):
     """The type of every option that takes seconds: a finite number from floor to maximum (nan, inf, zero and
     negatives refused, with the range in the message)."""
     def conv(value):
@@ -59,7 +59,7 @@ def seconds(option, floor=WAIT_FLOOR, maximum=10**9, prog="socket-snoop"):
         except (TypeError, ValueError):
             v = None
         if v is None or not floor <= v <= maximum:  # also refuses nan and inf
-            raise SnoopError(f"{prog}: {option}: invalid value {value!r}: seconds, from {floor:.15g} to {maximum:.15g}", 2)
+            raise SnoopError(f"socket-snoop: {option}: invalid value {value!r}: seconds, from {floor:.15g} to {maximum:.15g}", 2)
         return v
     return conv
 

@@ -27,7 +27,7 @@ TOP_OPTIONS = (
     Option(("--sort",), VALUE, "sort rows by this column, largest first (default opened_per_s): "
            + ", ".join(SORT_KEYS), choices=SORT_KEYS, default="opened_per_s", metavar="COLUMN"),
     Option(("--interval",), VALUE, "seconds between refreshes (default 2)",
-           type=seconds("--interval", PERIOD_FLOOR, 3600, prog="socket-snoop top"), default=2.0, metavar="SECONDS"),
+           type=seconds("--interval", PERIOD_FLOOR, 3600), default=2.0, metavar="SECONDS"),
     Option(("-n", "--count"), VALUE, "print N snapshots as text (or JSON) and exit, no screen",
            type=positive("--count", int, 10**9), metavar="N"),
     Option(("--once",), SWITCH, "print one snapshot and exit (-n 1)"),
