@@ -134,6 +134,8 @@ class CommandParser(argparse.ArgumentParser):
         return {f for action in self._actions if action.nargs != 0 for f in action.option_strings}
 
     def add_argument(self, *args, **kwargs):
+        if "type" in kwargs:
+            kwargs["type"] = _naming(kwargs["type"], self.prog)
         action = super().add_argument(*args, **kwargs)
         if not action.option_strings and action.choices:
             self.words += list(action.choices)
