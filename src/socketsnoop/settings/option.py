@@ -169,12 +169,13 @@ class CommandParser(argparse.ArgumentParser):
     def _unknown(self, args):
         """An option this parser does not have, named as such (argparse may first take the word after it for a
         command: `--prot 80`, "invalid choice: '80'")."""
+        known = set(self.flags)
         for arg in args or ():
             if arg == "--":
                 return
-            if arg.startswith("--") and arg.split("=", 1)[0] not in self.flags:
+            if arg.startswith("--") and arg.split("=", 1)[0] not in known:
                 self.error(f"unrecognized arguments: {arg}")
-            if arg.startswith("-") and not arg.startswith("--") and len(arg) > 1 and arg[:2] not in self.flags \
+            if arg.startswith("-") and not arg.startswith("--") and len(arg) > 1 and arg[:2] not in known \
                     and not _NEGATIVE.match(arg):
                 self.error(f"unrecognized arguments: {arg}")
 
@@ -182,10 +183,10 @@ class CommandParser(argparse.ArgumentParser):
         """`--duration -5` as `--duration=-5`: argparse would take -5 for an option (the parser has -4 and -6)."""
         if args is None:
             return None
-        out, args = [], list(args)
+        out, args, value_flags = [], list(args), self.value_flags
         i = 0
         while i < len(args):
-            if args[i] in self.value_flags and i + 1 < len(args) and _NEGATIVE.match(args[i + 1]):
+            if args[i] in value_flags and i + 1 < len(args) and _NEGATIVE.match(args[i + 1]):
                 out.append(f"{args[i]}={args[i + 1]}")
                 i += 2
                 continue
