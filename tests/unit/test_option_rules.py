@@ -149,7 +149,8 @@ def test_warning_times_are_seconds_too(kind, floor, good):
     (["config", "--json", "--format", "text"], "socket-snoop config: --json and --format text conflict"),
     (["config", "--port", "70000"], "socket-snoop config: --port: invalid value '70000'"),
     (["top", "--count", "0"], "socket-snoop top: --count: invalid value '0'"),
-    (["top", "--interval", "0.01"], "socket-snoop top: --interval: invalid value '0.01': seconds, from 0.1 to 3600"),
+    (["top", "--interval", "0.01", "--buffer-size", "1"],  # refused after it too: top never starts
+     "socket-snoop top: --interval: invalid value '0.01': seconds, from 0.1 to 3600"),
     (["report", os.devnull, "--port", "70000"], "socket-snoop report: --port: invalid value '70000'"),
 ])
 def test_a_begun_option_is_suggested_and_errors_name_the_command(argv, want, capsys):
