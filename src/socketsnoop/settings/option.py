@@ -6,7 +6,8 @@ parser (its `declared` maps each long flag to its Option: the config file is con
 settings_class() makes the frozen dataclass a command receives, one typed field per option.
 
 CommandParser is argparse's parser with: errors on one line and status 2; no abbreviations; a suggestion
-for a mistyped option or command (an option it begins, else difflib's closest); two options that set the same value differently refused
+for a mistyped option or command (an option it begins, else difflib's closest); two options that set the same
+value differently refused
 (`--json --format text`); a negative number accepted as an option's value (`--duration -5` is then refused by
 the option's own type, with its own message, not "expected one argument").
 """

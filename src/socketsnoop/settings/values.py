@@ -59,7 +59,8 @@ def seconds(option, floor=WAIT_FLOOR, maximum=10**9):
         except (TypeError, ValueError):
             v = None
         if v is None or not floor <= v <= maximum:  # also refuses nan and inf
-            raise SnoopError(f"socket-snoop: {option}: invalid value {value!r}: seconds, from {floor:.15g} to {maximum:.15g}", 2)
+            raise SnoopError(f"socket-snoop: {option}: invalid value {value!r}: seconds, from {floor:.15g} to "
+                             f"{maximum:.15g}", 2)
         return v
     return conv
 

@@ -9,7 +9,8 @@ from .values import PERIOD_FLOOR, seconds
 
 # --warn's names: (Thresholds field, type, unit as --help says it)
 WARN_SETTINGS = {
-    "close-wait-leak": ("close_wait_leak", seconds("--warn close-wait-leak"), "seconds a socket is held in CLOSE_WAIT (default 60)"),
+    "close-wait-leak": ("close_wait_leak", seconds("--warn close-wait-leak"),
+                        "seconds a socket is held in CLOSE_WAIT (default 60)"),
     "connect-failures": ("connect_failures", int, "failed connects to one destination within 60 s (default 10)"),
     "retransmits": ("retransmits", float, "percent of a remote host's segments sent again within 60 s, "
                     "at least 10 of them (default 5)"),
@@ -20,7 +21,8 @@ WARN_SETTINGS = {
                         "within 60 s (default 5)"),
     "accept-queue-overflow": ("accept_queue_overflow", int, "packets one listener dropped because its accept "
                               "queue was full (TCP_LISTEN_OVERFLOW, Linux 6.15+) within 10 s (default 1)"),
-    "interval": ("interval", seconds("--warn interval", PERIOD_FLOOR), "seconds before a lasting warning is said again (default 60)"),
+    "interval": ("interval", seconds("--warn interval", PERIOD_FLOOR),
+                 "seconds before a lasting warning is said again (default 60)"),
 }
 WARN_HELP = ("change a warning's threshold, or turn one kind off with KIND=off (repeatable): "
              + "; ".join(f"{name}: {unit}" for name, (_f, _t, unit) in WARN_SETTINGS.items()))
