@@ -174,7 +174,8 @@ def test_unit_sandbox_follows_the_outputs(tmp_path, conf, families, ip):
 
 
 def test_unit_keeps_a_journal_socket_under_tmp_visible(tmp_path):
-    lines = _unit(tmp_path, 'journal-socket = "/tmp/j/socket"\nsyslog-ca = "/root/ca.pem"\n').read_text().splitlines()
+    lines = _unit(tmp_path, 'journal-socket = "/tmp/j/socket"\nsyslog = "tls://logs.example.org"\n'
+                  'syslog-ca = "/root/ca.pem"\n').read_text().splitlines()
     assert "PrivateTmp=no" in lines and "ProtectHome=read-only" in lines
     assert "RestrictAddressFamilies=AF_UNIX AF_NETLINK" in service.render_unit(["/usr/bin/socket-snoop"]).splitlines()
 

@@ -144,8 +144,8 @@ def test_agreeing_options_are_not_a_conflict():
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--duration", "-5"], "--duration: invalid value '-5': a positive number"),
-    (["--stats", "-1.5"], "--stats: invalid value '-1.5': a positive number"),
+    (["--duration", "-5"], "--duration: invalid value '-5': seconds, from 0.001 to 1000000000"),
+    (["--stats", "-1.5"], "--stats: invalid value '-1.5': seconds, from 0.1 to 1000000000"),
     (["--max-tracked", "-3"], "--max-tracked: invalid value '-3'"),
 ])
 def test_negative_values_get_a_clear_message(args, needle):

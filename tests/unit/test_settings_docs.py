@@ -49,10 +49,17 @@ def test_every_key_of_the_example_config_is_valid(tmp_path):
     keys = {line[1:].split(" = ")[0] for line in lines}
     declared = {o.key for _t, options in GROUPS for o in options if o.key}
     assert keys == declared
-    for line in lines:  # each, uncommented alone, is a config the monitor takes
+    by_key = {line[1:].split(" = ")[0]: line[1:] for line in lines}
+    needs = {o.key: o.needs[2:] for _t, options in GROUPS for o in options if o.key and o.needs}
+    for key, line in by_key.items():  # each, uncommented alone (with the keys it needs), is a config the monitor takes
+        text = line + "\n"
+        while key in needs:
+            key = needs[key]
+            text += by_key[key] + "\n"
         path = tmp_path / "one.toml"
-        path.write_text(line[1:] + "\n")
+        path.write_text(text)
         options_from_config(str(path))
+    assert set(needs) == {"metrics-labels", "metrics-label-limit", "syslog-facility", "syslog-ca"}
 
 
 @pytest.mark.skipif(not shutil.which("man"), reason="needs man")

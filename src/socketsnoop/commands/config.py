@@ -25,10 +25,19 @@ def build_parser():
     return p
 
 
+def _monitor_parser(own):
+    """The monitor's parser for the options given here: its errors name `socket-snoop config`, and a mistyped
+    option may be one of config's own (`--exa`: did you mean --example?)."""
+    p = monitor_parser(prog=own.prog)
+    p.also_flags = [f for f in own.flags if f not in p.flags]
+    return p
+
+
 def main(argv):
-    opts, rest = build_parser().parse_known_args(argv)
+    own = build_parser()
+    opts, rest = own.parse_known_args(argv)
     if (opts.example or opts.man or opts.bash_completion) and rest:
-        build_parser().error(f"unrecognized arguments: {' '.join(rest)}")
+        own.error(f"unrecognized arguments: {' '.join(rest)}")
     if opts.example:
         text = docs.example()
     elif opts.man:
@@ -38,7 +47,7 @@ def main(argv):
                                      "service": service.build_parser(), "report": report.build_parser(),
                                      "config": build_parser()})
     else:
-        text = docs.effective(monitor_options(rest) if rest else options_from_config())
+        text = docs.effective(monitor_options(rest, _monitor_parser(own)) if rest else options_from_config())
     try:
         sys.stdout.write(text)
         sys.stdout.flush()

@@ -34,6 +34,7 @@ def effective(settings):
     """The settings as a config file that gives them back (every key; what is unset, as a comment)."""
     out = ["# socket-snoop's effective configuration: the config file's, then the command line's",
            f"# (as a config file: socket-snoop config > {DEFAULT_CONFIG})"]
+    by_flag = {f: o for _title, options in GROUPS for o in options for f in o.long_flags}
     for title, options in _file_options():
         out.append(f"\n# {title}")
         consts = {(o.name, o.const): o for o in options if o.kind == CONST}
@@ -41,7 +42,10 @@ def effective(settings):
             if opt.kind == CONST:
                 continue
             value = getattr(settings, opt.name)
-            if (opt.name, value) in consts and value != opt.default:
+            wanted = by_flag[opt.needs] if opt.needs else None
+            if wanted is not None and getattr(settings, wanted.name) in (None, False, ()):
+                out.append(f"# {opt.key}: needs {wanted.key}")  # the file would be refused with it
+            elif (opt.name, value) in consts and value != opt.default:
                 out.append(f"{consts[opt.name, value].key} = true")
             elif value is None:
                 out.append(f"# {opt.key}: not set")
@@ -67,7 +71,7 @@ def example():
                 value = True
             elif opt.kind == LIST:
                 value = [value]
-            out.append(f"# {opt.help}")
+            out.append(f"# {opt.described}")
             out.append(f"#{opt.key} = {toml(value)}")
     return "\n".join(out) + "\n"
 
@@ -97,8 +101,8 @@ def man_page():
         for opt in options:
             flags = ", ".join(f"\\fB{_roff(f)}\\fR" for f in opt.flags)
             arg = f" \\fI{_roff(opt.metavar or opt.name.upper())}\\fR" if opt.kind in ("value", "list") else ""
-            out += [".TP", flags + arg, _roff(opt.help) + (" (repeatable)" if opt.kind == LIST and
-                                                             "repeatable" not in opt.help else "")]
+            out += [".TP", flags + arg, _roff(opt.described) + (" (repeatable)" if opt.kind == LIST and
+                                                                  "repeatable" not in opt.help else "")]
     out += [".SH FILES", ".TP", f".I {_roff(DEFAULT_CONFIG)}",
             _roff("the options, as TOML (keys: the long options without '--'); socket-snoop config --example "
                   "prints one with every key"),

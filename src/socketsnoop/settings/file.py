@@ -29,7 +29,7 @@ import stat
 import tomllib
 
 from ..errors import SnoopError
-from .option import CONST, LIST, SWITCH
+from .option import CONST, LIST, SWITCH, unmet_need
 from .trust import is_dev_null, walk
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -76,6 +76,8 @@ def read(path, explicit):
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as e:
         raise SnoopError(f"{where}: not valid TOML: {escape(e)}", 2) from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables by recursion
+        raise SnoopError(f"{where}: refused: arrays or tables nested too deeply", 2) from None
 
 
 def key_line(text, key):
@@ -115,10 +117,10 @@ def _convert_values(opt, flag, key, value):
         raise _Bad(key, _strip(str(e), flag)) from None
 
 
-def convert(parser, table):
+def convert(parser, table, given=None):
     """TOML table -> {dest: value}, by the Options the parser was built from (parser.declared, see
-    option.py); a bad key raises _Bad(key, message)."""
-    out = {}
+    option.py); a bad key raises _Bad(key, message). given: a dict that gets {Option: its key as written}."""
+    out, given = {}, ({} if given is None else given)
     for key, value in table.items():
         flag = "--" + key.replace("_", "-")
         opt = parser.declared.get(flag)
@@ -127,6 +129,8 @@ def convert(parser, table):
             close = difflib.get_close_matches(key.replace("_", "-"), keys, n=1)
             raise _Bad(key, "unknown key " + (f"(did you mean {close[0]}?)" if close else
                                               "(keys are the long command-line options, e.g. log-file, port, json)"))
+        if value != []:  # `metrics-labels = []`: none, which needs nothing
+            given[opt] = key
         if opt.kind in (SWITCH, CONST):
             if not isinstance(value, bool):
                 raise _Bad(key, f"expected true or false, got {_show(value)}")
@@ -160,30 +164,47 @@ def _strip(message, option):
     return message
 
 
-def load(parser, path, explicit):
-    """{dest: value} from the config file at `path`, validated by the Options `parser` was built from."""
+def _refuse(path, text, key, message):
+    line = key_line(text, key)
+    where = f"{path}, line {line}" if line else path
+    raise SnoopError(f"socket-snoop: config file {escape(where)}: {show_key(key)}: {escape(message)}", 2)
+
+
+def load(parser, path, explicit, given=None):
+    """({dest: value}, the file's text) from the config file at `path`, validated by the Options `parser` was
+    built from; given: as convert() takes it."""
     table, text = read(path, explicit)
     try:
-        values = convert(parser, table)
+        return convert(parser, table, given), text
     except _Bad as e:
-        line = key_line(text, e.key)
-        where = f"{path}, line {line}" if line else path
-        raise SnoopError(f"socket-snoop: config file {escape(where)}: {show_key(e.key)}: {escape(e.message)}",
-                         2) from None
-    return values
+        _refuse(path, text, e.key, e.message)
 
 
 def parse_with_config(parser, argv, default_path):
-    """Parse argv over the config file's values: the command line wins, and its list values replace the file's."""
+    """Parse argv over the config file's values: the command line wins, and its list values replace the file's.
+    An option that needs another (Option.needs) is refused without it, given on the command line or in the file."""
     first = parser.parse_args(argv)
     explicit = first.config is not None
     path = first.config if explicit else default_path
-    values = load(parser, path, explicit)
-    if not values:
-        return first
-    parser.set_defaults(**values)
-    opts = parser.parse_args(argv)
-    for dest, value in values.items():
-        if isinstance(value, list) and getattr(first, dest):  # given on the command line: replaces the file's
-            setattr(opts, dest, getattr(first, dest))
+    in_file = {}
+    values, text = load(parser, path, explicit, in_file)
+    opts = first
+    if values:
+        parser.set_defaults(**values)
+        opts = parser.parse_args(argv)
+        for dest, value in values.items():
+            if isinstance(value, list) and getattr(first, dest):  # given on the command line: replaces the file's
+                setattr(opts, dest, getattr(first, dest))
+    unmet = unmet_need(parser, parser.seen, opts)
+    if unmet:
+        raise SnoopError(f"{parser.prog}: {parser.seen[unmet[0]]} needs {_usage(unmet[1])}", 2)
+    unmet = unmet_need(parser, in_file, opts)
+    if unmet:
+        _refuse(path, text, in_file[unmet[0]], f"needs {unmet[1].key} (in this file, or {_usage(unmet[1])}), "
+                                               "which is not set")
     return opts
+
+
+def _usage(opt):
+    """'--syslog URL', '--journal'."""
+    return f"{opt.long_flags[0]} {opt.metavar}" if opt.metavar else opt.long_flags[0]

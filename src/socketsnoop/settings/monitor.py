@@ -15,7 +15,8 @@ from .file import parse_with_config
 from .sandbox import conflict_line
 from .option import CONST, LIST, SWITCH, VALUE, CommandParser, Option, freeze, settings_class
 from .warnings import WARNING_OPTIONS
-from .values import metrics_labels, nice_decrement, parse_listen, parse_size, positive, show_listen, syslog_url
+from .values import PERIOD_FLOOR, metrics_labels, nice_decrement, parse_listen, parse_size, positive, seconds, \
+    show_listen, syslog_url
 
 DEFAULT_LOG = "/var/log/socket_monitor.log"
 DEFAULT_CONFIG = "/etc/socket-snoop/config.toml"
@@ -75,7 +76,8 @@ OUTPUT = (
            "only the 'Connection Summary' lines, one per connection (the kernel sends no other events)"),
     Option(("--max-tracked",), VALUE, "connections the exit report keeps, the most recent (default 1000)",
            type=positive("--max-tracked", int, 10**7), default=1000, metavar="N", value_type=int),
-    Option(("--stats",), VALUE, "print a one-line summary on stderr every SECONDS", type=positive("--stats"),
+    Option(("--stats",), VALUE, "print a one-line summary on stderr every SECONDS",
+           type=seconds("--stats", PERIOD_FLOOR),
            metavar="SECONDS", value_type=float | None, example=10),
 )
 
@@ -84,10 +86,10 @@ OUTPUTS = (
            type=parse_listen, metavar="[ADDR:]PORT", value_type=tuple | None, example="9100", show=show_listen),
     Option(("--metrics-labels",), LIST, "label the counts by comm, unit and/or container (comma-separated; "
            f"NAME:N caps NAME at N distinct values, the rest are '{OTHER}')", type=metrics_labels, metavar="LIST",
-           example="comm:50"),
+           example="comm:50", needs="--metrics"),
     Option(("--metrics-label-limit",), VALUE, f"distinct values kept per label (default {DEFAULT_LABEL_LIMIT})",
            type=positive("--metrics-label-limit", int, 100000), default=DEFAULT_LABEL_LIMIT, metavar="N",
-           value_type=int),
+           value_type=int, needs="--metrics-labels"),
     Option(("--journal",), SWITCH, "each event to the systemd journal (native protocol)"),
     Option(("--journal-socket",), VALUE,
            "the journal's socket (implies --journal; default /run/systemd/journal/socket)", metavar="PATH",
@@ -96,10 +98,10 @@ OUTPUTS = (
            "RFC 5424 messages to a collector: udp://HOST:PORT, tcp://HOST:PORT, tls://HOST:PORT or relp://HOST[:PORT]",
            type=syslog_url, metavar="URL", example="tcp://192.0.2.10:514"),
     Option(("--syslog-facility",), VALUE, "syslog facility (default daemon; kern, user, ..., local0 to local7)",
-           choices=tuple(FACILITIES), default="daemon", metavar="NAME", value_type=str),
+           choices=tuple(FACILITIES), default="daemon", metavar="NAME", value_type=str, needs="--syslog"),
     Option(("--syslog-ca",), VALUE,
            "CA certificates (PEM) that sign the tls:// collector's certificate (default: the system's)",
-           metavar="FILE", value_type=str | None, example="/etc/ssl/logs-ca.pem"),
+           metavar="FILE", value_type=str | None, example="/etc/ssl/logs-ca.pem", needs="--syslog"),
     Option(("--output-queue",), VALUE, "lines the console, and events the journal and syslog outputs, each hold "
            "while their reader is slow or down (default 10000); what does not fit is dropped and counted",
            type=positive("--output-queue", int, 10**7), default=10000, metavar="N", value_type=int),
@@ -116,7 +118,7 @@ PRIORITY_BOOST = Option(("--priority-boost",), VALUE,
                         type=nice_decrement, default=DEFAULT_PRIORITY_BOOST, metavar="N", value_type=int)
 
 RUNNING = (
-    Option(("--duration",), VALUE, "stop after SECONDS", type=positive("--duration"), metavar="SECONDS",
+    Option(("--duration",), VALUE, "stop after SECONDS", type=seconds("--duration"), metavar="SECONDS",
            value_type=float | None, example=60),
     Option(("--buffer",), VALUE, "kernel-to-user buffer: BPF ring buffer (default, Linux 5.8+) or perf buffer",
            choices=("ringbuf", "perf"), default="ringbuf", value_type=str),
@@ -160,9 +162,10 @@ RunSettings = settings_class("RunSettings", MONITOR_OPTIONS,
                              "The monitor's settings: the config file's, then the command line's (frozen).")
 
 
-def build_parser():
+def build_parser(prog="socket-snoop"):
+    """The monitor's parser; prog: the command its errors name (`socket-snoop config` parses these options too)."""
     p = CommandParser(
-        prog="socket-snoop",
+        prog=prog,
         usage="socket-snoop [OPTIONS]\n       socket-snoop COMMAND [ARGS] (COMMAND: "
               + ", ".join(name for name, _ in COMMANDS) + "; socket-snoop COMMAND --help)",
         description="Live TCP connection monitor (eBPF): every state change, retransmission and reset, "
@@ -190,16 +193,14 @@ def filters_from(opts, command="run"):
 
 def metrics_from(opts):
     """(address, port, {label: cap}) for the metrics sink, or None without --metrics."""
-    if not opts.metrics:
-        if opts.metrics_labels:
-            raise SnoopError("socket-snoop: --metrics-labels needs --metrics [ADDR:]PORT", 2)
+    if not opts.metrics:  # --metrics-labels without it: refused by its declaration (Option.needs)
         return None
     host, port = opts.metrics
     return host, port, parse_labels(opts.metrics_labels, opts.metrics_label_limit)
 
 
-def _settings(argv):
-    parser = build_parser()
+def _settings(argv, parser=None):
+    parser = parser or build_parser()
     ns = parse_with_config(parser, argv, DEFAULT_CONFIG)
     if ns.command:
         parser.error(f"a command comes first, before any option: socket-snoop {ns.command} ...")
@@ -215,10 +216,10 @@ def _settings(argv):
     return freeze(RunSettings, ns)
 
 
-def monitor_options(argv):
-    """The monitor's RunSettings: the config file's, then argv's. In a unit installed by `service install`,
-    a line on stderr when its sandbox forbids what they ask for."""
-    settings = _settings(argv)
+def monitor_options(argv, parser=None):
+    """The monitor's RunSettings: the config file's, then argv's (parsed by `parser`, default build_parser()'s).
+    In a unit installed by `service install`, a line on stderr when its sandbox forbids what they ask for."""
+    settings = _settings(argv, parser)
     line = conflict_line(settings)
     if line:
         print(line, file=sys.stderr, flush=True)

@@ -6,7 +6,8 @@ parser (its `declared` maps each long flag to its Option: the config file is con
 settings_class() makes the frozen dataclass a command receives, one typed field per option.
 
 CommandParser is argparse's parser with: errors on one line and status 2; no abbreviations; a suggestion
-for a mistyped option or command (difflib); two options that set the same value differently refused
+for a mistyped option or command (an option it begins, else difflib's closest); two options that set the same
+value differently refused
 (`--json --format text`); a negative number accepted as an option's value (`--duration -5` is then refused by
 the option's own type, with its own message, not "expected one argument").
 """
@@ -14,8 +15,11 @@ the option's own type, with its own message, not "expected one argument").
 import argparse
 import dataclasses
 import difflib
+import functools
 import re
 from typing import Any, Callable
+
+from ..errors import SnoopError
 
 # an Option's kind
 SWITCH = "switch"  # --flag: True when given
@@ -24,9 +28,10 @@ VALUE = "value"  # --option VALUE
 LIST = "list"  # --option VALUE, repeatable
 
 _NEGATIVE = re.compile(r"-\.?\d")
+_MONITOR = "socket-snoop"  # the program's name, which the declarations' messages begin with
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # each declared once: compared and hashed as itself (CommandParser.seen)
 class Option:
     flags: tuple  # e.g. ("-p", "--pid"): at least one long one
     kind: str  # SWITCH, CONST, VALUE or LIST
@@ -42,6 +47,12 @@ class Option:
     value_type: Any = None  # the settings field's type (None: from the kind and the default)
     example: Any = None  # a value for the example config (None: its default)
     show: Callable | None = None  # a value -> its text as given (None: str)
+    needs: str | None = None  # the long flag of the option without which this one does nothing (see unmet_need)
+
+    @property
+    def described(self):
+        """Its help, saying what it needs (--help, the man page and the example config show this)."""
+        return f"{self.help} (needs {self.needs})" if self.needs else self.help
 
     @property
     def long_flags(self):
@@ -77,6 +88,7 @@ class _Act(argparse.Action):
 
     def __call__(self, parser, namespace, values, option_string=None):
         opt = self.option
+        parser.seen.setdefault(opt, option_string)
         value = {SWITCH: True, CONST: opt.const}.get(opt.kind, values)
         if opt.kind == LIST:
             value = [*getattr(namespace, self.dest), values]
@@ -86,7 +98,7 @@ class _Act(argparse.Action):
 
 
 def argparse_kwargs(opt):
-    kw = {"action": _Act, "option": opt, "dest": opt.name, "help": opt.help}
+    kw = {"action": _Act, "option": opt, "dest": opt.name, "help": opt.described}
     if opt.kind in (SWITCH, CONST):
         kw["nargs"] = 0
         if opt.kind == SWITCH:
@@ -106,29 +118,38 @@ class CommandParser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)
         self.passes_unknown = kwargs.pop("passes_unknown", False)  # parse_known_args leaves them to another
         self.declared = {}  # '--long-flag' -> Option, of the options added by add_group
-        self.flags = []  # every option string, for suggestions
-        self.value_flags = set()  # the option strings that take a value
+        self.also_flags = []  # another parser's options, taken here too (`config` takes its own and the monitor's)
         self.words = []  # the choices of its positional arguments (for completion)
         self.given = {}  # dest -> (Option, the flag given, value): conflicts (see note)
+        self.seen = {}  # Option -> the flag it was given with, on the command line
         super().__init__(*args, **kwargs)
 
+    @property
+    def flags(self):
+        """Every option string, for suggestions (of groups, mutually exclusive ones too)."""
+        return [f for action in self._actions for f in action.option_strings] + self.also_flags
+
+    @property
+    def value_flags(self):
+        """The option strings that take a value."""
+        return {f for action in self._actions if action.nargs != 0 for f in action.option_strings}
+
     def add_argument(self, *args, **kwargs):
+        if "type" in kwargs:
+            kwargs["type"] = _naming(kwargs["type"], self.prog)
         action = super().add_argument(*args, **kwargs)
-        self.flags += action.option_strings
         if not action.option_strings and action.choices:
             self.words += list(action.choices)
-        if action.nargs != 0:
-            self.value_flags.update(action.option_strings)
         return action
 
     def add_group(self, title, options):
         """An argument group of the Options, in order."""
         group = self.add_argument_group(title)
         for opt in options:
-            action = group.add_argument(*opt.flags, **argparse_kwargs(opt))
-            self.flags += action.option_strings
-            if action.nargs != 0:
-                self.value_flags.update(action.option_strings)
+            kw = argparse_kwargs(opt)
+            if "type" in kw:
+                kw["type"] = _naming(kw["type"], self.prog)
+            group.add_argument(*opt.flags, **kw)
             self.declared.update((flag, opt) for flag in opt.long_flags)
         return group
 
@@ -140,7 +161,7 @@ class CommandParser(argparse.ArgumentParser):
         self.given[dest] = (opt, flag, value)
 
     def parse_known_args(self, args=None, namespace=None):
-        self.given = {}
+        self.given, self.seen = {}, {}
         args = self._negatives(args)
         if not self.passes_unknown:
             self._unknown(args)
@@ -149,12 +170,13 @@ class CommandParser(argparse.ArgumentParser):
     def _unknown(self, args):
         """An option this parser does not have, named as such (argparse may first take the word after it for a
         command: `--prot 80`, "invalid choice: '80'")."""
+        known = set(self.flags)
         for arg in args or ():
             if arg == "--":
                 return
-            if arg.startswith("--") and arg.split("=", 1)[0] not in self.flags:
+            if arg.startswith("--") and arg.split("=", 1)[0] not in known:
                 self.error(f"unrecognized arguments: {arg}")
-            if arg.startswith("-") and not arg.startswith("--") and len(arg) > 1 and arg[:2] not in self.flags \
+            if arg.startswith("-") and not arg.startswith("--") and len(arg) > 1 and arg[:2] not in known \
                     and not _NEGATIVE.match(arg):
                 self.error(f"unrecognized arguments: {arg}")
 
@@ -162,10 +184,10 @@ class CommandParser(argparse.ArgumentParser):
         """`--duration -5` as `--duration=-5`: argparse would take -5 for an option (the parser has -4 and -6)."""
         if args is None:
             return None
-        out, args = [], list(args)
+        out, args, value_flags = [], list(args), self.value_flags
         i = 0
         while i < len(args):
-            if args[i] in self.value_flags and i + 1 < len(args) and _NEGATIVE.match(args[i + 1]):
+            if args[i] in value_flags and i + 1 < len(args) and _NEGATIVE.match(args[i + 1]):
                 out.append(f"{args[i]}={args[i + 1]}")
                 i += 2
                 continue
@@ -186,8 +208,36 @@ class CommandParser(argparse.ArgumentParser):
             if not m:
                 return ""
             word, candidates = m.group(1), re.findall(r"'([^']*)'", m.group(2))
-        close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+        begun = [c for c in candidates if c.startswith(word)]  # `--dur`: --duration, not the closer-looking --addr
+        close = difflib.get_close_matches(word, begun, n=1, cutoff=0) if begun else \
+            difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
         return f"; did you mean {close[0]}?" if close else ""
+
+
+def _naming(convert, prog):
+    """A type function whose error names the command that parses it (`socket-snoop top: --interval: ...`): the
+    declarations' own messages begin 'socket-snoop: ', the monitor's name."""
+    @functools.wraps(convert)
+    def named(value):
+        try:
+            return convert(value)
+        except SnoopError as e:
+            text = str(e)
+            if prog == _MONITOR or not text.startswith(_MONITOR + ": "):
+                raise
+            raise SnoopError(prog + text[len(_MONITOR):], e.status) from None
+    return named
+
+
+def unmet_need(parser, given, namespace):
+    """The first of the `given` Options that needs another (Option.needs) which has no value in `namespace`, as
+    (that Option, the one it needs); None if each has what it needs. The one rule for an option that would do
+    nothing alone (--syslog-ca without --syslog): the caller refuses it, naming where it was given."""
+    for opt in given:
+        wanted = parser.declared[opt.needs] if opt.needs else None
+        if wanted is not None and getattr(namespace, wanted.name) in (None, False, (), []):
+            return opt, wanted
+    return None
 
 
 def _shown(flag, opt, value):

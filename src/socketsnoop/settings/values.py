@@ -43,6 +43,28 @@ def positive(option, cast=float, maximum=10**9):
     return conv
 
 
+# the least number of seconds: a period (how often something is said or refreshed) shorter than the main loop's
+# wake-up (0.1 s) would only mean "on every wake-up", and a per-second rate over less would be noise; a time to
+# wait or a threshold less than a millisecond, a typo
+PERIOD_FLOOR = 0.1
+WAIT_FLOOR = 0.001
+
+
+def seconds(option, floor=WAIT_FLOOR, maximum=10**9):
+    """The type of every option that takes seconds: a finite number from floor to maximum (nan, inf, zero and
+    negatives refused, with the range in the message)."""
+    def conv(value):
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            v = None
+        if v is None or not floor <= v <= maximum:  # also refuses nan and inf
+            raise SnoopError(f"socket-snoop: {option}: invalid value {value!r}: seconds, from {floor:.15g} to "
+                             f"{maximum:.15g}", 2)
+        return v
+    return conv
+
+
 def nice_decrement(value):
     """--priority-boost: an integer from 0 (no boost) to 20 (nice -20)."""
     try:

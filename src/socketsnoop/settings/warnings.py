@@ -5,10 +5,12 @@
 from ..errors import SnoopError
 from ..pipeline.health import EVENT_MADE, RECORD_MADE, Thresholds
 from .option import LIST, SWITCH, Option
+from .values import PERIOD_FLOOR, seconds
 
 # --warn's names: (Thresholds field, type, unit as --help says it)
 WARN_SETTINGS = {
-    "close-wait-leak": ("close_wait_leak", float, "seconds a socket is held in CLOSE_WAIT (default 60)"),
+    "close-wait-leak": ("close_wait_leak", seconds("--warn close-wait-leak"),
+                        "seconds a socket is held in CLOSE_WAIT (default 60)"),
     "connect-failures": ("connect_failures", int, "failed connects to one destination within 60 s (default 10)"),
     "retransmits": ("retransmits", float, "percent of a remote host's segments sent again within 60 s, "
                     "at least 10 of them (default 5)"),
@@ -19,7 +21,8 @@ WARN_SETTINGS = {
                         "within 60 s (default 5)"),
     "accept-queue-overflow": ("accept_queue_overflow", int, "packets one listener dropped because its accept "
                               "queue was full (TCP_LISTEN_OVERFLOW, Linux 6.15+) within 10 s (default 1)"),
-    "interval": ("interval", float, "seconds before a lasting warning is said again (default 60)"),
+    "interval": ("interval", seconds("--warn interval", PERIOD_FLOOR),
+                 "seconds before a lasting warning is said again (default 60)"),
 }
 WARN_HELP = ("change a warning's threshold, or turn one kind off with KIND=off (repeatable): "
              + "; ".join(f"{name}: {unit}" for name, (_f, _t, unit) in WARN_SETTINGS.items()))
@@ -36,7 +39,7 @@ def parse_warn(value):
     if number.strip() == "off" and field != "interval":
         return field, None
     try:
-        n = cast(number)
+        n = cast(number)  # a seconds one refuses a bad value itself, with its range
     except ValueError:
         n = None
     if n is None or not 0 < n <= 10**9 or (field == "retransmits" and n > 100):

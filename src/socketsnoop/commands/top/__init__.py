@@ -13,7 +13,7 @@ import sys
 from ...errors import SnoopError
 from ...settings.monitor import FILTER_OPTIONS, filters_from
 from ...settings.option import SWITCH, VALUE, CommandParser, Option
-from ...settings.values import parse_size, positive
+from ...settings.values import PERIOD_FLOOR, parse_size, positive, seconds
 from .columns import GROUPINGS, SORT_KEYS, Names, table_lines
 from .feed import Feed
 from .snapshot import Sampler, document, header_lines
@@ -26,8 +26,8 @@ TOP_OPTIONS = (
            choices=tuple(GROUPINGS), default="process", metavar="KEY"),
     Option(("--sort",), VALUE, "sort rows by this column, largest first (default opened_per_s): "
            + ", ".join(SORT_KEYS), choices=SORT_KEYS, default="opened_per_s", metavar="COLUMN"),
-    Option(("--interval",), VALUE, "seconds between refreshes (default 2)", type=positive("--interval", float, 3600),
-           default=2.0, metavar="SECONDS"),
+    Option(("--interval",), VALUE, "seconds between refreshes (default 2)",
+           type=seconds("--interval", PERIOD_FLOOR, 3600), default=2.0, metavar="SECONDS"),
     Option(("-n", "--count"), VALUE, "print N snapshots as text (or JSON) and exit, no screen",
            type=positive("--count", int, 10**9), metavar="N"),
     Option(("--once",), SWITCH, "print one snapshot and exit (-n 1)"),
