@@ -8,7 +8,7 @@ import sys
 
 import pytest
 from socketsnoop import cli
-from socketsnoop.commands import top
+from socketsnoop.commands import report, top
 from socketsnoop.settings import docs
 from socketsnoop.settings.monitor import MONITOR_OPTIONS, build_parser, monitor_options, options_from_config
 from socketsnoop.settings.warnings import parse_warn
@@ -112,13 +112,18 @@ def _top(argv):
     return top.build_parser().parse_args(argv[:2])
 
 
+def _report(argv):
+    return report.build_parser().parse_args([*argv[:2], "x.log"])
+
+
 @pytest.mark.parametrize("parse,flag,floor,most,good", [
     (monitor_options, "--stats", "0.1", "1000000000", ["0.1", "0.5", "2.5", "10", "86400"]),
     (monitor_options, "--duration", "0.001", "1000000000", ["0.001", "0.5", "1", "7", "60", "120", "1e6"]),
     (_top, "--interval", "0.1", "3600", ["0.1", "0.2", "1", "3", "12", "3600"]),
+    (_report, "--interval", "0.1", "86400", ["0.1", "0.2", "1", "10", "86400"]),
 ])
 def test_every_option_of_seconds_refuses_what_is_not_a_time(parse, flag, floor, most, good):
-    prog = "socket-snoop top" if flag == "--interval" else "socket-snoop"
+    prog = {_top: "socket-snoop top", _report: "socket-snoop report"}.get(parse, "socket-snoop")
     for value in BAD_SECONDS:
         with pytest.raises(SnoopError) as e:
             parse([flag, value, "--config", os.devnull])

@@ -25,6 +25,7 @@ import time
 from ...errors import SnoopError
 from ...settings.monitor import REPORT_FILTER_OPTIONS, filters_from
 from ...settings.option import CommandParser
+from ...settings.values import PERIOD_FLOOR, seconds
 from . import engine, render
 from .aggregate import ByHost, Report, Shared
 from .files import (STDIN, LineCounts, Unreadable, check_readable, distinct, follow_log, in_time_order, is_gzip,
@@ -136,17 +137,6 @@ class ReportParser(CommandParser):
         return super().parse_args(out, namespace)
 
 
-def interval(value):
-    """--interval: seconds, from 0.1 to a day."""
-    try:
-        n = float(value)
-    except ValueError:
-        n = None
-    if n is None or not 0.1 <= n <= 86400:
-        raise SnoopError(f"socket-snoop report: --interval: invalid value {value!r}: seconds from 0.1 to 86400", 2)
-    return n
-
-
 def build_parser():
     p = ReportParser(
         prog="socket-snoop report",
@@ -171,7 +161,7 @@ def build_parser():
                    help="after the files, follow the newest one (a plain file) as it grows and is rotated, as "
                         "tail -F does, writing the report every --interval seconds when new lines came, and at the "
                         "end (Ctrl-C, SIGTERM)")
-    p.add_argument("--interval", type=interval, metavar="SECONDS",
+    p.add_argument("--interval", type=seconds("--interval", PERIOD_FLOOR, 86400), metavar="SECONDS",
                    help=f"with --follow: seconds between reports (default {INTERVAL})")
     p.add_argument("--max-tracked", type=count_option("--max-tracked"), default=100000, metavar="N",
                    help=f"connections kept for the lifecycles, the most recent (default 100000, at most {MAX_COUNT})")
