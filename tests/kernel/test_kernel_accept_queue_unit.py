@@ -11,6 +11,7 @@ import pytest
 from support import unitsandbox
 from support.net import free_port, listen_overflows, private_netns
 from support.procs import Monitor, spawn
+from test_kernel_accept_queue import CLIENTS, STUCK_SERVER  # a listener that never accepts, a crowd of connects
 
 pytestmark = [pytest.mark.bpf, pytest.mark.skipif(unitsandbox.available() is not None,
                                                   reason=str(unitsandbox.available()))]
@@ -20,35 +21,13 @@ CANNOT = "socket-snoop: warning: accept-queue-overflow: cannot read the accept q
 UNREAD = re.compile(r"accept-queue-overflow: (\d+) reads of a network namespace's accept queues failed "
                     r"\(said at the first\): (\d+) packets refused")
 
-STUCK_SERVER = """
-import ctypes, socket, sys
-ctypes.CDLL(None).prctl(15, b'stuckd', 0, 0, 0)
-srv = socket.socket()
-srv.bind(('127.0.0.1', {port}))
-srv.listen(0)
-print('listening', flush=True)
-sys.stdin.readline()  # never accepts
-"""
-
-CLIENTS = """
-import socket, time
-socks = []
-for _ in range(30):
-    c = socket.socket()
-    c.setblocking(False)
-    c.connect_ex(('127.0.0.1', {port}))
-    socks.append(c)
-time.sleep(4)
-print('done', flush=True)
-"""
-
 
 def _overflow(mon, port, netns=None):
     """A listener that never accepts, in netns (ours: None), crowded; then the monitor's ticks; then stopped."""
-    server = spawn(STUCK_SERVER.format(port=port), netns=netns)
+    server = spawn(STUCK_SERVER.format(port=port, host="127.0.0.1"), netns=netns)
     try:
         assert server.stdout.readline().strip() == "listening"
-        clients = spawn(CLIENTS.format(port=port), netns=netns)
+        clients = spawn(CLIENTS.format(port=port, host="127.0.0.1", n=30), netns=netns)
         assert clients.stdout.readline().strip() == "done"
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline and mon.proc.poll() is None:
