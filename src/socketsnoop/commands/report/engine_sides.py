@@ -59,10 +59,11 @@ UNION ALL BY NAME SELECT g.* EXCLUDE (seg, side0), coalesce(p.pend, g.side0) AS 
 SIDE = f"CASE side1 WHEN 1 THEN 'client' WHEN 3 THEN 'server' ELSE {HEURISTIC} END"
 # the remote endpoints by service: the events counted by key and endpoint, then by (side, address, port), the
 # endpoints' texts made for those groups alone (a server's remote end without its port: 'ADDR:*')
-REMOTES = f"""SELECT host, CASE WHEN cl THEN {ENDPOINT.format('dst', 'port')} WHEN fam = 6 THEN '[' || dst || ']:*'
-  ELSE dst || ':*' END AS ep, CASE WHEN cl THEN 'remote' ELSE 'local' END AS s, port, c, e, f
-FROM (SELECT host, cl, fam, dst, port, sum(c)::BIGINT AS c, sum(e)::BIGINT AS e, min(f) AS f
-  FROM (SELECT *, {SIDE} = 'client' AS cl, CASE WHEN {SIDE} = 'client' THEN dport ELSE sport END AS port FROM ({SIDED.format(
+REMOTES = f"""SELECT host, CASE WHEN cl THEN {ENDPOINT.format('dst', 'port')} ELSE {ENDPOINT.format('dst', "'*'")} END AS ep,
+  CASE WHEN cl THEN 'remote' ELSE 'local' END AS s, port, c, e, f
+FROM (SELECT host, cl, fam, dst, CASE WHEN cl THEN dport ELSE sport END AS port, sum(c)::BIGINT AS c,
+    sum(e)::BIGINT AS e, min(f) AS f
+  FROM (SELECT *, {SIDE} = 'client' AS cl FROM ({SIDED.format(
     "SELECT key, host, fam, dst, sport, dport, count(*) AS c, count(*) FILTER (est) AS e, min(n) AS f",
     f"SELECT * EXCLUDE (eph) FROM (SELECT key, eph, fam, sport, dport, seg, count(*) AS c, count(*) FILTER (est) AS e, "
     f"min(n) AS f, any_value(side0) AS side0 FROM segs GROUP BY key, eph, fam, sport, dport, seg) "
