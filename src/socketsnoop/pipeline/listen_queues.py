@@ -23,7 +23,6 @@ unattributed), and the reason said once: another namespace is entered by setns()
 
 import errno
 
-
 from ..kernel.sockdiag import diag_socket, diag_socket_in, listening
 from .owners import netns_inode
 

@@ -49,19 +49,26 @@ static __always_inline void copy_v6(__u8 *dst, const struct in6_addr *a)
 	d[3] = a->in6_u.u6_addr32[3];
 }
 
-static __always_inline bool fill_addrs(struct event *e, const struct sock_common *skc)
+/*
+ * The family whose fields hold the addresses: an IPv4 connection on a
+ * dual-stack IPv6 socket (its destination IPv4-mapped) is AF_INET, its IPv4
+ * fields right from the start, while the IPv6 copy of the local address is
+ * filled in only after connect() has made the socket SYN_SENT.
+ */
+static __always_inline __u16 addr_family(const struct sock_common *skc)
 {
 	__u16 family = skc->skc_family;
 
-	/*
-	 * An IPv4 connection on a dual-stack IPv6 socket: the IPv4 fields are
-	 * right from the start, while the IPv6 copy of the local address is
-	 * filled in only after connect() has made the socket SYN_SENT.
-	 */
 	if (family == AF_INET6 && skc->skc_v6_daddr.in6_u.u6_addr32[0] == 0 &&
 	    skc->skc_v6_daddr.in6_u.u6_addr32[1] == 0 &&
 	    skc->skc_v6_daddr.in6_u.u6_addr32[2] == bpf_htonl(0x0000ffff))
-		family = AF_INET;
+		return AF_INET;
+	return family;
+}
+
+static __always_inline bool fill_addrs(struct event *e, const struct sock_common *skc)
+{
+	__u16 family = addr_family(skc);
 
 	if (family == AF_INET) {
 		e->family = 4;
@@ -86,16 +93,12 @@ static __always_inline bool v6_unspecified(const struct in6_addr *a)
 /*
  * Either end's address unspecified (0.0.0.0, ::), as fill_addrs() and normalize_family() would make the
  * event's, without the event: passes_filters()'s SS_FILT_SKIP_UNSPEC test (an IPv6 pair is mapped IPv4 only
- * when both are, and fill_addrs() takes a mapped destination as IPv4; no address at all: unspecified).
+ * when both are, and addr_family() takes a mapped destination as IPv4; no address at all: unspecified).
  */
 static __always_inline bool ends_unspecified(const struct sock_common *skc)
 {
-	__u16 family = skc->skc_family;
+	__u16 family = addr_family(skc);
 
-	if (family == AF_INET6 && skc->skc_v6_daddr.in6_u.u6_addr32[0] == 0 &&
-	    skc->skc_v6_daddr.in6_u.u6_addr32[1] == 0 &&
-	    skc->skc_v6_daddr.in6_u.u6_addr32[2] == bpf_htonl(0x0000ffff))
-		family = AF_INET;
 	if (family == AF_INET)
 		return skc->skc_rcv_saddr == 0 || skc->skc_daddr == 0;
 	if (family == AF_INET6)
