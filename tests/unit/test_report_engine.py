@@ -268,3 +268,25 @@ def test_a_side_passed_on_by_a_syn_sent_line_without_a_local_port(tmp_path):
     fast, slow = report("duckdb", *args), report("python", *args)
     assert fast[0] == slow[0]
     assert f"{dst}:40000" in slow[0] and f"{dst}:40001" in slow[0]  # counted by their remote ends: clients
+
+
+def test_out_of_memory_on_two_threads_retried_on_one(tmp_path):
+    """Each of DuckDB's threads groups into hash tables of its own: a grouping that runs out of memory on two
+    threads fits on one (as the connections' grouping of 10M text lines did within the report's limit). The
+    session runs that statement again on one thread, and every statement after it, rather than leaving the
+    whole report to the Python path (ten times slower, and over the memory bound)."""
+    import duckdb
+
+    con = duckdb.connect(str(tmp_path / "report.duckdb"), config={
+        "memory_limit": "512MB", "threads": 2, "temp_directory": str(tmp_path), "preserve_insertion_order": False})
+    con.execute("CREATE TABLE t AS SELECT hash(range) AS k, range AS n, range % 3 AS s FROM range(3000000)")
+    con.execute("SET memory_limit = '26MB'")  # two threads need more than 32MB here, one less than 20MB
+    grouping = "CREATE TABLE g AS SELECT k, min(n) AS f, arg_min(s, n) AS a FROM t GROUP BY k"
+    with pytest.raises(duckdb.OutOfMemoryException):
+        con.execute(grouping)
+    session = engine.Session(con)
+    session.execute(grouping)
+    assert session.one_thread
+    assert session.execute("SELECT current_setting('threads')").fetchone() == (1,)
+    assert session.execute("SELECT count(*), sum(a) FROM g").fetchone() == (3_000_000, 3_000_000)
+    con.close()
