@@ -13,8 +13,10 @@ MAX_COMM = 64
 MAX_NAME = 256  # characters of a user, unit, container or pod name the tables keep (systemd: 255 for a unit)
 CUT = "\\..."  # what a cut name ends with: escape_comm and escape_token never write a backslash but as \xNN
 
-TABLE_BYTES = 112 << 20  # the summary tables and the joins of all hosts together
-LIFECYCLE_BYTES = 72 << 20  # the lifecycles of all hosts together: 100,000 connections of 4 steps
+# the estimates below are about half of what CPython's allocator holds for them in the end: at 1M lines, 112 MiB
+# of tables made a peak RSS of 255-261 MB; these keep the report under 200 MB (one of issue 24's bounds)
+TABLE_BYTES = 56 << 20  # the summary tables and the joins of all hosts together
+LIFECYCLE_BYTES = 36 << 20  # the lifecycles of all hosts together: 50,000 connections of 4 steps
 
 # estimated bytes of an entry, beyond the text it holds (measured with tracemalloc on CPython 3.11, rounded up)
 ENTRY_BYTES = 400  # a key of a counting table with its counters
