@@ -2,8 +2,8 @@
 disk) parses the lines (engine_load.py) and counts the tables in SQL; the result fills the same Report objects
 the Python path makes, so render.py writes both alike.
 
-Bounded: DuckDB works within LOAD_LIMIT while it reads the files and MEMORY_LIMIT after, on THREADS (one, for
-the rest of the report, once two run out of memory: Session), spilling to a temporary directory of its own
+Bounded: DuckDB works within LOAD_LIMIT while it reads the files and MEMORY_LIMIT after, on THREADS (one for a
+statement that runs out of memory on two: Session), spilling to a temporary directory of its own
 (removed at the end); Python holds one block of lines and the first --top rows of each table. The tables are exact
 (every key counted: no table limit to leave events out of), and tops with ties keep the Python path's order
 (first seen first, or by key where the Python path sorts by key).
@@ -51,30 +51,34 @@ def _duckdb():
 def connect(tmpdir):
     # a database file in the directory, so that the tables too are held by DuckDB's buffers within the limit
     # (an in-memory database's tables are not spilled)
+    threads = min(THREADS, os.cpu_count() or 1)
     return Session(_duckdb().connect(os.path.join(tmpdir, "report.duckdb"), config={
-        "memory_limit": LOAD_LIMIT, "threads": min(THREADS, os.cpu_count() or 1), "temp_directory": tmpdir,
-        "preserve_insertion_order": False}))
+        "memory_limit": LOAD_LIMIT, "threads": threads, "temp_directory": tmpdir,
+        "preserve_insertion_order": False}), threads)
 
 
 class Session:
-    """A DuckDB connection whose statement that runs out of memory is run again on one thread, as is every
-    statement after it: each thread groups into hash tables of its own, and one thread's fit where two did
-    not (the connections' grouping at 10M text lines within 88MB). Slower, and still far faster than the
-    Python path, which an error here falls back to."""
+    """A DuckDB connection whose statement that runs out of memory is run again on one thread: each thread
+    groups into hash tables of its own, and one thread's fit where two did not (the connections' grouping at
+    10M text lines within 88MB). The statements after it have two threads again. Slower for that statement,
+    and still far faster than the Python path, which an error here falls back to."""
 
-    def __init__(self, con):
-        self.con = con
-        self.one_thread = False
+    def __init__(self, con, threads):
+        self.con, self.threads = con, threads
+        self.retried = 0  # statements run again on one thread
 
     def execute(self, sql, *args):
         try:
             return self.con.execute(sql, *args)
         except _duckdb().OutOfMemoryException:
-            if self.one_thread:
+            if self.threads == 1:
                 raise
-            self.one_thread = True
-            self.con.execute("SET threads = 1")
+        self.retried += 1
+        self.con.execute("SET threads = 1")
+        try:
             return self.con.execute(sql, *args)
+        finally:
+            self.con.execute(f"SET threads = {self.threads}")
 
     def __getattr__(self, name):
         return getattr(self.con, name)
