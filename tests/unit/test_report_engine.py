@@ -93,8 +93,9 @@ CASES = [
 @pytest.mark.parametrize("names", CASES, ids=["+".join(c) for c in CASES])
 @pytest.mark.parametrize("form", ["text", "json"])
 def test_same_report(logs, names, form):
-    """The same report, line for line (text) or key for key (JSON), and the same malformed lines."""
-    args = [logs[n] for n in names] + ["--no-lifecycles"] + (["--json"] if form == "json" else [])
+    """The same report, line for line (text) or key for key (JSON), and the same malformed lines; with the
+    lifecycles (every one kept, in JSON; the walk of engine_life.py), as the report is asked by default."""
+    args = [logs[n] for n in names] + (["--json"] if form == "json" else [])
     fast, slow = report("duckdb", *args), report("python", *args)
     assert fast[0].splitlines() == slow[0].splitlines()
     assert fast[1] == slow[1]
@@ -112,6 +113,22 @@ def test_same_report_filtered(logs, args):
     fast, slow = report("duckdb", *files, "--no-lifecycles", *args), report("python", *files, "--no-lifecycles", *args)
     assert fast[0].splitlines() == slow[0].splitlines()
     assert fast == slow
+
+
+LIFE_FILTERS = [["--lifecycles", "40"], ["-p", "1100", "-p", "1101", "--lifecycles", "40"], ["-s", "ESTABLISHED"],
+                ["--since", "2024-11-30T20:55:00Z", "--until", "2024-11-30T20:58:00Z", "--lifecycles", "40"],
+                ["--no-resets", "--max-tracked", "50"], ["--json", "-c", "Web Content"]]
+
+
+@pytest.mark.parametrize("args", LIFE_FILTERS, ids=[" ".join(a) for a in LIFE_FILTERS])
+def test_same_lifecycles_filtered(logs, args):
+    """The lifecycles of the entries the filters and time bounds leave, joined to their summary lines, and the
+    connections let go (--max-tracked) as the Python path has them."""
+    files = [logs["text"], logs["json"], logs["central_text"], logs["hostile"]]
+    fast, slow = report("duckdb", *files, *args), report("python", *files, *args)
+    assert fast[0].splitlines() == slow[0].splitlines()
+    assert fast == slow
+    assert "Connection Lifecycles:" in fast[0] or '"connections": [' in fast[0]
 
 
 def test_fast_path_bounded(tmp_path):
@@ -168,7 +185,7 @@ def test_lines_of_a_mebibyte_and_more_as_the_python_path(tmp_path):
 
 def test_auto_takes_duckdb_on_text_and_json_logs(tmp_path):
     """--engine auto: the fast path where duckdb is installed, on text and JSON logs alike (faster on both:
-    docs/report-engine.md), and the Python path whenever the lifecycles are asked."""
+    docs/report-engine.md), with or without the lifecycles; the Python path for a stream or --follow."""
     from socketsnoop.commands.report import build_parser, choose_engine
     text, js = tmp_path / "text.log", tmp_path / "json.log.gz"
     write_log(text, 50, "text")
@@ -180,7 +197,8 @@ def test_auto_takes_duckdb_on_text_and_json_logs(tmp_path):
     assert chosen(str(text), "--no-lifecycles") == "duckdb"
     assert chosen(str(text), str(js), "--no-lifecycles") == "duckdb"
     assert chosen(str(js), "--no-lifecycles") == "duckdb"
-    assert chosen(str(text)) == "python"
+    assert chosen(str(text)) == "duckdb"
+    assert chosen(str(text), "--follow") == "python"
 
 
 def test_drop_events_as_the_python_path(tmp_path):

@@ -205,7 +205,7 @@ def run(opts, out):
     if choose_engine(opts) == "duckdb":
         try:
             engine.load(paths, parser, report, lines, filters, opts.since, opts.until, opts.top,
-                        getattr(opts, "export_parquet", None))
+                        getattr(opts, "export_parquet", None), not opts.no_lifecycles and opts.lifecycles != 0)
             paths = []
         except engine.Fallback as e:
             if getattr(opts, "export_parquet", None):
@@ -259,8 +259,6 @@ def choose_engine(opts):
 def python_only(opts):
     """Why the report asked needs the Python path, or None: DuckDB reads each file by its name, from its
     start (a stream, read once, goes to the Python reader alone)."""
-    if not opts.no_lifecycles and opts.lifecycles != 0:
-        return "the lifecycles need the Python path (--no-lifecycles for the summary alone)"
     if opts.follow:
         return "--follow needs the Python path"
     stream = next((p for p in opts.files if is_stream(p)), None)

@@ -144,6 +144,11 @@ class Report:
             self.drop_reasons[reason if known else "other"] += 1
             self.dropped += r.drops
         self.per_minute.add(r.ts_ns)
+        self.join_summary(r, local, remote)
+
+    def join_summary(self, r, local, remote):
+        """A Summary joined to the lifecycle its CLOSE line ended, whichever of the two lines comes first (the
+        report's fast path calls it too, with each summary line wanted, in order)."""
         if len(r.comm) > 16:
             r = r._replace(comm=r.comm[:16])  # kept for its numbers only: a forged long name would cost memory
         key = (r.sock, local, remote)

@@ -23,7 +23,7 @@ from ...kernel.abi import EV_CONNECTION
 from ...logformat.escape import unescape_comm
 from ...pipeline.decode import TCP_CLOSE
 from .aggregate import MAX_HOSTS, OTHER_HOSTS, ResetKey
-from . import engine_sides
+from . import engine_life, engine_sides
 from .engine_export import export
 from .engine_sides import ENDPOINT, EST
 from .engine_load import Fallback, Loader
@@ -52,9 +52,12 @@ def connect(tmpdir):
     # a database file in the directory, so that the tables too are held by DuckDB's buffers within the limit
     # (an in-memory database's tables are not spilled)
     threads = min(THREADS, os.cpu_count() or 1)
-    return Session(_duckdb().connect(os.path.join(tmpdir, "report.duckdb"), config={
-        "memory_limit": LOAD_LIMIT, "threads": threads, "temp_directory": tmpdir,
-        "preserve_insertion_order": False}), threads)
+    return Session(_open(tmpdir, LOAD_LIMIT, threads), threads, tmpdir)
+
+
+def _open(tmpdir, limit, threads):
+    return _duckdb().connect(os.path.join(tmpdir, "report.duckdb"), config={
+        "memory_limit": limit, "threads": threads, "temp_directory": tmpdir, "preserve_insertion_order": False})
 
 
 class Session:
@@ -63,9 +66,15 @@ class Session:
     10M text lines within 88MB). The statements after it have two threads again. Slower for that statement,
     and still far faster than the Python path, which an error here falls back to."""
 
-    def __init__(self, con, threads):
-        self.con, self.threads = con, threads
+    def __init__(self, con, threads, tmpdir=None):
+        self.con, self.threads, self.tmpdir = con, threads, tmpdir
         self.retried = 0  # statements run again on one thread
+
+    def reopen(self, limit):
+        """The database closed and opened again within limit: DuckDB lets go of its buffers and caches (about
+        40 MB of RSS after the tables of 1M lines), which a lower limit alone does not."""
+        self.con.close()
+        self.con = _open(self.tmpdir, limit, self.threads)
 
     def execute(self, sql, *args):
         try:
@@ -84,10 +93,10 @@ class Session:
         return getattr(self.con, name)
 
 
-def load(paths, parser, by_host, lines, filters, since, until, top, export_dir=None):
+def load(paths, parser, by_host, lines, filters, since, until, top, export_dir=None, lifecycles=False):
     """Reads the files (in this order) into DuckDB and fills by_host (aggregate.ByHost) with a Report per
-    host; Fallback if the fast path cannot read them as the Python path does. export_dir: where the entries
-    counted go as Parquet (engine_export.py), if given."""
+    host, and their lifecycles if asked (engine_life.py); Fallback if the fast path cannot read them as the
+    Python path does. export_dir: where the entries counted go as Parquet (engine_export.py), if given."""
     tmpdir = tempfile.mkdtemp(prefix="socket-snoop-report-")
     try:
         con = connect(tmpdir)
@@ -101,7 +110,9 @@ def load(paths, parser, by_host, lines, filters, since, until, top, export_dir=N
                 engine_sides.event_sides(con)
                 export(con, export_dir)
             fill(con, by_host, top)
-        except _duckdb().Error as e:  # out of memory within MEMORY_LIMIT, the temporary directory full
+            if lifecycles:
+                engine_life.walk(con, by_host.reports)
+        except (_duckdb().Error, engine_life.CutShort) as e:  # out of memory, the temporary directory full
             raise Fallback(f"DuckDB: {str(e).splitlines()[0]}") from None
         con.close()
     finally:
