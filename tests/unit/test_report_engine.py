@@ -9,6 +9,7 @@ path leaves events out of its tables and says so; the fast path counts them all)
 
 import gzip
 import json
+import re
 import subprocess
 import sys
 
@@ -214,6 +215,32 @@ def test_drop_events_as_the_python_path(tmp_path):
                                                                                  "--no-lifecycles", "--json")
     assert json.loads(slow[0])["by_event"] == {"drop": 2} and json.loads(slow[0])["malformed"] == 2
     assert fast[0] == slow[0]
+
+
+def test_packets_dropped_as_the_python_path(logs, tmp_path):
+    """Summary lines that say the kernel dropped packets (the Python reader's lines: the patterns leave them to
+    it) are counted by reason as the Python path counts them, with and without the lifecycles (the fast path
+    lost them: no "packets dropped" line)."""
+    reasons = ["NETFILTER_DROP", "TCP_CSUM", "-", "NETFILTER_DROP", "SOCKET_FILTER"]
+    out, i = [], 0
+    for line in open(logs["text"]):
+        if "Connection Summary:" in line:
+            line = f"{line.rstrip()} DROPS={i % 7 + 1} DROP_REASON={reasons[i % 5]}\n"
+            i += 1
+        out.append(line)
+    for line in open(logs["json"]):
+        if '"event":"connection"' in line and i % 3:
+            line = line.rstrip()[:-1] + f',"drops":{i % 5 + 1},"drop_reasons":{{"TCP_CSUM":{i % 5 + 1}}}}}\n'
+        i += 1
+        out.append(line)
+    log = tmp_path / "drops.log"
+    log.write_text("".join(out))
+    for args in ([], ["--no-lifecycles", "--json"], ["--no-lifecycles", "-P", "443"]):
+        fast, slow = report("duckdb", str(log), *args), report("python", str(log), *args)
+        assert fast == slow
+        if not args:
+            assert re.search(r"packets dropped: \d+ on \d+ connections \(their most frequent reason: "
+                             r"TCP_CSUM \d+, NETFILTER_DROP \d+, - \d+, SOCKET_FILTER", fast[0]), fast[0]
 
 
 def test_long_json_names_as_the_python_path(tmp_path):

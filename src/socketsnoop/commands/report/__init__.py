@@ -167,12 +167,12 @@ def build_parser():
                    help=f"connections kept for the lifecycles, the most recent (default 100000, at most {MAX_COUNT})")
     p.add_argument("--engine", choices=("auto", "duckdb", "python"), default="auto",
                    help="duckdb: the fast path (the optional package duckdb: pip install socket-snoop[fast-report]), "
-                        "for the summary alone from regular files (no lifecycles, --follow, standard input or pipe); "
+                        "for regular files (not --follow, standard input or a pipe); "
                         "python: the pure Python path; auto (default): duckdb where it can")
     p.add_argument("--export-parquet", metavar="DIR",
                    help="also write the events and connection summaries counted (after the filters and time "
                         "bounds) as Parquet files in DIR/events and DIR/connections, partitioned by host and day "
-                        "(the fast path: duckdb, with --no-lifecycles)")
+                        "(the fast path: duckdb)")
     p.add_group("filters (as the monitor's: values of one kind OR-ed, kinds AND-ed)", REPORT_FILTER_OPTIONS)
     p.set_defaults(include_unspecified=True)  # the log has what the monitor was told to log
     return p

@@ -22,7 +22,7 @@ from collections import Counter
 from ...kernel.abi import EV_CONNECTION
 from ...logformat.escape import unescape_comm
 from ...pipeline.decode import TCP_CLOSE
-from .aggregate import MAX_HOSTS, OTHER_HOSTS, ResetKey
+from .aggregate import MAX_DROP_REASONS, MAX_HOSTS, OTHER_HOSTS, ResetKey
 from . import engine_life, engine_sides
 from .engine_export import export
 from .engine_sides import ENDPOINT, EST
@@ -204,7 +204,7 @@ def _rows(con, sql):
     return out
 
 
-SU_COLUMNS = "host, n, ts, fam, dst, dport, pid, comm, dir, result, sent, recv, hs, dur, rtt"
+SU_COLUMNS = "host, n, ts, fam, dst, dport, pid, comm, dir, result, sent, recv, hs, dur, rtt, drops, dreason"
 REMOTE = ENDPOINT.format("dst", "dport")  # of a group by (fam, dst, dport): one text each, as all_'s remote
 BUCKET = "CASE WHEN {0} = 0 THEN 0 ELSE least(floor(log2({0}))::INTEGER + 1, 64) END"
 
@@ -312,6 +312,7 @@ def _record_tables(con, reports, top):
         for remote, result, n in rows:
             reports[host].records.failed_dst.setdefault(remote, Counter())[result] = n
     _top_conns(con, reports, top)
+    _drops(con, reports)
     for host, rows in _rows(con, "SELECT host, pid, comm, sum(sent) AS s, sum(recv) AS r, count(*) AS c FROM su "
                                  f"GROUP BY ALL {_top('s + r DESC, c DESC, pid, comm', top)}").items():
         for pid, comm, s, r, c in rows:
@@ -328,3 +329,16 @@ def _record_tables(con, reports, top):
         for host, b, n in con.execute(f"SELECT host, {BUCKET.format(col)} AS b, count(*) FROM su WHERE {col} IS NOT NULL "
                                       "GROUP BY ALL").fetchall():
             getattr(reports[host].records, attr).buckets[b] = n
+
+
+def _drops(con, reports):
+    """The connections whose summary line says the kernel dropped packets, by their most frequent reason (the
+    Python reader's lines: the patterns leave them to it), as aggregate.py counts them: the first
+    MAX_DROP_REASONS names in the order they come, any others as "other"."""
+    for host, reason, n, packets in con.execute(f"""
+SELECT host, CASE WHEN rk <= {MAX_DROP_REASONS} THEN reason ELSE 'other' END AS r, sum(c)::BIGINT, sum(p)::BIGINT
+FROM (SELECT host, reason, count(*) AS c, sum(drops) AS p, row_number() OVER (PARTITION BY host ORDER BY min(n)) AS rk
+  FROM (SELECT host, n, coalesce(dreason, '-') AS reason, drops FROM su WHERE drops > 0) GROUP BY host, reason)
+GROUP BY host, r ORDER BY host, min(rk)""").fetchall():
+        reports[host].drop_reasons[reason] = n
+        reports[host].dropped += packets

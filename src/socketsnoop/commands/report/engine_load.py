@@ -306,9 +306,9 @@ class Loader:
         if r.__class__ is Summary:
             return [*common, None, r.family, src, r.sport, dst, r.dport, r.pid, comm, None, r.sock, r.uid, user,
                     r.cgroup, unit, container, r.result, r.direction, r.duration_us, r.handshake_us, r.sent,
-                    r.received, r.retransmits, r.rtt_us]
+                    r.received, r.retransmits, r.rtt_us, r.drops, r.drop_reason]
         return [*common, r.kind, r.family, src, r.sport, dst, r.dport, r.pid, comm, r.newstate, r.sock, r.uid, user,
-                r.cgroup, unit, container, None, None, None, None, None, None, None, None]
+                r.cgroup, unit, container, None, None, None, None, None, None, None, None, None, None]
 
 
 def _canonical6(text):
