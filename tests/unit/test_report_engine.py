@@ -243,6 +243,33 @@ def test_packets_dropped_as_the_python_path(logs, tmp_path):
                              r"TCP_CSUM \d+, NETFILTER_DROP \d+, - \d+, SOCKET_FILTER", fast[0]), fast[0]
 
 
+WARNINGS = [
+    "Dec 06 2026 18:02:11.020 Warning: close-wait-leak status=active PID=4242 COMM=server UID=0 sockets=3 growth=1 "
+    "oldest_s=61 threshold_s=60 seen=1 -- 3 sockets in CLOSE_WAIT for more than 60 s",
+    "Dec 06 2026 18:02:12.020 Warning: close-wait-leak status=cleared PID=4242 COMM=server UID=0 sockets=0 growth=0 "
+    "oldest_s=0 threshold_s=60 seen=1 -- cleared",
+    "Dec 06 2026 18:02:13.020 Warning: teleport-storm status=active PID=1 COMM=x UID=0 -- a kind we do not have",
+    '{"timestamp":"2026-12-06T18:02:14.020Z","event":"warning","kind":"syn-flood","status":"active","message":"m"}',
+    "Dec  1 21:05:58 hostW socket-snoop[1]: Dec 06 2026 18:02:15.020 Warning: port-scan status=active -- a scan",
+]
+
+
+def test_health_warnings_as_the_python_path(logs, tmp_path):
+    """Health warning lines (the Python reader's lines), counted per host and kind as the Python path counts them,
+    a host with nothing but a warning included (the fast path stopped with a traceback on the first one)."""
+    text = open(logs["text"]).read().splitlines(keepends=True)
+    log = tmp_path / "warnings.log"
+    log.write_text("".join(text[:400]) + "\n".join(WARNINGS) + "\n" + "".join(text[400:800]))
+    central = tmp_path / "central.log"
+    central.write_text(open(logs["central_text"]).read() + WARNINGS[-1] + "\n")
+    for args in ([str(log)], [str(log), "--no-lifecycles", "--json"], [str(central), str(log), "--no-lifecycles"]):
+        fast, slow = report("duckdb", *args), report("python", *args)
+        assert fast == slow
+    out = report("duckdb", str(log))[0]
+    assert "health warnings: close-wait-leak 1, other 1, syn-flood 1\n" in out
+    assert out[out.index("Host hostW"):].split("\n")[4] == "    health warnings: port-scan 1"
+
+
 def test_long_json_names_as_the_python_path(tmp_path):
     """The JSON patterns leave the names' length open (a counted repetition of 256 slows RE2 3.5x); a user,
     unit or cgroup over 256 characters still goes to the Python reader, which cuts it as the tables keep

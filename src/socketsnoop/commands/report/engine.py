@@ -26,7 +26,7 @@ from .aggregate import MAX_DROP_REASONS, MAX_HOSTS, OTHER_HOSTS, ResetKey
 from . import engine_life, engine_sides
 from .engine_export import export
 from .engine_sides import ENDPOINT, EST
-from .engine_load import Fallback, Loader
+from .engine_load import WARNING, Fallback, Loader
 from .summaries import Conn, Process
 
 # DuckDB's own buffers: the process stays under 200 MiB with Python and the library (peak RSS: reading 1M JSON
@@ -134,8 +134,9 @@ def _prepare(con, filters, since, until):
     event costs more than the few scans of `entries` the tables take."""
     _local_offsets(con)
     con.execute(f"""
-CREATE TABLE hosts AS SELECT host, CASE WHEN row_number() OVER (ORDER BY first) <= {MAX_HOSTS} THEN host
-  ELSE '{OTHER_HOSTS}' END AS hkey FROM (SELECT host, min(n) AS first FROM entries WHERE what = 1 GROUP BY host)""")
+CREATE TABLE hosts AS SELECT host, first, CASE WHEN row_number() OVER (ORDER BY first) <= {MAX_HOSTS} THEN host
+  ELSE '{OTHER_HOSTS}' END AS hkey FROM (SELECT host, min(n) AS first FROM entries WHERE what IN (1, {WARNING})
+  GROUP BY host)""")
     con.execute(f"""
 CREATE VIEW all_ AS SELECT e.* EXCLUDE (host), h.hkey AS host,
   (e.sec + coalesce(o.off, 0)) * 1000000000 + e.ms * 1000000 AS ts,
@@ -212,11 +213,15 @@ BUCKET = "CASE WHEN {0} = 0 THEN 0 ELSE least(floor(log2({0}))::INTEGER + 1, 64)
 def fill(con, by_host, top):
     """A Report per host in by_host, its counts and the first top rows of its tables from the tables of
     _prepare (what render.py reads of a Report)."""
-    hosts = [h for (h,) in con.execute("SELECT host FROM all_ GROUP BY host ORDER BY min(n)").fetchall()]
+    hosts = [h for (h,) in con.execute("SELECT hkey FROM hosts GROUP BY hkey ORDER BY min(first)").fetchall()]
     reports = {}
     for host in hosts:
         r = reports[host] = by_host.reports[host] = by_host.make()
         r.malformed = None
+    for host, kind, n in con.execute(
+            f"SELECT h.hkey, e.result, count(*) FROM entries e JOIN hosts h ON h.host IS NOT DISTINCT FROM e.host "
+            f"WHERE e.what = {WARNING} AND e.result IS NOT NULL GROUP BY ALL ORDER BY min(e.n)").fetchall():
+        reports[host].warnings[kind] = n
     _counts(con, reports)
     _event_tables(con, reports, top)
     _record_tables(con, reports, top)

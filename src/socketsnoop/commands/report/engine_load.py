@@ -18,6 +18,8 @@ from .engine_cols import CTX, ENTRY_COLUMNS, JSON_PATHS, NAMES, OK_OF, TYPES, fi
 from .engine_sql import full
 from . import engine_sql as q
 from .files import MAX_LINE, READ_ERRORS, is_gzip, open_log, show_path
+from ...logformat.entries import LoggedWarning
+from ...pipeline.health import KIND_NAMES
 from .parse import Malformed, Summary
 
 MAX_ROW = 1 << 20  # read_csv's max_line_size (a line about this long or longer: unreadable_here)
@@ -26,6 +28,8 @@ LONG = MAX_ROW - 64  # a line this long or longer makes the report take the Pyth
 # page faults of that were half the numbering's time (3.4 of 6 s at 10 million text lines)
 BUFFER = 2 * MAX_ROW
 BATCH = 2048  # lines for the Python reader parsed, then inserted, at a time
+WARNING = 2  # `what` of a health warning line (engine.py counts them per host)
+RESULT = NAMES.index("result")
 SHORT_LINES, SHORT_BYTES = 1_000_000, 16  # a .gz of this many lines, of fewer bytes than this on average: mostly blank
 WINDOW = 64 << 20  # bytes of a plain file looked at a time for a carriage return
 FILE_BITS = 41  # n = file number << FILE_BITS | 2 * row (+1: a line DuckDB rejected, after the row before it)
@@ -290,11 +294,22 @@ class Loader:
     def _insert(self, rows):
         if rows:  # one statement, its columns as lists (executemany runs one per row)
             self.con.execute(f"INSERT INTO entries ({', '.join(NAMES)}, what) SELECT "
-                             + ", ".join(f"unnest(?::{TYPES[c]}[])" for c in NAMES) + ", 1",
+                             + ", ".join(f"unnest(?::{TYPES.get(c, 'TINYINT')}[])" for c in (*NAMES, "what")),
                              [list(c) for c in zip(*rows)])
 
     def _row(self, n, r):
-        """An entry of the Python reader as a row of `entries` (names as the report's tables keep them)."""
+        """An entry of the Python reader as a row of `entries` (names as the report's tables keep them), `what`
+        last: 1, or WARNING for a health warning line (its kind in `result` if it says the warning is active,
+        as aggregate.py counts them: no time bounds, no filters)."""
+        if r.__class__ is LoggedWarning:
+            row = [None] * len(NAMES)
+            row[0], row[1] = n, r.host
+            if r.status == "active":  # a kind the monitor does not have (a forged line): one row, not one each
+                row[RESULT] = r.kind if r.kind in KIND_NAMES else "other"
+            return [*row, WARNING]
+        return [*self._entry_row(n, r), 1]
+
+    def _entry_row(self, n, r):
         names = self.names
         comm = names.comm(r.comm, r.pid)
         src, dst = (str(r.src), str(r.dst))
