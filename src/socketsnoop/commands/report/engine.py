@@ -26,7 +26,7 @@ from .aggregate import MAX_DROP_REASONS, MAX_HOSTS, OTHER_HOSTS, ResetKey
 from . import engine_life, engine_sides
 from .engine_export import export
 from .engine_sides import ENDPOINT, EST
-from .engine_load import WARNING, Fallback, Loader
+from .engine_load import Fallback, Loader
 from .summaries import Conn, Process
 
 # DuckDB's own buffers: the process stays under 200 MiB with Python and the library (peak RSS: reading 1M JSON
@@ -135,8 +135,8 @@ def _prepare(con, filters, since, until):
     _local_offsets(con)
     con.execute(f"""
 CREATE TABLE hosts AS SELECT host, first, CASE WHEN row_number() OVER (ORDER BY first) <= {MAX_HOSTS} THEN host
-  ELSE '{OTHER_HOSTS}' END AS hkey FROM (SELECT host, min(n) AS first FROM entries WHERE what IN (1, {WARNING})
-  GROUP BY host)""")
+  ELSE '{OTHER_HOSTS}' END AS hkey FROM (SELECT host, min(n) AS first FROM (
+    SELECT host, n FROM entries WHERE what = 1 UNION ALL SELECT host, n FROM warns) GROUP BY host)""")
     con.execute(f"""
 CREATE VIEW all_ AS SELECT e.* EXCLUDE (host), h.hkey AS host,
   (e.sec + coalesce(o.off, 0)) * 1000000000 + e.ms * 1000000 AS ts,
@@ -205,7 +205,7 @@ def _rows(con, sql):
     return out
 
 
-SU_COLUMNS = "host, n, ts, fam, dst, dport, pid, comm, dir, result, sent, recv, hs, dur, rtt, drops, dreason"
+SU_COLUMNS = "host, n, ts, fam, dst, dport, pid, comm, dir, result, sent, recv, hs, dur, rtt"
 REMOTE = ENDPOINT.format("dst", "dport")  # of a group by (fam, dst, dport): one text each, as all_'s remote
 BUCKET = "CASE WHEN {0} = 0 THEN 0 ELSE least(floor(log2({0}))::INTEGER + 1, 64) END"
 
@@ -219,8 +219,8 @@ def fill(con, by_host, top):
         r = reports[host] = by_host.reports[host] = by_host.make()
         r.malformed = None
     for host, kind, n in con.execute(
-            f"SELECT h.hkey, e.result, count(*) FROM entries e JOIN hosts h ON h.host IS NOT DISTINCT FROM e.host "
-            f"WHERE e.what = {WARNING} AND e.result IS NOT NULL GROUP BY ALL ORDER BY min(e.n)").fetchall():
+            "SELECT h.hkey, w.kind, count(*) FROM warns w JOIN hosts h ON h.host IS NOT DISTINCT FROM w.host "
+            "WHERE w.kind IS NOT NULL GROUP BY ALL ORDER BY min(w.n)").fetchall():
         reports[host].warnings[kind] = n
     _counts(con, reports)
     _event_tables(con, reports, top)
@@ -337,13 +337,13 @@ def _record_tables(con, reports, top):
 
 
 def _drops(con, reports):
-    """The connections whose summary line says the kernel dropped packets, by their most frequent reason (the
-    Python reader's lines: the patterns leave them to it), as aggregate.py counts them: the first
-    MAX_DROP_REASONS names in the order they come, any others as "other"."""
+    """The connections whose summary line (wanted: su) says the kernel dropped packets (the table `drops` of the
+    Python reader's lines: the patterns leave them to it), by their most frequent reason, as aggregate.py
+    counts them: the first MAX_DROP_REASONS names in the order they come, any others as "other"."""
     for host, reason, n, packets in con.execute(f"""
 SELECT host, CASE WHEN rk <= {MAX_DROP_REASONS} THEN reason ELSE 'other' END AS r, sum(c)::BIGINT, sum(p)::BIGINT
 FROM (SELECT host, reason, count(*) AS c, sum(drops) AS p, row_number() OVER (PARTITION BY host ORDER BY min(n)) AS rk
-  FROM (SELECT host, n, coalesce(dreason, '-') AS reason, drops FROM su WHERE drops > 0) GROUP BY host, reason)
+  FROM (SELECT host, n, coalesce(d.reason, '-') AS reason, d.drops FROM su JOIN drops d USING (n)) GROUP BY host, reason)
 GROUP BY host, r ORDER BY host, min(rk)""").fetchall():
         reports[host].drop_reasons[reason] = n
         reports[host].dropped += packets

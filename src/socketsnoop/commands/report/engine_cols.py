@@ -15,7 +15,7 @@ ENTRY_COLUMNS = (
     "n BIGINT, host VARCHAR, summ BOOLEAN, sec BIGINT, ms INTEGER, loc BOOLEAN, kind UTINYINT, fam UTINYINT, "
     "src VARCHAR, sport INTEGER, dst VARCHAR, dport INTEGER, pid BIGINT, comm VARCHAR, news UTINYINT, sock UBIGINT, "
     "uid BIGINT, usr VARCHAR, cgroup VARCHAR, unit VARCHAR, container VARCHAR, result VARCHAR, dir VARCHAR, "
-    "dur BIGINT, hs BIGINT, sent HUGEINT, recv HUGEINT, retr BIGINT, rtt BIGINT, drops BIGINT, dreason VARCHAR")
+    "dur BIGINT, hs BIGINT, sent HUGEINT, recv HUGEINT, retr BIGINT, rtt BIGINT")
 NAMES = tuple(c.split()[0] for c in ENTRY_COLUMNS.split(", "))
 TYPES = dict(c.split() for c in ENTRY_COLUMNS.split(", "))
 # the kinds' names at their numbers (list_position - 1 is the kind: they are not 1..n, 5 has no name)
@@ -173,8 +173,6 @@ def fields_by_kind():
             whens = " ".join(f"WHEN {k} THEN {str(v).lower()}" for k, v in values.items())
         else:
             whens = " ".join(f"WHEN {k} THEN {BY_WHAT[k][col]}" for k in BY_WHAT if col in BY_WHAT[k])
-        if not whens:  # a column of the Python reader's lines alone (drops: the patterns leave those lines)
-            continue
         out.append(f"CAST(CASE k {whens} END AS {TYPES[col]}) AS {col}")
     return ", ".join(out) + f", CASE WHEN k = 4 THEN {STATES_OK} ELSE true END AS states_ok"
 

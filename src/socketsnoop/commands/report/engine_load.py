@@ -28,8 +28,6 @@ LONG = MAX_ROW - 64  # a line this long or longer makes the report take the Pyth
 # page faults of that were half the numbering's time (3.4 of 6 s at 10 million text lines)
 BUFFER = 2 * MAX_ROW
 BATCH = 2048  # lines for the Python reader parsed, then inserted, at a time
-WARNING = 2  # `what` of a health warning line (engine.py counts them per host)
-RESULT = NAMES.index("result")
 SHORT_LINES, SHORT_BYTES = 1_000_000, 16  # a .gz of this many lines, of fewer bytes than this on average: mostly blank
 WINDOW = 64 << 20  # bytes of a plain file looked at a time for a carriage return
 FILE_BITS = 41  # n = file number << FILE_BITS | 2 * row (+1: a line DuckDB rejected, after the row before it)
@@ -165,6 +163,12 @@ class Loader:
         self.con, self.tmpdir, self.parser, self.lines, self.by_host, self.names = \
             con, tmpdir, parser, lines, by_host, names
         con.execute(f"CREATE TABLE entries ({ENTRY_COLUMNS}, what TINYINT, rest VARCHAR)")
+        # two kinds of lines the patterns leave to the Python reader, kept beside `entries` (no column of theirs in
+        # the insert of every line): the health warnings (the kind if active) and the packets dropped that a
+        # connection's summary line says
+        con.execute("CREATE TABLE warns (n BIGINT, host VARCHAR, kind VARCHAR)")
+        con.execute("CREATE TABLE drops (n BIGINT, drops BIGINT, reason VARCHAR)")
+        self.warns, self.drops = [], []
         self.file_no = 0
         self.first_bad = None  # (file number, line, 'FILE:LINE') of the first malformed line
 
@@ -271,7 +275,7 @@ class Loader:
         return data[:nl if nl >= 0 else len(data)].decode("utf-8", "replace")
 
     def _parse(self, n, text, where, line, reject_lines=(), base=0, insert=True):
-        """One line by the Python reader: its row of `entries`, or counted as malformed (None)."""
+        """One line by the Python reader: its row of `entries`, or None (a warning, or counted as malformed)."""
         try:
             if text is None:
                 self.lines.too_long += 1
@@ -281,7 +285,7 @@ class Loader:
             self._bad(where, line if line is not None else self._line(n - base, reject_lines))
             return None
         if insert:
-            self._insert([row])
+            self._insert([row] if row is not None else [])
         return row
 
     def _bad(self, where, line, count=1):
@@ -294,22 +298,23 @@ class Loader:
     def _insert(self, rows):
         if rows:  # one statement, its columns as lists (executemany runs one per row)
             self.con.execute(f"INSERT INTO entries ({', '.join(NAMES)}, what) SELECT "
-                             + ", ".join(f"unnest(?::{TYPES.get(c, 'TINYINT')}[])" for c in (*NAMES, "what")),
+                             + ", ".join(f"unnest(?::{TYPES[c]}[])" for c in NAMES) + ", 1",
                              [list(c) for c in zip(*rows)])
+        for table, kept, types in (("warns", self.warns, "BIGINT VARCHAR VARCHAR"),
+                                   ("drops", self.drops, "BIGINT BIGINT VARCHAR")):
+            if kept:
+                self.con.execute(f"INSERT INTO {table} SELECT " + ", ".join(f"unnest(?::{t}[])" for t in types.split()),
+                                 [list(c) for c in zip(*kept)])
+                kept.clear()
 
     def _row(self, n, r):
-        """An entry of the Python reader as a row of `entries` (names as the report's tables keep them), `what`
-        last: 1, or WARNING for a health warning line (its kind in `result` if it says the warning is active,
-        as aggregate.py counts them: no time bounds, no filters)."""
-        if r.__class__ is LoggedWarning:
-            row = [None] * len(NAMES)
-            row[0], row[1] = n, r.host
-            if r.status == "active":  # a kind the monitor does not have (a forged line): one row, not one each
-                row[RESULT] = r.kind if r.kind in KIND_NAMES else "other"
-            return [*row, WARNING]
-        return [*self._entry_row(n, r), 1]
-
-    def _entry_row(self, n, r):
+        """An entry of the Python reader as a row of `entries` (names as the report's tables keep them); None
+        for a health warning line, kept for `warns` (its kind if it says the warning is active, as aggregate.py
+        counts them: no time bounds, no filters)."""
+        if r.__class__ is LoggedWarning:  # a kind the monitor does not have (a forged line): one row, not one each
+            self.warns.append((n, r.host, (r.kind if r.kind in KIND_NAMES else "other") if r.status == "active"
+                               else None))
+            return None
         names = self.names
         comm = names.comm(r.comm, r.pid)
         src, dst = (str(r.src), str(r.dst))
@@ -319,11 +324,13 @@ class Loader:
         sec, ms = divmod(r.ts_ns, 1_000_000_000)
         common = [n, r.host, r.__class__ is Summary, sec, ms // 1_000_000, False]
         if r.__class__ is Summary:
+            if r.drops:
+                self.drops.append((n, r.drops, r.drop_reason))
             return [*common, None, r.family, src, r.sport, dst, r.dport, r.pid, comm, None, r.sock, r.uid, user,
                     r.cgroup, unit, container, r.result, r.direction, r.duration_us, r.handshake_us, r.sent,
-                    r.received, r.retransmits, r.rtt_us, r.drops, r.drop_reason]
+                    r.received, r.retransmits, r.rtt_us]
         return [*common, r.kind, r.family, src, r.sport, dst, r.dport, r.pid, comm, r.newstate, r.sock, r.uid, user,
-                r.cgroup, unit, container, None, None, None, None, None, None, None, None, None, None]
+                r.cgroup, unit, container, None, None, None, None, None, None, None, None]
 
 
 def _canonical6(text):
