@@ -49,11 +49,13 @@ def walk(con, reports):
     for report in reports.values():
         report.budget.limit = min(report.budget.limit, JOIN_BYTES)
         report.lifecycles.budget.limit = min(report.lifecycles.budget.limit, LIFE_BYTES)
+    was = gc.isenabled()
     gc.disable()
     try:
         _walk(con, reports)
     finally:
-        gc.enable()
+        if was:
+            gc.enable()
 
 
 def _walk(con, reports):
