@@ -27,6 +27,14 @@ EPHEMERAL = 32768  # Linux's first ephemeral port by default (net.ipv4.ip_local_
 MAX_DROP_REASONS = 256  # distinct drop reasons the report keeps (the kernel has about 130)
 
 
+def warning_kind(r):
+    """The row a warning line (LoggedWarning) counts in, or None: its kind if it says the warning is active (a kind
+    the monitor does not have, a forged line: "other", one row rather than one each), None if cleared."""
+    if r.status != "active":
+        return None
+    return r.kind if r.kind in KIND_NAMES else "other"
+
+
 class ResetKey(NamedTuple):
     """A key of the Resets table."""
     kind: int  # EV_RESET_SENT or EV_RESET_RECEIVED
@@ -104,8 +112,9 @@ class Report:
         if r.__class__ is Summary:
             return self.add_summary(r)
         if r.__class__ is LoggedWarning:  # counted as the monitor said them (no time bounds, no filters)
-            if r.status == "active":  # a kind the monitor does not have (a forged line): one row, not one each
-                self.warnings[r.kind if r.kind in KIND_NAMES else "other"] += 1
+            kind = warning_kind(r)
+            if kind is not None:
+                self.warnings[kind] += 1
             return
         if not self._wanted(r):
             self.filtered += 1

@@ -8,11 +8,10 @@ the events and summary lines wanted (the time bounds and the filters, as `ev` an
 Python, with the fields the walk reads, SPAN lines at a time, put in order by Python: DuckDB 2.0.1 ended a
 sorted result short without an error when the sort ran out of memory (every entry at 88 MB, a range of 2^17
 lines at 24 MB). The rows walked are counted against the entries wanted all the same: fewer is an error, and
-the report takes the Python path. Python's garbage collector is off during the walk (nothing it makes holds a
-cycle): its passes over the growing tables were a third of the walk's time at 1M lines.
+the report takes the Python path. Python's garbage collector is off during the walk, as for all the reading
+(commands/report/__init__.py: run): its passes over the growing tables were a third of the walk's time at 1M lines.
 """
 
-import gc
 from operator import itemgetter
 
 from .parse import Record, Summary
@@ -49,16 +48,6 @@ def walk(con, reports):
     for report in reports.values():
         report.budget.limit = min(report.budget.limit, JOIN_BYTES)
         report.lifecycles.budget.limit = min(report.lifecycles.budget.limit, LIFE_BYTES)
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        _walk(con, reports)
-    finally:
-        if was:
-            gc.enable()
-
-
-def _walk(con, reports):
     (wanted,) = con.execute("SELECT (SELECT count(*) FROM ev) + (SELECT count(*) FROM su_all)").fetchone()
     host_of, report, walked = object(), None, 0
     for rows in _rows(con):

@@ -19,7 +19,7 @@ from .engine_sql import full
 from . import engine_sql as q
 from .files import MAX_LINE, READ_ERRORS, is_gzip, open_log, show_path
 from ...logformat.entries import LoggedWarning
-from ...pipeline.health import KIND_NAMES
+from .aggregate import warning_kind
 from .parse import Malformed, Summary
 
 MAX_ROW = 1 << 20  # read_csv's max_line_size (a line about this long or longer: unreadable_here)
@@ -316,9 +316,8 @@ class Loader:
         """An entry of the Python reader as a row of `entries` (names as the report's tables keep them); None
         for a health warning line, kept for `warns` (its kind if it says the warning is active, as aggregate.py
         counts them: no time bounds, no filters)."""
-        if r.__class__ is LoggedWarning:  # a kind the monitor does not have (a forged line): one row, not one each
-            self.warns.append((n, r.host, (r.kind if r.kind in KIND_NAMES else "other") if r.status == "active"
-                               else None))
+        if r.__class__ is LoggedWarning:
+            self.warns.append((n, r.host, warning_kind(r)))
             return None
         names = self.names
         comm = names.comm(r.comm, r.pid)
