@@ -11,9 +11,10 @@ umask 022  # what is made here is for every user to read (the man page, completi
 here=$(cd "$(dirname "$0")" && pwd)
 prefix=${SOCKETSNOOP_PREFIX:-/opt/socket-snoop}
 if [ "$(id -u)" != 0 ]; then echo "install.sh: run as root (sudo ./install.sh)" >&2; exit 1; fi
-# procps: /bin/kill, which the service's ExecReload runs (a minimal Debian lacks it)
+# procps: /bin/kill, which the service's ExecReload runs (a minimal Debian lacks it); gcc and libc6-dev: the
+# report's compiled reader of text logs (setup.py; without them pip installs the rest, and the report is slower)
 missing=""
-for pkg in python3-venv libbpf1 procps; do
+for pkg in python3-venv libbpf1 procps gcc libc6-dev; do
     # installed, not merely known: a removed package leaves "deinstall ok config-files", which dpkg -s accepts
     [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" = "install ok installed" ] || missing="$missing $pkg"
 done

@@ -7,6 +7,7 @@ all be taken by the patterns: none handed to the Python reader."""
 import pytest
 from socketsnoop.cli import main
 from socketsnoop.commands.report import engine, engine_load
+from support.readers import reader  # noqa: F401 (a fixture)
 from support.reportlogs import write_log
 
 FORMS = {"text": {}, "context_gz": {"context": True, "gz": True}, "json": {"form": "json", "context": True},
@@ -16,7 +17,7 @@ FORMS = {"text": {}, "context_gz": {"context": True, "gz": True}, "json": {"form
 
 @pytest.mark.skipif(not engine.available(), reason="duckdb is not installed")
 @pytest.mark.parametrize("name", FORMS)
-def test_the_patterns_take_every_line_the_formatters_write(tmp_path, monkeypatch, capsys, name):
+def test_the_patterns_take_every_line_the_formatters_write(tmp_path, monkeypatch, capsys, name, reader):
     path = tmp_path / (name + (".log.gz" if FORMS[name].get("gz") else ".log"))
     write_log(path, 3_000, seed=7, **FORMS[name])
     handed = []

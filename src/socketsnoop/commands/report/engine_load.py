@@ -1,7 +1,8 @@
-"""The fast path's reading: DuckDB reads each file itself (read_csv with one VARCHAR column: no delimiter,
-quote or escape; in parallel for a plain file, gunzipped for a .gz), numbers its lines, classifies them by
-engine_sql.py's patterns and cuts their fields (engine_cols.py) in one query, into the table `entries`.
-Only the lines the patterns do not take go to the Python reader, and their entries join the table.
+"""The fast path's reading: a text log by the compiled reader where it is built (engine_scan.py); else, and a
+JSON log always, DuckDB reads each file itself (read_csv with one VARCHAR column: no delimiter, quote or escape;
+in parallel for a plain file, gunzipped for a .gz), numbers its lines, classifies them by engine_sql.py's
+patterns and cuts their fields (engine_cols.py) in one query, into the table `entries`. Only the lines the
+patterns (or the compiled reader) do not take go to the Python reader, and their entries join the table.
 
 Counted as files.py counts: a line over MAX_LINE bytes is too long, blank lines are counted. A line DuckDB
 rejects (not UTF-8) is read again by Python at the byte where it starts and parsed by the Python reader. DuckDB
@@ -16,6 +17,7 @@ import os
 from ...logformat.entries import parse_addr
 from .engine_cols import CTX, ENTRY_COLUMNS, JSON_PATHS, NAMES, OK_OF, TYPES, fields_by_kind
 from .engine_sql import full
+from . import engine_scan
 from . import engine_sql as q
 from .files import MAX_LINE, READ_ERRORS, is_gzip, open_log, show_path
 from ...logformat.entries import LoggedWarning
@@ -176,6 +178,15 @@ class Loader:
         """One file; Fallback if the fast path cannot read it as files.py does."""
         self.file_no += 1
         where = show_path(path)
+        base = self.file_no << FILE_BITS
+        lib = engine_scan.library()
+        try:
+            compiled = lib is not None and engine_scan.looks_like_text(path)
+        except READ_ERRORS as e:
+            raise Fallback(f"{where}: {e}") from None
+        if compiled:
+            self._read_compiled(lib, path, where, base)
+            return
         try:
             gz = is_gzip(path)
             why = unreadable_here(path, gz)
@@ -186,7 +197,6 @@ class Loader:
         link = os.path.join(self.tmpdir, f"f{self.file_no}")
         os.symlink(os.path.abspath(path), link)
         src = source(link, gz)
-        base = self.file_no << FILE_BITS
         con = self.con
         try:
             for query in load_queries(src, base):
@@ -199,6 +209,20 @@ class Loader:
         except Exception as e:  # duckdb.Error: a damaged .gz, a file that went away
             raise Fallback(f"{where}: {str(e).splitlines()[0]}") from None
         self._rest(path, where, base, gz, rejects)
+
+    def _read_compiled(self, lib, path, where, base):
+        """A text log by the compiled reader (engine_scan.py): no pattern, no numbering pass; the lines it does
+        not take to the Python reader, as DuckDB's are. None of DuckDB's reader's limits apply (a carriage
+        return, a line of a MiB, a .gz of blank lines)."""
+        try:
+            scan = engine_scan.read(lib, self.con, path, base)
+            self._canonical(base)
+        except (*READ_ERRORS, MemoryError) as e:
+            raise Fallback(f"{where}: {e}") from None
+        except Exception as e:  # duckdb.Error
+            raise Fallback(f"{where}: {str(e).splitlines()[0]}") from None
+        first_long = None if scan.first_long is None else base + 2 * scan.first_long
+        self._rest(path, where, base, False, [], (scan.blank, scan.too_long, first_long))
 
     def _canonical(self, base):
         """The IPv6 addresses the patterns took that are not in the Python reader's form (ipaddress's str: zeros
@@ -220,11 +244,12 @@ class Loader:
                         "(src IN (SELECT a FROM odd6) OR dst IN (SELECT a FROM odd6))", bounds)
         con.execute("DROP TABLE odd6")
 
-    def _rest(self, path, where, base, gz, rejects):
+    def _rest(self, path, where, base, gz, rejects, counted=None):
         """The lines the patterns did not take, to the Python reader (file order); the ones DuckDB rejected
-        read again here; too long and blank ones counted."""
+        read again here; too long and blank ones counted (counted: blank, too long and the first too long's n,
+        as the compiled reader counted them; else from `entries`)."""
         con, counts = self.con, self.lines
-        blank, too_long, first_long = con.execute(
+        blank, too_long, first_long = counted or con.execute(
             "SELECT count(*) FILTER (what = -2), count(*) FILTER (what = -1), min(n) FILTER (what = -1) FROM entries "
             "WHERE n >= ? AND n < ?", [base, base + (1 << FILE_BITS)]).fetchone()
         counts.too_long += too_long

@@ -24,8 +24,10 @@ PORT = r"(0|[1-9]\d{0,4})"
 U32 = r"(0|[1-9]\d{0,9})"
 U64 = r"(0|[1-9]\d{0,19})"
 # a text token of COMM: printable ASCII but '\', or \xNN of a byte escape_comm escapes (not NUL, which cuts
-# the name); at most 64 of them, so the raw name is at most bounds.MAX_COMM bytes and never cut
-TOKEN = r"(?:[!-\[\]-~]|\\x(?:0[1-9a-f]|1[0-9a-f]|2[0d]|5c|7f|[89a-f][0-9a-f]))"
+# the name; not '-', which it escapes only as the whole name: COMM_TEXT); at most 64 of them, so the raw name is
+# at most bounds.MAX_COMM bytes and never cut
+TOKEN = r"(?:[!-\[\]-~]|\\x(?:0[1-9a-f]|1[0-9a-f]|20|5c|7f|[89a-f][0-9a-f]))"
+COMM_TEXT = rf"(\\x2d|{TOKEN}{{1,64}})"
 NAME = r"[!-\[\]-~]{1,256}"  # a --context name kept as it is (escape_token leaves it unchanged)
 # a JSON name without an escape, a space or a quote, of any length here: its length (at most MAX_JSON_NAME,
 # as the text line's NAME) is checked on its value (engine_cols.OK). A counted repetition this long makes RE2's
@@ -45,7 +47,7 @@ SYSLOG = (r"(?:(?:<\d{1,3}>)?(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d|"
           r"(?:\[\d{1,10}\])?:? )?")
 TEXT_HEAD = (rf"^{SYSLOG}{MONTH} (0[1-9]|[12]\d|3[01]) ([12]\d{{3}}) {CLOCK}\.(\d{{3}}) ")
 TEXT_ENDPOINTS = (rf"SRC=(?:{IP4}:{PORT} DST={IP4}|\[{IP6}\]:{PORT} DST=\[{IP6}\]):{PORT} PID={U32} "
-                  rf"COMM=({TOKEN}{{1,64}})")
+                  rf"COMM={COMM_TEXT}")
 CONTEXT = (rf"(?: USER=({NAME}))?(?: UNIT=({NAME}))?(?: USER_UNIT={NAME})?(?: CONTAINER=([0-9a-f]{{12}}))?"
            rf"(?: POD={NAME})?")
 TEXT_TAIL = r"[ \t\r\f\v]*$"

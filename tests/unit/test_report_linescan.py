@@ -1,0 +1,147 @@
+"""The report's compiled reader of text lines (commands/report/linescan.c) against the Python reader, entry by
+entry: every line it takes must be one the Python reader takes, with the same fields (Loader._row of the
+Python reader's entry); every other line must come back for the Python reader, in order, with its text. The
+lines: the monitor's own formatters' (text, --context, behind a central rsyslog's prefix), the hostile ones
+of test_report_engine.py, and many mutations of them (a byte changed, left out, doubled; a word cut), which
+is where a grammar wider than the reader's would show."""
+
+import random
+import time
+
+import pytest
+from socketsnoop.commands.report import engine, engine_load, engine_scan
+from socketsnoop.commands.report.aggregate import ByHost
+from socketsnoop.commands.report.bounds import Names
+from socketsnoop.commands.report.engine_cols import NAMES
+from socketsnoop.commands.report.files import LineCounts
+from socketsnoop.commands.report.parse import Malformed, Parser
+from support.reportlogs import write_log
+from test_report_engine import HOSTILE
+
+pytestmark = [pytest.mark.skipif(not engine.available(), reason="duckdb is not installed"),
+              pytest.mark.skipif(engine_scan.library() is None, reason="the compiled reader is not built")]
+
+ALPHABET = [*"0123456789abcdefxX:.[]->=\\ _()", "\t", "\r", "\f", "é", "\x00", "\x1b", "SRC=", " USER=", "ms", ">"]
+
+
+def mutations(lines, count, seed):
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        line = rng.choice(lines)
+        i = rng.randrange(len(line) + 1)
+        how = rng.randrange(5)
+        if how == 0:
+            line = line[:i] + rng.choice(ALPHABET) + line[i + 1:]
+        elif how == 1:
+            line = line[:i] + line[i + 1:]
+        elif how == 2:
+            line = line[:i] + rng.choice(ALPHABET) + line[i:]
+        elif how == 3:
+            j = rng.randrange(i, len(line) + 1)
+            line = line[:j] + line[i:j] + line[j:]
+        else:
+            line = line[:i]
+        out.append(line)
+    return out
+
+
+def entries_of(tmp_path, path):
+    """The compiled reader's rows of one file: {n: (what, row values by NAMES, rest)}."""
+    con = engine.connect(str(tmp_path))
+    try:
+        loader = engine_load.Loader(con, str(tmp_path), Parser(), LineCounts(), ByHost(lambda: None, LineCounts(),
+                                                                                       Names()), Names())
+        engine_scan.read(engine_scan.library(), con, path, 0)
+        rows = con.execute(f"SELECT {', '.join(NAMES)}, what, rest FROM entries ORDER BY n").fetchall()
+        del loader
+    finally:
+        con.close()
+    return {r[0]: (r[-2], r[:-2], r[-1]) for r in rows}
+
+
+def test_every_line_taken_is_the_python_readers(tmp_path, monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")  # a text line's time: the reader's local time, the compiled reader's as written
+    time.tzset()
+    src = tmp_path / "formatters.log"
+    lines = []
+    for i, kw in enumerate(({}, {"context": True}, {"context": True, "hosts": 3})):
+        write_log(src, 1_500, seed=11 + i, **kw)
+        lines += src.read_text().splitlines()
+    formatted = len(lines)
+    lines += HOSTILE.splitlines()
+    lines += mutations(lines, 20_000, seed=5)
+    path = tmp_path / "mixed.log"
+    path.write_bytes("\n".join(lines).encode() + b"\n")
+    got = entries_of(tmp_path, str(path))
+    parser, names = Parser(), Names()
+    loader = engine_load.Loader.__new__(engine_load.Loader)
+    loader.names, loader.warns, loader.drops = names, [], []
+    taken = handed = taken_formatted = 0
+    for number, text in enumerate(path.read_bytes().split(b"\n")[:-1], 1):
+        text = text.decode("utf-8", "replace")
+        n = 2 * number
+        if not text.strip(" \t\r\f\v"):
+            assert n not in got, text  # blank: counted, not an entry
+            continue
+        assert n in got, (number, text)
+        what, row, rest = got[n]
+        if what == 0:  # for the Python reader, with its text
+            assert rest == text
+            handed += 1
+            continue
+        fam, src, dst = (row[NAMES.index(c)] for c in ("fam", "src", "dst"))
+        if fam == 6:
+            assert rest == text  # the addresses' form is checked after the load (Loader._canonical)
+            if not (engine_load._canonical6(src) and engine_load._canonical6(dst)):
+                continue  # then the line goes to the Python reader
+        taken += 1
+        taken_formatted += number <= formatted
+        try:
+            expected = loader._row(n, parser.parse(text))
+        except Malformed:
+            pytest.fail(f"taken, but malformed to the Python reader: {text!r}")
+        loc = NAMES.index("loc")  # (text times are local: the reader's are converted, the table's later)
+        assert expected is not None and row[loc] and row[:loc] + row[loc + 1:] == tuple(expected[:loc] + expected[
+            loc + 1:len(row)]), (text, row, expected)
+    # the formatters' lines all taken; of the mutations, thousands taken and thousands handed back
+    assert taken_formatted == formatted and taken - formatted > 2_000 and handed > 5_000, (taken, handed)
+
+
+def test_blocks_and_long_lines(tmp_path):
+    """Lines across the blocks read (engine_scan.BLOCK), lines over MAX_LINE (dropped as they come, counted
+    too long, blank ones too) and a last line without a newline: counted as files.py counts them."""
+    src = tmp_path / "a.log"
+    write_log(src, 4_000, seed=3)
+    good = src.read_text().splitlines(keepends=True)
+    parts = good[:1000] + ["x" * (3 * engine_scan.BLOCK) + "\n", " " * (2 * engine_scan.BLOCK) + "\n"] + \
+        good[1000:2000] + ["y" * 70_000 + "\n", "\t" * 70_000 + "\n"] + good[2000:] + ["z" * 100]
+    path = tmp_path / "b.log"
+    path.write_text("".join(parts))
+    con = engine.connect(str(tmp_path))
+    try:
+        con.execute(f"CREATE TABLE entries ({engine_load.ENTRY_COLUMNS}, what TINYINT, rest VARCHAR)")
+        scan = engine_scan.read(engine_scan.library(), con, str(path), 0)
+        (taken,), (other,) = (con.execute(f"SELECT count(*) FROM entries WHERE what = {w}").fetchone() for w in (1, 0))
+        last = con.execute("SELECT max(n) FROM entries").fetchone()[0]
+    finally:
+        con.close()
+    assert (scan.blank, scan.too_long, scan.first_long) == (0, 4, 1001)
+    assert taken == len(good) and other == 1 and last == 2 * len(parts)
+
+
+def test_a_damaged_gz_takes_the_python_path(tmp_path):
+    """A read error in the middle of the stream (a .gz cut short) is raised again out of DuckDB's INSERT, and the
+    report takes the Python path, which says where the file ends."""
+    src = tmp_path / "a.log.gz"
+    write_log(src, 20_000, gz=True, seed=4)
+    data = src.read_bytes()
+    cut = tmp_path / "cut.log.gz"
+    cut.write_bytes(data[:len(data) // 2])
+    con = engine.connect(str(tmp_path))
+    try:
+        con.execute(f"CREATE TABLE entries ({engine_load.ENTRY_COLUMNS}, what TINYINT, rest VARCHAR)")
+        with pytest.raises(EOFError):
+            engine_scan.read(engine_scan.library(), con, str(cut), 0)
+    finally:
+        con.close()
