@@ -676,6 +676,14 @@ int ls_schema(void *stream, struct ArrowSchema *out) {
     return 0;
 }
 
+/* the stream's release and get_last_error (engine_scan.py's get_next is Python's; these two are C's, so that a
+ * consumer that releases the stream late finds them whatever Python has freed) */
+void ls_stream_release(struct ArrowArrayStream *s) { s->release = NULL; }
+const char *ls_stream_error(struct ArrowArrayStream *s) {
+    (void)s;
+    return "socket-snoop report: the compiled reader failed (the error is raised again in Python)";
+}
+
 /* the batch's rows moved into out (the batch left empty); -1 out of memory */
 int ls_export(struct batch *b, struct ArrowArray *out) {
     if (b->failed) return -1;
