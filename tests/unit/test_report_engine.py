@@ -54,9 +54,13 @@ Dec  1 21:05:58 hostZ socket-snoop[1]:   Dec 30 2024 22:05:25.455 State Change: 
 {"timestamp":"2024-12-30T22:05:25.455Z","event":"state_change","family":4,"src":"10.1.1.1","sport":1,"dst":"10.2.2.2","dport":2,"pid":1,"comm":"x","owner":"socket","old_state":null,"new_state":"ESTABLISHED","description":"","netns":1,"sock":"0x10","pid":2}
 {"timestamp":"2024-12-30T22:05:25.455Z","event":"state_change","family":4,"src":"10.1.1.1","sport":1,"dst":"10.2.2.2","dport":2,"pid":1,"comm":"-","owner":"socket","old_state":null,"new_state":"ESTABLISHED","description":"","netns":1,"sock":"0x0"}
 {"timestamp":"2024-12-30T22:05:25.455Z","event":"state_change","family":4,"src":"10.1.1.1","sport":1,"dst":"10.2.2.2","dport":2,"pid":1,"comm":"a\\b","user":"-","unit":"","owner":"socket","old_state":null,"new_state":"ESTABLISHED","description":"","netns":1,"sock":"0x11"}
+{"timestamp":"2024-12-30T22:05:25.455Z","event":"state_change","family":4,"src":"10.1.1.1","sport":1,"dst":"10.2.2.2","dport":2,"pid":1,"comm":"a\\0b","owner":"socket","old_state":null,"new_state":"ESTABLISHED","description":"","netns":1,"sock":"0x13"}
+{"timestamp":"2024-12-30T22:05:25.455Z","event":"state_change","family":4,"src":"10.1.1.1","sport":1,"dst":"10.2.2.2","dport":2,"pid":1,"comm":"x","owner":"socket","old_state":null,"new_state":"ESTABLISHED","description":"","netns":04,"sock":"0x14"}
+{"timestamp":"2024-12-30T22:05:25.455Z","event":"state_change","family":4,"src":"10.1.1.1","sport":1,"dst":"10.2.2.2","dport":2,"pid":1,"comm":"x","owner":"socket","old_state":null,"new_state":"ESTABLISHED","description":"a	b","netns":4,"sock":"0x15"}
 {"timestamp":"2024-02-30T22:05:25.455Z","event":"state_change","family":4,"src":"10.1.1.1","sport":1,"dst":"10.2.2.2","dport":2,"pid":1,"comm":"x","owner":"socket","old_state":null,"new_state":"ESTABLISHED","description":"","netns":1,"sock":"0x10"}
 {"timestamp":"2024-12-30T22:05:25.455Z","event":"connection","family":4,"src":"10.1.1.1","sport":1,"dst":"10.2.2.2","dport":2,"pid":1,"comm":"x","owner":"socket","direction":null,"result":"closed","netns":1,"sock":"0x12","uid":0,"bytes_sent":1,"bytes_received":2,"retransmits":0,"rtt_ms":0.031,"handshake_ms":null,"duration_ms":1234567.891,"states":["SYN_SENT","CLOSE"],"states_truncated":false,"complete":true}
 {"timestamp":"2024-12-30T22:05:25.455Z","event":"connection","family":4,"src":"10.1.1.1","sport":1,"dst":"10.2.2.2","dport":2,"pid":1,"comm":"x","owner":"socket","direction":null,"result":"closed","netns":1,"sock":"0x12","uid":0,"bytes_sent":1,"bytes_received":2,"retransmits":0,"rtt_ms":0.031,"handshake_ms":null,"duration_ms":1.5,"states":["SYN_SENT","CLOSE"],"states_truncated":false,"complete":true}
+{"timestamp":"2024-12-30T22:05:25.455Z","event":"connection","family":4,"src":"10.1.1.1","sport":1,"dst":"10.2.2.2","dport":2,"pid":1,"comm":"x","owner":"socket","direction":null,"result":"closed","netns":1,"sock":"0x16","uid":0,"bytes_sent":1,"bytes_received":2,"retransmits":0,"rtt_ms":00.031,"handshake_ms":null,"duration_ms":1.500,"states":["SYN_SENT","CLOSE"],"states_truncated":false,"complete":true}
 
    	
 not a line at all
@@ -174,6 +178,21 @@ def test_carriage_return_takes_the_python_path(tmp_path, reader):
         assert "the slow path (pure Python)" in fast[1] and "a carriage return" in fast[1]
     else:
         assert "the slow path" not in fast[1] and fast[1] == slow[1]
+
+
+def test_nul_bytes_as_the_python_path(tmp_path, reader):
+    """DuckDB's reader cuts a line at a NUL byte (its delimiter) and drops the rest unsaid: a line of a log that a
+    crash left zeroed read as blank, a line with a NUL after one of ours read as ours. With DuckDB's reader such
+    a file makes the report take the Python path (said on stderr); the compiled reader hands such a line to the
+    Python reader, on the fast path. The same report either way."""
+    log = tmp_path / "nul.log"
+    log.write_bytes(GOOD.encode() + b"\0" * 300 + GOOD.encode() + GOOD.encode().replace(b"\n", b"\0junk\n")
+                    + GOOD.encode())
+    fast, slow = (report(e, str(log), "--no-lifecycles", "--json") for e in ("duckdb", "python"))
+    assert fast[0] == slow[0]
+    d = json.loads(fast[0])
+    assert d["events"] == 2 and d["malformed"] == 2, d
+    assert ("the slow path (pure Python)" in fast[1] and "a NUL byte" in fast[1]) == (reader == "duckdb"), fast[1]
 
 
 def test_lines_of_a_mebibyte_and_more_as_the_python_path(tmp_path, reader):

@@ -1,5 +1,5 @@
-"""The fast path's reading: a text log by the compiled reader where it is built (engine_scan.py); else, and a
-JSON log always, DuckDB reads each file itself (read_csv with one VARCHAR column: no delimiter, quote or escape;
+"""The fast path's reading: by the compiled reader where it is built (engine_scan.py); else DuckDB reads each
+file itself (read_csv with one VARCHAR column: no delimiter, quote or escape;
 in parallel for a plain file, gunzipped for a .gz), numbers its lines, classifies them by engine_sql.py's
 patterns and cuts their fields (engine_cols.py) in one query, into the table `entries`. Only the lines the
 patterns (or the compiled reader) do not take go to the Python reader, and their entries join the table.
@@ -41,7 +41,9 @@ class Fallback(Exception):
 
 def source(path, gz):
     """read_csv of one file (a link of our own naming it: no glob, no quote in the path)."""
-    return (f"read_csv('{path}', columns={{'line': 'VARCHAR'}}, header=false, delim='\\0', quote='', escape='', "
+    # delim: the NUL byte (a file that holds one takes the Python path: unreadable_here); '\\0' in SQL is two
+    # characters, a backslash and a zero, which cut a JSON line of a process named 'a\\0' (before 2026-12-07)
+    return (f"read_csv('{path}', columns={{'line': 'VARCHAR'}}, header=false, delim=chr(0), quote='', escape='', "
             f"new_line='\\n', auto_detect=false, strict_mode=false, store_rejects=true, max_line_size={MAX_ROW}, "
             f"buffer_size={BUFFER}, compression='{'gzip' if gz else 'none'}')")
 
@@ -105,7 +107,8 @@ REJECTS = "SELECT line, min(byte_position), bool_or(error_type = 'LINE SIZE OVER
 
 def unreadable_here(path, gz):
     """Why DuckDB would not read this file's lines as files.py does, or None: a carriage return (DuckDB ends a
-    line there too), or a line of LONG bytes or more (DuckDB's reader drops it unsaid, with or without a newline,
+    line there too), a NUL byte (DuckDB cuts its line there: a line of a log zeroed by a crash read as blank,
+    or a line cut at a NUL read as one of ours), or a line of LONG bytes or more (DuckDB's reader drops it unsaid, with or without a newline,
     and numbers the lines after it one less); or, in a .gz, lines so short on average that they are mostly blank
     (a few KB that unpack to millions of blank lines: DuckDB numbers and classifies each, about a microsecond
     a line, where the Python path skips a blank run a block at a time). Read a window at a time: C speed,
@@ -115,6 +118,8 @@ def unreadable_here(path, gz):
     for data in _windows(path, gz):
         if data.find(b"\r") >= 0:  # not `in`: an mmap's `in` goes byte by byte in Python's sequence protocol
             return "a carriage return in a line"
+        if data.find(b"\0") >= 0:  # read_csv's delimiter: DuckDB would drop the rest of its line unsaid
+            return "a NUL byte in a line"
         run = _longest(data, run)
         if run >= LONG:
             return f"a line of {LONG} bytes or more"
@@ -180,11 +185,7 @@ class Loader:
         where = show_path(path)
         base = self.file_no << FILE_BITS
         lib = engine_scan.library()
-        try:
-            compiled = lib is not None and engine_scan.looks_like_text(path)
-        except READ_ERRORS as e:
-            raise Fallback(f"{where}: {e}") from None
-        if compiled:
+        if lib is not None:
             self._read_compiled(lib, path, where, base)
             return
         try:
@@ -211,8 +212,8 @@ class Loader:
         self._rest(path, where, base, gz, rejects)
 
     def _read_compiled(self, lib, path, where, base):
-        """A text log by the compiled reader (engine_scan.py): no pattern, no numbering pass; the lines it does
-        not take to the Python reader, as DuckDB's are. None of DuckDB's reader's limits apply (a carriage
+        """A log by the compiled reader (engine_scan.py): no pattern, no numbering pass; the lines it does not
+        take to the Python reader, as DuckDB's are. None of DuckDB's reader's limits apply (a carriage
         return, a line of a MiB, a .gz of blank lines)."""
         try:
             scan = engine_scan.read(lib, self.con, path, base)

@@ -1,9 +1,9 @@
-"""The fast path's compiled reader of text logs (linescan.c, built with the package where a C compiler is at
-hand; without it, DuckDB reads every file itself: engine_load.py). It takes, from the blocks Python reads, the
-text lines engine_sql.py's patterns take (the same grammar, the same checks, the same fields), and hands
-them to DuckDB as an Arrow C stream: no pattern, no numbering pass, no copy of the lines into a table. The
-lines it does not take (the Python reader's, JSON lines among them) come back by their place in the block and
-go to `entries` with their text, as engine_load.py's do.
+"""The fast path's compiled reader of logs (linescan.c, built with the package where a C compiler is at hand;
+without it, DuckDB reads every file itself: engine_load.py). It takes, from the blocks Python reads, the
+text and JSON lines engine_sql.py's patterns take (the same grammar, the same checks, the same fields), and
+hands them to DuckDB as an Arrow C stream: no pattern, no numbering pass, no copy of the lines into a table.
+The lines it does not take (the Python reader's) come back by their place in the block and go to `entries`
+with their text, as engine_load.py's do.
 
 The library is looked for beside this module (the extension module setup.py builds, loaded with ctypes: it
 has no Python API of its own), and its words (titles, descriptions, results, states) are given to it from
@@ -17,7 +17,7 @@ import os
 
 from ...kernel.abi import EV_DROP
 from ...logformat.reader import DESCRIPTIONS, STATE_NAMES
-from ...logformat.words import EVENT_TITLES, RESULT_NAMES
+from ...logformat.words import EVENT_NAMES, EVENT_TITLES, RESULT_NAMES
 from .files import MAX_LINE, open_log
 
 BLOCK = 512 << 10  # bytes read, then parsed, at a time (Python holds one: a fixed buffer)
@@ -32,10 +32,12 @@ class _Stream(ctypes.Structure):  # struct ArrowArrayStream: five pointers
 
 
 def _words():
-    """The grammar's words for ls_words: titles (kind), descriptions (state), results, states; a table each of
-    'text\\tvalue' lines, the tables parted by a form feed."""
+    """The grammar's words for ls_words: text titles (kind), descriptions (state), results, states, JSON's event
+    names (kind); a table each of 'text\\tvalue' lines, the tables parted by a form feed. Drop events are left
+    to the Python reader (their reason: engine_sql.TITLES)."""
     tables = ({t: k for k, t in EVENT_TITLES.items() if k != EV_DROP}, DESCRIPTIONS,
-              {name: k for k, name in RESULT_NAMES.items()}, STATE_NAMES)
+              {name: k for k, name in RESULT_NAMES.items()}, STATE_NAMES,
+              {name: k for k, name in EVENT_NAMES.items() if k != EV_DROP})
     return "\f".join("".join(f"{text}\t{value}\n" for text, value in t.items()) for t in tables).encode()
 
 
@@ -179,17 +181,6 @@ class Scan:
                 if lib.ls_add_other(batch, base + 2 * line, text, len(text)) != 0:
                     raise MemoryError("the compiled reader ran out of memory")
         lib.ls_clear(batch)
-
-
-def looks_like_text(path):
-    """Whether the file's first line that is not blank is a text line (not JSON): the compiled reader takes text
-    lines only, so a JSON log is DuckDB's to read (engine_load.py)."""
-    with open_log(path) as f:
-        head = f.read(64 * 1024)
-    for line in head.split(b"\n")[:-1] or [head]:
-        if line.strip():
-            return b'{"timestamp":' not in line
-    return True
 
 
 def read(lib, con, path, base):

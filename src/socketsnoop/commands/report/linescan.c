@@ -1,12 +1,14 @@
-/* linescan.c: the report's compiled reader of the monitor's text log lines (engine_scan.py loads it with ctypes).
+/* linescan.c: the report's compiled reader of the monitor's log lines (engine_scan.py loads it with ctypes).
  *
- * It takes the lines engine_sql.py's TEXT_EVENT and TEXT_SUMMARY patterns take, with the checks engine_cols.py's
- * OK adds (the date exists, the numbers in range, at most 400 bytes of states), in the same exact forms, and cuts
- * the same fields; it may take fewer (a line with a carriage return, an odd STATES list), never more: every
- * other line that is not blank is handed back by its place in the buffer, for the Python reader. The fields
+ * It takes the lines engine_sql.py's patterns take (TEXT_EVENT, TEXT_SUMMARY, JSON_EVENT, JSON_SUMMARY, behind a
+ * syslog prefix or not), with the checks engine_cols.py's OK adds (the date exists, the numbers in range, at
+ * most 400 bytes of states, names of at most 256 bytes), in the same exact forms, and cuts the same fields; it
+ * may take fewer (a line with a carriage return, an odd STATES list, a JSON value not in printable ASCII),
+ * never more: every other line that is not blank is handed back by its place in the buffer, for the Python
+ * reader. The fields
  * go to DuckDB as an Arrow C stream (the Arrow C data interface: a struct array of int64, uint64 and utf8
  * columns), which DuckDB reads as a table without pyarrow. The words the grammar names (titles, descriptions,
- * results, states, months) come from Python (ls_words): written once, in logformat/.
+ * results, states, JSON's event names) come from Python (ls_words): written once, in logformat/.
  *
  * Bounded: a line is looked at once, left to right, each test a fixed number of bytes or a bounded run; the
  * batch grows with the lines it is given (the caller gives a block at a time).
@@ -14,6 +16,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define MAX_LINE 65536  /* files.py's MAX_LINE */
 
 /* ---- the Arrow C data interface (https://arrow.apache.org/docs/format/CDataInterface.html) ---- */
 struct ArrowSchema {
@@ -38,17 +42,17 @@ struct ArrowArrayStream {
     void *private_data;
 };
 
-/* ---- the columns (as `entries` names them; sock and cgroup, which a text line has not, are left NULL) ---- */
+/* ---- the columns, as `entries` names them ---- */
 enum { I64, U64, UTF8 };
 enum { C_N, C_HOST, C_SUMM, C_SEC, C_MS, C_LOC, C_KIND, C_FAM, C_SRC, C_SPORT, C_DST, C_DPORT, C_PID, C_COMM,
        C_NEWS, C_UID, C_USR, C_UNIT, C_CONTAINER, C_RESULT, C_DIR, C_DUR, C_HS, C_SENT, C_RECV, C_RETR, C_RTT,
-       C_REST, C_WHAT, NCOLS };
+       C_REST, C_WHAT, C_SOCK, C_CGROUP, NCOLS };
 static const char *const COL_NAME[NCOLS] = {
     "n", "host", "summ", "sec", "ms", "loc", "kind", "fam", "src", "sport", "dst", "dport", "pid", "comm", "news",
-    "uid", "usr", "unit", "container", "result", "dir", "dur", "hs", "sent", "recv", "retr", "rtt", "rest", "what"};
+    "uid", "usr", "unit", "container", "result", "dir", "dur", "hs", "sent", "recv", "retr", "rtt", "rest", "what", "sock", "cgroup"};
 static const int COL_TYPE[NCOLS] = {
     I64, UTF8, I64, I64, I64, I64, I64, I64, UTF8, I64, UTF8, I64, I64, UTF8, I64,
-    I64, UTF8, UTF8, UTF8, UTF8, UTF8, I64, I64, U64, U64, I64, I64, UTF8, I64};
+    I64, UTF8, UTF8, UTF8, UTF8, UTF8, I64, I64, U64, U64, I64, I64, UTF8, I64, U64, UTF8};
 
 struct column {
     uint8_t *valid;  /* a bit a row */
@@ -71,7 +75,7 @@ struct batch {
 /* ---- the words, from Python ---- */
 #define MAX_WORDS 64
 struct words { int n; const char *text[MAX_WORDS]; int len[MAX_WORDS]; int value[MAX_WORDS]; };
-static struct words titles, descriptions, results, states;
+static struct words titles, descriptions, results, states, kinds;
 static char *words_store;
 
 /* "text\tvalue\n..." */
@@ -90,15 +94,15 @@ static int split_words(char **p, struct words *w) {
     return 0;
 }
 
-/* the four tables, each "text\tvalue\n" lines, the tables parted by "\f": titles (kind), descriptions (state),
- * results, states (the STATES list's names); 0 if taken */
+/* the five tables, each "text\tvalue\n" lines, the tables parted by "\f": titles (kind), descriptions (state),
+ * results, states (the STATES list's names), JSON's event names (kind); 0 if taken */
 int ls_words(const char *all) {
     free(words_store);
     words_store = strdup(all);
     if (!words_store) return -1;
     char *p = words_store;
     if (split_words(&p, &titles) || split_words(&p, &descriptions) || split_words(&p, &results) ||
-        split_words(&p, &states))
+        split_words(&p, &states) || split_words(&p, &kinds))
         return -1;
     return 0;
 }
@@ -160,6 +164,7 @@ struct row {
     int64_t i[NCOLS];
     uint64_t u[NCOLS];
     struct span s[NCOLS];
+    char comm[4 * 64];  /* a JSON COMM in the text line's form (\\u001b -> \\x1b, a space -> \\x20) */
     uint32_t set;  /* a bit a column: not NULL */
 };
 
@@ -518,15 +523,13 @@ static int state_list(cur *p, cur e) {
     return 1;
 }
 
-/* one line (without its newline): taken into r, or 0 */
+static int json_line(cur q, cur e, struct row *r);
+
+/* one line (without its newline and its trailing blanks: ' ', '\t', '\f', '\v'): taken into r, or 0 */
 static int text_line(cur q, cur e, struct row *r) {
-    cur head = q;
     int index;
     uint64_t v;
-    if (!stamp(&q, e, r)) {
-        q = head;
-        if (!prefix(&q, e, r) || !stamp(&q, e, r)) return 0;
-    }
+    if (!stamp(&q, e, r)) return 0;
     set_i(r, C_LOC, 1);
     if (lit(&q, e, "Connection Summary: ")) {
         set_i(r, C_SUMM, 1);
@@ -559,7 +562,257 @@ static int text_line(cur q, cur e, struct row *r) {
     return context(&q, e, r) && q == e;
 }
 
-#define MAX_LINE 65536  /* files.py's MAX_LINE */
+/* a text or a JSON line, behind a syslog prefix or not (e: its end, without its newline) */
+static int entry_line(cur p, cur e, struct row *r) {
+    cur q = p;
+    if (q < e && *q != '{' && !(e - q > 24 && q[11] == ' ' && q[14] == ':') && !prefix(&q, e, r)) return 0;
+    cur t = e;
+    if (q < e && *q == '{') {  /* JSON: blanks as JSON has them after its value (' ', '\t') */
+        while (t > q && (t[-1] == ' ' || t[-1] == '\t')) t--;
+        return json_line(q, t, r);
+    }
+    while (t > q && (t[-1] == ' ' || t[-1] == '\t' || t[-1] == '\f' || t[-1] == '\v')) t--;
+    return text_line(q, t, r);
+}
+
+/* ---- JSON lines: engine_sql.py's JSON_EVENT and JSON_SUMMARY (the monitor's keys, in its order) ---- */
+
+/* "..." of [!#-\[\]-~]{1,most} (a name of the owner's: no space, quote or backslash); its span */
+static int json_name(cur *p, cur e, int slash, int most, cur *a, int *len) {
+    cur q = *p;
+    if (q >= e || *q++ != '"') return 0;
+    *a = q;
+    if (slash && (q >= e || *q++ != '/')) return 0;
+    while (q < e && *q >= '!' && *q <= '~' && *q != '"' && *q != '\\') q++;
+    *len = (int)(q - *a);
+    if ((!slash && *len == 0) || *len > most || q >= e || *q++ != '"') return 0;
+    *p = q;
+    return 1;
+}
+
+/* "..." of at most `most` bytes of printable ASCII but '"' and '\' (a value the report does not read; narrower
+ * than the pattern's, which takes any character but those and control ones) */
+static int json_any(cur *p, cur e, int most) {
+    cur q = *p, a;
+    if (q >= e || *q++ != '"') return 0;
+    for (a = q; q < e && *q >= ' ' && *q <= '~' && *q != '"' && *q != '\\' && q - a <= most; q++) {}
+    if (q - a > most || q >= e || *q++ != '"') return 0;
+    *p = q;
+    return 1;
+}
+
+/* "COMM": at most 64 of: printable ASCII but '"' and '\' (a space as \x20), \u00NN of a control byte
+ * (\xNN), \\xNN of a byte not UTF-8 (\xNN): the text line's form, as the report's tables keep names */
+static int json_comm(cur *p, cur e, struct row *r, int64_t pid) {
+    cur q = *p;
+    char *out = r->comm;
+    int n = 0;
+    if (q >= e || *q++ != '"') return 0;
+    while (q < e && *q != '"') {
+        if (++n > 64) return 0;
+        if (*q == '\\') {
+            if (e - q >= 6 && q[1] == 'u' && q[2] == '0' && q[3] == '0' && hex(q[4]) && hex(q[5]) &&
+                ((q[4] == '0' && q[5] != '0') || q[4] == '1' || (q[4] == '7' && q[5] == 'f'))) {
+                memcpy(out, "\\x", 2), out[2] = q[4], out[3] = q[5];
+                q += 6;
+            } else if (e - q >= 5 && q[1] == '\\' && q[2] == 'x' && q[3] >= '8' && hex(q[3]) && hex(q[4])) {
+                memcpy(out, "\\x", 2), out[2] = q[3], out[3] = q[4];
+                q += 5;
+            } else {
+                return 0;
+            }
+            out += 4;
+        } else if (*q == ' ') {
+            memcpy(out, "\\x20", 4);
+            out += 4;
+            q++;
+        } else if (*q > ' ' && *q <= '~') {
+            *out++ = *q++;
+        } else {
+            return 0;
+        }
+    }
+    if (q >= e) return 0;
+    *p = q + 1;
+    int len = (int)(out - r->comm);
+    if (len == 0) set_s(r, C_COMM, pid > 0 ? "\\x00" : "-", pid > 0 ? 4 : 1);  /* no name, or no process */
+    else if (len == 1 && r->comm[0] == '-') set_s(r, C_COMM, "\\x2d", 4);
+    else set_s(r, C_COMM, r->comm, len);
+    return 1;
+}
+
+/* ,"family":(4,"src":"IP4","sport":PORT,"dst":"IP4"|6,"src":"IP6","sport":PORT,"dst":"IP6"),"dport":PORT,
+ * "pid":U32,"comm":"JSON_COMM" */
+static int json_endpoints(cur *p, cur e, struct row *r) {
+    cur q = *p, a;
+    uint64_t v;
+    int six;
+    if (lit(&q, e, ",\"family\":4,\"src\":\"")) six = 0;
+    else if (lit(&q, e, ",\"family\":6,\"src\":\"")) six = 1;
+    else return 0;
+    a = q;
+    if (!(six ? ip6(&q, e) : ip4(&q, e))) return 0;
+    set_s(r, C_SRC, a, (int)(q - a));
+    if (!lit(&q, e, "\",\"sport\":") || !number(&q, e, 5, 65535, &v)) return 0;
+    set_i(r, C_SPORT, (int64_t)v);
+    if (!lit(&q, e, ",\"dst\":\"")) return 0;
+    a = q;
+    if (!(six ? ip6(&q, e) : ip4(&q, e))) return 0;
+    set_s(r, C_DST, a, (int)(q - a));
+    if (!lit(&q, e, "\",\"dport\":") || !number(&q, e, 5, 65535, &v)) return 0;
+    set_i(r, C_DPORT, (int64_t)v);
+    set_i(r, C_FAM, six ? 6 : 4);
+    if (!lit(&q, e, ",\"pid\":") || !number(&q, e, 10, 4294967295u, &v)) return 0;
+    set_i(r, C_PID, (int64_t)v);
+    if (!lit(&q, e, ",\"comm\":") || !json_comm(&q, e, r, (int64_t)v)) return 0;
+    *p = q;
+    return 1;
+}
+
+/* (,"user":"N")?(,"cgroup":"/N*")?(,"unit":"N")?(,"container":"[0-9a-f]{12,64}")?(,"pod":"A")?(,"exe":"A")?
+ * (,"user_unit":"A")? ; a name of at most 256 bytes (longer: the Python reader cuts it) */
+static int json_names(cur *p, cur e, struct row *r) {
+    cur q = *p, a;
+    int len;
+    if (lit(&q, e, ",\"user\":")) {
+        if (!json_name(&q, e, 0, 256, &a, &len)) return 0;
+        if (len == 1 && *a == '-') set_s(r, C_USR, "\\x2d", 4);
+        else set_s(r, C_USR, a, len);
+    }
+    if (lit(&q, e, ",\"cgroup\":")) {
+        if (!json_name(&q, e, 1, 256, &a, &len)) return 0;
+        set_s(r, C_CGROUP, a, len);
+    }
+    if (lit(&q, e, ",\"unit\":")) {
+        if (!json_name(&q, e, 0, 256, &a, &len)) return 0;
+        if (len == 1 && *a == '-') set_s(r, C_UNIT, "\\x2d", 4);
+        else set_s(r, C_UNIT, a, len);
+    }
+    if (lit(&q, e, ",\"container\":\"")) {
+        a = q;
+        while (q < e && hex(*q) && q - a <= 64) q++;
+        if (q - a < 12 || q - a > 64 || !lit(&q, e, "\"")) return 0;
+        set_s(r, C_CONTAINER, a, 12);
+    }
+    if (lit(&q, e, ",\"pod\":") && !json_any(&q, e, MAX_LINE)) return 0;
+    if (lit(&q, e, ",\"exe\":") && !json_any(&q, e, MAX_LINE)) return 0;
+    if (lit(&q, e, ",\"user_unit\":") && !json_any(&q, e, MAX_LINE)) return 0;
+    *p = q;
+    return 1;
+}
+
+/* null|(0|[1-9]\d{0,8})\.(\d{3}) (a JSON number: no leading zero): microseconds, or NULL */
+static int json_ms(cur *p, cur e, struct row *r, int c) {
+    cur q = *p;
+    uint64_t whole, frac;
+    if (lit(&q, e, "null")) {
+        *p = q;
+        return 1;
+    }
+    if (!number(&q, e, 9, 999999999, &whole) || !lit(&q, e, ".") || !digits(&q, e, 3, 3, &frac)) return 0;
+    set_i(r, c, (int64_t)(whole * 1000 + frac));
+    *p = q;
+    return 1;
+}
+
+/* "0x[0-9a-f]{1,16}": the socket's address (0: NULL, as the reader has it) */
+static int json_sock(cur *p, cur e, struct row *r) {
+    cur q = *p, a;
+    uint64_t v = 0;
+    if (!lit(&q, e, ",\"sock\":\"0x")) return 0;
+    for (a = q; q < e && hex(*q) && q - a <= 16; q++) v = v * 16 + (uint64_t)(DIGIT(*q) ? *q - '0' : *q - 'a' + 10);
+    if (q == a || q - a > 16 || !lit(&q, e, "\"")) return 0;
+    if (v) set_u(r, C_SOCK, v);
+    *p = q;
+    return 1;
+}
+
+/* "[a-z]{1,16}" */
+static int json_owner(cur *p, cur e) {
+    cur q = *p, a;
+    if (!lit(&q, e, ",\"owner\":\"")) return 0;
+    for (a = q; q < e && *q >= 'a' && *q <= 'z' && q - a <= 16; q++) {}
+    if (q == a || q - a > 16 || !lit(&q, e, "\"")) return 0;
+    *p = q;
+    return 1;
+}
+
+/* {"timestamp":"YYYY-MM-DDThh:mm:ss.mmmZ" ...} */
+static int json_line(cur q, cur e, struct row *r) {
+    uint64_t v;
+    int index;
+    static const char shape[] = "dddd-dd-ddTdd:dd:dd.dddZ\"";
+    if (!lit(&q, e, "{\"timestamp\":\"") || e - q < 25) return 0;
+    for (int i = 0; i < 25; i++)
+        if (shape[i] == 'd' ? !DIGIT(q[i]) : q[i] != shape[i]) return 0;
+#define TWO(i) ((q[i] - '0') * 10 + (q[(i) + 1] - '0'))
+    int year = TWO(0) * 100 + TWO(2), month = TWO(5), day = TWO(8), hour = TWO(11), minute = TWO(14),
+        second = TWO(17), ms = (q[20] - '0') * 100 + TWO(21);
+#undef TWO
+    if (year < 1000 || year > 2999 || month < 1 || month > 12 || day < 1 || hour > 23 || minute > 59 || second > 59)
+        return 0;
+    static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    if (day > mdays[month - 1] + (month == 2 && leap)) return 0;
+    set_i(r, C_SEC, days_from_civil(year, (unsigned)month, (unsigned)day) * 86400 + hour * 3600 + minute * 60 + second);
+    set_i(r, C_MS, ms);
+    set_i(r, C_LOC, 0);
+    q += 25;
+    if (!lit(&q, e, ",\"event\":\"")) return 0;
+    if (lit(&q, e, "connection\"")) {
+        set_i(r, C_SUMM, 1);
+        if (!json_endpoints(&q, e, r) || !json_owner(&q, e) || !lit(&q, e, ",\"direction\":")) return 0;
+        if (lit(&q, e, "\"in\"")) set_s(r, C_DIR, "in", 2);
+        else if (lit(&q, e, "\"out\"")) set_s(r, C_DIR, "out", 3);
+        else if (!lit(&q, e, "null")) return 0;
+        if (!lit(&q, e, ",\"result\":\"") || !word_of(&q, e, &results, &index) || !lit(&q, e, "\"")) return 0;
+        set_s(r, C_RESULT, results.text[index], results.len[index]);
+        if (!lit(&q, e, ",\"netns\":") || !number(&q, e, 20, UINT64_MAX, &v) || !json_sock(&q, e, r)) return 0;
+        if (!lit(&q, e, ",\"uid\":") || !number(&q, e, 10, 4294967295u, &v)) return 0;
+        set_i(r, C_UID, (int64_t)v);
+        if (!json_names(&q, e, r)) return 0;
+        if (!lit(&q, e, ",\"bytes_sent\":") || !number(&q, e, 20, UINT64_MAX, &v)) return 0;
+        set_u(r, C_SENT, v);
+        if (!lit(&q, e, ",\"bytes_received\":") || !number(&q, e, 20, UINT64_MAX, &v)) return 0;
+        set_u(r, C_RECV, v);
+        if (!lit(&q, e, ",\"retransmits\":") || !number(&q, e, 10, 4294967295u, &v)) return 0;
+        set_i(r, C_RETR, (int64_t)v);
+        if (!lit(&q, e, ",\"rtt_ms\":") || !json_ms(&q, e, r, C_RTT) || !lit(&q, e, ",\"handshake_ms\":") ||
+            !json_ms(&q, e, r, C_HS) || !lit(&q, e, ",\"duration_ms\":") || !json_ms(&q, e, r, C_DUR) ||
+            !lit(&q, e, ",\"states\":["))
+            return 0;
+        for (int n = 0; !lit(&q, e, "]"); n++) {
+            if (n == 64 || (n && !lit(&q, e, ",")) || !lit(&q, e, "\"") || !word_of(&q, e, &states, &index) ||
+                !lit(&q, e, "\""))
+                return 0;
+        }
+        if (!lit(&q, e, ",\"states_truncated\":") || !(lit(&q, e, "true") || lit(&q, e, "false")) ||
+            !lit(&q, e, ",\"complete\":") || !(lit(&q, e, "true") || lit(&q, e, "false")))
+            return 0;
+    } else {
+        set_i(r, C_SUMM, 0);
+        if (!word_of(&q, e, &kinds, &index) || !lit(&q, e, "\"")) return 0;
+        set_i(r, C_KIND, kinds.value[index]);
+        if (!json_endpoints(&q, e, r)) return 0;
+        if (lit(&q, e, ",\"uid\":")) {
+            if (!number(&q, e, 10, 4294967295u, &v)) return 0;
+            set_i(r, C_UID, (int64_t)v);
+        }
+        if (!json_names(&q, e, r) || !json_owner(&q, e) || !lit(&q, e, ",\"old_state\":")) return 0;
+        if (!lit(&q, e, "null")) {
+            cur a;
+            if (!lit(&q, e, "\"")) return 0;
+            for (a = q; q < e && ((*q >= 'A' && *q <= 'Z') || DIGIT(*q) || *q == '_') && q - a <= 20; q++) {}
+            if (q == a || q - a > 20 || !lit(&q, e, "\"")) return 0;
+        }
+        if (!lit(&q, e, ",\"new_state\":\"") || !word_of(&q, e, &states, &index) || !lit(&q, e, "\"")) return 0;
+        set_i(r, C_NEWS, states.value[index]);
+        if (!lit(&q, e, ",\"description\":") || !json_any(&q, e, 64)) return 0;
+        if (!lit(&q, e, ",\"netns\":") || !number(&q, e, 20, UINT64_MAX, &v) || !json_sock(&q, e, r)) return 0;
+    }
+    return lit(&q, e, "}") && q == e;
+}
+
 
 static int blank(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\f' || c == '\v'; }
 
@@ -589,11 +842,9 @@ int64_t ls_parse(struct batch *b, const char *buf, int64_t len, int64_t base, in
         if (q == e) {
             b->blank++;
         } else {
-            cur t = e;
-            while (t > p && (t[-1] == ' ' || t[-1] == '\t' || t[-1] == '\f' || t[-1] == '\v')) t--;
             struct row r;
             r.set = 0;
-            if (!memchr(p, '\r', (size_t)(e - p)) && text_line(p, t, &r)) {
+            if (!memchr(p, '\r', (size_t)(e - p)) && entry_line(p, e, &r)) {
                 set_i(&r, C_N, base + 2 * line);
                 set_i(&r, C_WHAT, 1);
                 if (r.i[C_FAM] == 6) set_s(&r, C_REST, p, (int)(e - p));  /* its addresses' form checked after */
