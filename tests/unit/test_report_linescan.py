@@ -5,6 +5,7 @@ lines: the monitor's own formatters' (text, --context, JSON with and without the
 central rsyslog's prefix), the hostile ones of test_report_engine.py, and many mutations of them (a byte
 changed, left out, doubled; a word cut), which is where a grammar wider than the reader's would show."""
 
+import ctypes
 import os
 import random
 import time
@@ -157,3 +158,29 @@ def test_a_damaged_gz_takes_the_python_path(tmp_path):
             engine_scan.read(engine_scan.library(), con, str(cut), 0)
     finally:
         con.close()
+
+
+def test_an_array_is_bounded_in_bytes(tmp_path, monkeypatch):
+    """Lines for the Python reader can be 64 KiB each: an array DuckDB is given holds ROWS entries or BYTES of
+    text, whichever comes first, not ROWS lines of 64 KiB (1 GiB)."""
+    path = tmp_path / "long.log"
+    path.write_text(("junk " * 12_000 + "\n") * 100)  # 100 lines of 60,000 bytes, none of ours
+    monkeypatch.setattr(engine_scan, "BYTES", 2 << 20)
+    lib, held = engine_scan.library(), []
+    get_next = engine_scan.Scan._get_next
+
+    def measured(self, stream, out):
+        rc = get_next(self, stream, out)
+        held.append(ctypes.c_int64.from_address(out).value)  # the array's length: its rows
+        return rc
+
+    monkeypatch.setattr(engine_scan.Scan, "_get_next", measured)
+    con = engine.connect(str(tmp_path))
+    try:
+        con.execute(f"CREATE TABLE entries ({engine_load.ENTRY_COLUMNS}, what TINYINT, rest VARCHAR)")
+        engine_scan.read(lib, con, str(path), 0)
+        assert con.execute("SELECT count(*), max(strlen(rest)) FROM entries WHERE what = 0").fetchone() == (100, 60_000)
+    finally:
+        con.close()
+    # 2 MiB is 34 lines; a block read past it adds at most 9 more: never the 100 at once
+    assert max(held) <= 34 + 9 and sum(held) == 100, held

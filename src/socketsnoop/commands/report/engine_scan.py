@@ -21,7 +21,9 @@ from ...logformat.words import EVENT_NAMES, EVENT_TITLES, RESULT_NAMES
 from .files import MAX_LINE, open_log
 
 BLOCK = 512 << 10  # bytes read, then parsed, at a time (Python holds one: a fixed buffer)
-ROWS = 16384  # entries (and lines for the Python reader) at least in an array DuckDB is given
+# an array DuckDB is given: this many entries (and lines for the Python reader), or this many bytes of their text
+# (lines of 64 KiB for the Python reader: 16,384 of them would be 1 GiB)
+ROWS, BYTES = 16384, 8 << 20
 
 _lib = None
 
@@ -65,7 +67,7 @@ def library():
             lib.ls_batch.restype = ptr
             lib.ls_words.argtypes, lib.ls_words.restype = [ctypes.c_char_p], ctypes.c_int
             lib.ls_parse.argtypes, lib.ls_parse.restype = [ptr, ptr, i64, i64, i64, ctypes.c_int], i64
-            for f in ("ls_rows", "ls_blank", "ls_too_long", "ls_first_long", "ls_n_others", "ls_line"):
+            for f in ("ls_rows", "ls_bytes", "ls_blank", "ls_too_long", "ls_first_long", "ls_n_others", "ls_line"):
                 getattr(lib, f).argtypes, getattr(lib, f).restype = [ptr], i64
             lib.ls_others.argtypes, lib.ls_others.restype = [ptr], ctypes.POINTER(i64)
             lib.ls_clear.argtypes = lib.ls_free.argtypes = [ptr]
@@ -117,7 +119,7 @@ class Scan:
 
     def _get_next(self, _stream, out):
         try:
-            while not self.done and self.lib.ls_rows(self.batch) < ROWS:
+            while not self.done and self.lib.ls_rows(self.batch) < ROWS and self.lib.ls_bytes(self.batch) < BYTES:
                 self._block()
             if self.done and self.lib.ls_rows(self.batch) == 0:
                 ctypes.memset(out, 0, ctypes.sizeof(ctypes.c_void_p) * 10)  # the end: an ArrowArray released

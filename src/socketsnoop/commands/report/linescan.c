@@ -133,6 +133,12 @@ void ls_clear(struct batch *b) {
 }
 
 int64_t ls_rows(struct batch *b) { return b->failed ? -1 : b->rows; }
+/* the bytes of text the batch holds (its lines for the Python reader can be long: engine_scan.py bounds it) */
+int64_t ls_bytes(struct batch *b) {
+    int64_t n = 0;
+    for (int c = 0; c < NCOLS; c++) n += b->col[c].data_len;
+    return n;
+}
 int64_t ls_blank(struct batch *b) { return b->blank; }
 int64_t ls_too_long(struct batch *b) { return b->too_long; }
 int64_t ls_first_long(struct batch *b) { return b->first_long; }
