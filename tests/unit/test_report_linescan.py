@@ -62,7 +62,8 @@ def entries_of(tmp_path, path, reader):
             os.symlink(path, tmp_path / "link")
             for query in engine_load.load_queries(engine_load.source(tmp_path / "link", False), 0):
                 con.execute(query)
-        rows = con.execute(f"SELECT {', '.join(NAMES)}, what, rest FROM entries WHERE what >= 0 ORDER BY n").fetchall()
+        # (not sorted: DuckDB 2.0.1 has given a sorted result of 0 rows without an error within its memory limit)
+        rows = con.execute(f"SELECT {', '.join(NAMES)}, what, rest FROM entries WHERE what >= 0").fetchall()
     finally:
         con.close()
     return {r[0]: (r[-2], r[:-2], r[-1]) for r in rows}
@@ -184,3 +185,19 @@ def test_an_array_is_bounded_in_bytes(tmp_path, monkeypatch):
         con.close()
     # 2 MiB is 34 lines; a block read past it adds at most 9 more: never the 100 at once
     assert max(held) <= 34 + 9 and sum(held) == 100, held
+
+
+@pytest.mark.parametrize("reader", ["compiled", "duckdb"])
+def test_syslog_priorities_taken(tmp_path, reader):
+    """A central file's prefix with a priority of three digits and a day of two (`<134>Dec 11 ...`, local0.info)
+    is a prefix, though its 12th and 15th bytes are where a text line's time has a space and a colon."""
+    src = tmp_path / "a.log"
+    lines = []
+    for form in ("text", "json"):
+        write_log(src, 200, form=form, seed=9)
+        lines += [f"<134>Dec 11 21:05:58 h1 socket-snoop[7]: {line}" for line in src.read_text().splitlines()]
+    path = tmp_path / "pri.log"
+    path.write_text("\n".join(lines) + "\n")
+    got = entries_of(tmp_path, str(path), reader)
+    assert [what for what, _, _ in got.values()] == [1] * len(lines)
+    assert {row[NAMES.index("host")] for _, row, _ in got.values()} == {"h1"}

@@ -67,7 +67,7 @@ NUMBER = "CREATE OR REPLACE TABLE lines AS SELECT {base} + 2 * row_number() OVER
 LOAD = """
 INSERT INTO entries BY NAME
 WITH c AS (SELECT n, line, {kind} AS k FROM lines),
-p AS (SELECT *, line[1] <> '{{' AND NOT (line[12] = ' ' AND line[15] = ':') AS pre FROM c),
+p AS (SELECT *, line[1] <> '{{' AND (line[1] = '<' OR NOT (line[12] = ' ' AND line[15] = ':')) AS pre FROM c),
 b AS (SELECT n, k, line, CASE WHEN k > 0 AND pre THEN string_split(line[:strpos(line, ' socket-snoop') - 1], ' ')[-1]
     END AS host, {body} AS body FROM p),
 x AS (SELECT *, CASE WHEN k IN (1, 2) THEN {json_parsed} END AS j, CASE WHEN k IN (3, 4) THEN {text_parsed} END AS w

@@ -97,13 +97,16 @@ static int split_words(char **p, struct words *w) {
 /* the five tables, each "text\tvalue\n" lines, the tables parted by "\f": titles (kind), descriptions (state),
  * results, states (the STATES list's names), JSON's event names (kind); 0 if taken */
 int ls_words(const char *all) {
+    titles.n = descriptions.n = results.n = states.n = kinds.n = 0;  /* none until all are taken */
     free(words_store);
     words_store = strdup(all);
     if (!words_store) return -1;
     char *p = words_store;
     if (split_words(&p, &titles) || split_words(&p, &descriptions) || split_words(&p, &results) ||
-        split_words(&p, &states) || split_words(&p, &kinds))
+        split_words(&p, &states) || split_words(&p, &kinds)) {
+        titles.n = descriptions.n = results.n = states.n = kinds.n = 0;
         return -1;
+    }
     return 0;
 }
 
@@ -163,6 +166,8 @@ static int grow(struct batch *b) {
     b->cap = cap;
     return 0;
 }
+
+_Static_assert(NCOLS <= 32, "struct row's set: a bit a column");
 
 /* a row's values, set by the parse into a scratch row first: a line is written only once it is taken */
 struct span { const char *p; int len; };
@@ -571,7 +576,9 @@ static int text_line(cur q, cur e, struct row *r) {
 /* a text or a JSON line, behind a syslog prefix or not (e: its end, without its newline) */
 static int entry_line(cur p, cur e, struct row *r) {
     cur q = p;
-    if (q < e && *q != '{' && !(e - q > 24 && q[11] == ' ' && q[14] == ':') && !prefix(&q, e, r)) return 0;
+    /* a prefix unless the line starts with a JSON value or a text line's time (as engine_load.py's `pre`) */
+    if (q < e && *q != '{' && (*q == '<' || !(e - q > 24 && q[11] == ' ' && q[14] == ':')) && !prefix(&q, e, r))
+        return 0;
     cur t = e;
     if (q < e && *q == '{') {  /* JSON: blanks as JSON has them after its value (' ', '\t') */
         while (t > q && (t[-1] == ' ' || t[-1] == '\t')) t--;
@@ -884,24 +891,32 @@ int ls_add_other(struct batch *b, int64_t n, const char *text, int64_t len) {
 }
 
 /* ---- the export: the batch's columns moved into an Arrow struct array; the schema of the stream ---- */
+/* each column owns its buffers (a consumer may move a child out and release the parent: the spec allows it) */
+struct child {
+    struct column col;
+    const void *buffers[3];
+};
+
 struct exported {
-    struct column col[NCOLS];
-    const void *buffers[NCOLS][3];
     const void *top_buffers[1];
     struct ArrowArray children[NCOLS], *child_ptrs[NCOLS];
 };
 
-static void child_release(struct ArrowArray *a) { a->release = NULL; }
+static void child_release(struct ArrowArray *a) {
+    struct child *k = a->private_data;
+    free(k->col.valid);
+    free(k->col.values);
+    free(k->col.data);
+    free(k);
+    a->release = NULL;
+}
+
 static void schema_child_release(struct ArrowSchema *s) { s->release = NULL; }
 
 static void array_release(struct ArrowArray *a) {
     struct exported *x = a->private_data;
-    for (int c = 0; c < NCOLS; c++) {
+    for (int c = 0; c < NCOLS; c++)
         if (x->children[c].release) x->children[c].release(&x->children[c]);
-        free(x->col[c].valid);
-        free(x->col[c].values);
-        free(x->col[c].data);
-    }
     free(x);
     a->release = NULL;
 }
@@ -945,24 +960,28 @@ const char *ls_stream_error(struct ArrowArrayStream *s) {
 int ls_export(struct batch *b, struct ArrowArray *out) {
     if (b->failed) return -1;
     struct exported *x = calloc(1, sizeof *x);
-    if (!x || (b->rows == 0 && grow(b))) {
+    struct child *kids[NCOLS] = {0};
+    int ok = x && !(b->rows == 0 && grow(b));
+    for (int c = 0; ok && c < NCOLS; c++) ok = (kids[c] = calloc(1, sizeof **kids)) != NULL;
+    if (!ok) {
+        for (int c = 0; c < NCOLS; c++) free(kids[c]);
         free(x);
         return -1;
     }
-    memcpy(x->col, b->col, sizeof b->col);
     int64_t rows = b->rows;
-    memset(b->col, 0, sizeof b->col);
-    b->rows = b->cap = 0;
     for (int c = 0; c < NCOLS; c++) {
-        struct column *k = &x->col[c];
-        x->buffers[c][0] = k->nulls ? k->valid : NULL;  /* no bitmap: every value valid */
-        x->buffers[c][1] = k->values;
-        x->buffers[c][2] = k->data ? k->data : "";
-        x->children[c] = (struct ArrowArray){.length = rows, .null_count = k->nulls,
-                                             .n_buffers = COL_TYPE[c] == UTF8 ? 3 : 2, .buffers = x->buffers[c],
-                                             .release = child_release};
+        struct child *k = kids[c];
+        k->col = b->col[c];
+        k->buffers[0] = k->col.nulls ? k->col.valid : NULL;  /* no bitmap: every value valid */
+        k->buffers[1] = k->col.values;
+        k->buffers[2] = k->col.data ? k->col.data : "";
+        x->children[c] = (struct ArrowArray){.length = rows, .null_count = k->col.nulls,
+                                             .n_buffers = COL_TYPE[c] == UTF8 ? 3 : 2, .buffers = k->buffers,
+                                             .release = child_release, .private_data = k};
         x->child_ptrs[c] = &x->children[c];
     }
+    memset(b->col, 0, sizeof b->col);
+    b->rows = b->cap = 0;
     x->top_buffers[0] = NULL;
     *out = (struct ArrowArray){.length = rows, .n_buffers = 1, .n_children = NCOLS, .buffers = x->top_buffers,
                                .children = x->child_ptrs, .release = array_release, .private_data = x};
