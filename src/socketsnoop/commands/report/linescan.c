@@ -426,39 +426,25 @@ static int prefix(cur *p, cur e, struct row *r) {
     return 1;
 }
 
+/* an IPv4 or IPv6 address (six) into column c */
+static int address(cur *p, cur e, int six, struct row *r, int c) {
+    cur a = *p;
+    if (!(six ? ip6(p, e) : ip4(p, e))) return 0;
+    set_s(r, c, a, (int)(*p - a));
+    return 1;
+}
+
 /* SRC=(?:IP4:PORT DST=IP4|\[IP6\]:PORT DST=\[IP6\]):PORT PID=U32 COMM=(TOKEN{1,64}) */
 static int endpoints(cur *p, cur e, struct row *r) {
     cur q = *p, a;
     uint64_t v;
     if (!lit(&q, e, "SRC=")) return 0;
-    int six = q < e && *q == '[';
-    if (six) {
-        a = ++q;
-        if (!ip6(&q, e)) return 0;
-        set_s(r, C_SRC, a, (int)(q - a));
-        if (!lit(&q, e, "]:")) return 0;
-    } else {
-        a = q;
-        if (!ip4(&q, e)) return 0;
-        set_s(r, C_SRC, a, (int)(q - a));
-        if (!lit(&q, e, ":")) return 0;
-    }
-    if (!number(&q, e, 5, 65535, &v)) return 0;
+    int six = lit(&q, e, "[");
+    if (!address(&q, e, six, r, C_SRC) || !lit(&q, e, six ? "]:" : ":") || !number(&q, e, 5, 65535, &v)) return 0;
     set_i(r, C_SPORT, (int64_t)v);
-    if (six) {
-        if (!lit(&q, e, " DST=[")) return 0;
-        a = q;
-        if (!ip6(&q, e)) return 0;
-        set_s(r, C_DST, a, (int)(q - a));
-        if (!lit(&q, e, "]:")) return 0;
-    } else {
-        if (!lit(&q, e, " DST=")) return 0;
-        a = q;
-        if (!ip4(&q, e)) return 0;
-        set_s(r, C_DST, a, (int)(q - a));
-        if (!lit(&q, e, ":")) return 0;
-    }
-    if (!number(&q, e, 5, 65535, &v)) return 0;
+    if (!lit(&q, e, six ? " DST=[" : " DST=") || !address(&q, e, six, r, C_DST) || !lit(&q, e, six ? "]:" : ":") ||
+        !number(&q, e, 5, 65535, &v))
+        return 0;
     set_i(r, C_DPORT, (int64_t)v);
     set_i(r, C_FAM, six ? 6 : 4);
     if (!lit(&q, e, " PID=") || !number(&q, e, 10, 4294967295u, &v)) return 0;
@@ -657,22 +643,17 @@ static int json_comm(cur *p, cur e, struct row *r, int64_t pid) {
 /* ,"family":(4,"src":"IP4","sport":PORT,"dst":"IP4"|6,"src":"IP6","sport":PORT,"dst":"IP6"),"dport":PORT,
  * "pid":U32,"comm":"JSON_COMM" */
 static int json_endpoints(cur *p, cur e, struct row *r) {
-    cur q = *p, a;
+    cur q = *p;
     uint64_t v;
     int six;
     if (lit(&q, e, ",\"family\":4,\"src\":\"")) six = 0;
     else if (lit(&q, e, ",\"family\":6,\"src\":\"")) six = 1;
     else return 0;
-    a = q;
-    if (!(six ? ip6(&q, e) : ip4(&q, e))) return 0;
-    set_s(r, C_SRC, a, (int)(q - a));
-    if (!lit(&q, e, "\",\"sport\":") || !number(&q, e, 5, 65535, &v)) return 0;
+    if (!address(&q, e, six, r, C_SRC) || !lit(&q, e, "\",\"sport\":") || !number(&q, e, 5, 65535, &v)) return 0;
     set_i(r, C_SPORT, (int64_t)v);
-    if (!lit(&q, e, ",\"dst\":\"")) return 0;
-    a = q;
-    if (!(six ? ip6(&q, e) : ip4(&q, e))) return 0;
-    set_s(r, C_DST, a, (int)(q - a));
-    if (!lit(&q, e, "\",\"dport\":") || !number(&q, e, 5, 65535, &v)) return 0;
+    if (!lit(&q, e, ",\"dst\":\"") || !address(&q, e, six, r, C_DST) || !lit(&q, e, "\",\"dport\":") ||
+        !number(&q, e, 5, 65535, &v))
+        return 0;
     set_i(r, C_DPORT, (int64_t)v);
     set_i(r, C_FAM, six ? 6 : 4);
     if (!lit(&q, e, ",\"pid\":") || !number(&q, e, 10, 4294967295u, &v)) return 0;
