@@ -167,7 +167,8 @@ def build_parser():
     p.add_argument("--max-tracked", type=count_option("--max-tracked"), default=100000, metavar="N",
                    help=f"connections kept for the lifecycles, the most recent (default 100000, at most {MAX_COUNT})")
     p.add_argument("--engine", choices=("auto", "duckdb", "python"), default="auto",
-                   help="duckdb: the fast path (the optional package duckdb: pip install socket-snoop[fast-report]), "
+                   help="duckdb: the fast path (the optional package duckdb: pip install socket-snoop[fast-report]; "
+                        "the lines read in C where the package was built with a C compiler), "
                         "for regular files (not --follow, standard input or a pipe); "
                         "python: the pure Python path; auto (default): duckdb where it can")
     p.add_argument("--export-parquet", metavar="DIR",
