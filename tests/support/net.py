@@ -5,6 +5,7 @@ import contextlib
 import os
 import random
 import socket
+import subprocess
 import textwrap
 import time
 
@@ -65,12 +66,19 @@ def nft_drop(port, percent, table=None, match="", syn_percent=None):
 TRACEFS = "/sys/kernel/tracing"
 
 
+def tracefs():
+    """tracefs mounted where it is looked for (a fresh machine may not have it mounted: mounted here once)."""
+    if not os.path.isdir(os.path.join(TRACEFS, "events")):
+        subprocess.run(["mount", "-t", "tracefs", "nodev", TRACEFS], check=False)
+    return TRACEFS
+
+
 @contextlib.contextmanager
 def trace_count(event, filter_expr, buffer_kb=8192):
     """Count the hits of a trace event (e.g. sock/inet_sock_set_state) that pass an ftrace filter, in a tracefs
     instance of our own: the kernel's own count, an oracle independent of any BPF program. Yields a function
     that returns the count so far (what the buffers hold plus what they overwrote or dropped)."""
-    inst = os.path.join(TRACEFS, "instances", uniq("sstrace"))
+    inst = os.path.join(tracefs(), "instances", uniq("sstrace"))
     os.mkdir(inst)
     try:
         with open(os.path.join(inst, "buffer_size_kb"), "w") as f:

@@ -15,9 +15,9 @@ import time
 from socketsnoop.kernel.bpfobject import BpfObject
 from socketsnoop.kernel.libbpf import possible_cpus
 
+from support.net import TRACEFS, tracefs
 from support.system import sh, uniq
 
-TRACEFS = "/sys/kernel/tracing"
 
 # a fleet process: names itself, may hold up to 20,000 files, prints "ready" once its sockets are up, then
 # on a line from stdin closes them all ("close"; "reset": with SO_LINGER 0, so that the kernel sends a reset
@@ -165,8 +165,7 @@ class StateChangeCount:
             f.write(text)
 
     def __enter__(self):
-        if not os.path.isdir(os.path.join(TRACEFS, "events")):
-            subprocess.run(["mount", "-t", "tracefs", "nodev", TRACEFS], check=False)
+        tracefs()
         os.mkdir(self.dir)
         try:
             self._write("buffer_size_kb", str(self.buffer_kb))
