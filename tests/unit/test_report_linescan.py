@@ -201,3 +201,20 @@ def test_syslog_priorities_taken(tmp_path, reader):
     got = entries_of(tmp_path, str(path), reader)
     assert [what for what, _, _ in got.values()] == [1] * len(lines)
     assert {row[NAMES.index("host")] for _, row, _ in got.values()} == {"h1"}
+
+
+def test_said_when_not_built(tmp_path, monkeypatch, capsys):
+    """Without the compiled reader (no C compiler where the package was installed) the fast path still runs, and
+    says once on stderr why it is slower; SOCKETSNOOP_REPORT_NO_SCAN=1, a choice, is not said."""
+    from socketsnoop.cli import main
+    log = tmp_path / "a.log"
+    write_log(log, 50, seed=2)
+    monkeypatch.setattr(engine_scan, "_path", lambda: None)
+    monkeypatch.setattr(engine_scan, "_lib", None)
+    monkeypatch.delenv("SOCKETSNOOP_REPORT_NO_SCAN", raising=False)
+    assert main(["report", "--no-lifecycles", str(log)]) in (0, None)
+    err = capsys.readouterr().err
+    assert err.count("the compiled reader was not built") == 1, err
+    monkeypatch.setenv("SOCKETSNOOP_REPORT_NO_SCAN", "1")
+    assert main(["report", "--no-lifecycles", str(log)]) in (0, None)
+    assert "not built" not in capsys.readouterr().err

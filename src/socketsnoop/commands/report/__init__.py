@@ -18,6 +18,7 @@ and lifecycles.py's lifecycles), text.py and render.py write the result.
 
 import datetime
 import gc
+import os
 import re
 import signal
 import sys
@@ -27,7 +28,7 @@ from ...errors import SnoopError
 from ...settings.monitor import REPORT_FILTER_OPTIONS, filters_from
 from ...settings.option import CommandParser
 from ...settings.values import PERIOD_FLOOR, seconds
-from . import engine, render
+from . import engine, engine_scan, render
 from .aggregate import ByHost, Report, Shared
 from .files import (STDIN, LineCounts, Unreadable, check_readable, distinct, follow_log, in_time_order, is_gzip,
                     is_stream, read_log, show_path)
@@ -263,14 +264,24 @@ def choose_engine(opts):
                              "(pip install socket-snoop[fast-report])", 2)
         if why:
             raise SnoopError(f"socket-snoop report: {option}: {why}", 2)
-        return "duckdb"
+        return _fast()
     if want == "auto":
         if not engine.available():
             print("socket-snoop report: the slow path (pure Python): pip install socket-snoop[fast-report] "
                   "for the fast one (DuckDB)", file=sys.stderr)
         elif not why:  # faster on text and JSON logs alike (measured: docs/report-engine.md)
-            return "duckdb"
+            return _fast()
     return "python"
+
+
+def _fast():
+    """The fast path; said once on stderr if its compiled reader of lines was not built (no C compiler where
+    the package was installed: DuckDB's patterns read the lines, about half as fast), unless turned off."""
+    if engine_scan.library() is None and not os.environ.get("SOCKETSNOOP_REPORT_NO_SCAN"):
+        print("socket-snoop report: the lines read by DuckDB's patterns, about half as fast: the compiled reader "
+              "was not built (no C compiler at install: apt-get install gcc, then install socket-snoop again)",
+              file=sys.stderr)
+    return "duckdb"
 
 
 def python_only(opts):
