@@ -6,8 +6,8 @@ The lines it does not take (the Python reader's) come back by their place in the
 with their text, as engine_load.py's do.
 
 The library is looked for beside this module (the extension module setup.py builds, loaded with ctypes: it
-has no Python API of its own), and its words (titles, descriptions, results, states) are given to it from
-logformat/, where they are written once.
+has no Python API of its own), and its words (titles, descriptions, results, states, JSON's event names) are
+given to it from logformat/, where they are written once.
 """
 
 import ctypes
