@@ -49,7 +49,8 @@ enum { C_N, C_HOST, C_SUMM, C_SEC, C_MS, C_LOC, C_KIND, C_FAM, C_SRC, C_SPORT, C
        C_REST, C_WHAT, C_SOCK, C_CGROUP, NCOLS };
 static const char *const COL_NAME[NCOLS] = {
     "n", "host", "summ", "sec", "ms", "loc", "kind", "fam", "src", "sport", "dst", "dport", "pid", "comm", "news",
-    "uid", "usr", "unit", "container", "result", "dir", "dur", "hs", "sent", "recv", "retr", "rtt", "rest", "what", "sock", "cgroup"};
+    "uid", "usr", "unit", "container", "result", "dir", "dur", "hs", "sent", "recv", "retr", "rtt", "rest", "what",
+    "sock", "cgroup"};
 static const int COL_TYPE[NCOLS] = {
     I64, UTF8, I64, I64, I64, I64, I64, I64, UTF8, I64, UTF8, I64, I64, UTF8, I64,
     I64, UTF8, UTF8, UTF8, UTF8, UTF8, I64, I64, U64, U64, I64, I64, UTF8, I64, U64, UTF8};
@@ -268,6 +269,15 @@ static int number(cur *p, cur e, int most, unsigned __int128 max, uint64_t *v) {
     return 1;
 }
 
+/* KEY then a number (0|[1-9][0-9]{0,most-1}, at most max) into column c (a line's text numbers both ways) */
+static int field(cur *p, cur e, const char *key, int most, unsigned __int128 max, struct row *r, int c) {
+    uint64_t v;
+    if (!lit(p, e, key) || !number(p, e, most, max, &v)) return 0;
+    if (COL_TYPE[c] == U64) set_u(r, c, v);
+    else set_i(r, c, (int64_t)v);
+    return 1;
+}
+
 /* one of the words w, whole: its index */
 static int word_of(cur *p, cur e, const struct words *w, int *index) {
     int best = -1;
@@ -354,6 +364,22 @@ static int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
     return era * 146097 + (int64_t)doe - 719468;
 }
 
+/* two digits at q[i], as a number */
+static int two(cur q, int i) { return (q[i] - '0') * 10 + (q[i + 1] - '0'); }
+
+/* a time of day on a date that exists (years 1000-2999, as the patterns' [12]\d{3}), as seconds since the epoch in
+ * C_SEC and its milliseconds in C_MS; 0 if there is no such time (the reader says: the line goes to it) */
+static int set_time(struct row *r, int year, int month, int day, int hour, int minute, int second, int ms) {
+    static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (year < 1000 || year > 2999 || month < 1 || month > 12 || day < 1 || hour > 23 || minute > 59 || second > 59)
+        return 0;
+    int leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    if (day > mdays[month - 1] + (month == 2 && leap)) return 0;
+    set_i(r, C_SEC, days_from_civil(year, (unsigned)month, (unsigned)day) * 86400 + hour * 3600 + minute * 60 + second);
+    set_i(r, C_MS, ms);
+    return 1;
+}
+
 static int stamp(cur *p, cur e, struct row *r) {
     cur q = *p;
     if (e - q < 25 || q[3] != ' ' || q[6] != ' ' || q[11] != ' ' || q[14] != ':' || q[17] != ':' || q[20] != '.' ||
@@ -366,16 +392,9 @@ static int stamp(cur *p, cur e, struct row *r) {
     static const int at[] = {4, 5, 7, 8, 9, 10, 12, 13, 15, 16, 18, 19, 21, 22, 23};
     for (unsigned i = 0; i < sizeof at / sizeof *at; i++)
         if (!DIGIT(q[at[i]])) return 0;
-#define TWO(i) ((q[i] - '0') * 10 + (q[(i) + 1] - '0'))
-    int day = TWO(4), year = TWO(7) * 100 + TWO(9), hour = TWO(12), minute = TWO(15), second = TWO(18);
-    int ms = (q[21] - '0') * 100 + TWO(22);
-#undef TWO
-    if (day < 1 || day > 31 || year < 1000 || year > 2999 || hour > 23 || minute > 59 || second > 59) return 0;
-    static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    int leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    if (day > mdays[month - 1] + (month == 2 && leap)) return 0;  /* a date that does not exist: the reader says */
-    set_i(r, C_SEC, days_from_civil(year, (unsigned)month, (unsigned)day) * 86400 + hour * 3600 + minute * 60 + second);
-    set_i(r, C_MS, ms);
+    if (!set_time(r, two(q, 7) * 100 + two(q, 9), month, two(q, 4), two(q, 12), two(q, 15), two(q, 18),
+                  (q[21] - '0') * 100 + two(q, 22)))
+        return 0;
     *p = q + 25;
     return 1;
 }
@@ -434,22 +453,34 @@ static int address(cur *p, cur e, int six, struct row *r, int c) {
     return 1;
 }
 
+/* what stands between the addresses, the ports and the PID: of a text line (IPv4, IPv6) and of a JSON line */
+struct around { const char *sport, *dst, *dport, *pid; };
+static const struct around TEXT_AROUND[2] = {{":", " DST=", ":", " PID="}, {"]:", " DST=[", "]:", " PID="}};
+static const struct around JSON_AROUND = {"\",\"sport\":", ",\"dst\":\"", "\",\"dport\":", ",\"pid\":"};
+
+/* the source's address and port, the destination's, the PID (after what says the family: six), in r; the PID */
+static int addresses(cur *p, cur e, int six, const struct around *w, struct row *r, uint64_t *pid) {
+    cur q = *p;
+    uint64_t v;
+    if (!address(&q, e, six, r, C_SRC) || !lit(&q, e, w->sport) || !number(&q, e, 5, 65535, &v)) return 0;
+    set_i(r, C_SPORT, (int64_t)v);
+    if (!lit(&q, e, w->dst) || !address(&q, e, six, r, C_DST) || !lit(&q, e, w->dport) || !number(&q, e, 5, 65535, &v))
+        return 0;
+    set_i(r, C_DPORT, (int64_t)v);
+    set_i(r, C_FAM, six ? 6 : 4);
+    if (!lit(&q, e, w->pid) || !number(&q, e, 10, 4294967295u, pid)) return 0;
+    set_i(r, C_PID, (int64_t)*pid);
+    *p = q;
+    return 1;
+}
+
 /* SRC=(?:IP4:PORT DST=IP4|\[IP6\]:PORT DST=\[IP6\]):PORT PID=U32 COMM=(TOKEN{1,64}) */
 static int endpoints(cur *p, cur e, struct row *r) {
     cur q = *p, a;
     uint64_t v;
     if (!lit(&q, e, "SRC=")) return 0;
     int six = lit(&q, e, "[");
-    if (!address(&q, e, six, r, C_SRC) || !lit(&q, e, six ? "]:" : ":") || !number(&q, e, 5, 65535, &v)) return 0;
-    set_i(r, C_SPORT, (int64_t)v);
-    if (!lit(&q, e, six ? " DST=[" : " DST=") || !address(&q, e, six, r, C_DST) || !lit(&q, e, six ? "]:" : ":") ||
-        !number(&q, e, 5, 65535, &v))
-        return 0;
-    set_i(r, C_DPORT, (int64_t)v);
-    set_i(r, C_FAM, six ? 6 : 4);
-    if (!lit(&q, e, " PID=") || !number(&q, e, 10, 4294967295u, &v)) return 0;
-    set_i(r, C_PID, (int64_t)v);
-    if (!lit(&q, e, " COMM=")) return 0;
+    if (!addresses(&q, e, six, &TEXT_AROUND[six], r, &v) || !lit(&q, e, " COMM=")) return 0;
     a = q;
     if (!comm(&q, e)) return 0;
     if (q - a == 1 && *a == '-' && v > 0) set_s(r, C_COMM, "\\x00", 4);  /* no name, of a process: as the reader says */
@@ -525,7 +556,6 @@ static int json_line(cur q, cur e, struct row *r);
 /* one line (without its newline and its trailing blanks: ' ', '\t', '\f', '\v'): taken into r, or 0 */
 static int text_line(cur q, cur e, struct row *r) {
     int index;
-    uint64_t v;
     if (!stamp(&q, e, r)) return 0;
     set_i(r, C_LOC, 1);
     if (lit(&q, e, "Connection Summary: ")) {
@@ -539,16 +569,12 @@ static int text_line(cur q, cur e, struct row *r) {
         if (!lit(&q, e, " DURATION=") || !millis(&q, e, r, C_DUR) || !lit(&q, e, " HANDSHAKE=") ||
             !millis(&q, e, r, C_HS))
             return 0;
-        if (!lit(&q, e, " SENT=") || !number(&q, e, 20, UINT64_MAX, &v)) return 0;
-        set_u(r, C_SENT, v);
-        if (!lit(&q, e, " RECEIVED=") || !number(&q, e, 20, UINT64_MAX, &v)) return 0;
-        set_u(r, C_RECV, v);
-        if (!lit(&q, e, " RETRANSMITS=") || !number(&q, e, 10, 4294967295u, &v)) return 0;
-        set_i(r, C_RETR, (int64_t)v);
-        if (!lit(&q, e, " RTT=") || !millis(&q, e, r, C_RTT)) return 0;
-        if (!lit(&q, e, " UID=") || !number(&q, e, 10, 4294967295u, &v)) return 0;
-        set_i(r, C_UID, (int64_t)v);
-        if (!lit(&q, e, " STATES=") || !state_list(&q, e)) return 0;
+        if (!field(&q, e, " SENT=", 20, UINT64_MAX, r, C_SENT) ||
+            !field(&q, e, " RECEIVED=", 20, UINT64_MAX, r, C_RECV) ||
+            !field(&q, e, " RETRANSMITS=", 10, 4294967295u, r, C_RETR) || !lit(&q, e, " RTT=") ||
+            !millis(&q, e, r, C_RTT) || !field(&q, e, " UID=", 10, 4294967295u, r, C_UID) ||
+            !lit(&q, e, " STATES=") || !state_list(&q, e))
+            return 0;
     } else {
         set_i(r, C_SUMM, 0);
         if (!word_of(&q, e, &titles, &index) || !lit(&q, e, ": ")) return 0;
@@ -649,16 +675,8 @@ static int json_endpoints(cur *p, cur e, struct row *r) {
     if (lit(&q, e, ",\"family\":4,\"src\":\"")) six = 0;
     else if (lit(&q, e, ",\"family\":6,\"src\":\"")) six = 1;
     else return 0;
-    if (!address(&q, e, six, r, C_SRC) || !lit(&q, e, "\",\"sport\":") || !number(&q, e, 5, 65535, &v)) return 0;
-    set_i(r, C_SPORT, (int64_t)v);
-    if (!lit(&q, e, ",\"dst\":\"") || !address(&q, e, six, r, C_DST) || !lit(&q, e, "\",\"dport\":") ||
-        !number(&q, e, 5, 65535, &v))
+    if (!addresses(&q, e, six, &JSON_AROUND, r, &v) || !lit(&q, e, ",\"comm\":") || !json_comm(&q, e, r, (int64_t)v))
         return 0;
-    set_i(r, C_DPORT, (int64_t)v);
-    set_i(r, C_FAM, six ? 6 : 4);
-    if (!lit(&q, e, ",\"pid\":") || !number(&q, e, 10, 4294967295u, &v)) return 0;
-    set_i(r, C_PID, (int64_t)v);
-    if (!lit(&q, e, ",\"comm\":") || !json_comm(&q, e, r, (int64_t)v)) return 0;
     *p = q;
     return 1;
 }
@@ -739,17 +757,9 @@ static int json_line(cur q, cur e, struct row *r) {
     if (!lit(&q, e, "{\"timestamp\":\"") || e - q < 25) return 0;
     for (int i = 0; i < 25; i++)
         if (shape[i] == 'd' ? !DIGIT(q[i]) : q[i] != shape[i]) return 0;
-#define TWO(i) ((q[i] - '0') * 10 + (q[(i) + 1] - '0'))
-    int year = TWO(0) * 100 + TWO(2), month = TWO(5), day = TWO(8), hour = TWO(11), minute = TWO(14),
-        second = TWO(17), ms = (q[20] - '0') * 100 + TWO(21);
-#undef TWO
-    if (year < 1000 || year > 2999 || month < 1 || month > 12 || day < 1 || hour > 23 || minute > 59 || second > 59)
+    if (!set_time(r, two(q, 0) * 100 + two(q, 2), two(q, 5), two(q, 8), two(q, 11), two(q, 14), two(q, 17),
+                  (q[20] - '0') * 100 + two(q, 21)))
         return 0;
-    static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    int leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    if (day > mdays[month - 1] + (month == 2 && leap)) return 0;
-    set_i(r, C_SEC, days_from_civil(year, (unsigned)month, (unsigned)day) * 86400 + hour * 3600 + minute * 60 + second);
-    set_i(r, C_MS, ms);
     set_i(r, C_LOC, 0);
     q += 25;
     if (!lit(&q, e, ",\"event\":\"")) return 0;
@@ -762,15 +772,11 @@ static int json_line(cur q, cur e, struct row *r) {
         if (!lit(&q, e, ",\"result\":\"") || !word_of(&q, e, &results, &index) || !lit(&q, e, "\"")) return 0;
         set_s(r, C_RESULT, results.text[index], results.len[index]);
         if (!lit(&q, e, ",\"netns\":") || !number(&q, e, 20, UINT64_MAX, &v) || !json_sock(&q, e, r)) return 0;
-        if (!lit(&q, e, ",\"uid\":") || !number(&q, e, 10, 4294967295u, &v)) return 0;
-        set_i(r, C_UID, (int64_t)v);
-        if (!json_names(&q, e, r)) return 0;
-        if (!lit(&q, e, ",\"bytes_sent\":") || !number(&q, e, 20, UINT64_MAX, &v)) return 0;
-        set_u(r, C_SENT, v);
-        if (!lit(&q, e, ",\"bytes_received\":") || !number(&q, e, 20, UINT64_MAX, &v)) return 0;
-        set_u(r, C_RECV, v);
-        if (!lit(&q, e, ",\"retransmits\":") || !number(&q, e, 10, 4294967295u, &v)) return 0;
-        set_i(r, C_RETR, (int64_t)v);
+        if (!field(&q, e, ",\"uid\":", 10, 4294967295u, r, C_UID) || !json_names(&q, e, r) ||
+            !field(&q, e, ",\"bytes_sent\":", 20, UINT64_MAX, r, C_SENT) ||
+            !field(&q, e, ",\"bytes_received\":", 20, UINT64_MAX, r, C_RECV) ||
+            !field(&q, e, ",\"retransmits\":", 10, 4294967295u, r, C_RETR))
+            return 0;
         if (!lit(&q, e, ",\"rtt_ms\":") || !json_ms(&q, e, r, C_RTT) || !lit(&q, e, ",\"handshake_ms\":") ||
             !json_ms(&q, e, r, C_HS) || !lit(&q, e, ",\"duration_ms\":") || !json_ms(&q, e, r, C_DUR) ||
             !lit(&q, e, ",\"states\":["))
@@ -828,7 +834,7 @@ int64_t ls_parse(struct batch *b, const char *buf, int64_t len, int64_t base, in
         line++;
         cur e = nl, q = p;
         if (e - p > MAX_LINE) {  /* blank or not, as files.py counts a line it could not hold */
-            if (!b->too_long++ && !b->first_long) b->first_long = line;
+            if (!b->too_long++) b->first_long = line;
             p = nl < end ? nl + 1 : end;
             continue;
         }
