@@ -18,7 +18,6 @@ and lifecycles.py's lifecycles), text.py and render.py write the result.
 
 import datetime
 import gc
-import os
 import re
 import signal
 import sys
@@ -277,7 +276,7 @@ def choose_engine(opts):
 def _fast():
     """The fast path; said once on stderr if its compiled reader of lines was not built (no C compiler where
     the package was installed: DuckDB's patterns read the lines, about half as fast), unless turned off."""
-    if engine_scan.library() is None and not os.environ.get("SOCKETSNOOP_REPORT_NO_SCAN"):
+    if engine_scan.library() is None and not engine_scan.turned_off():
         print("socket-snoop report: the lines read by DuckDB's patterns, about half as fast: the compiled reader "
               "was not built (no C compiler at install: apt-get install gcc, then install socket-snoop again)",
               file=sys.stderr)

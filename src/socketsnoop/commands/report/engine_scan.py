@@ -52,12 +52,18 @@ def _path():
     return None
 
 
+def turned_off():
+    """SOCKETSNOOP_REPORT_NO_SCAN=1: DuckDB's patterns read the lines, as where the library was not built (the
+    tests compare both)."""
+    return bool(os.environ.get("SOCKETSNOOP_REPORT_NO_SCAN"))
+
+
 def library():
-    """The loaded library, or None where it was not built (no C compiler at install) or cannot be loaded
-    (SOCKETSNOOP_REPORT_NO_SCAN=1 turns it off: the tests compare both)."""
+    """The loaded library, or None where it was not built (no C compiler at install), cannot be loaded or is
+    turned off."""
     global _lib
     if _lib is None:
-        path = None if os.environ.get("SOCKETSNOOP_REPORT_NO_SCAN") else _path()
+        path = None if turned_off() else _path()
         try:
             lib = ctypes.CDLL(path) if path else False
         except OSError:
@@ -140,7 +146,7 @@ class Scan:
             if nl < 0 and not final:
                 return
             self.line += 1
-            self._long(self.line)
+            self._long(1, self.line)
             self.skip = False
             end = end - nl - 1 if nl >= 0 else 0
             buf[:end] = buf[nl + 1:nl + 1 + end]
@@ -148,7 +154,7 @@ class Scan:
         if used < 0:
             raise MemoryError("the compiled reader ran out of memory")
         self.line = lib.ls_line(self.batch)
-        self._counts(end)
+        self._counts()
         if final:
             self.done = True
             return
@@ -159,21 +165,20 @@ class Scan:
             buf[:rest] = buf[used:end]
             self.have = rest
 
-    def _long(self, line):
-        self.too_long += 1
+    def _long(self, count, first):
+        """count lines too long counted, the first of them at line first."""
+        self.too_long += count
         if self.first_long is None:
-            self.first_long = line
+            self.first_long = first
 
-    def _counts(self, end):
+    def _counts(self):
         """The block's counts added, its lines for the Python reader into the batch with their text (decoded as
         files.py does)."""
         lib, batch, buf = self.lib, self.batch, self.buf
         self.blank += lib.ls_blank(batch)
         too_long = lib.ls_too_long(batch)
         if too_long:
-            self.too_long += too_long
-            if self.first_long is None:
-                self.first_long = lib.ls_first_long(batch)
+            self._long(too_long, lib.ls_first_long(batch))
         n = lib.ls_n_others(batch)
         if n:
             o, base = lib.ls_others(batch), self.base

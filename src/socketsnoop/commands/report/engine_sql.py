@@ -72,11 +72,11 @@ JSON_KINDS = "(" + "|".join(n for k, n in EVENT_NAMES.items() if k != EV_DROP) +
 JSON_TAIL = r"[ \t\r]*$"
 JSON_EVENT = (f"{JSON_HEAD},\"event\":\"{JSON_KINDS}\"{JSON_ENDPOINTS}(?:,\"uid\":{U32})?{JSON_NAMES}"
               rf",\"owner\":\"[a-z]{{1,16}}\",\"old_state\":(?:null|\"[A-Z0-9_]{{1,20}}\"),\"new_state\":\"({STATE})\","
-              rf"\"description\":\"[^\"\\\x00-\x1f]{{0,64}}\",\"netns\":(?:0|[1-9]\d{{0,19}}),\"sock\":\"0x([0-9a-f]{{1,16}})\"\}}{JSON_TAIL}")
+              rf"\"description\":\"[^\"\\\x00-\x1f]{{0,64}}\",\"netns\":{U64},\"sock\":\"0x([0-9a-f]{{1,16}})\"\}}{JSON_TAIL}")
 # a JSON number: no leading zero (json.loads refuses one)
 MS_JSON = r"(?:null|(0|[1-9]\d{0,8})\.(\d{3}))"
 JSON_SUMMARY = (f"{JSON_HEAD},\"event\":\"connection\"{JSON_ENDPOINTS},\"owner\":\"[a-z]{{1,16}}\","
-                rf"\"direction\":(?:null|\"(in|out)\"),\"result\":\"{RESULTS}\",\"netns\":(?:0|[1-9]\d{{0,19}}),"
+                rf"\"direction\":(?:null|\"(in|out)\"),\"result\":\"{RESULTS}\",\"netns\":{U64},"
                 rf"\"sock\":\"0x([0-9a-f]{{1,16}})\",\"uid\":{U32}{JSON_NAMES},\"bytes_sent\":{U64},"
                 rf"\"bytes_received\":{U64},\"retransmits\":{U32},\"rtt_ms\":{MS_JSON},\"handshake_ms\":{MS_JSON},"
                 rf"\"duration_ms\":{MS_JSON},\"states\":\[(?:\"{STATE}\"(?:,\"{STATE}\"){{0,63}})?\],"
